@@ -1,0 +1,120 @@
+"""The control-plane ASGI app: `create_app(settings)`.
+
+The lifespan owns the database engines, the PostgreSQL LISTEN relay and the lease reaper;
+nothing touches the network or the database at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import FileResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from board_api import errors as problems
+from board_api.deps import KeyCache
+from board_api.metrics import Metrics
+from board_api.routes import catalog, ops, streams, tasks, workers
+from meta_agent import __version__
+from meta_agent.settings import Settings
+from store import errors
+from store import tasks as task_service
+from store.db import Database, libpq_dsn
+from store.hub import listen_postgres
+
+log = logging.getLogger(__name__)
+STATIC = Path(__file__).parent / "static"
+
+
+class BodyLimit:
+    """Refuse bodies over the limit (413) before reading them; artifacts get their own."""
+
+    def __init__(self, app: ASGIApp, limit: int, artifact_limit: int) -> None:
+        self.app, self.limit, self.artifact_limit = app, limit, artifact_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            limit = self.artifact_limit if "/artifacts/" in scope["path"] else self.limit
+            length = dict(scope["headers"]).get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > limit:
+                resp = problems.problem(
+                    413, "payload_too_large", "Payload too large", f"the body is over {limit} bytes"
+                )
+                await resp(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _reaper(db: Database, interval: float) -> None:
+    while True:
+        try:
+            async with db.tx() as tx:
+                reaped = await task_service.reap_expired(tx)
+            for t in reaped:
+                log.info("lease expired", extra={"task_id": t.id, "status": t.status})
+        except errors.Unavailable:
+            log.warning("reaper: database unavailable")
+        except Exception:
+            log.exception("reaper failed; will retry")
+        await asyncio.sleep(interval)
+
+
+def create_app(settings: Settings | None = None, *, db: Database | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        database = db or Database(settings.database_url)
+        database.hub.bind(asyncio.get_running_loop())
+        app.state.db = database
+        background: list[asyncio.Task[None]] = []
+        if not database.is_sqlite:
+            ready = asyncio.Event()
+            background.append(
+                asyncio.create_task(listen_postgres(database.hub, libpq_dsn(settings.database_url), ready))
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ready.wait(), 5)
+        background.append(asyncio.create_task(_reaper(database, settings.reaper_interval)))
+        try:
+            yield
+        finally:
+            for t in background:
+                t.cancel()
+            for t in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+            if db is None:
+                await database.dispose()
+
+    app = FastAPI(
+        title="meta-agent control plane",
+        version=__version__,
+        description="Durable tasks for agents: REST + SSE, worker protocol. See docs/protocol.md.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.key_cache = KeyCache()
+    app.state.metrics = Metrics()
+    app.state.open_mode = settings.open_mode_allowed()
+    problems.install(app)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, artifact_limit=settings.max_artifact_bytes)
+
+    for r in (catalog.router, tasks.router, streams.router, workers.router, ops.router):
+        app.include_router(r, prefix="/api/v1")
+    app.include_router(ops.ops)
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> Response:
+        return FileResponse(STATIC / "index.html", media_type="text/html")
+
+    @app.get("/api/v1", include_in_schema=False)
+    async def api_root(request: Request) -> dict[str, str]:
+        return {"docs": str(request.url_for("swagger_ui_html")), "openapi": str(request.url_for("openapi"))}
+
+    return app

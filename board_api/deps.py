@@ -1,0 +1,93 @@
+"""Typed dependencies shared by the routes: the database, settings, the caller."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from meta_agent.settings import Settings
+from store import errors, keys
+from store.db import Database
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    scopes: frozenset[str]
+    key_id: str | None = None
+
+    def can(self, scope: str) -> bool:
+        # admin ⊃ operator ⊃ viewer; worker is separate (plus read access to what it runs).
+        if "admin" in self.scopes:
+            return True
+        if scope == "viewer":
+            return bool(self.scopes & {"operator", "viewer", "worker"})
+        return scope in self.scopes
+
+
+OPEN = Principal("anonymous", frozenset({"admin"}))
+
+
+def get_db(request: Request) -> Database:
+    return request.app.state.db  # type: ignore[no-any-return]
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+DbDep = Annotated[Database, Depends(get_db)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+class KeyCache:
+    """Whether any key exists, cached briefly: the open-mode check runs on every request."""
+
+    def __init__(self, ttl: float = 2.0) -> None:
+        self.ttl, self._at, self._value = ttl, 0.0, False
+
+    async def any(self, db: Database) -> bool:
+        now = time.monotonic()
+        if now - self._at > self.ttl:
+            async with db.read() as s:
+                self._value = await keys.has_active_keys(s)
+            self._at = now
+        return self._value
+
+    def invalidate(self) -> None:
+        self._at = 0.0
+
+
+async def principal(request: Request, db: DbDep) -> Principal:
+    cache: KeyCache = request.app.state.key_cache
+    header = request.headers.get("authorization", "")
+    token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    if not token:
+        if not await cache.any(db) and request.app.state.open_mode:
+            return OPEN
+        raise errors.Unauthorized("an API key is required: send `Authorization: Bearer <key>`")
+    async with db.read() as s:
+        row = await keys.verify_key(s, token)
+    if row is None:
+        raise errors.Unauthorized(
+            "the API key is not valid (unknown, revoked or mistyped)", code="invalid_key"
+        )
+    return Principal(row.name or row.prefix, frozenset(row.scopes), row.id)
+
+
+def require(scope: str):  # type: ignore[no-untyped-def]
+    async def check(p: Annotated[Principal, Depends(principal)]) -> Principal:
+        if not p.can(scope):
+            raise errors.Forbidden(f"this key lacks the {scope!r} scope", code="insufficient_scope")
+        return p
+
+    return Depends(check)
+
+
+Viewer = Annotated[Principal, require("viewer")]
+Operator = Annotated[Principal, require("operator")]
+Admin = Annotated[Principal, require("admin")]
+WorkerKey = Annotated[Principal, require("worker")]

@@ -1,0 +1,187 @@
+"""Agents, teams, worker queues and workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+
+from board_api.deps import Admin, DbDep, Operator, SettingsDep, Viewer
+from board_api.schemas import (
+    AgentIn,
+    AgentList,
+    AgentOut,
+    AgentPatch,
+    ExecuteBody,
+    ExecuteOut,
+    QueueIn,
+    QueueList,
+    QueueOut,
+    TaskOut,
+    TeamIn,
+    TeamList,
+    TeamOut,
+    WorkerList,
+    WorkerOut,
+)
+from store import catalog, errors, tasks
+from store.models import Agent, Team, WorkerQueue
+
+router = APIRouter()
+
+
+def _agent_fields(body: AgentIn | AgentPatch, *, partial: bool) -> dict[str, Any]:
+    data = body.model_dump(exclude_unset=partial)
+    if "parameters" in data and data["parameters"] is not None:
+        data["parameters"] = {k: dict(v) for k, v in data["parameters"].items()}
+    return data
+
+
+@router.get("/agents", response_model=AgentList)
+async def list_agents(db: DbDep, _: Viewer, q: str | None = None) -> AgentList:
+    """List agents, optionally filtered by text in name or description."""
+    async with db.read() as s:
+        return AgentList(items=[AgentOut.of(a) for a in await catalog.list_agents(s, q)])
+
+
+@router.post("/agents", response_model=AgentOut, status_code=201)
+async def create_agent(body: AgentIn, db: DbDep, _: Operator) -> AgentOut:
+    """Create an agent."""
+    async with db.tx() as tx:
+        agent = await catalog.create_agent(tx, Agent(**_agent_fields(body, partial=False)))
+    return AgentOut.of(agent)
+
+
+@router.put("/agents/{name}", response_model=AgentOut)
+async def apply_agent(name: str, body: AgentIn, db: DbDep, _: Operator, response: Response) -> AgentOut:
+    """Create or replace the agent named in the path (declarative apply)."""
+    if body.name != name:
+        raise errors.Invalid(f"body name {body.name!r} differs from the path {name!r}", code="name_mismatch")
+    async with db.tx() as tx:
+        agent, created = await catalog.upsert_agent(tx, _agent_fields(body, partial=False))
+    response.status_code = 201 if created else 200
+    return AgentOut.of(agent)
+
+
+@router.get("/agents/{key}", response_model=AgentOut)
+async def get_agent(key: str, db: DbDep, _: Viewer) -> AgentOut:
+    """One agent by id or name."""
+    async with db.read() as s:
+        return AgentOut.of(await catalog.get_agent(s, key))
+
+
+@router.patch("/agents/{key}", response_model=AgentOut)
+async def update_agent(key: str, body: AgentPatch, db: DbDep, _: Operator) -> AgentOut:
+    """Change some fields of an agent."""
+    async with db.tx() as tx:
+        agent = await catalog.update_agent(tx, key, _agent_fields(body, partial=True))
+    return AgentOut.of(agent)
+
+
+@router.delete("/agents/{key}", status_code=204)
+async def delete_agent(key: str, db: DbDep, _: Operator) -> Response:
+    """Delete an agent with no unfinished tasks."""
+    async with db.tx() as tx:
+        await catalog.delete_agent(tx, key)
+    return Response(status_code=204)
+
+
+async def _execute(
+    db: Any, settings: Any, body: ExecuteBody, *, agent: str | None = None, team: str | None = None
+) -> ExecuteOut:
+    new = tasks.NewTask(
+        prompt=body.prompt,
+        agent=agent,
+        team=team,
+        queue=body.worker_queue_id,
+        parameters=body.parameters,
+        source=body.source,
+        requested_by=body.requested_by,
+    )
+    async with db.tx() as tx:
+        task = await tasks.create_task(
+            tx, new, max_prompt_chars=settings.max_prompt_chars, max_attempts=settings.max_attempts
+        )
+    return ExecuteOut(execution_id=task.id, status=task.status, task=TaskOut.of(task))
+
+
+@router.post("/agents/{key}/execute", response_model=ExecuteOut, status_code=201)
+async def execute_agent(
+    key: str, body: ExecuteBody, db: DbDep, settings: SettingsDep, _: Operator
+) -> ExecuteOut:
+    """Start an execution of an agent (Kubiya-compatible)."""
+    return await _execute(db, settings, body, agent=key)
+
+
+@router.get("/teams", response_model=TeamList)
+async def list_teams(db: DbDep, _: Viewer) -> TeamList:
+    """List teams."""
+    async with db.read() as s:
+        return TeamList(
+            items=[TeamOut.model_validate(t, from_attributes=True) for t in await catalog.list_teams(s)]
+        )
+
+
+@router.post("/teams", response_model=TeamOut, status_code=201)
+async def create_team(body: TeamIn, db: DbDep, _: Operator) -> TeamOut:
+    """Create a team of agents with a coordinator."""
+    async with db.tx() as tx:
+        team = await catalog.create_team(tx, Team(**body.model_dump()))
+    return TeamOut.model_validate(team, from_attributes=True)
+
+
+@router.get("/teams/{key}", response_model=TeamOut)
+async def get_team(key: str, db: DbDep, _: Viewer) -> TeamOut:
+    """One team by id or name."""
+    async with db.read() as s:
+        return TeamOut.model_validate(await catalog.get_team(s, key), from_attributes=True)
+
+
+@router.post("/teams/{key}/execute", response_model=ExecuteOut, status_code=201)
+async def execute_team(
+    key: str, body: ExecuteBody, db: DbDep, settings: SettingsDep, _: Operator
+) -> ExecuteOut:
+    """Start an execution of a team (runs its coordinator)."""
+    return await _execute(db, settings, body, team=key)
+
+
+def _queue_out(q: WorkerQueue, stats: dict[str, dict[str, int]]) -> QueueOut:
+    st = stats.get(q.name, {})
+    return QueueOut(
+        **q.model_dump(),
+        active_workers=st.get("active_workers", 0),
+        capacity=st.get("capacity", 0),
+        pending_tasks=st.get("pending_tasks", 0),
+        running_tasks=st.get("running_tasks", 0),
+    )
+
+
+@router.get("/worker-queues", response_model=QueueList)
+async def list_queues(db: DbDep, _: Viewer) -> QueueList:
+    """List worker queues with their live workers and queue depth."""
+    async with db.read() as s:
+        stats = await catalog.queue_stats(s)
+        return QueueList(items=[_queue_out(q, stats) for q in await catalog.list_queues(s)])
+
+
+@router.post("/worker-queues", response_model=QueueOut, status_code=201)
+async def create_queue(body: QueueIn, db: DbDep, _: Admin) -> QueueOut:
+    """Create a worker queue."""
+    async with db.tx() as tx:
+        q = await catalog.create_queue(tx, WorkerQueue(**body.model_dump()))
+    return _queue_out(q, {})
+
+
+@router.get("/worker-queues/{key}", response_model=QueueOut)
+async def get_queue(key: str, db: DbDep, _: Viewer) -> QueueOut:
+    """One worker queue by id or name."""
+    async with db.read() as s:
+        q = await catalog.get_queue(s, key)
+        return _queue_out(q, await catalog.queue_stats(s))
+
+
+@router.get("/workers", response_model=WorkerList)
+async def list_workers(db: DbDep, _: Viewer, queue: str | None = None) -> WorkerList:
+    """Live workers (heard from in the last 45 s)."""
+    async with db.read() as s:
+        return WorkerList(items=[WorkerOut.of(w) for w in await catalog.list_workers(s, queue)])

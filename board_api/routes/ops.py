@@ -1,0 +1,76 @@
+"""Operations (health, readiness, metrics) and API keys."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from board_api.deps import Admin, DbDep
+from board_api.schemas import KeyIn, KeyList, KeyOut
+from meta_agent import __version__
+from store import keys
+from store.models import ApiKey
+
+ops = APIRouter()
+router = APIRouter()
+
+
+@ops.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok", "version": __version__}
+
+
+@ops.get("/readyz")
+async def readyz(db: DbDep) -> Response:
+    """The process can serve: the database answers."""
+    if await db.ping():
+        return Response('{"status":"ready"}', media_type="application/json")
+    return Response(
+        '{"status":"not ready","detail":"database unavailable"}',
+        status_code=503,
+        media_type="application/json",
+    )
+
+
+@ops.get("/metrics")
+async def metrics(request: Request, db: DbDep) -> Response:
+    """Prometheus metrics."""
+    body = await request.app.state.metrics.render(db)
+    return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def _key_out(row: ApiKey, key: str | None = None) -> KeyOut:
+    return KeyOut(
+        id=row.id,
+        name=row.name,
+        prefix=row.prefix,
+        scopes=row.scopes,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+        key=key,
+    )
+
+
+@router.post("/keys", response_model=KeyOut, status_code=201)
+async def create_key(body: KeyIn, request: Request, db: DbDep, _: Admin) -> KeyOut:
+    """Create an API key; the key itself is in this answer only."""
+    async with db.tx() as tx:
+        row, key = await keys.create_key(tx, body.name, list(body.scopes))
+    request.app.state.key_cache.invalidate()
+    return _key_out(row, key)
+
+
+@router.get("/keys", response_model=KeyList)
+async def list_keys(db: DbDep, _: Admin) -> KeyList:
+    """API keys (without their secrets)."""
+    async with db.read() as s:
+        return KeyList(items=[_key_out(r) for r in await keys.list_keys(s)])
+
+
+@router.delete("/keys/{key_id}", response_model=KeyOut)
+async def revoke_key(key_id: str, request: Request, db: DbDep, _: Admin) -> KeyOut:
+    """Revoke an API key."""
+    async with db.tx() as tx:
+        row = await keys.revoke_key(tx, key_id)
+    request.app.state.key_cache.invalidate()
+    return _key_out(row)

@@ -1,0 +1,125 @@
+"""Live streams (SSE): one task's events, and the board's changes.
+
+Both re-read the durable state after every wake-up, so a follower on any replica sees
+everything in order, and a reconnect with `Last-Event-ID` resumes exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import StreamingResponse
+
+from board_api.deps import DbDep, Viewer
+from board_api.routes.tasks import board_snapshot
+from board_api.schemas import EventOut, TaskOut
+from store import errors, tasks
+from store.events import list_after
+from store.models import TERMINAL
+
+router = APIRouter()
+
+PAGE = 500
+KEEPALIVE_SECONDS = 15.0
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+SSE_RESPONSES = {200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}}
+
+
+def sse(data: str, event: str | None = None, id: str | None = None) -> bytes:
+    """One SSE frame; `data` is compact JSON, so it is a single line."""
+    head = (f"id: {id}\n" if id is not None else "") + (f"event: {event}\n" if event else "")
+    return f"{head}data: {data}\n\n".encode()
+
+
+PING = b": ping\n\n"
+# A follower re-checks the database at least this often even without a wake-up, bounding
+# the damage of a notification lost across replicas.
+RECHECK_SECONDS = 5.0
+_TERMINAL = {s.value for s in TERMINAL}
+
+
+def _resume_point(after: int | None, last_event_id: str | None) -> int:
+    if last_event_id:
+        try:
+            return max(0, int(last_event_id))
+        except ValueError as exc:
+            raise errors.Invalid("Last-Event-ID must be an event seq", code="invalid_last_event_id") from exc
+    return after or 0
+
+
+@router.get("/tasks/{task_id}/stream", response_class=StreamingResponse, responses=SSE_RESPONSES)
+async def stream_task(
+    task_id: str,
+    db: DbDep,
+    _: Viewer,
+    after: Annotated[int | None, Query(ge=0)] = None,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """Live events of a task; ends with an `end` event once the task has finished."""
+    start = _resume_point(after, last_event_id)
+    async with db.read() as s:
+        await tasks.get_task(s, task_id)  # 404 before the stream starts
+    hub = db.hub
+    topic = f"task:{task_id}"
+
+    async def gen() -> AsyncIterator[bytes]:
+        seen, idle = start, 0.0
+        yield b"retry: 1000\n\n"
+        while True:
+            version = hub.version(topic)
+            async with db.read() as s:
+                events = await list_after(s, task_id, seen, PAGE)
+                task = await tasks.get_task(s, task_id) if len(events) < PAGE else None
+            for e in events:
+                seen = e.seq
+                yield sse(EventOut.of(e).model_dump_json(), e.kind, str(e.seq))
+            if task is not None and task.status in _TERMINAL and task.last_seq <= seen:
+                yield sse(TaskOut.of(task).model_dump_json(), "end")
+                return
+            if len(events) == PAGE:
+                continue
+            if await hub.wait(topic, version, RECHECK_SECONDS):
+                idle = 0.0
+            else:
+                idle += RECHECK_SECONDS
+                if idle >= KEEPALIVE_SECONDS:  # keeps proxies from closing a quiet stream
+                    yield PING
+                    idle = 0.0
+
+    return StreamingResponse(gen(), media_type="text/event-stream", headers=SSE_HEADERS)
+
+
+@router.get("/board/stream", response_class=StreamingResponse, responses=SSE_RESPONSES)
+async def stream_board(
+    db: DbDep,
+    _: Viewer,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+) -> StreamingResponse:
+    """A `board` snapshot, then a `task` event per status change; `resync` means refetch."""
+    hub = db.hub
+
+    async def gen() -> AsyncIterator[bytes]:
+        with hub.subscribe("board", maxsize=500) as sub:
+            yield b"retry: 1000\n\n"
+            snap = await board_snapshot(db, limit, {})
+            yield sse(snap.model_dump_json(), "board")
+            while True:
+                ids = await sub.get(timeout=KEEPALIVE_SECONDS)
+                if ids is None:
+                    snap = await board_snapshot(db, limit, {})
+                    yield sse(snap.model_dump_json(), "board")
+                    continue
+                if not ids:
+                    yield PING
+                    continue
+                async with db.read() as s:
+                    for tid in dict.fromkeys(ids):  # de-duplicate, keep order
+                        try:
+                            task = await tasks.get_task(s, tid)
+                        except errors.NotFound:
+                            continue
+                        yield sse(TaskOut.of(task).model_dump_json(), "task")
+
+    return StreamingResponse(gen(), media_type="text/event-stream", headers=SSE_HEADERS)

@@ -1,0 +1,177 @@
+"""Tasks (executions): create, list, inspect, act on; and the board summary."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from board_api.deps import DbDep, Operator, SettingsDep, Viewer
+from board_api.schemas import (
+    ArtifactOut,
+    ArtifactPage,
+    BoardColumn,
+    BoardOut,
+    EventOut,
+    EventPage,
+    InputBody,
+    TaskCreate,
+    TaskOut,
+    TaskPage,
+)
+from store import tasks
+from store.events import list_after
+from store.models import TaskStatus
+
+router = APIRouter()
+
+StatusQ = Annotated[list[str] | None, Query(description="one or more statuses (repeat or comma-separate)")]
+
+
+def _statuses(status: list[str] | None) -> list[str] | None:
+    if not status:
+        return None
+    return [s.strip() for item in status for s in item.split(",") if s.strip()]
+
+
+@router.post("/tasks", response_model=TaskOut, status_code=201)
+async def create_task(body: TaskCreate, db: DbDep, settings: SettingsDep, p: Operator) -> TaskOut:
+    """Create a task for an agent or a team."""
+    new = tasks.NewTask(**body.model_dump())
+    new.requested_by = new.requested_by or (p.name if p.key_id else None)
+    async with db.tx() as tx:
+        task = await tasks.create_task(
+            tx, new, max_prompt_chars=settings.max_prompt_chars, max_attempts=settings.max_attempts
+        )
+    return TaskOut.of(task)
+
+
+@router.get("/tasks", response_model=TaskPage)
+async def list_tasks(
+    db: DbDep,
+    _: Viewer,
+    status: StatusQ = None,
+    agent: str | None = None,
+    team: str | None = None,
+    queue: str | None = None,
+    type: str | None = None,
+    source: str | None = None,
+    q: Annotated[str | None, Query(max_length=500)] = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> TaskPage:
+    """List tasks, newest first, filtered; page with `cursor`."""
+    async with db.read() as s:
+        items, nxt = await tasks.list_tasks(
+            s,
+            limit=limit,
+            cursor=cursor,
+            status=_statuses(status),
+            agent=agent,
+            team=team,
+            queue=queue,
+            type=type,
+            source=source,
+            q=q,
+        )
+    return TaskPage(items=[TaskOut.of(t) for t in items], next_cursor=nxt)
+
+
+@router.get("/tasks/{task_id}", response_model=TaskOut)
+async def get_task(task_id: str, db: DbDep, _: Viewer) -> TaskOut:
+    """One task: overview, pending question, result, error, usage."""
+    async with db.read() as s:
+        return TaskOut.of(await tasks.get_task(s, task_id))
+
+
+@router.get("/tasks/{task_id}/events", response_model=EventPage)
+async def list_events(
+    task_id: str,
+    db: DbDep,
+    _: Viewer,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+) -> EventPage:
+    """A page of the task's event log after `after`."""
+    async with db.read() as s:
+        task = await tasks.get_task(s, task_id)
+        events = await list_after(s, task_id, after, limit)
+    return EventPage(items=[EventOut.of(e) for e in events], last_seq=task.last_seq, status=task.status)
+
+
+@router.post("/tasks/{task_id}/cancel", response_model=TaskOut)
+async def cancel_task(task_id: str, db: DbDep, p: Operator) -> TaskOut:
+    """Cancel: at once when pending or waiting for input; a running task's worker is told to stop."""
+    async with db.tx() as tx:
+        task = await tasks.cancel(tx, task_id, by=p.name)
+    return TaskOut.of(task)
+
+
+@router.post("/tasks/{task_id}/retry", response_model=TaskOut, status_code=201)
+async def retry_task(task_id: str, db: DbDep, settings: SettingsDep, p: Operator) -> TaskOut:
+    """Run a finished task again as a new task linked by `retry_of`."""
+    async with db.tx() as tx:
+        task = await tasks.retry(
+            tx, task_id, max_prompt_chars=settings.max_prompt_chars, max_attempts=settings.max_attempts
+        )
+    return TaskOut.of(task)
+
+
+@router.post("/tasks/{task_id}/input", response_model=TaskOut)
+async def answer_task(task_id: str, body: InputBody, db: DbDep, p: Operator) -> TaskOut:
+    """Answer the question of a Requires Input task; it resumes on a worker."""
+    async with db.tx() as tx:
+        task = await tasks.respond(tx, task_id, body.answer, by=p.name)
+    return TaskOut.of(task)
+
+
+@router.get("/tasks/{task_id}/artifacts", response_model=ArtifactPage)
+async def list_artifacts(task_id: str, db: DbDep, _: Viewer) -> ArtifactPage:
+    """Files the task produced."""
+    async with db.read() as s:
+        return ArtifactPage(items=[ArtifactOut.of(a) for a in await tasks.list_artifacts(s, task_id)])
+
+
+@router.get(
+    "/tasks/{task_id}/artifacts/{name}", responses={200: {"content": {"application/octet-stream": {}}}}
+)
+async def get_artifact(task_id: str, name: str, db: DbDep, _: Viewer) -> Response:
+    """Download one artifact."""
+    async with db.read() as s:
+        art = await tasks.get_artifact(s, task_id, name)
+    safe = name.replace('"', "")
+    return Response(
+        art.content,
+        media_type=art.media_type,
+        headers={"Content-Disposition": f'attachment; filename="{safe}"', "ETag": f'"{art.sha256}"'},
+    )
+
+
+@router.get("/board", response_model=BoardOut)
+async def board(
+    db: DbDep,
+    _: Viewer,
+    agent: str | None = None,
+    team: str | None = None,
+    queue: str | None = None,
+    type: str | None = None,
+    source: str | None = None,
+    q: Annotated[str | None, Query(max_length=500)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+) -> BoardOut:
+    """Column counts and the newest cards of each column."""
+    filters = {"agent": agent, "team": team, "queue": queue, "type": type, "source": source, "q": q}
+    return await board_snapshot(db, limit, filters)
+
+
+async def board_snapshot(db: DbDep, limit: int, filters: dict[str, str | None]) -> BoardOut:
+    async with db.read() as s:
+        counts = await tasks.count_by_status(s, **filters)
+        columns = {}
+        for status in TaskStatus:
+            items: list[TaskOut] = []
+            if counts[status.value]:
+                page, _ = await tasks.list_tasks(s, limit=limit, status=[status.value], **filters)
+                items = [TaskOut.of(t) for t in page]
+            columns[status.value] = BoardColumn(count=counts[status.value], items=items)
+    return BoardOut(columns=columns)

@@ -1,0 +1,215 @@
+"""The worker protocol: long-poll claim, heartbeats, events, input, completion.
+
+Every task call carries the lease token; a stale one gets 409 `stale_lease` and changes
+nothing. See docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+
+from board_api.deps import DbDep, SettingsDep, WorkerKey
+from board_api.schemas import (
+    AgentOut,
+    ArtifactOut,
+    CheckpointBody,
+    ClaimBody,
+    ClaimedOut,
+    ClaimOut,
+    CompleteBody,
+    EventIn,
+    EventsBody,
+    EventsOut,
+    FailBody,
+    ReleaseBody,
+    RequestInputBody,
+    TaskHeartbeatOut,
+    TaskOut,
+    TokenBody,
+    WorkerHeartbeatBody,
+    WorkerHeartbeatOut,
+)
+from store import catalog, errors, tasks
+from store.models import utcnow
+
+router = APIRouter()
+# Even with no wake-up, an idle claim re-checks the queue this often (a lost cross-replica
+# notification then costs at most this much latency).
+CLAIM_RECHECK = 5.0
+
+
+def _events(items: list[EventIn]) -> list[tuple[str, dict[str, Any]]]:
+    return [(e.kind, e.data) for e in items]
+
+
+@router.post("/worker-queues/{queue}/claim", response_model=ClaimOut)
+async def claim(
+    queue: str, body: ClaimBody, request: Request, db: DbDep, settings: SettingsDep, _: WorkerKey
+) -> ClaimOut:
+    """Long-poll for up to `max_tasks` tasks of the queue; answers at once when one arrives."""
+    async with db.read() as s:
+        await catalog.get_queue(s, queue)
+    info = body.model_dump(include={"name", "hostname", "capacity", "version"}, exclude_none=True)
+    topic = f"queue:{queue}"
+    deadline = time.monotonic() + body.wait_seconds
+    metrics = request.app.state.metrics
+    while True:
+        version = db.hub.version(topic)
+        async with db.tx() as tx:
+            claimed = await tasks.claim_tasks(
+                tx, queue, body.worker_id, body.max_tasks, settings.lease_seconds, info
+            )
+        if claimed:
+            now = utcnow()
+            for c in claimed:
+                if c.task.attempt == 1 and c.task.started_at:
+                    metrics.dispatch.observe(max(0.0, (now - c.task.created_at).total_seconds()))
+            return ClaimOut(
+                tasks=[
+                    ClaimedOut(
+                        task=TaskOut.of(c.task),
+                        agent=AgentOut.of(c.agent) if c.agent else None,
+                        token=c.task.attempt,
+                        lease_seconds=settings.lease_seconds,
+                        checkpoint=c.task.checkpoint,
+                    )
+                    for c in claimed
+                ]
+            )
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or await request.is_disconnected():
+            return ClaimOut(tasks=[])
+        await db.hub.wait(topic, version, min(remaining, CLAIM_RECHECK))
+        info = {}
+
+
+@router.post("/workers/{worker_id}/heartbeat", response_model=WorkerHeartbeatOut)
+async def worker_heartbeat(
+    worker_id: str, body: WorkerHeartbeatBody, db: DbDep, settings: SettingsDep, _: WorkerKey
+) -> WorkerHeartbeatOut:
+    """Worker liveness; extends every lease it still holds and says which to cancel or drop."""
+    async with db.tx() as tx:
+        cancel, lost = await tasks.worker_heartbeat(
+            tx,
+            worker_id,
+            body.queue,
+            body.running,
+            [(t.id, t.token) for t in body.tasks],
+            settings.lease_seconds,
+        )
+    return WorkerHeartbeatOut(cancel=cancel, lost=lost, lease_seconds=settings.lease_seconds)
+
+
+@router.delete("/workers/{worker_id}", status_code=204)
+async def worker_bye(worker_id: str, db: DbDep, _: WorkerKey) -> Response:
+    """A worker shutting down cleanly leaves the live list."""
+    async with db.tx() as tx:
+        await catalog.forget_worker(tx, worker_id)
+    return Response(status_code=204)
+
+
+@router.post("/tasks/{task_id}/heartbeat", response_model=TaskHeartbeatOut)
+async def task_heartbeat(
+    task_id: str, body: TokenBody, db: DbDep, settings: SettingsDep, _: WorkerKey
+) -> TaskHeartbeatOut:
+    """Extend one task's lease."""
+    async with db.tx() as tx:
+        task = await tasks.heartbeat(tx, task_id, body.token, settings.lease_seconds)
+    return TaskHeartbeatOut(cancel_requested=task.cancel_requested, lease_expires_at=task.lease_expires_at)
+
+
+@router.post("/tasks/{task_id}/events", response_model=EventsOut)
+async def post_events(task_id: str, body: EventsBody, request: Request, db: DbDep, _: WorkerKey) -> EventsOut:
+    """Append a batch of the worker's events to the task's log."""
+    async with db.tx() as tx:
+        last, cancel = await tasks.worker_events(tx, task_id, body.token, _events(body.events))
+    request.app.state.metrics.events.inc(len(body.events))
+    return EventsOut(last_seq=last, cancel_requested=cancel)
+
+
+@router.post("/tasks/{task_id}/request-input", response_model=TaskOut)
+async def request_input(task_id: str, body: RequestInputBody, db: DbDep, _: WorkerKey) -> TaskOut:
+    """Park the task in Requires Input with a question; the worker lets go of it."""
+    async with db.tx() as tx:
+        task = await tasks.request_input(
+            tx,
+            task_id,
+            body.token,
+            question=body.question,
+            choices=body.choices,
+            key=body.key,
+            checkpoint=body.checkpoint,
+            events=_events(body.events),
+        )
+    return TaskOut.of(task)
+
+
+@router.post("/tasks/{task_id}/complete", response_model=TaskOut)
+async def complete(task_id: str, body: CompleteBody, request: Request, db: DbDep, _: WorkerKey) -> TaskOut:
+    """Finish the task with its result (and the last events)."""
+    async with db.tx() as tx:
+        task = await tasks.complete(
+            tx, task_id, body.token, result=body.result, usage=body.usage, events=_events(body.events)
+        )
+    request.app.state.metrics.finished(task)
+    return TaskOut.of(task)
+
+
+@router.post("/tasks/{task_id}/fail", response_model=TaskOut)
+async def fail(task_id: str, body: FailBody, request: Request, db: DbDep, _: WorkerKey) -> TaskOut:
+    """Fail the task (or acknowledge a cancel: the task then ends `cancelled`)."""
+    async with db.tx() as tx:
+        task = await tasks.fail(
+            tx,
+            task_id,
+            body.token,
+            code=body.error.code,
+            message=body.error.message,
+            events=_events(body.events),
+        )
+    request.app.state.metrics.finished(task)
+    return TaskOut.of(task)
+
+
+@router.post("/tasks/{task_id}/release", response_model=TaskOut)
+async def release(task_id: str, body: ReleaseBody, db: DbDep, _: WorkerKey) -> TaskOut:
+    """Hand a task back to the queue (worker shutting down)."""
+    async with db.tx() as tx:
+        task = await tasks.release(tx, task_id, body.token, events=_events(body.events))
+    return TaskOut.of(task)
+
+
+@router.post("/tasks/{task_id}/checkpoint")
+async def checkpoint(task_id: str, body: CheckpointBody, db: DbDep, _: WorkerKey) -> dict[str, bool]:
+    """Save the task's resumable state."""
+    async with db.tx() as tx:
+        await tasks.save_checkpoint(tx, task_id, body.token, body.checkpoint)
+    return {"ok": True}
+
+
+@router.put("/tasks/{task_id}/artifacts/{name}", response_model=ArtifactOut, status_code=201)
+async def put_artifact(
+    task_id: str,
+    name: str,
+    request: Request,
+    db: DbDep,
+    settings: SettingsDep,
+    _: WorkerKey,
+    token: Annotated[int, Query()],
+) -> ArtifactOut:
+    """Upload a file the task produced (raw body)."""
+    content = await request.body()
+    if len(content) > settings.max_artifact_bytes:
+        raise errors.TooLarge(f"artifact is {len(content)} bytes; the limit is {settings.max_artifact_bytes}")
+    media_type = request.headers.get("content-type", "application/octet-stream").split(";")[0].strip()
+    async with db.tx() as tx:
+        art = await tasks.save_artifact(
+            tx, task_id, token, name=name, media_type=media_type[:100], content=content
+        )
+    return ArtifactOut.of(art)
+
+
+__all__ = ["router"]

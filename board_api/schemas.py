@@ -1,0 +1,399 @@
+"""Request and response bodies of the REST API (see docs/protocol.md)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from store.models import Agent, Artifact, Task, TaskEvent, Worker
+
+Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Prompt = Annotated[str, StringConstraints(max_length=100_000)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorOut(BaseModel):
+    code: str
+    message: str
+
+
+class PendingInput(BaseModel):
+    question: str
+    choices: list[str] = []
+    key: str = "answer"
+
+
+class TaskOut(BaseModel):
+    id: str
+    agent: str | None
+    team: str | None
+    queue: str
+    prompt: str
+    parameters: dict[str, Any]
+    source: str
+    requested_by: str | None
+    parent_id: str | None
+    retry_of: str | None
+    status: Literal["pending", "running", "requires_input", "completed", "failed", "cancelled"]
+    phase: str | None
+    attempt: int
+    max_attempts: int
+    worker_id: str | None
+    lease_expires_at: datetime | None
+    cancel_requested: bool
+    result: Any
+    error: ErrorOut | None
+    pending_input: PendingInput | None
+    inputs: dict[str, Any]
+    usage: dict[str, Any]
+    last_seq: int
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None
+
+    @classmethod
+    def of(cls, t: Task) -> TaskOut:
+        end = t.finished_at
+        duration = (end - t.started_at).total_seconds() if end and t.started_at else None
+        return cls(
+            **{k: getattr(t, k) for k in _TASK_FIELDS},
+            error=ErrorOut(code=t.error_code, message=t.error_message or "") if t.error_code else None,
+            pending_input=PendingInput(**t.pending_input) if t.pending_input else None,
+            duration_seconds=duration,
+        )
+
+
+_TASK_FIELDS = [f for f in TaskOut.model_fields if f not in ("error", "pending_input", "duration_seconds")]
+
+
+class TaskPage(BaseModel):
+    items: list[TaskOut]
+    next_cursor: str | None
+
+
+class TaskCreate(Strict):
+    agent: Name | None = None
+    team: Name | None = None
+    queue: Name | None = None
+    prompt: str = Field(description="What the agent should do")
+    parameters: dict[str, Any] = {}
+    source: str = "api"
+    requested_by: Annotated[str, StringConstraints(max_length=200)] | None = None
+    parent_id: str | None = None
+
+
+class ExecuteBody(Strict):
+    """Kubiya-compatible: `worker_queue_id` may be a queue id or name."""
+
+    prompt: str
+    worker_queue_id: Name | None = None
+    parameters: dict[str, Any] = {}
+    source: str = "api"
+    requested_by: str | None = None
+
+
+class ExecuteOut(BaseModel):
+    execution_id: str
+    status: str
+    task: TaskOut
+
+
+class InputBody(Strict):
+    answer: str
+
+
+class EventOut(BaseModel):
+    task_id: str
+    seq: int
+    kind: str
+    data: dict[str, Any]
+    attempt: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, e: TaskEvent) -> EventOut:
+        return cls.model_validate(e, from_attributes=True)
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    last_seq: int
+    status: str
+
+
+class ArtifactOut(BaseModel):
+    name: str
+    media_type: str
+    size: int
+    sha256: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, a: Artifact) -> ArtifactOut:
+        return cls.model_validate(a, from_attributes=True)
+
+
+class ArtifactPage(BaseModel):
+    items: list[ArtifactOut]
+
+
+class ParameterSpec(Strict):
+    description: str = ""
+    required: bool = False
+    default: Any = None
+
+
+class AgentIn(Strict):
+    name: Name
+    description: Annotated[str, StringConstraints(max_length=4000)] = ""
+    runtime: Literal["llm", "command", "noop"]
+    model: str | None = None
+    instructions: Annotated[str, StringConstraints(max_length=100_000)] | None = None
+    command: list[str] | None = None
+    parameters: dict[str, ParameterSpec] = {}
+    tools: list[str] = []
+    mcp_servers: list[dict[str, Any]] = []
+    policy: dict[str, Any] = {}
+    default_queue: Name | None = None
+    timeout_seconds: int = Field(600, ge=1, le=7 * 24 * 3600)
+    risky: bool = False
+
+
+class AgentPatch(Strict):
+    name: Name | None = None
+    description: Annotated[str, StringConstraints(max_length=4000)] | None = None
+    runtime: Literal["llm", "command", "noop"] | None = None
+    model: str | None = None
+    instructions: str | None = None
+    command: list[str] | None = None
+    parameters: dict[str, ParameterSpec] | None = None
+    tools: list[str] | None = None
+    mcp_servers: list[dict[str, Any]] | None = None
+    policy: dict[str, Any] | None = None
+    default_queue: Name | None = None
+    timeout_seconds: int | None = Field(None, ge=1, le=7 * 24 * 3600)
+    risky: bool | None = None
+
+
+class AgentOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    runtime: str
+    model: str | None
+    instructions: str | None
+    command: list[str] | None
+    parameters: dict[str, Any]
+    tools: list[str]
+    mcp_servers: list[dict[str, Any]]
+    policy: dict[str, Any]
+    default_queue: str | None
+    timeout_seconds: int
+    risky: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, a: Agent) -> AgentOut:
+        return cls.model_validate(a, from_attributes=True)
+
+
+class AgentList(BaseModel):
+    items: list[AgentOut]
+
+
+class TeamIn(Strict):
+    name: Name
+    description: str = ""
+    coordinator: Name
+    members: list[Name] = []
+    default_queue: Name | None = None
+
+
+class TeamOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    coordinator: str
+    members: list[str]
+    default_queue: str | None
+    created_at: datetime
+
+
+class TeamList(BaseModel):
+    items: list[TeamOut]
+
+
+class QueueIn(Strict):
+    name: Name
+    description: Annotated[str, StringConstraints(max_length=4000)] = ""
+    environment: Annotated[str, StringConstraints(max_length=64)] = "default"
+
+
+class QueueOut(BaseModel):
+    id: str
+    name: str
+    description: str
+    environment: str
+    active_workers: int = 0
+    capacity: int = 0
+    pending_tasks: int = 0
+    running_tasks: int = 0
+    created_at: datetime
+
+
+class QueueList(BaseModel):
+    items: list[QueueOut]
+
+
+class WorkerOut(BaseModel):
+    id: str
+    queue: str
+    name: str
+    hostname: str
+    capacity: int
+    version: str
+    running: int
+    started_at: datetime
+    last_heartbeat_at: datetime
+
+    @classmethod
+    def of(cls, w: Worker) -> WorkerOut:
+        return cls.model_validate(w, from_attributes=True)
+
+
+class WorkerList(BaseModel):
+    items: list[WorkerOut]
+
+
+class BoardColumn(BaseModel):
+    count: int
+    items: list[TaskOut]
+
+
+class BoardOut(BaseModel):
+    columns: dict[str, BoardColumn]
+
+
+class KeyIn(Strict):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    scopes: list[Literal["admin", "operator", "viewer", "worker"]] = Field(min_length=1)
+
+
+class KeyOut(BaseModel):
+    id: str
+    name: str
+    prefix: str
+    scopes: list[str]
+    created_at: datetime
+    revoked_at: datetime | None
+    key: str | None = None
+
+
+class KeyList(BaseModel):
+    items: list[KeyOut]
+
+
+# --- worker protocol ---------------------------------------------------------------------
+
+
+class EventIn(Strict):
+    kind: str
+    data: dict[str, Any] = {}
+
+
+class ClaimBody(Strict):
+    worker_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    max_tasks: int = Field(1, ge=1, le=100)
+    wait_seconds: float = Field(30.0, ge=0, le=120)
+    name: str | None = None
+    hostname: str | None = None
+    capacity: int | None = Field(None, ge=0, le=10_000)
+    version: str | None = None
+
+
+class ClaimedOut(BaseModel):
+    task: TaskOut
+    agent: AgentOut | None
+    token: int
+    lease_seconds: float
+    checkpoint: Any = None
+
+
+class ClaimOut(BaseModel):
+    tasks: list[ClaimedOut]
+
+
+class HeldTask(Strict):
+    id: str
+    token: int
+
+
+class WorkerHeartbeatBody(Strict):
+    queue: Name
+    running: int = Field(0, ge=0)
+    tasks: list[HeldTask] = Field([], max_length=10_000)
+
+
+class WorkerHeartbeatOut(BaseModel):
+    cancel: list[str]
+    lost: list[str]
+    lease_seconds: float
+
+
+class TokenBody(Strict):
+    token: int
+
+
+class TaskHeartbeatOut(BaseModel):
+    cancel_requested: bool
+    lease_expires_at: datetime | None
+
+
+class EventsBody(Strict):
+    token: int
+    events: list[EventIn] = Field(min_length=1, max_length=5000)
+
+
+class EventsOut(BaseModel):
+    last_seq: int
+    cancel_requested: bool
+
+
+class RequestInputBody(Strict):
+    token: int
+    question: Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
+    choices: list[Annotated[str, StringConstraints(max_length=500)]] | None = Field(None, max_length=50)
+    key: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    checkpoint: Any = None
+    events: list[EventIn] = Field([], max_length=5000)
+
+
+class CompleteBody(Strict):
+    token: int
+    result: Any = None
+    usage: dict[str, Any] | None = None
+    events: list[EventIn] = Field([], max_length=5000)
+
+
+class FailBody(Strict):
+    token: int
+    error: ErrorOut
+    events: list[EventIn] = Field([], max_length=5000)
+
+
+class ReleaseBody(Strict):
+    token: int
+    events: list[EventIn] = Field([], max_length=5000)
+
+
+class CheckpointBody(Strict):
+    token: int
+    checkpoint: Any

@@ -1,0 +1,131 @@
+"""`meta-agent serve`: migrations, the control plane on uvicorn, and an embedded worker.
+
+The embedded worker is an ordinary worker talking HTTP to this same process, so the
+single-node default exercises exactly the protocol remote workers use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Any
+
+import uvicorn
+
+from meta_agent.settings import Settings
+
+log = logging.getLogger("meta_agent.server")
+
+
+async def prepare(settings: Settings) -> bool:
+    """Migrate (SQLite), load examples, and say whether any API key exists."""
+    from store import keys, migrate
+    from store.catalog import create_queue
+    from store.db import Database
+    from store.models import WorkerQueue
+    from store.seed import apply_catalog, read_catalog
+
+    db = Database(settings.database_url)
+    try:
+        if db.is_sqlite:
+            await asyncio.to_thread(migrate.upgrade, settings.database_url)
+        else:
+            head = migrate.head()
+            current = await asyncio.to_thread(migrate.current, settings.database_url)
+            if current != head:
+                raise SystemExit(
+                    f"the database schema is at {current or 'nothing'}, this version needs {head}: "
+                    "run `meta-agent db upgrade` first"
+                )
+        async with db.tx() as tx:
+            if settings.embedded_worker:
+                await create_queue(
+                    tx,
+                    WorkerQueue(name=settings.embedded_worker_queue, description="Embedded worker"),
+                    exist_ok=True,
+                )
+            if settings.examples:
+                done = await apply_catalog(tx, read_catalog(settings.examples))
+                log.info("loaded %s", done)
+        async with db.read() as s:
+            return await keys.has_active_keys(s)
+    finally:
+        await db.dispose()
+
+
+class _Server(uvicorn.Server):
+    """On the first SIGINT/SIGTERM, let the embedded worker hand its tasks back first."""
+
+    def __init__(self, config: uvicorn.Config, stop_worker: asyncio.Event | None) -> None:
+        super().__init__(config)
+        self.stop_worker = stop_worker
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if self.stop_worker is not None and not self.stop_worker.is_set():
+            self.stop_worker.set()
+            return
+        super().handle_exit(sig, frame)
+
+
+async def serve(settings: Settings) -> None:
+    from board_api.app import create_app
+
+    has_keys = await prepare(settings)
+    if not settings.open_mode_allowed() and not has_keys:
+        raise SystemExit(
+            f"refusing to listen on {settings.host} with no API keys: anyone could run commands. "
+            "Create one first (`meta-agent keys create admin --scope admin` against a loopback server, "
+            "or bind to 127.0.0.1)"
+        )
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    stop_worker = asyncio.Event() if settings.embedded_worker else None
+    server = _Server(config, stop_worker)
+    base = f"http://{settings.host}:{settings.port}"
+    print(f"meta-agent control plane on {base}", file=sys.stderr)
+    print(f"  board:    {base}/", file=sys.stderr)
+    print(f"  API docs: {base}/docs   (OpenAPI: {base}/openapi.json)", file=sys.stderr)
+    print(f"  database: {settings.database_url}", file=sys.stderr)
+    if stop_worker is None:
+        await server.serve()
+        return
+
+    from worker.main import Worker
+
+    from meta_agent.client import AsyncControlPlaneClient
+
+    print(
+        f"  embedded worker on queue {settings.embedded_worker_queue!r} (x{settings.embedded_worker_concurrency})",
+        file=sys.stderr,
+    )
+
+    async def run_worker() -> None:
+        while not server.started and not server.should_exit:
+            await asyncio.sleep(0.05)
+        async with AsyncControlPlaneClient(url=base, api_key=settings.api_key) as client:
+            w = Worker(
+                client,
+                settings.embedded_worker_queue,
+                concurrency=settings.embedded_worker_concurrency,
+                workspace_root=settings.workspace_root,
+                name="embedded",
+            )
+            await w.run(stop_worker)
+        server.should_exit = True
+
+    await asyncio.gather(server.serve(), run_worker())
+
+
+def run_server(settings: Settings) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(settings))
+if __name__ == "__main__":
+    run_server(Settings())

@@ -1,0 +1,51 @@
+"""Settings, loaded once from the environment (prefix META_AGENT_).
+
+Components take explicit arguments; only entry points (CLI, `serve`) build a `Settings`.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite:///meta-agent.db"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="META_AGENT_", extra="ignore")
+
+    database_url: str = Field(DEFAULT_DATABASE_URL, description="SQLAlchemy URL of the store")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    url: str = Field("http://127.0.0.1:8080", description="control plane URL for clients and workers")
+    api_key: str | None = None
+    public_url: str | None = Field(None, description="URL people reach the board at (links in chat)")
+    model: str | None = Field(None, description="litellm model of the meta agent")
+
+    lease_seconds: float = Field(30.0, description="how long a claim lasts without a heartbeat")
+    max_attempts: int = Field(3, description="claims a task gets before lost leases fail it")
+    reaper_interval: float = 1.0
+    max_prompt_chars: int = 100_000
+    max_body_bytes: int = 2_000_000
+    max_artifact_bytes: int = 10_000_000
+
+    embedded_worker: bool = Field(True, description="run a worker inside `serve`")
+    embedded_worker_queue: str = "default"
+    embedded_worker_concurrency: int = 4
+    workspace_root: str = Field(".meta-agent/workspaces", description="where workers put task workspaces")
+    examples: str | None = Field(None, description="YAML file of agents/queues to load at start")
+
+    slack_bot_token: str | None = None
+    slack_signing_secret: str | None = None
+    slack_app_token: str | None = None
+
+    def open_mode_allowed(self) -> bool:
+        """Without keys, the API is open only to a loopback-bound server."""
+        import ipaddress
+
+        if self.host in ("localhost", ""):
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False

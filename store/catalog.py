@@ -1,0 +1,257 @@
+"""Agents, teams, worker queues and workers: the catalog the meta agent chooses from."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+
+from store import errors
+from store.db import Tx
+from store.models import Agent, Task, TaskStatus, Team, Worker, WorkerQueue, utcnow
+
+__all__ = [
+    "RUNTIMES",
+    "create_agent",
+    "create_queue",
+    "create_team",
+    "delete_agent",
+    "get_agent",
+    "get_queue",
+    "get_team",
+    "list_agents",
+    "list_queues",
+    "list_teams",
+    "list_workers",
+    "queue_stats",
+    "touch_worker",
+    "update_agent",
+    "upsert_agent",
+]
+
+RUNTIMES = ("llm", "command", "noop")
+SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# A worker that has not been heard from for this long is not "live".
+WORKER_LIVE_SECONDS = 45.0
+
+
+def check_slug(kind: str, name: str) -> None:
+    if not SLUG.match(name):
+        raise errors.Invalid(
+            f"{kind} name {name!r} must be 1-64 lowercase letters, digits, '-' or '_' and start with a letter or digit",
+            code="invalid_name",
+        )
+
+
+def _check_agent(agent: Agent) -> None:
+    check_slug("agent", agent.name)
+    if agent.runtime not in RUNTIMES:
+        raise errors.Invalid(f"runtime must be one of {', '.join(RUNTIMES)}", code="invalid_runtime")
+    if agent.runtime == "command" and not agent.command:
+        raise errors.Invalid("a command agent needs a non-empty `command`", code="missing_command")
+    if agent.timeout_seconds <= 0:
+        raise errors.Invalid("timeout_seconds must be positive", code="validation_error")
+
+
+async def _lookup(session: Any, model: Any, key: str, what: str) -> Any:
+    row = (
+        (await session.execute(select(model).where(sa.or_(model.id == key, model.name == key))))
+        .scalars()
+        .first()
+    )
+    if row is None:
+        raise errors.NotFound(f"{what} {key!r} not found", code=f"{what.replace(' ', '_')}_not_found")
+    return row
+
+
+async def get_agent(session: Any, key: str) -> Agent:
+    """An agent by id or name."""
+    return await _lookup(session, Agent, key, "agent")  # type: ignore[no-any-return]
+
+
+async def list_agents(session: Any, q: str | None = None) -> list[Agent]:
+    stmt = select(Agent).order_by(col(Agent.name))
+    if q:
+        like = f"%{q.lower()}%"
+        stmt = stmt.where(
+            sa.or_(sa.func.lower(Agent.name).like(like), sa.func.lower(Agent.description).like(like))
+        )
+    return list((await session.execute(stmt)).scalars().all())
+
+
+async def create_agent(tx: Tx, agent: Agent) -> Agent:
+    _check_agent(agent)
+    if agent.default_queue:
+        await get_queue(tx.session, agent.default_queue)
+    tx.session.add(agent)
+    try:
+        async with tx.session.begin_nested():
+            await tx.session.flush()
+    except IntegrityError as exc:
+        raise errors.Conflict(f"an agent named {agent.name!r} exists", code="name_taken") from exc
+    return agent
+
+
+async def update_agent(tx: Tx, key: str, changes: dict[str, Any]) -> Agent:
+    agent = await get_agent(tx.session, key)
+    for k, v in changes.items():
+        setattr(agent, k, v)
+    agent.updated_at = utcnow()
+    _check_agent(agent)
+    if agent.default_queue:
+        await get_queue(tx.session, agent.default_queue)
+    try:
+        async with tx.session.begin_nested():
+            await tx.session.flush()
+    except IntegrityError as exc:
+        raise errors.Conflict(f"an agent named {agent.name!r} exists", code="name_taken") from exc
+    return agent
+
+
+async def upsert_agent(tx: Tx, data: dict[str, Any]) -> tuple[Agent, bool]:
+    """Create or replace an agent by name (for `agents apply -f`). Returns (agent, created)."""
+    name = data.get("name", "")
+    existing = (await tx.session.execute(select(Agent).where(Agent.name == name))).scalars().first()
+    if existing is None:
+        return await create_agent(tx, Agent(**data)), True
+    return await update_agent(tx, existing.id, data), False
+
+
+async def delete_agent(tx: Tx, key: str) -> None:
+    agent = await get_agent(tx.session, key)
+    active = await tx.session.scalar(
+        select(sa.func.count())
+        .select_from(Task)
+        .where(
+            Task.agent == agent.name,
+            col(Task.status).in_(
+                [TaskStatus.pending.value, TaskStatus.running.value, TaskStatus.requires_input.value]
+            ),
+        )
+    )
+    if active:
+        raise errors.Conflict(
+            f"agent {agent.name!r} has {active} unfinished task(s); cancel them first", code="agent_in_use"
+        )
+    await tx.session.delete(agent)
+
+
+async def get_team(session: Any, key: str) -> Team:
+    return await _lookup(session, Team, key, "team")  # type: ignore[no-any-return]
+
+
+async def list_teams(session: Any) -> list[Team]:
+    return list((await session.execute(select(Team).order_by(col(Team.name)))).scalars().all())
+
+
+async def create_team(tx: Tx, team: Team) -> Team:
+    check_slug("team", team.name)
+    for member in [team.coordinator, *team.members]:
+        await get_agent(tx.session, member)
+    if team.default_queue:
+        await get_queue(tx.session, team.default_queue)
+    tx.session.add(team)
+    try:
+        async with tx.session.begin_nested():
+            await tx.session.flush()
+    except IntegrityError as exc:
+        raise errors.Conflict(f"a team named {team.name!r} exists", code="name_taken") from exc
+    return team
+
+
+async def get_queue(session: Any, key: str) -> WorkerQueue:
+    return await _lookup(session, WorkerQueue, key, "queue")  # type: ignore[no-any-return]
+
+
+async def list_queues(session: Any) -> list[WorkerQueue]:
+    return list((await session.execute(select(WorkerQueue).order_by(col(WorkerQueue.name)))).scalars().all())
+
+
+async def create_queue(tx: Tx, queue: WorkerQueue, *, exist_ok: bool = False) -> WorkerQueue:
+    check_slug("queue", queue.name)
+    existing = (
+        (await tx.session.execute(select(WorkerQueue).where(WorkerQueue.name == queue.name)))
+        .scalars()
+        .first()
+    )
+    if existing is not None:
+        if exist_ok:
+            return existing
+        raise errors.Conflict(f"a queue named {queue.name!r} exists", code="name_taken")
+    tx.session.add(queue)
+    await tx.session.flush()
+    return queue
+
+
+def live_since(now: datetime | None = None) -> datetime:
+    return (now or utcnow()) - timedelta(seconds=WORKER_LIVE_SECONDS)
+
+
+async def queue_stats(session: Any) -> dict[str, dict[str, int]]:
+    """Per queue: live workers, their capacity, pending and running tasks."""
+    stats: dict[str, dict[str, int]] = {}
+    workers = await session.execute(
+        select(Worker.queue, sa.func.count(), sa.func.sum(Worker.capacity))
+        .where(col(Worker.last_heartbeat_at) >= live_since())
+        .group_by(Worker.queue)
+    )
+    for queue, n, cap in workers.all():
+        stats.setdefault(queue, {})["active_workers"] = int(n)
+        stats[queue]["capacity"] = int(cap or 0)
+    tasks = await session.execute(
+        select(Task.queue, Task.status, sa.func.count())
+        .where(col(Task.status).in_([TaskStatus.pending.value, TaskStatus.running.value]))
+        .group_by(Task.queue, Task.status)
+    )
+    for queue, status, n in tasks.all():
+        stats.setdefault(queue, {})[f"{status}_tasks"] = int(n)
+    return stats
+
+
+async def touch_worker(tx: Tx, worker_id: str, queue: str, info: dict[str, Any] | None = None) -> None:
+    """Record that a worker is alive (claims and heartbeats call this)."""
+    now = utcnow()
+    worker = await tx.session.get(Worker, worker_id)
+    if worker is None:
+        info = info or {}
+        tx.session.add(
+            Worker(
+                id=worker_id,
+                queue=queue,
+                name=str(info.get("name", ""))[:200],
+                hostname=str(info.get("hostname", ""))[:200],
+                capacity=int(info.get("capacity", 1)),
+                version=str(info.get("version", ""))[:50],
+                started_at=now,
+                last_heartbeat_at=now,
+            )
+        )
+        await tx.session.flush()
+        return
+    worker.last_heartbeat_at = now
+    worker.queue = queue
+    if info:
+        if "capacity" in info:
+            worker.capacity = int(info["capacity"])
+        if "running" in info:
+            worker.running = int(info["running"])
+
+
+async def list_workers(session: Any, queue: str | None = None, live_only: bool = True) -> list[Worker]:
+    stmt = select(Worker).order_by(col(Worker.queue), col(Worker.id))
+    if queue:
+        stmt = stmt.where(Worker.queue == queue)
+    if live_only:
+        stmt = stmt.where(col(Worker.last_heartbeat_at) >= live_since())
+    return list((await session.execute(stmt)).scalars().all())
+
+
+async def forget_worker(tx: Tx, worker_id: str) -> None:
+    """A worker that shut down cleanly leaves the live list at once."""
+    worker = await tx.session.get(Worker, worker_id)
+    if worker is not None:
+        await tx.session.delete(worker)

@@ -1,0 +1,114 @@
+"""The append-only task event log: per-task `seq` 1, 2, 3 ... without gaps.
+
+`seq` comes from `tasks.last_seq`, bumped by the same UPDATE that fences the writer, in
+the same transaction as the insert; the row lock on the task (PostgreSQL) or the single
+writer (SQLite) makes concurrent appends to one task queue up instead of colliding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import col, select
+
+from store import errors
+from store.db import Tx
+from store.models import Task, TaskEvent, TaskStatus, utcnow
+
+__all__ = ["EVENT_KINDS", "append", "list_after"]
+
+EVENT_KINDS = frozenset(
+    {
+        "status",
+        "message_delta",
+        "message",
+        "tool_started",
+        "tool_output",
+        "tool_completed",
+        "log",
+        "input_requested",
+        "input_received",
+        "artifact",
+        "plan",
+        "checkpoint",
+        "usage",
+    }
+)
+# Only the state machine writes these; a worker posting one is refused.
+RESERVED_KINDS = frozenset({"status", "input_requested", "input_received"})
+
+_tasks = Task.__table__  # type: ignore[attr-defined]
+_events = TaskEvent.__table__  # type: ignore[attr-defined]
+
+
+async def append(
+    tx: Tx,
+    task_id: str,
+    events: Sequence[tuple[str, dict[str, Any]]],
+    *,
+    token: int | None = None,
+) -> int:
+    """Append events to a task's log; returns the new last seq.
+
+    With `token`, the caller is a worker: the task must be running under that lease
+    (attempt), otherwise `StaleLease` and nothing is written.
+    """
+    if not events:
+        raise errors.Invalid("no events to append", code="empty_batch")
+    n = len(events)
+    now = utcnow()
+    stmt = sa.update(_tasks).where(_tasks.c.id == task_id)
+    if token is not None:
+        stmt = stmt.where(_tasks.c.attempt == token, _tasks.c.status == TaskStatus.running.value)
+    stmt = stmt.values(last_seq=_tasks.c.last_seq + n, updated_at=now).returning(
+        _tasks.c.last_seq, _tasks.c.attempt
+    )
+    row = (await tx.execute(stmt)).first()
+    if row is None:
+        await _explain_refusal(tx, task_id, token)
+    last, attempt = row  # type: ignore[misc]
+    first = last - n + 1
+    await tx.execute(
+        sa.insert(_events),
+        [
+            {
+                "task_id": task_id,
+                "seq": first + i,
+                "kind": kind,
+                "data": data,
+                "attempt": attempt,
+                "created_at": now,
+            }
+            for i, (kind, data) in enumerate(events)
+        ],
+    )
+    tx.notify(f"task:{task_id}", str(last))
+    return int(last)
+
+
+async def _explain_refusal(tx: Tx, task_id: str, token: int | None) -> None:
+    row = (
+        await tx.execute(sa.select(_tasks.c.status, _tasks.c.attempt).where(_tasks.c.id == task_id))
+    ).first()
+    if row is None:
+        raise errors.NotFound(f"task {task_id} not found", code="task_not_found")
+    status, attempt = row
+    raise errors.StaleLease(
+        f"lease token {token} is not the current lease of task {task_id} "
+        f"(status {status}, attempt {attempt})",
+        status_now=status,
+        attempt=attempt,
+    )
+
+
+async def list_after(session: Any, task_id: str, after: int = 0, limit: int = 1000) -> list[TaskEvent]:
+    """Events with seq > `after`, in order."""
+    stmt = (
+        select(TaskEvent)
+        .where(TaskEvent.task_id == task_id, col(TaskEvent.seq) > after)
+        .order_by(col(TaskEvent.seq))
+        .limit(limit)
+    )
+    return list((await session.execute(stmt)).scalars().all())

@@ -1,0 +1,201 @@
+"""Live notification of changes to followers: in-process, plus PostgreSQL LISTEN/NOTIFY.
+
+A notification says only "topic X changed" (with a small payload); followers re-read the
+durable state (the event log, the task row) to learn what changed. So a lost or duplicated
+wake-up is harmless, and the database stays the single source of truth.
+
+Topics: `task:<id>` (new events), `queue:<name>` (a task became claimable), `board` (a task
+changed status; payload = task id), `tasks` (any task changed; used by list followers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "meta_agent"
+
+
+class Subscription:
+    """A bounded mailbox of payloads for one follower (board stream).
+
+    When the follower falls too far behind, the mailbox is cleared and `overflowed` is set,
+    so the follower resynchronises from the database instead of the hub buffering forever.
+    """
+
+    def __init__(self, hub: Hub, topic: str, maxsize: int) -> None:
+        self.hub, self.topic, self.maxsize = hub, topic, maxsize
+        self.items: list[str] = []
+        self.overflowed = False
+        self._event = asyncio.Event()
+
+    def _push(self, payload: str) -> None:
+        if len(self.items) >= self.maxsize:
+            self.items.clear()
+            self.overflowed = True
+        else:
+            self.items.append(payload)
+        self._event.set()
+
+    async def get(self, timeout: float) -> list[str] | None:
+        """Payloads received since the last call; [] on timeout; None after an overflow."""
+        if not self.items and not self.overflowed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._event.wait(), timeout)
+        self._event.clear()
+        if self.overflowed:
+            self.overflowed = False
+            self.items.clear()
+            return None
+        items, self.items = self.items, []
+        return items
+
+
+class Hub:
+    """Version counters and waiters per topic, living on one event loop."""
+
+    def __init__(self) -> None:
+        self._versions: dict[str, int] = defaultdict(int)
+        self._waiters: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
+        self._subs: dict[str, set[Subscription]] = defaultdict(set)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def version(self, topic: str) -> int:
+        return self._versions[topic]
+
+    def publish(self, topic: str, payload: str = "") -> None:
+        """Wake every waiter of `topic`. Safe to call from any thread."""
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not loop:
+                loop.call_soon_threadsafe(self._publish, topic, payload)
+                return
+        self._publish(topic, payload)
+
+    def _publish(self, topic: str, payload: str) -> None:
+        self._versions[topic] += 1
+        waiters = self._waiters.pop(topic, None)
+        if waiters:
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+        for sub in self._subs.get(topic, ()):
+            sub._push(payload)
+
+    def wake_all(self) -> None:
+        """Wake every follower and make every subscription resynchronise."""
+        for topic in list(self._waiters):
+            self._publish(topic, "")
+        for subs in list(self._subs.values()):
+            for sub in subs:
+                sub.items.clear()
+                sub.overflowed = True
+                sub._event.set()
+
+    async def wait(self, topic: str, since: int, timeout: float) -> bool:
+        """Wait until `topic` moves past version `since`. True if it did, False on timeout."""
+        if self._versions[topic] != since:
+            return True
+        if timeout <= 0:
+            return False
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[topic].add(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+            return True
+        except TimeoutError:
+            return self._versions[topic] != since
+        finally:
+            waiters = self._waiters.get(topic)
+            if waiters is not None:
+                waiters.discard(fut)
+                if not waiters:
+                    self._waiters.pop(topic, None)
+
+    @contextlib.contextmanager
+    def subscribe(self, topic: str, maxsize: int = 1000):  # type: ignore[no-untyped-def]
+        sub = Subscription(self, topic, maxsize)
+        self._subs[topic].add(sub)
+        try:
+            yield sub
+        finally:
+            self._subs[topic].discard(sub)
+            if not self._subs[topic]:
+                self._subs.pop(topic, None)
+
+    def follower_count(self, prefix: str = "") -> int:
+        n = sum(len(w) for t, w in self._waiters.items() if t.startswith(prefix))
+        return n + sum(len(s) for t, s in self._subs.items() if t.startswith(prefix))
+
+
+def encode(notes: list[tuple[str, str]]) -> list[str]:
+    """Pack notes into NOTIFY payloads under PostgreSQL's 8000-byte limit."""
+    out: list[str] = []
+    cur: list[str] = []
+    size = 0
+    for topic, payload in notes:
+        line = f"{topic}\t{payload}"
+        if cur and size + len(line) + 1 > 7900:
+            out.append("\n".join(cur))
+            cur, size = [], 0
+        cur.append(line)
+        size += len(line) + 1
+    if cur:
+        out.append("\n".join(cur))
+    return out
+
+
+def decode(payload: str) -> list[tuple[str, str]]:
+    notes: list[tuple[str, str]] = []
+    for line in payload.split("\n"):
+        topic, _, data = line.partition("\t")
+        if topic:
+            notes.append((topic, data))
+    return notes
+
+
+async def listen_postgres(hub: Hub, dsn: str, ready: asyncio.Event | None = None) -> None:
+    """Relay NOTIFYs from other replicas (and this one) into `hub`, reconnecting forever.
+
+    After a reconnect every topic is bumped once ("*" wake-up), because notifications sent
+    while disconnected are lost; followers then re-read from the database.
+    """
+    import psycopg
+
+    backoff = 0.2
+    first = True
+    while True:
+        try:
+            conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+        except (psycopg.OperationalError, OSError) as exc:
+            log.warning("LISTEN connection failed (%s); retrying in %.1fs", exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+            continue
+        try:
+            await conn.execute(f"LISTEN {CHANNEL}")
+            backoff = 0.2
+            if ready is not None:
+                ready.set()
+            if not first:
+                hub.wake_all()
+            first = False
+            async for n in conn.notifies():
+                for topic, data in decode(n.payload):
+                    hub.publish(topic, data)
+        except (psycopg.OperationalError, OSError) as exc:
+            log.warning("LISTEN connection lost (%s); reconnecting", exc)
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()

@@ -1,0 +1,198 @@
+"""SQLModel tables. One class per table; API schemas live in `board_api/schemas.py`.
+
+Timestamps are timezone-aware UTC everywhere (`UTCDateTime` stores naive UTC on SQLite,
+which has no time zones, and hands back aware values on both backends).
+JSON columns are replaced, never mutated in place (SQLAlchemy does not see in-place edits).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+from store.ids import new_id
+
+__all__ = [
+    "Agent",
+    "ApiKey",
+    "Artifact",
+    "Task",
+    "TaskEvent",
+    "TaskStatus",
+    "Team",
+    "Worker",
+    "WorkerQueue",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _json(default: Any = None) -> Any:
+    if default is None:
+        return Field(default=None, sa_type=sa.JSON, nullable=True)
+    return Field(default_factory=lambda: type(default)(default), sa_type=sa.JSON, nullable=False)
+
+
+class TaskStatus(enum.StrEnum):
+    pending = "pending"
+    running = "running"
+    requires_input = "requires_input"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
+TERMINAL = frozenset({TaskStatus.completed, TaskStatus.failed, TaskStatus.cancelled})
+
+
+class Agent(SQLModel, table=True):
+    __tablename__ = "agents"
+    id: str = Field(default_factory=new_id, primary_key=True)
+    name: str = Field(unique=True, max_length=64)
+    description: str = ""
+    runtime: str = Field(max_length=32)  # "llm" | "command" | "noop"
+    model: str | None = None
+    instructions: str | None = None
+    command: list[str] | None = _json()
+    parameters: dict[str, Any] = _json({})
+    tools: list[str] = _json([])
+    mcp_servers: list[dict[str, Any]] = _json([])
+    policy: dict[str, Any] = _json({})
+    default_queue: str | None = None
+    timeout_seconds: int = 600
+    risky: bool = False
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Team(SQLModel, table=True):
+    __tablename__ = "teams"
+    id: str = Field(default_factory=new_id, primary_key=True)
+    name: str = Field(unique=True, max_length=64)
+    description: str = ""
+    coordinator: str
+    members: list[str] = _json([])
+    default_queue: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class WorkerQueue(SQLModel, table=True):
+    __tablename__ = "worker_queues"
+    id: str = Field(default_factory=new_id, primary_key=True)
+    name: str = Field(unique=True, max_length=64)
+    description: str = ""
+    environment: str = "default"
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Worker(SQLModel, table=True):
+    __tablename__ = "workers"
+    id: str = Field(primary_key=True, max_length=64)  # chosen by the worker process
+    queue: str = Field(index=True)
+    name: str = ""
+    hostname: str = ""
+    capacity: int = 1
+    version: str = ""
+    running: int = 0
+    started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_heartbeat_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+
+
+class Task(SQLModel, table=True):
+    __tablename__ = "tasks"
+    __table_args__ = (
+        sa.Index("ix_tasks_claim", "queue", "status", "id"),
+        sa.Index("ix_tasks_status_id", "status", "id"),
+        sa.Index("ix_tasks_lease", "status", "lease_expires_at"),
+    )
+    id: str = Field(default_factory=new_id, primary_key=True)
+    agent: str | None = Field(default=None, index=True)
+    team: str | None = Field(default=None, index=True)
+    queue: str
+    prompt: str = ""
+    parameters: dict[str, Any] = _json({})
+    source: str = "api"
+    requested_by: str | None = None
+    parent_id: str | None = Field(default=None, index=True)
+    retry_of: str | None = None
+    status: str = TaskStatus.pending.value
+    phase: str | None = None
+    attempt: int = 0  # fencing token: +1 on every claim
+    lost_leases: int = 0
+    max_attempts: int = 3
+    worker_id: str | None = None
+    lease_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    cancel_requested: bool = False
+    result: Any = _json()
+    error_code: str | None = None
+    error_message: str | None = None
+    pending_input: dict[str, Any] | None = _json()
+    inputs: dict[str, Any] = _json({})
+    checkpoint: Any = _json()
+    usage: dict[str, Any] = _json({})
+    last_seq: int = 0
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class TaskEvent(SQLModel, table=True):
+    __tablename__ = "task_events"
+    task_id: str = Field(primary_key=True, foreign_key="tasks.id", ondelete="CASCADE")
+    seq: int = Field(primary_key=True)
+    kind: str = Field(max_length=32)
+    data: dict[str, Any] = _json({})
+    attempt: int = 0
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Artifact(SQLModel, table=True):
+    __tablename__ = "artifacts"
+    __table_args__ = (sa.UniqueConstraint("task_id", "name"),)
+    id: str = Field(default_factory=new_id, primary_key=True)
+    task_id: str = Field(foreign_key="tasks.id", index=True, ondelete="CASCADE")
+    name: str = Field(max_length=255)
+    media_type: str = "application/octet-stream"
+    size: int = 0
+    sha256: str = ""
+    content: bytes = Field(sa_type=sa.LargeBinary)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_keys"
+    id: str = Field(default_factory=new_id, primary_key=True)
+    name: str = ""
+    prefix: str = Field(unique=True, max_length=32)
+    hash: str
+    scopes: list[str] = _json([])
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

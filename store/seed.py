@@ -1,0 +1,63 @@
+"""Load a catalog file (queues and agents, YAML or JSON) into the store, idempotently."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from store import catalog, errors
+from store.db import Tx
+from store.models import WorkerQueue
+
+__all__ = ["apply_catalog", "read_catalog"]
+
+AGENT_FIELDS = {
+    "name",
+    "description",
+    "runtime",
+    "model",
+    "instructions",
+    "command",
+    "parameters",
+    "tools",
+    "mcp_servers",
+    "policy",
+    "default_queue",
+    "timeout_seconds",
+    "risky",
+}
+
+
+def read_catalog(path: str | Path) -> dict[str, Any]:
+    text = Path(path).read_text()
+    if str(path).endswith(".json"):
+        data = json.loads(text)
+    else:
+        import yaml
+
+        data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise errors.Invalid(f"{path}: expected a mapping with `queues` and/or `agents`", code="bad_catalog")
+    return data
+
+
+async def apply_catalog(tx: Tx, data: dict[str, Any]) -> dict[str, list[str]]:
+    """Create missing queues, then create or replace each agent. Returns what changed."""
+    done: dict[str, list[str]] = {"queues": [], "agents_created": [], "agents_updated": []}
+    for q in data.get("queues") or []:
+        row = await catalog.create_queue(
+            tx,
+            WorkerQueue(**{k: v for k, v in q.items() if k in ("name", "description", "environment")}),
+            exist_ok=True,
+        )
+        done["queues"].append(row.name)
+    for a in data.get("agents") or []:
+        unknown = set(a) - AGENT_FIELDS
+        if unknown:
+            raise errors.Invalid(
+                f"agent {a.get('name')!r}: unknown field(s) {', '.join(sorted(unknown))}", code="bad_catalog"
+            )
+        agent, created = await catalog.upsert_agent(tx, dict(a))
+        done["agents_created" if created else "agents_updated"].append(agent.name)
+    return done

@@ -1,0 +1,161 @@
+"""The one place that changes a task's status.
+
+    (new) ──create──▶ pending ──claim──▶ running ──complete──▶ completed
+                       ▲  ▲               │ │ └──fail──────────▶ failed
+               respond │  │ lease lost /  │ └─cancel ack───────▶ cancelled
+                       │  └─hand back ────┤
+              requires_input ◀────────────┘ ask / missing parameter
+    pending | requires_input ──cancel──▶ cancelled ; any non-terminal ──▶ failed
+
+Every change checks the from→to rule, writes the row and appends the `status` event in the
+caller's transaction, and queues the after-commit notifications. Nothing else writes
+`tasks.status`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from store import errors
+from store.db import Tx
+from store.events import append
+from store.models import TERMINAL, Task, TaskStatus, utcnow
+
+__all__ = ["ALLOWED", "claim", "create", "transition"]
+
+S = TaskStatus
+ALLOWED: dict[TaskStatus, frozenset[TaskStatus]] = {
+    S.pending: frozenset({S.running, S.cancelled, S.failed}),
+    S.running: frozenset({S.completed, S.failed, S.requires_input, S.pending, S.cancelled}),
+    S.requires_input: frozenset({S.pending, S.cancelled, S.failed}),
+    S.completed: frozenset(),
+    S.failed: frozenset(),
+    S.cancelled: frozenset(),
+}
+
+_tasks = Task.__table__  # type: ignore[attr-defined]
+
+
+def _notify_status(tx: Tx, task_id: str, queue: str, to: TaskStatus) -> None:
+    tx.notify("board", task_id)
+    if to is S.pending:
+        tx.notify(f"queue:{queue}", task_id)
+
+
+async def create(tx: Tx, task: Task) -> Task:
+    """Insert a new task as `pending` with its first `status` event (seq 1)."""
+    task.status = S.pending.value
+    task.last_seq = 0
+    tx.session.add(task)
+    await tx.session.flush()
+    await append(tx, task.id, [("status", {"status": "pending", "from": None})])
+    await tx.session.refresh(task)
+    _notify_status(tx, task.id, task.queue, S.pending)
+    return task
+
+
+async def transition(
+    tx: Tx,
+    task_id: str,
+    to: TaskStatus,
+    *,
+    expect: frozenset[TaskStatus] | None = None,
+    token: int | None = None,
+    values: dict[str, Any] | None = None,
+    event: dict[str, Any] | None = None,
+    extra_events: list[tuple[str, dict[str, Any]]] | None = None,
+) -> Task:
+    """Move a task to `to`, or raise without changing anything.
+
+    `expect` narrows the allowed from-states; `token` fences a worker call (the task must be
+    running under that attempt). `values` are further columns to set; `event` extra data for
+    the `status` event; `extra_events` are appended just before it (e.g. the worker's last
+    batch of output on completion).
+    """
+    row = (
+        await tx.execute(
+            sa.select(_tasks.c.status, _tasks.c.attempt, _tasks.c.queue)
+            .where(_tasks.c.id == task_id)
+            .with_for_update()
+        )
+    ).first()
+    if row is None:
+        raise errors.NotFound(f"task {task_id} not found", code="task_not_found")
+    current, attempt, queue = S(row.status), row.attempt, row.queue
+    if token is not None and (token != attempt or current is not S.running):
+        raise errors.StaleLease(
+            f"lease token {token} is not the current lease of task {task_id} "
+            f"(status {current.value}, attempt {attempt})",
+            status_now=current.value,
+        )
+    allowed_from = {s for s, tos in ALLOWED.items() if to in tos}
+    if expect is not None:
+        allowed_from &= expect
+    if current not in allowed_from:
+        raise errors.InvalidTransition(
+            f"task {task_id} is {current.value}; it cannot become {to.value}",
+            status_now=current.value,
+        )
+    now = utcnow()
+    vals: dict[str, Any] = {"status": to.value, "updated_at": now}
+    if to in TERMINAL:
+        vals.update(finished_at=now, lease_expires_at=None, phase=None)
+    if to in (S.pending, S.requires_input):
+        vals.update(worker_id=None, lease_expires_at=None, phase=None)
+    vals.update(values or {})
+    await tx.execute(sa.update(_tasks).where(_tasks.c.id == task_id).values(**vals))
+    batch = list(extra_events or [])
+    batch.append(("status", {"status": to.value, "from": current.value, **(event or {})}))
+    await append(tx, task_id, batch)
+    _notify_status(tx, task_id, queue, to)
+    task = await tx.session.get(Task, task_id, populate_existing=True)
+    assert task is not None
+    return task
+
+
+async def claim(
+    tx: Tx, queue: str, worker_id: str, limit: int, lease_seconds: float, now: datetime | None = None
+) -> list[Task]:
+    """Atomically move up to `limit` pending tasks of `queue` to running for `worker_id`.
+
+    One statement picks and updates the rows (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so
+    concurrent claimers never wait on or double-claim a row; SQLite's single writer does the
+    same). Each claimed task gets attempt+1 as its fencing token and a `status` event.
+    """
+    now = now or utcnow()
+    pick = (
+        sa.select(_tasks.c.id)
+        .where(_tasks.c.queue == queue, _tasks.c.status == S.pending.value)
+        .order_by(_tasks.c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
+    stmt = (
+        sa.update(_tasks)
+        .where(_tasks.c.id.in_(pick))
+        .values(
+            status=S.running.value,
+            phase="planning",
+            attempt=_tasks.c.attempt + 1,
+            worker_id=worker_id,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            started_at=sa.func.coalesce(_tasks.c.started_at, now),
+            updated_at=now,
+        )
+        .returning(_tasks.c.id)
+    )
+    ids = sorted(r[0] for r in (await tx.execute(stmt)).all())
+    for tid in ids:
+        await append(tx, tid, [("status", {"status": "running", "from": "pending", "worker_id": worker_id})])
+        tx.notify("board", tid)
+    if not ids:
+        return []
+    stmt2 = (
+        sa.select(Task).where(Task.id.in_(ids)).order_by(Task.id).execution_options(populate_existing=True)
+    )  # type: ignore[attr-defined]
+    rows = (await tx.session.execute(stmt2)).scalars()
+    return list(rows.all())

@@ -1,0 +1,126 @@
+"""Shared fixtures: real databases (SQLite file and PostgreSQL) and a real HTTP server.
+
+PostgreSQL: `META_AGENT_TEST_DATABASE_URL`, else the local server at 127.0.0.1:5432. Each
+xdist worker gets its own database, migrated once, truncated between tests. When it cannot
+be reached the PostgreSQL cases are skipped with the reason, except under CI (or with
+META_AGENT_REQUIRE_POSTGRES=1), where that is an error: CI must never skip them silently.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from tests.support import LiveServer, free_port  # noqa: E402
+
+PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def _pg_admin_url() -> str:
+    return os.environ.get("META_AGENT_TEST_DATABASE_URL", PG_DEFAULT)
+
+
+def _require_pg() -> bool:
+    return bool(os.environ.get("CI")) or os.environ.get("META_AGENT_REQUIRE_POSTGRES") == "1"
+
+
+@pytest.fixture(scope="session")
+def pg_url(worker_id: str) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test process."""
+    from store import migrate
+
+    admin = sa.make_url(_pg_admin_url())
+    dsn = admin.set(drivername="postgresql").render_as_string(hide_password=False)
+    name = f"meta_agent_test_{worker_id}"
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        msg = f"PostgreSQL not reachable at {admin.render_as_string()}: {exc}"
+        if _require_pg():
+            pytest.fail(msg + " (CI requires it)")
+        pytest.skip(msg)
+    url = admin.set(database=name).render_as_string(hide_password=False)
+    migrate.upgrade(url)
+    yield url
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from store import migrate
+
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    migrate.upgrade(f"sqlite:///{path}")
+    return path
+
+
+def _truncate_pg(url: str) -> None:
+    dsn = sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE task_events, artifacts, tasks, agents, teams, worker_queues, workers, api_keys CASCADE")
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database URL; every test using it runs on SQLite and PostgreSQL."""
+    if request.param == "sqlite":
+        path = tmp_path / "meta-agent.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    url: str = request.getfixturevalue("pg_url")
+    _truncate_pg(url)
+    return url
+
+
+@pytest.fixture
+async def db(db_url: str):  # type: ignore[no-untyped-def]
+    from store.db import Database
+
+    database = Database(db_url)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
+    """Start real control-plane servers (uvicorn in a thread) on free ports."""
+    servers: list[LiveServer] = []
+
+    def start(database_url: str, **overrides: object) -> LiveServer:
+        from meta_agent.settings import Settings
+
+        settings = Settings(
+            database_url=database_url,
+            port=free_port(),
+            lease_seconds=3.0,
+            reaper_interval=0.2,
+            embedded_worker=False,
+            workspace_root=str(tmp_path / "ws"),
+            **overrides,  # type: ignore[arg-type]
+        )
+        srv = LiveServer(settings)
+        srv.start()
+        servers.append(srv)
+        return srv
+
+    yield start
+    for srv in servers:
+        srv.stop()
+
+
+@pytest.fixture
+def server(server_factory, db_url: str) -> LiveServer:  # type: ignore[no-untyped-def]
+    """A live control plane on the parametrised backend."""
+    return server_factory(db_url)  # type: ignore[no-any-return]

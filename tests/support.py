@@ -1,0 +1,90 @@
+"""Test helpers: a live uvicorn server in a thread, subprocess control, bounded waits."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import uvicorn
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], T | None], timeout: float = 10.0, what: str = "condition") -> T:
+    """Poll `check` until it returns a truthy value, failing after `timeout` seconds.
+
+    For state that lives in another process (a task row, an HTTP endpoint) and offers no
+    event to wait on; the poll interval is short and the bound is explicit.
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+        except (httpx.TransportError, ConnectionError) as exc:
+            value, last = None, exc
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last})")
+
+
+class LiveServer:
+    """The real app on a real socket, served by uvicorn on its own event loop thread."""
+
+    def __init__(self, settings: Any) -> None:
+        from board_api.app import create_app
+
+        self.settings = settings
+        self.url = f"http://127.0.0.1:{settings.port}"
+        self.app = create_app(settings)
+        self.server = uvicorn.Server(
+            uvicorn.Config(self.app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on")
+        )
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.run(self.server.serve())
+
+    def start(self) -> None:
+        self.thread.start()
+        wait_for(lambda: self.server.started, 15, "the server to start")
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+    def client(self, **kw: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url + "/api/v1", timeout=30, **kw)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("META_AGENT_")}
+    env["PYTHONPATH"] = str(ROOT)
+    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    env.update(extra)
+    return env
+
+
+def spawn(args: list[str], **env: str) -> subprocess.Popen[bytes]:
+    """A Python child process (server or worker) with its own process group."""
+    return subprocess.Popen(
+        [sys.executable, *args], env=child_env(**env), cwd=ROOT, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
