@@ -1,0 +1,42 @@
+# Two commands set everything up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+
+.PHONY: run test lint fmt bench cluster clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(VENV)/.installed $@
+
+## run: start the control plane on SQLite with an embedded worker and the example agents
+run: $(VENV)/.installed
+	META_AGENT_EXAMPLES=$${META_AGENT_EXAMPLES:-examples/agents.yaml} $(BIN)/meta-agent serve
+
+## test: install the dev extras and run lint plus the whole suite (PostgreSQL included)
+test: $(VENV)/.installed-dev lint
+	$(BIN)/pytest -n 2 --dist loadgroup -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: $(VENV)/.installed-dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## bench: dispatch latency and throughput on SQLite and PostgreSQL (see bench/README.md)
+bench: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache meta-agent.db meta-agent.db-wal meta-agent.db-shm .meta-agent

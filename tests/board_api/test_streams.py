@@ -1,0 +1,129 @@
+"""SSE over a real socket: task streams resume exactly with Last-Event-ID; the board streams."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+
+import httpx
+
+from tests.board_api.test_api import claim, seed
+from tests.support import LiveServer
+
+
+def frames(resp: httpx.Response) -> Iterator[dict]:  # type: ignore[type-arg]
+    """Parse SSE frames (id / event / data) from a streaming response."""
+    cur: dict = {}  # type: ignore[type-arg]
+    for line in resp.iter_lines():
+        if not line:
+            if "data" in cur:
+                yield cur
+            cur = {}
+        elif line.startswith(":"):
+            continue
+        else:
+            field, _, value = line.partition(":")
+            cur[field] = value.removeprefix(" ")
+
+
+def post_logs(c: httpx.Client, tid: str, token: int, start: int, n: int) -> None:
+    events = [{"kind": "log", "data": {"line": f"line {i}"}} for i in range(start, start + n)]
+    assert c.post(f"/tasks/{tid}/events", json={"token": token, "events": events}).status_code == 200
+
+
+def test_reconnect_with_last_event_id_gets_every_event_once_in_order(server: LiveServer) -> None:
+    with server.client() as c:
+        seed(c)
+        tid = c.post("/tasks", json={"agent": "echo", "prompt": "stream me"}).json()["id"]
+        (item,) = claim(c)
+        token = item["token"]
+        post_logs(c, tid, token, 0, 5)  # seq 3..7
+        seen: list[int] = []
+        lines: list[str] = []
+        # First connection: read a few events, then drop the connection mid-stream.
+        with httpx.Client(base_url=server.url, timeout=10) as s, s.stream("GET", f"/api/v1/tasks/{tid}/stream") as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            for f in frames(r):
+                seen.append(int(f["id"]))
+                if f["event"] == "log":
+                    lines.append(json.loads(f["data"])["data"]["line"])
+                if len(seen) == 4:
+                    break
+        # Meanwhile the worker carries on and finishes.
+        post_logs(c, tid, token, 5, 5)
+        assert c.post(f"/tasks/{tid}/complete", json={"token": token, "result": "ok"}).status_code == 200
+        last = c.get(f"/tasks/{tid}").json()["last_seq"]
+        end = None
+        with httpx.Client(base_url=server.url, timeout=10) as s, s.stream(
+            "GET", f"/api/v1/tasks/{tid}/stream", headers={"Last-Event-ID": str(seen[-1])}
+        ) as r:
+            for f in frames(r):
+                if f.get("event") == "end":
+                    end = json.loads(f["data"])
+                    break
+                seen.append(int(f["id"]))
+                if f["event"] == "log":
+                    lines.append(json.loads(f["data"])["data"]["line"])
+    assert seen == list(range(1, last + 1))
+    assert lines == [f"line {i}" for i in range(10)]
+    assert end is not None and end["status"] == "completed"
+
+
+def test_live_follower_sees_events_as_they_are_posted(server: LiveServer) -> None:
+    with server.client() as c:
+        seed(c)
+        tid = c.post("/tasks", json={"agent": "echo", "prompt": "live"}).json()["id"]
+        (item,) = claim(c)
+        got: list[dict] = []  # type: ignore[type-arg]
+        first_two = threading.Event()
+
+        def follow() -> None:
+            with httpx.Client(base_url=server.url, timeout=10) as s, s.stream("GET", f"/api/v1/tasks/{tid}/stream") as r:
+                for f in frames(r):
+                    got.append(f)
+                    if len(got) == 2:
+                        first_two.set()
+                    if f.get("event") == "end":
+                        return
+
+        t = threading.Thread(target=follow)
+        t.start()
+        assert first_two.wait(10)  # pending + running, before anything else exists
+        post_logs(c, tid, item["token"], 0, 3)
+        c.post(f"/tasks/{tid}/complete", json={"token": item["token"], "result": 1})
+        t.join(10)
+        assert not t.is_alive()
+    assert [f.get("event") for f in got] == ["status", "status", "log", "log", "log", "status", "end"]
+
+
+def test_board_stream_sends_snapshot_then_changes(server: LiveServer) -> None:
+    with server.client() as c:
+        seed(c)
+        got: list[tuple[str, dict]] = []  # type: ignore[type-arg]
+        snapshot = threading.Event()
+        done = threading.Event()
+
+        def follow() -> None:
+            with httpx.Client(base_url=server.url, timeout=10) as s, s.stream("GET", "/api/v1/board/stream") as r:
+                for f in frames(r):
+                    got.append((f["event"], json.loads(f["data"])))
+                    if f["event"] == "board":
+                        snapshot.set()
+                    if f["event"] == "task" and got[-1][1]["status"] == "completed":
+                        done.set()
+                        return
+
+        t = threading.Thread(target=follow, daemon=True)
+        t.start()
+        assert snapshot.wait(10)
+        tid = c.post("/tasks", json={"agent": "echo", "prompt": "card"}).json()["id"]
+        (item,) = claim(c)
+        c.post(f"/tasks/{tid}/complete", json={"token": item["token"], "result": 1})
+        assert done.wait(10)
+    statuses = [d["status"] for kind, d in got if kind == "task" and d["id"] == tid]
+    # Each change is announced; the card read may already show a later status when changes
+    # come faster than the follower reads, so the order is what must hold.
+    order = ["pending", "running", "completed"]
+    assert statuses[-1] == "completed" and statuses == sorted(statuses, key=order.index)
+    assert len(statuses) >= 2
