@@ -101,6 +101,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.state.settings = settings
     app.state.key_cache = KeyCache()
     app.state.metrics = Metrics()
+    app.state.worker_seen = {}
     app.state.open_mode = settings.open_mode_allowed()
     problems.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, artifact_limit=settings.max_artifact_bytes)

@@ -23,7 +23,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from store import errors
+from store import errors, sqlite_inline
 from store.hub import CHANNEL, Hub, encode
 
 __all__ = ["Database", "Tx", "async_url", "sync_url"]
@@ -73,7 +73,10 @@ class Database:
         self.is_sqlite = sa.make_url(url).get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_sqlite:
-            kwargs["connect_args"] = {"timeout": 30}
+            database = sa.make_url(url).database or ""
+            if database in ("", ":memory:"):
+                raise errors.Invalid("SQLite needs a file path (an in-memory database is per connection)", code="bad_database_url")
+            kwargs["async_creator"] = sqlite_inline.connect(database)
         else:
             kwargs.update(
                 pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True, pool_timeout=10
@@ -156,7 +159,9 @@ def _sqlite_setup(engine: AsyncEngine, *, immediate: bool) -> None:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
+        # Short: statements run inline on the event loop (see sqlite_inline), and the only
+        # other writers are brief (`db upgrade`, a CLI); a long wait would stall the loop.
+        cur.execute("PRAGMA busy_timeout=5000")
         cur.close()
 
     @event.listens_for(engine.sync_engine, "begin")

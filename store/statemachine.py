@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from store import errors
 from store.db import Tx
 from store.events import append
-from store.models import TERMINAL, Task, TaskStatus, utcnow
+from store.models import TERMINAL, Task, TaskEvent, TaskStatus, utcnow
 
 __all__ = ["ALLOWED", "claim", "create", "transition"]
 
@@ -37,6 +37,7 @@ ALLOWED: dict[TaskStatus, frozenset[TaskStatus]] = {
 }
 
 _tasks = Task.__table__  # type: ignore[attr-defined]
+_events = TaskEvent.__table__  # type: ignore[attr-defined]
 
 
 def _notify_status(tx: Tx, task_id: str, queue: str, to: TaskStatus) -> None:
@@ -48,11 +49,15 @@ def _notify_status(tx: Tx, task_id: str, queue: str, to: TaskStatus) -> None:
 async def create(tx: Tx, task: Task) -> Task:
     """Insert a new task as `pending` with its first `status` event (seq 1)."""
     task.status = S.pending.value
-    task.last_seq = 0
+    task.last_seq = 1
     tx.session.add(task)
     await tx.session.flush()
-    await append(tx, task.id, [("status", {"status": "pending", "from": None})])
-    await tx.session.refresh(task)
+    await tx.execute(
+        sa.insert(_events),
+        [{"task_id": task.id, "seq": 1, "kind": "status", "data": {"status": "pending", "from": None},
+          "attempt": 0, "created_at": task.created_at}],
+    )
+    tx.notify(f"task:{task.id}", "1")
     _notify_status(tx, task.id, task.queue, S.pending)
     return task
 
@@ -134,6 +139,8 @@ async def claim(
         .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
+    # The status event's seq is taken in the same UPDATE (last_seq + 1), so a claim of N
+    # tasks is two statements: this one and one multi-row INSERT of their status events.
     stmt = (
         sa.update(_tasks)
         .where(_tasks.c.id.in_(pick))
@@ -145,17 +152,22 @@ async def claim(
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             started_at=sa.func.coalesce(_tasks.c.started_at, now),
             updated_at=now,
+            last_seq=_tasks.c.last_seq + 1,
         )
-        .returning(_tasks.c.id)
+        .returning(*_tasks.c)
     )
-    ids = sorted(r[0] for r in (await tx.execute(stmt)).all())
-    for tid in ids:
-        await append(tx, tid, [("status", {"status": "running", "from": "pending", "worker_id": worker_id})])
-        tx.notify("board", tid)
-    if not ids:
+    rows = sorted((await tx.execute(stmt)).mappings().all(), key=lambda r: r["id"])
+    if not rows:
         return []
-    stmt2 = (
-        sa.select(Task).where(Task.id.in_(ids)).order_by(Task.id).execution_options(populate_existing=True)
-    )  # type: ignore[attr-defined]
-    rows = (await tx.session.execute(stmt2)).scalars()
-    return list(rows.all())
+    await tx.execute(
+        sa.insert(_events),
+        [
+            {"task_id": r["id"], "seq": r["last_seq"], "kind": "status", "attempt": r["attempt"], "created_at": now,
+             "data": {"status": "running", "from": "pending", "worker_id": worker_id}}
+            for r in rows
+        ],
+    )
+    for r in rows:
+        tx.notify(f"task:{r['id']}", str(r["last_seq"]))
+        tx.notify("board", r["id"])
+    return [Task(**r) for r in rows]

@@ -287,9 +287,18 @@ class Claimed:
 
 
 async def claim_tasks(
-    tx: Tx, queue: str, worker_id: str, limit: int, lease_seconds: float, info: dict[str, Any] | None = None
+    tx: Tx,
+    queue: str,
+    worker_id: str,
+    limit: int,
+    lease_seconds: float,
+    info: dict[str, Any] | None = None,
+    *,
+    touch: bool = True,
 ) -> list[Claimed]:
-    await catalog.touch_worker(tx, worker_id, queue, info)
+    """Claim up to `limit` tasks with their agents; `touch` records the worker as alive."""
+    if touch:
+        await catalog.touch_worker(tx, worker_id, queue, info)
     tasks = await claim(tx, queue, worker_id, limit, lease_seconds)
     names = {t.agent for t in tasks if t.agent}
     agents: dict[str, Agent] = {}

@@ -39,6 +39,7 @@ router = APIRouter()
 # Even with no wake-up, an idle claim re-checks the queue this often (a lost cross-replica
 # notification then costs at most this much latency).
 CLAIM_RECHECK = 5.0
+WORKER_TOUCH_SECONDS = 5.0
 
 
 def _events(items: list[EventIn]) -> list[tuple[str, dict[str, Any]]]:
@@ -50,17 +51,23 @@ async def claim(
     queue: str, body: ClaimBody, request: Request, db: DbDep, settings: SettingsDep, _: WorkerKey
 ) -> ClaimOut:
     """Long-poll for up to `max_tasks` tasks of the queue; answers at once when one arrives."""
-    async with db.read() as s:
-        await catalog.get_queue(s, queue)
     info = body.model_dump(include={"name", "hostname", "capacity", "version"}, exclude_none=True)
     topic = f"queue:{queue}"
     deadline = time.monotonic() + body.wait_seconds
     metrics = request.app.state.metrics
+    seen: dict[str, float] = request.app.state.worker_seen
+    checked_queue = False
     while True:
         version = db.hub.version(topic)
+        # Recording liveness on every claim would add a write to the hot path; once every
+        # few seconds is plenty (the live window is 45 s).
+        now = time.monotonic()
+        touch = now - seen.get(body.worker_id, 0.0) > WORKER_TOUCH_SECONDS
+        if touch:
+            seen[body.worker_id] = now
         async with db.tx() as tx:
             claimed = await tasks.claim_tasks(
-                tx, queue, body.worker_id, body.max_tasks, settings.lease_seconds, info
+                tx, queue, body.worker_id, body.max_tasks, settings.lease_seconds, info, touch=touch
             )
         if claimed:
             now = utcnow()
@@ -79,6 +86,10 @@ async def claim(
                     for c in claimed
                 ]
             )
+        if not checked_queue:  # only an empty answer needs to know the queue exists
+            async with db.read() as s:
+                await catalog.get_queue(s, queue)
+            checked_queue = True
         remaining = deadline - time.monotonic()
         if remaining <= 0 or await request.is_disconnected():
             return ClaimOut(tasks=[])

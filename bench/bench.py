@@ -1,0 +1,224 @@
+"""`make bench`: dispatch latency and end-to-end throughput, on SQLite and PostgreSQL.
+
+Protocol (DESIGN section 10):
+- dispatch: an idle worker long-polls `claim`; the bench creates a task over HTTP and
+  measures from just before the create request to the moment the claim answer arrives.
+  Sequential, N samples after a warm-up; p50 / p99.
+- throughput: N no-op tasks, 4 worker processes (the real `meta-agent worker start`),
+  measured from the first create request to the last task completed; tasks/s.
+Everything is durable: every task, event and status change is committed before it is
+acknowledged. The control plane is one `meta-agent serve` process per backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN = os.environ.get("META_AGENT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def env(**kw: str) -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if not k.startswith("META_AGENT_")}
+    e.update(LITELLM_LOCAL_MODEL_COST_MAP="True", PYTHONPATH=str(ROOT), **kw)
+    return e
+
+
+def fresh_database(backend: str, tmp: Path) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp / 'bench.db'}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute('DROP DATABASE IF EXISTS "meta_agent_bench" WITH (FORCE)')
+        conn.execute('CREATE DATABASE "meta_agent_bench"')
+    url = PG_ADMIN.rsplit("/", 1)[0] + "/meta_agent_bench"
+    from store import migrate
+
+    migrate.upgrade(url)
+    return url
+
+
+def start_server(url: str, port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "meta_agent.server"],
+        env=env(META_AGENT_DATABASE_URL=url, META_AGENT_PORT=str(port), META_AGENT_EMBEDDED_WORKER="false"),
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        time.sleep(0.05)
+    raise SystemExit("server did not start")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+async def dispatch(base: str, samples: int) -> dict[str, float]:
+    api = base + "/api/v1"
+    lat: list[float] = []
+    limits = httpx.Limits(max_connections=4)
+    async with httpx.AsyncClient(base_url=api, timeout=60, limits=limits) as worker, httpx.AsyncClient(base_url=api, timeout=60) as client:
+        for i in range(samples + 20):
+            claim = asyncio.create_task(
+                worker.post("/worker-queues/bench/claim", json={"worker_id": "bench-idle", "max_tasks": 1, "wait_seconds": 30})
+            )
+            await asyncio.sleep(0.005)  # let the long-poll reach the server and go idle
+            t0 = time.perf_counter()
+            r = await client.post("/tasks", json={"agent": "noop", "prompt": f"d{i}"})
+            r.raise_for_status()
+            got = await claim
+            t1 = time.perf_counter()
+            (item,) = got.json()["tasks"]
+            await client.post(f"/tasks/{item['task']['id']}/complete", json={"token": item["token"], "result": None})
+            if i >= 20:
+                lat.append((t1 - t0) * 1000)
+    return {"p50_ms": round(pct(lat, 50), 2), "p99_ms": round(pct(lat, 99), 2), "samples": len(lat)}
+
+
+async def throughput(base: str, n: int, workers: int, concurrency: int) -> dict[str, float]:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "meta_agent.cli.main", "worker", "start", "--queue", "bench", "--concurrency", str(concurrency)],
+            env=env(META_AGENT_URL=base, META_AGENT_WORKSPACE_ROOT=tempfile.mkdtemp()),
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        for _ in range(workers)
+    ]
+    api = base + "/api/v1"
+    try:
+        async with httpx.AsyncClient(base_url=api, timeout=60) as c:
+            deadline = time.monotonic() + 30
+            while len((await c.get("/workers", params={"queue": "bench"})).json()["items"]) < workers:
+                if time.monotonic() > deadline:
+                    raise SystemExit("workers did not come up")
+                await asyncio.sleep(0.1)
+            t0 = time.perf_counter()
+            sem = asyncio.Semaphore(32)
+
+            async def create(i: int) -> None:
+                async with sem:
+                    (await c.post("/tasks", json={"agent": "noop", "prompt": f"t{i}"})).raise_for_status()
+
+            await asyncio.gather(*(create(i) for i in range(n)))
+            t_created = time.perf_counter()
+            while True:
+                board = (await c.get("/board", params={"limit": 1})).json()["columns"]
+                done = board["completed"]["count"]
+                if done >= n:
+                    break
+                if board["failed"]["count"]:
+                    raise SystemExit(f"{board['failed']['count']} tasks failed")
+                await asyncio.sleep(0.05)
+            t1 = time.perf_counter()
+    finally:
+        for p in procs:
+            stop(p)
+    return {
+        "tasks": n,
+        "workers": workers,
+        "seconds": round(t1 - t0, 2),
+        "tasks_per_s": round(n / (t1 - t0), 1),
+        "create_per_s": round(n / (t_created - t0), 1),
+    }
+
+
+async def setup(base: str) -> None:
+    async with httpx.AsyncClient(base_url=base + "/api/v1", timeout=30) as c:
+        (await c.post("/worker-queues", json={"name": "bench"})).raise_for_status()
+        (await c.post("/agents", json={"name": "noop", "runtime": "noop", "default_queue": "bench"})).raise_for_status()
+
+
+def cli_list_time(base: str, runs: int = 5) -> float:
+    best = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run(
+            [str(ROOT / ".venv/bin/meta-agent"), "execution", "list", "--limit", "20"],
+            env=env(META_AGENT_URL=base), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
+        )
+        best.append((time.perf_counter() - t0) * 1000)
+    return round(statistics.median(best), 1)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backends", default="sqlite,postgresql")
+    ap.add_argument("--samples", type=int, default=200)
+    ap.add_argument("--tasks", type=int, default=5000)
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--json", action="store_true", help="print the results as JSON only")
+    args = ap.parse_args()
+    results = {}
+    for backend in args.backends.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            url = fresh_database(backend, Path(tmp))
+            port = free_port()
+            server = start_server(url, port)
+            base = f"http://127.0.0.1:{port}"
+            try:
+                asyncio.run(setup(base))
+                if not args.json:
+                    print(f"[{backend}] dispatch latency, {args.samples} samples ...", file=sys.stderr, flush=True)
+                d = asyncio.run(dispatch(base, args.samples))
+                if not args.json:
+                    print(f"[{backend}] throughput, {args.tasks} no-op tasks, {args.workers} workers ...", file=sys.stderr, flush=True)
+                t = asyncio.run(throughput(base, args.tasks, args.workers, args.concurrency))
+                cli = cli_list_time(base)
+                results[backend] = {"dispatch": d, "throughput": t, "cli_execution_list_ms": cli}
+            finally:
+                stop(server)
+        if not args.json:
+            r = results[backend]
+            print(
+                f"[{backend}] dispatch p50 {r['dispatch']['p50_ms']} ms, p99 {r['dispatch']['p99_ms']} ms | "
+                f"throughput {r['throughput']['tasks_per_s']} tasks/s ({r['throughput']['tasks']} tasks, "
+                f"{r['throughput']['seconds']} s) | `execution list` {r['cli_execution_list_ms']} ms",
+                flush=True,
+            )
+    if args.json:
+        print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
