@@ -90,7 +90,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
 async def dispatch(base: str, samples: int) -> dict[str, float]:
@@ -115,8 +115,8 @@ async def dispatch(base: str, samples: int) -> dict[str, float]:
     return {"p50_ms": round(pct(lat, 50), 2), "p99_ms": round(pct(lat, 99), 2), "samples": len(lat)}
 
 
-async def throughput(base: str, n: int, workers: int, concurrency: int) -> dict[str, float]:
-    procs = [
+def start_workers(base: str, workers: int, concurrency: int) -> list[subprocess.Popen[bytes]]:
+    return [
         subprocess.Popen(
             [sys.executable, "-m", "meta_agent.cli.main", "worker", "start", "--queue", "bench", "--concurrency", str(concurrency)],
             env=env(META_AGENT_URL=base, META_AGENT_WORKSPACE_ROOT=tempfile.mkdtemp()),
@@ -124,6 +124,10 @@ async def throughput(base: str, n: int, workers: int, concurrency: int) -> dict[
         )
         for _ in range(workers)
     ]
+
+
+async def throughput(base: str, n: int, procs: list[subprocess.Popen[bytes]]) -> dict[str, float]:
+    workers = len(procs)
     api = base + "/api/v1"
     try:
         async with httpx.AsyncClient(base_url=api, timeout=60) as c:
@@ -203,7 +207,7 @@ def main() -> None:
                 d = asyncio.run(dispatch(base, args.samples))
                 if not args.json:
                     print(f"[{backend}] throughput, {args.tasks} no-op tasks, {args.workers} workers ...", file=sys.stderr, flush=True)
-                t = asyncio.run(throughput(base, args.tasks, args.workers, args.concurrency))
+                t = asyncio.run(throughput(base, args.tasks, start_workers(base, args.workers, args.concurrency)))
                 cli = cli_list_time(base)
                 results[backend] = {"dispatch": d, "throughput": t, "cli_execution_list_ms": cli}
             finally:

@@ -130,7 +130,7 @@ def test_artifacts_round_trip(server: LiveServer) -> None:
     with server.client() as c:
         seed(c)
         tid = c.post("/tasks", json={"agent": "echo", "prompt": "p"}).json()["id"]
-        (item,) = claim(c)
+        claim(c)
         r = c.put(f"/tasks/{tid}/artifacts/report.txt", params={"token": 1}, content=b"hello\n", headers={"content-type": "text/plain"})
         assert r.status_code == 201 and r.json()["size"] == 6
         problem(c.put(f"/tasks/{tid}/artifacts/a%5Cb", params={"token": 1}, content=b"x"), 422, "invalid_artifact_name")
