@@ -475,8 +475,12 @@ async def save_checkpoint(tx: Tx, task_id: str, token: int, checkpoint: Any) -> 
 async def save_artifact(
     tx: Tx, task_id: str, token: int, *, name: str, media_type: str, content: bytes
 ) -> Artifact:
-    if not name or "/" in name or "\\" in name or name in (".", "..") or len(name) > 255:
-        raise errors.Invalid("artifact name must be a plain file name", code="invalid_artifact_name")
+    parts = name.split("/")
+    if not name or len(name) > 255 or "\\" in name or any(p in ("", ".", "..") for p in parts):
+        raise errors.Invalid(
+            "artifact name must be a relative path of plain names (no '..', no leading '/')",
+            code="invalid_artifact_name",
+        )
     await _fenced(tx, task_id, token)
     digest = hashlib.sha256(content).hexdigest()
     existing = (
@@ -576,6 +580,25 @@ async def reap_expired(tx: Tx, now: datetime | None = None, batch: int = 100) ->
             )
         out.append(t)
     return out
+
+
+async def worker_gone(tx: Tx, worker_id: str) -> list[str]:
+    """A worker said goodbye: hand back anything still leased to it, then forget it.
+
+    A claim can be granted just as the worker stops polling; without this such a task
+    would wait for its lease to run out.
+    """
+    rows = (
+        await tx.execute(
+            sa.select(Task.id).where(Task.worker_id == worker_id, Task.status == S.running.value).with_for_update()
+        )
+    ).all()
+    released = []
+    for (tid,) in rows:
+        await transition(tx, tid, S.pending, expect=frozenset({S.running}), event={"reason": "worker shut down"})
+        released.append(tid)
+    await catalog.forget_worker(tx, worker_id)
+    return released
 
 
 async def forget_dead_workers(tx: Tx, older_than_seconds: float = 3600) -> None:

@@ -82,9 +82,17 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def spawn(args: list[str], **env: str) -> subprocess.Popen[bytes]:
-    """A Python child process (server or worker) with its own process group."""
-    return subprocess.Popen(
-        [sys.executable, *args], env=child_env(**env), cwd=ROOT, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+def spawn(args: list[str], log: Path | None = None, **env: str) -> subprocess.Popen[bytes]:
+    """A Python child process (server or worker) with its own process group.
+
+    Its stderr goes to `log` when given (read it when a test fails), else nowhere.
+    """
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 (closed below)
+    try:
+        return subprocess.Popen(
+            [sys.executable, *args], env=child_env(**env), cwd=ROOT, start_new_session=True,
+            stdout=subprocess.DEVNULL, stderr=out,
+        )
+    finally:
+        if log:
+            out.close()  # type: ignore[union-attr]

@@ -133,7 +133,7 @@ async def list_artifacts(task_id: str, db: DbDep, _: Viewer) -> ArtifactPage:
 
 
 @router.get(
-    "/tasks/{task_id}/artifacts/{name}", responses={200: {"content": {"application/octet-stream": {}}}}
+    "/tasks/{task_id}/artifacts/{name:path}", responses={200: {"content": {"application/octet-stream": {}}}}
 )
 async def get_artifact(task_id: str, name: str, db: DbDep, _: Viewer) -> Response:
     """Download one artifact."""

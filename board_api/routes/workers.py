@@ -118,7 +118,7 @@ async def worker_heartbeat(
 async def worker_bye(worker_id: str, db: DbDep, _: WorkerKey) -> Response:
     """A worker shutting down cleanly leaves the live list."""
     async with db.tx() as tx:
-        await catalog.forget_worker(tx, worker_id)
+        await tasks.worker_gone(tx, worker_id)
     return Response(status_code=204)
 
 
@@ -201,7 +201,7 @@ async def checkpoint(task_id: str, body: CheckpointBody, db: DbDep, _: WorkerKey
     return {"ok": True}
 
 
-@router.put("/tasks/{task_id}/artifacts/{name}", response_model=ArtifactOut, status_code=201)
+@router.put("/tasks/{task_id}/artifacts/{name:path}", response_model=ArtifactOut, status_code=201)
 async def put_artifact(
     task_id: str,
     name: str,

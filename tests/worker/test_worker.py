@@ -1,0 +1,364 @@
+"""The worker loop against a fake control plane behind an httpx transport (the process edge).
+
+The fake speaks docs/protocol.md for one queue; tests inject outages and 409s into it. End
+to end runs against the real server live in test_e2e.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from meta_agent.client import ApiError, AsyncControlPlaneClient
+from worker.main import Worker
+from worker.runtime import Outcome, TaskContext, TaskFailed, register_runtime
+
+FINAL = ("complete", "fail", "request-input", "release")
+
+
+class FakePlane:
+    """Hands out queued tasks to claims and records every call."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.calls: list[tuple[str, str, Any]] = []
+        self.reports: dict[str, asyncio.Future[tuple[str, Any]]] = {}
+        self.cancel: set[str] = set()
+        self.cancel_on_events: set[str] = set()
+        self.lost: set[str] = set()
+        self.faults: dict[str, list[httpx.Response | Exception]] = {}
+        self.bye = asyncio.Event()
+        self.changed = asyncio.Condition()
+
+    async def until(self, check: Any) -> None:
+        """Wait (bounded) until `check()` holds; re-checked after every call the plane gets."""
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(check), 10)
+
+    def add(self, task_id: str, runtime: str, prompt: str = "p", **agent: Any) -> None:
+        task = {"id": task_id, "prompt": prompt, "parameters": agent.pop("params", {}), "inputs": {}}
+        item = {
+            "task": task,
+            "agent": {"name": "a", "runtime": runtime, **agent},
+            "token": 1,
+            "lease_seconds": 30,
+        }
+        self.queue.put_nowait(item)
+        self.reports[task_id] = asyncio.get_running_loop().create_future()
+
+    async def report(self, task_id: str) -> tuple[str, Any]:
+        return await asyncio.wait_for(asyncio.shield(self.reports[task_id]), 10)
+
+    def task_calls(self, task_id: str) -> list[str]:
+        return [p.rsplit("/", 1)[-1] for _, p, _ in self.calls if p.startswith(f"/tasks/{task_id}/")]
+
+    def claims(self) -> list[Any]:
+        return [body for _, p, body in self.calls if p.endswith("/claim")]
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        raw = await request.aread()
+        path = request.url.path.removeprefix("/api/v1")
+        body = json.loads(raw) if raw and request.method != "PUT" else raw
+        self.calls.append((request.method, path, body))
+        async with self.changed:
+            self.changed.notify_all()
+        parts = path.strip("/").split("/")
+        action = parts[-1] if parts[0] == "tasks" and request.method == "POST" else parts[-1].split(".")[0]
+        if self.faults.get(action):
+            fault = self.faults[action].pop(0)
+            if isinstance(fault, Exception):
+                raise fault
+            return fault
+        if action == "claim":
+            return httpx.Response(200, json={"tasks": await self._claim(body)})
+        if parts[0] == "workers" and request.method == "DELETE":
+            self.bye.set()
+            return httpx.Response(204)
+        if action == "heartbeat" and parts[0] == "workers":
+            held = {t["id"] for t in body["tasks"]}
+            answer = {
+                "cancel": sorted(self.cancel & held),
+                "lost": sorted(self.lost & held),
+                "lease_seconds": 30,
+            }
+            return httpx.Response(200, json=answer)
+        task_id = parts[1]
+        if action in FINAL:
+            self.reports[task_id].set_result((action, body))
+            return httpx.Response(200, json={"id": task_id})
+        if action == "events":
+            return httpx.Response(
+                200, json={"last_seq": 1, "cancel_requested": task_id in self.cancel_on_events}
+            )
+        if request.method == "PUT":
+            return httpx.Response(201, json={"name": parts[-1]})
+        return httpx.Response(200, json={"ok": True})
+
+    async def _claim(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        try:
+            items = [await asyncio.wait_for(self.queue.get(), body["wait_seconds"])]
+        except TimeoutError:
+            return []
+        while len(items) < body["max_tasks"] and not self.queue.empty():
+            items.append(self.queue.get_nowait())
+        return items
+
+
+def problem(status: int, code: str) -> httpx.Response:
+    return httpx.Response(status, json={"title": code, "status": status, "detail": code, "code": code})
+
+
+class Probe:
+    """Test runtimes: `probe-emit` emits and returns; `probe-block` runs until cancelled."""
+
+    def __init__(self) -> None:
+        self.started: dict[str, asyncio.Event] = {}
+        self.stopped: dict[str, asyncio.Event] = {}
+        self.gate = asyncio.Event()
+
+    def _mark(self, ctx: TaskContext, which: dict[str, asyncio.Event]) -> None:
+        which.setdefault(ctx.id, asyncio.Event()).set()
+
+    async def wait(self, which: dict[str, asyncio.Event], task_id: str) -> None:
+        await asyncio.wait_for(which.setdefault(task_id, asyncio.Event()).wait(), 10)
+
+
+def runtimes(probe: Probe) -> None:
+    class Emit:
+        async def run(self, ctx: TaskContext) -> Outcome:
+            for n in range(3):
+                ctx.emit("log", {"stream": "stdout", "line": f"line {n}"})
+            if ctx.agent.get("artifact"):
+                await ctx.save_artifact("out.txt", b"hi", "text/plain")
+            return Outcome({"ok": True}, usage={"tokens": 3})
+
+    class Block:
+        async def run(self, ctx: TaskContext) -> Outcome:
+            probe._mark(ctx, probe.started)
+            try:
+                if ctx.agent.get("emit"):
+                    ctx.emit("log", {"line": "working"})
+                if ctx.agent.get("stubborn"):
+                    await asyncio.Event().wait()
+                stop = asyncio.create_task(ctx.cancelled.wait())
+                gate = asyncio.create_task(probe.gate.wait())
+                await asyncio.wait({stop, gate}, return_when=asyncio.FIRST_COMPLETED)
+                stop.cancel()
+                gate.cancel()
+                if ctx.cancelled.is_set():
+                    raise TaskFailed("cancelled", "stopped")
+                return Outcome("gate opened")
+            finally:
+                probe._mark(ctx, probe.stopped)
+
+    class Broken:
+        async def run(self, ctx: TaskContext) -> Outcome:
+            if ctx.agent.get("crash"):
+                raise ZeroDivisionError("division by zero")
+            return Outcome({"ids": {1, 2}})  # a set: not JSON
+
+    register_runtime("probe-emit", Emit())
+    register_runtime("probe-broken", Broken())
+    register_runtime("probe-block", Block())
+
+
+@pytest.fixture
+def probe() -> Probe:
+    p = Probe()
+    runtimes(p)
+    return p
+
+
+@asynccontextmanager
+async def worker_for(
+    plane: FakePlane, tmp_path: Path, *, expect_error: bool = False, **kw: Any
+) -> AsyncIterator[tuple[Worker, asyncio.Event, asyncio.Task[None]]]:
+    client = AsyncControlPlaneClient("http://plane.test", transport=httpx.MockTransport(plane))
+    kw.setdefault("heartbeat_interval", 0.02)
+    worker = Worker(client, "q1", workspace_root=tmp_path / "ws", worker_id="w1", **kw)
+    stop = asyncio.Event()
+    run = asyncio.create_task(worker.run(stop))
+    try:
+        yield worker, stop, run
+    finally:
+        stop.set()
+        await asyncio.wait({run}, timeout=10)
+        assert run.done()
+        await client.aclose()
+    if not expect_error:
+        run.result()  # the worker ended cleanly
+
+
+async def test_a_short_task_is_one_call_after_the_claim(tmp_path, probe):
+    plane = FakePlane()
+    plane.add("t1", "probe-emit")
+    plane.add("t2", "noop", prompt="echo me")
+    async with worker_for(plane, tmp_path, concurrency=2):
+        action, body = await plane.report("t1")
+        assert action == "complete" and body["result"] == {"ok": True} and body["usage"] == {"tokens": 3}
+        assert [e["data"]["line"] for e in body["events"]] == ["line 0", "line 1", "line 2"]
+        assert plane.task_calls("t1") == ["complete"]
+        assert await plane.report("t2") == ("complete", {"token": 1, "result": {"output": "echo me"}})
+        assert plane.task_calls("t2") == ["complete"]
+    assert plane.bye.is_set()
+    assert not (tmp_path / "ws" / "t1").exists()  # finished tasks leave no workspace behind
+
+
+async def test_events_before_an_artifact_are_sent_before_it(tmp_path, probe):
+    plane = FakePlane()
+    plane.add("t1", "probe-emit", artifact=True)
+    async with worker_for(plane, tmp_path):
+        await plane.report("t1")
+    assert plane.task_calls("t1") == ["events", "out.txt", "complete"]
+    put = next(c for c in plane.calls if c[0] == "PUT")
+    assert put[2] == b"hi"
+
+
+async def test_claims_ask_for_the_free_slots_only(tmp_path, probe):
+    plane = FakePlane()
+    for n in range(3):
+        plane.add(f"t{n}", "probe-block")
+    async with worker_for(plane, tmp_path, concurrency=3):
+        for n in range(3):
+            await probe.wait(probe.started, f"t{n}")
+        assert [c["max_tasks"] for c in plane.claims()] == [3]  # full: no claim in flight
+        plane.add("t3", "noop")
+        probe.gate.set()
+        assert (await plane.report("t3"))[0] == "complete"
+        assert plane.claims()[1]["max_tasks"] >= 1
+
+
+async def test_cancel_from_the_heartbeat_stops_the_task(tmp_path, probe):
+    plane = FakePlane()
+    plane.add("t1", "probe-block")
+    async with worker_for(plane, tmp_path):
+        await probe.wait(probe.started, "t1")
+        plane.cancel.add("t1")
+        action, body = await plane.report("t1")
+    assert action == "fail" and body["error"]["code"] == "cancelled"
+
+
+async def test_cancel_from_an_events_answer_stops_the_task(tmp_path, probe):
+    plane = FakePlane()
+    plane.cancel_on_events.add("t1")
+    plane.add("t1", "probe-block", emit=True)
+    async with worker_for(plane, tmp_path, heartbeat_interval=3600):
+        action, body = await plane.report("t1")
+    assert action == "fail" and body["error"]["code"] == "cancelled"
+
+
+async def test_a_runtime_ignoring_the_cancel_is_cancelled_after_the_grace(tmp_path, probe):
+    plane = FakePlane()
+    plane.add("t1", "probe-block", stubborn=True)
+    async with worker_for(plane, tmp_path, cancel_grace=0.05):
+        await probe.wait(probe.started, "t1")
+        plane.cancel.add("t1")
+        action, body = await plane.report("t1")
+        await probe.wait(probe.stopped, "t1")
+    assert action == "fail" and body["error"]["code"] == "cancelled"
+
+
+async def test_the_task_survives_a_control_plane_outage(tmp_path, probe):
+    plane = FakePlane()
+    plane.faults["claim"] = [problem(503, "database_unavailable")]
+    plane.faults["complete"] = [
+        httpx.ConnectError("refused"),
+        problem(503, "database_unavailable"),
+        httpx.ReadError("reset"),
+    ]
+    plane.add("t1", "probe-emit")
+    async with worker_for(plane, tmp_path):
+        assert (await plane.report("t1"))[0] == "complete"
+        assert plane.task_calls("t1") == ["complete"] * 4
+        plane.add("t2", "noop")
+        assert (await plane.report("t2"))[0] == "complete"
+
+
+async def test_a_stale_lease_drops_the_task_without_another_call(tmp_path, probe):
+    plane = FakePlane()
+    plane.faults["events"] = [problem(409, "stale_lease")]
+    plane.add("t1", "probe-block", emit=True)
+    async with worker_for(plane, tmp_path, heartbeat_interval=3600):
+        await probe.wait(probe.stopped, "t1")
+        plane.add("t2", "noop")
+        assert (await plane.report("t2"))[0] == "complete"  # the worker carries on
+    assert plane.task_calls("t1") == ["events"]
+    assert not plane.reports["t1"].done()
+
+
+async def test_a_lost_lease_from_the_heartbeat_abandons_the_task(tmp_path, probe):
+    plane = FakePlane()
+    plane.add("t1", "probe-block")
+    async with worker_for(plane, tmp_path):
+        await probe.wait(probe.started, "t1")
+        plane.lost.add("t1")
+        await probe.wait(probe.stopped, "t1")
+    assert plane.task_calls("t1") == []
+
+
+async def test_stop_hands_running_tasks_back_after_the_grace(tmp_path, probe):
+    plane = FakePlane()
+    plane.add("t1", "probe-block", emit=True)
+    opts = {"grace_seconds": 0, "heartbeat_interval": 3600, "concurrency": 2}
+    async with worker_for(plane, tmp_path, **opts) as (_, stop, run):
+        await probe.wait(probe.started, "t1")
+        await plane.until(lambda: len(plane.claims()) == 2)  # long-polling for the free slot
+        stop.set()
+        action, body = await plane.report("t1")
+        await asyncio.wait_for(run, 10)
+    assert action == "release" and [e["data"]["line"] for e in body["events"]] == ["working"]
+    # The 30 s long poll for the free slot was dropped at once, or `run` would not have ended.
+    assert len(plane.claims()) == 2 and plane.bye.is_set()
+
+
+async def test_stop_lets_a_task_finish_within_the_grace(tmp_path, probe):
+    plane = FakePlane()
+    plane.add("t1", "probe-block")
+    async with worker_for(plane, tmp_path, grace_seconds=30) as (_, stop, _run):
+        await probe.wait(probe.started, "t1")
+        stop.set()
+        probe.gate.set()
+        assert await plane.report("t1") == ("complete", {"token": 1, "result": "gate opened"})
+
+
+async def test_a_missing_parameter_parks_the_task_with_its_question(tmp_path, probe):
+    plane = FakePlane()
+    spec = {"host": {"description": "which host", "required": True}}
+    plane.add("t1", "command", command=["echo", "{host}"], parameters=spec)
+    plane.add("t2", "warp-drive")
+    async with worker_for(plane, tmp_path, concurrency=2):
+        action, body = await plane.report("t1")
+        assert action == "request-input"
+        assert body == {"token": 1, "question": "Value for parameter host? (which host)", "key": "host"}
+        action, body = await plane.report("t2")
+        assert action == "fail" and body["error"]["code"] == "unknown_runtime"
+
+
+async def test_a_bad_key_stops_the_worker(tmp_path, probe):
+    plane = FakePlane()
+    plane.faults["claim"] = [problem(401, "unauthorized")]
+    async with worker_for(plane, tmp_path, expect_error=True) as (_, _stop, run):
+        with pytest.raises(ApiError) as err:
+            await asyncio.wait_for(run, 10)
+    assert err.value.code == "unauthorized"
+
+
+async def test_a_crashing_runtime_or_a_bad_result_fails_the_task_not_the_worker(tmp_path, probe):
+    plane = FakePlane()
+    plane.add("t1", "probe-broken", crash=True)
+    plane.add("t2", "probe-broken")
+    async with worker_for(plane, tmp_path, concurrency=2):
+        action, body = await plane.report("t1")
+        assert (action, body["error"]) == (
+            "fail",
+            {"code": "runtime_error", "message": "ZeroDivisionError: division by zero"},
+        )
+        action, body = await plane.report("t2")
+        assert action == "fail" and body["error"]["code"] == "invalid_result"

@@ -1,0 +1,281 @@
+"""The worker process: claims tasks of one queue over HTTP and runs them.
+
+    claim (long-poll, as many as there are free slots) -> one asyncio task per claimed task
+    one heartbeat loop for everything held: `cancel` -> ctx.cancelled, `lost` -> abandon
+    stop (SIGTERM): claim no more, let tasks finish for `grace_seconds`, release the rest, bye
+
+It talks to the control plane only through `AsyncControlPlaneClient`, never to the database.
+Calls survive a control-plane restart: no answer, 429 and 5xx are retried with a backoff
+capped at ~2 s; a 409 (`stale_lease`) means the task is no longer ours and we drop it without
+another call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+from meta_agent import __version__
+from meta_agent.client import ApiError, AsyncControlPlaneClient
+from worker.task import CANCEL_GRACE, HeldTask
+
+__all__ = ["Worker", "run_worker"]
+
+log = logging.getLogger(__name__)
+
+BACKOFF_START = 0.05
+BACKOFF_CAP = 2.0
+# After the shutdown grace, how long hand-backs may take (retries included) before we quit.
+RELEASE_DEADLINE = 10.0
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+async def _wait_or(event: asyncio.Event, seconds: float) -> bool:
+    """Wait up to `seconds` for `event`; True if it is set."""
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+class Worker:
+    """Serves one queue with up to `concurrency` tasks at a time."""
+
+    def __init__(
+        self,
+        client: AsyncControlPlaneClient,
+        queue: str,
+        *,
+        concurrency: int = 1,
+        workspace_root: str | Path,
+        worker_id: str | None = None,
+        name: str | None = None,
+        heartbeat_interval: float = 1.0,
+        grace_seconds: float = 20.0,
+        claim_wait: float = 30.0,
+        cancel_grace: float = CANCEL_GRACE,
+        keep_workspaces: bool = False,
+    ) -> None:
+        host = socket.gethostname()
+        self.client = client
+        self.queue = queue
+        self.concurrency = max(1, concurrency)
+        self.workspace_root = Path(workspace_root)
+        self.worker_id = worker_id or f"{host[:40]}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.name = name or host
+        self.heartbeat_interval = heartbeat_interval
+        self.grace_seconds = grace_seconds
+        self.claim_wait = claim_wait
+        self.cancel_grace = cancel_grace
+        self.keep_workspaces = keep_workspaces
+        self._info = {
+            "name": self.name,
+            "hostname": host,
+            "capacity": self.concurrency,
+            "version": __version__,
+        }
+        self._held: dict[str, HeldTask] = {}
+        self._runners: dict[str, asyncio.Task[None]] = {}
+        self._slot_free = asyncio.Event()
+        self._hurry = asyncio.Event()
+
+    @property
+    def running(self) -> int:
+        return len(self._held)
+
+    def hurry(self) -> None:
+        """Skip the rest of the shutdown grace (a second Ctrl-C): release running tasks now."""
+        self._hurry.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Claim and run tasks until `stop` is set, then shut down cleanly."""
+        self.workspace_root.mkdir(parents=True, exist_ok=True)
+        log.info("worker %s serving queue %s (concurrency %d)", self.worker_id, self.queue, self.concurrency)
+        heartbeats_done = asyncio.Event()
+        heartbeat = asyncio.create_task(self._heartbeat_loop(heartbeats_done))
+        try:
+            await self._claim_loop(stop)
+        except asyncio.CancelledError:
+            self._hurry.set()
+            raise
+        finally:
+            await self._shutdown()
+            heartbeats_done.set()
+            await asyncio.wait({heartbeat})
+            try:
+                await self.client.worker.bye(self.worker_id)
+            except ApiError as exc:
+                log.warning("could not say goodbye to the control plane: %s", exc)
+            log.info("worker %s stopped", self.worker_id)
+
+    # --- claiming ------------------------------------------------------------------------
+
+    async def _claim_loop(self, stop: asyncio.Event) -> None:
+        stopping = asyncio.create_task(stop.wait())
+        delay = BACKOFF_START
+        try:
+            while not stop.is_set():
+                self._slot_free.clear()
+                free = self.concurrency - len(self._held)
+                if free <= 0:
+                    slot = asyncio.create_task(self._slot_free.wait())
+                    await asyncio.wait({slot, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    slot.cancel()
+                    continue
+                claim = asyncio.create_task(
+                    self.client.worker.claim(self.queue, self.worker_id, free, self.claim_wait, self._info)
+                )
+                await asyncio.wait({claim, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not claim.done():
+                    # Stop claiming at once; a task the server granted in this very moment
+                    # comes back through its lease expiry.
+                    claim.cancel()
+                    await asyncio.wait({claim})
+                    return
+                try:
+                    items = claim.result()
+                except ApiError as exc:
+                    if exc.status in (401, 403):
+                        raise  # a wrong key or scope will not fix itself
+                    log.warning("claim on %s failed: %s; retrying in %.2f s", self.queue, exc, delay)
+                    await _wait_or(stop, delay)
+                    delay = min(delay * 2, BACKOFF_CAP)
+                    continue
+                delay = BACKOFF_START
+                for item in items:
+                    self._start(item)
+        finally:
+            stopping.cancel()
+
+    def _workspace(self, task_id: str) -> Path:
+        safe = task_id if _SAFE_ID.match(task_id) else hashlib.sha256(task_id.encode()).hexdigest()
+        return self.workspace_root / safe
+
+    def _start(self, item: dict[str, Any]) -> None:
+        workspace = self._workspace(str(item["task"]["id"]))
+        held = HeldTask(self.client.worker, item, workspace, cancel_grace=self.cancel_grace)
+        self._held[held.id] = held
+        self._runners[held.id] = asyncio.create_task(self._supervise(held), name=f"task-{held.id}")
+        log.debug("task %s claimed (attempt %d)", held.id, held.token)
+
+    async def _supervise(self, held: HeldTask) -> None:
+        try:
+            await held.run()
+        finally:
+            self._held.pop(held.id, None)
+            self._runners.pop(held.id, None)
+            self._slot_free.set()
+        if held.finished and not self.keep_workspaces and held.ctx.workspace.exists():
+            await asyncio.to_thread(shutil.rmtree, held.ctx.workspace, True)
+
+    # --- heartbeats ----------------------------------------------------------------------
+
+    async def _heartbeat_loop(self, done: asyncio.Event) -> None:
+        while not await _wait_or(done, self.heartbeat_interval):
+            held = [h for h in self._held.values() if h.abort != "lost"]
+            try:
+                answer = await self.client.worker.heartbeat(
+                    self.worker_id, self.queue, len(held), [{"id": h.id, "token": h.token} for h in held]
+                )
+            except ApiError as exc:
+                log.warning("heartbeat failed: %s", exc)
+                continue
+            for task_id in answer.get("cancel") or ():
+                if h := self._held.get(task_id):
+                    log.info("task %s: cancel requested", task_id)
+                    h.ctx.cancelled.set()
+            for task_id in answer.get("lost") or ():
+                if h := self._held.get(task_id):
+                    log.warning("task %s: lease lost, abandoning it", task_id)
+                    h.lose()
+
+    # --- shutdown ------------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        running = set(self._runners.values())
+        if running and not self._hurry.is_set():
+            log.info(
+                "stopping: waiting up to %.0f s for %d running task(s)", self.grace_seconds, len(running)
+            )
+            hurry = asyncio.create_task(self._hurry.wait())
+            deadline = asyncio.get_running_loop().time() + self.grace_seconds
+            while running and not hurry.done():
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                done, _ = await asyncio.wait(
+                    running | {hurry}, timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
+                running -= done
+            hurry.cancel()
+        if not self._runners:
+            return
+        log.info("stopping: handing %d task(s) back to the queue", len(self._runners))
+        for held in self._held.values():
+            held.release()
+        _, late = await asyncio.wait(
+            set(self._runners.values()), timeout=self.cancel_grace + RELEASE_DEADLINE
+        )
+        for runner in late:
+            runner.cancel()
+        if late:
+            await asyncio.wait(late)
+
+
+async def run_worker(
+    url: str | None,
+    api_key: str | None,
+    queue: str,
+    concurrency: int = 1,
+    workspace_root: str | Path = ".meta-agent/workspaces",
+    *,
+    worker_id: str | None = None,
+    name: str | None = None,
+    grace_seconds: float = 20.0,
+    heartbeat_interval: float = 1.0,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run a worker until SIGTERM/SIGINT (a second signal skips the grace); `meta-agent worker start`."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    async with AsyncControlPlaneClient(url=url, api_key=api_key, timeout=10.0, source="worker") as client:
+        worker = Worker(
+            client,
+            queue,
+            concurrency=concurrency,
+            workspace_root=workspace_root,
+            worker_id=worker_id,
+            name=name,
+            grace_seconds=grace_seconds,
+            heartbeat_interval=heartbeat_interval,
+        )
+
+        def on_signal() -> None:
+            if stop.is_set():
+                worker.hurry()
+            else:
+                log.info("stop requested; finishing running tasks (signal again to hand them back now)")
+                stop.set()
+
+        installed = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, on_signal)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass  # not the main thread: the caller owns `stop`
+        try:
+            await worker.run(stop)
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)

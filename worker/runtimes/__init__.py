@@ -1,0 +1,1 @@
+"""Agent runtimes, loaded lazily by name through `worker.runtime.get_runtime`."""

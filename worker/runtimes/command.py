@@ -1,0 +1,343 @@
+"""The `command` runtime: runs the agent's argv template as a subprocess, never via a shell.
+
+Each template argument is formatted with the task's parameters (`{name}`; `{prompt}` is the
+prompt) and becomes exactly one argv element, so a value like `x; rm -rf /` stays one inert
+argument. Parameters are also exported as `PARAM_<NAME>` (and the prompt as `TASK_PROMPT`):
+`["bash", "-c", "echo \"$PARAM_HOST\""]` is the safe way to use a shell; the script of a
+shell `-c` is never formatted, and a placeholder in it is refused (`unsafe_command`). The
+environment is filtered, so the worker's own secrets (its API key) never reach the command.
+
+The command runs in its own session (process group) inside the task workspace; a timeout or
+a cancel kills the whole group: SIGTERM, then SIGKILL after a grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import mimetypes
+import os
+import re
+import signal
+from collections import deque
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from worker.runtime import Outcome, TaskContext, TaskFailed
+
+__all__ = ["CommandRuntime", "render_arg", "render_argv", "resolve_parameters"]
+
+ENV_PASSTHROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER")
+MAX_OUTPUT_BYTES = 5_000_000
+MAX_LINE_BYTES = 16_000
+MAX_ARTIFACT_BYTES = 10_000_000
+RESULT_TAIL_CHARS = 4000
+KILL_GRACE_SECONDS = 2.0
+# A process that left the group (setsid) can keep our pipes open; we stop reading after this.
+DRAIN_SECONDS = 1.0
+
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*))?\}")
+_SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh", "mksh", "ash", "busybox"})
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return "" if value is None else json.dumps(value)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def resolve_parameters(ctx: TaskContext) -> dict[str, Any]:
+    """Declared defaults < task parameters < answers in `ctx.inputs`; asks for missing required ones."""
+    spec = {
+        name: meta if isinstance(meta, dict) else {"description": str(meta)}
+        for name, meta in (ctx.agent.get("parameters") or {}).items()
+    }
+    values: dict[str, Any] = {name: meta.get("default") for name, meta in spec.items()}
+    values.update(ctx.parameters)
+    values.update(ctx.inputs)
+    for name, meta in spec.items():
+        if meta.get("required") and _missing(values.get(name)):
+            description = meta.get("description")
+            question = f"Value for parameter {name}?" + (f" ({description})" if description else "")
+            ctx.request_input(question, key=name)
+    return values
+
+
+def render_arg(template: str, values: Mapping[str, Any]) -> str:
+    """Fill the `{name}` (or `{name:spec}`) placeholders of one argv element.
+
+    Only names in `values` are placeholders; other braces stay as written (`{}`, `${HOME}`,
+    awk's `{print $1}`), and `{{` / `}}` give a literal `{` / `}`.
+    """
+
+    def sub(m: re.Match[str]) -> str:
+        token, name, spec = m.group(0), m.group(1), m.group(2)
+        if token in ("{{", "}}"):
+            return token[0]
+        if name not in values:
+            return token
+        value = values[name]
+        if not spec:
+            return _text(value)
+        try:
+            return format(value, spec)
+        except (ValueError, TypeError) as exc:
+            raise TaskFailed("invalid_command", f"cannot format {token} with {value!r}: {exc}") from exc
+
+    return _PLACEHOLDER.sub(sub, template)
+
+
+def _shell_script_index(template: list[str]) -> int | None:
+    """Index of the script in `[sh, ..., -c, SCRIPT, ...]`, or None if this is no shell -c."""
+    if not template or Path(template[0]).name not in _SHELLS:
+        return None
+    for i, arg in enumerate(template[1:], 1):
+        if not arg.startswith("-") or arg.startswith("--"):
+            return None
+        if "c" in arg[1:]:  # -c, -ec, -lc ...
+            return i + 1 if i + 1 < len(template) else None
+    return None
+
+
+def render_argv(template: list[str], values: Mapping[str, Any]) -> list[str]:
+    """The argv: each template element formatted into exactly one element.
+
+    The script of a shell `-c` is passed exactly as written: splicing a value into shell
+    text is the injection this runtime exists to prevent, so a placeholder there is refused
+    and the script reads `"$PARAM_<NAME>"` instead.
+    """
+    script = _shell_script_index(template)
+    argv = []
+    for i, arg in enumerate(template):
+        if i == script:
+            for m in _PLACEHOLDER.finditer(arg):
+                if m.group(1) in values:
+                    var = "TASK_PROMPT" if m.group(1) == "prompt" else f"PARAM_{_env_name(m.group(1))}"
+                    raise TaskFailed(
+                        "unsafe_command",
+                        f"the shell script of the command uses {m.group(0)}; values are never spliced into "
+                        f'shell text: write "${var}" instead',
+                    )
+            argv.append(arg)
+        else:
+            argv.append(render_arg(arg, values))
+    return argv
+
+
+def _env_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", name).upper()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is already gone
+
+
+class _Output:
+    """Turns the two pipes into `log` events, capped in total, and keeps what the result needs."""
+
+    def __init__(self, ctx: TaskContext, limit: int) -> None:
+        self._ctx = ctx
+        self._limit = limit
+        self._sent = 0
+        self._truncated = False
+        self._tail: deque[str] = deque()
+        self._tail_chars = 0
+        self.last_stderr = ""
+
+    @property
+    def stdout_tail(self) -> str:
+        """The last ~RESULT_TAIL_CHARS characters of stdout."""
+        return "".join(self._tail)[-RESULT_TAIL_CHARS:]
+
+    def line(self, stream: str, raw: bytes) -> None:
+        text = raw.decode("utf-8", "replace").removesuffix("\r")
+        if stream == "stdout":
+            self._tail.append(text + "\n")
+            self._tail_chars += len(text) + 1
+            while self._tail_chars - len(self._tail[0]) >= RESULT_TAIL_CHARS:
+                self._tail_chars -= len(self._tail.popleft())
+        elif text.strip():
+            self.last_stderr = text.strip()
+        if self._truncated:
+            return
+        self._sent += len(raw) + 1
+        if self._sent > self._limit:
+            self._truncated = True
+            text = f"[output truncated: more than {self._limit} bytes; the rest is not shown]"
+        self._ctx.emit("log", {"stream": stream, "line": text})
+
+    async def pump(self, reader: asyncio.StreamReader, stream: str) -> None:
+        buf = b""
+        while chunk := await reader.read(65536):
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for raw in lines:
+                self.line(stream, raw)
+            while len(buf) > MAX_LINE_BYTES:  # an endless line still streams, in pieces
+                self.line(stream, buf[:MAX_LINE_BYTES])
+                buf = buf[MAX_LINE_BYTES:]
+        if buf:
+            self.line(stream, buf)
+
+
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Signals the exit itself: on 3.11 `Process.wait()` also waits for the pipes to close,
+    which a leftover background process can hold open forever."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=2**16, loop=loop)
+        self.exited = asyncio.Event()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        self.exited.set()
+
+
+class CommandRuntime:
+    """Runs `agent["command"]`; see the module docstring for the rules."""
+
+    def __init__(
+        self,
+        *,
+        base_env: Mapping[str, str] | None = None,
+        max_output_bytes: int = MAX_OUTPUT_BYTES,
+        max_artifact_bytes: int = MAX_ARTIFACT_BYTES,
+        kill_grace: float = KILL_GRACE_SECONDS,
+    ) -> None:
+        self._base_env = base_env
+        self._max_output = max_output_bytes
+        self._max_artifact = max_artifact_bytes
+        self._kill_grace = kill_grace
+
+    def argv(self, ctx: TaskContext) -> tuple[list[str], dict[str, Any]]:
+        """The argv to run and the resolved parameters (may raise InputRequested)."""
+        template = ctx.agent.get("command")
+        if not template or not isinstance(template, list):
+            raise TaskFailed(
+                "invalid_command", f"agent {ctx.agent.get('name')!r} has no command (a list of argv strings)"
+            )
+        params = resolve_parameters(ctx)
+        values = {**params, "prompt": ctx.prompt}
+        return render_argv([str(arg) for arg in template], values), params
+
+    def environment(self, ctx: TaskContext, params: Mapping[str, Any]) -> dict[str, str]:
+        """Allow-listed variables of the worker plus PARAM_* and TASK_*; nothing else leaks."""
+        base = os.environ if self._base_env is None else self._base_env
+        env = {k: base[k] for k in ENV_PASSTHROUGH if k in base}
+        env.setdefault("PATH", os.defpath)
+        env.update({f"PARAM_{_env_name(k)}": _text(v) for k, v in params.items()})
+        env.update(
+            TASK_ID=ctx.id,
+            TASK_PROMPT=ctx.prompt,
+            TASK_WORKSPACE=str(ctx.workspace),
+            TASK_ARTIFACTS=str(ctx.workspace / "artifacts"),
+        )
+        return env
+
+    async def run(self, ctx: TaskContext) -> Outcome:
+        """Run the command to its end, a timeout or a cancel."""
+        argv, params = self.argv(ctx)
+        if ctx.cancelled.is_set():
+            raise TaskFailed("cancelled", "cancelled before the command started")
+        (ctx.workspace / "artifacts").mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        try:
+            transport, proto = await loop.subprocess_exec(
+                lambda: _Protocol(loop),
+                *argv,
+                cwd=ctx.workspace,
+                env=self.environment(ctx, params),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+        except FileNotFoundError as exc:
+            raise TaskFailed("command_not_found", f"{argv[0]}: command not found") from exc
+        except (OSError, ValueError) as exc:  # permissions, a NUL byte in an argument ...
+            raise TaskFailed("command_failed", f"cannot start {argv[0]}: {exc}") from exc
+        pgid = transport.get_pid()  # == the group id, thanks to start_new_session
+        output = _Output(ctx, self._max_output)
+        assert proto.stdout is not None and proto.stderr is not None
+        readers = [
+            asyncio.create_task(output.pump(proto.stdout, "stdout")),
+            asyncio.create_task(output.pump(proto.stderr, "stderr")),
+        ]
+        try:
+            ended = await self._wait(proto.exited, ctx.cancelled, ctx.agent.get("timeout_seconds"))
+            # Whatever the command left running in its group goes too, or it would hold our pipes.
+            await self._kill(pgid, proto.exited, self._kill_grace if ended != "exit" else 0.0)
+            await asyncio.wait(readers, timeout=DRAIN_SECONDS)
+        finally:
+            if not proto.exited.is_set():  # we are being cancelled ourselves: no time for grace
+                _signal_group(pgid, signal.SIGKILL)
+            for r in readers:
+                r.cancel()
+            transport.close()
+        if ended == "cancelled":
+            raise TaskFailed("cancelled", "the command was stopped on request")
+        await self._upload_artifacts(ctx)
+        if ended == "timeout":
+            limit = ctx.agent.get("timeout_seconds")
+            raise TaskFailed("timeout", f"the command ran longer than {limit} s and was killed")
+        code = transport.get_returncode()
+        if code != 0:
+            detail = f": {output.last_stderr}" if output.last_stderr else ""
+            raise TaskFailed("command_failed", f"exit code {code}{detail}")
+        return Outcome({"exit_code": 0, "output": output.stdout_tail})
+
+    @staticmethod
+    async def _wait(exited: asyncio.Event, cancelled: asyncio.Event, timeout: Any) -> str:
+        limit = float(timeout) if timeout else None
+        exit_wait = asyncio.create_task(exited.wait())
+        stop = asyncio.create_task(cancelled.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {exit_wait, stop}, timeout=limit, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            exit_wait.cancel()
+            stop.cancel()
+        if exit_wait in done:
+            return "exit"
+        return "cancelled" if stop in done else "timeout"
+
+    @staticmethod
+    async def _kill(pgid: int, exited: asyncio.Event, grace: float) -> None:
+        _signal_group(pgid, signal.SIGTERM)
+        if grace > 0 and not exited.is_set():
+            try:
+                await asyncio.wait_for(exited.wait(), grace)
+            except TimeoutError:
+                pass
+        _signal_group(pgid, signal.SIGKILL)  # the group outlives its leader: stragglers too
+        await exited.wait()
+
+    async def _upload_artifacts(self, ctx: TaskContext) -> None:
+        root = ctx.workspace / "artifacts"
+        files: list[Path] = []
+        # followlinks=False and the symlink check: a link must not smuggle out files elsewhere.
+        for dirpath, _dirs, names in os.walk(root, followlinks=False):
+            files.extend(p for n in names if not (p := Path(dirpath) / n).is_symlink() and p.is_file())
+        for path in sorted(files):
+            name = path.relative_to(root).as_posix()
+            size = path.stat().st_size
+            if size > self._max_artifact:
+                ctx.emit(
+                    "log",
+                    {
+                        "level": "warning",
+                        "message": f"artifact {name} skipped: {size} bytes is over the limit",
+                    },
+                )
+                continue
+            media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+            await ctx.save_artifact(name, await asyncio.to_thread(path.read_bytes), media_type)

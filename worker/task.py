@@ -1,0 +1,217 @@
+"""One claimed task inside the worker: run its runtime, make every call for it, report the end.
+
+Every call carries the lease token and is retried while the control plane is away (no
+answer, 429, 5xx; backoff capped at ~2 s). A 409 means the lease is gone: the task is
+abandoned without another call. The end is reported in one call that also carries the
+events still buffered:
+
+    Outcome             -> complete
+    InputRequested      -> request-input (the worker lets go; resumed on a later claim)
+    stopped at shutdown -> release (back to pending)
+    cancel requested    -> fail(code="cancelled"), which the server records as cancelled
+    TaskFailed / crash  -> fail(code, message)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from meta_agent.client import ApiError, WorkerApi
+from worker.batcher import EventBatcher
+from worker.runtime import InputRequested, Outcome, TaskContext, TaskFailed, get_runtime
+
+__all__ = ["CANCEL_GRACE", "HeldTask", "Lost"]
+
+log = logging.getLogger(__name__)
+
+BACKOFF_START = 0.05
+BACKOFF_CAP = 2.0
+# After ctx.cancelled is set, a runtime gets this long to stop by itself (the command
+# runtime needs up to ~2 s to kill a process group) before it is cancelled outright.
+CANCEL_GRACE = 5.0
+
+
+class Lost(Exception):
+    """The task's lease is gone (409, or the heartbeat said so): no more calls for it."""
+
+
+class HeldTask:
+    """A task this worker holds a lease on, from claim to its final report."""
+
+    def __init__(
+        self, api: WorkerApi, item: dict[str, Any], workspace: Path, *, cancel_grace: float = CANCEL_GRACE
+    ) -> None:
+        task = item["task"]
+        self.api = api
+        self.cancel_grace = cancel_grace
+        self.abort: str | None = None  # None | "lost" | "release"
+        self.finished = False  # completed or failed: the workspace can go
+        self.batcher = EventBatcher(self._post_events)
+        self.ctx = TaskContext(
+            task=task,
+            agent=item.get("agent") or {},
+            token=int(item["token"]),
+            workspace=workspace,
+            inputs=dict(task.get("inputs") or {}),
+            checkpoint=item.get("checkpoint", task.get("checkpoint")),
+            on_event=self.batcher.add,
+            on_artifact=self._put_artifact,
+            on_checkpoint=self._checkpoint,
+        )
+
+    @property
+    def id(self) -> str:
+        return self.ctx.id
+
+    @property
+    def token(self) -> int:
+        return self.ctx.token
+
+    def lose(self) -> None:
+        """The lease is gone: stop the runtime and make no more calls."""
+        self.abort = "lost"
+        self.ctx.cancelled.set()
+        self.batcher.abandon()
+
+    def release(self) -> None:
+        """Stop the runtime and hand the task back (worker shutdown)."""
+        self.abort = self.abort or "release"
+        self.ctx.cancelled.set()
+
+    async def call(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kw: Any) -> Any:
+        """`fn(task_id, token, *args, **kw)`, retried while the control plane is away."""
+        delay = BACKOFF_START
+        while True:
+            if self.abort == "lost":
+                raise Lost
+            try:
+                return await fn(self.id, self.token, *args, **kw)
+            except ApiError as exc:
+                if exc.status == 409:
+                    self.lose()
+                    raise Lost from exc
+                if not exc.retryable:
+                    raise
+                log.warning("task %s: %s failed: %s; retrying in %.2f s", self.id, fn.__name__, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_CAP)
+
+    async def _post_events(self, events: list[dict[str, Any]]) -> None:
+        try:
+            answer = await self.call(self.api.post_events, events)
+        except ApiError as exc:  # refused outright (too big, a reserved kind): not worth the task
+            log.warning("task %s: %d events refused: %s", self.id, len(events), exc)
+            return
+        if answer and answer.get("cancel_requested"):
+            self.ctx.cancelled.set()
+
+    async def _put_artifact(self, name: str, content: bytes, media_type: str) -> Any:
+        await self.batcher.flush()  # the events before the artifact come first in the log
+        try:
+            return await self.call(self.api.put_artifact, name, content, media_type)
+        except ApiError as exc:
+            self.batcher.add(
+                "log", {"level": "warning", "message": f"artifact {name} was refused: {exc.detail}"}
+            )
+            return None
+
+    async def _checkpoint(self, data: Any) -> None:
+        await self.batcher.flush()
+        await self.call(self.api.checkpoint, data)
+
+    async def run(self) -> None:
+        """Run the task and report its end (`finished` says whether it reached a final state)."""
+        try:
+            await self._report(await self._execute())
+        except Lost:
+            log.info("task %s: no longer ours; dropped", self.id)
+        except ApiError as exc:
+            log.error("task %s: the control plane refused the final report: %s", self.id, exc)
+        finally:
+            self.batcher.abandon()
+
+    async def _execute(self) -> Outcome | BaseException:
+        """Run the runtime to its end; its Outcome or the exception it ended with."""
+        ctx = self.ctx
+        if not ctx.agent:
+            return TaskFailed("no_agent", "the claim carried no agent to run")
+        try:
+            runtime = get_runtime(str(ctx.agent.get("runtime")))
+        except TaskFailed as exc:
+            return exc
+        runner = asyncio.create_task(runtime.run(ctx))
+        stop = asyncio.create_task(ctx.cancelled.wait())
+        try:
+            await asyncio.wait({runner, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not runner.done() and self.abort != "lost":
+                await asyncio.wait({runner}, timeout=self.cancel_grace)
+            if not runner.done():
+                runner.cancel()
+                await asyncio.wait({runner})
+        finally:
+            stop.cancel()
+            if not runner.done():  # we are being torn down ourselves
+                runner.cancel()
+        if self.abort == "lost":
+            raise Lost
+        if runner.cancelled():
+            return TaskFailed("cancelled", "the runtime did not stop by itself and was cancelled")
+        exc = runner.exception()
+        if exc is None:
+            result = runner.result()
+            outcome = result if isinstance(result, Outcome) else Outcome(result)
+            try:  # found out here, not as a crash inside the HTTP call that reports it
+                json.dumps([outcome.result, outcome.usage])
+            except (TypeError, ValueError) as bad:
+                return TaskFailed("invalid_result", f"the runtime's result is not JSON: {bad}")
+            return outcome
+        if not isinstance(exc, TaskFailed | InputRequested):
+            log.error("task %s: runtime crashed", self.id, exc_info=exc)
+        return exc
+
+    async def _report(self, outcome: Outcome | BaseException) -> None:
+        api = self.api
+        events = await self.batcher.drain()
+        if isinstance(outcome, Outcome):
+            await self._final("complete", api.complete, outcome.result, usage=outcome.usage, events=events)
+        elif isinstance(outcome, InputRequested) and not (self.ctx.cancelled.is_set() and self.abort is None):
+            checkpoint = outcome.checkpoint if outcome.checkpoint is not None else self.ctx.checkpoint
+            kw = {"choices": outcome.choices, "key": outcome.key, "checkpoint": checkpoint, "events": events}
+            await self._final("request-input", api.request_input, outcome.question, **kw)
+        elif self.abort == "release":
+            await self.call(api.release, events=events)
+            log.info("task %s: released back to the queue", self.id)
+        else:
+            if self.ctx.cancelled.is_set():
+                code = "cancelled"
+                message = outcome.message if isinstance(outcome, TaskFailed) else "cancelled on request"
+            elif isinstance(outcome, TaskFailed):
+                code, message = outcome.code, outcome.message
+            else:
+                code, message = "runtime_error", f"{type(outcome).__name__}: {outcome}"
+            await self.call(api.fail, code, message, events=events)
+            self.finished = True
+            log.debug("task %s: failed (%s)", self.id, code)
+
+    async def _final(self, what: str, fn: Callable[..., Awaitable[Any]], *args: Any, **kw: Any) -> None:
+        """Send the report; if the control plane refuses it (not 409), fail the task instead."""
+        try:
+            await self.call(fn, *args, **kw)
+            self.finished = what == "complete"
+            log.debug("task %s: %s", self.id, what)
+            return
+        except ApiError as exc:
+            log.error("task %s: %s refused: %s", self.id, what, exc)
+            message = f"the control plane refused the worker's {what}: {exc.detail}"
+        for events in (kw.get("events"), None):  # the events may be what it refused
+            try:
+                await self.call(self.api.fail, "worker_error", message, events=events)
+                self.finished = True
+                return
+            except ApiError as again:
+                log.error("task %s: fail refused too: %s", self.id, again)
