@@ -78,11 +78,13 @@ class Database:
                 raise errors.Invalid("SQLite needs a file path (an in-memory database is per connection)", code="bad_database_url")
             kwargs["async_creator"] = sqlite_inline.connect(database)
         else:
-            kwargs.update(
-                pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True, pool_timeout=10
-            )
+            # No pre-ping: it costs a round trip per checkout. A dropped connection is
+            # detected on use, invalidates the pool, and that request gets a 503.
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_timeout=10)
         self.engine: AsyncEngine = create_async_engine(async_url(url), **kwargs)
-        self.read_engine = self.engine
+        # PostgreSQL reads run in autocommit: one round trip per query instead of three
+        # (BEGIN, query, ROLLBACK). Each read statement still sees one consistent snapshot.
+        self.read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         if self.is_sqlite:
             # Readers get their own engine with deferred BEGIN, so they never queue behind
             # the writer (WAL lets them read the last committed state meanwhile).

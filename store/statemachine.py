@@ -21,7 +21,6 @@ import sqlalchemy as sa
 
 from store import errors
 from store.db import Tx
-from store.events import append
 from store.models import TERMINAL, Task, TaskEvent, TaskStatus, utcnow
 
 __all__ = ["ALLOWED", "claim", "create", "transition"]
@@ -80,45 +79,72 @@ async def transition(
     the `status` event; `extra_events` are appended just before it (e.g. the worker's last
     batch of output on completion).
     """
-    row = (
-        await tx.execute(
-            sa.select(_tasks.c.status, _tasks.c.attempt, _tasks.c.queue)
-            .where(_tasks.c.id == task_id)
-            .with_for_update()
-        )
-    ).first()
-    if row is None:
-        raise errors.NotFound(f"task {task_id} not found", code="task_not_found")
-    current, attempt, queue = S(row.status), row.attempt, row.queue
-    if token is not None and (token != attempt or current is not S.running):
-        raise errors.StaleLease(
-            f"lease token {token} is not the current lease of task {task_id} "
-            f"(status {current.value}, attempt {attempt})",
-            status_now=current.value,
-        )
     allowed_from = {s for s, tos in ALLOWED.items() if to in tos}
+    if token is not None:
+        allowed_from &= {S.running}
     if expect is not None:
         allowed_from &= expect
-    if current not in allowed_from:
-        raise errors.InvalidTransition(
-            f"task {task_id} is {current.value}; it cannot become {to.value}",
-            status_now=current.value,
-        )
+    if len(allowed_from) == 1:
+        # The hot paths (a worker completing, failing, asking) know the from-state, so the
+        # check and the write are one conditional UPDATE; a refusal is explained after.
+        (current,) = allowed_from
+    else:
+        current = await _current(tx, task_id, token)
+        if current not in allowed_from:
+            raise _refusal(task_id, to, current)
     now = utcnow()
-    vals: dict[str, Any] = {"status": to.value, "updated_at": now}
+    batch = list(extra_events or [])
+    batch.append(("status", {"status": to.value, "from": current.value, **(event or {})}))
+    vals: dict[str, Any] = {"status": to.value, "updated_at": now, "last_seq": _tasks.c.last_seq + len(batch)}
     if to in TERMINAL:
         vals.update(finished_at=now, lease_expires_at=None, phase=None)
     if to in (S.pending, S.requires_input):
         vals.update(worker_id=None, lease_expires_at=None, phase=None)
     vals.update(values or {})
-    await tx.execute(sa.update(_tasks).where(_tasks.c.id == task_id).values(**vals))
-    batch = list(extra_events or [])
-    batch.append(("status", {"status": to.value, "from": current.value, **(event or {})}))
-    await append(tx, task_id, batch)
-    _notify_status(tx, task_id, queue, to)
-    task = await tx.session.get(Task, task_id, populate_existing=True)
-    assert task is not None
-    return task
+    stmt = sa.update(_tasks).where(_tasks.c.id == task_id, _tasks.c.status == current.value)
+    if token is not None:
+        stmt = stmt.where(_tasks.c.attempt == token)
+    row = (await tx.execute(stmt.values(**vals).returning(*_tasks.c))).mappings().first()
+    if row is None:
+        now_status = await _current(tx, task_id, token)
+        raise _refusal(task_id, to, now_status)
+    last, attempt = row["last_seq"], row["attempt"]
+    first = last - len(batch) + 1
+    await tx.execute(
+        sa.insert(_events),
+        [
+            {"task_id": task_id, "seq": first + k, "kind": kind, "data": data, "attempt": attempt, "created_at": now}
+            for k, (kind, data) in enumerate(batch)
+        ],
+    )
+    tx.notify(f"task:{task_id}", str(last))
+    _notify_status(tx, task_id, row["queue"], to)
+    return Task(**row)
+
+
+async def _current(tx: Tx, task_id: str, token: int | None) -> TaskStatus:
+    """The task's status (row locked), or NotFound / StaleLease."""
+    row = (
+        await tx.execute(
+            sa.select(_tasks.c.status, _tasks.c.attempt).where(_tasks.c.id == task_id).with_for_update()
+        )
+    ).first()
+    if row is None:
+        raise errors.NotFound(f"task {task_id} not found", code="task_not_found")
+    current = S(row.status)
+    if token is not None and (token != row.attempt or current is not S.running):
+        raise errors.StaleLease(
+            f"lease token {token} is not the current lease of task {task_id} "
+            f"(status {current.value}, attempt {row.attempt})",
+            status_now=current.value,
+        )
+    return current
+
+
+def _refusal(task_id: str, to: TaskStatus, current: TaskStatus) -> errors.InvalidTransition:
+    return errors.InvalidTransition(
+        f"task {task_id} is {current.value}; it cannot become {to.value}", status_now=current.value
+    )
 
 
 async def claim(

@@ -215,3 +215,33 @@ def test_control_plane_restart_mid_task(db_url: str, tmp_path: Path, procs: list
         assert logs(c, tid) == ["before", "after"]
         evs = events(c, tid)
         assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1))
+
+
+def test_eight_worker_processes_race_over_500_tasks_exactly_once(server: LiveServer, tmp_path: Path, procs: list) -> None:  # type: ignore[type-arg]
+    with server.client() as c:
+        setup_catalog(c)
+        assert c.post("/agents", json={"name": "noop", "runtime": "noop", "default_queue": "q1"}).status_code == 201
+        for i in range(8):
+            procs.append(start_worker(server.url, tmp_path / f"w{i}", concurrency=4))
+        wait_for(lambda: len(c.get("/workers").json()["items"]) == 8, 60, "8 live workers")
+        ids = [c.post("/tasks", json={"agent": "noop", "prompt": f"t{i}"}).json()["id"] for i in range(500)]
+        wait_for(lambda: c.get("/board", params={"limit": 1}).json()["columns"]["completed"]["count"] == 500, 120, "500 completions")
+        cols = c.get("/board", params={"limit": 1}).json()["columns"]
+        assert {k: v["count"] for k, v in cols.items() if v["count"]} == {"completed": 500}
+        claimed_by: dict[str, str] = {}
+        cursor = None
+        while True:
+            page = c.get("/tasks", params={"limit": 200, **({"cursor": cursor} if cursor else {})}).json()
+            for t in page["items"]:
+                assert t["attempt"] == 1, t  # claimed once, never re-run
+                assert t["result"] == {"output": t["prompt"]}
+                claimed_by[t["id"]] = t["worker_id"] or ""
+            cursor = page["next_cursor"]
+            if not cursor:
+                break
+        assert set(claimed_by) == set(ids)
+        for tid in ids[::50]:
+            running = [e for e in events(c, tid) if e["kind"] == "status" and e["data"]["status"] == "running"]
+            assert len(running) == 1
+        workers_used = {e["data"]["worker_id"] for tid in ids[::5] for e in events(c, tid) if e["kind"] == "status" and e["data"]["status"] == "running"}
+        assert len(workers_used) >= 2
