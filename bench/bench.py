@@ -62,7 +62,10 @@ def start_server(url: str, port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "meta_agent.server"],
         env=env(META_AGENT_DATABASE_URL=url, META_AGENT_PORT=str(port), META_AGENT_EMBEDDED_WORKER="false"),
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -97,10 +100,16 @@ async def dispatch(base: str, samples: int) -> dict[str, float]:
     api = base + "/api/v1"
     lat: list[float] = []
     limits = httpx.Limits(max_connections=4)
-    async with httpx.AsyncClient(base_url=api, timeout=60, limits=limits) as worker, httpx.AsyncClient(base_url=api, timeout=60) as client:
+    async with (
+        httpx.AsyncClient(base_url=api, timeout=60, limits=limits) as worker,
+        httpx.AsyncClient(base_url=api, timeout=60) as client,
+    ):
         for i in range(samples + 20):
             claim = asyncio.create_task(
-                worker.post("/worker-queues/bench/claim", json={"worker_id": "bench-idle", "max_tasks": 1, "wait_seconds": 30})
+                worker.post(
+                    "/worker-queues/bench/claim",
+                    json={"worker_id": "bench-idle", "max_tasks": 1, "wait_seconds": 30},
+                )
             )
             await asyncio.sleep(0.005)  # let the long-poll reach the server and go idle
             t0 = time.perf_counter()
@@ -109,7 +118,9 @@ async def dispatch(base: str, samples: int) -> dict[str, float]:
             got = await claim
             t1 = time.perf_counter()
             (item,) = got.json()["tasks"]
-            await client.post(f"/tasks/{item['task']['id']}/complete", json={"token": item["token"], "result": None})
+            await client.post(
+                f"/tasks/{item['task']['id']}/complete", json={"token": item["token"], "result": None}
+            )
             if i >= 20:
                 lat.append((t1 - t0) * 1000)
     return {"p50_ms": round(pct(lat, 50), 2), "p99_ms": round(pct(lat, 99), 2), "samples": len(lat)}
@@ -118,9 +129,22 @@ async def dispatch(base: str, samples: int) -> dict[str, float]:
 def start_workers(base: str, workers: int, concurrency: int) -> list[subprocess.Popen[bytes]]:
     return [
         subprocess.Popen(
-            [sys.executable, "-m", "meta_agent.cli.main", "worker", "start", "--queue", "bench", "--concurrency", str(concurrency)],
+            [
+                sys.executable,
+                "-m",
+                "meta_agent.cli.main",
+                "worker",
+                "start",
+                "--queue",
+                "bench",
+                "--concurrency",
+                str(concurrency),
+            ],
             env=env(META_AGENT_URL=base, META_AGENT_WORKSPACE_ROOT=tempfile.mkdtemp()),
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         for _ in range(workers)
     ]
@@ -169,7 +193,9 @@ async def throughput(base: str, n: int, procs: list[subprocess.Popen[bytes]]) ->
 async def setup(base: str) -> None:
     async with httpx.AsyncClient(base_url=base + "/api/v1", timeout=30) as c:
         (await c.post("/worker-queues", json={"name": "bench"})).raise_for_status()
-        (await c.post("/agents", json={"name": "noop", "runtime": "noop", "default_queue": "bench"})).raise_for_status()
+        (
+            await c.post("/agents", json={"name": "noop", "runtime": "noop", "default_queue": "bench"})
+        ).raise_for_status()
 
 
 def cli_list_time(base: str, runs: int = 5) -> float:
@@ -178,7 +204,10 @@ def cli_list_time(base: str, runs: int = 5) -> float:
         t0 = time.perf_counter()
         subprocess.run(
             [str(ROOT / ".venv/bin/meta-agent"), "execution", "list", "--limit", "20"],
-            env=env(META_AGENT_URL=base), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
+            env=env(META_AGENT_URL=base),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=True,
         )
         best.append((time.perf_counter() - t0) * 1000)
     return round(statistics.median(best), 1)
@@ -203,11 +232,21 @@ def main() -> None:
             try:
                 asyncio.run(setup(base))
                 if not args.json:
-                    print(f"[{backend}] dispatch latency, {args.samples} samples ...", file=sys.stderr, flush=True)
+                    print(
+                        f"[{backend}] dispatch latency, {args.samples} samples ...",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 d = asyncio.run(dispatch(base, args.samples))
                 if not args.json:
-                    print(f"[{backend}] throughput, {args.tasks} no-op tasks, {args.workers} workers ...", file=sys.stderr, flush=True)
-                t = asyncio.run(throughput(base, args.tasks, start_workers(base, args.workers, args.concurrency)))
+                    print(
+                        f"[{backend}] throughput, {args.tasks} no-op tasks, {args.workers} workers ...",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                t = asyncio.run(
+                    throughput(base, args.tasks, start_workers(base, args.workers, args.concurrency))
+                )
                 cli = cli_list_time(base)
                 results[backend] = {"dispatch": d, "throughput": t, "cli_execution_list_ms": cli}
             finally:

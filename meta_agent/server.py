@@ -98,9 +98,8 @@ async def serve(settings: Settings) -> None:
         await server.serve()
         return
 
-    from worker.main import Worker
-
     from meta_agent.client import AsyncControlPlaneClient
+    from worker.main import Worker
 
     print(
         f"  embedded worker on queue {settings.embedded_worker_queue!r} (x{settings.embedded_worker_concurrency})",
@@ -126,6 +125,9 @@ async def serve(settings: Settings) -> None:
 
 def run_server(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the embedded worker's heartbeats
     asyncio.run(serve(settings))
+
+
 if __name__ == "__main__":
     run_server(Settings())

@@ -75,7 +75,10 @@ class Database:
         if self.is_sqlite:
             database = sa.make_url(url).database or ""
             if database in ("", ":memory:"):
-                raise errors.Invalid("SQLite needs a file path (an in-memory database is per connection)", code="bad_database_url")
+                raise errors.Invalid(
+                    "SQLite needs a file path (an in-memory database is per connection)",
+                    code="bad_database_url",
+                )
             kwargs["async_creator"] = sqlite_inline.connect(database)
         else:
             # No pre-ping: it costs a round trip per checkout. A dropped connection is

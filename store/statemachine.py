@@ -53,8 +53,16 @@ async def create(tx: Tx, task: Task) -> Task:
     await tx.session.flush()
     await tx.execute(
         sa.insert(_events),
-        [{"task_id": task.id, "seq": 1, "kind": "status", "data": {"status": "pending", "from": None},
-          "attempt": 0, "created_at": task.created_at}],
+        [
+            {
+                "task_id": task.id,
+                "seq": 1,
+                "kind": "status",
+                "data": {"status": "pending", "from": None},
+                "attempt": 0,
+                "created_at": task.created_at,
+            }
+        ],
     )
     tx.notify(f"task:{task.id}", "1")
     _notify_status(tx, task.id, task.queue, S.pending)
@@ -113,7 +121,14 @@ async def transition(
     await tx.execute(
         sa.insert(_events),
         [
-            {"task_id": task_id, "seq": first + k, "kind": kind, "data": data, "attempt": attempt, "created_at": now}
+            {
+                "task_id": task_id,
+                "seq": first + k,
+                "kind": kind,
+                "data": data,
+                "attempt": attempt,
+                "created_at": now,
+            }
             for k, (kind, data) in enumerate(batch)
         ],
     )
@@ -188,8 +203,14 @@ async def claim(
     await tx.execute(
         sa.insert(_events),
         [
-            {"task_id": r["id"], "seq": r["last_seq"], "kind": "status", "attempt": r["attempt"], "created_at": now,
-             "data": {"status": "running", "from": "pending", "worker_id": worker_id}}
+            {
+                "task_id": r["id"],
+                "seq": r["last_seq"],
+                "kind": "status",
+                "attempt": r["attempt"],
+                "created_at": now,
+                "data": {"status": "running", "from": "pending", "worker_id": worker_id},
+            }
             for r in rows
         ],
     )

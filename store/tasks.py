@@ -590,12 +590,16 @@ async def worker_gone(tx: Tx, worker_id: str) -> list[str]:
     """
     rows = (
         await tx.execute(
-            sa.select(Task.id).where(Task.worker_id == worker_id, Task.status == S.running.value).with_for_update()
+            sa.select(Task.id)
+            .where(Task.worker_id == worker_id, Task.status == S.running.value)
+            .with_for_update()
         )
     ).all()
     released = []
     for (tid,) in rows:
-        await transition(tx, tid, S.pending, expect=frozenset({S.running}), event={"reason": "worker shut down"})
+        await transition(
+            tx, tid, S.pending, expect=frozenset({S.running}), event={"reason": "worker shut down"}
+        )
         released.append(tid)
     await catalog.forget_worker(tx, worker_id)
     return released

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from tests.support import LiveServer, free_port  # noqa: E402
+from tests.support import LiveServer, free_port
 
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
 BACKENDS = ["sqlite", "postgresql"]
@@ -69,7 +69,9 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _truncate_pg(url: str) -> None:
     dsn = sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("TRUNCATE task_events, artifacts, tasks, agents, teams, worker_queues, workers, api_keys CASCADE")
+        conn.execute(
+            "TRUNCATE task_events, artifacts, tasks, agents, teams, worker_queues, workers, api_keys CASCADE"
+        )
 
 
 @pytest.fixture(params=BACKENDS)

@@ -87,11 +87,15 @@ def spawn(args: list[str], log: Path | None = None, **env: str) -> subprocess.Po
 
     Its stderr goes to `log` when given (read it when a test fails), else nowhere.
     """
-    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 (closed below)
+    out = open(log, "ab") if log else subprocess.DEVNULL
     try:
         return subprocess.Popen(
-            [sys.executable, *args], env=child_env(**env), cwd=ROOT, start_new_session=True,
-            stdout=subprocess.DEVNULL, stderr=out,
+            [sys.executable, *args],
+            env=child_env(**env),
+            cwd=ROOT,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=out,
         )
     finally:
         if log:

@@ -21,6 +21,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -232,6 +233,23 @@ class Worker:
             await asyncio.wait(late)
 
 
+def _not_dumpable() -> None:
+    """Keep commands the worker runs (same user) from reading its memory or environment.
+
+    The API key lives in this process; the command runtime filters the environment it
+    passes on, but /proc/<worker pid>/environ would still show it to a same-user process.
+    A non-dumpable process's /proc entries belong to root. Linux only; best effort.
+    """
+    if sys.platform != "linux":
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+    except (OSError, AttributeError):
+        log.debug("could not mark the worker non-dumpable")
+
+
 async def run_worker(
     url: str | None,
     api_key: str | None,
@@ -246,6 +264,7 @@ async def run_worker(
     stop: asyncio.Event | None = None,
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (a second signal skips the grace); `meta-agent worker start`."""
+    _not_dumpable()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     async with AsyncControlPlaneClient(url=url, api_key=api_key, timeout=10.0, source="worker") as client:

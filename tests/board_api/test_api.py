@@ -19,12 +19,16 @@ def problem(r: httpx.Response, status: int, code: str) -> dict:  # type: ignore[
 def seed(c: httpx.Client) -> None:
     assert c.post("/worker-queues", json={"name": "q1", "description": "first"}).status_code == 201
     assert c.post("/worker-queues", json={"name": "q2"}).status_code == 201
-    r = c.post("/agents", json={"name": "echo", "runtime": "noop", "description": "Echoes", "default_queue": "q1"})
+    r = c.post(
+        "/agents", json={"name": "echo", "runtime": "noop", "description": "Echoes", "default_queue": "q1"}
+    )
     assert r.status_code == 201, r.text
 
 
 def claim(c: httpx.Client, queue: str = "q1", worker: str = "w1", n: int = 1, wait: float = 0) -> list[dict]:  # type: ignore[type-arg]
-    r = c.post(f"/worker-queues/{queue}/claim", json={"worker_id": worker, "max_tasks": n, "wait_seconds": wait})
+    r = c.post(
+        f"/worker-queues/{queue}/claim", json={"worker_id": worker, "max_tasks": n, "wait_seconds": wait}
+    )
     assert r.status_code == 200, r.text
     return r.json()["tasks"]  # type: ignore[no-any-return]
 
@@ -39,9 +43,13 @@ def test_task_lifecycle_over_http(server: LiveServer) -> None:
         assert out["status"] == "pending" and out["task"]["queue"] == "q1"
         (item,) = claim(c)
         assert item["task"]["id"] == tid and item["agent"]["name"] == "echo" and item["token"] == 1
-        r = c.post(f"/tasks/{tid}/events", json={"token": 1, "events": [{"kind": "log", "data": {"line": "x"}}]})
+        r = c.post(
+            f"/tasks/{tid}/events", json={"token": 1, "events": [{"kind": "log", "data": {"line": "x"}}]}
+        )
         assert r.json() == {"last_seq": 3, "cancel_requested": False}
-        r = c.post(f"/tasks/{tid}/complete", json={"token": 1, "result": {"output": "hello"}, "usage": {"tokens": 3}})
+        r = c.post(
+            f"/tasks/{tid}/complete", json={"token": 1, "result": {"output": "hello"}, "usage": {"tokens": 3}}
+        )
         assert r.status_code == 200 and r.json()["status"] == "completed"
         problem(c.post(f"/tasks/{tid}/complete", json={"token": 1, "result": None}), 409, "stale_lease")
         ev = c.get(f"/tasks/{tid}/events").json()
@@ -54,7 +62,12 @@ def test_task_lifecycle_over_http(server: LiveServer) -> None:
 def test_list_filters_and_cursor_pagination(server: LiveServer) -> None:
     with server.client() as c:
         seed(c)
-        ids = [c.post("/tasks", json={"agent": "echo", "prompt": f"job {i}", "queue": "q2" if i % 2 else "q1"}).json()["id"] for i in range(7)]
+        ids = [
+            c.post(
+                "/tasks", json={"agent": "echo", "prompt": f"job {i}", "queue": "q2" if i % 2 else "q1"}
+            ).json()["id"]
+            for i in range(7)
+        ]
         c.post(f"/tasks/{ids[0]}/cancel")
         page1 = c.get("/tasks", params={"limit": 3}).json()
         page2 = c.get("/tasks", params={"limit": 3, "cursor": page1["next_cursor"]}).json()
@@ -78,8 +91,18 @@ def test_bad_input_gets_problem_json_and_changes_nothing(server: LiveServer) -> 
         seed(c)
         tid = c.post("/tasks", json={"agent": "echo", "prompt": "keep me"}).json()["id"]
         problem(c.post("/tasks", json={"agent": "ghost", "prompt": "x"}), 404, "agent_not_found")
-        problem(c.post("/tasks", json={"agent": "echo", "queue": "ghost", "prompt": "x"}), 404, "queue_not_found")
-        problem(c.post("/tasks", content=b'{"agent": "echo", "prompt": ', headers={"content-type": "application/json"}), 400, "malformed_json")
+        problem(
+            c.post("/tasks", json={"agent": "echo", "queue": "ghost", "prompt": "x"}), 404, "queue_not_found"
+        )
+        problem(
+            c.post(
+                "/tasks",
+                content=b'{"agent": "echo", "prompt": ',
+                headers={"content-type": "application/json"},
+            ),
+            400,
+            "malformed_json",
+        )
         body = problem(c.post("/tasks", json={"agent": "echo", "prompt": 42}), 422, "validation_error")
         assert "prompt" in body["detail"]
         problem(c.post("/tasks", json={"agent": "echo", "prompt": "x" * 100_001}), 422, "prompt_too_long")
@@ -91,11 +114,19 @@ def test_bad_input_gets_problem_json_and_changes_nothing(server: LiveServer) -> 
         problem(c.post(f"/tasks/{tid}/input", json={"answer": "x"}), 409, "not_waiting_for_input")
         problem(c.post(f"/tasks/{tid}/retry"), 409, "invalid_transition")
         problem(c.post(f"/tasks/{tid}/complete", json={"token": 1, "result": 1}), 409, "stale_lease")
-        problem(c.post(f"/tasks/{tid}/events", json={"token": 1, "events": [{"kind": "status", "data": {}}]}), 422, "reserved_event_kind")
+        problem(
+            c.post(f"/tasks/{tid}/events", json={"token": 1, "events": [{"kind": "status", "data": {}}]}),
+            422,
+            "reserved_event_kind",
+        )
         problem(c.post("/agents", json={"name": "Bad Name", "runtime": "noop"}), 422, "invalid_name")
         problem(c.post("/agents", json={"name": "echo", "runtime": "noop"}), 409, "name_taken")
         problem(c.post("/agents", json={"name": "cmd", "runtime": "command"}), 422, "missing_command")
-        problem(c.post("/tasks", content=b"x" * 3_000_000, headers={"content-type": "application/json"}), 413, "payload_too_large")
+        problem(
+            c.post("/tasks", content=b"x" * 3_000_000, headers={"content-type": "application/json"}),
+            413,
+            "payload_too_large",
+        )
         problem(c.post("/worker-queues/ghost/claim", json={"worker_id": "w"}), 404, "queue_not_found")
         problem(c.get("/nowhere"), 404, "not_found")
         (only,) = c.get("/tasks").json()["items"]
@@ -107,14 +138,23 @@ def test_requires_input_answer_resumes(server: LiveServer) -> None:
         seed(c)
         tid = c.post("/tasks", json={"agent": "echo", "prompt": "deploy"}).json()["id"]
         (item,) = claim(c)
-        r = c.post(f"/tasks/{tid}/request-input", json={"token": item["token"], "question": "Which env?", "choices": ["dev", "prod"], "key": "env"})
-        assert r.json()["status"] == "requires_input" and r.json()["pending_input"]["choices"] == ["dev", "prod"]
+        r = c.post(
+            f"/tasks/{tid}/request-input",
+            json={"token": item["token"], "question": "Which env?", "choices": ["dev", "prod"], "key": "env"},
+        )
+        assert r.json()["status"] == "requires_input" and r.json()["pending_input"]["choices"] == [
+            "dev",
+            "prod",
+        ]
         assert c.get(f"/tasks/{tid}").json()["worker_id"] is None
         r = c.post(f"/tasks/{tid}/input", json={"answer": "prod"})
         assert r.json()["status"] == "pending"
         (again,) = claim(c, worker="w2")
         assert again["task"]["inputs"] == {"env": "prod"} and again["token"] == 2
-        assert c.post(f"/tasks/{tid}/complete", json={"token": 2, "result": "ok"}).json()["status"] == "completed"
+        assert (
+            c.post(f"/tasks/{tid}/complete", json={"token": 2, "result": "ok"}).json()["status"]
+            == "completed"
+        )
 
 
 def test_retry_and_cancel_over_http(server: LiveServer) -> None:
@@ -131,9 +171,18 @@ def test_artifacts_round_trip(server: LiveServer) -> None:
         seed(c)
         tid = c.post("/tasks", json={"agent": "echo", "prompt": "p"}).json()["id"]
         claim(c)
-        r = c.put(f"/tasks/{tid}/artifacts/report.txt", params={"token": 1}, content=b"hello\n", headers={"content-type": "text/plain"})
+        r = c.put(
+            f"/tasks/{tid}/artifacts/report.txt",
+            params={"token": 1},
+            content=b"hello\n",
+            headers={"content-type": "text/plain"},
+        )
         assert r.status_code == 201 and r.json()["size"] == 6
-        problem(c.put(f"/tasks/{tid}/artifacts/a%5Cb", params={"token": 1}, content=b"x"), 422, "invalid_artifact_name")
+        problem(
+            c.put(f"/tasks/{tid}/artifacts/a%5Cb", params={"token": 1}, content=b"x"),
+            422,
+            "invalid_artifact_name",
+        )
         assert [a["name"] for a in c.get(f"/tasks/{tid}/artifacts").json()["items"]] == ["report.txt"]
         r = c.get(f"/tasks/{tid}/artifacts/report.txt")
         assert r.content == b"hello\n" and r.headers["content-type"].startswith("text/plain")
@@ -147,7 +196,10 @@ def test_ops_endpoints(server: LiveServer) -> None:
         m = c.get("/metrics").text
         assert 'meta_agent_tasks{status="pending"} 0.0' in m and "meta_agent_dispatch_seconds_bucket" in m
         spec = c.get("/openapi.json").json()
-        assert "/api/v1/tasks/{task_id}/stream" in spec["paths"] and "/api/v1/worker-queues/{queue}/claim" in spec["paths"]
+        assert (
+            "/api/v1/tasks/{task_id}/stream" in spec["paths"]
+            and "/api/v1/worker-queues/{queue}/claim" in spec["paths"]
+        )
         assert "Task Kanban" in c.get("/").text
 
 
@@ -156,9 +208,15 @@ def test_keys_and_scopes(server: LiveServer) -> None:
     with server.client() as c:
         seed(c)
         admin = c.post("/keys", json={"name": "root", "scopes": ["admin"]}).json()["key"]
-        viewer = c.post("/keys", json={"name": "eyes", "scopes": ["viewer"]}, headers={"authorization": f"Bearer {admin}"}).json()["key"]
+        viewer = c.post(
+            "/keys", json={"name": "eyes", "scopes": ["viewer"]}, headers={"authorization": f"Bearer {admin}"}
+        ).json()["key"]
     server.app.state.key_cache.invalidate()
-    with server.client() as anon, server.client(headers={"authorization": f"Bearer {viewer}"}) as v, server.client(headers={"authorization": f"Bearer {admin}"}) as a:
+    with (
+        server.client() as anon,
+        server.client(headers={"authorization": f"Bearer {viewer}"}) as v,
+        server.client(headers={"authorization": f"Bearer {admin}"}) as a,
+    ):
         problem(anon.get("/tasks"), 401, "unauthorized")
         problem(anon.get("/tasks", headers={"authorization": "Bearer ma_x_y"}), 401, "invalid_key")
         assert v.get("/tasks").status_code == 200

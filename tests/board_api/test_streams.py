@@ -42,7 +42,10 @@ def test_reconnect_with_last_event_id_gets_every_event_once_in_order(server: Liv
         seen: list[int] = []
         lines: list[str] = []
         # First connection: read a few events, then drop the connection mid-stream.
-        with httpx.Client(base_url=server.url, timeout=10) as s, s.stream("GET", f"/api/v1/tasks/{tid}/stream") as r:
+        with (
+            httpx.Client(base_url=server.url, timeout=10) as s,
+            s.stream("GET", f"/api/v1/tasks/{tid}/stream") as r,
+        ):
             assert r.headers["content-type"].startswith("text/event-stream")
             for f in frames(r):
                 seen.append(int(f["id"]))
@@ -55,9 +58,10 @@ def test_reconnect_with_last_event_id_gets_every_event_once_in_order(server: Liv
         assert c.post(f"/tasks/{tid}/complete", json={"token": token, "result": "ok"}).status_code == 200
         last = c.get(f"/tasks/{tid}").json()["last_seq"]
         end = None
-        with httpx.Client(base_url=server.url, timeout=10) as s, s.stream(
-            "GET", f"/api/v1/tasks/{tid}/stream", headers={"Last-Event-ID": str(seen[-1])}
-        ) as r:
+        with (
+            httpx.Client(base_url=server.url, timeout=10) as s,
+            s.stream("GET", f"/api/v1/tasks/{tid}/stream", headers={"Last-Event-ID": str(seen[-1])}) as r,
+        ):
             for f in frames(r):
                 if f.get("event") == "end":
                     end = json.loads(f["data"])
@@ -79,7 +83,10 @@ def test_live_follower_sees_events_as_they_are_posted(server: LiveServer) -> Non
         first_two = threading.Event()
 
         def follow() -> None:
-            with httpx.Client(base_url=server.url, timeout=10) as s, s.stream("GET", f"/api/v1/tasks/{tid}/stream") as r:
+            with (
+                httpx.Client(base_url=server.url, timeout=10) as s,
+                s.stream("GET", f"/api/v1/tasks/{tid}/stream") as r,
+            ):
                 for f in frames(r):
                     got.append(f)
                     if len(got) == 2:
@@ -105,7 +112,10 @@ def test_board_stream_sends_snapshot_then_changes(server: LiveServer) -> None:
         done = threading.Event()
 
         def follow() -> None:
-            with httpx.Client(base_url=server.url, timeout=10) as s, s.stream("GET", "/api/v1/board/stream") as r:
+            with (
+                httpx.Client(base_url=server.url, timeout=10) as s,
+                s.stream("GET", "/api/v1/board/stream") as r,
+            ):
                 for f in frames(r):
                     got.append((f["event"], json.loads(f["data"])))
                     if f["event"] == "board":

@@ -50,7 +50,9 @@ async def test_full_lifecycle_and_seq_without_gaps(db: Database) -> None:
     token = claimed.task.attempt
     assert token == 1 and claimed.agent is not None and claimed.agent.name == "echo"
     async with db.tx() as tx:
-        last, cancel = await tasks.worker_events(tx, tid, token, [("log", {"line": "a"}), ("log", {"line": "b"})])
+        last, cancel = await tasks.worker_events(
+            tx, tid, token, [("log", {"line": "a"}), ("log", {"line": "b"})]
+        )
     assert (last, cancel) == (4, False)
     async with db.tx() as tx:
         await tasks.request_input(tx, tid, token, question="Which env?", choices=["dev", "prod"], key="env")
@@ -66,7 +68,14 @@ async def test_full_lifecycle_and_seq_without_gaps(db: Database) -> None:
     async with db.read() as s:
         events = await list_after(s, tid)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
-    assert await statuses(db, tid) == ["pending", "running", "requires_input", "pending", "running", "completed"]
+    assert await statuses(db, tid) == [
+        "pending",
+        "running",
+        "requires_input",
+        "pending",
+        "running",
+        "completed",
+    ]
     kinds = [e.kind for e in events]
     assert "input_requested" in kinds and "input_received" in kinds
     assert kinds[-2:] == ["message", "status"]
