@@ -360,6 +360,7 @@ class TaskHeartbeatOut(BaseModel):
 class EventsBody(Strict):
     token: int
     events: list[EventIn] = Field(min_length=1, max_length=5000)
+    phase: Literal["planning", "executing"] | None = None
 
 
 class EventsOut(BaseModel):

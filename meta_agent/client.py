@@ -458,11 +458,14 @@ class WorkerApi(_Resource):
     def task_heartbeat(self, task_id: str, token: int) -> Any:
         return self._task(task_id, "heartbeat", {"token": token})
 
-    def post_events(self, task_id: str, token: int, events: list[dict[str, Any]]) -> Any:
-        """Append `[{kind, data}]`: `{"last_seq", "cancel_requested"}`."""
-        return self._send(
-            "POST", f"{API}/tasks/{_seg(task_id)}/events", json={"token": token, "events": events}
-        )
+    def post_events(
+        self, task_id: str, token: int, events: list[dict[str, Any]], phase: str | None = None
+    ) -> Any:
+        """Append `[{kind, data}]` (and move the phase): `{"last_seq", "cancel_requested"}`."""
+        body: dict[str, Any] = {"token": token, "events": events}
+        if phase:
+            body["phase"] = phase
+        return self._send("POST", f"{API}/tasks/{_seg(task_id)}/events", json=body)
 
     def request_input(
         self,

@@ -126,6 +126,7 @@ async def serve(settings: Settings) -> None:
 def run_server(settings: Settings) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # the embedded worker's heartbeats
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     asyncio.run(serve(settings))
 
 

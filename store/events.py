@@ -49,11 +49,13 @@ async def append(
     events: Sequence[tuple[str, dict[str, Any]]],
     *,
     token: int | None = None,
-) -> int:
-    """Append events to a task's log; returns the new last seq.
+    values: dict[str, Any] | None = None,
+) -> tuple[int, bool]:
+    """Append events to a task's log; returns (new last seq, cancel requested).
 
     With `token`, the caller is a worker: the task must be running under that lease
-    (attempt), otherwise `StaleLease` and nothing is written.
+    (attempt), otherwise `StaleLease` and nothing is written. `values` are further task
+    columns to set in the same statement (a worker reporting its phase).
     """
     if not events:
         raise errors.Invalid("no events to append", code="empty_batch")
@@ -62,13 +64,13 @@ async def append(
     stmt = sa.update(_tasks).where(_tasks.c.id == task_id)
     if token is not None:
         stmt = stmt.where(_tasks.c.attempt == token, _tasks.c.status == TaskStatus.running.value)
-    stmt = stmt.values(last_seq=_tasks.c.last_seq + n, updated_at=now).returning(
-        _tasks.c.last_seq, _tasks.c.attempt
+    stmt = stmt.values(last_seq=_tasks.c.last_seq + n, updated_at=now, **(values or {})).returning(
+        _tasks.c.last_seq, _tasks.c.attempt, _tasks.c.cancel_requested
     )
     row = (await tx.execute(stmt)).first()
     if row is None:
         await _explain_refusal(tx, task_id, token)
-    last, attempt = row  # type: ignore[misc]
+    last, attempt, cancel_requested = row  # type: ignore[misc]
     first = last - n + 1
     await tx.execute(
         sa.insert(_events),
@@ -85,7 +87,7 @@ async def append(
         ],
     )
     tx.notify(f"task:{task_id}", str(last))
-    return int(last)
+    return int(last), bool(cancel_requested)
 
 
 async def _explain_refusal(tx: Tx, task_id: str, token: int | None) -> None:

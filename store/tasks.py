@@ -217,13 +217,12 @@ async def cancel(tx: Tx, task_id: str, *, by: str | None = None) -> Task:
             f"task {task_id} is {task.status}; only unfinished tasks can be cancelled"
         )
     if not task.cancel_requested:
-        await tx.execute(
-            sa.update(Task).where(col(Task.id) == task_id).values(cancel_requested=True, updated_at=utcnow())
-        )
+        message = f"cancel requested{f' by {by}' if by else ''}"
         await append(
             tx,
             task_id,
-            [("log", {"level": "warning", "message": f"cancel requested{f' by {by}' if by else ''}"})],
+            [("log", {"level": "warning", "message": message})],
+            values={"cancel_requested": True},
         )
         tx.notify("board", task_id)
     await tx.session.refresh(task)
@@ -321,11 +320,23 @@ def _check_worker_events(events: WorkerEvents) -> list[tuple[str, dict[str, Any]
     return out
 
 
-async def worker_events(tx: Tx, task_id: str, token: int, events: WorkerEvents) -> tuple[int, bool]:
-    """Append a worker's batch (fenced); returns (last_seq, cancel_requested)."""
-    last = await append(tx, task_id, _check_worker_events(events), token=token)
-    cancel_requested = await tx.session.scalar(select(Task.cancel_requested).where(Task.id == task_id))
-    return last, bool(cancel_requested)
+PHASES = ("planning", "executing")
+
+
+async def worker_events(
+    tx: Tx, task_id: str, token: int, events: WorkerEvents, *, phase: str | None = None
+) -> tuple[int, bool]:
+    """Append a worker's batch (fenced), optionally moving its `phase`; returns
+    (last_seq, cancel_requested)."""
+    if phase is not None and phase not in PHASES:
+        raise errors.Invalid(f"phase must be one of {', '.join(PHASES)}", code="invalid_phase")
+    values = {"phase": phase} if phase else None
+    last, cancel_requested = await append(
+        tx, task_id, _check_worker_events(events), token=token, values=values
+    )
+    if phase:
+        tx.notify("board", task_id)
+    return last, cancel_requested
 
 
 async def _fenced(tx: Tx, task_id: str, token: int) -> Task:

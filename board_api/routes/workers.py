@@ -136,7 +136,9 @@ async def task_heartbeat(
 async def post_events(task_id: str, body: EventsBody, request: Request, db: DbDep, _: WorkerKey) -> EventsOut:
     """Append a batch of the worker's events to the task's log."""
     async with db.tx() as tx:
-        last, cancel = await tasks.worker_events(tx, task_id, body.token, _events(body.events))
+        last, cancel = await tasks.worker_events(
+            tx, task_id, body.token, _events(body.events), phase=body.phase
+        )
     request.app.state.metrics.events.inc(len(body.events))
     return EventsOut(last_seq=last, cancel_requested=cancel)
 

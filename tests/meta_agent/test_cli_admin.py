@@ -170,6 +170,7 @@ def test_worker_start_passes_the_connection_and_queue(monkeypatch: pytest.Monkey
             "queue": "gpu",
             "concurrency": 4,
             "workspace_root": ".meta-agent/workspaces",
+            "grace_seconds": 20.0,
         }
     ]
 

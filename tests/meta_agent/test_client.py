@@ -287,7 +287,9 @@ async def test_async_stream_resumes_too(monkeypatch):
     async def no_sleep(seconds: float) -> None:
         return None
 
-    monkeypatch.setattr(client_mod.asyncio, "sleep", no_sleep)
+    import asyncio
+
+    monkeypatch.setattr(asyncio, "sleep", no_sleep)
 
     def handler(request: httpx.Request) -> httpx.Response:
         flaky.requests.append(request)

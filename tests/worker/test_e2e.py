@@ -21,7 +21,9 @@ from tests.support import LiveServer, free_port, spawn, wait_for
 pytestmark = pytest.mark.xdist_group("processes")
 
 
-def start_worker(url: str, ws: Path, queue: str = "q1", concurrency: int = 1, grace: float = 20) -> subprocess.Popen[bytes]:
+def start_worker(
+    url: str, ws: Path, queue: str = "q1", concurrency: int = 1, grace: float = 20
+) -> subprocess.Popen[bytes]:
     return spawn(
         ["-m", "meta_agent.cli.main", "worker", "start", "--queue", queue, "--concurrency", str(concurrency)],
         log=ws.parent / f"{ws.name}.log",
