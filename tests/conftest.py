@@ -40,7 +40,8 @@ def pg_url(worker_id: str) -> Iterator[str]:
 
     admin = sa.make_url(_pg_admin_url())
     dsn = admin.set(drivername="postgresql").render_as_string(hide_password=False)
-    name = f"meta_agent_test_{worker_id}"
+    # Unique per run, so concurrent test runs on one machine never drop each other's database.
+    name = f"meta_agent_test_{worker_id}_{os.getpid()}"
     try:
         with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
