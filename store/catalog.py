@@ -73,6 +73,19 @@ async def get_agent(session: Any, key: str) -> Agent:
     return await _lookup(session, Agent, key, "agent")  # type: ignore[no-any-return]
 
 
+async def agent_routing(session: Any, key: str) -> tuple[str, str | None]:
+    """(name, default queue) of an agent by id or name: all a new task needs, read without
+    loading the whole agent (task creation is a hot path)."""
+    row = (
+        await session.execute(
+            sa.select(Agent.name, Agent.default_queue).where(sa.or_(Agent.id == key, Agent.name == key))
+        )
+    ).first()
+    if row is None:
+        raise errors.NotFound(f"agent {key!r} not found", code="agent_not_found")
+    return row.name, row.default_queue
+
+
 async def list_agents(session: Any, q: str | None = None) -> list[Agent]:
     stmt = select(Agent).order_by(col(Agent.name))
     if q:

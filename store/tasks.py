@@ -97,9 +97,8 @@ async def create_task(
     if len(json.dumps(params, default=str)) > max_prompt_chars:
         raise errors.Invalid("parameters are too large", code="parameters_too_large")
     if new.agent:
-        agent = await catalog.get_agent(tx.session, new.agent)
-        owner_name, default_queue = agent.name, agent.default_queue
-        agent_name, team_name = agent.name, None
+        owner_name, default_queue = await catalog.agent_routing(tx.session, new.agent)
+        agent_name, team_name = owner_name, None
     else:
         team = await catalog.get_team(tx.session, new.team or "")
         owner_name, default_queue = team.name, team.default_queue
