@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -91,10 +92,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-def _epoch(iso: str) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(iso).timestamp()
+def _parse(iso: str) -> datetime:
+    return datetime.fromisoformat(iso)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -156,7 +155,29 @@ def start_workers(base: str, workers: int, concurrency: int) -> list[subprocess.
     ]
 
 
-async def throughput(base: str, n: int, procs: list[subprocess.Popen[bytes]]) -> dict[str, float]:
+def last_finished(db_url: str) -> float:
+    """Epoch seconds of the last task to finish, read from the store itself."""
+    import sqlalchemy as sa
+
+    from store.db import sync_url
+    from store.models import Task
+
+    engine = sa.create_engine(sync_url(db_url))
+    try:
+        with engine.connect() as conn:
+            newest = conn.execute(sa.select(sa.func.max(Task.finished_at))).scalar_one()  # type: ignore[arg-type]
+    finally:
+        engine.dispose()
+    if isinstance(newest, str):
+        newest = _parse(newest)
+    if newest.tzinfo is None:
+        newest = newest.replace(tzinfo=UTC)
+    return float(newest.timestamp())
+
+
+async def throughput(
+    base: str, db_url: str, n: int, procs: list[subprocess.Popen[bytes]]
+) -> dict[str, float]:
     workers = len(procs)
     api = base + "/api/v1"
     try:
@@ -184,9 +205,7 @@ async def throughput(base: str, n: int, procs: list[subprocess.Popen[bytes]]) ->
                 if board["failed"]["count"]:
                     raise SystemExit(f"{board['failed']['count']} tasks failed")
                 await asyncio.sleep(0.5)
-            newest = (await c.get("/tasks", params={"limit": 1, "status": "completed"})).json()["items"][0]
-            last_finish = max(newest["finished_at"], board["completed"]["items"][0]["finished_at"])
-            t1 = t0 + (_epoch(last_finish) - wall0)
+            t1 = t0 + (last_finished(db_url) - wall0)
     finally:
         for p in procs:
             stop(p)
@@ -254,7 +273,7 @@ def main() -> None:
                         flush=True,
                     )
                 t = asyncio.run(
-                    throughput(base, args.tasks, start_workers(base, args.workers, args.concurrency))
+                    throughput(base, url, args.tasks, start_workers(base, args.workers, args.concurrency))
                 )
                 cli = cli_list_time(base)
                 results[backend] = {"dispatch": d, "throughput": t, "cli_execution_list_ms": cli}

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from board_api import errors as problems
@@ -29,6 +30,16 @@ from store.hub import listen_postgres
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
+NO_CACHE = {"Cache-Control": "no-cache"}
+
+
+class NoCacheStatic(StaticFiles):
+    """The board's modules and styles, revalidated on every load (they are small)."""
+
+    def file_response(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        resp = super().file_response(*args, **kwargs)
+        resp.headers.update(NO_CACHE)
+        return resp
 
 
 class BodyLimit:
@@ -112,7 +123,10 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
 
     @app.get("/", include_in_schema=False)
     async def index() -> Response:
-        return FileResponse(STATIC / "index.html", media_type="text/html")
+        # no-cache: the page and its modules revalidate (ETag), so an upgrade shows at once.
+        return FileResponse(STATIC / "index.html", media_type="text/html", headers=NO_CACHE)
+
+    app.mount("/static", NoCacheStatic(directory=STATIC), name="static")
 
     @app.get("/api/v1", include_in_schema=False)
     async def api_root(request: Request) -> dict[str, str]:

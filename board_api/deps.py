@@ -65,6 +65,11 @@ async def principal(request: Request, db: DbDep) -> Principal:
     cache: KeyCache = request.app.state.key_cache
     header = request.headers.get("authorization", "")
     token = header[7:].strip() if header.lower().startswith("bearer ") else ""
+    if not token and request.method == "GET" and request.url.path.endswith("/stream"):
+        # A browser's EventSource cannot send headers, so the board passes its key as
+        # `?access_token=`. Only on GETs of SSE routes: they are read-only, and a key in a
+        # URL (which may reach access logs and history) must never authorize a change.
+        token = request.query_params.get("access_token", "").strip()
     if not token:
         if not await cache.any(db) and request.app.state.open_mode:
             return OPEN

@@ -3,7 +3,8 @@
 Events are sent ~50 ms after the first one is queued, or at once when 100 (or ~256 KB) are
 pending. At the end of a task the worker calls `drain()` and sends the remainder with the
 final call (complete / fail / request-input / release), so a short task costs one call.
-Only one post is in flight at a time, which is what keeps the order.
+Only one post is in flight at a time, which is what keeps the order. A phase set with
+`set_phase` travels with the next batch (`post(events, phase=...)`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class EventBatcher:
         self._full = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._closed = False
+        self._phase: str | None = None
 
     @property
     def pending(self) -> int:
@@ -67,6 +69,10 @@ class EventBatcher:
         self._wake.set()
         if len(self._pending) >= self._max_events or self._bytes >= self._max_bytes:
             self._full.set()
+
+    def set_phase(self, phase: str) -> None:
+        """Report `phase` with the next batch that leaves (there must be an event to carry it)."""
+        self._phase = phase
 
     async def _run(self) -> None:
         while True:
@@ -105,7 +111,12 @@ class EventBatcher:
         async with self._lock:
             # Once drain() has begun, what is left rides on the final call instead.
             while self._pending and not (background and self._closed):
-                await self._post(self._take())
+                batch, phase = self._take(), self._phase
+                if phase:
+                    self._phase = None
+                    await self._post(batch, phase=phase)
+                else:
+                    await self._post(batch)
 
     async def drain(self) -> list[dict[str, Any]]:
         """Stop the flusher and return what is left, small enough to ride on the final call."""

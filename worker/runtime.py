@@ -67,6 +67,7 @@ class Outcome:
 EmitFn = Callable[[str, dict[str, Any]], None]
 ArtifactFn = Callable[[str, bytes, str], Awaitable[Any]]
 CheckpointFn = Callable[[Any], Awaitable[Any]]
+PhaseFn = Callable[[str], None]
 
 
 async def _discard(*_: Any) -> None:
@@ -91,6 +92,7 @@ class TaskContext:
     on_event: EmitFn | None = None
     on_artifact: ArtifactFn = _discard
     on_checkpoint: CheckpointFn = _discard
+    on_phase: PhaseFn | None = None
 
     @property
     def id(self) -> str:
@@ -108,6 +110,11 @@ class TaskContext:
         """Queue an event for the task's log; the batcher sends it within ~50 ms."""
         if self.on_event is not None:
             self.on_event(kind, data)
+
+    def set_phase(self, phase: str) -> None:
+        """Move the task's phase (`planning` -> `executing`) with the next events sent."""
+        if self.on_phase is not None:
+            self.on_phase(phase)
 
     async def save_artifact(
         self, name: str, content: bytes, media_type: str = "application/octet-stream"

@@ -62,6 +62,7 @@ class HeldTask:
             on_event=self.batcher.add,
             on_artifact=self._put_artifact,
             on_checkpoint=self._checkpoint,
+            on_phase=self.batcher.set_phase,
         )
 
     @property
@@ -101,9 +102,9 @@ class HeldTask:
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_CAP)
 
-    async def _post_events(self, events: list[dict[str, Any]]) -> None:
+    async def _post_events(self, events: list[dict[str, Any]], phase: str | None = None) -> None:
         try:
-            answer = await self.call(self.api.post_events, events)
+            answer = await self.call(self.api.post_events, events, phase=phase)
         except ApiError as exc:  # refused outright (too big, a reserved kind): not worth the task
             log.warning("task %s: %d events refused: %s", self.id, len(events), exc)
             return

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
 
-from board_api.deps import Admin, DbDep
+from fastapi import APIRouter, Depends, Request, Response
+
+from board_api.deps import Admin, DbDep, Principal, principal
 from board_api.schemas import KeyIn, KeyList, KeyOut
 from meta_agent import __version__
 from store import keys
@@ -37,6 +39,12 @@ async def metrics(request: Request, db: DbDep) -> Response:
     """Prometheus metrics."""
     body = await request.app.state.metrics.render(db)
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@router.get("/whoami")
+async def whoami(p: Annotated[Principal, Depends(principal)]) -> dict[str, object]:
+    """The caller's key name and scopes (the board hides actions a key may not take)."""
+    return {"name": p.name, "scopes": sorted(p.scopes)}
 
 
 def _key_out(row: ApiKey, key: str | None = None) -> KeyOut:

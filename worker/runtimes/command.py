@@ -8,7 +8,7 @@ shell `-c` is never formatted, and a placeholder in it is refused (`unsafe_comma
 environment is filtered, so the worker's own secrets (its API key) never reach the command.
 
 The command runs in its own session (process group) inside the task workspace; a timeout or
-a cancel kills the whole group: SIGTERM, then SIGKILL after a grace period.
+a cancel kills the whole group: SIGTERM, then SIGKILL after a grace period (worker.process).
 """
 
 from __future__ import annotations
@@ -18,24 +18,20 @@ import json
 import mimetypes
 import os
 import re
-import signal
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from worker.process import KILL_GRACE_SECONDS, base_environment, run_in_group
 from worker.runtime import Outcome, TaskContext, TaskFailed
 
 __all__ = ["CommandRuntime", "render_arg", "render_argv", "resolve_parameters"]
 
-ENV_PASSTHROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER")
 MAX_OUTPUT_BYTES = 5_000_000
 MAX_LINE_BYTES = 16_000
 MAX_ARTIFACT_BYTES = 10_000_000
 RESULT_TAIL_CHARS = 4000
-KILL_GRACE_SECONDS = 2.0
-# A process that left the group (setsid) can keep our pipes open; we stop reading after this.
-DRAIN_SECONDS = 1.0
 
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*))?\}")
 _SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh", "mksh", "ash", "busybox"})
@@ -133,13 +129,6 @@ def _env_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", name).upper()
 
 
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass  # the group is already gone
-
-
 class _Output:
     """Turns the two pipes into `log` events, capped in total, and keeps what the result needs."""
 
@@ -188,19 +177,6 @@ class _Output:
             self.line(stream, buf)
 
 
-class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
-    """Signals the exit itself: on 3.11 `Process.wait()` also waits for the pipes to close,
-    which a leftover background process can hold open forever."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(limit=2**16, loop=loop)
-        self.exited = asyncio.Event()
-
-    def process_exited(self) -> None:
-        super().process_exited()
-        self.exited.set()
-
-
 class CommandRuntime:
     """Runs `agent["command"]`; see the module docstring for the rules."""
 
@@ -230,9 +206,7 @@ class CommandRuntime:
 
     def environment(self, ctx: TaskContext, params: Mapping[str, Any]) -> dict[str, str]:
         """Allow-listed variables of the worker plus PARAM_* and TASK_*; nothing else leaks."""
-        base = os.environ if self._base_env is None else self._base_env
-        env = {k: base[k] for k in ENV_PASSTHROUGH if k in base}
-        env.setdefault("PATH", os.defpath)
+        env = base_environment(self._base_env)
         env.update({f"PARAM_{_env_name(k)}": _text(v) for k, v in params.items()})
         env.update(
             TASK_ID=ctx.id,
@@ -248,78 +222,33 @@ class CommandRuntime:
         if ctx.cancelled.is_set():
             raise TaskFailed("cancelled", "cancelled before the command started")
         (ctx.workspace / "artifacts").mkdir(parents=True, exist_ok=True)
-        loop = asyncio.get_running_loop()
+        output = _Output(ctx, self._max_output)
         try:
-            transport, proto = await loop.subprocess_exec(
-                lambda: _Protocol(loop),
-                *argv,
+            run = await run_in_group(
+                argv,
                 cwd=ctx.workspace,
                 env=self.environment(ctx, params),
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
+                pump=output.pump,
+                cancelled=ctx.cancelled,
+                timeout=float(ctx.agent["timeout_seconds"]) if ctx.agent.get("timeout_seconds") else None,
+                kill_grace=self._kill_grace,
             )
         except FileNotFoundError as exc:
             raise TaskFailed("command_not_found", f"{argv[0]}: command not found") from exc
         except (OSError, ValueError) as exc:  # permissions, a NUL byte in an argument ...
             raise TaskFailed("command_failed", f"cannot start {argv[0]}: {exc}") from exc
-        pgid = transport.get_pid()  # == the group id, thanks to start_new_session
-        output = _Output(ctx, self._max_output)
-        assert proto.stdout is not None and proto.stderr is not None
-        readers = [
-            asyncio.create_task(output.pump(proto.stdout, "stdout")),
-            asyncio.create_task(output.pump(proto.stderr, "stderr")),
-        ]
-        try:
-            ended = await self._wait(proto.exited, ctx.cancelled, ctx.agent.get("timeout_seconds"))
-            # Whatever the command left running in its group goes too, or it would hold our pipes.
-            await self._kill(pgid, proto.exited, self._kill_grace if ended != "exit" else 0.0)
-            await asyncio.wait(readers, timeout=DRAIN_SECONDS)
-        finally:
-            if not proto.exited.is_set():  # we are being cancelled ourselves: no time for grace
-                _signal_group(pgid, signal.SIGKILL)
-            for r in readers:
-                r.cancel()
-            transport.close()
+        ended = run.ended
         if ended == "cancelled":
             raise TaskFailed("cancelled", "the command was stopped on request")
         await self._upload_artifacts(ctx)
         if ended == "timeout":
             limit = ctx.agent.get("timeout_seconds")
             raise TaskFailed("timeout", f"the command ran longer than {limit} s and was killed")
-        code = transport.get_returncode()
+        code = run.returncode
         if code != 0:
             detail = f": {output.last_stderr}" if output.last_stderr else ""
             raise TaskFailed("command_failed", f"exit code {code}{detail}")
         return Outcome({"exit_code": 0, "output": output.stdout_tail})
-
-    @staticmethod
-    async def _wait(exited: asyncio.Event, cancelled: asyncio.Event, timeout: Any) -> str:
-        limit = float(timeout) if timeout else None
-        exit_wait = asyncio.create_task(exited.wait())
-        stop = asyncio.create_task(cancelled.wait())
-        try:
-            done, _ = await asyncio.wait(
-                {exit_wait, stop}, timeout=limit, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            exit_wait.cancel()
-            stop.cancel()
-        if exit_wait in done:
-            return "exit"
-        return "cancelled" if stop in done else "timeout"
-
-    @staticmethod
-    async def _kill(pgid: int, exited: asyncio.Event, grace: float) -> None:
-        _signal_group(pgid, signal.SIGTERM)
-        if grace > 0 and not exited.is_set():
-            try:
-                await asyncio.wait_for(exited.wait(), grace)
-            except TimeoutError:
-                pass
-        _signal_group(pgid, signal.SIGKILL)  # the group outlives its leader: stragglers too
-        await exited.wait()
 
     async def _upload_artifacts(self, ctx: TaskContext) -> None:
         root = ctx.workspace / "artifacts"
