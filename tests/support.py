@@ -100,3 +100,53 @@ def spawn(args: list[str], log: Path | None = None, **env: str) -> subprocess.Po
     finally:
         if log:
             out.close()  # type: ignore[union-attr]
+
+
+class PrivatePostgres:
+    """A throw-away PostgreSQL cluster of our own, for tests that stop and restart the
+    database (the shared server at 127.0.0.1:5432 serves every other test meanwhile)."""
+
+    BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"))), Path("/nonexistent"))
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self.dir = Path(tempfile.mkdtemp(prefix="meta-agent-pg-"))
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        os.chmod(self.dir, 0o777)  # initdb runs as the postgres user
+        self._as_postgres([str(self.BIN / "initdb"), "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres"])
+
+    @classmethod
+    def available(cls) -> bool:
+        return (cls.BIN / "initdb").exists() and _user_exists("postgres")
+
+    def _as_postgres(self, cmd: list[str]) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        subprocess.run([*prefix, *cmd], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._as_postgres([str(self.BIN / "pg_ctl"), "-D", str(self.dir / "data"), "-o", opts, "-w", "-l", str(self.dir / "log"), "start"])
+
+    def stop(self, mode: str = "fast") -> None:
+        self._as_postgres([str(self.BIN / "pg_ctl"), "-D", str(self.dir / "data"), "-m", mode, "-w", "stop"])
+
+    def destroy(self) -> None:
+        import shutil
+
+        try:
+            self.stop("immediate")
+        except subprocess.CalledProcessError:
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _user_exists(name: str) -> bool:
+    import pwd
+
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
