@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from board_api import errors as problems
 from board_api.deps import KeyCache
+from board_api.limits import ConnectionLimiter
 from board_api.metrics import Metrics
 from board_api.routes import catalog, ops, streams, tasks, workers
 from meta_agent import __version__
@@ -113,6 +114,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.state.key_cache = KeyCache()
     app.state.metrics = Metrics()
     app.state.worker_seen = {}
+    app.state.limiter = ConnectionLimiter(settings.max_streams_per_key)
     app.state.open_mode = settings.open_mode_allowed()
     problems.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, artifact_limit=settings.max_artifact_bytes)

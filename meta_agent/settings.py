@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     max_prompt_chars: int = 100_000
     max_body_bytes: int = 2_000_000
     max_artifact_bytes: int = 10_000_000
+    max_streams_per_key: int = Field(1024, description="open SSE streams and long-polls one API key may hold")
 
     embedded_worker: bool = Field(True, description="run a worker inside `serve`")
     embedded_worker_queue: str = "default"

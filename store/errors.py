@@ -7,6 +7,7 @@
     │   └── StaleLease        409  stale_lease
     ├── Invalid               422  e.g. validation_error, unknown_agent
     ├── TooLarge              413  payload_too_large
+    ├── TooMany               429  e.g. too_many_streams
     ├── Unauthorized          401  unauthorized
     ├── Forbidden             403  forbidden
     └── Unavailable           503  database_unavailable
@@ -28,6 +29,7 @@ __all__ = [
     "NotFound",
     "StaleLease",
     "TooLarge",
+    "TooMany",
     "Unauthorized",
     "Unavailable",
 ]
@@ -78,6 +80,12 @@ class TooLarge(MetaAgentError):
     status = 413
     code = "payload_too_large"
     title = "Payload too large"
+
+
+class TooMany(MetaAgentError):
+    status = 429
+    code = "too_many_requests"
+    title = "Too many requests"
 
 
 class Unauthorized(MetaAgentError):

@@ -115,7 +115,9 @@ class PrivatePostgres:
         self.port = free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         os.chmod(self.dir, 0o777)  # initdb runs as the postgres user
-        self._as_postgres([str(self.BIN / "initdb"), "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres"])
+        self._as_postgres(
+            [str(self.BIN / "initdb"), "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres"]
+        )
 
     @classmethod
     def available(cls) -> bool:
@@ -127,7 +129,19 @@ class PrivatePostgres:
 
     def start(self) -> None:
         opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._as_postgres([str(self.BIN / "pg_ctl"), "-D", str(self.dir / "data"), "-o", opts, "-w", "-l", str(self.dir / "log"), "start"])
+        self._as_postgres(
+            [
+                str(self.BIN / "pg_ctl"),
+                "-D",
+                str(self.dir / "data"),
+                "-o",
+                opts,
+                "-w",
+                "-l",
+                str(self.dir / "log"),
+                "start",
+            ]
+        )
 
     def stop(self, mode: str = "fast") -> None:
         self._as_postgres([str(self.BIN / "pg_ctl"), "-D", str(self.dir / "data"), "-m", mode, "-w", "stop"])

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from board_api.deps import DbDep, Viewer
+from board_api.limits import LimitedStream
 from board_api.routes.tasks import board_snapshot
 from board_api.schemas import EventOut, TaskOut
 from store import errors, tasks
@@ -52,8 +53,9 @@ def _resume_point(after: int | None, last_event_id: str | None) -> int:
 @router.get("/tasks/{task_id}/stream", response_class=StreamingResponse, responses=SSE_RESPONSES)
 async def stream_task(
     task_id: str,
+    request: Request,
     db: DbDep,
-    _: Viewer,
+    p: Viewer,
     after: Annotated[int | None, Query(ge=0)] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
@@ -88,13 +90,15 @@ async def stream_task(
                     yield PING
                     idle = 0.0
 
-    return StreamingResponse(gen(), media_type="text/event-stream", headers=SSE_HEADERS)
+    release = request.app.state.limiter.acquire(p)
+    return LimitedStream(gen(), release, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 @router.get("/board/stream", response_class=StreamingResponse, responses=SSE_RESPONSES)
 async def stream_board(
+    request: Request,
     db: DbDep,
-    _: Viewer,
+    p: Viewer,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> StreamingResponse:
     """A `board` snapshot, then a `task` event per status change; `resync` means refetch."""
@@ -122,4 +126,5 @@ async def stream_board(
                             continue
                         yield sse(TaskOut.of(task).model_dump_json(), "task")
 
-    return StreamingResponse(gen(), media_type="text/event-stream", headers=SSE_HEADERS)
+    release = request.app.state.limiter.acquire(p)
+    return LimitedStream(gen(), release, media_type="text/event-stream", headers=SSE_HEADERS)

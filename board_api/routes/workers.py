@@ -7,6 +7,7 @@ nothing. See docs/protocol.md.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
@@ -48,7 +49,7 @@ def _events(items: list[EventIn]) -> list[tuple[str, dict[str, Any]]]:
 
 @router.post("/worker-queues/{queue}/claim", response_model=ClaimOut)
 async def claim(
-    queue: str, body: ClaimBody, request: Request, db: DbDep, settings: SettingsDep, _: WorkerKey
+    queue: str, body: ClaimBody, request: Request, db: DbDep, settings: SettingsDep, p: WorkerKey
 ) -> ClaimOut:
     """Long-poll for up to `max_tasks` tasks of the queue; answers at once when one arrives."""
     info = body.model_dump(include={"name", "hostname", "capacity", "version"}, exclude_none=True)
@@ -57,44 +58,51 @@ async def claim(
     metrics = request.app.state.metrics
     seen: dict[str, float] = request.app.state.worker_seen
     checked_queue = False
-    while True:
-        version = db.hub.version(topic)
-        # Recording liveness on every claim would add a write to the hot path; once every
-        # few seconds is plenty (the live window is 45 s).
-        now = time.monotonic()
-        touch = now - seen.get(body.worker_id, 0.0) > WORKER_TOUCH_SECONDS
-        if touch:
-            seen[body.worker_id] = now
-        async with db.tx() as tx:
-            claimed = await tasks.claim_tasks(
-                tx, queue, body.worker_id, body.max_tasks, settings.lease_seconds, info, touch=touch
-            )
-        if claimed:
-            now = utcnow()
-            for c in claimed:
-                if c.task.attempt == 1 and c.task.started_at:
-                    metrics.dispatch.observe(max(0.0, (now - c.task.created_at).total_seconds()))
-            return ClaimOut(
-                tasks=[
-                    ClaimedOut(
-                        task=TaskOut.of(c.task),
-                        agent=AgentOut.of(c.agent) if c.agent else None,
-                        token=c.task.attempt,
-                        lease_seconds=settings.lease_seconds,
-                        checkpoint=c.task.checkpoint,
-                    )
-                    for c in claimed
-                ]
-            )
-        if not checked_queue:  # only an empty answer needs to know the queue exists
-            async with db.read() as s:
-                await catalog.get_queue(s, queue)
-            checked_queue = True
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or await request.is_disconnected():
-            return ClaimOut(tasks=[])
-        await db.hub.wait(topic, version, min(remaining, CLAIM_RECHECK))
-        info = {}
+    release: Callable[[], None] | None = None
+    try:
+        while True:
+            version = db.hub.version(topic)
+            # Recording liveness on every claim would add a write to the hot path; once every
+            # few seconds is plenty (the live window is 45 s).
+            now = time.monotonic()
+            touch = now - seen.get(body.worker_id, 0.0) > WORKER_TOUCH_SECONDS
+            if touch:
+                seen[body.worker_id] = now
+            async with db.tx() as tx:
+                claimed = await tasks.claim_tasks(
+                    tx, queue, body.worker_id, body.max_tasks, settings.lease_seconds, info, touch=touch
+                )
+            if claimed:
+                now = utcnow()
+                for c in claimed:
+                    if c.task.attempt == 1 and c.task.started_at:
+                        metrics.dispatch.observe(max(0.0, (now - c.task.created_at).total_seconds()))
+                return ClaimOut(
+                    tasks=[
+                        ClaimedOut(
+                            task=TaskOut.of(c.task),
+                            agent=AgentOut.of(c.agent) if c.agent else None,
+                            token=c.task.attempt,
+                            lease_seconds=settings.lease_seconds,
+                            checkpoint=c.task.checkpoint,
+                        )
+                        for c in claimed
+                    ]
+                )
+            if not checked_queue:  # only an empty answer needs to know the queue exists
+                async with db.read() as s:
+                    await catalog.get_queue(s, queue)
+                checked_queue = True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or await request.is_disconnected():
+                return ClaimOut(tasks=[])
+            if release is None:  # parked: this long-poll now holds a connection slot
+                release = request.app.state.limiter.acquire(p)
+            await db.hub.wait(topic, version, min(remaining, CLAIM_RECHECK))
+            info = {}
+    finally:
+        if release is not None:
+            release()
 
 
 @router.post("/workers/{worker_id}/heartbeat", response_model=WorkerHeartbeatOut)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 
 from tests.board_api.test_api import claim, seed
-from tests.support import LiveServer
+from tests.support import LiveServer, wait_for
 
 
 def frames(resp: httpx.Response) -> Iterator[dict]:  # type: ignore[type-arg]
@@ -137,3 +137,25 @@ def test_board_stream_sends_snapshot_then_changes(server: LiveServer) -> None:
     order = ["pending", "running", "completed"]
     assert statuses[-1] == "completed" and statuses == sorted(statuses, key=order.index)
     assert len(statuses) >= 2
+
+
+def test_open_streams_per_key_are_bounded(server_factory, db_url: str) -> None:  # type: ignore[no-untyped-def]
+    server = server_factory(db_url, max_streams_per_key=2)
+    with server.client() as c:
+        seed(c)
+        tid = c.post("/tasks", json={"agent": "echo", "prompt": "x"}).json()["id"]
+        with httpx.Client(base_url=server.url, timeout=10) as s:
+            with (
+                s.stream("GET", f"/api/v1/tasks/{tid}/stream") as one,
+                s.stream("GET", "/api/v1/board/stream") as two,
+            ):
+                assert one.status_code == 200 and two.status_code == 200
+                third = s.get(f"/api/v1/tasks/{tid}/stream")
+                assert third.status_code == 429 and third.json()["code"] == "too_many_streams"
+                claim = s.post("/api/v1/worker-queues/q2/claim", json={"worker_id": "w", "wait_seconds": 1})
+                assert claim.status_code == 429
+            # Closing the streams gives the slots back.
+            wait_for(lambda: not server.app.state.limiter.open, 5, "the slots to be released")
+            assert c.post("/worker-queues/q2/claim", json={"worker_id": "w", "wait_seconds": 0}).json() == {
+                "tasks": []
+            }
