@@ -68,7 +68,12 @@ async def _reaper(db: Database, interval: float) -> None:
             async with db.tx() as tx:
                 reaped = await task_service.reap_expired(tx)
             for t in reaped:
-                log.info("lease expired", extra={"task_id": t.id, "status": t.status})
+                log.info(
+                    "lease expired: task %s is now %s",
+                    t.id,
+                    t.status,
+                    extra={"task_id": t.id, "status": t.status},
+                )
         except errors.Unavailable:
             log.warning("reaper: database unavailable")
         except Exception:
@@ -94,7 +99,8 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
                 await asyncio.wait_for(ready.wait(), 5)
         background.append(asyncio.create_task(_reaper(database, settings.reaper_interval)))
         try:
-            yield
+            async with mcp_http.run():  # the /mcp session manager
+                yield
         finally:
             for t in background:
                 t.cancel()
@@ -122,6 +128,15 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     for r in (catalog.router, tasks.router, streams.router, workers.router, ops.router):
         app.include_router(r, prefix="/api/v1")
     app.include_router(ops.ops)
+
+    async def mcp_open() -> bool:
+        return bool(app.state.open_mode) and not await app.state.key_cache.any(app.state.db)
+
+    # Imported here: the MCP SDK takes ~0.6 s to import, and only the server needs it.
+    from tools.http import McpHttp
+
+    mcp_http = McpHttp(settings, db=lambda: app.state.db, is_open=mcp_open)
+    mcp_http.install(app)  # exactly /mcp, plus its OAuth protected-resource metadata
 
     @app.get("/", include_in_schema=False)
     async def index() -> Response:

@@ -33,10 +33,31 @@ class Metrics:
         self.events = Counter(
             "meta_agent_events_ingested", "Events posted by workers", registry=self.registry
         )
+        self.tokens = Counter(
+            "meta_agent_llm_tokens",
+            "LLM tokens used by finished tasks",
+            ["agent", "kind"],
+            registry=self.registry,
+        )
+        self.cost = Counter(
+            "meta_agent_llm_cost_usd",
+            "LLM cost (USD, as litellm prices it) of finished tasks",
+            ["agent"],
+            registry=self.registry,
+        )
 
     def finished(self, task: Task) -> None:
         if task.started_at and task.finished_at:
             self.duration.labels(task.status).observe((task.finished_at - task.started_at).total_seconds())
+        usage = task.usage or {}
+        agent = task.agent or ""
+        for kind in ("prompt_tokens", "completion_tokens"):
+            n = usage.get(kind)
+            if isinstance(n, int | float) and n > 0:
+                self.tokens.labels(agent, kind.removesuffix("_tokens")).inc(n)
+        cost = usage.get("cost", usage.get("cost_usd"))
+        if isinstance(cost, int | float) and cost > 0:
+            self.cost.labels(agent).inc(cost)
 
     async def render(self, db: Database) -> bytes:
         async with db.read() as s:

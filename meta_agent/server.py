@@ -124,9 +124,9 @@ async def serve(settings: Settings) -> None:
 
 
 def run_server(settings: Settings) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # the embedded worker's heartbeats
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    from meta_agent import logs
+
+    logs.setup(settings.log_format, settings.log_level)
     asyncio.run(serve(settings))
 
 

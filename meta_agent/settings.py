@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     workspace_root: str = Field(".meta-agent/workspaces", description="where workers put task workspaces")
     examples: str | None = Field(None, description="YAML file of agents/queues to load at start")
 
+    log_format: str = Field("text", description="`text` or `json` (one object per line)")
+    log_level: str = "INFO"
+
     slack_bot_token: str | None = None
     slack_signing_secret: str | None = None
     slack_app_token: str | None = None

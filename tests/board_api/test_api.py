@@ -44,18 +44,27 @@ def test_task_lifecycle_over_http(server: LiveServer) -> None:
         (item,) = claim(c)
         assert item["task"]["id"] == tid and item["agent"]["name"] == "echo" and item["token"] == 1
         r = c.post(
-            f"/tasks/{tid}/events", json={"token": 1, "events": [{"kind": "log", "data": {"line": "x"}}]}
+            f"/tasks/{tid}/events",
+            json={"token": 1, "events": [{"kind": "log", "data": {"line": "x"}}], "phase": "executing"},
         )
         assert r.json() == {"last_seq": 3, "cancel_requested": False}
-        r = c.post(
-            f"/tasks/{tid}/complete", json={"token": 1, "result": {"output": "hello"}, "usage": {"tokens": 3}}
+        assert c.get(f"/tasks/{tid}").json()["phase"] == "executing"
+        bad = c.post(
+            f"/tasks/{tid}/events", json={"token": 1, "events": [{"kind": "log"}], "phase": "dreaming"}
         )
+        problem(bad, 422, "validation_error")
+        usage = {"prompt_tokens": 3, "completion_tokens": 2, "cost": 0.5}
+        r = c.post(f"/tasks/{tid}/complete", json={"token": 1, "result": {"output": "hello"}, "usage": usage})
         assert r.status_code == 200 and r.json()["status"] == "completed"
         problem(c.post(f"/tasks/{tid}/complete", json={"token": 1, "result": None}), 409, "stale_lease")
         ev = c.get(f"/tasks/{tid}/events").json()
         assert [e["seq"] for e in ev["items"]] == [1, 2, 3, 4] and ev["status"] == "completed"
         task = c.get(f"/tasks/{tid}").json()
-        assert task["result"] == {"output": "hello"} and task["usage"] == {"tokens": 3}
+        assert task["result"] == {"output": "hello"} and task["usage"] == usage
+        metrics = httpx.get(server.url + "/metrics").text
+        assert 'meta_agent_llm_tokens_total{agent="echo",kind="prompt"} 3.0' in metrics
+        assert 'meta_agent_llm_cost_usd_total{agent="echo"} 0.5' in metrics
+        assert 'meta_agent_task_duration_seconds_count{status="completed"} 1.0' in metrics
         assert task["duration_seconds"] is not None and task["error"] is None
 
 
