@@ -34,6 +34,10 @@ fmt: $(VENV)/.installed-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+## cluster: two replicas on the local PostgreSQL and three workers (scale-out, on one machine)
+cluster: $(VENV)/.installed
+	$(BIN)/python scripts/cluster.py
+
 ## bench: dispatch latency and throughput on SQLite and PostgreSQL (see bench/README.md)
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.bench $(BENCH_ARGS)
