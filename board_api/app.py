@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from board_api import errors as problems
 from board_api.deps import KeyCache
+from board_api.feeds import Feeds
 from board_api.limits import ConnectionLimiter
 from board_api.metrics import Metrics
 from board_api.routes import catalog, ops, streams, tasks, workers
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         database = db or Database(settings.database_url)
         database.hub.bind(asyncio.get_running_loop())
         app.state.db = database
+        app.state.feeds = Feeds(database)
         background: list[asyncio.Task[None]] = []
         if not database.is_sqlite:
             ready = asyncio.Event()

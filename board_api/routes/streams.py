@@ -13,11 +13,11 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from board_api.deps import DbDep, Viewer
+from board_api.feeds import Feeds, sse
 from board_api.limits import LimitedStream
 from board_api.routes.tasks import board_snapshot
-from board_api.schemas import EventOut, TaskOut
+from board_api.schemas import TaskOut
 from store import errors, tasks
-from store.events import list_after
 from store.models import TERMINAL
 
 router = APIRouter()
@@ -26,12 +26,6 @@ PAGE = 500
 KEEPALIVE_SECONDS = 15.0
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SSE_RESPONSES = {200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}}
-
-
-def sse(data: str, event: str | None = None, id: str | None = None) -> bytes:
-    """One SSE frame; `data` is compact JSON, so it is a single line."""
-    head = (f"id: {id}\n" if id is not None else "") + (f"event: {event}\n" if event else "")
-    return f"{head}data: {data}\n\n".encode()
 
 
 PING = b": ping\n\n"
@@ -63,32 +57,13 @@ async def stream_task(
     start = _resume_point(after, last_event_id)
     async with db.read() as s:
         await tasks.get_task(s, task_id)  # 404 before the stream starts
-    hub = db.hub
-    topic = f"task:{task_id}"
+    feeds: Feeds = request.app.state.feeds
 
     async def gen() -> AsyncIterator[bytes]:
-        seen, idle = start, 0.0
         yield b"retry: 1000\n\n"
-        while True:
-            version = hub.version(topic)
-            async with db.read() as s:
-                events = await list_after(s, task_id, seen, PAGE)
-                task = await tasks.get_task(s, task_id) if len(events) < PAGE else None
-            for e in events:
-                seen = e.seq
-                yield sse(EventOut.of(e).model_dump_json(), e.kind, str(e.seq))
-            if task is not None and task.status in _TERMINAL and task.last_seq <= seen:
-                yield sse(TaskOut.of(task).model_dump_json(), "end")
-                return
-            if len(events) == PAGE:
-                continue
-            if await hub.wait(topic, version, RECHECK_SECONDS):
-                idle = 0.0
-            else:
-                idle += RECHECK_SECONDS
-                if idle >= KEEPALIVE_SECONDS:  # keeps proxies from closing a quiet stream
-                    yield PING
-                    idle = 0.0
+        async with feeds.follow(task_id) as feed:
+            async for frame in feeds.frames_after(feed, start, KEEPALIVE_SECONDS):
+                yield frame
 
     release = request.app.state.limiter.acquire(p)
     return LimitedStream(gen(), release, media_type="text/event-stream", headers=SSE_HEADERS)

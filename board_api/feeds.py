@@ -1,0 +1,126 @@
+"""Shared live feeds: one reader per followed task, however many followers it has.
+
+Without this, every SSE follower of a task re-reads the event log on every wake-up, so an
+event seen by 1,000 followers costs 1,000 queries and 1,000 serialisations. A `Feed` reads
+each new batch once, keeps the encoded frames of a recent window, and its followers copy
+frames from there. A follower that starts (or falls) behind the window reads its gap
+straight from the database, so resuming with Last-Event-ID stays exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from board_api.schemas import EventOut, TaskOut
+from store import tasks
+from store.db import Database
+from store.events import list_after
+from store.models import TERMINAL
+
+PAGE = 500
+WINDOW = 2000  # frames kept per feed; older ones are re-read from the database
+RECHECK_SECONDS = 5.0  # a lost cross-replica notification costs at most this much delay
+_TERMINAL = {s.value for s in TERMINAL}
+
+
+def sse(data: str, event: str | None = None, id: str | None = None) -> bytes:
+    """One SSE frame; `data` is compact JSON, so it is a single line."""
+    head = (f"id: {id}\n" if id is not None else "") + (f"event: {event}\n" if event else "")
+    return f"{head}data: {data}\n\n".encode()
+
+
+@dataclass
+class Feed:
+    task_id: str
+    last: int = 0  # highest seq read
+    frames: list[tuple[int, bytes]] = field(default_factory=list)  # (seq, frame), ascending
+    end: bytes | None = None  # the `end` frame, once the task finished and all is read
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    followers: int = 0
+    pump: asyncio.Task[None] | None = None
+
+    @property
+    def first(self) -> int:
+        return self.frames[0][0] if self.frames else self.last + 1
+
+
+class Feeds:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.feeds: dict[str, Feed] = {}
+
+    @contextlib.asynccontextmanager
+    async def follow(self, task_id: str) -> AsyncIterator[Feed]:
+        feed = self.feeds.get(task_id)
+        if feed is None:
+            feed = self.feeds[task_id] = Feed(task_id)
+            async with self.db.read() as s:
+                feed.last = (await tasks.get_task(s, task_id)).last_seq
+            feed.pump = asyncio.create_task(self._pump(feed))
+        feed.followers += 1
+        try:
+            yield feed
+        finally:
+            feed.followers -= 1
+            if feed.followers == 0:
+                self.feeds.pop(task_id, None)
+                if feed.pump is not None:
+                    feed.pump.cancel()
+
+    async def _pump(self, feed: Feed) -> None:
+        hub, topic = self.db.hub, f"task:{feed.task_id}"
+        while feed.end is None:
+            version = hub.version(topic)
+            async with self.db.read() as s:
+                events = await list_after(s, feed.task_id, feed.last, PAGE)
+                task = await tasks.get_task(s, feed.task_id) if len(events) < PAGE else None
+            if events:
+                feed.frames.extend(
+                    (e.seq, sse(EventOut.of(e).model_dump_json(), e.kind, str(e.seq))) for e in events
+                )
+                feed.last = events[-1].seq
+                del feed.frames[:-WINDOW]
+            if task is not None and task.status in _TERMINAL and task.last_seq <= feed.last:
+                feed.end = sse(TaskOut.of(task).model_dump_json(), "end")
+            if events or feed.end is not None:
+                async with feed.changed:
+                    feed.changed.notify_all()
+            if len(events) == PAGE or feed.end is not None:
+                continue
+            await hub.wait(topic, version, RECHECK_SECONDS)
+
+    async def frames_after(self, feed: Feed, seen: int, keepalive: float) -> AsyncIterator[bytes]:
+        """Every frame after `seen`, then `end`; a bare comment when idle for `keepalive`."""
+        while True:
+            if seen + 1 < feed.first and seen < feed.last:
+                # Behind the window: read the gap from the log (resume, or a slow follower).
+                async with self.db.read() as s:
+                    events = await list_after(s, feed.task_id, seen, min(PAGE, feed.first - 1 - seen))
+                for e in events:
+                    seen = e.seq
+                    yield sse(EventOut.of(e).model_dump_json(), e.kind, str(e.seq))
+                # The log has no gaps, so an empty read means the window starts right after.
+                seen = max(seen, feed.first - 1) if not events else seen
+                continue
+            if feed.last > seen:
+                # The window is contiguous (seq = first + index), so the tail is a slice.
+                fresh = feed.frames[seen + 1 - feed.first :]
+                seen = feed.last
+                for _, frame in fresh:
+                    yield frame
+                continue
+            if feed.end is not None:
+                yield feed.end
+                return
+            idle = False
+            async with feed.changed:
+                if feed.last <= seen and feed.end is None:
+                    try:
+                        await asyncio.wait_for(feed.changed.wait(), keepalive)
+                    except TimeoutError:
+                        idle = True
+            if idle:  # yielded outside the lock: a slow client must not stall the pump
+                yield b": ping\n\n"
