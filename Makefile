@@ -41,6 +41,7 @@ cluster: $(VENV)/.installed
 ## bench: dispatch latency and throughput on SQLite and PostgreSQL (see bench/README.md)
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.scale $(SCALE_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache meta-agent.db meta-agent.db-wal meta-agent.db-shm .meta-agent

@@ -47,14 +47,16 @@ def env(**kw: str) -> dict[str, str]:
 
 
 def fresh_database(backend: str, tmp: Path) -> str:
-    if backend == "sqlite":
-        return f"sqlite:///{tmp / 'bench.db'}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute('DROP DATABASE IF EXISTS "meta_agent_bench" WITH (FORCE)')
-        conn.execute('CREATE DATABASE "meta_agent_bench"')
-    url = PG_ADMIN.rsplit("/", 1)[0] + "/meta_agent_bench"
+    """An empty, migrated database: a SQLite file in `tmp`, or `meta_agent_bench` re-created."""
     from store import migrate
 
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp / 'bench.db'}"
+    else:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute('DROP DATABASE IF EXISTS "meta_agent_bench" WITH (FORCE)')
+            conn.execute('CREATE DATABASE "meta_agent_bench"')
+        url = PG_ADMIN.rsplit("/", 1)[0] + "/meta_agent_bench"
     migrate.upgrade(url)
     return url
 
@@ -176,7 +178,7 @@ def last_finished(db_url: str) -> float:
 
 
 async def throughput(
-    base: str, db_url: str, n: int, procs: list[subprocess.Popen[bytes]]
+    base: str, db_url: str, n: int, procs: list[subprocess.Popen[bytes]], create_via: list[str] | None = None
 ) -> dict[str, float]:
     workers = len(procs)
     api = base + "/api/v1"
@@ -190,11 +192,18 @@ async def throughput(
             t0, wall0 = time.perf_counter(), time.time()
             sem = asyncio.Semaphore(32)
 
+            targets = [httpx.AsyncClient(base_url=u + "/api/v1", timeout=60) for u in create_via or [base]]
+
             async def create(i: int) -> None:
                 async with sem:
-                    (await c.post("/tasks", json={"agent": "noop", "prompt": f"t{i}"})).raise_for_status()
+                    target = targets[i % len(targets)]
+                    (
+                        await target.post("/tasks", json={"agent": "noop", "prompt": f"t{i}"})
+                    ).raise_for_status()
 
             await asyncio.gather(*(create(i) for i in range(n)))
+            for t in targets:
+                await t.aclose()
             t_created = time.perf_counter()
             # Poll gently (the control plane is what is measured, not the poller) and take
             # the end time from the tasks themselves: the newest `finished_at`.
@@ -241,6 +250,33 @@ def cli_list_time(base: str, runs: int = 5) -> float:
     return round(statistics.median(best), 1)
 
 
+def board_phase(backend: str, args: argparse.Namespace) -> dict[str, object]:
+    """A fresh database with `--board-tasks` tasks, a server on it, the page in Chromium."""
+    from bench import board
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = fresh_database(backend, Path(tmp))
+        if not args.json:
+            print(f"[{backend}] board: seeding {args.board_tasks} tasks ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        counts = asyncio.run(board.seed(url, args.board_tasks))
+        seeded = round(time.perf_counter() - t0, 1)
+        server = start_server(url, port := free_port())
+        try:
+            r: dict[str, object] = {"tasks": sum(counts.values()), "columns": counts, "seed_seconds": seeded}
+            r.update(board.measure(f"http://127.0.0.1:{port}"))
+        finally:
+            stop(server)
+    if not args.json:
+        print(
+            f"[{backend}] board with {r['tasks']} tasks: first paint with data p50 {r['first_paint_p50_ms']} ms "
+            f"(max {r['first_paint_max_ms']}, cold {r['cold_first_paint_ms']}) | GET /board p50 "
+            f"{r['board_api_p50_ms']} ms",
+            flush=True,
+        )
+    return r
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backends", default="sqlite,postgresql")
@@ -249,8 +285,19 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--json", action="store_true", help="print the results as JSON only")
+    ap.add_argument(
+        "--board", action="store_true", help="also measure the board's first paint (bench/board.py)"
+    )
+    ap.add_argument("--board-only", action="store_true", help="measure only the board's first paint")
+    ap.add_argument("--board-tasks", type=int, default=10_000)
     args = ap.parse_args()
-    results = {}
+    results: dict[str, dict[str, object]] = {}
+    if args.board_only:
+        for backend in args.backends.split(","):
+            results[backend] = {"board": board_phase(backend, args)}
+        if args.json:
+            print(json.dumps(results, indent=2))
+        return
     for backend in args.backends.split(","):
         with tempfile.TemporaryDirectory() as tmp:
             url = fresh_database(backend, Path(tmp))
@@ -279,6 +326,8 @@ def main() -> None:
                 results[backend] = {"dispatch": d, "throughput": t, "cli_execution_list_ms": cli}
             finally:
                 stop(server)
+        if args.board:
+            results[backend]["board"] = board_phase(backend, args)
         if not args.json:
             r = results[backend]
             print(
