@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -64,10 +65,21 @@ class BodyLimit:
 
 
 async def _reaper(db: Database, interval: float) -> None:
+    last_sweep = 0.0
     while True:
         try:
-            async with db.tx() as tx:
-                reaped = await task_service.reap_expired(tx)
+            # A read first: most rounds find nothing, and a write transaction would take
+            # SQLite's writer lock every second for no reason.
+            async with db.read() as s:
+                due = await task_service.has_expired_leases(s)
+            reaped = []
+            if due:
+                async with db.tx() as tx:
+                    reaped = await task_service.reap_expired(tx)
+            if time.monotonic() - last_sweep > 600:
+                last_sweep = time.monotonic()
+                async with db.tx() as tx:
+                    await task_service.forget_dead_workers(tx)
             for t in reaped:
                 log.info(
                     "lease expired: task %s is now %s",

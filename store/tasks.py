@@ -545,6 +545,16 @@ async def get_artifact(session: Any, task_id: str, name: str) -> Artifact:
 # --- the reaper ---------------------------------------------------------------------------
 
 
+async def has_expired_leases(session: Any, now: datetime | None = None) -> bool:
+    """Whether any running task's lease has run out (a cheap indexed read)."""
+    stmt = (
+        sa.select(Task.id)
+        .where(Task.status == S.running.value, col(Task.lease_expires_at) < (now or utcnow()))
+        .limit(1)
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
 async def reap_expired(tx: Tx, now: datetime | None = None, batch: int = 100) -> list[Task]:
     """Tasks whose lease ran out go back to pending, or fail as `worker_lost` when they have
     used their attempts, or end cancelled when a cancel was requested. Safe on many replicas

@@ -160,6 +160,9 @@ async def test_reaper_requeues_then_fails_worker_lost(db: Database) -> None:
         async with db.tx() as tx:
             (c,) = await tasks.claim_tasks(tx, "q1", "w1", 1, 30)
         assert c.task.attempt == attempt
+        async with db.read() as s:
+            assert not await tasks.has_expired_leases(s)
+            assert await tasks.has_expired_leases(s, now=utcnow() + timedelta(seconds=31))
         async with db.tx() as tx:
             reaped = await tasks.reap_expired(tx, now=utcnow() + timedelta(seconds=31))
         assert [(t.id, t.status) for t in reaped] == [(tid, expected)]
