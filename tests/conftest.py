@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -147,3 +149,14 @@ def server_factory(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
 def server(server_factory, db_url: str) -> LiveServer:  # type: ignore[no-untyped-def]
     """A live control plane on the parametrised backend."""
     return server_factory(db_url)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Child processes a test starts (servers, workers); SIGKILLed with their group after."""
+    started: list[subprocess.Popen[bytes]] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)

@@ -7,8 +7,6 @@ Runs against a private PostgreSQL cluster so that stopping it disturbs no other 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,16 +31,6 @@ def private_pg() -> Iterator[PrivatePostgres]:
     migrate.upgrade(pg.url)
     yield pg
     pg.destroy()
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(10)
 
 
 def test_postgres_restart_under_load(private_pg: PrivatePostgres, tmp_path: Path, procs: list) -> None:  # type: ignore[type-arg]

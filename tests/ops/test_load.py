@@ -4,10 +4,6 @@ seq 1, 2, 3)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,16 +20,6 @@ pytestmark = [
 ]
 
 TASKS = 10_000
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    started: list[subprocess.Popen[bytes]] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(10)
 
 
 def test_ten_thousand_tasks_two_replicas_eight_workers(db_url: str, tmp_path: Path, procs: list) -> None:  # type: ignore[type-arg]
