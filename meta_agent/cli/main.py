@@ -15,6 +15,7 @@ from meta_agent.cli.agents import agents_app
 from meta_agent.cli.common import DEFAULT_URL, State, is_api_error, report_api_error, state
 from meta_agent.cli.executions import exec_app, execution_app
 from meta_agent.cli.keys import keys_app
+from meta_agent.cli.mcp import mcp
 from meta_agent.cli.ops import db_app, serve, worker_app
 from meta_agent.cli.queues import queues_app
 
@@ -73,6 +74,7 @@ app.add_typer(agents_app, name="agents")
 app.add_typer(queues_app, name="queues")
 app.add_typer(keys_app, name="keys")
 app.add_typer(worker_app, name="worker")
+app.command("mcp")(mcp)
 app.add_typer(db_app, name="db")
 
 

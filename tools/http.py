@@ -1,0 +1,159 @@
+"""The MCP server over Streamable HTTP, mounted in the control plane at exactly `/mcp`.
+
+    mcp_http = McpHttp(settings, db=lambda: app.state.db, is_open=open_check)
+    mcp_http.install(app)                   # routes /mcp and its OAuth resource metadata
+    async with mcp_http.run(): ...          # in the app's lifespan (the session manager)
+
+Auth: the bearer token of each MCP request must be one of the control plane's API keys
+(checked against the store, like the REST API does); without one the answer is 401 with
+`WWW-Authenticate: Bearer ..., resource_metadata=".../.well-known/oauth-protected-resource/mcp"`.
+On an open loopback server (no keys exist) requests without a token pass, as on the API.
+
+The tools then call the REST API over loopback with the caller's own key, so the API's
+scope checks decide what an MCP caller may do (a viewer key lists but cannot create).
+DNS-rebinding protection stays on: Host must be loopback, the bound address, or the host of
+`Settings.public_url`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+from urllib.parse import urlsplit
+
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken, TokenVerifier
+from mcp.server.auth.settings import AuthSettings
+from mcp.server.mcpserver import MCPServer
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from meta_agent.settings import Settings
+from store import keys
+from store.db import Database
+from tools.backend import Backend, Connection, current_request
+from tools.server import build_server
+
+__all__ = ["MCP_PATH", "ApiKeyVerifier", "HttpBackend", "McpHttp", "transport_security"]
+
+MCP_PATH = "/mcp"
+METADATA_PATH = "/.well-known/oauth-protected-resource/mcp"
+WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
+
+
+class ApiKeyVerifier(TokenVerifier):
+    """Bearer tokens are the control plane's API keys (unknown or revoked ones fail)."""
+
+    def __init__(self, db: Callable[[], Database]) -> None:
+        self._db = db
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        async with self._db().read() as s:
+            row = await keys.verify_key(s, token)
+        if row is None:
+            return None
+        return AccessToken(
+            token=token, client_id=row.name or row.prefix, scopes=list(row.scopes), subject=row.id
+        )
+
+
+def _url_host(host: str) -> str:
+    try:
+        return f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
+    except ValueError:
+        return host
+
+
+def base_url(settings: Settings) -> str:
+    """This server's own address, as a client on this machine reaches it."""
+    host = "127.0.0.1" if settings.host in WILDCARD_HOSTS else settings.host
+    return f"http://{_url_host(host)}:{settings.port}"
+
+
+class HttpBackend(Backend):
+    """Tools call the API over loopback (where this server listens) with the caller's key."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(base_url(settings), public_url=settings.public_url)
+        self._public = settings.public_url
+
+    def connection(self) -> Connection:
+        request = current_request()
+        if request is None:
+            return super().connection()
+        user = request.scope.get("user")
+        key = user.access_token.token if isinstance(user, AuthenticatedUser) else None
+        url = self.url
+        server = request.scope.get("server")
+        if server and server[1]:
+            host = "127.0.0.1" if server[0] in WILDCARD_HOSTS else server[0]
+            url = f"http://{_url_host(host)}:{server[1]}"
+        board = (self._public or str(request.base_url)).rstrip("/")
+        return Connection(url, key, board)
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings:
+    """Loopback names, the bound address and the public host; nothing else (DNS rebinding)."""
+    hosts = ["127.0.0.1", "localhost", "[::1]"]
+    if settings.host not in WILDCARD_HOSTS:
+        hosts.append(_url_host(settings.host))
+    allowed_hosts = [h for host in dict.fromkeys(hosts) for h in (host, f"{host}:*")]
+    allowed_origins = [o for host in dict.fromkeys(hosts) for o in (f"http://{host}", f"http://{host}:*")]
+    if settings.public_url:
+        public = urlsplit(settings.public_url)
+        if public.hostname:
+            name = _url_host(public.hostname)
+            allowed_hosts += [public.netloc, name, f"{name}:*"]
+            allowed_origins += [f"{public.scheme}://{public.netloc}", f"{public.scheme}://{name}:*"]
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins
+    )
+
+
+class McpHttp:
+    """The `/mcp` endpoint of the control plane, with its session manager."""
+
+    def __init__(
+        self, settings: Settings, *, db: Callable[[], Database], is_open: Callable[[], Awaitable[bool]]
+    ) -> None:
+        resource = f"{(settings.public_url or base_url(settings)).rstrip('/')}{MCP_PATH}"
+        self.server: MCPServer = build_server(
+            HttpBackend(settings),
+            token_verifier=ApiKeyVerifier(db),
+            # No authorization server of our own: clients send an API key as the bearer token.
+            auth=AuthSettings(
+                issuer_url=resource.removesuffix(MCP_PATH),  # type: ignore[arg-type]
+                resource_server_url=resource,  # type: ignore[arg-type]
+                validate_token_resource=False,
+            ),
+        )
+        # Streamed (SSE) replies and stateful sessions: progress notifications and, for
+        # 2025-11-25 clients, elicitation need them.
+        self._guarded = self.server.streamable_http_app(
+            streamable_http_path=MCP_PATH, transport_security=transport_security(settings)
+        )
+        self._is_open = is_open
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == MCP_PATH and not _has_auth(scope):
+            if await self._is_open():
+                await self.server.session_manager.handle_request(scope, receive, send)
+                return
+        await self._guarded(scope, receive, send)
+
+    def install(self, app: Any) -> None:
+        """Add `/mcp` (exactly: no redirect to `/mcp/`) and the resource metadata to `app`."""
+        endpoint: ASGIApp = self
+        app.router.routes.append(Route(MCP_PATH, endpoint=endpoint))
+        app.router.routes.append(Route(METADATA_PATH, endpoint=endpoint))
+
+    def run(self) -> AbstractAsyncContextManager[None]:
+        """The session manager's task group; enter it in the app's lifespan, once."""
+        return self.server.session_manager.run()
+
+
+def _has_auth(scope: Scope) -> bool:
+    return any(name == b"authorization" for name, _ in scope.get("headers", ()))

@@ -1,0 +1,228 @@
+"""Tools that create, inspect and act on tasks, and the `task://{task_id}` resource."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
+from mcp.types import ToolAnnotations
+from pydantic import Field
+
+from tools.backend import Backend
+from tools.catalog import READ_ONLY
+from tools.models import EventLine, Status, TaskCreated, TaskInfo, TaskList, TaskSummary, describe_event
+
+__all__ = ["TaskId", "register"]
+
+TaskId = Annotated[
+    str,
+    Field(description="The task id, as returned by create_task or list_tasks.", min_length=1, max_length=100),
+]
+Name = Annotated[str, Field(min_length=1, max_length=64)]
+
+WRITES = ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=False, openWorldHint=True)
+CANCELS = ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=True, openWorldHint=False)
+ANSWERS = ToolAnnotations(
+    readOnlyHint=False, destructiveHint=False, idempotentHint=False, openWorldHint=False
+)
+RECENT_EVENTS = 50
+
+
+def _created(backend: Backend, t: dict[str, Any], note: str | None = None) -> TaskCreated:
+    return TaskCreated(
+        id=t["id"],
+        status=t["status"],
+        agent=t.get("agent"),
+        team=t.get("team"),
+        queue=t.get("queue") or "",
+        retry_of=t.get("retry_of"),
+        board_url=backend.board_link(t["id"]),
+        note=note,
+    )
+
+
+async def _pick_queue(c: Any, agent: str | None, team: str | None) -> str:
+    """The agent's (or team's) default queue, else the only queue with live workers."""
+    owner = await (c.agents.get(agent) if agent else c.teams.get(team))
+    if owner.get("default_queue"):
+        return str(owner["default_queue"])
+    live = [q["name"] for q in await c.queues.list() if q.get("active_workers")]
+    if len(live) == 1:
+        return str(live[0])
+    who = f"agent {agent!r}" if agent else f"team {team!r}"
+    if not live:
+        raise ToolError(
+            f"No worker is live on any queue, and {who} has no default queue, so nothing would run "
+            "the task. Ask the user to start a worker (`meta-agent worker start --queue NAME`), or "
+            "pass `queue` to leave the task waiting on that queue until one starts."
+        )
+    raise ToolError(
+        f"{who} has no default queue and several queues have live workers ({', '.join(live)}); "
+        "pass `queue` with one of them."
+    )
+
+
+async def _waiting_note(c: Any, queue: str) -> str | None:
+    q = await c.queues.get(queue)
+    if q.get("active_workers"):
+        return None
+    return (
+        f"No worker is live on queue {queue!r} yet: the task waits as pending until one starts "
+        f"(`meta-agent worker start --queue {queue}`)."
+    )
+
+
+def register(mcp: MCPServer, backend: Backend) -> None:
+    @mcp.tool(title="Create a task", annotations=WRITES)
+    async def create_task(
+        prompt: Annotated[
+            str,
+            Field(
+                description="What the agent should do: the user's request plus any context it needs.",
+                min_length=1,
+                max_length=100_000,
+            ),
+        ],
+        agent: Annotated[
+            Name | None, Field(description="Name of the agent to run (see list_agents).")
+        ] = None,
+        team: Annotated[
+            Name | None, Field(description="Name of a team to run instead of a single agent.")
+        ] = None,
+        queue: Annotated[
+            Name | None,
+            Field(
+                description="Worker queue to run on (see list_queues). Leave out to use the agent's "
+                "default queue, or the only queue with live workers."
+            ),
+        ] = None,
+        parameters: Annotated[
+            dict[str, Any] | None,
+            Field(
+                description='Values for the agent\'s parameters, e.g. {"namespace": "prod"}. '
+                "A required one left out is asked for while the task runs."
+            ),
+        ] = None,
+    ) -> TaskCreated:
+        """Start a durable task: an agent (or team) runs `prompt` on a worker.
+
+        Give exactly one of `agent` or `team` (names from list_agents). Returns at once with
+        the task id, its status (pending) and a board link the user can open. Then follow it
+        with stream_task, which reports progress and tells you when the task needs an answer.
+        """
+        if bool(agent) == bool(team):
+            raise ToolError("Give exactly one of `agent` or `team` (call list_agents to see the names).")
+        async with backend.client("create the task") as c:
+            target = queue or await _pick_queue(c, agent, team)
+            task = await c.executions.create(
+                agent=agent, team=team, queue=target, prompt=prompt, parameters=parameters
+            )
+            note = await _waiting_note(c, task["queue"])
+        return _created(backend, task, note)
+
+    @mcp.tool(title="Get a task", annotations=READ_ONLY)
+    async def get_task(task_id: TaskId) -> TaskInfo:
+        """Show one task: status, the question it waits on, its result or error, and timings."""
+        async with backend.client(f"get task {task_id!r}") as c:
+            task = await c.executions.get(task_id)
+        return TaskInfo.of(task, backend.board_link(task["id"]))
+
+    @mcp.tool(title="List tasks", annotations=READ_ONLY)
+    async def list_tasks(
+        status: Annotated[Status | None, Field(description="Only tasks in this status.")] = None,
+        agent: Annotated[Name | None, Field(description="Only tasks of this agent.")] = None,
+        queue: Annotated[Name | None, Field(description="Only tasks on this queue.")] = None,
+        limit: Annotated[int, Field(ge=1, le=200, description="How many tasks, newest first.")] = 20,
+        cursor: Annotated[
+            str | None,
+            Field(description="`next_cursor` of a previous call, for older tasks.", max_length=200),
+        ] = None,
+    ) -> TaskList:
+        """List tasks, newest first, optionally filtered by status, agent or queue."""
+        async with backend.client("list the tasks") as c:
+            page = await c.executions.list(
+                status=status, agent=agent, queue=queue, limit=limit, cursor=cursor
+            )
+        return TaskList(
+            tasks=[TaskSummary.of(t, backend.board_link(t["id"])) for t in page["items"]],
+            next_cursor=page.get("next_cursor"),
+        )
+
+    @mcp.tool(title="Cancel a task", annotations=CANCELS)
+    async def cancel_task(task_id: TaskId) -> TaskInfo:
+        """Cancel a task that has not finished.
+
+        A pending or requires_input task is cancelled at once; a running one is told to stop
+        (`cancel_requested`) and ends as cancelled within seconds. Finished tasks cannot be
+        cancelled.
+        """
+        async with backend.client(f"cancel task {task_id!r}") as c:
+            task = await c.executions.cancel(task_id)
+        return TaskInfo.of(task, backend.board_link(task["id"]))
+
+    @mcp.tool(title="Answer a task's question", annotations=ANSWERS)
+    async def respond_to_task(
+        task_id: TaskId,
+        answer: Annotated[
+            str,
+            Field(
+                description="The user's answer. When the question lists choices, one of them.",
+                min_length=1,
+                max_length=100_000,
+            ),
+        ],
+    ) -> TaskInfo:
+        """Answer the question of a task in requires_input; the task then resumes.
+
+        Use the user's own answer (ask them; never invent one). Afterwards call stream_task
+        to follow the task again.
+        """
+        async with backend.client(f"answer task {task_id!r}") as c:
+            task = await c.executions.get(task_id)
+            pending = task.get("pending_input") or {}
+            choices = [str(x) for x in pending.get("choices") or []]
+            if task["status"] == "requires_input" and choices:
+                match = next((ch for ch in choices if ch.strip().lower() == answer.strip().lower()), None)
+                if match is None:
+                    raise ToolError(
+                        f"{answer!r} is not one of the choices for this question: {', '.join(choices)}. "
+                        "Ask the user to pick one of them."
+                    )
+                answer = match
+            task = await c.executions.respond(task_id, answer)
+        return TaskInfo.of(task, backend.board_link(task["id"]))
+
+    @mcp.tool(title="Retry a task", annotations=WRITES)
+    async def retry_task(task_id: TaskId) -> TaskCreated:
+        """Run a finished (completed, failed or cancelled) task again, as a new task.
+
+        The new task has the same agent, queue, prompt and parameters, and `retry_of` points
+        at the old one. Follow it with stream_task.
+        """
+        async with backend.client(f"retry task {task_id!r}") as c:
+            task = await c.executions.retry(task_id)
+        return _created(backend, task)
+
+    @mcp.resource(
+        "task://{task_id}",
+        name="task",
+        title="Task",
+        description="A task with its status, question, result and its latest events.",
+        mime_type="application/json",
+    )
+    async def task_resource(task_id: str) -> str:
+        try:
+            async with backend.client(f"read task {task_id!r}") as c:
+                task = await c.executions.get(task_id)
+                after = max(0, int(task.get("last_seq") or 0) - RECENT_EVENTS)
+                page = await c.executions.events(task_id, after=after, limit=RECENT_EVENTS)
+        except ToolError as exc:
+            if "task_not_found" in str(exc):
+                raise ResourceNotFoundError(str(exc)) from None
+            raise ResourceError(str(exc)) from None
+        info = TaskInfo.of(task, backend.board_link(task["id"]))
+        events = [EventLine(seq=e["seq"], kind=e["kind"], text=describe_event(e)) for e in page["items"]]
+        body = {"task": info.model_dump(mode="json"), "events": [e.model_dump() for e in events]}
+        return json.dumps(body, indent=1, default=str)
