@@ -135,6 +135,16 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.state.metrics = Metrics()
     app.state.worker_seen = {}
     app.state.limiter = ConnectionLimiter(settings.max_streams_per_key)
+    # Set when the server is stopping: parked claims answer "nothing" at once instead of
+    # holding the shutdown for up to their wait_seconds.
+    app.state.draining = False
+
+    def drain() -> None:
+        app.state.draining = True
+        if hasattr(app.state, "db"):
+            app.state.db.hub.publish_all()
+
+    app.state.drain = drain
     app.state.open_mode = settings.open_mode_allowed()
     problems.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, artifact_limit=settings.max_artifact_bytes)
@@ -142,6 +152,10 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     for r in (catalog.router, tasks.router, streams.router, workers.router, ops.router):
         app.include_router(r, prefix="/api/v1")
     app.include_router(ops.ops)
+    if settings.otel_exporter:
+        from board_api.tracing import exporter_for, instrument
+
+        instrument(app, exporter_for(settings.otel_exporter))
 
     async def mcp_open() -> bool:
         return bool(app.state.open_mode) and not await app.state.key_cache.any(app.state.db)

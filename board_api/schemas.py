@@ -109,6 +109,11 @@ class InputBody(Strict):
     answer: str
 
 
+class RetryBody(Strict):
+    source: str = "api"
+    requested_by: Annotated[str, StringConstraints(max_length=200)] | None = None
+
+
 class EventOut(BaseModel):
     task_id: str
     seq: int

@@ -378,7 +378,8 @@ class Executions(_Resource):
         return self._send("POST", f"{API}/tasks/{_seg(id)}/cancel")
 
     def retry(self, id: str) -> Any:
-        return self._send("POST", f"{API}/tasks/{_seg(id)}/retry")
+        """A new task with the same work, linked by `retry_of`; `source` is the client's."""
+        return self._send("POST", f"{API}/tasks/{_seg(id)}/retry", json={"source": self._source})
 
     def respond(self, id: str, answer: str) -> Any:
         """Answer the task's pending question; it goes back to pending."""

@@ -65,6 +65,7 @@ class _Server(uvicorn.Server):
         if self.stop_worker is not None and not self.stop_worker.is_set():
             self.stop_worker.set()
             return
+        self.config.app.state.drain()
         super().handle_exit(sig, frame)
 
 
@@ -118,6 +119,7 @@ async def serve(settings: Settings) -> None:
                 name="embedded",
             )
             await w.run(stop_worker)
+        app.state.drain()
         server.should_exit = True
 
     await asyncio.gather(server.serve(), run_worker())

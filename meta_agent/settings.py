@@ -38,6 +38,9 @@ class Settings(BaseSettings):
 
     log_format: str = Field("text", description="`text` or `json` (one object per line)")
     log_level: str = "INFO"
+    otel_exporter: str | None = Field(
+        None, description="`otlp` or `console`: trace requests (needs the otel extra)"
+    )
 
     slack_bot_token: str | None = None
     slack_signing_secret: str | None = None

@@ -93,6 +93,14 @@ class Hub:
         for sub in self._subs.get(topic, ()):
             sub._push(payload)
 
+    def publish_all(self) -> None:
+        """`wake_all` from any thread."""
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            loop.call_soon_threadsafe(self.wake_all)
+        else:
+            self.wake_all()
+
     def wake_all(self) -> None:
         """Wake every follower and make every subscription resynchronise."""
         for topic in list(self._waiters):

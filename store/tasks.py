@@ -46,7 +46,7 @@ __all__ = [
 
 S = TaskStatus
 ACTIVE = (S.pending.value, S.running.value, S.requires_input.value)
-SOURCES = frozenset({"api", "sdk", "cli", "mcp", "slack", "board", "meta_agent"})
+SOURCES = frozenset({"api", "sdk", "cli", "mcp", "slack", "board", "meta_agent", "worker"})
 WorkerEvents = Sequence[tuple[str, dict[str, Any]]]
 
 
@@ -205,8 +205,16 @@ async def count_by_status(session: Any, **filters: Any) -> dict[str, int]:
 
 
 async def cancel(tx: Tx, task_id: str, *, by: str | None = None) -> Task:
-    """Cancel now if the task holds no worker; otherwise ask its worker to stop."""
+    """Cancel now if the task holds no worker; otherwise ask its worker to stop. Unfinished
+    child tasks (a team's delegations, linked by `parent_id`) are cancelled with it."""
     task = await get_task(tx.session, task_id)
+    children = await tx.session.execute(
+        select(Task.id).where(
+            col(Task.parent_id) == task_id, col(Task.status).not_in([s.value for s in TERMINAL])
+        )
+    )
+    for child_id in children.scalars().all():
+        await cancel(tx, child_id, by=by)
     if task.status in (S.pending.value, S.requires_input.value):
         return await transition(
             tx, task_id, S.cancelled, values={"pending_input": None}, event={"reason": "cancelled", "by": by}

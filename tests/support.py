@@ -67,6 +67,7 @@ class LiveServer:
         wait_for(lambda: self.server.started, 15, "the server to start")
 
     def stop(self) -> None:
+        self.app.state.drain()
         self.server.should_exit = True
         self.thread.join(15)
 

@@ -22,11 +22,13 @@ import shutil
 import signal
 import socket
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from meta_agent import __version__
 from meta_agent.client import ApiError, AsyncControlPlaneClient
+from worker.runtime import Runtime
 from worker.task import CANCEL_GRACE, HeldTask
 
 __all__ = ["Worker", "run_worker"]
@@ -66,8 +68,12 @@ class Worker:
         claim_wait: float = 30.0,
         cancel_grace: float = CANCEL_GRACE,
         keep_workspaces: bool = False,
+        runtimes: Mapping[str, Runtime] | None = None,
     ) -> None:
         host = socket.gethostname()
+        # Runtimes configured for this worker (e.g. `llm` with its provider settings); other
+        # names come from the registry in worker.runtime. Closed (`aclose`) at shutdown.
+        self.runtimes = dict(runtimes or {})
         self.client = client
         self.queue = queue
         self.concurrency = max(1, concurrency)
@@ -111,6 +117,7 @@ class Worker:
             raise
         finally:
             await self._shutdown()
+            await self._close_runtimes()
             heartbeats_done.set()
             await asyncio.wait({heartbeat})
             try:
@@ -118,6 +125,15 @@ class Worker:
             except ApiError as exc:
                 log.warning("could not say goodbye to the control plane: %s", exc)
             log.info("worker %s stopped", self.worker_id)
+
+    async def _close_runtimes(self) -> None:
+        for runtime in self.runtimes.values():
+            close = getattr(runtime, "aclose", None)
+            if close is not None:
+                try:
+                    await close()
+                except Exception:  # shutting down anyway; a leaked pool is not worth a crash
+                    log.warning("closing a runtime failed", exc_info=True)
 
     # --- claiming ------------------------------------------------------------------------
 
@@ -164,7 +180,14 @@ class Worker:
 
     def _start(self, item: dict[str, Any]) -> None:
         workspace = self._workspace(str(item["task"]["id"]))
-        held = HeldTask(self.client.worker, item, workspace, cancel_grace=self.cancel_grace)
+        held = HeldTask(
+            self.client.worker,
+            item,
+            workspace,
+            cancel_grace=self.cancel_grace,
+            runtimes=self.runtimes,
+            client=self.client,
+        )
         self._held[held.id] = held
         self._runners[held.id] = asyncio.create_task(self._supervise(held), name=f"task-{held.id}")
         log.debug("task %s claimed (attempt %d)", held.id, held.token)
@@ -262,8 +285,16 @@ async def run_worker(
     grace_seconds: float = 20.0,
     heartbeat_interval: float = 1.0,
     stop: asyncio.Event | None = None,
+    llm_api_base: str | None = None,
+    llm_api_key: str | None = None,
 ) -> None:
-    """Run a worker until SIGTERM/SIGINT (a second signal skips the grace); `meta-agent worker start`."""
+    """Run a worker until SIGTERM/SIGINT (a second signal skips the grace); `meta-agent worker start`.
+
+    `llm_api_base`/`llm_api_key` go to litellm for the `llm` agents' model calls (litellm's own
+    provider variables apply when they are None).
+    """
+    from worker.runtimes.llm import LlmRuntime  # cheap: litellm itself loads on the first llm task
+
     _not_dumpable()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -277,6 +308,7 @@ async def run_worker(
             name=name,
             grace_seconds=grace_seconds,
             heartbeat_interval=heartbeat_interval,
+            runtimes={"llm": LlmRuntime(api_base=llm_api_base, api_key=llm_api_key)},
         )
 
         def on_signal() -> None:

@@ -93,6 +93,9 @@ class TaskContext:
     on_artifact: ArtifactFn = _discard
     on_checkpoint: CheckpointFn = _discard
     on_phase: PhaseFn | None = None
+    # The worker's AsyncControlPlaneClient, for runtimes that act on other tasks (a team
+    # coordinator's delegations); None when the runtime runs outside a worker.
+    client: Any = None
 
     @property
     def id(self) -> str:

@@ -17,13 +17,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from meta_agent.client import ApiError, WorkerApi
 from worker.batcher import EventBatcher
-from worker.runtime import InputRequested, Outcome, TaskContext, TaskFailed, get_runtime
+from worker.runtime import InputRequested, Outcome, Runtime, TaskContext, TaskFailed, get_runtime
 
 __all__ = ["CANCEL_GRACE", "HeldTask", "Lost"]
 
@@ -44,10 +44,18 @@ class HeldTask:
     """A task this worker holds a lease on, from claim to its final report."""
 
     def __init__(
-        self, api: WorkerApi, item: dict[str, Any], workspace: Path, *, cancel_grace: float = CANCEL_GRACE
+        self,
+        api: WorkerApi,
+        item: dict[str, Any],
+        workspace: Path,
+        *,
+        cancel_grace: float = CANCEL_GRACE,
+        runtimes: Mapping[str, Runtime] | None = None,
+        client: Any = None,
     ) -> None:
         task = item["task"]
         self.api = api
+        self.runtimes = runtimes or {}
         self.cancel_grace = cancel_grace
         self.abort: str | None = None  # None | "lost" | "release"
         self.finished = False  # completed or failed: the workspace can go
@@ -63,6 +71,7 @@ class HeldTask:
             on_artifact=self._put_artifact,
             on_checkpoint=self._checkpoint,
             on_phase=self.batcher.set_phase,
+            client=client,
         )
 
     @property
@@ -141,8 +150,9 @@ class HeldTask:
         ctx = self.ctx
         if not ctx.agent:
             return TaskFailed("no_agent", "the claim carried no agent to run")
+        name = str(ctx.agent.get("runtime"))
         try:
-            runtime = get_runtime(str(ctx.agent.get("runtime")))
+            runtime = self.runtimes.get(name) or get_runtime(name)
         except TaskFailed as exc:
             return exc
         runner = asyncio.create_task(runtime.run(ctx))

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from board_api.deps import DbDep, Operator, SettingsDep, Viewer
+from board_api.deps import DbDep, Operator, Principal, SettingsDep, Viewer
 from board_api.schemas import (
     ArtifactOut,
     ArtifactPage,
@@ -15,11 +15,13 @@ from board_api.schemas import (
     EventOut,
     EventPage,
     InputBody,
+    RetryBody,
     TaskCreate,
     TaskOut,
     TaskPage,
 )
-from store import tasks
+from board_api.tracing import task_out
+from store import errors, tasks
 from store.events import list_after
 from store.models import TaskStatus
 
@@ -34,16 +36,23 @@ def _statuses(status: list[str] | None) -> list[str] | None:
     return [s.strip() for item in status for s in item.split(",") if s.strip()]
 
 
+def _operator_or_worker_for_child(p: Principal, parent_id: str | None) -> None:
+    # A worker key may create (and answer) child tasks only: a team coordinator's delegations.
+    if not p.can("operator") and not (p.can("worker") and parent_id):
+        raise errors.Forbidden("this key lacks the 'operator' scope", code="insufficient_scope")
+
+
 @router.post("/tasks", response_model=TaskOut, status_code=201)
-async def create_task(body: TaskCreate, db: DbDep, settings: SettingsDep, p: Operator) -> TaskOut:
+async def create_task(body: TaskCreate, db: DbDep, settings: SettingsDep, p: Viewer) -> TaskOut:
     """Create a task for an agent or a team."""
+    _operator_or_worker_for_child(p, body.parent_id)
     new = tasks.NewTask(**body.model_dump())
     new.requested_by = new.requested_by or (p.name if p.key_id else None)
     async with db.tx() as tx:
         task = await tasks.create_task(
             tx, new, max_prompt_chars=settings.max_prompt_chars, max_attempts=settings.max_attempts
         )
-    return TaskOut.of(task)
+    return task_out(task)
 
 
 @router.get("/tasks", response_model=TaskPage)
@@ -104,25 +113,35 @@ async def cancel_task(task_id: str, db: DbDep, p: Operator) -> TaskOut:
     """Cancel: at once when pending or waiting for input; a running task's worker is told to stop."""
     async with db.tx() as tx:
         task = await tasks.cancel(tx, task_id, by=p.name)
-    return TaskOut.of(task)
+    return task_out(task)
 
 
 @router.post("/tasks/{task_id}/retry", response_model=TaskOut, status_code=201)
-async def retry_task(task_id: str, db: DbDep, settings: SettingsDep, p: Operator) -> TaskOut:
+async def retry_task(
+    task_id: str, db: DbDep, settings: SettingsDep, p: Operator, body: RetryBody | None = None
+) -> TaskOut:
     """Run a finished task again as a new task linked by `retry_of`."""
+    body = body or RetryBody()
     async with db.tx() as tx:
         task = await tasks.retry(
-            tx, task_id, max_prompt_chars=settings.max_prompt_chars, max_attempts=settings.max_attempts
+            tx,
+            task_id,
+            source=body.source,
+            requested_by=body.requested_by or (p.name if p.key_id else None),
+            max_prompt_chars=settings.max_prompt_chars,
+            max_attempts=settings.max_attempts,
         )
-    return TaskOut.of(task)
+    return task_out(task)
 
 
 @router.post("/tasks/{task_id}/input", response_model=TaskOut)
-async def answer_task(task_id: str, body: InputBody, db: DbDep, p: Operator) -> TaskOut:
+async def answer_task(task_id: str, body: InputBody, db: DbDep, p: Viewer) -> TaskOut:
     """Answer the question of a Requires Input task; it resumes on a worker."""
     async with db.tx() as tx:
+        if not p.can("operator"):
+            _operator_or_worker_for_child(p, (await tasks.get_task(tx.session, task_id)).parent_id)
         task = await tasks.respond(tx, task_id, body.answer, by=p.name)
-    return TaskOut.of(task)
+    return task_out(task)
 
 
 @router.get("/tasks/{task_id}/artifacts", response_model=ArtifactPage)

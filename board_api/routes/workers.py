@@ -33,6 +33,7 @@ from board_api.schemas import (
     WorkerHeartbeatBody,
     WorkerHeartbeatOut,
 )
+from board_api.tracing import task_out
 from store import catalog, errors, tasks
 from store.models import utcnow
 
@@ -94,11 +95,15 @@ async def claim(
                     await catalog.get_queue(s, queue)
                 checked_queue = True
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or await request.is_disconnected():
+            if remaining <= 0 or request.app.state.draining or await request.is_disconnected():
                 return ClaimOut(tasks=[])
             if release is None:  # parked: this long-poll now holds a connection slot
                 release = request.app.state.limiter.acquire(p)
             await db.hub.wait(topic, version, min(remaining, CLAIM_RECHECK))
+            # A worker that gave up on this long-poll (it is stopping) must not be granted a
+            # task it will never run: that would cost a lease expiry and an attempt.
+            if await request.is_disconnected():
+                return ClaimOut(tasks=[])
             info = {}
     finally:
         if release is not None:
@@ -165,7 +170,7 @@ async def request_input(task_id: str, body: RequestInputBody, db: DbDep, _: Work
             checkpoint=body.checkpoint,
             events=_events(body.events),
         )
-    return TaskOut.of(task)
+    return task_out(task)
 
 
 @router.post("/tasks/{task_id}/complete", response_model=TaskOut)
@@ -176,7 +181,7 @@ async def complete(task_id: str, body: CompleteBody, request: Request, db: DbDep
             tx, task_id, body.token, result=body.result, usage=body.usage, events=_events(body.events)
         )
     request.app.state.metrics.finished(task)
-    return TaskOut.of(task)
+    return task_out(task)
 
 
 @router.post("/tasks/{task_id}/fail", response_model=TaskOut)
@@ -192,7 +197,7 @@ async def fail(task_id: str, body: FailBody, request: Request, db: DbDep, _: Wor
             events=_events(body.events),
         )
     request.app.state.metrics.finished(task)
-    return TaskOut.of(task)
+    return task_out(task)
 
 
 @router.post("/tasks/{task_id}/release", response_model=TaskOut)
@@ -200,7 +205,7 @@ async def release(task_id: str, body: ReleaseBody, db: DbDep, _: WorkerKey) -> T
     """Hand a task back to the queue (worker shutting down)."""
     async with db.tx() as tx:
         task = await tasks.release(tx, task_id, body.token, events=_events(body.events))
-    return TaskOut.of(task)
+    return task_out(task)
 
 
 @router.post("/tasks/{task_id}/checkpoint")

@@ -72,6 +72,24 @@ def start_worker(
             help="On stop, seconds running executions get to finish before being handed back.",
         ),
     ] = 20.0,
+    llm_api_base: Annotated[
+        str | None,
+        typer.Option(
+            envvar="META_AGENT_LLM_API_BASE",
+            help="Base URL of the model provider for llm agents (any OpenAI-compatible server); "
+            "default: litellm's own per-provider settings.",
+            show_default=False,
+        ),
+    ] = None,
+    llm_api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="META_AGENT_LLM_API_KEY",
+            help="API key for the model provider of llm agents; default: the provider's usual "
+            "variable (OPENAI_API_KEY, ANTHROPIC_API_KEY, ...).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Claim executions from a queue and run them.
 
@@ -95,6 +113,8 @@ def start_worker(
                 concurrency=concurrency,
                 workspace_root=workspace,
                 grace_seconds=grace,
+                llm_api_base=llm_api_base,
+                llm_api_key=llm_api_key,
             )
         )
     except KeyboardInterrupt:

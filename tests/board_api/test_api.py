@@ -173,6 +173,14 @@ def test_retry_and_cancel_over_http(server: LiveServer) -> None:
         assert c.post(f"/tasks/{tid}/cancel").json()["status"] == "cancelled"
         r = c.post(f"/tasks/{tid}/retry")
         assert r.status_code == 201 and r.json()["retry_of"] == tid and r.json()["status"] == "pending"
+        again = c.post(f"/tasks/{r.json()['id']}/cancel").json()
+        r = c.post(f"/tasks/{again['id']}/retry", json={"source": "slack", "requested_by": "U42"})
+        assert (r.json()["source"], r.json()["requested_by"], r.json()["retry_of"]) == (
+            "slack",
+            "U42",
+            again["id"],
+        )
+        problem(c.post(f"/tasks/{tid}/retry", json={"source": "carrier-pigeon"}), 422, "invalid_source")
 
 
 def test_artifacts_round_trip(server: LiveServer) -> None:

@@ -158,6 +158,8 @@ def test_worker_start_passes_the_connection_and_queue(monkeypatch: pytest.Monkey
         "META_AGENT_API_KEY": "k1",
         "META_AGENT_WORKSPACE_ROOT": None,
         "META_AGENT_WORKER_CONCURRENCY": None,
+        "META_AGENT_LLM_API_BASE": "http://llm:1/v1",
+        "META_AGENT_LLM_API_KEY": None,
     }
 
     result = CliRunner().invoke(app, ["--url", "http://cp:1", "worker", "start", "-q", "gpu"], env=env)
@@ -171,6 +173,8 @@ def test_worker_start_passes_the_connection_and_queue(monkeypatch: pytest.Monkey
             "concurrency": 4,
             "workspace_root": ".meta-agent/workspaces",
             "grace_seconds": 20.0,
+            "llm_api_base": "http://llm:1/v1",
+            "llm_api_key": None,
         }
     ]
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.support import ROOT
 from worker.runtime import InputRequested, Outcome, TaskContext, TaskFailed, get_runtime, register_runtime
 
 
@@ -33,9 +35,17 @@ def test_a_registered_runtime_that_cannot_be_imported_fails_the_task():
 
 
 def test_runtimes_are_imported_only_when_asked_for():
-    # The registry names `llm`, but importing the worker must not import it (nor litellm).
-    assert "worker.runtimes.llm" not in sys.modules
-    assert "litellm" not in sys.modules
+    # The registry names `llm`, but importing the worker must not import it, and even the
+    # llm runtime loads litellm (seconds) only for its first task. A fresh interpreter:
+    # other tests of this process import them on purpose.
+    code = (
+        "import sys, worker.main, worker.task, meta_agent.cli.main\n"
+        "assert 'worker.runtimes.llm' not in sys.modules, 'worker imports the llm runtime'\n"
+        "import worker.runtimes.llm\n"
+        "assert 'litellm' not in sys.modules, 'the llm runtime imports litellm at import'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
 
 
 async def test_request_input_carries_the_saved_checkpoint(tmp_path):

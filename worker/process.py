@@ -1,0 +1,131 @@
+"""Subprocesses in their own process group, with a filtered environment.
+
+Shared by the `command` runtime and the `bash` tool of `llm` agents. A process runs in a new
+session (so its pid is its group id); a timeout or a cancel kills the whole group: SIGTERM,
+then SIGKILL after a grace period. The environment passed on is an allow-list of the
+worker's variables, so the worker's own secrets (its API key) never reach a child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["ENV_PASSTHROUGH", "GroupRun", "base_environment", "run_in_group", "signal_group"]
+
+ENV_PASSTHROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER")
+KILL_GRACE_SECONDS = 2.0
+# A process that left the group (setsid) can keep our pipes open; we stop reading after this.
+DRAIN_SECONDS = 1.0
+
+Pump = Callable[[asyncio.StreamReader, str], Awaitable[None]]
+
+
+def base_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The allow-listed variables of `base` (default: this process's environment)."""
+    source = os.environ if base is None else base
+    env = {k: source[k] for k in ENV_PASSTHROUGH if k in source}
+    env.setdefault("PATH", os.defpath)
+    return env
+
+
+def signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is already gone
+
+
+class _Protocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """Signals the exit itself: on 3.11 `Process.wait()` also waits for the pipes to close,
+    which a leftover background process can hold open forever."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=2**16, loop=loop)
+        self.exited = asyncio.Event()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        self.exited.set()
+
+
+@dataclass
+class GroupRun:
+    """How a process group run ended: `exit`, `timeout` or `cancelled`, and the exit code."""
+
+    ended: str
+    returncode: int | None
+
+
+async def run_in_group(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    pump: Pump,
+    cancelled: asyncio.Event,
+    timeout: float | None = None,
+    kill_grace: float = KILL_GRACE_SECONDS,
+) -> GroupRun:
+    """Run `argv` in a new process group until it exits, `timeout` passes or `cancelled` is set.
+
+    `pump(reader, "stdout" | "stderr")` consumes each pipe. Whatever the command left
+    running in its group is killed too, or it would hold the pipes open. Raises
+    FileNotFoundError / OSError / ValueError when the process cannot start.
+    """
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.subprocess_exec(
+        lambda: _Protocol(loop),
+        *argv,
+        cwd=cwd,
+        env=dict(env),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    pgid = transport.get_pid()  # == the group id, thanks to start_new_session
+    assert proto.stdout is not None and proto.stderr is not None
+    readers = [
+        asyncio.create_task(pump(proto.stdout, "stdout")),
+        asyncio.create_task(pump(proto.stderr, "stderr")),
+    ]
+    try:
+        ended = await _wait(proto.exited, cancelled, timeout)
+        await _kill(pgid, proto.exited, kill_grace if ended != "exit" else 0.0)
+        await asyncio.wait(readers, timeout=DRAIN_SECONDS)
+    finally:
+        if not proto.exited.is_set():  # we are being cancelled ourselves: no time for grace
+            signal_group(pgid, signal.SIGKILL)
+        for r in readers:
+            r.cancel()
+        transport.close()
+    return GroupRun(ended, transport.get_returncode())
+
+
+async def _wait(exited: asyncio.Event, cancelled: asyncio.Event, timeout: float | None) -> str:
+    exit_wait = asyncio.create_task(exited.wait())
+    stop = asyncio.create_task(cancelled.wait())
+    try:
+        done, _ = await asyncio.wait({exit_wait, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        exit_wait.cancel()
+        stop.cancel()
+    if exit_wait in done:
+        return "exit"
+    return "cancelled" if stop in done else "timeout"
+
+
+async def _kill(pgid: int, exited: asyncio.Event, grace: float) -> None:
+    signal_group(pgid, signal.SIGTERM)
+    if grace > 0 and not exited.is_set():
+        try:
+            await asyncio.wait_for(exited.wait(), grace)
+        except TimeoutError:
+            pass
+    signal_group(pgid, signal.SIGKILL)  # the group outlives its leader: stragglers too
+    await exited.wait()

@@ -1,0 +1,60 @@
+"""`http_request`: one HTTP request from the worker machine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from worker.tools import ToolEnv, ToolError
+from worker.tools.shell import clip
+
+__all__ = ["HttpRequest"]
+
+TIMEOUT = 30.0
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+SHOWN_HEADERS = ("content-type", "content-length", "location", "retry-after")
+
+
+class HttpRequest:
+    name = "http_request"
+    description = (
+        "Send an HTTP request and return the status, a few response headers and the body "
+        "(shortened when long). Redirects are followed."
+    )
+    parameters: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            "url": {"type": "string", "description": "http:// or https:// URL"},
+            "method": {"type": "string", "enum": list(METHODS), "description": "default GET"},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "body": {"type": "string", "description": "request body (text)"},
+        },
+        "required": ["url"],
+    }
+
+    async def run(self, args: dict[str, Any], env: ToolEnv) -> str:
+        url = args.get("url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ToolError("`url` must be an http:// or https:// URL")
+        method = str(args.get("method") or "GET").upper()
+        if method not in METHODS:
+            raise ToolError(f"`method` must be one of {', '.join(METHODS)}")
+        headers = args.get("headers") or {}
+        if not isinstance(headers, dict):
+            raise ToolError("`headers` must be an object of strings")
+        body = args.get("body")
+        try:
+            async with httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=True) as client:
+                resp = await client.request(
+                    method,
+                    url,
+                    headers={str(k): str(v) for k, v in headers.items()},
+                    content=None if body is None else str(body).encode(),
+                )
+        except httpx.HTTPError as exc:
+            raise ToolError(f"{method} {url} failed: {type(exc).__name__}: {exc}") from exc
+        shown = "\n".join(f"{h}: {resp.headers[h]}" for h in SHOWN_HEADERS if h in resp.headers)
+        text = f"HTTP {resp.status_code} {resp.reason_phrase}\n{shown}\n\n{clip(resp.text)}"
+        env.output(text[:4000])
+        return text
