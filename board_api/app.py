@@ -53,7 +53,11 @@ class BodyLimit:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            limit = self.artifact_limit if "/artifacts/" in scope["path"] else self.limit
+            path = scope["path"]
+            # Artifacts and an agent's saved conversation (checkpoint, or with a question)
+            # are legitimately large; everything else is held to the small limit.
+            big = "/artifacts/" in path or path.endswith(("/checkpoint", "/request-input"))
+            limit = self.artifact_limit if big else self.limit
             length = dict(scope["headers"]).get(b"content-length")
             if length is not None and length.isdigit() and int(length) > limit:
                 resp = problems.problem(

@@ -101,6 +101,7 @@ async def serve(settings: Settings) -> None:
 
     from meta_agent.client import AsyncControlPlaneClient
     from worker.main import Worker
+    from worker.runtimes.llm import LlmRuntime  # cheap: litellm loads on the first llm task
 
     print(
         f"  embedded worker on queue {settings.embedded_worker_queue!r} (x{settings.embedded_worker_concurrency})",
@@ -117,6 +118,7 @@ async def serve(settings: Settings) -> None:
                 concurrency=settings.embedded_worker_concurrency,
                 workspace_root=settings.workspace_root,
                 name="embedded",
+                runtimes={"llm": LlmRuntime(api_base=settings.llm_api_base, api_key=settings.llm_api_key)},
             )
             await w.run(stop_worker)
         app.state.drain()

@@ -21,6 +21,8 @@ class Settings(BaseSettings):
     api_key: str | None = None
     public_url: str | None = Field(None, description="URL people reach the board at (links in chat)")
     model: str | None = Field(None, description="litellm model of the meta agent")
+    llm_api_base: str | None = Field(None, description="api_base for litellm calls of the embedded worker")
+    llm_api_key: str | None = Field(None, description="api_key for litellm calls of the embedded worker")
 
     lease_seconds: float = Field(30.0, description="how long a claim lasts without a heartbeat")
     max_attempts: int = Field(3, description="claims a task gets before lost leases fail it")

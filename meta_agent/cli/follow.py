@@ -169,15 +169,16 @@ class EventPrinter:
         self._tool_line("cyan", "→", f"{_tool_name(data)}{suffix}")
 
     def _on_tool_completed(self, data: dict[str, Any], _event: dict[str, Any]) -> None:
-        failed = bool(data.get("error")) or data.get("ok") is False or data.get("is_error") is True
-        took = data.get("duration_seconds", data.get("duration"))
+        failed = bool(data.get("error")) or data.get("status") in ("failed", "denied", "interrupted")
+        took = data.get("duration_ms")
+        took = took / 1000 if isinstance(took, int | float) else None
         detail = f" ({took:.1f}s)" if isinstance(took, int | float) else ""
         if failed:
             detail += f": {_short(data.get('error') or data.get('output'), 100)}"
         self._tool_line("red" if failed else "green", "✗" if failed else "✓", _tool_name(data) + detail)
 
     def _on_tool_output(self, data: dict[str, Any], _event: dict[str, Any]) -> None:
-        self._dim(f"  {_short(data.get('output', data.get('text', data)), 120)}")
+        self._dim(f"  {_short(data.get('chunk', data), 120)}")
 
     def _tool_line(self, style: str, mark: str, text: str) -> None:
         self.out.print(f"[{style}]{mark}[/] {escape(text)}", soft_wrap=True)

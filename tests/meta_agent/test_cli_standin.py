@@ -114,8 +114,14 @@ class StandIn:
             self._emit(task_id, "message_delta", {"text": "Hel"})
             self._emit(task_id, "message_delta", {"text": "lo there"})
             self._emit(task_id, "message", {"role": "assistant", "text": "Hello there"})
-            self._emit(task_id, "tool_started", {"tool": "shell", "args": {"cmd": "ls"}})
-            self._emit(task_id, "tool_completed", {"tool": "shell", "duration_seconds": 0.2})
+            self._emit(
+                task_id, "tool_started", {"tool_call_id": "c1", "name": "shell", "arguments": {"cmd": "ls"}}
+            )
+            self._emit(
+                task_id,
+                "tool_completed",
+                {"tool_call_id": "c1", "name": "shell", "status": "success", "duration_ms": 200},
+            )
             self._finish(task_id, "completed", result="Hello there")
         elif agent == "broken":
             self._run(task_id, [("log", {"level": "error", "message": "boom"})])
