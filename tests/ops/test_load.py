@@ -17,6 +17,7 @@ from tests.support import free_port, spawn, wait_for
 pytestmark = [
     pytest.mark.xdist_group("processes"),
     pytest.mark.parametrize("db_url", ["postgresql"], indirect=True),
+    pytest.mark.timeout(600),  # the suite-wide 120 s is for ordinary tests
 ]
 
 TASKS = 10_000
