@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     workspace_root: str = Field(".meta-agent/workspaces", description="where workers put task workspaces")
     examples: str | None = Field(None, description="YAML file of agents/queues to load at start")
 
+    mcp_state_keys: list[str] = Field(
+        [], description="secrets sealing MCP elicitation state; the same on every replica (JSON list)"
+    )
     log_format: str = Field("text", description="`text` or `json` (one object per line)")
     log_level: str = "INFO"
     otel_exporter: str | None = Field(

@@ -129,6 +129,7 @@ class McpHttp:
                 resource_server_url=resource,  # type: ignore[arg-type]
                 validate_token_resource=False,
             ),
+            state_keys=settings.mcp_state_keys or None,
         )
         # Streamed (SSE) replies and stateful sessions: progress notifications and, for
         # 2025-11-25 clients, elicitation need them.

@@ -16,6 +16,7 @@ from typing import Any
 from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
+from mcp.server.request_state import RequestStateSecurity
 
 from meta_agent import __version__
 from tools import catalog, stream, tasks
@@ -36,14 +37,26 @@ Share the task's board_url so the user can watch it live. get_task, list_tasks,
 cancel_task and retry_task manage tasks; list_queues shows where workers are live."""
 
 
+def state_security(keys: list[str] | None) -> RequestStateSecurity | None:
+    """Shared sealing keys (rotation ring: the first seals, all unseal), or None for the
+    SDK's per-process key."""
+    return RequestStateSecurity(keys=keys) if keys else None
+
+
 def build_server(
     backend: Backend,
     *,
     token_verifier: TokenVerifier | None = None,
     auth: AuthSettings | None = None,
     log_level: Any = "WARNING",
+    state_keys: list[str] | None = None,
 ) -> MCPServer:
-    """An MCP server whose tools call the control plane as `backend` says."""
+    """An MCP server whose tools call the control plane as `backend` says.
+
+    `state_keys` seal the state an elicitation round trip carries (2026-07-28); replicas
+    behind one load balancer need the same keys, or a retry landing on another replica is
+    refused. Without them each process uses its own key.
+    """
     mcp: MCPServer = MCPServer(
         "meta-agent",
         title="meta-agent control plane",
@@ -53,6 +66,7 @@ def build_server(
         auth=auth,
         log_level=log_level,
         middleware=[remember_request],
+        request_state_security=state_security(state_keys),
     )
     catalog.register(mcp, backend)
     tasks.register(mcp, backend)
