@@ -61,15 +61,22 @@ def fresh_database(backend: str, tmp: Path) -> str:
     return url
 
 
+LOG_DIR = Path(tempfile.gettempdir()) / "meta-agent-bench"
+
+
 def start_server(url: str, port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "meta_agent.server"],
-        env=env(META_AGENT_DATABASE_URL=url, META_AGENT_PORT=str(port), META_AGENT_EMBEDDED_WORKER="false"),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    # The server's log goes to a file: an unread pipe fills up and then blocks the server.
+    LOG_DIR.mkdir(exist_ok=True)
+    log = LOG_DIR / f"server-{port}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "meta_agent.server"],
+            env=env(META_AGENT_DATABASE_URL=url, META_AGENT_PORT=str(port), META_AGENT_EMBEDDED_WORKER="false"),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=out,
+            start_new_session=True,
+        )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -79,7 +86,7 @@ def start_server(url: str, port: int) -> subprocess.Popen[bytes]:
         except httpx.TransportError:
             pass
         if proc.poll() is not None:
-            raise SystemExit(f"server exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+            raise SystemExit(f"server exited: {log.read_text()[-2000:]}")
         time.sleep(0.05)
     raise SystemExit("server did not start")
 

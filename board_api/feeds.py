@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from board_api.schemas import EventOut, TaskOut
 from store import tasks
@@ -41,6 +42,7 @@ class Feed:
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     followers: int = 0
     pump: asyncio.Task[None] | None = None
+    closed: bool = False
 
     @property
     def first(self) -> int:
@@ -48,17 +50,20 @@ class Feed:
 
 
 class Feeds:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, max_gap_reads: int = 8) -> None:
         self.db = db
         self.feeds: dict[str, Feed] = {}
+        # Followers that start behind the window read their gap from the database; bound how
+        # many do so at once, so a crowd arriving together cannot drain the connection pool.
+        self.gap_reads = asyncio.Semaphore(max_gap_reads)
 
     @contextlib.asynccontextmanager
     async def follow(self, task_id: str) -> AsyncIterator[Feed]:
         feed = self.feeds.get(task_id)
         if feed is None:
+            # The pump starts from seq 0, so followers of a task with a short log (most of
+            # them) are served from memory from the first event on.
             feed = self.feeds[task_id] = Feed(task_id)
-            async with self.db.read() as s:
-                feed.last = (await tasks.get_task(s, task_id)).last_seq
             feed.pump = asyncio.create_task(self._pump(feed))
         feed.followers += 1
         try:
@@ -66,13 +71,15 @@ class Feeds:
         finally:
             feed.followers -= 1
             if feed.followers == 0:
+                # Not cancelled mid-query (that can strand a pooled connection): told to stop,
+                # and woken so it does so now.
                 self.feeds.pop(task_id, None)
-                if feed.pump is not None:
-                    feed.pump.cancel()
+                feed.closed = True
+                self.db.hub.publish(f"task:{task_id}")
 
     async def _pump(self, feed: Feed) -> None:
         hub, topic = self.db.hub, f"task:{feed.task_id}"
-        while feed.end is None:
+        while feed.end is None and not feed.closed:
             version = hub.version(topic)
             async with self.db.read() as s:
                 events = await list_after(s, feed.task_id, feed.last, PAGE)
@@ -92,13 +99,20 @@ class Feeds:
                 continue
             await hub.wait(topic, version, RECHECK_SECONDS)
 
+    async def _read(self, task_id: str, after: int, limit: int) -> list[Any]:
+        async with self.db.read() as s:
+            return await list_after(s, task_id, after, limit)
+
     async def frames_after(self, feed: Feed, seen: int, keepalive: float) -> AsyncIterator[bytes]:
         """Every frame after `seen`, then `end`; a bare comment when idle for `keepalive`."""
         while True:
             if seen + 1 < feed.first and seen < feed.last:
                 # Behind the window: read the gap from the log (resume, or a slow follower).
-                async with self.db.read() as s:
-                    events = await list_after(s, feed.task_id, seen, min(PAGE, feed.first - 1 - seen))
+                # Shielded: a follower that disconnects mid-read still returns its connection.
+                async with self.gap_reads:
+                    events = await asyncio.shield(
+                        self._read(feed.task_id, seen, min(PAGE, feed.first - 1 - seen))
+                    )
                 for e in events:
                     seen = e.seq
                     yield sse(EventOut.of(e).model_dump_json(), e.kind, str(e.seq))
@@ -118,8 +132,11 @@ class Feeds:
             idle = False
             async with feed.changed:
                 if feed.last <= seen and feed.end is None:
+                    # asyncio.timeout, not wait_for: wait_for runs the wait in another task,
+                    # and a cancelled follower then leaves the condition's lock in a bad state.
                     try:
-                        await asyncio.wait_for(feed.changed.wait(), keepalive)
+                        async with asyncio.timeout(keepalive):
+                            await feed.changed.wait()
                     except TimeoutError:
                         idle = True
             if idle:  # yielded outside the lock: a slow client must not stall the pump
