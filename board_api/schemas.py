@@ -10,6 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from store.models import Agent, Artifact, Task, TaskEvent, Worker
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+# Database integers are 64-bit signed (SQLite, BIGINT) and `tasks.attempt` is 32-bit: bound
+# numbers at the edge so an absurd value is a 422, never an overflow deep in the driver.
+MAX_INT32 = 2**31 - 1
+Token = Annotated[int, Field(ge=0, le=MAX_INT32, description="the lease token (attempt) from the claim")]
 Prompt = Annotated[str, StringConstraints(max_length=100_000)]
 
 
@@ -327,7 +331,7 @@ class ClaimBody(Strict):
 class ClaimedOut(BaseModel):
     task: TaskOut
     agent: AgentOut | None
-    token: int
+    token: Token
     lease_seconds: float
     checkpoint: Any = None
 
@@ -338,7 +342,7 @@ class ClaimOut(BaseModel):
 
 class HeldTask(Strict):
     id: str
-    token: int
+    token: Token
 
 
 class WorkerHeartbeatBody(Strict):
@@ -354,7 +358,7 @@ class WorkerHeartbeatOut(BaseModel):
 
 
 class TokenBody(Strict):
-    token: int
+    token: Token
 
 
 class TaskHeartbeatOut(BaseModel):
@@ -363,7 +367,7 @@ class TaskHeartbeatOut(BaseModel):
 
 
 class EventsBody(Strict):
-    token: int
+    token: Token
     events: list[EventIn] = Field(min_length=1, max_length=5000)
     phase: Literal["planning", "executing"] | None = None
 
@@ -374,7 +378,7 @@ class EventsOut(BaseModel):
 
 
 class RequestInputBody(Strict):
-    token: int
+    token: Token
     question: Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
     choices: list[Annotated[str, StringConstraints(max_length=500)]] | None = Field(None, max_length=50)
     key: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
@@ -383,23 +387,23 @@ class RequestInputBody(Strict):
 
 
 class CompleteBody(Strict):
-    token: int
+    token: Token
     result: Any = None
     usage: dict[str, Any] | None = None
     events: list[EventIn] = Field([], max_length=5000)
 
 
 class FailBody(Strict):
-    token: int
+    token: Token
     error: ErrorOut
     events: list[EventIn] = Field([], max_length=5000)
 
 
 class ReleaseBody(Strict):
-    token: int
+    token: Token
     events: list[EventIn] = Field([], max_length=5000)
 
 
 class CheckpointBody(Strict):
-    token: int
+    token: Token
     checkpoint: Any

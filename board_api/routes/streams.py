@@ -38,7 +38,10 @@ _TERMINAL = {s.value for s in TERMINAL}
 def _resume_point(after: int | None, last_event_id: str | None) -> int:
     if last_event_id:
         try:
-            return max(0, int(last_event_id))
+            seq = int(last_event_id)
+            if not 0 <= seq <= 2**62:
+                raise ValueError(seq)
+            return seq
         except ValueError as exc:
             raise errors.Invalid("Last-Event-ID must be an event seq", code="invalid_last_event_id") from exc
     return after or 0
@@ -50,7 +53,7 @@ async def stream_task(
     request: Request,
     db: DbDep,
     p: Viewer,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    after: Annotated[int | None, Query(ge=0, le=2**62)] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Live events of a task; ends with an `end` event once the task has finished."""

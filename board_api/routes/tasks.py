@@ -98,7 +98,7 @@ async def list_events(
     task_id: str,
     db: DbDep,
     _: Viewer,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> EventPage:
     """A page of the task's event log after `after`."""

@@ -224,7 +224,7 @@ async def put_artifact(
     db: DbDep,
     settings: SettingsDep,
     _: WorkerKey,
-    token: Annotated[int, Query()],
+    token: Annotated[int, Query(ge=0, le=2**31 - 1)],
 ) -> ArtifactOut:
     """Upload a file the task produced (raw body)."""
     content = await request.body()
