@@ -8,6 +8,7 @@ writer (SQLite) makes concurrent appends to one task queue up instead of collidi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -71,7 +72,21 @@ async def append(
     if row is None:
         await _explain_refusal(tx, task_id, token)
     last, attempt, cancel_requested = row  # type: ignore[misc]
-    first = last - n + 1
+    await insert_rows(tx, task_id, last, attempt, now, events)
+    return int(last), bool(cancel_requested)
+
+
+async def insert_rows(
+    tx: Tx,
+    task_id: str,
+    last: int,
+    attempt: int,
+    now: datetime,
+    events: Sequence[tuple[str, dict[str, Any]]],
+) -> None:
+    """Insert `events` as seqs `last - len + 1 .. last` (the caller has already bumped
+    `tasks.last_seq` to `last` in this transaction) and wake the task's followers."""
+    first = last - len(events) + 1
     await tx.execute(
         sa.insert(_events),
         [
@@ -87,7 +102,6 @@ async def append(
         ],
     )
     tx.notify(f"task:{task_id}", str(last))
-    return int(last), bool(cancel_requested)
 
 
 async def _explain_refusal(tx: Tx, task_id: str, token: int | None) -> None:

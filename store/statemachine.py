@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from store import errors
 from store.db import Tx
+from store.events import insert_rows
 from store.models import TERMINAL, Task, TaskEvent, TaskStatus, utcnow
 
 __all__ = ["ALLOWED", "claim", "create", "transition"]
@@ -117,22 +118,7 @@ async def transition(
         now_status = await _current(tx, task_id, token)
         raise _refusal(task_id, to, now_status)
     last, attempt = row["last_seq"], row["attempt"]
-    first = last - len(batch) + 1
-    await tx.execute(
-        sa.insert(_events),
-        [
-            {
-                "task_id": task_id,
-                "seq": first + k,
-                "kind": kind,
-                "data": data,
-                "attempt": attempt,
-                "created_at": now,
-            }
-            for k, (kind, data) in enumerate(batch)
-        ],
-    )
-    tx.notify(f"task:{task_id}", str(last))
+    await insert_rows(tx, task_id, last, attempt, now, batch)
     _notify_status(tx, task_id, row["queue"], to)
     return Task(**row)
 
