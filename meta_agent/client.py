@@ -549,6 +549,16 @@ class _Base:
             kw["timeout"] = timeout
         return kw
 
+    def _http_options(self) -> dict[str, Any]:
+        return {
+            "base_url": self.url,
+            "headers": self._headers,
+            "timeout": self.timeout,
+            # Loading the CA bundle costs ~17 ms of CLI start; plain-http URLs never use it
+            # (only relative paths are requested and redirects are not followed).
+            "verify": self.url.startswith("https://"),
+        }
+
     def _stream_timeout(self) -> httpx.Timeout:
         return httpx.Timeout(self.timeout, read=STREAM_READ_TIMEOUT)
 
@@ -566,15 +576,7 @@ class ControlPlaneClient(_Base):
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__(url, api_key, timeout, source)
-        self._http = httpx.Client(
-            base_url=self.url,
-            headers=self._headers,
-            timeout=timeout,
-            transport=transport,
-            # Loading the CA bundle costs ~17 ms of CLI start; plain-http URLs never use it
-            # (only relative paths are requested and redirects are not followed).
-            verify=self.url.startswith("https://"),
-        )
+        self._http = httpx.Client(transport=transport, **self._http_options())
 
     def _send(
         self,
@@ -643,13 +645,7 @@ class AsyncControlPlaneClient(_Base):
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(url, api_key, timeout, source)
-        self._http = httpx.AsyncClient(
-            base_url=self.url,
-            headers=self._headers,
-            timeout=timeout,
-            transport=transport,
-            verify=self.url.startswith("https://"),
-        )
+        self._http = httpx.AsyncClient(transport=transport, **self._http_options())
         self.worker = WorkerApi(self._send, margin=max(timeout, 5.0))
 
     async def _send(
