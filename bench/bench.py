@@ -71,7 +71,9 @@ def start_server(url: str, port: int) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "meta_agent.server"],
-            env=env(META_AGENT_DATABASE_URL=url, META_AGENT_PORT=str(port), META_AGENT_EMBEDDED_WORKER="false"),
+            env=env(
+                META_AGENT_DATABASE_URL=url, META_AGENT_PORT=str(port), META_AGENT_EMBEDDED_WORKER="false"
+            ),
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=out,

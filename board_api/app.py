@@ -23,8 +23,9 @@ from board_api.deps import KeyCache
 from board_api.feeds import Feeds
 from board_api.limits import ConnectionLimiter
 from board_api.metrics import Metrics
-from board_api.routes import catalog, ops, streams, tasks, workers
+from board_api.routes import catalog, chat, ops, streams, tasks, workers
 from meta_agent import __version__
+from meta_agent.llm import close_clients as close_llm_clients
 from meta_agent.settings import Settings
 from store import errors
 from store import tasks as task_service
@@ -125,6 +126,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             for t in background:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
+            await close_llm_clients()  # the meta agent's (chat), if a model was ever called
             if db is None:
                 await database.dispose()
 
@@ -153,7 +155,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     problems.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, artifact_limit=settings.max_artifact_bytes)
 
-    for r in (catalog.router, tasks.router, streams.router, workers.router, ops.router):
+    for r in (catalog.router, tasks.router, streams.router, workers.router, ops.router, chat.router):
         app.include_router(r, prefix="/api/v1")
     app.include_router(ops.ops)
     if settings.otel_exporter:

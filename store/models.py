@@ -21,6 +21,7 @@ __all__ = [
     "Agent",
     "ApiKey",
     "Artifact",
+    "Conversation",
     "Task",
     "TaskEvent",
     "TaskStatus",
@@ -196,3 +197,21 @@ class ApiKey(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class Conversation(SQLModel, table=True):
+    """One chat with the meta agent (a CLI session, a Slack thread, a web chat).
+
+    `messages` is the model's conversation (OpenAI format, system prompt excluded), replaced
+    as a whole after every turn, so a restarted control plane carries on where it was.
+    """
+
+    __tablename__ = "conversations"
+    id: str = Field(default_factory=new_id, primary_key=True)
+    source: str = Field(default="api", max_length=32)
+    requested_by: str | None = None
+    external_id: str | None = Field(default=None, index=True, max_length=255)  # e.g. a Slack thread
+    messages: list[dict[str, Any]] = _json([])
+    task_ids: list[str] = _json([])
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

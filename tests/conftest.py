@@ -93,7 +93,7 @@ def _truncate_pg(url: str) -> None:
     dsn = sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
-            "TRUNCATE task_events, artifacts, tasks, agents, teams, worker_queues, workers, api_keys CASCADE"
+            "TRUNCATE task_events, artifacts, tasks, agents, teams, worker_queues, workers, api_keys, conversations CASCADE"
         )
 
 

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
+from meta_agent.llm import ModelCallFailed
+
 __all__ = [
     "InputRequested",
     "Outcome",
@@ -34,13 +36,12 @@ __all__ = [
 ]
 
 
-class TaskFailed(Exception):
-    """The task failed with a stable `code` (e.g. `timeout`, `command_failed`, `cancelled`)."""
+class TaskFailed(ModelCallFailed):
+    """The task failed with a stable `code` (e.g. `timeout`, `command_failed`, `cancelled`).
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
+    A `ModelCallFailed` so that one raised inside a model call (a cancel seen while
+    streaming) passes through `meta_agent.llm.complete` untouched.
+    """
 
 
 class InputRequested(Exception):

@@ -24,7 +24,7 @@ from meta_agent.cli.output import (
     table,
 )
 
-__all__ = ["exec_app", "execution_app"]
+__all__ = ["chat", "exec_app", "execution_app"]
 
 META_AGENT_COMMAND = "meta"
 
@@ -67,21 +67,52 @@ IdArg = Annotated[str, typer.Argument(help="The execution's full id (prefixes ar
 FollowOption = Annotated[bool, typer.Option("--follow", "-f", help="Stream events until it ends.")]
 
 
-@exec_app.command(
-    META_AGENT_COMMAND,
-    hidden=True,
-    # Whatever options come with the prompt, the answer is the same message below.
-    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-)
-def exec_meta(prompt: Annotated[list[str], typer.Argument()]) -> None:
-    """Hand the prompt to the meta agent, which picks the agent and queue."""
-    err_console().print(
-        '[red]error: `exec "prompt"` asks the meta agent, which needs a configured model '
-        "(META_AGENT_MODEL on the server) and is not available yet.[/]\n"
-        'Run an agent directly: [bold]meta-agent exec agent NAME "prompt"[/] '
-        "(`meta-agent agents list` shows the agents)."
-    )
-    raise typer.Exit(2)
+@exec_app.command(META_AGENT_COMMAND, hidden=True)
+def exec_meta(
+    ctx: typer.Context,
+    prompt: Annotated[list[str], typer.Argument(help="What you want done, in your words.")],
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Approve the agent's plans without asking.")
+    ] = False,
+    model: Annotated[
+        str | None, typer.Option(envvar="META_AGENT_MODEL", help="The meta agent's litellm model.")
+    ] = None,
+    llm_api_base: Annotated[
+        str | None, typer.Option(envvar="META_AGENT_LLM_API_BASE", help="api_base for the model calls.")
+    ] = None,
+    llm_api_key: Annotated[
+        str | None, typer.Option(envvar="META_AGENT_LLM_API_KEY", help="api_key for the model calls.")
+    ] = None,
+) -> None:
+    """Hand the prompt to the meta agent, which picks the agent and queue, plans and follows.
+
+    Exit code: the task's (0 completed, 1 failed, 130 cancelled); 2 without a model.
+    """
+    from meta_agent.cli.meta import run_exec
+
+    code = run_exec(ctx, " ".join(prompt), yes=yes, model=model, api_base=llm_api_base, api_key=llm_api_key)
+    raise typer.Exit(code)
+
+
+def chat(
+    ctx: typer.Context,
+    yes: Annotated[
+        bool, typer.Option("--yes", "-y", help="Approve the agent's plans without asking.")
+    ] = False,
+    model: Annotated[
+        str | None, typer.Option(envvar="META_AGENT_MODEL", help="The meta agent's litellm model.")
+    ] = None,
+    llm_api_base: Annotated[
+        str | None, typer.Option(envvar="META_AGENT_LLM_API_BASE", help="api_base for the model calls.")
+    ] = None,
+    llm_api_key: Annotated[
+        str | None, typer.Option(envvar="META_AGENT_LLM_API_KEY", help="api_key for the model calls.")
+    ] = None,
+) -> None:
+    """Talk to the meta agent: ask for work, answer its questions, follow up ("retry it")."""
+    from meta_agent.cli.meta import run_chat
+
+    raise typer.Exit(run_chat(ctx, yes=yes, model=model, api_base=llm_api_base, api_key=llm_api_key))
 
 
 @exec_app.command("agent")

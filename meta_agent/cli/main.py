@@ -13,7 +13,7 @@ from typer.core import TyperGroup
 
 from meta_agent.cli.agents import agents_app
 from meta_agent.cli.common import DEFAULT_URL, State, is_api_error, report_api_error, state
-from meta_agent.cli.executions import exec_app, execution_app
+from meta_agent.cli.executions import chat, exec_app, execution_app
 from meta_agent.cli.keys import keys_app
 from meta_agent.cli.mcp import mcp
 from meta_agent.cli.ops import db_app, serve, worker_app
@@ -69,6 +69,7 @@ def root(
 
 app.command("serve")(serve)
 app.add_typer(exec_app, name="exec")
+app.command("chat")(chat)
 app.add_typer(execution_app, name="execution")
 app.add_typer(agents_app, name="agents")
 app.add_typer(queues_app, name="queues")

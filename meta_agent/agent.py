@@ -1,0 +1,306 @@
+"""The meta agent: an LLM loop whose tools are exactly the MCP tools of `tools/`.
+
+    backend = chat_backend(url, key, source="cli", requested_by="alice")
+    agent = MetaAgent(ProviderConfig("openai/gpt-4.1-mini"), backend)
+    new_messages = await agent.turn(history, "check the cluster health", emit)
+
+One `turn` takes the person's message, calls the model (`meta_agent.llm`: streamed,
+retried) and runs the tool calls it asks for through the official `mcp` Client, connected
+in-process to `tools.server.build_server` with the caller's URL and key, so every call goes
+through the REST API and its checks: no second copy of any tool's logic. It ends when the
+model answers without a tool call. Everything it does goes to `emit` as small dicts:
+
+    {"type": "text", "text": ...}                         a piece of the reply
+    {"type": "tool_call", "id", "name", "arguments"}      the model called a tool
+    {"type": "tool_result", "id", "name", "is_error", "text"}
+    {"type": "progress", "task_id", "message"}            a followed task's event (stream_task)
+    {"type": "task", "task_id", "status", "board_url"}    a task it created (or retried)
+    {"type": "log", "message"}                            e.g. a retried model call
+
+mcp, litellm and the tools are imported by the functions that need them (the CLI imports
+this module only for `exec`/`chat`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from meta_agent.llm import ModelCallFailed, ProviderConfig, complete, tool_arguments
+
+__all__ = [
+    "MODEL_SETTING_HELP",
+    "SYSTEM_PROMPT",
+    "Approve",
+    "Emit",
+    "MetaAgent",
+    "ModelCallFailed",
+    "chat_backend",
+]
+
+Emit = Callable[[dict[str, Any]], Awaitable[None] | None]
+# Asked before a task is created: (tool name, arguments, the plan the model stated) -> go?
+Approve = Callable[[str, dict[str, Any], str], Awaitable[bool]]
+Elicit = Callable[[Any, Any], Awaitable[Any]]
+
+MODEL_SETTING_HELP = (
+    "The meta agent needs a model: set META_AGENT_MODEL to a litellm model (e.g. "
+    "openai/gpt-4.1-mini, anthropic/claude-sonnet-4-5) and the provider's key (e.g. "
+    "OPENAI_API_KEY), or META_AGENT_LLM_API_BASE and META_AGENT_LLM_API_KEY for an "
+    "OpenAI-compatible server."
+)
+
+SYSTEM_PROMPT = """\
+You are meta-agent, the assistant people talk to to get operational work done. Work is done
+by agents (LLMs with tools, or commands) that run as durable tasks on workers; you reach the
+control plane only through your tools.
+
+When the person asks for work:
+1. Call list_agents and pick the agent (or team) whose description fits the request. If two
+   or more fit equally well, ask which one they mean, listing them, and stop there.
+2. Call list_queues and pick a queue with live workers (active_workers > 0): the agent's
+   default queue first if it has live workers, otherwise another live one. If no queue has a
+   live worker, say so and tell them to start one (`meta-agent worker start --queue NAME`).
+3. Before acting, state the plan in two or three lines: which agent, which queue, what it
+   will do, and its risk (read-only, changes something, or destructive), e.g.
+   "Plan: run `k8s-health` on `prod-workers` to check cluster health. Risk: read-only."
+4. Call create_task with the agent, the queue, and the request as `prompt` (with any
+   context the agent needs). Give the person the task's board_url.
+5. Call stream_task to follow it. On outcome "timeout", call it again with `after`. On
+   "needs_input", relay the task's question to the person word for word (with its choices)
+   and stop: never invent an answer. When they reply, send it with respond_to_task, then
+   stream_task again.
+6. When the task ends, report the result in a few lines (what was found or done, or the
+   error), with the board link.
+
+A follow-up ("retry it", "cancel that", "what did it say?") refers to the task discussed
+last in this conversation: use its id with retry_task, cancel_task or get_task.
+
+Plain questions ("what's running?", "why did task X fail?", "which agents are there?") are
+answered from list_tasks, get_task, list_agents and list_queues, without creating work.
+Be brief. Never claim something ran unless a tool result says so."""
+
+MAX_RESULT_CHARS = 12_000
+
+
+def chat_backend(
+    url: str, api_key: str | None, *, source: str, requested_by: str | None, public_url: str | None = None
+) -> Any:
+    """A `tools.backend.Backend` whose tasks carry `source` and `requested_by`."""
+    return _backend_class()(url, api_key, public_url, source=source, requested_by=requested_by)
+
+
+_BACKEND: Any = None
+
+
+def _backend_class() -> Any:
+    # Defined on first use: tools.backend imports the MCP SDK (~0.6 s).
+    global _BACKEND
+    if _BACKEND is not None:
+        return _BACKEND
+    from meta_agent.client import ApiError, AsyncControlPlaneClient
+    from tools.backend import Backend, explain
+
+    class _ChatBackend(Backend):
+        """The caller's control plane and key, with the chat's source and requester on tasks."""
+
+        def __init__(
+            self,
+            url: str,
+            api_key: str | None,
+            public_url: str | None,
+            *,
+            source: str,
+            requested_by: str | None,
+        ) -> None:
+            super().__init__(url, api_key, public_url)
+            self.source = source
+            self.requested_by = requested_by
+
+        @asynccontextmanager
+        async def client(self, doing: str = "call the control plane") -> AsyncIterator[Any]:
+            from mcp.server.mcpserver.exceptions import ToolError
+
+            conn = self.connection()
+            c = AsyncControlPlaneClient(
+                url=conn.url, api_key=conn.api_key or "", timeout=self.timeout, source=self.source
+            )
+            if self.requested_by:
+                create = c.executions.create
+
+                def create_as_requester(**kw: Any) -> Any:
+                    return create(**{"requested_by": self.requested_by, **kw})
+
+                c.executions.create = create_as_requester  # type: ignore[method-assign]
+            try:
+                yield c
+            except ApiError as exc:
+                raise ToolError(explain(exc, doing, conn.url)) from None
+            finally:
+                await c.aclose()
+
+    _BACKEND = _ChatBackend
+    return _BACKEND
+
+
+class MetaAgent:
+    """The chat-driven agent: one `turn` per message from the person."""
+
+    def __init__(
+        self,
+        provider: ProviderConfig,
+        backend: Any,
+        *,
+        max_steps: int = 40,
+        approve: Approve | None = None,
+        elicit: Elicit | None = None,
+        system_prompt: str = SYSTEM_PROMPT,
+    ) -> None:
+        self.provider = provider
+        self.backend = backend
+        self.max_steps = max_steps
+        self.approve = approve
+        self.elicit = elicit
+        self.system_prompt = system_prompt
+        self.task_ids: list[str] = []
+
+    async def turn(self, history: list[dict[str, Any]], message: str, emit: Emit) -> list[dict[str, Any]]:
+        """Answer `message` after `history`; returns the messages this turn added.
+
+        A model failure that retrying cannot fix raises `ModelCallFailed`.
+        """
+        from mcp import Client
+
+        from tools.server import build_server
+
+        added: list[dict[str, Any]] = [{"role": "user", "content": message}]
+        server = build_server(self.backend)
+        kw: dict[str, Any] = {}
+        if self.elicit is not None:
+            kw["elicitation_callback"] = self.elicit
+        failure: ModelCallFailed | None = None
+        async with Client(server, **kw) as mcp:
+            tools = [_openai_tool(t) for t in (await mcp.list_tools()).tools]
+            try:
+                await self._loop(mcp, tools, history, added, emit)
+            except ModelCallFailed as exc:
+                failure = exc  # raised outside the client's task group: not an ExceptionGroup
+        if failure is not None:
+            raise failure
+        return added
+
+    async def _loop(
+        self,
+        mcp: Any,
+        tools: list[dict[str, Any]],
+        history: list[dict[str, Any]],
+        added: list[dict[str, Any]],
+        emit: Emit,
+    ) -> None:
+        pending: list[Awaitable[None] | None] = []
+
+        def on_delta(text: str) -> None:
+            pending.append(emit({"type": "text", "text": text}))
+
+        def on_log(text: str) -> None:
+            pending.append(emit({"type": "log", "message": text}))
+
+        for _ in range(self.max_steps):
+            messages = [{"role": "system", "content": self.system_prompt}, *history, *added]
+            reply = await complete(self.provider, messages, tools, on_delta=on_delta, on_log=on_log)
+            for p in pending:
+                if p is not None:
+                    await p
+            pending.clear()
+            added.append(reply.message())
+            if not reply.tool_calls:
+                return
+            for call in reply.tool_calls:
+                content = await self._call(mcp, call, reply.content, emit)
+                added.append({"role": "tool", "tool_call_id": call["id"], "content": content})
+        note = f"(stopped after {self.max_steps} steps; ask me to go on)"
+        added.append({"role": "assistant", "content": note})
+        await _emit(emit, {"type": "text", "text": note})
+
+    async def _call(self, mcp: Any, call: dict[str, Any], plan: str, emit: Emit) -> str:
+        name = call["name"]
+        try:
+            args = tool_arguments(call["arguments"])
+        except ValueError as exc:
+            return f"Error: the arguments of {name} are not a JSON object ({exc}); call it again."
+        await _emit(emit, {"type": "tool_call", "id": call["id"], "name": name, "arguments": args})
+        if name in ("create_task", "retry_task") and self.approve is not None:
+            if not await self.approve(name, args, plan):
+                text = (
+                    "The person did not approve this plan, so no task was created. Ask them "
+                    "what to change; do not create the task unless they agree."
+                )
+                await _emit(
+                    emit,
+                    {"type": "tool_result", "id": call["id"], "name": name, "is_error": True, "text": text},
+                )
+                return text
+        task_id = args.get("task_id")
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            if message:
+                await _emit(emit, {"type": "progress", "task_id": task_id, "message": message})
+
+        result = await mcp.call_tool(name, args, progress_callback=on_progress)
+        text = _result_text(result)
+        await _emit(
+            emit,
+            {
+                "type": "tool_result",
+                "id": call["id"],
+                "name": name,
+                "is_error": bool(result.is_error),
+                "text": text[:2000],
+            },
+        )
+        data = result.structured_content or {}
+        if name in ("create_task", "retry_task") and not result.is_error and data.get("id"):
+            self.task_ids.append(str(data["id"]))
+            await _emit(
+                emit,
+                {
+                    "type": "task",
+                    "task_id": data["id"],
+                    "status": data.get("status"),
+                    "board_url": data.get("board_url"),
+                },
+            )
+        return text
+
+
+async def _emit(emit: Emit, event: dict[str, Any]) -> None:
+    out = emit(event)
+    if out is not None:
+        await out
+
+
+def _openai_tool(tool: Any) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {
+            "name": tool.name,
+            "description": tool.description or "",
+            "parameters": tool.input_schema or {"type": "object", "properties": {}},
+        },
+    }
+
+
+def _result_text(result: Any) -> str:
+    """What the model reads: the structured result as JSON, else the text content."""
+    if result.structured_content is not None and not result.is_error:
+        text = json.dumps(result.structured_content, default=str)
+    else:
+        parts = [getattr(c, "text", "") for c in result.content or []]
+        text = "\n".join(p for p in parts if p) or ("(error)" if result.is_error else "(no output)")
+        if result.is_error:
+            text = f"Error: {text}"
+    if len(text) > MAX_RESULT_CHARS:
+        text = text[:MAX_RESULT_CHARS] + " …(truncated)"
+    return text
