@@ -9,6 +9,7 @@ worker's variables, so the worker's own secrets (its API key) never reach a chil
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -101,6 +102,10 @@ async def run_in_group(
     finally:
         if not proto.exited.is_set():  # we are being cancelled ourselves: no time for grace
             signal_group(pgid, signal.SIGKILL)
+            # Still reap it before letting go (a killed child exits at once): an unreaped
+            # one lingers as a zombie and surfaces later as a ResourceWarning.
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.shield(asyncio.wait_for(proto.exited.wait(), 2.0))
         for r in readers:
             r.cancel()
         transport.close()
