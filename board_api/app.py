@@ -69,9 +69,11 @@ class BodyLimit:
         await self.app(scope, receive, send)
 
 
-async def _reaper(db: Database, interval: float) -> None:
+async def _reaper(db: Database, interval: float, stop: asyncio.Event) -> None:
+    """Runs until `stop` is set; stopped that way rather than cancelled, so a shutdown never
+    cuts a query off with a pooled connection checked out."""
     last_sweep = 0.0
-    while True:
+    while not stop.is_set():
         try:
             # A read first: most rounds find nothing, and a write transaction would take
             # SQLite's writer lock every second for no reason.
@@ -96,7 +98,8 @@ async def _reaper(db: Database, interval: float) -> None:
             log.warning("reaper: database unavailable")
         except Exception:
             log.exception("reaper failed; will retry")
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
 
 
 def create_app(settings: Settings | None = None, *, db: Database | None = None) -> FastAPI:
@@ -116,11 +119,17 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ready.wait(), 5)
-        background.append(asyncio.create_task(_reaper(database, settings.reaper_interval)))
+        stopping = asyncio.Event()
+        reaper = asyncio.create_task(_reaper(database, settings.reaper_interval, stopping))
         try:
             async with mcp_http.run():  # the /mcp session manager
                 yield
         finally:
+            app.state.feeds.close()
+            stopping.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(reaper), 10)
+            background.append(reaper)  # cancelled below only if it did not stop in time
             for t in background:
                 t.cancel()
             for t in background:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ PAGE = 500
 WINDOW = 2000  # frames kept per feed; older ones are re-read from the database
 RECHECK_SECONDS = 5.0  # a lost cross-replica notification costs at most this much delay
 _TERMINAL = {s.value for s in TERMINAL}
+log = logging.getLogger(__name__)
 
 
 def sse(data: str, event: str | None = None, id: str | None = None) -> bytes:
@@ -81,9 +83,14 @@ class Feeds:
         hub, topic = self.db.hub, f"task:{feed.task_id}"
         while feed.end is None and not feed.closed:
             version = hub.version(topic)
-            async with self.db.read() as s:
-                events = await list_after(s, feed.task_id, feed.last, PAGE)
-                task = await tasks.get_task(s, feed.task_id) if len(events) < PAGE else None
+            try:
+                async with self.db.read() as s:
+                    events = await list_after(s, feed.task_id, feed.last, PAGE)
+                    task = await tasks.get_task(s, feed.task_id) if len(events) < PAGE else None
+            except Exception:  # the database is away: followers keep their place; try again
+                log.warning("feed of task %s: read failed; retrying", feed.task_id, exc_info=True)
+                await hub.wait(topic, version, 1.0)
+                continue
             if events:
                 feed.frames.extend(
                     (e.seq, sse(EventOut.of(e).model_dump_json(), e.kind, str(e.seq))) for e in events
@@ -98,6 +105,13 @@ class Feeds:
             if len(events) == PAGE or feed.end is not None:
                 continue
             await hub.wait(topic, version, RECHECK_SECONDS)
+
+    def close(self) -> None:
+        """Stop every pump (server shutdown): each ends at its next wake-up, now."""
+        for feed in list(self.feeds.values()):
+            feed.closed = True
+            self.db.hub.publish(f"task:{feed.task_id}")
+        self.feeds.clear()
 
     async def _read(self, task_id: str, after: int, limit: int) -> list[Any]:
         async with self.db.read() as s:

@@ -6,6 +6,7 @@ everything in order, and a reconnect with `Last-Event-ID` resumes exactly where 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -82,27 +83,35 @@ async def stream_board(
     """A `board` snapshot, then a `task` event per status change; `resync` means refetch."""
     hub = db.hub
 
+    async def cards(ids: list[str]) -> list[bytes]:
+        out = []
+        async with db.read() as s:
+            for tid in dict.fromkeys(ids):  # de-duplicate, keep order
+                try:
+                    out.append(sse(TaskOut.of(await tasks.get_task(s, tid)).model_dump_json(), "task"))
+                except errors.NotFound:
+                    continue
+        return out
+
     async def gen() -> AsyncIterator[bytes]:
+        # Database reads are shielded and finished before anything is yielded: a client that
+        # goes away cancels this generator, and a session held across a `yield` (or a query
+        # cut off mid-way) would strand its pooled connection.
         with hub.subscribe("board", maxsize=500) as sub:
             yield b"retry: 1000\n\n"
-            snap = await board_snapshot(db, limit, {})
+            snap = await asyncio.shield(board_snapshot(db, limit, {}))
             yield sse(snap.model_dump_json(), "board")
             while True:
                 ids = await sub.get(timeout=KEEPALIVE_SECONDS)
                 if ids is None:
-                    snap = await board_snapshot(db, limit, {})
+                    snap = await asyncio.shield(board_snapshot(db, limit, {}))
                     yield sse(snap.model_dump_json(), "board")
                     continue
                 if not ids:
                     yield PING
                     continue
-                async with db.read() as s:
-                    for tid in dict.fromkeys(ids):  # de-duplicate, keep order
-                        try:
-                            task = await tasks.get_task(s, tid)
-                        except errors.NotFound:
-                            continue
-                        yield sse(TaskOut.of(task).model_dump_json(), "task")
+                for frame in await asyncio.shield(cards(ids)):
+                    yield frame
 
     release = request.app.state.limiter.acquire(p)
     return LimitedStream(gen(), release, media_type="text/event-stream", headers=SSE_HEADERS)
