@@ -132,12 +132,14 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             background.append(reaper)  # cancelled below only if it did not stop in time
             for t in background:
                 t.cancel()
-            for t in background:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
-            await close_llm_clients()  # the meta agent's (chat), if a model was ever called
-            if db is None:
-                await database.dispose()
+            try:
+                for t in background:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await t
+                await close_llm_clients()  # the meta agent's (chat), if a model was ever called
+            finally:
+                if db is None:  # whatever failed above, the pool's connections get closed
+                    await database.dispose()
 
     app = FastAPI(
         title="meta-agent control plane",

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -173,6 +174,16 @@ def decode(payload: str) -> list[tuple[str, str]]:
     return notes
 
 
+_closing: set[asyncio.Task[Any]] = set()  # strong references until each close finishes
+
+
+def _close_when_connected(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled() and fut.exception() is None:
+        task = asyncio.ensure_future(fut.result().close())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+
 async def listen_postgres(hub: Hub, dsn: str, ready: asyncio.Event | None = None) -> None:
     """Relay NOTIFYs from other replicas (and this one) into `hub`, reconnecting forever.
 
@@ -184,8 +195,14 @@ async def listen_postgres(hub: Hub, dsn: str, ready: asyncio.Event | None = None
     backoff = 0.2
     first = True
     while True:
+        connecting = asyncio.ensure_future(psycopg.AsyncConnection.connect(dsn, autocommit=True))
         try:
-            conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)
+            # Shielded: cancelled mid-connect (server shutdown), the connection still gets
+            # closed once it exists, instead of being garbage-collected open.
+            conn = await asyncio.shield(connecting)
+        except asyncio.CancelledError:
+            connecting.add_done_callback(_close_when_connected)
+            raise
         except (psycopg.OperationalError, OSError) as exc:
             log.warning("LISTEN connection failed (%s); retrying in %.1fs", exc, backoff)
             await asyncio.sleep(backoff)

@@ -55,7 +55,16 @@ class LiveServer:
         self.url = f"http://127.0.0.1:{settings.port}"
         self.app = create_app(settings)
         self.server = uvicorn.Server(
-            uvicorn.Config(self.app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on")
+            uvicorn.Config(
+                self.app,
+                host="127.0.0.1",
+                port=settings.port,
+                log_level="warning",
+                lifespan="on",
+                # Open streams (a browser's board) must not hold the shutdown, and with it
+                # the closing of the database pool, past the test.
+                timeout_graceful_shutdown=3,
+            )
         )
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -69,7 +78,8 @@ class LiveServer:
     def stop(self) -> None:
         self.app.state.drain()
         self.server.should_exit = True
-        self.thread.join(15)
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "the test server did not stop"
 
     def client(self, **kw: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url + "/api/v1", timeout=30, **kw)

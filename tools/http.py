@@ -17,6 +17,7 @@ DNS-rebinding protection stays on: Host must be loopback, the bound address, or 
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
@@ -51,13 +52,18 @@ class ApiKeyVerifier(TokenVerifier):
         self._db = db
 
     async def verify_token(self, token: str) -> AccessToken | None:
-        async with self._db().read() as s:
-            row = await keys.verify_key(s, token)
+        # Shielded: the MCP transport cancels a request's task when its client goes away,
+        # and a query cut off mid-way strands its pooled connection.
+        row = await asyncio.shield(self._lookup(token))
         if row is None:
             return None
         return AccessToken(
             token=token, client_id=row.name or row.prefix, scopes=list(row.scopes), subject=row.id
         )
+
+    async def _lookup(self, token: str) -> Any:
+        async with self._db().read() as s:
+            return await keys.verify_key(s, token)
 
 
 def _url_host(host: str) -> str:
