@@ -67,22 +67,27 @@ IdArg = Annotated[str, typer.Argument(help="The execution's full id (prefixes ar
 FollowOption = Annotated[bool, typer.Option("--follow", "-f", help="Stream events until it ends.")]
 
 
+# The meta agent's options, shared by `exec "prompt"` and `chat`.
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Approve the agent's plans without asking.")]
+ModelOpt = Annotated[
+    str | None, typer.Option(envvar="META_AGENT_MODEL", help="The meta agent's litellm model.")
+]
+ApiBaseOpt = Annotated[
+    str | None, typer.Option(envvar="META_AGENT_LLM_API_BASE", help="api_base for the model calls.")
+]
+ApiKeyOpt = Annotated[
+    str | None, typer.Option(envvar="META_AGENT_LLM_API_KEY", help="api_key for the model calls.")
+]
+
+
 @exec_app.command(META_AGENT_COMMAND, hidden=True)
 def exec_meta(
     ctx: typer.Context,
     prompt: Annotated[list[str], typer.Argument(help="What you want done, in your words.")],
-    yes: Annotated[
-        bool, typer.Option("--yes", "-y", help="Approve the agent's plans without asking.")
-    ] = False,
-    model: Annotated[
-        str | None, typer.Option(envvar="META_AGENT_MODEL", help="The meta agent's litellm model.")
-    ] = None,
-    llm_api_base: Annotated[
-        str | None, typer.Option(envvar="META_AGENT_LLM_API_BASE", help="api_base for the model calls.")
-    ] = None,
-    llm_api_key: Annotated[
-        str | None, typer.Option(envvar="META_AGENT_LLM_API_KEY", help="api_key for the model calls.")
-    ] = None,
+    yes: YesOpt = False,
+    model: ModelOpt = None,
+    llm_api_base: ApiBaseOpt = None,
+    llm_api_key: ApiKeyOpt = None,
 ) -> None:
     """Hand the prompt to the meta agent, which picks the agent and queue, plans and follows.
 
@@ -96,18 +101,10 @@ def exec_meta(
 
 def chat(
     ctx: typer.Context,
-    yes: Annotated[
-        bool, typer.Option("--yes", "-y", help="Approve the agent's plans without asking.")
-    ] = False,
-    model: Annotated[
-        str | None, typer.Option(envvar="META_AGENT_MODEL", help="The meta agent's litellm model.")
-    ] = None,
-    llm_api_base: Annotated[
-        str | None, typer.Option(envvar="META_AGENT_LLM_API_BASE", help="api_base for the model calls.")
-    ] = None,
-    llm_api_key: Annotated[
-        str | None, typer.Option(envvar="META_AGENT_LLM_API_KEY", help="api_key for the model calls.")
-    ] = None,
+    yes: YesOpt = False,
+    model: ModelOpt = None,
+    llm_api_base: ApiBaseOpt = None,
+    llm_api_key: ApiKeyOpt = None,
 ) -> None:
     """Talk to the meta agent: ask for work, answer its questions, follow up ("retry it")."""
     from meta_agent.cli.meta import run_chat

@@ -14,19 +14,10 @@ from typing import Any
 
 import pytest
 
+from bench.board import ARGS  # one list of Chromium flags for tests and the benchmark
 from tests.support import LiveServer, free_port
 
 CHROMIUM = os.environ.get("META_AGENT_CHROMIUM", "/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TIMEOUT_MS = 10_000  # every expect/wait in these tests is bounded by this
 
 
