@@ -20,18 +20,16 @@ from store import errors
 
 
 class ConnectionLimiter:
-    def __init__(self, per_key: int) -> None:
+    def __init__(self, per_key: int, *, what: str | None = None) -> None:
         self.per_key = per_key
+        self.what = what or f"this key already holds {per_key} open streams or long-polls; close some first"
         self.open: dict[str, int] = defaultdict(int)
 
     def acquire(self, who: Principal) -> Callable[[], None]:
         """Take a slot for `who` or raise TooMany; returns the (idempotent) release."""
         ident = who.key_id or who.name
         if self.open[ident] >= self.per_key:
-            raise errors.TooMany(
-                f"this key already holds {self.per_key} open streams or long-polls; close some first",
-                code="too_many_streams",
-            )
+            raise errors.TooMany(self.what, code="too_many_streams")
         self.open[ident] += 1
         released = False
 

@@ -16,6 +16,13 @@ model answers without a tool call. Everything it does goes to `emit` as small di
     {"type": "progress", "task_id", "message"}            a followed task's event (stream_task)
     {"type": "task", "task_id", "status", "board_url"}    a task it created (or retried)
     {"type": "log", "message"}                            e.g. a retried model call
+    {"type": "approval", "approval_id", "tool", "arguments", "plan", "agents"}
+                                                          the turn stopped: a plan awaits approval
+
+Approval: before `create_task`/`retry_task` the agent asks `approve(tool, args, plan)`. It
+answers True (go), False (refused: the model is told so) or DEFER (a chat surface that
+cannot block: the turn ends with `self.pending` set and an `approval` event; the person's
+decision later continues the conversation through `resume`).
 
 mcp, litellm and the tools are imported by the functions that need them (the CLI imports
 this module only for `exec`/`chat`).
@@ -24,13 +31,15 @@ this module only for `exec`/`chat`).
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Literal
 
 from meta_agent.llm import ModelCallFailed, ProviderConfig, complete, tool_arguments
 
 __all__ = [
+    "DEFER",
     "MODEL_SETTING_HELP",
     "SYSTEM_PROMPT",
     "Approve",
@@ -41,8 +50,9 @@ __all__ = [
 ]
 
 Emit = Callable[[dict[str, Any]], Awaitable[None] | None]
+DEFER: Literal["defer"] = "defer"
 # Asked before a task is created: (tool name, arguments, the plan the model stated) -> go?
-Approve = Callable[[str, dict[str, Any], str], Awaitable[bool]]
+Approve = Callable[[str, dict[str, Any], str], Awaitable[bool | Literal["defer"]]]
 Elicit = Callable[[Any, Any], Awaitable[Any]]
 
 MODEL_SETTING_HELP = (
@@ -157,6 +167,7 @@ class MetaAgent:
         approve: Approve | None = None,
         elicit: Elicit | None = None,
         system_prompt: str = SYSTEM_PROMPT,
+        mcp_client: Callable[[], AbstractAsyncContextManager[Any]] | None = None,
     ) -> None:
         self.provider = provider
         self.backend = backend
@@ -164,26 +175,95 @@ class MetaAgent:
         self.approve = approve
         self.elicit = elicit
         self.system_prompt = system_prompt
+        self.mcp_client = mcp_client
         self.task_ids: list[str] = []
+        # A plan the person has not decided on yet (set when `approve` answered DEFER).
+        self.pending: dict[str, Any] | None = None
 
-    async def turn(self, history: list[dict[str, Any]], message: str, emit: Emit) -> list[dict[str, Any]]:
-        """Answer `message` after `history`; returns the messages this turn added.
-
-        A model failure that retrying cannot fix raises `ModelCallFailed`.
-        """
+    def _session(self) -> AbstractAsyncContextManager[Any]:
+        """The MCP client the tools are called through: given, or our tools in-process."""
+        if self.mcp_client is not None:
+            return self.mcp_client()
         from mcp import Client
 
         from tools.server import build_server
 
-        added: list[dict[str, Any]] = [{"role": "user", "content": message}]
-        server = build_server(self.backend)
         kw: dict[str, Any] = {}
         if self.elicit is not None:
             kw["elicitation_callback"] = self.elicit
+        return Client(build_server(self.backend), **kw)
+
+    async def turn(
+        self,
+        history: list[dict[str, Any]],
+        message: str,
+        emit: Emit,
+        *,
+        added: list[dict[str, Any]] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Answer `message` after `history`; returns the messages this turn added.
+
+        `added`, when given, is filled in place, so a caller whose turn was cancelled still
+        has what happened. A model failure that retrying cannot fix raises `ModelCallFailed`.
+        """
+        added = [] if added is None else added
+        added.append({"role": "user", "content": message})
+        return await self._run(history, added, emit, None)
+
+    async def resume(
+        self,
+        history: list[dict[str, Any]],
+        pending: dict[str, Any],
+        approved: bool,
+        emit: Emit,
+        *,
+        by: str | None = None,
+        reason: str | None = None,
+        added: list[dict[str, Any]] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Go on after the person decided on the `pending` plan (see `DEFER`)."""
+        added = [] if added is None else added
+        who = f" ({by})" if by else ""
+        if approved:
+            added.append({"role": "user", "content": f"Approved{who}: go ahead with the plan."})
+            call = {
+                "id": f"call_{secrets.token_hex(8)}",
+                "name": pending["tool"],
+                "arguments": json.dumps(pending["arguments"]),  # as a model sends them
+            }
+            added.append(
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": call["id"],
+                            "type": "function",
+                            "function": {"name": call["name"], "arguments": call["arguments"]},
+                        }
+                    ],
+                }
+            )
+        else:
+            why = f" Reason: {reason}" if reason else ""
+            added.append({"role": "user", "content": f"Rejected{who}: do not run that plan.{why}"})
+            call = None
+        return await self._run(history, added, emit, call)
+
+    async def _run(
+        self,
+        history: list[dict[str, Any]],
+        added: list[dict[str, Any]],
+        emit: Emit,
+        approved_call: dict[str, Any] | None,
+    ) -> list[dict[str, Any]]:
         failure: ModelCallFailed | None = None
-        async with Client(server, **kw) as mcp:
+        async with self._session() as mcp:
             tools = [_openai_tool(t) for t in (await mcp.list_tools()).tools]
             try:
+                if approved_call is not None:
+                    content = await self._call(mcp, approved_call, "", emit, approved=True)
+                    added.append({"role": "tool", "tool_call_id": approved_call["id"], "content": content})
                 await self._loop(mcp, tools, history, added, emit)
             except ModelCallFailed as exc:
                 failure = exc  # raised outside the client's task group: not an ExceptionGroup
@@ -218,21 +298,42 @@ class MetaAgent:
             if not reply.tool_calls:
                 return
             for call in reply.tool_calls:
-                content = await self._call(mcp, call, reply.content, emit)
+                if self.pending is not None:
+                    # Every call needs a result; the ones after a deferred plan wait for it.
+                    content = "Not run: the plan above is waiting for the person's approval."
+                else:
+                    content = await self._call(mcp, call, reply.content, emit)
                 added.append({"role": "tool", "tool_call_id": call["id"], "content": content})
+            if self.pending is not None:
+                return
         note = f"(stopped after {self.max_steps} steps; ask me to go on)"
         added.append({"role": "assistant", "content": note})
         await _emit(emit, {"type": "text", "text": note})
 
-    async def _call(self, mcp: Any, call: dict[str, Any], plan: str, emit: Emit) -> str:
+    async def _call(
+        self, mcp: Any, call: dict[str, Any], plan: str, emit: Emit, *, approved: bool = False
+    ) -> str:
         name = call["name"]
         try:
             args = tool_arguments(call["arguments"])
         except ValueError as exc:
             return f"Error: the arguments of {name} are not a JSON object ({exc}); call it again."
         await _emit(emit, {"type": "tool_call", "id": call["id"], "name": name, "arguments": args})
-        if name in ("create_task", "retry_task") and self.approve is not None:
-            if not await self.approve(name, args, plan):
+        if name in ("create_task", "retry_task") and self.approve is not None and not approved:
+            verdict = await self.approve(name, args, plan)
+            if verdict == DEFER:
+                self.pending = {
+                    "approval_id": f"apr_{secrets.token_hex(8)}",
+                    "tool": name,
+                    "arguments": args,
+                    "plan": plan or "",
+                }
+                await _emit(emit, {"type": "approval", **self.pending})
+                return (
+                    "Waiting: this plan needs the person's approval before it runs. They have been "
+                    "asked; their decision comes as their next message."
+                )
+            if not verdict:
                 text = (
                     "The person did not approve this plan, so no task was created. Ask them "
                     "what to change; do not create the task unless they agree."

@@ -5,7 +5,9 @@ Components take explicit arguments; only entry points (CLI, `serve`) build a `Se
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite:///meta-agent.db"
@@ -23,6 +25,9 @@ class Settings(BaseSettings):
     model: str | None = Field(None, description="litellm model of the meta agent")
     llm_api_base: str | None = Field(None, description="api_base for litellm calls of the embedded worker")
     llm_api_key: str | None = Field(None, description="api_key for litellm calls of the embedded worker")
+    approvals: Literal["risky", "always", "never"] = Field(
+        "risky", description="which meta-agent plans wait for the person's approval in chat"
+    )
 
     lease_seconds: float = Field(30.0, description="how long a claim lasts without a heartbeat")
     max_attempts: int = Field(3, description="claims a task gets before lost leases fail it")
@@ -31,6 +36,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = 2_000_000
     max_artifact_bytes: int = 10_000_000
     max_streams_per_key: int = Field(1024, description="open SSE streams and long-polls one API key may hold")
+    max_chat_turns_per_key: int = Field(8, description="meta-agent turns (POST /chat) one API key may run at once")
 
     embedded_worker: bool = Field(True, description="run a worker inside `serve`")
     embedded_worker_queue: str = "default"
@@ -47,9 +53,33 @@ class Settings(BaseSettings):
         None, description="`otlp` or `console`: trace requests (needs the otel extra)"
     )
 
-    slack_bot_token: str | None = None
-    slack_signing_secret: str | None = None
-    slack_app_token: str | None = None
+    # --- Slack (integrations/slack). The tokens also take Slack's conventional unprefixed names.
+    slack_bot_token: str | None = Field(
+        None,
+        validation_alias=AliasChoices("slack_bot_token", "META_AGENT_SLACK_BOT_TOKEN", "SLACK_BOT_TOKEN"),
+    )
+    slack_signing_secret: str | None = Field(
+        None,
+        validation_alias=AliasChoices(
+            "slack_signing_secret", "META_AGENT_SLACK_SIGNING_SECRET", "SLACK_SIGNING_SECRET"
+        ),
+    )
+    slack_app_token: str | None = Field(
+        None,
+        validation_alias=AliasChoices("slack_app_token", "META_AGENT_SLACK_APP_TOKEN", "SLACK_APP_TOKEN"),
+    )
+    slack_mode: str | None = Field(
+        None, description="`http` or `socket` (default: socket when an app token is set)"
+    )
+    slack_api_base: str = Field("https://slack.com/api/", description="Slack Web API base URL")
+    slack_allowed_users: str | None = Field(
+        None,
+        description="Slack user ids (comma-separated) who may answer; default: the thread's participants",
+    )
+    slack_api_key: str | None = Field(
+        None, description="API key the Slack integration acts with (not in open mode)"
+    )
+    slack_update_interval: float = Field(1.0, description="seconds between updates of one Slack message")
 
     def open_mode_allowed(self) -> bool:
         """Without keys, the API is open only to a loopback-bound server."""

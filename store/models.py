@@ -213,5 +213,7 @@ class Conversation(SQLModel, table=True):
     external_id: str | None = Field(default=None, index=True, max_length=255)  # e.g. a Slack thread
     messages: list[dict[str, Any]] = _json([])
     task_ids: list[str] = _json([])
+    # A plan waiting for the person's approval (see meta_agent.conversation), or None.
+    pending: dict[str, Any] | None = _json()
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -49,6 +49,7 @@ class AgentInfo(BaseModel):
     parameters: dict[str, ParameterInfo] = Field(
         {}, description="Named inputs; required ones the agent asks for when missing."
     )
+    risky: bool = Field(False, description="Changes things: a plan using it needs the person's approval.")
 
     @classmethod
     def of(cls, a: dict[str, Any]) -> AgentInfo:
@@ -60,6 +61,7 @@ class AgentInfo(BaseModel):
             tools=a.get("tools") or [],
             default_queue=a.get("default_queue"),
             parameters={k: ParameterInfo(**_known(v)) for k, v in (a.get("parameters") or {}).items()},
+            risky=bool(a.get("risky")),
         )
 
 

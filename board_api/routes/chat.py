@@ -1,15 +1,22 @@
 """`POST /chat`: a message to the meta agent in, its reply and what it did out, as SSE.
 
 The agent runs in this process and calls this same control plane over HTTP with the
-caller's key (through the MCP tools), so it can do exactly what the caller may do. The
-conversation is stored after the turn, so the next message (after a restart too) goes on
-from it. Frames (`event:` = the `type`, `data:` = JSON):
+caller's key (through the MCP tools), so it can do exactly what the caller may do. The turn
+is `meta_agent.conversation`'s (shared with Slack): the conversation is stored after it, so
+the next message (after a restart too) goes on from it. Frames (`event:` = the `type`,
+`data:` = JSON):
 
     conversation {conversation_id}        first, so a client can resume even if the turn fails
     text {text}                           pieces of the reply
     tool_call / tool_result / progress / task / log   what the agent does (see meta_agent.agent)
+    approval {approval_id, tool, arguments, plan}     a plan waits for the person's decision:
+                                          send it back as `decision` (or a plain yes / no)
     error {code, message}                 the model call failed
-    done {conversation_id, reply, task_ids}
+    done {conversation_id, reply, task_ids, approval}
+
+Refused before any frame: 409 `model_not_configured` (names META_AGENT_MODEL), 404 unknown
+conversation, 409 `approval_not_pending`, 429 when the key already runs
+`max_chat_turns_per_key` turns.
 """
 
 from __future__ import annotations
@@ -17,34 +24,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from board_api.deps import DbDep, Operator, SettingsDep
 from board_api.feeds import sse
-from store import conversations, errors
+from board_api.limits import ConnectionLimiter, LimitedStream
+from meta_agent.conversation import Decision, PreparedTurn, prepare_turn
+from store import errors
 from store.tasks import SOURCES
 
 router = APIRouter()
-log = logging.getLogger(__name__)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SSE_RESPONSES = {200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}}
 
 
-class ModelNotConfigured(errors.MetaAgentError):
-    status = 409
-    code = "model_not_configured"
-    title = "No model configured"
+class DecisionIn(BaseModel):
+    approval_id: str = Field(min_length=1, max_length=100)
+    approve: bool
+    reason: str | None = Field(default=None, max_length=4000)
 
 
 class ChatIn(BaseModel):
-    message: str = Field(min_length=1, max_length=100_000)
+    message: str | None = Field(default=None, min_length=1, max_length=100_000)
+    decision: DecisionIn | None = Field(
+        default=None, description="Approve or reject the plan an `approval` frame asked about."
+    )
     conversation_id: str | None = Field(default=None, max_length=100)
     source: str | None = Field(
         default=None, description="Where the person is: board (default), slack, cli, api, ..."
@@ -53,96 +63,78 @@ class ChatIn(BaseModel):
         default=None, max_length=200, description="Who is asking (default: the API key's name)."
     )
 
+    @model_validator(mode="after")
+    def _one_of(self) -> ChatIn:
+        if (self.message is None) == (self.decision is None):
+            raise ValueError("send either `message` or `decision`")
+        if self.decision is not None and not self.conversation_id:
+            raise ValueError("a `decision` needs the `conversation_id` it belongs to")
+        return self
+
 
 @router.post("/chat", response_class=StreamingResponse, responses=SSE_RESPONSES)
 async def chat(
     body: ChatIn, request: Request, db: DbDep, settings: SettingsDep, p: Operator
 ) -> StreamingResponse:
-    """Send a message to the meta agent; its reply and actions stream back as SSE."""
-    if not settings.model:
-        from meta_agent.agent import MODEL_SETTING_HELP
-
-        raise ModelNotConfigured(f"{MODEL_SETTING_HELP} Set it where the control plane runs and restart it.")
+    """Send a message (or a decision on a plan) to the meta agent; its reply and actions
+    stream back as SSE."""
     if body.source is not None and body.source not in SOURCES:
         raise errors.Invalid(f"source must be one of {', '.join(sorted(SOURCES))}", code="invalid_source")
-    async with db.tx() as tx:
-        if body.conversation_id:
-            conv = await conversations.get_conversation(tx.session, body.conversation_id)
-        else:
-            conv = await conversations.create_conversation(
-                tx, source=body.source or "board", requested_by=body.requested_by or p.name
-            )
-        conv_id, history = conv.id, list(conv.messages)
-        # A follow-up comes from where the conversation is, and from who started it, unless told.
-        source = body.source or conv.source
-        requester = body.requested_by or conv.requested_by or p.name
-
     header = request.headers.get("authorization", "")
     api_key = header[7:].strip() if header.lower().startswith("bearer ") else None
     base = str(request.base_url).rstrip("/")
-    return StreamingResponse(
-        _run(db, settings, body, conv_id, history, source, requester, base, api_key),
-        media_type="text/event-stream",
-        headers=SSE_HEADERS,
+    requester = body.requested_by or p.name
+    prepared = await prepare_turn(
+        db,
+        settings,
+        base_url=base,
+        api_key=api_key,
+        message=body.message,
+        decision=(
+            Decision(
+                body.decision.approval_id, body.decision.approve, by=requester, reason=body.decision.reason
+            )
+            if body.decision
+            else None
+        ),
+        conversation_id=body.conversation_id,
+        source=body.source or "board",
+        requested_by=body.requested_by or (None if body.conversation_id else p.name),
     )
+    release = _limiter(request, settings).acquire(p)
+    return LimitedStream(_frames(prepared), release, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
-async def _run(
-    db: Any,
-    settings: Any,
-    body: ChatIn,
-    conv_id: str,
-    history: list[dict[str, Any]],
-    source: str,
-    requester: str,
-    base: str,
-    api_key: str | None,
-) -> AsyncIterator[bytes]:
-    from meta_agent.agent import MetaAgent, ModelCallFailed, chat_backend
-    from meta_agent.llm import ProviderConfig
+def _limiter(request: Request, settings: Any) -> ConnectionLimiter:
+    limiter = getattr(request.app.state, "chat_limiter", None)
+    if limiter is None:
+        limiter = request.app.state.chat_limiter = ConnectionLimiter(
+            settings.max_chat_turns_per_key,
+            what=f"this key already runs {settings.max_chat_turns_per_key} meta-agent turns; wait for one to end",
+        )
+    return limiter
 
-    def frame(event: dict[str, Any]) -> bytes:
-        return sse(json.dumps(event, default=str, separators=(",", ":")), event=str(event["type"]))
 
-    yield frame({"type": "conversation", "conversation_id": conv_id})
-    backend = chat_backend(
-        base, api_key, source=source, requested_by=requester, public_url=settings.public_url or base
-    )
-    provider = ProviderConfig(settings.model, api_base=settings.llm_api_base, api_key=settings.llm_api_key)
-    agent = MetaAgent(provider, backend)
+async def _frames(prepared: PreparedTurn) -> AsyncIterator[bytes]:
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
-    async def work() -> list[dict[str, Any]]:
+    async def work() -> None:
         try:
-            return await agent.turn(history, body.message, queue.put_nowait)
+            await prepared.run(queue.put_nowait)
         finally:
             queue.put_nowait(None)
 
     job = asyncio.create_task(work())
     try:
         while (event := await queue.get()) is not None:
-            yield frame(event)
-        try:
-            added = await job
-        except ModelCallFailed as exc:
-            yield frame({"type": "error", "code": exc.code, "message": exc.message})
-            added = [{"role": "user", "content": body.message}]
-        except Exception:
-            log.exception("meta agent turn failed (conversation %s)", conv_id)
-            yield frame(
-                {
-                    "type": "error",
-                    "code": "internal_error",
-                    "message": "the meta agent failed; it has been logged",
-                }
-            )
-            added = [{"role": "user", "content": body.message}]
-        async with db.tx() as tx:
-            await conversations.save_turn(tx, conv_id, [*history, *added], agent.task_ids)
-        reply = next((m.get("content") or "" for m in reversed(added) if m.get("role") == "assistant"), "")
-        yield frame({"type": "done", "conversation_id": conv_id, "reply": reply, "task_ids": agent.task_ids})
+            yield _frame(event)
+        await job
     finally:
-        if not job.done():  # the client went away mid-turn
+        if not job.done():  # the client went away mid-turn: stop (the turn saves what it has)
             job.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await job
+
+
+def _frame(event: dict[str, Any]) -> bytes:
+    return sse(json.dumps(event, default=str, separators=(",", ":")), event=str(event["type"]))
