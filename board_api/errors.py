@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from meta_agent.redact import redact
 from store.errors import MetaAgentError
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ _HTTP_CODES = {
 
 
 def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JSONResponse:
+    detail = redact(detail)  # details are built from other errors, which may quote a secret
     body = {
         "type": f"https://meta-agent.dev/problems/{code}",
         "title": title,

@@ -259,7 +259,11 @@ def _classify(litellm: Any, exc: Exception) -> ModelCallFailed | None:
 
 
 def _short(exc: BaseException, limit: int = 300) -> str:
-    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    from meta_agent.redact import redact
+
+    # Providers quote the key they refused ("Incorrect API key provided: sk-..."); the
+    # message goes to the board, chat and logs.
+    text = redact(f"{type(exc).__name__}: {exc}".replace("\n", " "))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -11,8 +11,17 @@ import json
 import logging
 from datetime import UTC, datetime
 
+from meta_agent.redact import redact
+
 CONTEXT_FIELDS = ("task_id", "worker_id", "queue", "agent", "status", "code")
 _QUIET = {"httpx": logging.WARNING, "alembic": logging.WARNING, "uvicorn.access": logging.WARNING}
+
+
+class RedactingFormatter(logging.Formatter):
+    """Text lines with secrets masked (a library's error may quote a key or a DSN)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -21,14 +30,14 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         for field in CONTEXT_FIELDS:
             value = getattr(record, field, None)
             if value is not None:
                 out[field] = value
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exc"] = redact(self.formatException(record.exc_info))
         return json.dumps(out, default=str)
 
 
@@ -38,7 +47,7 @@ def setup(fmt: str = "text", level: str = "INFO") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

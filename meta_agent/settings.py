@@ -36,7 +36,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = 2_000_000
     max_artifact_bytes: int = 10_000_000
     max_streams_per_key: int = Field(1024, description="open SSE streams and long-polls one API key may hold")
-    max_chat_turns_per_key: int = Field(8, description="meta-agent turns (POST /chat) one API key may run at once")
+    max_chat_turns_per_key: int = Field(
+        8, description="meta-agent turns (POST /chat) one API key may run at once"
+    )
 
     embedded_worker: bool = Field(True, description="run a worker inside `serve`")
     embedded_worker_queue: str = "default"
@@ -80,6 +82,28 @@ class Settings(BaseSettings):
         None, description="API key the Slack integration acts with (not in open mode)"
     )
     slack_update_interval: float = Field(1.0, description="seconds between updates of one Slack message")
+
+    def model_post_init(self, _context: object) -> None:
+        # Whatever process loaded these settings masks their secrets in every error and log
+        # line it writes (meta_agent.redact), whichever entry point built them.
+        from sqlalchemy.engine import make_url
+
+        from meta_agent.redact import register
+
+        try:
+            db_password = make_url(self.database_url).password
+        except Exception:  # a malformed URL fails later, with its own clear error
+            db_password = None
+        register(
+            self.api_key,
+            self.llm_api_key,
+            self.slack_bot_token,
+            self.slack_signing_secret,
+            self.slack_app_token,
+            self.slack_api_key,
+            None if db_password is None else str(db_password),
+            *self.mcp_state_keys,
+        )
 
     def open_mode_allowed(self) -> bool:
         """Without keys, the API is open only to a loopback-bound server."""

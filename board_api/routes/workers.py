@@ -34,6 +34,7 @@ from board_api.schemas import (
     WorkerHeartbeatOut,
 )
 from board_api.tracing import task_out
+from meta_agent.redact import redact
 from store import catalog, errors, tasks
 from store.models import utcnow
 
@@ -193,7 +194,7 @@ async def fail(task_id: str, body: FailBody, request: Request, db: DbDep, _: Wor
             task_id,
             body.token,
             code=body.error.code,
-            message=body.error.message,
+            message=redact(body.error.message),  # shown on the board: mask what a runtime quoted
             events=_events(body.events),
         )
     request.app.state.metrics.finished(task)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -57,6 +58,22 @@ def test_unfixable_provider_errors_fail_with_a_clear_code(
         task = wait_status(c, tid, "failed", "completed")
         assert task["status"] == "failed" and task["error"]["code"] == code, task["error"]
     assert len(llm.requests) == 1
+
+
+def test_a_refused_key_quoted_by_the_provider_is_masked_on_the_board(
+    server: LiveServer, llm: FakeLLM, tmp_path: Path
+) -> None:
+    secret = "sk-live-0123456789abcdefSECRET"
+    llm.script(error(401, f"Incorrect API key provided: {secret}. You can find your key in the dashboard."))
+    with server.client() as c:
+        llm_agent(c)
+    with server.client() as c, worker_thread(server.url, llm, tmp_path / "ws"):
+        tid = new_task(c)
+        task = wait_status(c, tid, "failed", "completed")
+        assert task["error"]["code"] == "provider_auth_failed"
+        assert "[redacted]" in task["error"]["message"]
+        shown = json.dumps([task, c.get(f"/tasks/{tid}/events").json()])
+    assert secret not in shown
 
 
 def test_missing_model_is_a_clear_failure(server: LiveServer, llm: FakeLLM, tmp_path: Path) -> None:

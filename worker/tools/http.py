@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 
+from meta_agent.redact import redact
 from worker.tools import ToolEnv, ToolError
 from worker.tools.shell import clip
 
@@ -53,7 +54,8 @@ class HttpRequest:
                     content=None if body is None else str(body).encode(),
                 )
         except httpx.HTTPError as exc:
-            raise ToolError(f"{method} {url} failed: {type(exc).__name__}: {exc}") from exc
+            # The URL may carry a token (?api_key=...): the error goes to the model and the board.
+            raise ToolError(redact(f"{method} {url} failed: {type(exc).__name__}: {exc}")) from exc
         shown = "\n".join(f"{h}: {resp.headers[h]}" for h in SHOWN_HEADERS if h in resp.headers)
         text = f"HTTP {resp.status_code} {resp.reason_phrase}\n{shown}\n\n{clip(resp.text)}"
         env.output(text[:4000])
