@@ -302,6 +302,10 @@ class Queues(_Resource):
         body = {"name": name, "description": description, "environment": environment}
         return self._send("POST", f"{API}/worker-queues", json=body)
 
+    def delete(self, key: str) -> Any:
+        """Delete a queue (by id or name); 409 `queue_in_use` while tasks on it are unfinished."""
+        return self._send("DELETE", f"{API}/worker-queues/{_seg(key)}")
+
 
 class Workers(_Resource):
     """Live workers."""
@@ -313,9 +317,12 @@ class Workers(_Resource):
 class Executions(_Resource):
     """Tasks ("executions"): create, list, follow, act on."""
 
-    def __init__(self, send: Send, stream: Callable[[str, int], Any], source: str) -> None:
+    def __init__(
+        self, send: Send, stream: Callable[[str, int], Any], source: str, requested_by: str | None = None
+    ) -> None:
         super().__init__(send, source)
         self._stream = stream
+        self._requested_by = requested_by
 
     def create(
         self,
@@ -328,7 +335,7 @@ class Executions(_Resource):
         requested_by: str | None = None,
         parent_id: str | None = None,
     ) -> Any:
-        """Create a task for an agent or a team; `source` is the client's."""
+        """Create a task for an agent or a team; `source` (and by default `requested_by`) are the client's."""
         body = {
             "agent": agent,
             "team": team,
@@ -336,7 +343,7 @@ class Executions(_Resource):
             "prompt": prompt,
             "parameters": parameters,
             "source": self._source,
-            "requested_by": requested_by,
+            "requested_by": requested_by or self._requested_by,
             "parent_id": parent_id,
         }
         return self._send("POST", f"{API}/tasks", json=_clean(body))
@@ -518,7 +525,14 @@ class WorkerApi(_Resource):
 
 
 class _Base:
-    def __init__(self, url: str | None, api_key: str | None, timeout: float, source: str) -> None:
+    def __init__(
+        self,
+        url: str | None,
+        api_key: str | None,
+        timeout: float,
+        source: str,
+        requested_by: str | None = None,
+    ) -> None:
         self.url = (url or os.environ.get("META_AGENT_URL") or DEFAULT_URL).rstrip("/")
         key = api_key if api_key is not None else os.environ.get("META_AGENT_API_KEY")
         self.timeout = timeout
@@ -531,7 +545,7 @@ class _Base:
         self.teams = Teams(send, source)
         self.queues = Queues(send)
         self.workers = Workers(send)
-        self.executions = Executions(send, self._stream, source)
+        self.executions = Executions(send, self._stream, source, requested_by)
         self.keys = Keys(send)
         self.board = Board(send)
 
@@ -574,8 +588,9 @@ class ControlPlaneClient(_Base):
         source: str = "sdk",
         *,
         transport: httpx.BaseTransport | None = None,
+        requested_by: str | None = None,
     ) -> None:
-        super().__init__(url, api_key, timeout, source)
+        super().__init__(url, api_key, timeout, source, requested_by)
         self._http = httpx.Client(transport=transport, **self._http_options())
 
     def _send(
@@ -643,8 +658,9 @@ class AsyncControlPlaneClient(_Base):
         source: str = "sdk",
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        requested_by: str | None = None,
     ) -> None:
-        super().__init__(url, api_key, timeout, source)
+        super().__init__(url, api_key, timeout, source, requested_by)
         self._http = httpx.AsyncClient(transport=transport, **self._http_options())
         self.worker = WorkerApi(self._send, margin=max(timeout, 5.0))
 

@@ -20,6 +20,7 @@ __all__ = [
     "create_queue",
     "create_team",
     "delete_agent",
+    "delete_queue",
     "get_agent",
     "get_queue",
     "get_team",
@@ -198,6 +199,47 @@ async def create_queue(tx: Tx, queue: WorkerQueue, *, exist_ok: bool = False) ->
     tx.session.add(queue)
     await tx.session.flush()
     return queue
+
+
+async def delete_queue(tx: Tx, key: str) -> None:
+    """Delete a queue nothing waits on: no unfinished task, no agent or team defaulting to it.
+
+    Finished tasks keep the queue's name; workers still polling it get `queue_not_found`.
+    """
+    queue = await get_queue(tx.session, key)
+    unfinished = await tx.session.scalar(
+        select(sa.func.count())
+        .select_from(Task)
+        .where(
+            Task.queue == queue.name,
+            col(Task.status).in_(
+                [TaskStatus.pending.value, TaskStatus.running.value, TaskStatus.requires_input.value]
+            ),
+        )
+    )
+    if unfinished:
+        raise errors.Conflict(
+            f"queue {queue.name!r} has {unfinished} unfinished task(s) (pending, running or "
+            "requires_input); cancel them or let them finish first",
+            code="queue_in_use",
+        )
+    users = [
+        f"agent {name!r}"
+        for name in (await tx.session.execute(select(Agent.name).where(Agent.default_queue == queue.name)))
+        .scalars()
+        .all()
+    ] + [
+        f"team {name!r}"
+        for name in (await tx.session.execute(select(Team.name).where(Team.default_queue == queue.name)))
+        .scalars()
+        .all()
+    ]
+    if users:
+        raise errors.Conflict(
+            f"queue {queue.name!r} is the default queue of {', '.join(users)}; change that first",
+            code="queue_in_use",
+        )
+    await tx.session.delete(queue)
 
 
 def live_since(now: datetime | None = None) -> datetime:

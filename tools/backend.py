@@ -46,6 +46,9 @@ class Connection:
     url: str
     api_key: str | None
     board: str  # base URL of the web board, for links
+    # What tasks created through this connection say about where they came from.
+    source: str = "mcp"
+    requested_by: str | None = None
 
 
 class Backend:
@@ -72,7 +75,11 @@ class Backend:
         conn = self.connection()
         # "" rather than None: the SDK would otherwise fall back to META_AGENT_API_KEY.
         client = AsyncControlPlaneClient(
-            url=conn.url, api_key=conn.api_key or "", timeout=self.timeout, source="mcp"
+            url=conn.url,
+            api_key=conn.api_key or "",
+            timeout=self.timeout,
+            source=conn.source,
+            requested_by=conn.requested_by,
         )
         try:
             yield client

@@ -43,6 +43,9 @@ __all__ = ["MCP_PATH", "ApiKeyVerifier", "HttpBackend", "McpHttp", "transport_se
 MCP_PATH = "/mcp"
 METADATA_PATH = "/.well-known/oauth-protected-resource/mcp"
 WILDCARD_HOSTS = {"0.0.0.0", "::", ""}
+# Set by the meta agent over HTTP (meta_agent/remote.py): the task's source and requester.
+SOURCE_HEADER = "x-meta-agent-source"
+REQUESTER_HEADER = "x-meta-agent-requested-by"
 
 
 class ApiKeyVerifier(TokenVerifier):
@@ -98,7 +101,11 @@ class HttpBackend(Backend):
             host = "127.0.0.1" if server[0] in WILDCARD_HOSTS else server[0]
             url = f"http://{_url_host(host)}:{server[1]}"
         board = (self._public or str(request.base_url)).rstrip("/")
-        return Connection(url, key, board)
+        # A surface acting for a person (the CLI's meta agent) names both; the REST API
+        # validates the source, and takes a requester from any caller that may create tasks.
+        source = request.headers.get(SOURCE_HEADER, "").strip().lower() or "mcp"
+        requested_by = request.headers.get(REQUESTER_HEADER, "").strip()[:200] or None
+        return Connection(url, key, board, source=source, requested_by=requested_by)
 
 
 def transport_security(settings: Settings) -> TransportSecuritySettings:

@@ -69,6 +69,7 @@ class Worker:
         cancel_grace: float = CANCEL_GRACE,
         keep_workspaces: bool = False,
         runtimes: Mapping[str, Runtime] | None = None,
+        workdir: str | Path | None = None,
     ) -> None:
         host = socket.gethostname()
         # Runtimes configured for this worker (e.g. `llm` with its provider settings); other
@@ -85,6 +86,10 @@ class Worker:
         self.claim_wait = claim_wait
         self.cancel_grace = cancel_grace
         self.keep_workspaces = keep_workspaces
+        # A fixed working directory (`exec --local --cwd DIR`): every task runs in it, and it
+        # is never removed; only an `artifacts` folder the tasks created there, left empty.
+        self.workdir = Path(workdir).resolve() if workdir is not None else None
+        self._had_artifacts = False
         self._info = {
             "name": self.name,
             "hostname": host,
@@ -106,7 +111,12 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Claim and run tasks until `stop` is set, then shut down cleanly."""
-        self.workspace_root.mkdir(parents=True, exist_ok=True)
+        if self.workdir is not None:
+            if not self.workdir.is_dir():
+                raise NotADirectoryError(f"working directory {self.workdir} does not exist")
+            self._had_artifacts = (self.workdir / "artifacts").exists()
+        else:
+            self.workspace_root.mkdir(parents=True, exist_ok=True)
         log.info("worker %s serving queue %s (concurrency %d)", self.worker_id, self.queue, self.concurrency)
         heartbeats_done = asyncio.Event()
         heartbeat = asyncio.create_task(self._heartbeat_loop(heartbeats_done))
@@ -175,6 +185,8 @@ class Worker:
             stopping.cancel()
 
     def _workspace(self, task_id: str) -> Path:
+        if self.workdir is not None:
+            return self.workdir
         safe = task_id if _SAFE_ID.match(task_id) else hashlib.sha256(task_id.encode()).hexdigest()
         return self.workspace_root / safe
 
@@ -199,8 +211,19 @@ class Worker:
             self._held.pop(held.id, None)
             self._runners.pop(held.id, None)
             self._slot_free.set()
-        if held.finished and not self.keep_workspaces and held.ctx.workspace.exists():
+        if self.workdir is not None:
+            self._tidy_workdir()
+        elif held.finished and not self.keep_workspaces and held.ctx.workspace.exists():
             await asyncio.to_thread(shutil.rmtree, held.ctx.workspace, True)
+
+    def _tidy_workdir(self) -> None:
+        artifacts = self.workdir / "artifacts" if self.workdir is not None else None
+        if artifacts is None or self._had_artifacts or self._held:
+            return
+        try:
+            artifacts.rmdir()  # only when empty: files a task left there stay
+        except OSError:
+            pass
 
     # --- heartbeats ----------------------------------------------------------------------
 
@@ -287,9 +310,11 @@ async def run_worker(
     stop: asyncio.Event | None = None,
     llm_api_base: str | None = None,
     llm_api_key: str | None = None,
+    workdir: str | Path | None = None,
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (a second signal skips the grace); `meta-agent worker start`.
 
+    `workdir`: run every task in this directory instead of a fresh workspace per task.
     `llm_api_base`/`llm_api_key` go to litellm for the `llm` agents' model calls (litellm's own
     provider variables apply when they are None).
     """
@@ -309,6 +334,7 @@ async def run_worker(
             grace_seconds=grace_seconds,
             heartbeat_interval=heartbeat_interval,
             runtimes={"llm": LlmRuntime(api_base=llm_api_base, api_key=llm_api_key)},
+            workdir=workdir,
         )
 
         def on_signal() -> None:

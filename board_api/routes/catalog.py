@@ -180,6 +180,14 @@ async def get_queue(key: str, db: DbDep, _: Viewer) -> QueueOut:
         return _queue_out(q, await catalog.queue_stats(s))
 
 
+@router.delete("/worker-queues/{key}", status_code=204)
+async def delete_queue(key: str, db: DbDep, _: Admin) -> Response:
+    """Delete a worker queue; 409 `queue_in_use` while tasks on it are unfinished."""
+    async with db.tx() as tx:
+        await catalog.delete_queue(tx, key)
+    return Response(status_code=204)
+
+
 @router.get("/workers", response_model=WorkerList)
 async def list_workers(db: DbDep, _: Viewer, queue: str | None = None) -> WorkerList:
     """Live workers (heard from in the last 45 s)."""

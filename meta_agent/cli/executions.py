@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -78,6 +79,61 @@ ApiBaseOpt = Annotated[
 ApiKeyOpt = Annotated[
     str | None, typer.Option(envvar="META_AGENT_LLM_API_KEY", help="api_key for the model calls.")
 ]
+McpOpt = Annotated[
+    bool,
+    typer.Option(
+        "--mcp",
+        envvar="META_AGENT_MCP",
+        help="Reach the agent's tools over the control plane's MCP endpoint (--url + /mcp, "
+        "Streamable HTTP, the API key as bearer token) instead of in this process.",
+    ),
+]
+McpUrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mcp-url",
+        envvar="META_AGENT_MCP_URL",
+        help="Like --mcp, with this MCP endpoint (e.g. https://cp.example.com/mcp).",
+        show_default=False,
+    ),
+]
+LocalOpt = Annotated[
+    bool,
+    typer.Option(
+        "--local",
+        envvar="META_AGENT_LOCAL",
+        help="Run the execution on a throw-away worker started here, in --cwd, on a new queue "
+        "that is deleted afterwards (the execution is cancelled if the command stops first).",
+    ),
+]
+CwdOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--cwd",
+        envvar="META_AGENT_CWD",
+        help="With --local: the execution's working directory (default: the current one).",
+        exists=True,
+        file_okay=False,
+        dir_okay=True,
+        resolve_path=True,
+        show_default=False,
+    ),
+]
+
+
+def _local_dir(local: bool, cwd: Path | None) -> Path | None:
+    """The directory of a --local run; None without --local (--cwd alone is a mistake)."""
+    if cwd is not None and not local:
+        raise typer.BadParameter("--cwd needs --local (a remote worker has its own directories)")
+    return (cwd or Path.cwd()) if local else None
+
+
+def _mcp_endpoint(ctx: typer.Context, mcp: bool, mcp_url: str | None) -> str | None:
+    if mcp_url:
+        if not mcp_url.startswith(("http://", "https://")):
+            raise typer.BadParameter(f"{mcp_url!r} is not an http(s) URL", param_hint="'--mcp-url'")
+        return mcp_url
+    return state(ctx).url if mcp else None
 
 
 @exec_app.command(META_AGENT_COMMAND, hidden=True)
@@ -88,14 +144,30 @@ def exec_meta(
     model: ModelOpt = None,
     llm_api_base: ApiBaseOpt = None,
     llm_api_key: ApiKeyOpt = None,
+    mcp: McpOpt = False,
+    mcp_url: McpUrlOpt = None,
+    local: LocalOpt = False,
+    cwd: CwdOpt = None,
+    json_out: JsonOption = False,
 ) -> None:
     """Hand the prompt to the meta agent, which picks the agent and queue, plans and follows.
 
     Exit code: the task's (0 completed, 1 failed, 130 cancelled); 2 without a model.
+    --json: one JSON object per line (agent events, the task's events, then the result).
     """
     from meta_agent.cli.meta import run_exec
 
-    code = run_exec(ctx, " ".join(prompt), yes=yes, model=model, api_base=llm_api_base, api_key=llm_api_key)
+    code = run_exec(
+        ctx,
+        " ".join(prompt),
+        yes=yes,
+        model=model,
+        api_base=llm_api_base,
+        api_key=llm_api_key,
+        mcp_url=_mcp_endpoint(ctx, mcp, mcp_url),
+        cwd=_local_dir(local, cwd),
+        json_out=json_out,
+    )
     raise typer.Exit(code)
 
 
@@ -105,11 +177,22 @@ def chat(
     model: ModelOpt = None,
     llm_api_base: ApiBaseOpt = None,
     llm_api_key: ApiKeyOpt = None,
+    mcp: McpOpt = False,
+    mcp_url: McpUrlOpt = None,
 ) -> None:
     """Talk to the meta agent: ask for work, answer its questions, follow up ("retry it")."""
     from meta_agent.cli.meta import run_chat
 
-    raise typer.Exit(run_chat(ctx, yes=yes, model=model, api_base=llm_api_base, api_key=llm_api_key))
+    raise typer.Exit(
+        run_chat(
+            ctx,
+            yes=yes,
+            model=model,
+            api_base=llm_api_base,
+            api_key=llm_api_key,
+            mcp_url=_mcp_endpoint(ctx, mcp, mcp_url),
+        )
+    )
 
 
 @exec_app.command("agent")
@@ -126,17 +209,52 @@ def exec_agent(
         typer.Option("--queue", "-q", envvar="META_AGENT_QUEUE", help="Worker queue (default: the agent's)."),
     ] = None,
     follow: FollowOption = False,
+    local: LocalOpt = False,
+    cwd: CwdOpt = None,
+    llm_api_base: ApiBaseOpt = None,
+    llm_api_key: ApiKeyOpt = None,
     json_out: JsonOption = False,
 ) -> None:
     """Run an agent on a prompt; with --follow, stream it live and answer its questions.
 
-    Exit code with --follow: 0 completed, 1 failed, 130 cancelled.
+    Exit code with --follow (implied by --local): 0 completed, 1 failed, 130 cancelled.
     """
     parameters = parse_params(param)
+    workdir = _local_dir(local, cwd)
+    if workdir is not None and queue:
+        raise typer.BadParameter("--queue and --local do not go together (--local makes its own queue)")
     if prompt == "-":
         prompt = sys.stdin.read()
     if not prompt.strip():
         raise typer.BadParameter("the prompt is empty", param_hint="'PROMPT'")
+    if workdir is not None:
+        from meta_agent.cli.local import LocalWorker
+        from meta_agent.cli.meta import user_name
+
+        with LocalWorker(
+            ctx, workdir, user=user_name(), llm_api_base=llm_api_base, llm_api_key=llm_api_key
+        ) as local_queue:
+            if json_out:
+                print_json_line({"type": "local", "queue": local_queue, "cwd": str(workdir)})
+            else:
+                err_console().print(
+                    f"[dim]local worker on queue {escape(local_queue)} in {escape(str(workdir))}[/]"
+                )
+            _start(ctx, name, prompt, parameters, local_queue, follow=True, json_out=json_out)
+        return
+    _start(ctx, name, prompt, parameters, queue, follow=follow, json_out=json_out)
+
+
+def _start(
+    ctx: typer.Context,
+    name: str,
+    prompt: str,
+    parameters: dict[str, str],
+    queue: str | None,
+    *,
+    follow: bool,
+    json_out: bool,
+) -> None:
     c = client(ctx)
     task = c.executions.create(agent=name, queue=queue, prompt=prompt, parameters=parameters or None)
     task_id = str(task["id"])

@@ -16,13 +16,14 @@ import asyncio
 import getpass
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import typer
 
 from meta_agent.cli import follow as follow_module
 from meta_agent.cli.common import client, escape, state
-from meta_agent.cli.output import console, err_console, status_text
+from meta_agent.cli.output import console, err_console, print_json_line, status_text
 
 __all__ = ["run_chat", "run_exec"]
 
@@ -38,41 +39,92 @@ def run_exec(
     model: str | None,
     api_base: str | None,
     api_key: str | None,
+    mcp_url: str | None = None,
+    cwd: Path | None = None,
+    json_out: bool = False,
 ) -> int:
-    """Run one turn of the meta agent on `prompt`; the exit code."""
+    """Run one turn of the meta agent on `prompt`, follow its task; the exit code.
+
+    `mcp_url`: reach the tools over that MCP endpoint instead of in-process. `cwd`: run the
+    work on a throw-away local worker in that directory (`--local`). `json_out`: one JSON
+    object per line on stdout, per agent event, per followed task event, then the result.
+    """
     if not model:
-        return _no_model()
+        return _no_model(json_out)
+    screen: _Screen = _JsonScreen() if json_out else _Screen()
+    if cwd is None:
+        return _exec(ctx, prompt, screen, model, api_base, api_key, yes=yes, mcp_url=mcp_url)
+    from meta_agent.cli.local import LocalWorker
+
+    with LocalWorker(ctx, cwd, user=user_name(), llm_api_base=api_base, llm_api_key=api_key) as queue:
+        screen.local(queue, cwd)
+        return _exec(
+            ctx, prompt, screen, model, api_base, api_key, yes=yes, mcp_url=mcp_url, local=(queue, cwd)
+        )
+
+
+def _exec(
+    ctx: typer.Context,
+    prompt: str,
+    screen: _Screen,
+    model: str,
+    api_base: str | None,
+    api_key: str | None,
+    *,
+    yes: bool,
+    mcp_url: str | None,
+    local: tuple[str, Path] | None = None,
+) -> int:
     from meta_agent.agent import ModelCallFailed
     from meta_agent.llm import close_clients
 
-    screen = _Screen()
-    agent = _agent(ctx, screen, model, api_base, api_key, yes=yes)
+    agent = _agent(ctx, screen, model, api_base, api_key, yes=yes, mcp_url=mcp_url, local=local)
+    reply: list[str] = []
+
+    def show(event: dict[str, Any]) -> None:
+        if event["type"] == "text":
+            reply.append(event["text"])
+        screen.show(event)
 
     async def one_turn() -> None:
         try:
-            await agent.turn([], prompt, screen.show)
+            await agent.turn([], prompt, show)
         finally:
             await close_clients()
 
     try:
         asyncio.run(one_turn())
     except ModelCallFailed as exc:
-        return screen.failed(exc)
+        code = screen.failed(exc)
+        screen.result("".join(reply), agent.task_ids, None, code)
+        return code
     screen.end_line()
     if not agent.task_ids:
+        screen.result("".join(reply), agent.task_ids, None, 0)
         return 0
     task_id = agent.task_ids[-1]
     task = client(ctx).executions.get(task_id)
     if task.get("status") not in TERMINAL:
-        console().print(f"[dim]following execution {escape(task_id)} until it ends[/]")
-        from meta_agent.cli.executions import _follow_and_exit
+        if isinstance(screen, _JsonScreen):
+            task = screen.follow(ctx, task_id)
+        else:
+            console().print(f"[dim]following execution {escape(task_id)} until it ends[/]")
+            from meta_agent.cli.executions import _follow_and_exit
 
-        _follow_and_exit(ctx, task_id, json_out=False, may_ask=True)
-    return follow_module.exit_code(task.get("status"))
+            _follow_and_exit(ctx, task_id, json_out=False, may_ask=True)
+    code = follow_module.exit_code(task.get("status"))
+    screen.result("".join(reply), agent.task_ids, task, code)
+    return code
 
 
 def run_chat(
-    ctx: typer.Context, *, yes: bool, model: str | None, api_base: str | None, api_key: str | None
+    ctx: typer.Context,
+    *,
+    yes: bool,
+    model: str | None,
+    api_base: str | None,
+    api_key: str | None,
+    mcp_url: str | None = None,
 ) -> int:
     """An interactive session: one turn per line the person types, until `exit` or end of input."""
     if not model:
@@ -81,7 +133,7 @@ def run_chat(
     from meta_agent.llm import close_clients
 
     screen = _Screen()
-    agent = _agent(ctx, screen, model, api_base, api_key, yes=yes)
+    agent = _agent(ctx, screen, model, api_base, api_key, yes=yes, mcp_url=mcp_url)
     console().print("[dim]chat with the meta agent; `exit` or Ctrl-D ends it[/]")
 
     async def session() -> None:
@@ -115,9 +167,11 @@ def _read_line() -> str | None:
     return None if line in ("exit", "quit") else line
 
 
-def _no_model() -> int:
+def _no_model(json_out: bool = False) -> int:
     from meta_agent.agent import MODEL_SETTING_HELP
 
+    if json_out:
+        print_json_line({"type": "error", "code": "model_not_configured", "message": MODEL_SETTING_HELP})
     err_console().print(f"[red]error: {escape(MODEL_SETTING_HELP)}[/]", soft_wrap=True)
     err_console().print(
         '[dim]or run an agent directly: meta-agent exec agent NAME "prompt" '
@@ -128,22 +182,45 @@ def _no_model() -> int:
 
 
 def _agent(
-    ctx: typer.Context, screen: _Screen, model: str, api_base: str | None, api_key: str | None, *, yes: bool
+    ctx: typer.Context,
+    screen: _Screen,
+    model: str,
+    api_base: str | None,
+    api_key: str | None,
+    *,
+    yes: bool,
+    mcp_url: str | None = None,
+    local: tuple[str, Path] | None = None,
 ) -> Any:
-    from meta_agent.agent import MetaAgent, chat_backend
+    from meta_agent.agent import SYSTEM_PROMPT, MetaAgent, chat_backend
     from meta_agent.llm import ProviderConfig
+    from meta_agent.remote import McpFactory, http_tools, in_process_tools, pin_queue
 
     st = state(ctx)
-    backend = chat_backend(st.url, st.api_key, source="cli", requested_by=_user(), public_url=st.public_url)
+    user = user_name()
+    backend = chat_backend(st.url, st.api_key, source="cli", requested_by=user, public_url=st.public_url)
+    elicit = screen.elicit if follow_module.stdin_is_tty() else None
+    tools: McpFactory | None = None
+    if mcp_url:
+        tools = http_tools(mcp_url, st.api_key, source="cli", requested_by=user, elicit=elicit)
+    system_prompt = SYSTEM_PROMPT
+    if local is not None:
+        from meta_agent.cli.local import local_note
+
+        queue, cwd = local
+        tools = pin_queue(tools or in_process_tools(backend, elicit=elicit), queue)
+        system_prompt += local_note(queue, cwd)
     return MetaAgent(
         ProviderConfig(model, api_base=api_base, api_key=api_key),
         backend,
         approve=None if yes else screen.approve,
-        elicit=screen.elicit if follow_module.stdin_is_tty() else None,
+        elicit=elicit,
+        system_prompt=system_prompt,
+        mcp_client=tools,
     )
 
 
-def _user() -> str:
+def user_name() -> str:
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry (some containers)
@@ -156,6 +233,12 @@ class _Screen:
     def __init__(self) -> None:
         self.out = console()
         self.mid_line = False
+
+    def local(self, queue: str, cwd: Path) -> None:
+        err_console().print(f"[dim]local worker on queue {escape(queue)} in {escape(str(cwd))}[/]")
+
+    def result(self, reply: str, task_ids: list[str], task: dict[str, Any] | None, code: int) -> None:
+        """The end of `exec` (the terminal already showed it all)."""
 
     def end_line(self) -> None:
         if self.mid_line:
@@ -219,6 +302,45 @@ class _Screen:
         if answer is None:
             return types.ElicitResult(action="decline")
         return types.ElicitResult(action="accept", content={"answer": answer})
+
+
+class _JsonScreen(_Screen):
+    """`exec --json`: every agent event as one JSON line on stdout, then the followed task's
+    events (`{"type": "event", "event": ...}`), then `{"type": "result", ...}`. Prompts and
+    warnings go to stderr, so stdout stays JSON lines."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out = err_console()
+
+    def end_line(self) -> None:
+        return
+
+    def local(self, queue: str, cwd: Path) -> None:
+        print_json_line({"type": "local", "queue": queue, "cwd": str(cwd)})
+
+    def failed(self, exc: Any) -> int:
+        print_json_line({"type": "error", "code": exc.code, "message": exc.message})
+        return super().failed(exc)
+
+    def show(self, event: dict[str, Any]) -> None:
+        print_json_line(event)
+
+    def follow(self, ctx: typer.Context, task_id: str) -> dict[str, Any]:
+        c = client(ctx)
+        prompter = follow_module.InputPrompter(c, task_id, may_ask=False)
+
+        def on_event(event: dict[str, Any]) -> None:
+            print_json_line({"type": "event", "event": event})
+            if event.get("kind") == "status" and (event.get("data") or {}).get("status") == "requires_input":
+                prompter(event)
+
+        return follow_module.follow(c, task_id, on_event)
+
+    def result(self, reply: str, task_ids: list[str], task: dict[str, Any] | None, code: int) -> None:
+        print_json_line(
+            {"type": "result", "reply": reply, "task_ids": task_ids, "task": task, "exit_code": code}
+        )
 
 
 def _confirm() -> bool:

@@ -6,6 +6,7 @@ cost seconds and only these commands need them.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -64,6 +65,15 @@ def start_worker(
             envvar="META_AGENT_WORKSPACE_ROOT", help="Where executions get their working directories."
         ),
     ] = ".meta-agent/workspaces",
+    workdir: Annotated[
+        str | None,
+        typer.Option(
+            envvar="META_AGENT_WORKER_WORKDIR",
+            help="Run every execution in this directory (it must exist) instead of a fresh "
+            "workspace per execution; for one local worker at concurrency 1.",
+            show_default=False,
+        ),
+    ] = None,
     grace: Annotated[
         float,
         typer.Option(
@@ -104,6 +114,8 @@ def start_worker(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per heartbeat otherwise
     root = state(ctx)
+    if workdir is not None and not Path(workdir).is_dir():
+        raise typer.BadParameter(f"{workdir} is not a directory", param_hint="'--workdir'")
     try:
         asyncio.run(
             run_worker(
@@ -115,6 +127,7 @@ def start_worker(
                 grace_seconds=grace,
                 llm_api_base=llm_api_base,
                 llm_api_key=llm_api_key,
+                workdir=workdir,
             )
         )
     except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""`queues list|create`: the worker queues executions wait in."""
+"""`queues list|create|delete`: the worker queues executions wait in."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from meta_agent.cli.output import console, first_line, print_json, table
 
 __all__ = ["queues_app"]
 
-queues_app = typer.Typer(no_args_is_help=True, help="List and create worker queues.")
+queues_app = typer.Typer(no_args_is_help=True, help="List, create and delete worker queues.")
 
 
 @queues_app.command("list")
@@ -62,3 +62,18 @@ def create_queue(
     created = escape(str(queue.get("name", name)))
     out.print(f"queue [bold]{created}[/] [green]created[/]", highlight=False)
     out.print(f"[dim]start a worker: meta-agent worker start --queue {created}[/]")
+
+
+@queues_app.command("delete")
+def delete_queue(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Queue name or id.")],
+    json_out: JsonOption = False,
+) -> None:
+    """Delete a worker queue; refused while executions on it are unfinished or an agent
+    uses it as its default queue."""
+    client(ctx).queues.delete(name)
+    if json_out:
+        print_json({"deleted": name})
+        return
+    console().print(f"queue [bold]{escape(name)}[/] [green]deleted[/]", highlight=False)

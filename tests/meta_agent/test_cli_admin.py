@@ -160,6 +160,7 @@ def test_worker_start_passes_the_connection_and_queue(monkeypatch: pytest.Monkey
         "META_AGENT_WORKER_CONCURRENCY": None,
         "META_AGENT_LLM_API_BASE": "http://llm:1/v1",
         "META_AGENT_LLM_API_KEY": None,
+        "META_AGENT_WORKER_WORKDIR": None,
     }
 
     result = CliRunner().invoke(app, ["--url", "http://cp:1", "worker", "start", "-q", "gpu"], env=env)
@@ -175,6 +176,7 @@ def test_worker_start_passes_the_connection_and_queue(monkeypatch: pytest.Monkey
             "grace_seconds": 20.0,
             "llm_api_base": "http://llm:1/v1",
             "llm_api_key": None,
+            "workdir": None,
         }
     ]
 
