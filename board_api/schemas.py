@@ -284,6 +284,9 @@ class WorkerList(BaseModel):
 
 class BoardColumn(BaseModel):
     count: int
+    count_capped: bool = Field(
+        False, description="The column holds at least `count` tasks (counts stop at 1,000)."
+    )
     items: list[TaskOut]
 
 

@@ -201,6 +201,34 @@ async def count_by_status(session: Any, **filters: Any) -> dict[str, int]:
     return counts
 
 
+BOARD_COUNT_CAP = 1_000
+
+
+async def count_by_status_capped(
+    session: Any, *, cap: int | None = None, **filters: Any
+) -> dict[str, tuple[int, bool]]:
+    """Per status: (count, capped). A count stops at `cap` (capped=True: "cap or more").
+
+    The board needs the size of each column, not the exact number of the million completed
+    tasks: an exact GROUP BY reads every row (190-550 ms at 1M on PostgreSQL, 2 cores), while
+    each capped count reads at most `cap` + 1 rows, all in one statement (~20 ms at 1M; a
+    cap of 10,000 took ~140 ms, which is why it is 1,000).
+    """
+    cap = cap or BOARD_COUNT_CAP
+    parts = [
+        select(sa.literal(s.value).label("status"), sa.func.count().label("n")).select_from(
+            filter_tasks(select(sa.literal(1).label("one")), status=[s.value], **filters)
+            .limit(cap + 1)
+            .subquery()
+        )
+        for s in S
+    ]
+    out = {s.value: (0, False) for s in S}
+    for status, n in (await session.execute(sa.union_all(*parts))).all():
+        out[status] = (min(int(n), cap), int(n) > cap)
+    return out
+
+
 # --- people's actions -------------------------------------------------------------------
 
 

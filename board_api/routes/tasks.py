@@ -185,12 +185,13 @@ async def board(
 
 async def board_snapshot(db: DbDep, limit: int, filters: dict[str, str | None]) -> BoardOut:
     async with db.read() as s:
-        counts = await tasks.count_by_status(s, **filters)
+        counts = await tasks.count_by_status_capped(s, **filters)
         columns = {}
         for status in TaskStatus:
             items: list[TaskOut] = []
-            if counts[status.value]:
+            n, capped = counts[status.value]
+            if n:
                 page, _ = await tasks.list_tasks(s, limit=limit, status=[status.value], **filters)
                 items = [TaskOut.of(t) for t in page]
-            columns[status.value] = BoardColumn(count=counts[status.value], items=items)
+            columns[status.value] = BoardColumn(count=n, count_capped=capped, items=items)
     return BoardOut(columns=columns)

@@ -94,6 +94,7 @@ export class Board {
     for (const [status, col] of this.columns) {
       const data = snap.columns[status] || { count: 0, items: [] };
       col.count = data.count;
+      col.capped = Boolean(data.count_capped); // "1,000+": the server stops counting there
       col.cursor = null;
       col.done = data.items.length >= data.count;
       for (const t of data.items) {
@@ -197,7 +198,10 @@ export class Board {
     this.countTimer = setTimeout(async () => {
       const snap = await api("/board", { params: { ...apiParams(this.filters), limit: 1 } }).catch(() => null);
       if (!snap) return;
-      for (const [status, col] of this.columns) col.count = snap.columns[status]?.count ?? col.count;
+      for (const [status, col] of this.columns) {
+        col.count = snap.columns[status]?.count ?? col.count;
+        col.capped = Boolean(snap.columns[status]?.count_capped);
+      }
       this.#renderCounts();
     }, 500);
   }
@@ -205,8 +209,9 @@ export class Board {
   #renderCounts() {
     for (const [status, col] of this.columns) {
       col.count = Math.max(col.count, col.list.children.length);
-      col.countEl.textContent = String(col.count);
-      col.countEl.setAttribute("aria-label", `${col.count} ${col.count === 1 ? "task" : "tasks"}`);
+      const shown = col.capped ? `${col.count.toLocaleString("en")}+` : String(col.count);
+      col.countEl.textContent = shown;
+      col.countEl.setAttribute("aria-label", `${shown} ${col.count === 1 && !col.capped ? "task" : "tasks"}`);
       col.section.classList.toggle("empty", col.count === 0);
       col.more.hidden = col.done;
       if (!col.done && !col.loading && isVisible(col.more)) this.#pageIn(status);

@@ -174,3 +174,20 @@ def test_finished_columns_page_in_on_scroll(board: Any, server: LiveServer, db_u
     expect(cards).to_have_count(75)  # the next, with its cursor
     got = page.eval_on_selector_all(".col-completed li[data-id]", "els => els.map(e => e.dataset.id)")
     assert got == sorted(ids, reverse=True)  # newest first, no duplicates, no gaps
+
+
+def test_a_column_past_the_count_cap_shows_a_lower_bound(
+    board: Any, server: LiveServer, monkeypatch: Any
+) -> None:
+    import store.tasks
+
+    monkeypatch.setattr(store.tasks, "BOARD_COUNT_CAP", 3)  # the server runs in this process
+    with server.client() as c:
+        setup_catalog(c)
+        for i in range(5):
+            create(c, f"task {i}")
+    board.reload()
+    # Counted up to the cap (3), then raised to the cards on screen (5); still "at least".
+    expect(board.locator(".col-pending .count")).to_have_text("5+")
+    expect(board.locator(".col-pending .count")).to_have_attribute("aria-label", "5+ tasks")
+    expect(board.locator(".col-completed .count")).to_have_text("0")
