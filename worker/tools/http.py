@@ -7,7 +7,9 @@ from typing import Any
 import httpx
 
 from meta_agent.redact import redact
+from worker.runtime import TaskFailed
 from worker.tools import ToolEnv, ToolError
+from worker.tools.netguard import Blocked, NetGuard
 from worker.tools.shell import clip
 
 __all__ = ["HttpRequest"]
@@ -21,7 +23,8 @@ class HttpRequest:
     name = "http_request"
     description = (
         "Send an HTTP request and return the status, a few response headers and the body "
-        "(shortened when long). Redirects are followed."
+        "(shortened when long). Redirects are followed. Cloud metadata and link-local "
+        "addresses are refused, and the agent's policy may limit the destinations."
     )
     parameters: dict[str, Any] = {
         "type": "object",
@@ -46,13 +49,25 @@ class HttpRequest:
             raise ToolError("`headers` must be an object of strings")
         body = args.get("body")
         try:
-            async with httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=True) as client:
+            guard = NetGuard((env.ctx.agent or {}).get("policy"))
+        except ValueError as exc:
+            raise TaskFailed("invalid_policy", str(exc)) from exc
+
+        async def check(request: httpx.Request) -> None:  # every hop, redirects included
+            await guard.check(request.url.host, request.url.port)
+
+        try:
+            async with httpx.AsyncClient(
+                timeout=TIMEOUT, follow_redirects=True, event_hooks={"request": [check]}
+            ) as client:
                 resp = await client.request(
                     method,
                     url,
                     headers={str(k): str(v) for k, v in headers.items()},
                     content=None if body is None else str(body).encode(),
                 )
+        except Blocked as exc:
+            raise ToolError(f"refused: {exc}") from None
         except httpx.HTTPError as exc:
             # The URL may carry a token (?api_key=...): the error goes to the model and the board.
             raise ToolError(redact(f"{method} {url} failed: {type(exc).__name__}: {exc}")) from exc
