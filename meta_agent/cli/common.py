@@ -46,6 +46,8 @@ class State:
     api_key: str | None
     timeout: float
     public_url: str | None = None
+    # The throw-away queue of an `exec --local` run, while it lasts.
+    local_queue: str | None = None
     _client: ControlPlaneClient | None = field(default=None, repr=False)
 
     def client(self, ctx: typer.Context) -> ControlPlaneClient:

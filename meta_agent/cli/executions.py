@@ -292,9 +292,12 @@ def _follow_and_exit(ctx: typer.Context, task_id: str, *, json_out: bool, may_as
     try:
         task = follow_events(c, task_id, on_event)
     except KeyboardInterrupt:
-        err_console().print(
-            f"\n[dim]stopped following; the execution goes on: meta-agent execution logs {escape(task_id)} -f[/]"
-        )
+        if state(ctx).local_queue:
+            err_console().print("\n[dim]stopped; the execution is cancelled with its local worker[/]")
+        else:
+            err_console().print(
+                f"\n[dim]stopped following; the execution goes on: meta-agent execution logs {escape(task_id)} -f[/]"
+            )
         raise typer.Exit(130) from None
     if printer is None:
         print_json_line({"kind": "end", "task": task})

@@ -109,6 +109,7 @@ class LocalWorker:
         c = client(self.ctx)
         c.queues.create(self.queue, description=f"exec --local in {self.cwd}", environment="local")
         self._created = True
+        state(self.ctx).local_queue = self.queue
         try:
             self._thread.start()
             self._wait_live()
@@ -140,15 +141,15 @@ class LocalWorker:
     ) -> None:
         if not self._created:
             return
-        interrupted = kind is not None and issubclass(kind, KeyboardInterrupt)
         try:
-            self._cancel_unfinished(interrupted)
+            self._cancel_unfinished(say=True)
         finally:
             self._stop_worker()
-            self._cancel_unfinished(False)
+            self._cancel_unfinished(say=False)  # handed back by the stopping worker
             self._delete_queue()
+            state(self.ctx).local_queue = None
 
-    def _cancel_unfinished(self, say: bool) -> None:
+    def _cancel_unfinished(self, *, say: bool) -> None:
         from meta_agent.client import ApiError
 
         c = client(self.ctx)
@@ -156,7 +157,9 @@ class LocalWorker:
             items = c.executions.list(queue=self.queue, status=UNFINISHED, limit=200).get("items") or []
             for task in items:
                 if say:
-                    err_console().print(f"[dim]cancelling execution {escape(str(task['id']))}[/]")
+                    err_console().print(
+                        f"[dim]cancelling execution {escape(str(task['id']))}: its local worker stops[/]"
+                    )
                 c.executions.cancel(str(task["id"]))
         except ApiError as exc:
             err_console().print(f"[yellow]warning: could not cancel executions on {self.queue}: {exc}[/]")

@@ -98,6 +98,11 @@ def _exec(
         code = screen.failed(exc)
         screen.result("".join(reply), agent.task_ids, None, code)
         return code
+    except KeyboardInterrupt:
+        screen.end_line()
+        err_console().print("[dim]interrupted[/]")
+        screen.result("".join(reply), agent.task_ids, None, 130)
+        return 130
     screen.end_line()
     if not agent.task_ids:
         screen.result("".join(reply), agent.task_ids, None, 0)
@@ -335,7 +340,11 @@ class _JsonScreen(_Screen):
             if event.get("kind") == "status" and (event.get("data") or {}).get("status") == "requires_input":
                 prompter(event)
 
-        return follow_module.follow(c, task_id, on_event)
+        try:
+            return follow_module.follow(c, task_id, on_event)
+        except KeyboardInterrupt:
+            print_json_line({"type": "interrupted", "task_id": task_id})
+            raise typer.Exit(130) from None
 
     def result(self, reply: str, task_ids: list[str], task: dict[str, Any] | None, code: int) -> None:
         print_json_line(

@@ -5,6 +5,9 @@ over the control plane's MCP endpoint (`--mcp`): a live control plane, the real 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ from meta_agent.cli.main import app
 from meta_agent.cli.meta import user_name
 from tests.fakes.llm_server import text, tool_call
 from tests.meta_agent.test_agent_chat import ChatLLM, last_task
-from tests.support import LiveServer
+from tests.support import LiveServer, spawn, wait_for
 
 # Reads a file it was given in its working directory, writes one there.
 WRITER = {
@@ -260,3 +263,51 @@ def test_exec_over_http_mcp_creates_the_task_as_the_cli_user(
 def test_mcp_url_must_be_http(plane: LiveServer, llm: ChatLLM) -> None:
     result = cli(plane.url, llm, "exec", "hi", "-y", "--mcp-url", "ftp://x")
     assert result.exit_code == 2 and "not an http(s) URL" in result.output
+
+
+# --- Ctrl-C ------------------------------------------------------------------------------
+
+SLEEPER = {
+    "name": "sleeper",
+    "description": "Starts, then takes forever",
+    "runtime": "command",
+    "command": [
+        "python3",
+        "-c",
+        "import os, pathlib, time; pathlib.Path('started').write_text(str(os.getpid())); time.sleep(600)",
+    ],
+}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_ctrl_c_cancels_the_local_execution_kills_its_command_and_deletes_the_queue(
+    plane: LiveServer, workdir: Path, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    with api(plane.url) as c:
+        assert c.post("/agents", json=SLEEPER).status_code == 201
+    log = tmp_path / "cli.log"
+    cli_proc = spawn(
+        ["-m", "meta_agent.cli.main", "exec", "agent", "sleeper", "go", "--local", "--cwd", str(workdir)],
+        log=log,
+        META_AGENT_URL=plane.url,
+    )
+    procs.append(cli_proc)
+    started = workdir / "started"
+    wait_for(lambda: started.exists() and started.read_text(), 30, "the command to start in DIR")
+    command_pid = int(started.read_text())
+
+    cli_proc.send_signal(signal.SIGINT)
+
+    assert cli_proc.wait(30) == 130, log.read_text()
+    assert not _alive(command_pid)
+    task = only_task(plane.url)
+    assert task["status"] == "cancelled" and task["queue"].startswith("local-")
+    assert queue_names(plane.url) == ["remote"]
+    assert "Traceback" not in log.read_text()
