@@ -1,0 +1,365 @@
+"""The relay: each Slack-bound task's events, posted to its thread, exactly once.
+
+Per binding, a follower reads the task's event log after `last_seq` (the log is the source of
+truth; the hub only wakes it up) and turns it into Slack calls:
+
+- one progress message, posted once and then updated in place (`chat.update`, idempotent),
+  at most every `interval` seconds, and every `TICK` seconds while the task runs (elapsed time);
+- `input_requested`: the question, with buttons for its choices; `input_received`: that
+  message updated to say who answered what;
+- the end: the progress message's final state, the result (summary, board link, Retry on
+  failure) and the task's small artifacts as files.
+
+Exactly once across restarts: a post that creates a message is recorded in `posts` *before*
+it is made (`{"pending": true}`) and again with its `ts` after. Finding a pending one on a
+start means "posted, or crashed just before": the thread is searched for the message by its
+metadata (every post carries the task id and post key), and only if absent is it posted.
+`last_seq` moves after the event's posts are recorded, in a write fenced by the lease.
+
+One replica follows a binding: a lease (owner, until) taken with a conditional UPDATE and
+renewed while following; released on a clean stop so a restart resumes at once.
+Slack errors never escape: rate limits are retried in the client; a fatal error (revoked
+token, channel gone) marks the binding failed; anything else backs off and tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from typing import Any
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from integrations.slack import render
+from integrations.slack import store as slack_store
+from integrations.slack.models import SlackBinding
+from integrations.slack.web import error_code, fatal
+from store import events as event_log
+from store import tasks as task_service
+from store.db import Database
+from store.models import Task
+
+log = logging.getLogger("integrations.slack.relay")
+
+LEASE_SECONDS = 30.0
+TICK = 15.0  # refresh the elapsed time of a running task this often
+SWEEP = 5.0  # look for bindings nobody follows (another replica died) this often
+MAX_FILE_BYTES = 1_000_000
+MAX_FILES = 5
+METADATA_TYPE = "meta_agent_post"
+
+
+class LeaseLost(Exception):
+    """Another replica took the binding over; this follower stops."""
+
+
+class Relay:
+    def __init__(
+        self, db: Database, client: AsyncWebClient, board_base: str, *, interval: float = 1.0
+    ) -> None:
+        self.db, self.client, self.board_base = db, client, board_base.rstrip("/")
+        self.interval = interval
+        self.owner = f"{socket.gethostname()[:30]}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.followers: dict[str, asyncio.Task[None]] = {}
+        self._stopping = asyncio.Event()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def board_url(self, task_id: str) -> str:
+        return f"{self.board_base}/#/tasks/{task_id}"
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep())
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Let every follower finish the step it is in (a post and its record belong
+        together), release the leases, and cancel whatever is still going after `grace`."""
+        self._stopping.set()
+        running = [t for t in [self._sweeper, *self.followers.values()] if t is not None]
+        if running:
+            _, late = await asyncio.wait(running, timeout=grace)
+            for t in late:
+                t.cancel()
+            for t in late:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+
+    def wake(self, task_id: str) -> None:
+        """A binding was just made here: follow it now rather than at the next sweep."""
+        if self._stopping.is_set():
+            return
+        current = self.followers.get(task_id)
+        if current is None or current.done():
+            self.followers[task_id] = asyncio.create_task(self._follow(task_id))
+
+    async def _sweep(self) -> None:
+        last_prune = 0.0
+        while not self._stopping.is_set():
+            try:
+                for task_id in await slack_store.claimable(self.db, self.owner):
+                    self.wake(task_id)
+                if time.monotonic() - last_prune > 3600:
+                    last_prune = time.monotonic()
+                    await slack_store.forget_events(self.db)
+            except Exception:
+                log.exception("slack relay: sweep failed; will retry")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), SWEEP)
+
+    # --- one binding ------------------------------------------------------------------------
+
+    async def _follow(self, task_id: str) -> None:
+        binding = await slack_store.lease(self.db, task_id, self.owner, LEASE_SECONDS)
+        if binding is None:
+            return  # another replica has it, or it is finished
+        follower = _Follower(self, binding)
+        backoff = 1.0
+        try:
+            while not self._stopping.is_set():
+                topic = f"task:{task_id}"
+                version = self.db.hub.version(topic)
+                try:
+                    if await follower.step():
+                        return
+                    backoff = 1.0
+                    timeout = follower.next_wait()
+                except LeaseLost:
+                    return
+                except Exception as exc:
+                    if fatal(exc):
+                        await follower.give_up(exc)
+                        return
+                    log.warning(
+                        "slack relay: task %s: %s; retrying in %.0fs",
+                        task_id,
+                        error_code(exc),
+                        backoff,
+                        exc_info=not _is_slack(exc),
+                    )
+                    timeout, backoff = backoff, min(backoff * 2, 60.0)
+                if time.monotonic() > follower.lease_renew_at:
+                    if await slack_store.lease(self.db, task_id, self.owner, LEASE_SECONDS) is None:
+                        return
+                    follower.lease_renew_at = time.monotonic() + LEASE_SECONDS / 3
+                await self._wait(topic, version, timeout)
+        finally:
+            if not follower.finished:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(slack_store.release(self.db, task_id, self.owner))
+
+    async def _wait(self, topic: str, version: int, timeout: float) -> None:
+        """Until the task has new events, the timeout passes, or the relay stops."""
+        changed = asyncio.ensure_future(self.db.hub.wait(topic, version, timeout))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait([changed, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for f in (changed, stopping):
+                f.cancel()
+            for f in (changed, stopping):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await f
+
+
+def _is_slack(exc: BaseException) -> bool:
+    from slack_sdk.errors import SlackApiError
+
+    return isinstance(exc, SlackApiError)
+
+
+class _Follower:
+    """The relay's state for one binding (the durable part lives in the row)."""
+
+    def __init__(self, relay: Relay, binding: SlackBinding) -> None:
+        self.relay, self.db, self.client = relay, relay.db, relay.client
+        self.b = binding
+        self.posts: dict[str, Any] = dict(binding.posts or {})
+        self.finished = False
+        self.dirty = True  # render the progress message once on every (re)start
+        self.last_update = 0.0
+        self.lease_renew_at = time.monotonic() + LEASE_SECONDS / 3
+        self.task: Task | None = None
+
+    @property
+    def task_id(self) -> str:
+        return self.b.task_id
+
+    async def _save(self, **values: Any) -> None:
+        if not await slack_store.save(self.db, self.task_id, self.relay.owner, **values):
+            raise LeaseLost()
+
+    def next_wait(self) -> float:
+        if self.dirty:  # an update is due once the interval since the last one has passed
+            return max(0.0, self.relay.interval - (time.monotonic() - self.last_update))
+        return TICK
+
+    async def step(self) -> bool:
+        """Relay what is new; True when the binding is done."""
+        async with self.db.read() as s:
+            events = await event_log.list_after(s, self.task_id, self.b.last_seq, limit=200)
+            self.task = await task_service.get_task(s, self.task_id)
+        end = None
+        for ev in events:
+            data = ev.data or {}
+            self.dirty = True
+            if ev.kind == "tool_started":
+                self.posts["tool"] = data.get("name")
+            elif ev.kind == "tool_completed":
+                self.posts["tool"] = None
+            elif ev.kind == "input_requested":
+                await self._progress(force=True)  # "requires input" before the question
+                await self._question(ev.seq, data)
+            elif ev.kind == "input_received":
+                await self._answered(data)
+            elif ev.kind == "status" and slack_store.is_terminal(str(data.get("status"))):
+                end = ev.seq
+            if ev.kind in ("input_requested", "input_received") or ev.seq == end:
+                await self._advance(ev.seq)  # what was posted for this event is now recorded
+        if end is not None:
+            await self._finish()
+            return True
+        if events:
+            await self._advance(events[-1].seq)
+        if len(events) == 200:
+            return False  # more to read at once
+        if time.monotonic() - self.last_update >= TICK and self.task.status == "running":
+            self.dirty = True
+        await self._progress()
+        return False
+
+    async def _advance(self, seq: int) -> None:
+        if seq > self.b.last_seq:
+            await self._save(last_seq=seq, posts=dict(self.posts))
+            self.b.last_seq = seq
+
+    # --- the posts --------------------------------------------------------------------------
+
+    def _metadata(self, key: str) -> dict[str, Any]:
+        return {"event_type": METADATA_TYPE, "event_payload": {"task_id": self.task_id, "post": key}}
+
+    async def _post_once(self, key: str, text: str, blocks: list[dict[str, Any]]) -> str:
+        """Post a message to the thread once, whatever crashes or restarts happen around it."""
+        entry = self.posts.get(key) or {}
+        if entry.get("ts"):
+            return str(entry["ts"])
+        ts = await self._find(key) if entry.get("pending") else None
+        if ts is None:
+            self.posts[key] = {"pending": True}
+            await self._save(posts=dict(self.posts))  # the intent, before the post
+            resp = await self.client.chat_postMessage(
+                channel=self.b.channel,
+                thread_ts=self.b.thread_ts,
+                text=text,
+                blocks=blocks,
+                metadata=self._metadata(key),
+                unfurl_links=False,
+            )
+            ts = str(resp["ts"])
+        self.posts[key] = {"ts": ts}
+        await self._save(posts=dict(self.posts))
+        return ts
+
+    async def _find(self, key: str) -> str | None:
+        """The message posted for `key` before a crash cut off its record, if any."""
+        cursor = None
+        for _ in range(10):
+            resp = await self.client.conversations_replies(
+                channel=self.b.channel,
+                ts=self.b.thread_ts,
+                include_all_metadata=True,
+                limit=200,
+                cursor=cursor,
+            )
+            for m in resp.get("messages") or []:
+                meta = m.get("metadata") or {}
+                payload = meta.get("event_payload") or {}
+                if payload.get("task_id") == self.task_id and payload.get("post") == key:
+                    return str(m["ts"])
+            cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return None
+        return None
+
+    async def _progress(self, force: bool = False) -> None:
+        if not self.dirty or self.task is None:
+            return
+        if not force and time.monotonic() - self.last_update < self.relay.interval:
+            return  # throttled: next_wait() brings us back when the interval has passed
+        text, blocks = render.progress(self.task, self.posts.get("tool"), self.relay.board_url(self.task_id))
+        entry = self.posts.get("progress") or {}
+        if entry.get("ts"):
+            await self.client.chat_update(channel=self.b.channel, ts=entry["ts"], text=text, blocks=blocks)
+        else:
+            await self._post_once("progress", text, blocks)
+        self.dirty = False
+        self.last_update = time.monotonic()
+
+    async def _question(self, seq: int, data: dict[str, Any]) -> None:
+        key = f"q{seq}"
+        text, blocks = render.question(
+            self.task_id,
+            seq,
+            str(data.get("question") or ""),
+            list(data.get("choices") or []),
+            self.relay.board_url(self.task_id),
+        )
+        await self._post_once(key, text, blocks)
+        self.posts["question"] = {"key": key, "text": str(data.get("question") or "")}
+
+    async def _answered(self, data: dict[str, Any]) -> None:
+        q = self.posts.get("question") or {}
+        ts = (self.posts.get(q.get("key") or "") or {}).get("ts")
+        if not ts:
+            return
+        text, blocks = render.answered(str(q.get("text") or ""), str(data.get("answer")), data.get("by"))
+        await self.client.chat_update(channel=self.b.channel, ts=ts, text=text, blocks=blocks)
+
+    async def _finish(self) -> None:
+        assert self.task is not None
+        self.dirty = True
+        self.posts["tool"] = None
+        await self._progress(force=True)
+        async with self.db.read() as s:
+            artifacts = [
+                a for a in await task_service.list_artifacts(s, self.task_id) if a.size <= MAX_FILE_BYTES
+            ][:MAX_FILES]
+        text, blocks = render.result(self.task, self.relay.board_url(self.task_id), files=len(artifacts))
+        await self._post_once("result", text, blocks)
+        for a in artifacts:
+            await self._upload(a.name)
+        self.finished = True
+        await self._save(status="done", lease_owner=None, lease_until=None, posts=dict(self.posts))
+
+    async def _upload(self, name: str) -> None:
+        """At most once: a file upload has no metadata to find it by after a crash, so a
+        pending one found on a restart is skipped rather than uploaded twice."""
+        key = f"file:{name}"
+        if key in self.posts:
+            return
+        self.posts[key] = {"pending": True}
+        await self._save(posts=dict(self.posts))
+        async with self.db.read() as s:
+            artifact = await task_service.get_artifact(s, self.task_id, name)
+        resp = await self.client.files_upload_v2(
+            channel=self.b.channel,
+            thread_ts=self.b.thread_ts,
+            content=artifact.content,
+            filename=name,
+            title=name,
+        )
+        self.posts[key] = {"id": (resp.get("file") or {}).get("id")}
+        await self._save(posts=dict(self.posts))
+
+    async def give_up(self, exc: BaseException) -> None:
+        """A Slack error that waiting will not fix: logged, and the binding marked failed."""
+        code = error_code(exc)
+        log.error("slack relay: task %s: giving up on thread %s: %s", self.task_id, self.b.thread_key, code)
+        self.finished = True
+        with contextlib.suppress(LeaseLost):
+            await self._save(status="failed", error=code, lease_owner=None, lease_until=None)

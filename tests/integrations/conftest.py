@@ -1,0 +1,72 @@
+"""Fixtures for the Slack tests: the fake Slack, the fake model providers (the meta agent's
+and the worker's), and a live control plane with Slack configured against the fake."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from tests.fakes.llm_server import FakeLLM
+from tests.fakes.slack_server import FakeSlack
+from tests.integrations.slack_support import SECRET
+from tests.meta_agent.test_agent_chat import ChatLLM
+from tests.support import LiveServer
+
+
+@pytest.fixture
+def slack() -> Iterator[FakeSlack]:
+    with FakeSlack() as fake:
+        yield fake
+
+
+@pytest.fixture
+def llm() -> Iterator[ChatLLM]:
+    """The meta agent's model."""
+    with ChatLLM() as fake:
+        yield fake
+
+
+@pytest.fixture
+def worker_llm() -> Iterator[FakeLLM]:
+    """The model of the `llm` agents the worker runs."""
+    with FakeLLM() as fake:
+        yield fake
+
+
+@pytest.fixture
+def slack_db(db_url: str) -> str:
+    """The database, without Slack rows from an earlier test (the shared PostgreSQL
+    database is truncated between tests by conftest, but not these tables)."""
+    if not db_url.startswith("sqlite"):
+        engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text("TRUNCATE slack_bindings, slack_threads, slack_events"))
+        finally:
+            engine.dispose()
+    return db_url
+
+
+@pytest.fixture
+def start_plane(
+    server_factory: Any, slack_db: str, slack: FakeSlack, llm: ChatLLM
+) -> Callable[..., LiveServer]:
+    """Start a control plane with Slack (HTTP mode unless told) on the test's database."""
+
+    def start(**overrides: Any) -> LiveServer:
+        settings: dict[str, Any] = {
+            "model": "openai/fake",
+            "llm_api_base": llm.api_base,
+            "llm_api_key": "sk-test",
+            "slack_bot_token": "xoxb-test",
+            "slack_signing_secret": SECRET,
+            "slack_api_base": slack.api_base,
+            "slack_update_interval": 0.3,
+            **overrides,
+        }
+        return server_factory(slack_db, **settings)  # type: ignore[no-any-return]
+
+    return start
