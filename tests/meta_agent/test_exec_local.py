@@ -311,3 +311,29 @@ def test_ctrl_c_cancels_the_local_execution_kills_its_command_and_deletes_the_qu
     assert task["status"] == "cancelled" and task["queue"].startswith("local-")
     assert queue_names(plane.url) == ["remote"]
     assert "Traceback" not in log.read_text()
+
+
+def test_exec_agent_local_llm_tools_work_in_cwd(plane: LiveServer, llm: ChatLLM, workdir: Path) -> None:
+    agent = {
+        "name": "coder",
+        "description": "An llm agent with a shell",
+        "runtime": "llm",
+        "model": "openai/fake",
+        "tools": ["bash", "write_file"],
+    }
+    with api(plane.url) as c:
+        assert c.post("/agents", json=agent).status_code == 201
+    llm.play(
+        tool_call("bash", {"command": "cp input.txt copy.txt && pwd"}),
+        tool_call("write_file", {"path": "notes.md", "content": "done"}),
+        text("Copied."),
+    )
+
+    result = cli(plane.url, llm, "exec", "agent", "coder", "copy the input", "--local", "--cwd", str(workdir))
+
+    assert result.exit_code == 0, result.output
+    assert (workdir / "copy.txt").read_text() == "hello from the project\n"
+    assert (workdir / "notes.md").read_text() == "done"
+    bash_result = next(m for m in llm.requests[1]["messages"] if m["role"] == "tool")
+    assert str(workdir) in bash_result["content"]  # pwd ran in DIR
+    assert queue_names(plane.url) == ["remote"]
