@@ -8,13 +8,20 @@ other replicas only if it commits).
 SQLite allows one writer at a time, and ignores `FOR UPDATE SKIP LOCKED`; so on SQLite
 write transactions take an in-process lock and begin with `BEGIN IMMEDIATE`. That lock is
 what makes claims exactly-once there (the embedded default runs one control-plane process).
+
+Closing: `dispose()` closes every pooled connection, including those still checked out when
+it is called. SQLAlchemy's own dispose closes only the idle ones; a connection in use (a
+request cancelled mid-query still rolling back, a shielded read, every task of a server
+torn down at once) would later go back into the discarded pool, and an async driver's
+connection dropped that way is garbage-collected open. So `dispose()` first waits for the
+units of work in flight (bounded), and a connection returned after it is closed, not pooled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +104,12 @@ class Database:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False, autoflush=False)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        # Units of work (tx, read, ping) holding or about to hold a connection.
+        self._in_flight = 0
+        self._idle: asyncio.Future[None] | None = None
+        self._disposed = False
+        for engine in [self.engine, self.read_engine] if self.is_sqlite else [self.engine]:
+            event.listen(engine.sync_engine, "checkin", self._on_checkin)
 
     @property
     def dialect(self) -> str:
@@ -106,24 +119,25 @@ class Database:
     async def tx(self) -> AsyncIterator[Tx]:
         """A write transaction; commits on success, then publishes its notes."""
         lock = self._write_lock or contextlib.nullcontext()
-        async with lock:
-            with _unavailable_on_connection_errors():
-                async with self.sessions() as session:
-                    async with session.begin():
-                        tx = Tx(session, self)
-                        yield tx
-                        if tx.notes and not self.is_sqlite:
-                            for payload in encode(tx.notes):
-                                await session.execute(
-                                    sa.text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": payload}
-                                )
+        with self._unit():
+            async with lock:
+                with _unavailable_on_connection_errors():
+                    async with self.sessions() as session:
+                        async with session.begin():
+                            tx = Tx(session, self)
+                            yield tx
+                            if tx.notes and not self.is_sqlite:
+                                for payload in encode(tx.notes):
+                                    await session.execute(
+                                        sa.text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": payload}
+                                    )
         for topic, payload in tx.notes:
             self.hub.publish(topic, payload)
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A read-only session (no lock on SQLite: WAL readers never block the writer)."""
-        with _unavailable_on_connection_errors():
+        with self._unit(), _unavailable_on_connection_errors():
             # Closing (not rolling back) ends the read transaction without expiring the
             # objects handed out, so callers can use them after the block.
             async with self.read_sessions() as session:
@@ -131,16 +145,73 @@ class Database:
 
     async def ping(self) -> bool:
         try:
-            async with self.engine.connect() as conn:
-                await conn.execute(sa.text("SELECT 1"))
+            with self._unit():
+                async with self.engine.connect() as conn:
+                    await conn.execute(sa.text("SELECT 1"))
             return True
         except (OperationalError, DBAPIError, OSError):
             return False
 
-    async def dispose(self) -> None:
+    async def dispose(self, grace: float = 5.0) -> None:
+        """Close every connection of the pools; call it once, when the process is done.
+
+        Units of work still in flight get up to `grace` seconds to return their connection
+        (a cancelled one is usually only rolling back); one returned later is closed on its
+        return. Runs to the end even if the caller is cancelled meanwhile.
+        """
+        await _to_completion(self._dispose(grace))
+
+    async def _dispose(self, grace: float) -> None:
+        if self._in_flight:
+            self._idle = asyncio.get_running_loop().create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._idle), grace)
+        self._disposed = True
         await self.engine.dispose()
         if self.read_engine is not self.engine:
             await self.read_engine.dispose()
+
+    @contextlib.contextmanager
+    def _unit(self) -> Iterator[None]:
+        """Count a unit of work until its session is closed (the session's own exit runs to
+        completion even when its task is cancelled, so this ends after the connection is back)."""
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            idle = self._idle
+            if not self._in_flight and idle is not None and not idle.done():
+                idle.get_loop().call_soon_threadsafe(_set_done, idle)
+
+    def _on_checkin(self, dbapi_conn: Any, record: Any) -> None:
+        # After dispose, the pool a connection returns to has been discarded: close the
+        # connection now (we are in its session's close, where the async driver can still
+        # run) instead of leaving it for the garbage collector, which cannot close it.
+        if self._disposed and dbapi_conn is not None:
+            record.invalidate()
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def _to_completion(coro: Coroutine[Any, Any, None]) -> None:
+    """Run `coro` in a task of its own to the end; a cancellation of the caller meanwhile is
+    re-raised afterwards (a clean-up abandoned half-way would strand what it was closing)."""
+    task = asyncio.ensure_future(coro)
+    cancelled: asyncio.CancelledError | None = None
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError as exc:
+            if task.done():
+                raise
+            cancelled = exc
+    task.result()
+    if cancelled is not None:
+        raise cancelled
 
 
 @contextlib.contextmanager
