@@ -138,7 +138,9 @@ async def complete(
     on_log: Callable[[str], None],
 ) -> ModelReply:
     """One model turn, streamed; retried on rate limits and server errors."""
-    litellm = load_litellm()
+    # The first import takes 3-10 s of CPU: in a thread, so that the control plane's event
+    # loop (streams, heartbeats, every other request) does not stop for it.
+    litellm = _litellm if _litellm is not None else await asyncio.to_thread(load_litellm)
     delay = config.backoff
     for attempt in range(config.retries + 1):
         try:

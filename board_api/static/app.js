@@ -4,6 +4,7 @@
 import { ApiError, api, auth } from "./api.js";
 import { createTaskDialog, keyDialog } from "./actions.js";
 import { Board } from "./board.js";
+import { Chat } from "./chat.js";
 import { Detail } from "./detail.js";
 import { $, STATUSES, h } from "./dom.js";
 import { FIELDS, readFilters, writeFilters } from "./filters.js";
@@ -33,6 +34,7 @@ async function signIn() {
   $("#who").textContent = auth.key ? `${who.name} (${who.scopes.join(", ")})` : "";
   $("#sign-out").hidden = !auth.key;
   $("#new-task").hidden = !canAct();
+  $("#chat-open").hidden = !canAct(); // the meta agent acts with the key: operators only
 }
 
 // --- filters ---------------------------------------------------------------------------
@@ -157,6 +159,8 @@ async function main() {
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && !document.querySelector("dialog[open]") && location.hash.startsWith("#/tasks/")) location.hash = "#/";
   });
+  const chat = new Chat($("#chat"));
+  $("#chat-open").addEventListener("click", () => chat.toggle());
   $("#new-task").addEventListener("click", async () => {
     const t = await createTaskDialog().catch((err) => alert(err.message));
     if (t) location.hash = `#/tasks/${t.id}`;
