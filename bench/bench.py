@@ -166,6 +166,22 @@ def start_workers(base: str, workers: int, concurrency: int) -> list[subprocess.
     ]
 
 
+def status_counts(db_url: str) -> dict[str, int]:
+    """Exact task counts by status, read from the store itself."""
+    import sqlalchemy as sa
+
+    from store.db import sync_url
+    from store.models import Task
+
+    engine = sa.create_engine(sync_url(db_url))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(Task.status, sa.func.count()).group_by(Task.status)).all()
+    finally:
+        engine.dispose()
+    return {str(s): int(n) for s, n in rows}
+
+
 def last_finished(db_url: str) -> float:
     """Epoch seconds of the last task to finish, read from the store itself."""
     import sqlalchemy as sa
@@ -214,14 +230,15 @@ async def throughput(
             for t in targets:
                 await t.aclose()
             t_created = time.perf_counter()
-            # Poll gently (the control plane is what is measured, not the poller) and take
-            # the end time from the tasks themselves: the newest `finished_at`.
+            # Poll gently, from the store (the board's counts stop at 1,000; the control plane
+            # is what is measured, not the poller), and take the end time from the tasks
+            # themselves: the newest `finished_at`.
             while True:
-                board = (await c.get("/board", params={"limit": 1})).json()["columns"]
-                if board["completed"]["count"] >= n:
+                done = await asyncio.to_thread(status_counts, db_url)
+                if done.get("completed", 0) >= n:
                     break
-                if board["failed"]["count"]:
-                    raise SystemExit(f"{board['failed']['count']} tasks failed")
+                if done.get("failed"):
+                    raise SystemExit(f"{done['failed']} tasks failed")
                 await asyncio.sleep(0.5)
             t1 = t0 + (last_finished(db_url) - wall0)
     finally:
