@@ -24,12 +24,61 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-__all__ = ["REQUESTER_HEADER", "SOURCE_HEADER", "McpFactory", "http_tools", "in_process_tools", "pin_queue"]
+__all__ = [
+    "REQUESTER_HEADER",
+    "SOURCE_HEADER",
+    "McpFactory",
+    "McpUnavailable",
+    "http_tools",
+    "in_process_tools",
+    "pin_queue",
+]
 
 SOURCE_HEADER = "X-Meta-Agent-Source"
 REQUESTER_HEADER = "X-Meta-Agent-Requested-By"
 
 McpFactory = Callable[[], AbstractAsyncContextManager[Any]]
+
+
+class McpUnavailable(Exception):
+    """The MCP endpoint could not be used: unreachable, refused the key, or not an MCP server."""
+
+    code = "mcp_unavailable"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def _status_problem(status: int) -> str:
+    if status == 401:
+        return "it refused the API key (HTTP 401); pass one with --api-key or META_AGENT_API_KEY"
+    if status == 403:
+        return "this API key may not use it (HTTP 403)"
+    if status == 404:
+        return "there is no MCP endpoint at that address (HTTP 404)"
+    return f"it answered HTTP {status}"
+
+
+def _problem(exc: BaseException, last_status: int | None) -> str | None:
+    """What went wrong reaching the endpoint, in words; None when `exc` is not about that.
+
+    The MCP client turns an HTTP error into a generic MCPError ("Server returned an error
+    response"), so the status the endpoint last answered with (`last_status`) says which.
+    """
+    import httpx2
+    from mcp.shared.exceptions import MCPError
+
+    if isinstance(exc, BaseExceptionGroup):
+        found = [_problem(e, last_status) for e in exc.exceptions]
+        return found[0] if found and all(found) else None
+    if isinstance(exc, httpx2.HTTPStatusError):
+        return _status_problem(exc.response.status_code)
+    if isinstance(exc, httpx2.TransportError):
+        return f"{type(exc).__name__}: {exc or 'no connection'}"
+    if isinstance(exc, MCPError):
+        return _status_problem(last_status) if last_status else f"MCP error: {exc}"
+    return None
 
 
 def mcp_endpoint(url: str) -> str:
@@ -56,15 +105,33 @@ def http_tools(
 
     @asynccontextmanager
     async def connect() -> AsyncIterator[Any]:
+        import httpx2
         from mcp import Client
-        from mcp.client.streamable_http import create_mcp_http_client, streamable_http_client
+        from mcp.client.streamable_http import streamable_http_client
 
         kw: dict[str, Any] = {}
         if elicit is not None:
             kw["elicitation_callback"] = elicit
-        async with create_mcp_http_client(headers=headers) as http:
-            async with Client(streamable_http_client(endpoint, http_client=http), **kw) as client:
-                yield client
+        last_error: list[int] = []
+
+        async def remember_errors(response: httpx2.Response) -> None:
+            if response.status_code >= 400:
+                last_error[:] = [response.status_code]
+
+        try:
+            async with httpx2.AsyncClient(
+                headers=headers,
+                # As the MCP SDK's own client: a followed task's stream may stay quiet for long.
+                timeout=httpx2.Timeout(30.0, read=300.0),
+                event_hooks={"response": [remember_errors]},
+            ) as http:
+                async with Client(streamable_http_client(endpoint, http_client=http), **kw) as client:
+                    yield client
+        except Exception as exc:  # ExceptionGroups from the client's task group included
+            problem = _problem(exc, last_error[0] if last_error else None)
+            if problem is None:
+                raise
+            raise McpUnavailable(f"cannot use the MCP endpoint {endpoint}: {problem}") from None
 
     return connect
 

@@ -92,9 +92,11 @@ def _exec(
         finally:
             await close_clients()
 
+    from meta_agent.remote import McpUnavailable
+
     try:
         asyncio.run(one_turn())
-    except ModelCallFailed as exc:
+    except (ModelCallFailed, McpUnavailable) as exc:
         code = screen.failed(exc)
         screen.result("".join(reply), agent.task_ids, None, code)
         return code
@@ -136,6 +138,7 @@ def run_chat(
         return _no_model()
     from meta_agent.agent import ModelCallFailed
     from meta_agent.llm import close_clients
+    from meta_agent.remote import McpUnavailable
 
     screen = _Screen()
     agent = _agent(ctx, screen, model, api_base, api_key, yes=yes, mcp_url=mcp_url)
@@ -152,7 +155,7 @@ def run_chat(
                     continue
                 try:
                     history += await agent.turn(history, line, screen.show)
-                except ModelCallFailed as exc:
+                except (ModelCallFailed, McpUnavailable) as exc:
                     screen.failed(exc)
                 screen.end_line()
         finally:

@@ -337,3 +337,29 @@ def test_exec_agent_local_llm_tools_work_in_cwd(plane: LiveServer, llm: ChatLLM,
     bash_result = next(m for m in llm.requests[1]["messages"] if m["role"] == "tool")
     assert str(workdir) in bash_result["content"]  # pwd ran in DIR
     assert queue_names(plane.url) == ["remote"]
+
+
+def test_exec_over_http_mcp_sends_the_key_and_a_refused_key_is_one_clear_line(
+    plane: LiveServer, llm: ChatLLM, workdir: Path
+) -> None:
+    with api(plane.url) as c:
+        made = c.post("/keys", json={"name": "ops-admin", "scopes": ["admin"]})
+        assert made.status_code == 201
+        key = made.json()["key"]
+    llm.play(
+        tool_call("create_task", {"agent": "writer", "prompt": "write it"}, say=PLAN),
+        text("Started."),
+    )
+
+    ok = cli(
+        plane.url, llm, "--api-key", key, "exec", "write it", "-y", "--mcp", "--local", "--cwd", str(workdir)
+    )
+    refused = cli(plane.url, llm, "--api-key", "ma_wrong", "exec", "write it", "-y", "--mcp")
+
+    assert ok.exit_code == 0, ok.output
+    with api(plane.url) as c:
+        [task] = c.get("/tasks", headers={"Authorization": f"Bearer {key}"}).json()["items"]
+    assert task["source"] == "cli" and task["requested_by"] == user_name()  # not the key's name
+    assert refused.exit_code == 1
+    assert "refused the API key" in refused.output and f"{plane.url}/mcp" in refused.output
+    assert "Traceback" not in refused.output
