@@ -44,9 +44,10 @@ def _insert(db: Database, table: Any) -> Any:
 async def first_sight(db: Database, event_id: str) -> bool:
     """Record a Slack event id; False when it was already recorded (a retried delivery)."""
     stmt = _insert(db, SlackEventSeen.__table__).values(event_id=event_id[:64], created_at=utcnow())  # type: ignore[attr-defined]
+    # RETURNING, not rowcount: psycopg reports -1 rows for a conflicting INSERT here.
+    stmt = stmt.on_conflict_do_nothing(index_elements=["event_id"]).returning(sa.literal_column("event_id"))
     async with db.tx() as tx:
-        result = await tx.execute(stmt.on_conflict_do_nothing(index_elements=["event_id"]))
-    return bool(result.rowcount)
+        return (await tx.execute(stmt)).first() is not None
 
 
 async def forget_events(db: Database, older_than: timedelta = timedelta(days=1)) -> None:
@@ -103,9 +104,9 @@ async def bind(db: Database, task_id: str, ref: ThreadRef, conversation_id: str 
         created_at=now,
         updated_at=now,
     )
+    stmt = stmt.on_conflict_do_nothing(index_elements=["task_id"]).returning(_bindings.c.task_id)
     async with db.tx() as tx:
-        result = await tx.execute(stmt.on_conflict_do_nothing(index_elements=["task_id"]))
-    return bool(result.rowcount)
+        return (await tx.execute(stmt)).first() is not None
 
 
 async def set_conversation(db: Database, task_ids: list[str], conversation_id: str) -> None:
