@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from store.models import Agent, Artifact, Task, TaskEvent, Worker
 
@@ -159,6 +160,39 @@ class ParameterSpec(Strict):
     default: Any = None
 
 
+class AgentPolicy(Strict):
+    """What an `llm` agent may do (enforced by the worker: worker/policy.py). Checked here
+    too, so a typo is a 422 when the agent is saved, not a failed task later."""
+
+    allowed_tools: list[str] | None = Field(None, description="the only tools it may call")
+    deny_commands: list[str] = Field([], description="regexes; a bash command matching one fails the task")
+    require_approval: list[str] = Field([], description="tools whose calls wait for a human's approve/deny")
+    max_steps: int | None = Field(None, ge=1, description="model calls per task")
+    max_seconds: float | None = Field(None, gt=0, description="active run time per task")
+    max_cost: float | None = Field(None, ge=0, description="model cost per task, USD")
+    http_allow: list[str] | None = Field(
+        None, description="the only http_request destinations (hosts, networks)"
+    )
+    http_deny: list[str] = Field([], description="http_request destinations refused (hosts, networks)")
+
+    @field_validator("deny_commands")
+    @classmethod
+    def _regexes(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"{pattern!r} is not a valid regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _destinations(self) -> AgentPolicy:
+        from worker.tools.netguard import NetGuard
+
+        NetGuard({"http_allow": self.http_allow, "http_deny": self.http_deny})  # ValueError names the entry
+        return self
+
+
 class AgentIn(Strict):
     name: Name
     description: Annotated[str, StringConstraints(max_length=4000)] = ""
@@ -169,7 +203,7 @@ class AgentIn(Strict):
     parameters: dict[str, ParameterSpec] = {}
     tools: list[str] = []
     mcp_servers: list[dict[str, Any]] = []
-    policy: dict[str, Any] = {}
+    policy: AgentPolicy = AgentPolicy()
     default_queue: Name | None = None
     timeout_seconds: int = Field(600, ge=1, le=7 * 24 * 3600)
     risky: bool = False
@@ -185,7 +219,7 @@ class AgentPatch(Strict):
     parameters: dict[str, ParameterSpec] | None = None
     tools: list[str] | None = None
     mcp_servers: list[dict[str, Any]] | None = None
-    policy: dict[str, Any] | None = None
+    policy: AgentPolicy | None = None
     default_queue: Name | None = None
     timeout_seconds: int | None = Field(None, ge=1, le=7 * 24 * 3600)
     risky: bool | None = None

@@ -32,6 +32,8 @@ router = APIRouter()
 
 def _agent_fields(body: AgentIn | AgentPatch, *, partial: bool) -> dict[str, Any]:
     data = body.model_dump(exclude_unset=partial)
+    if body.policy is not None and "policy" in data:
+        data["policy"] = body.policy.model_dump(exclude_none=True, exclude_defaults=True)
     if "parameters" in data and data["parameters"] is not None:
         data["parameters"] = {k: dict(v) for k, v in data["parameters"].items()}
     return data
