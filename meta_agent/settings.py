@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     mcp_state_keys: list[str] = Field(
         [], description="secrets sealing MCP elicitation state; the same on every replica (JSON list)"
     )
+    mcp_stateless: bool | None = Field(
+        None,
+        description="MCP over HTTP keeps no sessions, so any replica answers any request "
+        "(default: on with PostgreSQL, off with SQLite)",
+    )
     log_format: str = Field("text", description="`text` or `json` (one object per line)")
     log_level: str = "INFO"
     otel_exporter: str | None = Field(

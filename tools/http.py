@@ -29,6 +29,7 @@ from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
+from sqlalchemy.engine import make_url
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -38,7 +39,7 @@ from store.db import Database
 from tools.backend import Backend, Connection, current_request
 from tools.server import build_server
 
-__all__ = ["MCP_PATH", "ApiKeyVerifier", "HttpBackend", "McpHttp", "transport_security"]
+__all__ = ["MCP_PATH", "ApiKeyVerifier", "HttpBackend", "McpHttp", "stateless", "transport_security"]
 
 MCP_PATH = "/mcp"
 METADATA_PATH = "/.well-known/oauth-protected-resource/mcp"
@@ -126,6 +127,24 @@ def transport_security(settings: Settings) -> TransportSecuritySettings:
     )
 
 
+def stateless(settings: Settings) -> bool:
+    """Whether `/mcp` keeps no sessions in this process's memory (`META_AGENT_MCP_STATELESS`).
+
+    2026-07-28 clients never have a session: every request stands alone. 2025-11-25 clients
+    (most IDE assistants today) get an `Mcp-Session-Id` that only the replica which created it
+    knows, so behind a load balancer without sticky routing their next request could land
+    where the session does not exist. Stateless, any replica answers any request; what those
+    clients lose is the back-channel for server-to-client requests, so `stream_task` returns
+    a question for the assistant to ask instead of asking through the client's form.
+
+    Default: stateless on PostgreSQL (the scale-out store: replicas behind a load balancer),
+    sessions on SQLite (one process per database file, where a session cannot go astray).
+    """
+    if settings.mcp_stateless is not None:
+        return settings.mcp_stateless
+    return make_url(settings.database_url).get_backend_name() != "sqlite"
+
+
 class McpHttp:
     """The `/mcp` endpoint of the control plane, with its session manager."""
 
@@ -144,10 +163,13 @@ class McpHttp:
             ),
             state_keys=settings.mcp_state_keys or None,
         )
-        # Streamed (SSE) replies and stateful sessions: progress notifications and, for
-        # 2025-11-25 clients, elicitation need them.
+        # Streamed (SSE) replies always: progress notifications travel on the response of
+        # the request they belong to, stateless or not.
+        self.stateless = stateless(settings)
         self._guarded = self.server.streamable_http_app(
-            streamable_http_path=MCP_PATH, transport_security=transport_security(settings)
+            streamable_http_path=MCP_PATH,
+            transport_security=transport_security(settings),
+            stateless_http=self.stateless,
         )
         self._is_open = is_open
 

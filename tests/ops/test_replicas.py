@@ -1,5 +1,6 @@
 """Two control-plane replicas on one PostgreSQL: wake-ups and streams cross replicas, and a
-follower of a killed replica resumes on the other with Last-Event-ID, missing nothing."""
+follower of a killed replica resumes on the other with Last-Event-ID, missing nothing; MCP
+clients follow tasks on either replica and need no sticky sessions."""
 
 from __future__ import annotations
 
@@ -13,10 +14,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import httpx2
 import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from tests.board_api.test_streams import frames
 from tests.support import free_port, spawn, wait_for
+from tests.tools.conftest import MODES, running_worker, setup_catalog
+from tests.tools.helpers import live_workers, ok
+from tests.tools.test_elicitation import User
+
+STATE_KEY = "replicas-share-this-key-to-unseal-each-others-mcp-state"
 
 pytestmark = [
     pytest.mark.xdist_group("processes"),
@@ -36,6 +45,9 @@ def replicas(db_url: str, tmp_path: Path) -> Iterator[list[tuple[str, subprocess
             META_AGENT_DATABASE_URL=db_url,
             META_AGENT_PORT=str(port),
             META_AGENT_EMBEDDED_WORKER="false",
+            # The same on every replica, as docs/operations.md says: an MCP input-form round
+            # trip may be sealed by one replica and come back to the other.
+            META_AGENT_MCP_STATE_KEYS=json.dumps([STATE_KEY]),
         )
         started.append((url, proc))
     for url, _ in started:
@@ -146,3 +158,138 @@ def test_follower_of_killed_replica_resumes_on_the_other(replicas: list) -> None
         last = cb.get(f"/tasks/{tid}").json()["last_seq"]
     assert seen == list(range(1, last + 1))
     assert lines == [f"l{i}" for i in range(7)]
+
+
+class Stamped:
+    """A progress callback that records (seq, message, arrival time) and touches a gate file
+    when a given message arrives (so the task goes on only once the client has seen it)."""
+
+    def __init__(self, gates: dict[str, Path] | None = None) -> None:
+        self.seen: list[tuple[int, str | None, float]] = []
+        self.gates = gates or {}
+
+    async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
+        self.seen.append((int(progress), message, time.monotonic()))
+        gate = self.gates.get(message or "")
+        if gate is not None:
+            gate.touch()
+
+    def at(self, message: str) -> float:
+        return next(t for _, m, t in self.seen if m == message)
+
+
+def gated_script(gates: list[Path]) -> str:
+    """Print `step0`, then wait for each gate file before printing the next step."""
+    parts = ["echo step0"]
+    for i, gate in enumerate(gates, 1):
+        parts.append(f'while [ ! -e "{gate}" ]; do sleep 0.02; done; echo step{i}')
+    return "; ".join(parts)
+
+
+def seed_mcp(url: str) -> None:
+    with httpx.Client(base_url=url + "/api/v1", timeout=30) as api:
+        setup_catalog(api)  # queue q1, agents greet (asks whom to greet) and sh
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_mcp_stream_task_on_one_replica_follows_a_worker_on_the_other(
+    replicas: list,  # type: ignore[type-arg]
+    mode: str,
+    tmp_path: Path,
+) -> None:
+    """A worker runs the task through replica A; an MCP client of replica B sees each event as
+    a progress notification, in order, pushed by NOTIFY (each step is released only once the
+    client has seen the one before, and arrives well inside B's 5 s safety re-check)."""
+    (a, _), (b, _) = replicas
+    seed_mcp(b)
+    gates = [tmp_path / f"gate{i}" for i in range(1, 4)]
+    progress = Stamped({f"step{i}": gate for i, gate in enumerate(gates)})
+    async with (
+        running_worker(a, tmp_path / "ws"),
+        httpx2.AsyncClient(timeout=60) as http,
+        Client(streamable_http_client(f"{b}/mcp", http_client=http), mode=mode) as c,  # type: ignore[arg-type]
+    ):
+        await live_workers(b, 1)
+        created = await ok(
+            c, "create_task", agent="sh", prompt="p", parameters={"script": gated_script(gates)}
+        )
+        tid = created["id"]
+        done = await ok(c, "stream_task", progress, task_id=tid, timeout=60)  # type: ignore[arg-type]
+    assert done["outcome"] == "finished" and done["status"] == "completed", done
+    assert done["result"]["output"] == "step0\nstep1\nstep2\nstep3\n"
+    seqs = [s for s, _, _ in progress.seen]
+    assert seqs == list(range(1, done["last_seq"] + 1))  # every event, once, in order
+    messages = [m for _, m, _ in progress.seen]
+    steps = [m for m in messages if m and m.startswith("step")]
+    assert steps == ["step0", "step1", "step2", "step3"]
+    assert messages[-1] == "status: completed"
+    for i in range(1, 4):  # gate i was touched when step{i-1} arrived
+        assert progress.at(f"step{i}") - progress.at(f"step{i - 1}") < 2.0
+
+
+class RoundRobin(httpx2.AsyncBaseTransport):
+    """Each request goes to the next replica in turn: a load balancer without sticky sessions."""
+
+    def __init__(self, urls: list[str]) -> None:
+        self.targets = [httpx2.URL(u) for u in urls]
+        self.inner = httpx2.AsyncHTTPTransport()
+        self.sent: list[tuple[str, str]] = []
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        target = self.targets[len(self.sent) % len(self.targets)]
+        request.url = request.url.copy_with(host=target.host, port=target.port)
+        request.headers["Host"] = f"{target.host}:{target.port}"
+        self.sent.append((request.method, str(target)))
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_mcp_needs_no_sticky_sessions(
+    replicas: list,  # type: ignore[type-arg]
+    mode: str,
+    tmp_path: Path,
+) -> None:
+    """Consecutive MCP requests alternate between the replicas (2025-11-25 clients included,
+    whose session would otherwise live in one replica's memory) and everything works."""
+    (a, _), (b, _) = replicas
+    seed_mcp(a)
+    rr = RoundRobin([a, b])
+    progress = Stamped()
+    user = User()
+    async with (
+        running_worker(b, tmp_path / "ws"),
+        httpx2.AsyncClient(transport=rr, timeout=60) as http,
+        Client(
+            streamable_http_client(f"{a}/mcp", http_client=http),  # type: ignore[arg-type]
+            mode=mode,
+            elicitation_callback=user,
+        ) as c,
+    ):
+        assert c.protocol_version == ("2026-07-28" if mode == "auto" else "2025-11-25")
+        await live_workers(a, 1)
+        tools = {t.name for t in (await c.list_tools()).tools}
+        assert {"create_task", "stream_task"} <= tools
+        script = {"script": "echo one; echo two"}
+        created = await ok(c, "create_task", agent="sh", prompt="p", parameters=script)
+        done = await ok(c, "stream_task", progress, task_id=created["id"], timeout=60)  # type: ignore[arg-type]
+        again = await ok(c, "get_task", task_id=created["id"])
+        # A task that asks: 2026-07-28 answers through the client's form, the retry carrying
+        # state sealed by the other replica; 2025-11-25 gets the question back to relay.
+        asks = (await ok(c, "create_task", agent="greet", prompt="say hello"))["id"]
+        greeted = await ok(c, "stream_task", task_id=asks, timeout=60)
+        if mode == "legacy":
+            assert greeted["outcome"] == "needs_input" and user.asked == [], greeted
+            await ok(c, "respond_to_task", task_id=asks, answer="Ada")
+            greeted = await ok(c, "stream_task", task_id=asks, after=greeted["last_seq"], timeout=60)
+        else:
+            assert greeted["answers"] == ["Ada"] and len(user.asked) == 1, greeted
+    assert done["outcome"] == "finished" and done["status"] == "completed", done
+    assert done["result"]["output"] == "one\ntwo\n" and again["status"] == "completed"
+    assert [s for s, _, _ in progress.seen] == list(range(1, done["last_seq"] + 1))
+    assert [m for _, m, _ in progress.seen if m in ("one", "two")] == ["one", "two"]
+    assert greeted["status"] == "completed" and greeted["result"]["output"] == "hello Ada\n", greeted
+    posts = [target for method, target in rr.sent if method == "POST"]
+    assert len(posts) >= 4 and {a, b} <= {t.rstrip("/") for t in posts}, rr.sent
