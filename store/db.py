@@ -168,7 +168,7 @@ class Database:
                 await asyncio.wait_for(asyncio.shield(self._idle), grace)
         self._disposed = True
         await self.engine.dispose()
-        if self.read_engine is not self.engine:
+        if self.is_sqlite:  # on PostgreSQL the read engine shares the pool
             await self.read_engine.dispose()
 
     @contextlib.contextmanager
