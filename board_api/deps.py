@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
@@ -66,10 +66,12 @@ async def principal(request: Request, db: DbDep) -> Principal:
     header = request.headers.get("authorization", "")
     token = header[7:].strip() if header.lower().startswith("bearer ") else ""
     if not token and request.method == "GET" and request.url.path.endswith("/stream"):
-        # A browser's EventSource cannot send headers, so the board passes its key as
-        # `?access_token=`. Only on GETs of SSE routes: they are read-only, and a key in a
-        # URL (which may reach access logs and history) must never authorize a change.
-        token = request.query_params.get("access_token", "").strip()
+        # A browser's EventSource cannot send headers, so the board passes a short-lived
+        # stream token (POST /stream-tokens) as `?access_token=`. Only on GETs of SSE
+        # routes: they are read-only, and a URL may reach access logs and history.
+        query = request.query_params.get("access_token", "").strip()
+        if query:
+            return await _stream_principal(db, query)
     if not token:
         if not await cache.any(db) and request.app.state.open_mode:
             return OPEN
@@ -79,6 +81,23 @@ async def principal(request: Request, db: DbDep) -> Principal:
     if row is None:
         raise errors.Unauthorized(
             "the API key is not valid (unknown, revoked or mistyped)", code="invalid_key"
+        )
+    return Principal(row.name or row.prefix, frozenset(row.scopes), row.id)
+
+
+async def _stream_principal(db: Any, token: str) -> Principal:
+    if not token.startswith("mst_"):
+        raise errors.Unauthorized(
+            "a key does not go in a URL: send it as `Authorization: Bearer <key>`, or put a "
+            "stream token from POST /api/v1/stream-tokens in `access_token`",
+            code="invalid_stream_token",
+        )
+    async with db.read() as s:
+        row = await keys.verify_stream_token(s, token, time.time())
+    if row is None:
+        raise errors.Unauthorized(
+            "the stream token is expired, revoked or malformed; get a new one from POST /api/v1/stream-tokens",
+            code="invalid_stream_token",
         )
     return Principal(row.name or row.prefix, frozenset(row.scopes), row.id)
 

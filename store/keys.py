@@ -18,7 +18,17 @@ from store import errors
 from store.db import Tx
 from store.models import ApiKey, utcnow
 
-__all__ = ["SCOPES", "create_key", "has_active_keys", "list_keys", "revoke_key", "verify_key"]
+__all__ = [
+    "SCOPES",
+    "STREAM_TOKEN_SECONDS",
+    "create_key",
+    "has_active_keys",
+    "list_keys",
+    "revoke_key",
+    "stream_token",
+    "verify_key",
+    "verify_stream_token",
+]
 
 SCOPES = ("admin", "operator", "viewer", "worker")
 
@@ -52,6 +62,37 @@ async def verify_key(session: Any, key: str) -> ApiKey | None:
     if not hmac.compare_digest(_hash(parts[2]), row.hash):
         return None
     return row  # type: ignore[no-any-return]
+
+
+# A browser's EventSource cannot send headers, so a stream's credential rides in its URL,
+# where proxies and histories may keep it. The board therefore never puts its key there, but
+# a stream token: good for stream GETs only, for minutes, signed with the key's stored hash
+# (so it needs no table, holds on every replica, and dies with the key when it is revoked).
+STREAM_TOKEN_SECONDS = 600
+
+
+def _stream_sig(row: ApiKey, expires: int) -> str:
+    return hmac.new(row.hash.encode(), f"stream.{row.prefix}.{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def stream_token(row: ApiKey, now: float) -> tuple[str, int]:
+    """`mst_<prefix>_<expires>_<signature>` and its expiry (epoch seconds)."""
+    expires = int(now) + STREAM_TOKEN_SECONDS
+    return f"mst_{row.prefix}_{expires}_{_stream_sig(row, expires)}", expires
+
+
+async def verify_stream_token(session: Any, token: str, now: float) -> ApiKey | None:
+    """The key a live, well-signed stream token was made for; None otherwise."""
+    parts = token.split("_")
+    if len(parts) != 4 or parts[0] != "mst" or not parts[2].isdigit():
+        return None
+    expires = int(parts[2])
+    if expires < now or expires > now + STREAM_TOKEN_SECONDS + 60:
+        return None
+    row = (await session.execute(select(ApiKey).where(ApiKey.prefix == parts[1]))).scalars().first()
+    if row is None or row.revoked_at is not None:
+        return None
+    return row if hmac.compare_digest(_stream_sig(row, expires), parts[3]) else None  # type: ignore[no-any-return]
 
 
 async def has_active_keys(session: Any) -> bool:

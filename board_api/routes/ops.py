@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -9,7 +10,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from board_api.deps import Admin, DbDep, Principal, principal
 from board_api.schemas import KeyIn, KeyList, KeyOut
 from meta_agent import __version__
-from store import keys
+from store import errors, keys
 from store.models import ApiKey
 
 ops = APIRouter()
@@ -45,6 +46,22 @@ async def metrics(request: Request, db: DbDep) -> Response:
 async def whoami(p: Annotated[Principal, Depends(principal)]) -> dict[str, object]:
     """The caller's key name and scopes (the board hides actions a key may not take)."""
     return {"name": p.name, "scopes": sorted(p.scopes)}
+
+
+@router.post("/stream-tokens", status_code=201)
+async def create_stream_token(db: DbDep, p: Annotated[Principal, Depends(principal)]) -> dict[str, object]:
+    """A short-lived token for `?access_token=` on stream GETs (EventSource cannot send
+    headers, and a key must not go in a URL). On an open server (no keys) it is null."""
+    if p.key_id is None:
+        return {"token": None, "expires_at": None, "expires_in": None}
+    async with db.read() as s:
+        row = await s.get(ApiKey, p.key_id)
+    if row is None or row.revoked_at is not None:
+        raise errors.Unauthorized(
+            "the API key is not valid (unknown, revoked or mistyped)", code="invalid_key"
+        )
+    token, expires = keys.stream_token(row, time.time())
+    return {"token": token, "expires_at": expires, "expires_in": keys.STREAM_TOKEN_SECONDS}
 
 
 def _key_out(row: ApiKey, key: str | None = None) -> KeyOut:

@@ -36,12 +36,21 @@ export async function api(path, { method = "GET", body, params } = {}) {
   return data;
 }
 
-/** An EventSource URL. EventSource cannot send headers, so the key rides in the query
- *  (the server accepts `access_token` only on GETs of `/stream` routes). */
-export function streamUrl(path, params = {}) {
+/** An EventSource URL. EventSource cannot send headers, and a key must not sit in a URL
+ *  (proxies and histories keep URLs), so a signed-in board puts a stream token there:
+ *  good for stream GETs only, for ten minutes. One is reused until shortly before expiry. */
+let streamToken = { key: "", token: "", until: 0 };
+
+export async function streamUrl(path, params = {}) {
   const url = new URL(API + path, location.origin);
   for (const [k, v] of Object.entries(params)) if (v != null) url.searchParams.set(k, v);
-  if (auth.key) url.searchParams.set("access_token", auth.key);
+  if (auth.key) {
+    if (streamToken.key !== auth.key || streamToken.until < Date.now() + 60_000) {
+      const t = await api("/stream-tokens", { method: "POST" });
+      streamToken = { key: auth.key, token: t.token || "", until: Date.now() + (t.expires_in || 0) * 1000 };
+    }
+    if (streamToken.token) url.searchParams.set("access_token", streamToken.token);
+  }
   return url.toString();
 }
 

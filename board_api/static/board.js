@@ -52,11 +52,21 @@ export class Board {
     this.connect();
   }
 
-  connect() {
+  async connect() {
+    const attempt = (this.attempt = (this.attempt || 0) + 1);
     this.es?.close();
     clearTimeout(this.retryTimer);
     this.onState("connecting…");
-    const es = (this.es = new EventSource(streamUrl("/board/stream", { limit: SNAPSHOT })));
+    let url;
+    try {
+      url = await streamUrl("/board/stream", { limit: SNAPSHOT });
+    } catch {
+      this.onState("reconnecting…");
+      if (attempt === this.attempt) this.retryTimer = setTimeout(() => this.connect(), 2000);
+      return;
+    }
+    if (attempt !== this.attempt) return; // a newer connect() (new filters) won the race
+    const es = (this.es = new EventSource(url));
     es.addEventListener("board", (e) => this.#onSnapshot(JSON.parse(e.data)));
     es.addEventListener("resync", () => this.#refetch());
     es.addEventListener("task", (e) => this.#onTask(JSON.parse(e.data)));

@@ -46,6 +46,7 @@ export class Detail {
   }
 
   close(restoreFocus = true) {
+    clearTimeout(this.retry);
     this.es?.close();
     this.es = null;
     if (this.id == null) return;
@@ -154,9 +155,29 @@ export class Detail {
 
   // --- the event stream -------------------------------------------------------------
 
-  #follow() {
+  async #follow() {
     const id = this.id;
-    const es = (this.es = new EventSource(streamUrl(`/tasks/${id}/stream`, { after: 0 })));
+    const after = this.events.length ? this.events[this.events.length - 1].seq : 0;
+    let url;
+    try {
+      url = await streamUrl(`/tasks/${id}/stream`, { after });
+    } catch {
+      url = null;
+    }
+    if (this.id !== id) return; // another task was opened meanwhile
+    this.es?.close();
+    if (!url) {
+      this.retry = setTimeout(() => this.id === id && this.#follow(), 2000);
+      return;
+    }
+    const es = (this.es = new EventSource(url));
+    es.onerror = () => {
+      // The browser retries by itself unless the answer was an HTTP error (an expired
+      // stream token, a restarting server): then follow again from the last event seen.
+      if (es.readyState === EventSource.CLOSED && this.es === es) {
+        this.retry = setTimeout(() => this.id === id && this.es === es && this.#follow(), 2000);
+      }
+    };
     const kinds = ["status", "message_delta", "message", "tool_started", "tool_output", "tool_completed", "log",
       "input_requested", "input_received", "artifact", "plan", "checkpoint", "usage"];
     for (const k of kinds) es.addEventListener(k, (e) => this.#onEvent(JSON.parse(e.data)));

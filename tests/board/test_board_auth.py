@@ -62,15 +62,32 @@ def test_viewer_key_sees_the_live_board_without_actions(page: Any, server: LiveS
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_access_token_query_parameter_only_works_on_stream_gets(server: LiveServer) -> None:
+def test_stream_tokens_work_only_on_stream_gets_and_a_key_never_goes_in_a_url(server: LiveServer) -> None:
     keys = make_keys(server)
     api = server.url + "/api/v1"
-    token = {"access_token": keys["admin"]}
+    admin = {"Authorization": f"Bearer {keys['admin']}"}
     with httpx.Client(timeout=10) as c:
+        issued = c.post(api + "/stream-tokens", headers=admin)
+        assert issued.status_code == 201
+        body = issued.json()
+        token = {"access_token": body["token"]}
+        assert body["token"].startswith("mst_") and keys["admin"] not in body["token"]
+        assert body["expires_in"] == 600
         with c.stream("GET", api + "/board/stream", params=token) as r:
             assert r.status_code == 200
             assert r.headers["content-type"].startswith("text/event-stream")
         assert c.get(api + "/board/stream").status_code == 401
+        # The key itself is refused in a URL, with a message saying what to do instead.
+        r = c.get(api + "/board/stream", params={"access_token": keys["admin"]})
+        assert r.status_code == 401 and r.json()["code"] == "invalid_stream_token"
+        assert "stream-tokens" in r.json()["detail"] and keys["admin"] not in r.text
+        # A tampered or far-future token is refused.
+        head, sig = body["token"].rsplit("_", 1)
+        forged = head + "_" + ("0" if sig[0] != "0" else "1") + sig[1:]
+        assert c.get(api + "/board/stream", params={"access_token": forged}).status_code == 401
+        prefix = body["token"].split("_")[1]
+        later = f"mst_{prefix}_{body['expires_at'] + 86400}_{sig}"
+        assert c.get(api + "/board/stream", params={"access_token": later}).status_code == 401
         # Not a stream, or not a GET: the query parameter is ignored.
         assert c.get(api + "/board", params=token).status_code == 401
         assert c.get(api + "/whoami", params=token).status_code == 401
@@ -78,3 +95,11 @@ def test_access_token_query_parameter_only_works_on_stream_gets(server: LiveServ
         assert r.status_code == 401
         who = c.get(api + "/whoami", headers={"Authorization": f"Bearer {keys['viewer']}"}).json()
         assert who == {"name": "viewer-key", "scopes": ["viewer"]}
+        # Revoking the key ends its stream tokens too.
+        viewer_token = c.post(
+            api + "/stream-tokens", headers={"Authorization": f"Bearer {keys['viewer']}"}
+        ).json()
+        [row] = [k for k in c.get(api + "/keys", headers=admin).json()["items"] if k["name"] == "viewer-key"]
+        assert c.delete(api + f"/keys/{row['id']}", headers=admin).status_code in (200, 204)
+        r = c.get(api + "/board/stream", params={"access_token": viewer_token["token"]})
+        assert r.status_code == 401
