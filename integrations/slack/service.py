@@ -54,14 +54,18 @@ class SlackService:
     def start(self) -> None:
         self.relay.start()
 
-    async def stop(self) -> None:
-        await self.relay.stop()
+    async def stop(self, grace: float = 5.0) -> None:
+        """Turns in flight get `grace` seconds to finish (their reply, their binding) before
+        they are cancelled; the relay finishes the step it is in."""
         jobs = list(self._jobs)
-        for job in jobs:
-            job.cancel()
-        for job in jobs:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await job
+        if jobs:
+            _, late = await asyncio.wait(jobs, timeout=grace)
+            for job in late:
+                job.cancel()
+            for job in late:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await job
+        await self.relay.stop()
 
     def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
         async def guarded() -> None:
