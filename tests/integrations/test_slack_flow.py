@@ -41,13 +41,14 @@ def test_mention_creates_task_relays_progress_question_button_answer_and_result(
 ) -> None:
     plane = start_plane(slack_update_interval=1.0)  # the default throttle: updates ≥ 1 s apart
     with plane.client() as c:
-        llm_agent(c, "deployer", tools=["ask_user"], description="Deploys the app")
+        llm_agent(c, "deployer", tools=["ask_user", "save_artifact"], description="Deploys the app")
     llm.play(
         tool_call("create_task", {"agent": "deployer", "queue": "q1", "prompt": "deploy the app"}, say=PLAN),
         lambda body: text(f"Created the task: {last_task(body)['board_url']}"),
     )
     worker_llm.script(
         tool_call("ask_user", {"question": "Which environment?", "choices": ["staging", "production"]}),
+        tool_call("save_artifact", {"name": "deploy.log", "content": "rolled out 3/3 pods\n"}),
         text("Deployed to production."),
     )
     event = mention("U1", "deploy the app")
@@ -106,6 +107,13 @@ def test_mention_creates_task_relays_progress_question_button_answer_and_result(
     )
     assert "<@U1> answered *production*" in text_of(answered[-1])
     assert "button" not in text_of(answered[-1])
+    # The task's artifact, uploaded into the thread (files.uploadV2: URL, bytes, complete).
+    wait_for(lambda: slack.calls_to("files.completeUploadExternal"), what="the artifact upload")
+    [upload] = slack.calls_to("upload")
+    assert slack.uploads[upload.args["file_id"]] == b"rolled out 3/3 pods\n"
+    [complete] = slack.calls_to("files.completeUploadExternal")
+    assert complete.args["channel_id"] == CHANNEL and complete.args["thread_ts"] == thread
+    assert complete.args["files"][0]["title"] == "deploy.log"
     # Every relay post exactly once.
     _one(posted(slack, thread, "q"), "question")
     _one(posted(slack, thread, "result"), "result")
