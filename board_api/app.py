@@ -24,6 +24,7 @@ from board_api.feeds import Feeds
 from board_api.limits import ConnectionLimiter
 from board_api.metrics import Metrics
 from board_api.routes import catalog, chat, ops, streams, tasks, workers
+from integrations.slack import install as install_slack
 from meta_agent import __version__
 from meta_agent.llm import close_clients as close_llm_clients
 from meta_agent.settings import Settings
@@ -122,9 +123,13 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
         stopping = asyncio.Event()
         reaper = asyncio.create_task(_reaper(database, settings.reaper_interval, stopping))
         try:
+            if slack is not None:  # Slack relay and Socket Mode (integrations/slack)
+                await slack.start(database)
             async with mcp_http.run():  # the /mcp session manager
                 yield
         finally:
+            if slack is not None:
+                await slack.stop()
             app.state.feeds.close()
             stopping.set()
             with contextlib.suppress(TimeoutError):
@@ -169,6 +174,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     for r in (catalog.router, tasks.router, streams.router, workers.router, ops.router, chat.router):
         app.include_router(r, prefix="/api/v1")
     app.include_router(ops.ops)
+    slack = install_slack(app, settings)  # POST /slack/events, only when Slack is configured
     if settings.otel_exporter:
         from board_api.tracing import exporter_for, instrument
 
