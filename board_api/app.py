@@ -128,23 +128,28 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
             async with mcp_http.run():  # the /mcp session manager
                 yield
         finally:
-            if slack is not None:
-                await slack.stop()
-            app.state.feeds.close()
-            stopping.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(reaper), 10)
-            background.append(reaper)  # cancelled below only if it did not stop in time
-            for t in background:
-                t.cancel()
             try:
-                for t in background:
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await t
-                await close_llm_clients()  # the meta agent's (chat), if a model was ever called
+                if slack is not None:
+                    await slack.stop()
+                app.state.feeds.close()
+                stopping.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(reaper), 10)
             finally:
-                if db is None:  # whatever failed above, the pool's connections get closed
-                    await database.dispose()
+                # Torn down without a lifespan shutdown (uvicorn's forced exit, where every
+                # task is cancelled at once), the waits above raise CancelledError: the rest
+                # must run all the same, or the pool is never closed.
+                background.append(reaper)  # cancelled below only if it did not stop in time
+                for t in background:
+                    t.cancel()
+                try:
+                    for t in background:
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await t
+                    await close_llm_clients()  # the meta agent's (chat), if a model was ever called
+                finally:
+                    if db is None:  # whatever failed above, the pool's connections get closed
+                        await database.dispose()
 
     app = FastAPI(
         title="meta-agent control plane",

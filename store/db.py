@@ -164,8 +164,11 @@ class Database:
     async def _dispose(self, grace: float) -> None:
         if self._in_flight:
             self._idle = asyncio.get_running_loop().create_future()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._idle), grace)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._idle), grace)
+            finally:
+                self._idle = None
         self._disposed = True
         await self.engine.dispose()
         if self.is_sqlite:  # on PostgreSQL the read engine shares the pool
