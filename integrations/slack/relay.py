@@ -219,10 +219,11 @@ class _Follower:
                 await self._answered(data)
             elif ev.kind == "status" and slack_store.is_terminal(str(data.get("status"))):
                 end = ev.seq
-            if ev.kind in ("input_requested", "input_received") or ev.seq == end:
+                break  # the last event; `last_seq` moves past it only once the end is posted
+            if ev.kind in ("input_requested", "input_received"):
                 await self._advance(ev.seq)  # what was posted for this event is now recorded
         if end is not None:
-            await self._finish()
+            await self._finish(end)
             return True
         if events:
             await self._advance(events[-1].seq)
@@ -320,7 +321,8 @@ class _Follower:
         text, blocks = render.answered(str(q.get("text") or ""), str(data.get("answer")), data.get("by"))
         await self.client.chat_update(channel=self.b.channel, ts=ts, text=text, blocks=blocks)
 
-    async def _finish(self) -> None:
+    async def _finish(self, end: int) -> None:
+        """Run again from the top if anything here fails (each post is recorded once)."""
         assert self.task is not None
         self.dirty = True
         self.posts["tool"] = None
@@ -333,8 +335,10 @@ class _Follower:
         await self._post_once("result", text, blocks)
         for a in artifacts:
             await self._upload(a.name)
+        await self._save(
+            status="done", last_seq=end, lease_owner=None, lease_until=None, posts=dict(self.posts)
+        )
         self.finished = True
-        await self._save(status="done", lease_owner=None, lease_until=None, posts=dict(self.posts))
 
     async def _upload(self, name: str) -> None:
         """At most once: a file upload has no metadata to find it by after a crash, so a

@@ -212,7 +212,8 @@ class SlackService:
 
     async def thread_reply(self, ref: ThreadRef, user: str, text: str, message_ts: str) -> None:
         """A message in a thread the bot is in (no mention): it answers the question a task
-        there waits on, or else (from someone in the conversation) continues it."""
+        there waits on. Otherwise, in a channel it is people talking among themselves (they
+        mention the bot to address it); in a DM it continues the conversation."""
         thread = await slack_store.get_thread(self.db, ref.key)
         if thread is None:
             return  # not one of ours
@@ -224,7 +225,7 @@ class SlackService:
             elif refusal:
                 log.info("slack: reply in %s not taken as an answer: %s", ref.key, refusal)
             return
-        if user in thread.participants and self.may_talk(user):
+        if thread.kind != "channel" and user in thread.participants and self.may_talk(user):
             await self.converse(ref, user, text, message_ts=message_ts)
 
     async def retry(self, task_id: str, user: str) -> str | None:
