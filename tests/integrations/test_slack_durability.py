@@ -9,17 +9,29 @@ the same progress message updated, one result post.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from integrations.slack import store as slack_store
 from store import tasks as task_service
 from store.db import Database
 from tests.fakes.llm_server import FakeLLM, text, tool_call
 from tests.fakes.slack_server import FakeSlack
-from tests.integrations.slack_support import CHANNEL, mention, posted, reply, send_event, text_of
+from tests.integrations.slack_support import (
+    CHANNEL,
+    block_action,
+    mention,
+    message_of,
+    posted,
+    press,
+    reply,
+    send_event,
+    text_of,
+)
 from tests.meta_agent.test_agent_chat import K8S, ChatLLM, last_task
 from tests.support import LiveServer, wait_for
 from tests.worker.llm_support import worker_thread
@@ -152,3 +164,29 @@ def test_a_post_made_just_before_a_crash_is_found_not_repeated(
         wait_for(lambda: posted(slack, thread, "result"), 30, "the result")
     assert len(posted(slack, thread, "q")) == 1  # found, not posted again
     assert len(posted(slack, thread, "result")) == 1
+
+
+def test_two_replicas_one_relay_and_requests_on_either(
+    start_plane: Any, slack_db: str, slack: FakeSlack, llm: ChatLLM, worker_llm: FakeLLM, tmp_path: Path
+) -> None:
+    """Behind a load balancer Slack's requests land on any replica: the answer goes to B
+    while one relay (woken through LISTEN/NOTIFY) follows the task; every post is made once."""
+    if slack_db.startswith("sqlite"):
+        pytest.skip("replicas share a PostgreSQL database (SQLite serves one process)")
+    a = start_plane()
+    b = start_plane()
+    thread, task_id = _start_task(a, slack, llm, worker_llm, tmp_path)
+    question = posted(slack, thread, "q")[0]
+    assert send_event(b, reply("U1", "prod", thread)).status_code == 200  # lands on B
+    with worker_thread(a.url, worker_llm, tmp_path / "ws2"):
+        result = wait_for(lambda: posted(slack, thread, "result"), 30, "the result")[0]
+    assert "cluster healthy in prod" in text_of(result)
+    for key in ("progress", "q", "result"):
+        assert len(posted(slack, thread, key)) == 1, key
+    # A late press for the answered question, on either replica, changes nothing.
+    late = {"action_id": "meta_agent_answer_0", "value": json.dumps({"t": task_id, "s": 1, "a": "staging"})}
+    assert press(a, block_action("U1", message_of(question, question.result["ts"]), late)).status_code == 200
+    note = wait_for(lambda: slack.calls_to("chat.postEphemeral"), what="the 'already answered' note")[0]
+    assert note.args["text"] == "That question was already answered."
+    with httpx.Client(base_url=b.url + "/api/v1") as c:
+        assert c.get(f"/tasks/{task_id}").json()["status"] == "completed"
