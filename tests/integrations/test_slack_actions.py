@@ -99,7 +99,7 @@ def test_outsiders_cannot_retry(
         thread = _mention_creating(plane, llm, "disk-check")
         result = wait_for(lambda: posted(slack, thread, "result"), 30, "the failure")[0]
     press(plane, block_action("U_OUT", message_of(result, result.result["ts"]), button(result, "Retry")))
-    refusal = wait_for(lambda: slack.calls_to("chat.postEphemeral"), what="the refusal")[0]
+    refusal = wait_for(lambda: slack.calls_to("chat.postEphemeral"), 30, "the refusal")[0]
     assert refusal.args["user"] == "U_OUT"
     with plane.client() as c:
         assert len(c.get("/tasks").json()["items"]) == 1
@@ -177,10 +177,10 @@ def test_slash_command_lists_cancels_and_starts_conversations(
     r = _command(plane, "check the cluster health")
     assert r.status_code == 200 and "thread" in r.text
     top = wait_for(
-        lambda: [c for c in slack.posts(channel=CHANNEL) if not c.args.get("thread_ts")], what="the thread"
+        lambda: [c for c in slack.posts(channel=CHANNEL) if not c.args.get("thread_ts")], 30, "the thread"
     )[0]
     assert top.args["text"] == "<@U1> asked: check the cluster health"
-    thread = wait_for(lambda: top.result.get("ts"), what="its ts")
+    thread = wait_for(lambda: top.result.get("ts"), 30, "its ts")
     with worker_thread(plane.url, worker_llm, tmp_path / "ws"):
         wait_for(lambda: posted(slack, thread, "q"), 30, "the task's question in the thread")
     with plane.client() as c:
@@ -218,10 +218,10 @@ def test_a_risky_plan_waits_for_approve_in_the_thread(
         "the approval request",
     )[0]
     approve = button(ask, "Approve")
-    wait_for(lambda: ask.result.get("ts"), what="its ts")
+    wait_for(lambda: ask.result.get("ts"), 30, "its ts")
     # Someone outside the conversation cannot approve it.
     press(plane, block_action("U_OUT", message_of(ask, ask.result["ts"]), approve))
-    wait_for(lambda: slack.calls_to("chat.postEphemeral"), what="the refusal")
+    wait_for(lambda: slack.calls_to("chat.postEphemeral"), 30, "the refusal")
     with worker_thread(plane.url, worker_llm, tmp_path / "ws"):
         press(plane, block_action("U1", message_of(ask, ask.result["ts"]), approve))
         result = wait_for(lambda: posted(slack, thread, "result"), 30, "the approved task's result")[0]

@@ -90,7 +90,8 @@ def test_restart_mid_task_resumes_the_relay_without_duplicates_or_gaps(
     pts = progress.result["ts"]
     wait_for(
         lambda: (b := _run(_binding(slack_db, task_id))) and b.posts.get("question"),
-        what="the question recorded",
+        30,
+        "the question recorded",
     )
     plane.stop()
     before = len(slack.calls)
@@ -131,7 +132,8 @@ def test_a_post_made_just_before_a_crash_is_found_not_repeated(
     thread, task_id = _start_task(plane, slack, llm, worker_llm, tmp_path)
     wait_for(
         lambda: (b := _run(_binding(slack_db, task_id))) and b.posts.get("question"),
-        what="the question recorded",
+        30,
+        "the question recorded",
     )
     plane.stop()
     [question] = posted(slack, thread, "q")
@@ -186,7 +188,7 @@ def test_two_replicas_one_relay_and_requests_on_either(
     # A late press for the answered question, on either replica, changes nothing.
     late = {"action_id": "meta_agent_answer_0", "value": json.dumps({"t": task_id, "s": 1, "a": "staging"})}
     assert press(a, block_action("U1", message_of(question, question.result["ts"]), late)).status_code == 200
-    note = wait_for(lambda: slack.calls_to("chat.postEphemeral"), what="the 'already answered' note")[0]
+    note = wait_for(lambda: slack.calls_to("chat.postEphemeral"), 30, "the 'already answered' note")[0]
     assert note.args["text"] == "That question was already answered."
     with httpx.Client(base_url=b.url + "/api/v1") as c:
         assert c.get(f"/tasks/{task_id}").json()["status"] == "completed"

@@ -57,7 +57,7 @@ def test_mention_creates_task_relays_progress_question_button_answer_and_result(
         r = send_event(plane, event)
         assert r.status_code == 200, r.text
         # The bot shows it is working, and its reply (the plan) lands in the thread.
-        wait_for(lambda: slack.calls_to("reactions.add"), what="the working reaction")
+        wait_for(lambda: slack.calls_to("reactions.add"), 30, "the working reaction")
         assert slack.calls_to("reactions.add")[0].args == {
             "channel": CHANNEL,
             "timestamp": thread,
@@ -88,7 +88,8 @@ def test_mention_creates_task_relays_progress_question_button_answer_and_result(
             board in slack.messages[CHANNEL][0]["text"]
             or any(board in c.args.get("text", "") for c in slack.calls_to("chat.update"))
         ),
-        what="the reply's final text",
+        30,
+        "the reply's final text",
     )
 
     # Progress: ONE message, posted once in the thread and then updated in place.
@@ -98,17 +99,16 @@ def test_mention_creates_task_relays_progress_question_button_answer_and_result(
     assert updates, "the progress message was never updated"
     assert all(u.args["channel"] == CHANNEL for u in updates)
     assert "completed" in text_of(updates[-1])
-    # Throttled: updates of one message at least the interval apart, except the forced
-    # ones when a question is posted or the task ends (their order matters more).
     # The question was answered: the message says who answered what, buttons gone.
     answered = wait_for(
         lambda: [c for c in slack.calls_to("chat.update") if c.args["ts"] == qts],
-        what="the answered question",
+        30,
+        "the answered question",
     )
     assert "<@U1> answered *production*" in text_of(answered[-1])
     assert "button" not in text_of(answered[-1])
     # The task's artifact, uploaded into the thread (files.uploadV2: URL, bytes, complete).
-    wait_for(lambda: slack.calls_to("files.completeUploadExternal"), what="the artifact upload")
+    wait_for(lambda: slack.calls_to("files.completeUploadExternal"), 30, "the artifact upload")
     [upload] = slack.calls_to("upload")
     assert slack.uploads[upload.args["file_id"]] == b"rolled out 3/3 pods\n"
     [complete] = slack.calls_to("files.completeUploadExternal")
@@ -137,7 +137,7 @@ def test_reply_streams_as_one_message_updated_at_most_once_a_second(
     send_event(plane, event)
     first = wait_for(lambda: slack.posts(thread_ts=event["ts"]), 30, "the reply")[0]
     assert first.args["text"].startswith("Let me look at the agents.")
-    ts = wait_for(lambda: first.result.get("ts"), what="the post's ts")
+    ts = wait_for(lambda: first.result.get("ts"), 30, "the post's ts")
 
     def updates() -> list[Any]:
         ups = [c for c in slack.calls_to("chat.update") if c.args["ts"] == ts]
@@ -174,7 +174,7 @@ def test_thread_reply_answers_and_outsiders_cannot(
 
         # Someone who is not in the conversation replies: no answer, and they are told why.
         assert send_event(plane, reply("U_OUT", "kube-system", thread)).status_code == 200
-        wait_for(lambda: slack.calls_to("chat.postEphemeral"), what="the refusal")
+        wait_for(lambda: slack.calls_to("chat.postEphemeral"), 30, "the refusal")
         assert slack.calls_to("chat.postEphemeral")[0].args["user"] == "U_OUT"
         with plane.client() as c:
             assert c.get(f"/tasks/{task_id}").json()["status"] == "requires_input"
@@ -209,7 +209,7 @@ def test_allow_list_decides_who_may_answer(
         send_event(plane, event)
         wait_for(lambda: posted(slack, thread, "q"), 30, "the question")
         send_event(plane, reply("U3", "nope", thread))  # not on the list
-        wait_for(lambda: slack.calls_to("chat.postEphemeral"), what="the refusal")
+        wait_for(lambda: slack.calls_to("chat.postEphemeral"), 30, "the refusal")
         send_event(plane, reply("U2", "staging", thread))  # on the list, though not in the thread
         result = wait_for(lambda: posted(slack, thread, "result"), 30, "the result")[0]
     assert "cluster healthy in staging" in text_of(result)
@@ -219,7 +219,7 @@ def test_no_model_configured_says_so_in_the_thread(start_plane: Any, slack: Fake
     plane = start_plane(model=None)
     event = mention("U1", "hello")
     assert send_event(plane, event).status_code == 200
-    post = wait_for(lambda: slack.posts(thread_ts=event["ts"]), what="the explanation")[0]
+    post = wait_for(lambda: slack.posts(thread_ts=event["ts"]), 30, "the explanation")[0]
     assert "META_AGENT_MODEL" in post.args["text"]
     with httpx.Client(base_url=plane.url + "/api/v1") as c:
         assert c.get("/tasks").json()["items"] == []

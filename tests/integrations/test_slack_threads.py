@@ -29,7 +29,7 @@ def test_assistant_thread_shows_status_and_continues_the_conversation(
     }
     assert send_event(plane, started).status_code == 200
     prompts = wait_for(
-        lambda: slack.calls_to("assistant.threads.setSuggestedPrompts"), what="suggested prompts"
+        lambda: slack.calls_to("assistant.threads.setSuggestedPrompts"), 30, "suggested prompts"
     )
     assert prompts[0].args["channel_id"] == "D1" and prompts[0].args["thread_ts"] == thread
 
