@@ -13,7 +13,7 @@ from tests.fakes.llm_server import FakeLLM
 from tests.fakes.slack_server import FakeSlack
 from tests.integrations.slack_support import SECRET
 from tests.meta_agent.test_agent_chat import ChatLLM
-from tests.support import LiveServer
+from tests.support import LiveServer, wait_for
 
 
 @pytest.fixture
@@ -53,8 +53,10 @@ def slack_db(db_url: str) -> str:
 @pytest.fixture
 def start_plane(
     server_factory: Any, slack_db: str, slack: FakeSlack, llm: ChatLLM
-) -> Callable[..., LiveServer]:
+) -> Iterator[Callable[..., LiveServer]]:
     """Start a control plane with Slack (HTTP mode unless told) on the test's database."""
+
+    started: list[LiveServer] = []
 
     def start(**overrides: Any) -> LiveServer:
         settings: dict[str, Any] = {
@@ -67,6 +69,15 @@ def start_plane(
             "slack_update_interval": 0.3,
             **overrides,
         }
-        return server_factory(slack_db, **settings)  # type: ignore[no-any-return]
+        plane: LiveServer = server_factory(slack_db, **settings)
+        started.append(plane)
+        return plane
 
-    return start
+    yield start
+    # Let meta-agent turns still in flight end before the servers stop (a turn cut off at
+    # shutdown is a different test's business).
+    for plane in started:
+        slack = getattr(plane.app.state, "slack", None)
+        service = getattr(slack, "service", None)
+        if plane.thread.is_alive() and service is not None:
+            wait_for(lambda service=service: not service._jobs, 30, "Slack turns in flight to end")
