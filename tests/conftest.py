@@ -126,15 +126,14 @@ def server_factory(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
     def start(database_url: str, **overrides: object) -> LiveServer:
         from meta_agent.settings import Settings
 
-        settings = Settings(
-            database_url=database_url,
-            port=free_port(),
-            lease_seconds=3.0,
-            reaper_interval=0.2,
-            embedded_worker=False,
-            workspace_root=str(tmp_path / "ws"),
-            **overrides,  # type: ignore[arg-type]
-        )
+        options: dict[str, object] = {
+            "port": free_port(),
+            "lease_seconds": 3.0,
+            "reaper_interval": 0.2,
+            "embedded_worker": False,
+            "workspace_root": str(tmp_path / "ws"),
+        }
+        settings = Settings(database_url=database_url, **{**options, **overrides})  # type: ignore[arg-type]
         srv = LiveServer(settings)
         srv.start()
         servers.append(srv)

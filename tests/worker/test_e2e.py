@@ -11,6 +11,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -211,8 +212,11 @@ def test_control_plane_restart_mid_task(db_url: str, tmp_path: Path, procs: list
 
 
 def test_eight_worker_processes_race_over_500_tasks_exactly_once(
-    server: LiveServer, tmp_path: Path, procs: list
+    server_factory: Any, db_url: str, tmp_path: Path, procs: list
 ) -> None:  # type: ignore[type-arg]
+    # The race is over claims, not leases: a lease long enough that a heartbeat delayed by a
+    # busy machine (8 worker processes on 2 cores) does not hand a task to a second worker.
+    server = server_factory(db_url, lease_seconds=30.0)
     with server.client() as c:
         setup_catalog(c)
         assert (
