@@ -30,6 +30,7 @@ this module only for `exec`/`chat`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -279,21 +280,19 @@ class MetaAgent:
         added: list[dict[str, Any]],
         emit: Emit,
     ) -> None:
-        pending: list[Awaitable[None] | None] = []
-
-        def on_delta(text: str) -> None:
-            pending.append(emit({"type": "text", "text": text}))
-
-        def on_log(text: str) -> None:
-            pending.append(emit({"type": "log", "message": text}))
+        # The model's words go out while it streams (a chat shows them as they come), in
+        # order, one emit after the other, without holding up the stream's reader.
+        out = _InOrder(emit)
+        on_delta = lambda text: out.send({"type": "text", "text": text})  # noqa: E731
+        on_log = lambda text: out.send({"type": "log", "message": text})  # noqa: E731
 
         for _ in range(self.max_steps):
             messages = [{"role": "system", "content": self.system_prompt}, *history, *added]
-            reply = await complete(self.provider, messages, tools, on_delta=on_delta, on_log=on_log)
-            for p in pending:
-                if p is not None:
-                    await p
-            pending.clear()
+            try:
+                reply = await complete(self.provider, messages, tools, on_delta=on_delta, on_log=on_log)
+                await out.drain()
+            finally:
+                out.cancel()  # only does something when cancelled or failed: nothing is left
             added.append(reply.message())
             if not reply.tool_calls:
                 return
@@ -374,6 +373,36 @@ class MetaAgent:
                 },
             )
         return text
+
+
+class _InOrder:
+    """Sends events through `emit` (sync or async) from sync callbacks, one at a time, in
+    order. `cancel()` drops what was not sent, closing its coroutines (never left unawaited)."""
+
+    def __init__(self, emit: Emit) -> None:
+        self.emit = emit
+        self.queue: list[dict[str, Any]] = []
+        self.worker: asyncio.Task[None] | None = None
+
+    def send(self, event: dict[str, Any]) -> None:
+        self.queue.append(event)
+        if self.worker is None or self.worker.done():
+            self.worker = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while self.queue:
+            await _emit(self.emit, self.queue.pop(0))
+
+    async def drain(self) -> None:
+        while self.worker is not None and not self.worker.done():
+            await asyncio.shield(self.worker)
+        if self.worker is not None and not self.worker.cancelled():
+            self.worker.result()  # an emit that failed fails the turn, as an inline one would
+
+    def cancel(self) -> None:
+        self.queue.clear()
+        if self.worker is not None and not self.worker.done():
+            self.worker.cancel()
 
 
 async def _emit(emit: Emit, event: dict[str, Any]) -> None:

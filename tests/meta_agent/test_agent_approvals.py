@@ -4,6 +4,7 @@ chat: a live control plane, the fake OpenAI-compatible provider making the model
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from typing import Any
 
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from meta_agent.conversation import _close_open_calls
-from tests.fakes.llm_server import Reply, text, tool_call
+from tests.fakes.llm_server import Gate, Reply, text, tool_call
 from tests.meta_agent.test_agent_chat import GREET, ChatLLM, chat, last_task, llm, of
 from tests.support import LiveServer
 
@@ -183,3 +184,27 @@ def test_a_cut_off_turn_is_stored_with_every_tool_call_answered() -> None:
     assert closed[3] == {"role": "tool", "tool_call_id": "b", "content": "(interrupted)"}
     # Already whole: unchanged.
     assert _close_open_calls(closed) == closed
+
+
+async def test_the_reply_streams_to_the_chat_while_the_model_still_writes(
+    plane: LiveServer, llm: ChatLLM
+) -> None:
+    gate = Gate()  # the fake model stops halfway through its answer until the test opens it
+    llm.play(text("The cluster has three nodes and all of them report ready right now.", gate=gate))
+    seen: list[str] = []
+    async with (
+        httpx.AsyncClient(base_url=plane.url + "/api/v1", timeout=60) as http,
+        http.stream("POST", "/chat", json={"message": "how is the cluster?"}) as resp,
+    ):
+        assert resp.status_code == 200
+        async for line in resp.aiter_lines():
+            if line.startswith("data: ") and '"type":"text"' in line:
+                seen.append(json.loads(line[6:])["text"])
+                if not gate._event.is_set():
+                    # Words arrived while the model is held mid-answer: streamed, not batched.
+                    assert gate.reached.is_set()
+                    gate.open()
+            if line.startswith("event: done"):
+                break
+    assert "".join(seen) == "The cluster has three nodes and all of them report ready right now."
+    assert gate._event.is_set()  # opened by the test, on the first words it saw
