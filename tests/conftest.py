@@ -92,9 +92,12 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _truncate_pg(url: str) -> None:
     dsn = sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            "TRUNCATE task_events, artifacts, tasks, agents, teams, worker_queues, workers, api_keys, conversations CASCADE"
-        )
+        # Every table the migrations made (but Alembic's own), so a new table cannot leak
+        # rows from one test into the next.
+        tables = conn.execute(
+            "SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+        ).fetchall()
+        conn.execute(f"TRUNCATE {', '.join(t[0] for t in tables)} CASCADE")
 
 
 @pytest.fixture(params=BACKENDS)

@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from tests.fakes.llm_server import FakeLLM
 from tests.fakes.slack_server import FakeSlack
@@ -38,15 +37,7 @@ def worker_llm() -> Iterator[FakeLLM]:
 
 @pytest.fixture
 def slack_db(db_url: str) -> str:
-    """The database, without Slack rows from an earlier test (the shared PostgreSQL
-    database is truncated between tests by conftest, but not these tables)."""
-    if not db_url.startswith("sqlite"):
-        engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
-        try:
-            with engine.begin() as conn:
-                conn.execute(sa.text("TRUNCATE slack_bindings, slack_threads, slack_events"))
-        finally:
-            engine.dispose()
+    """The test's database (tests/conftest.py empties every table between tests)."""
     return db_url
 
 

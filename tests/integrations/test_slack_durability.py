@@ -168,13 +168,12 @@ def test_a_post_made_just_before_a_crash_is_found_not_repeated(
     assert len(posted(slack, thread, "result")) == 1
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # replicas share a PostgreSQL
 def test_two_replicas_one_relay_and_requests_on_either(
     start_plane: Any, slack_db: str, slack: FakeSlack, llm: ChatLLM, worker_llm: FakeLLM, tmp_path: Path
 ) -> None:
     """Behind a load balancer Slack's requests land on any replica: the answer goes to B
     while one relay (woken through LISTEN/NOTIFY) follows the task; every post is made once."""
-    if slack_db.startswith("sqlite"):
-        pytest.skip("replicas share a PostgreSQL database (SQLite serves one process)")
     a = start_plane()
     b = start_plane()
     thread, task_id = _start_task(a, slack, llm, worker_llm, tmp_path)
