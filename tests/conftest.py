@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+from tests.fakes.llm_server import ChatLLM
 from tests.support import LiveServer, free_port
 
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
@@ -162,3 +163,12 @@ def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait(10)
+
+
+@pytest.fixture
+def llm() -> Iterator[ChatLLM]:
+    """The fake OpenAI-compatible provider on a real socket, played step by step (a step may
+    read the request, e.g. to use a task id a tool result gave the model). tests/worker has
+    its own `llm` (the plain scripted FakeLLM)."""
+    with ChatLLM() as fake:
+        yield fake

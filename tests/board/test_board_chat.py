@@ -14,8 +14,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.board.conftest import start_server
-from tests.fakes.llm_server import Reply, text, tool_call
-from tests.meta_agent.test_agent_chat import ChatLLM
+from tests.fakes.llm_server import ChatLLM, Reply, text, tool_call
 from tests.support import LiveServer
 
 GREET = {
@@ -26,12 +25,6 @@ GREET = {
     "command": ["true"],
 }
 RESTART = {**GREET, "name": "restart-service", "description": "Restarts a service", "risky": True}
-
-
-@pytest.fixture
-def llm() -> Iterator[ChatLLM]:
-    with ChatLLM() as fake:
-        yield fake
 
 
 @pytest.fixture

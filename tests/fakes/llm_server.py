@@ -21,7 +21,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -274,3 +274,25 @@ def _whole(reply: Reply, model: str) -> dict[str, Any]:
         ],
         "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c},
     }
+
+
+Step = Reply | Callable[[dict[str, Any]], Reply]
+
+
+class ChatLLM(FakeLLM):
+    """The fake provider with steps that may be functions of the request (to read task ids)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[Step] = []
+
+    def play(self, *steps: Step) -> None:
+        with self._lock:
+            self.steps.extend(steps)
+
+    def _next(self, body: dict[str, Any]) -> Reply | None:
+        with self._lock:
+            step = self.steps.pop(0) if self.steps else None
+        if step is None or isinstance(step, Reply):
+            return step
+        return step(body)

@@ -8,23 +8,15 @@ from typing import Any
 
 import pytest
 
-from tests.fakes.llm_server import FakeLLM
+from tests.fakes.llm_server import ChatLLM, FakeLLM
 from tests.fakes.slack_server import FakeSlack
 from tests.integrations.slack_support import SECRET
-from tests.meta_agent.test_agent_chat import ChatLLM
 from tests.support import LiveServer, wait_for
 
 
 @pytest.fixture
 def slack() -> Iterator[FakeSlack]:
     with FakeSlack() as fake:
-        yield fake
-
-
-@pytest.fixture
-def llm() -> Iterator[ChatLLM]:
-    """The meta agent's model."""
-    with ChatLLM() as fake:
         yield fake
 
 

@@ -19,7 +19,7 @@ import pytest
 from integrations.slack import store as slack_store
 from store import tasks as task_service
 from store.db import Database
-from tests.fakes.llm_server import FakeLLM, text, tool_call
+from tests.fakes.llm_server import ChatLLM, FakeLLM, text, tool_call
 from tests.fakes.slack_server import FakeSlack
 from tests.integrations.slack_support import (
     CHANNEL,
@@ -32,7 +32,7 @@ from tests.integrations.slack_support import (
     send_event,
     text_of,
 )
-from tests.meta_agent.test_agent_chat import K8S, ChatLLM, last_task
+from tests.meta_agent.test_agent_chat import K8S, last_task
 from tests.support import LiveServer, wait_for
 from tests.worker.llm_support import worker_thread
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from tests.fakes.llm_server import FakeLLM, text, tool_call
+from tests.fakes.llm_server import ChatLLM, FakeLLM, text, tool_call
 from tests.fakes.slack_server import FakeSlack
 from tests.integrations.slack_support import (
     CHANNEL,
@@ -24,7 +24,7 @@ from tests.integrations.slack_support import (
     send_event,
     text_of,
 )
-from tests.meta_agent.test_agent_chat import K8S, ChatLLM, last_task
+from tests.meta_agent.test_agent_chat import K8S, last_task
 from tests.support import wait_for
 from tests.worker.llm_support import llm_agent, worker_thread
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from tests.fakes.llm_server import text
+from tests.fakes.llm_server import ChatLLM, text
 from tests.fakes.slack_server import FakeSlack
 from tests.integrations.slack_support import (
     SECRET,
@@ -19,7 +19,6 @@ from tests.integrations.slack_support import (
     post_signed,
     send_event,
 )
-from tests.meta_agent.test_agent_chat import ChatLLM
 from tests.support import LiveServer, wait_for
 
 

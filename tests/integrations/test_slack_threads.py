@@ -8,10 +8,9 @@ from typing import Any
 
 import yaml
 
-from tests.fakes.llm_server import text
+from tests.fakes.llm_server import ChatLLM, text
 from tests.fakes.slack_server import FakeSlack
 from tests.integrations.slack_support import send_event, ts
-from tests.meta_agent.test_agent_chat import ChatLLM
 from tests.support import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

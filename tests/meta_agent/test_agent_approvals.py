@@ -12,11 +12,9 @@ import httpx
 import pytest
 
 from meta_agent.conversation import _close_open_calls
-from tests.fakes.llm_server import Gate, Reply, text, tool_call
-from tests.meta_agent.test_agent_chat import GREET, ChatLLM, chat, last_task, llm, of
+from tests.fakes.llm_server import ChatLLM, Gate, Reply, text, tool_call
+from tests.meta_agent.test_agent_chat import GREET, chat, last_task, of
 from tests.support import LiveServer
-
-__all__ = ["llm"]  # the fake provider fixture, shared with test_agent_chat
 
 RESTART = {
     "name": "restart-service",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -15,11 +15,9 @@ import httpx
 import pytest
 
 from meta_agent.client import AsyncControlPlaneClient
-from tests.fakes.llm_server import FakeLLM, Reply, text, tool_call
+from tests.fakes.llm_server import ChatLLM, Reply, text, tool_call
 from tests.support import LiveServer
 from worker.main import Worker
-
-Step = Reply | Callable[[dict[str, Any]], Reply]
 
 K8S = {
     "name": "k8s-health",
@@ -38,25 +36,6 @@ GREET = {
 }
 
 
-class ChatLLM(FakeLLM):
-    """The fake provider with steps that may be functions of the request (to read task ids)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.steps: list[Step] = []
-
-    def play(self, *steps: Step) -> None:
-        with self._lock:
-            self.steps.extend(steps)
-
-    def _next(self, body: dict[str, Any]) -> Reply | None:
-        with self._lock:
-            step = self.steps.pop(0) if self.steps else None
-        if step is None or isinstance(step, Reply):
-            return step
-        return step(body)
-
-
 def tool_results(body: dict[str, Any]) -> list[dict[str, Any]]:
     """The JSON tool results in a request, oldest first (what the model has seen)."""
     out = []
@@ -71,12 +50,6 @@ def tool_results(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 def last_task(body: dict[str, Any]) -> dict[str, Any]:
     return next(r for r in reversed(tool_results(body)) if "task_id" in r or "board_url" in r)
-
-
-@pytest.fixture
-def llm() -> Iterator[ChatLLM]:
-    with ChatLLM() as fake:
-        yield fake
 
 
 @pytest.fixture

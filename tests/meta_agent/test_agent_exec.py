@@ -4,7 +4,6 @@ with a worker process, the fake provider making the tool calls a real model woul
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,8 @@ from typer.testing import CliRunner
 
 from meta_agent.cli import follow as follow_module
 from meta_agent.cli.main import app
-from tests.fakes.llm_server import text, tool_call
-from tests.meta_agent.test_agent_chat import K8S, ChatLLM, last_task, tool_results
+from tests.fakes.llm_server import ChatLLM, text, tool_call
+from tests.meta_agent.test_agent_chat import K8S, last_task, tool_results
 from tests.support import LiveServer, spawn, wait_for
 
 BROKEN = {
@@ -26,12 +25,6 @@ BROKEN = {
     "command": ["python3", "-c", "import sys; print('df: /data is 99% full'); sys.exit(3)"],
 }
 PLAN = "Plan: run disk-check on q1. Risk: read-only."
-
-
-@pytest.fixture
-def llm() -> Iterator[ChatLLM]:
-    with ChatLLM() as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -32,9 +32,9 @@ from vcr.cassette import Cassette
 
 from meta_agent.agent import MetaAgent, chat_backend
 from meta_agent.llm import ProviderConfig, close_clients
-from tests.fakes.llm_server import text, tool_call
+from tests.fakes.llm_server import ChatLLM, text, tool_call
 from tests.meta_agent.cassette_support import IDS, MATCHER
-from tests.meta_agent.test_agent_chat import ChatLLM, last_task, running_worker
+from tests.meta_agent.test_agent_chat import last_task, running_worker
 from tests.support import LiveServer
 
 REAL_MODEL = os.environ.get("META_AGENT_MODEL")

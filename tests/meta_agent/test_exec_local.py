@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,8 @@ from typer.testing import CliRunner
 
 from meta_agent.cli.main import app
 from meta_agent.cli.meta import user_name
-from tests.fakes.llm_server import text, tool_call
-from tests.meta_agent.test_agent_chat import ChatLLM, last_task
+from tests.fakes.llm_server import ChatLLM, text, tool_call
+from tests.meta_agent.test_agent_chat import last_task
 from tests.support import LiveServer, spawn, wait_for
 
 # Reads a file it was given in its working directory, writes one there.
@@ -41,12 +40,6 @@ FAILING = {
     "command": ["python3", "-c", "import sys; print('nope', file=sys.stderr); sys.exit(3)"],
 }
 PLAN = "Plan: run writer locally. Risk: changes files in your directory."
-
-
-@pytest.fixture
-def llm() -> Iterator[ChatLLM]:
-    with ChatLLM() as fake:
-        yield fake
 
 
 @pytest.fixture

@@ -13,10 +13,8 @@ import pytest
 
 from meta_agent.logs import JsonFormatter, RedactingFormatter
 from meta_agent.redact import MASK, redact, register
-from tests.fakes.llm_server import error
-from tests.meta_agent.test_agent_chat import ChatLLM, chat, llm, of
-
-__all__ = ["llm"]
+from tests.fakes.llm_server import ChatLLM, error
+from tests.meta_agent.test_agent_chat import chat, of
 
 LEAKY = [
     ("Incorrect API key provided: sk-proj-abcDEF0123456789.", "sk-proj-abcDEF0123456789"),
