@@ -91,14 +91,15 @@ class Settings(BaseSettings):
     def model_post_init(self, _context: object) -> None:
         # Whatever process loaded these settings masks their secrets in every error and log
         # line it writes (meta_agent.redact), whichever entry point built them.
-        from sqlalchemy.engine import make_url
+        from urllib.parse import unquote, urlsplit
 
         from meta_agent.redact import register
 
+        # urllib, not SQLAlchemy's make_url: a worker or the CLI should not import SQLAlchemy.
         try:
-            db_password = make_url(self.database_url).password
-        except Exception:  # a malformed URL fails later, with its own clear error
-            db_password = None
+            password = urlsplit(self.database_url).password
+        except ValueError:  # a malformed URL fails later, with its own clear error
+            password = None
         register(
             self.api_key,
             self.llm_api_key,
@@ -106,7 +107,7 @@ class Settings(BaseSettings):
             self.slack_signing_secret,
             self.slack_app_token,
             self.slack_api_key,
-            None if db_password is None else str(db_password),
+            None if password is None else unquote(password),
             *self.mcp_state_keys,
         )
 
