@@ -31,11 +31,14 @@ class Principal:
 OPEN = Principal("anonymous", frozenset({"admin"}))
 
 
-def get_db(request: Request) -> Database:
+# Dependencies are `async def` even when they do not await: FastAPI runs a plain `def`
+# dependency in its thread pool, a thread hop per request on the hottest routes (seen as
+# ~10% of the control plane's CPU in a throughput profile).
+async def get_db(request: Request) -> Database:
     return request.app.state.db  # type: ignore[no-any-return]
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
