@@ -77,8 +77,10 @@ class SlackIntegration:
         bolt = build(self.service, client, signing_secret=s.slack_signing_secret, http=self.mode == "http")
         self.service.start()
         # The meta agent's first turn imports litellm and the MCP client (seconds): done now,
-        # off the event loop, so that first turn does not stall Slack's 3-second acks.
-        self._warm = asyncio.create_task(asyncio.to_thread(_warm_imports))
+        # off the event loop, so that first turn does not stall Slack's 3-second acks. Only
+        # with a model: without one no turn runs (the thread is told how to configure it).
+        if s.model:
+            self._warm = asyncio.create_task(asyncio.to_thread(_warm_imports))
         if self.mode == "http":
             self.handler = AsyncSlackRequestHandler(bolt)
         else:
@@ -99,7 +101,9 @@ class SlackIntegration:
 
 
 def _warm_imports() -> None:
-    import litellm  # noqa: F401
     import mcp  # noqa: F401
 
     import meta_agent.agent  # noqa: F401
+    from meta_agent.llm import load_litellm
+
+    load_litellm()  # with the bundled cost map: a bare `import litellm` fetches it over the network

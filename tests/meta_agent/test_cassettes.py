@@ -34,11 +34,13 @@ from meta_agent.agent import MetaAgent, chat_backend
 from meta_agent.llm import ProviderConfig, close_clients
 from tests.fakes.llm_server import ChatLLM, text, tool_call
 from tests.meta_agent.cassette_support import IDS, MATCHER
-from tests.meta_agent.test_agent_chat import last_task, running_worker
+from tests.meta_agent.test_agent_chat import GREET, last_task, running_worker
 from tests.support import LiveServer
 
+# Same recording hygiene as the worker's cassettes: model calls only, no secrets kept.
+from tests.worker.test_llm_cassettes import SECRET_HEADERS, _only_model_calls, _scrub_response
+
 REAL_MODEL = os.environ.get("META_AGENT_MODEL")
-SECRET_HEADERS = ["authorization", "api-key", "x-api-key", "openai-organization", "openai-project", "cookie"]
 
 DISKS = {
     "name": "disk-report",
@@ -47,25 +49,6 @@ DISKS = {
     "default_queue": "q1",
     "command": ["python3", "-c", "print('build hosts: /data is 42% full')"],
 }
-GREET = {
-    "name": "greet",
-    "description": "Greets someone by name",
-    "runtime": "command",
-    "default_queue": "q1",
-    "command": ["python3", "-c", "print('hello')"],
-}
-
-
-def _only_model_calls(request: Any) -> Any:
-    return request if request.path.endswith("/chat/completions") else None
-
-
-def _scrub_response(response: dict[str, Any]) -> dict[str, Any]:
-    headers = response.get("headers") or {}
-    for name in list(headers):
-        if name.lower() in ("set-cookie", "openai-organization", "openai-project", "x-request-id"):
-            del headers[name]
-    return response
 
 
 @pytest.fixture(scope="module")
