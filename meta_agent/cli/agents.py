@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from meta_agent.cli.common import JsonOption, client, escape, is_api_error
-from meta_agent.cli.output import console, first_line, plain, print_json, table
+from meta_agent.cli.output import console, first_line, one_line_columns, plain, print_json, table
 
 __all__ = ["agents_app", "load_manifest"]
 
@@ -32,18 +32,22 @@ def list_agents(
     if not items:
         out.print("no agents yet: add some with `meta-agent agents apply -f FILE`", style="dim")
         return
-    t = table("NAME", "RUNTIME", "MODEL / COMMAND", "QUEUE", "DESCRIPTION")
-    for column in t.columns:
-        column.no_wrap = True
-        column.overflow = "ellipsis"
+    # On a narrow terminal the runtime and queue columns go (`agents get` has them).
+    wide = out.width >= 110
+    t = table(
+        "NAME", *(["RUNTIME"] if wide else []), "MODEL / COMMAND", *(["QUEUE"] if wide else []), "DESCRIPTION"
+    )
     for agent in items:
+        runtime = [escape(str(agent.get("runtime") or "-"))] if wide else []
+        queue = [escape(str(agent.get("default_queue") or "-"))] if wide else []
         t.add_row(
             escape(str(agent.get("name"))),
-            escape(str(agent.get("runtime") or "-")),
+            *runtime,
             escape(_what_runs(agent)),
-            escape(str(agent.get("default_queue") or "-")),
+            *queue,
             escape(first_line(agent.get("description"))),
         )
+    one_line_columns(t)
     out.print(t)
 
 

@@ -74,6 +74,21 @@ def table(*columns: str) -> Table:
     return t
 
 
+def one_line_columns(t: Table, *, whole: int = 0) -> None:
+    """Cells on one line each, clipped with "…"; but the `whole` column (the name people
+    type next) never clips: the others give way."""
+    for column in t.columns:
+        column.no_wrap, column.overflow = True, "ellipsis"
+    key = t.columns[whole]
+    key.min_width = max([len(str(c)) for c in key._cells] + [len(str(key.header))])
+    for column in t.columns[:-1]:
+        if column is not key:
+            column.max_width = 30
+    # rich never narrows a no_wrap column to fit; the last one takes what is left instead.
+    t.expand = True
+    t.columns[-1].ratio, t.columns[-1].min_width = 1, 10
+
+
 def status_text(status: str | None) -> str:
     """The status as rich markup in its colour."""
     value = status or "?"
