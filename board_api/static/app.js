@@ -37,6 +37,14 @@ async function signIn() {
   $("#chat-open").hidden = !canAct(); // the meta agent acts with the key: operators only
 }
 
+// The side panels open below the header, whose height changes as its filters wrap.
+function trackHeaderHeight() {
+  const top = $(".top");
+  const set = () => document.documentElement.style.setProperty("--top-h", `${top.offsetHeight}px`);
+  new ResizeObserver(set).observe(top);
+  set();
+}
+
 // --- filters ---------------------------------------------------------------------------
 
 async function fillFilterOptions(f) {
@@ -142,6 +150,7 @@ function setupTheme() {
 
 async function main() {
   setupTheme();
+  trackHeaderHeight();
   await signIn();
   const live = $("#live");
   const board = new Board($("#board"), {

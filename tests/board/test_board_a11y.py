@@ -53,3 +53,21 @@ def test_keyboard_theme_and_narrow_screen(board: Any, server: LiveServer) -> Non
     card(page, "pending", tid).locator("a").click()
     box = page.locator("#panel").bounding_box()
     assert box is not None and box["width"] == 390
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("width", [1400, 900, 420])
+def test_an_open_panel_leaves_the_header_buttons_usable(board: Any, server: LiveServer, width: int) -> None:
+    page = board
+    page.set_viewport_size({"width": width, "height": 800})
+    with server.client() as c:
+        setup_catalog(c)
+        tid = create(c, "Open me")
+    card(page, "pending", tid).locator("a").click()
+    expect(page.locator("#panel-title")).to_be_visible()
+
+    # A trial click fails when another element (the panel) would receive it.
+    page.get_by_role("button", name="New task").click(trial=True, timeout=3000)
+    expect(page.locator("#panel-title")).to_be_visible()  # and the panel's own head is not hidden
+    page.get_by_role("button", name="New task").click()
+    expect(page.get_by_role("dialog")).to_be_visible()
