@@ -218,7 +218,7 @@ async def load(
     n: int,
     create_via: list[str] | None = None,
     clients: int = 32,
-    on_poll: Callable[[dict[str, int]], None] | None = None,
+    on_poll: Callable[[int], None] | None = None,
 ) -> dict[str, float]:
     """Creates `n` no-op tasks, `clients` requests in flight, and waits until all completed."""
     # Tasks completed earlier (the dispatch phase's) are not this phase's: without this
@@ -243,7 +243,7 @@ async def load(
     while True:
         done = await asyncio.to_thread(status_counts, db_url)
         if on_poll:
-            on_poll(done)
+            on_poll(done.get("completed", 0) - before)
         if done.get("completed", 0) - before >= n:
             break
         if done.get("failed"):
