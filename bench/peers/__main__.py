@@ -45,7 +45,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--tasks", type=int, default=5000, help="throughput tasks per system and round")
     ap.add_argument("--clients", type=int, default=8, help="concurrent enqueuers")
     ap.add_argument("--slots", type=int, default=4, help="worker slots in total, per system")
-    ap.add_argument("--celery-pool", choices=["prefork", "threads"], default="prefork")
+    ap.add_argument("--celery-pool", choices=["prefork", "threads"], default="threads")
     ap.add_argument(
         "--meta-workers", type=int, default=1, help="meta-agent worker processes sharing the slots"
     )
@@ -67,7 +67,11 @@ def run_one(system: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
-    started = datetime.now(UTC)
+    started, load = datetime.now(UTC), os.getloadavg()
+    if load[0] > (os.cpu_count() or 1):
+        say(
+            f"the machine is busy (load average {load[0]:.1f}): these figures will not compare with a quiet run"
+        )
     for peer in ("celery", "procrastinate"):
         if peer in args.systems:
             venvs.ensure_venv(peer, say)
@@ -98,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
+            "loadavg_at_start": load,
             "loadavg_at_end": os.getloadavg(),
         },
         "args": vars(args),

@@ -50,8 +50,15 @@ class Probe:
 
     def _recv(self) -> None:
         while True:
-            tag, t = self.sock.recv(256).decode().split()
+            try:
+                data = self.sock.recv(256)
+            except OSError:  # closed
+                return
+            tag, t = data.decode().split()
             self.got.put((tag, float(t)))
+
+    def close(self) -> None:
+        self.sock.close()
 
     def wait(self, tag: str, timeout: float) -> float:
         deadline = time.monotonic() + timeout

@@ -31,6 +31,11 @@ def with_ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def label(row: dict[str, Any]) -> str:
+    pool = row.get("config", {}).get("pool")
+    return LABELS.get(row["system"], row["system"]) + (f" ({pool} pool)" if pool else "")
+
+
 def _cpu(cpu: dict[str, float], group: str) -> str:
     return f"{cpu[group]:.2f}" if group in cpu else "—"
 
@@ -46,7 +51,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         d, t = row["dispatch"], row["throughput"]
         cpu = row["cpu_ms_per_task"]
         lines.append(
-            f"| {row['round']} | {LABELS.get(row['system'], row['system'])} | {d['p50_ms']:.1f} / {d['p99_ms']:.1f} "
+            f"| {row['round']} | {label(row)} | {d['p50_ms']:.1f} / {d['p99_ms']:.1f} "
             f"| {t['tasks_per_s']:.0f} | {_fmt(row['vs_celery'])} | {_fmt(row['vs_procrastinate'])} | "
             + " | ".join(_cpu(cpu, g) for g in GROUPS)
             + f" | {sum(cpu.values()):.2f} |"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench import bench
-from bench.peers import procstat, report
+from bench.peers import driver, procstat, report
 
 
 def _stat(pid: int, comm: str, ppid: int, utime: int, stime: int, cutime: int = 0, cstime: int = 0) -> str:
@@ -86,12 +86,31 @@ def test_ratios_compare_within_a_round_only() -> None:
 
 def test_table_has_one_line_per_system_and_round_with_dashes_for_missing_processes() -> None:
     rows = [
-        _row(1, "celery", 400, {"workers": 2.0, "client": 1.25, "broker": 0.25}),
+        {
+            **_row(1, "celery", 400, {"workers": 2.0, "client": 1.25, "broker": 0.25}),
+            "config": {"pool": "threads"},
+        },
         _row(1, "sqlite", 100, {"server": 6.0, "workers": 3.0, "client": 1.0}),
     ]
     lines = report.table(rows).splitlines()
     assert len(lines) == 4
-    assert lines[2] == "| 1 | Celery + Redis | 3.1 / 9.9 | 400 | 1.00 | — | — | 2.00 | 1.25 | 0.25 | 3.50 |"
+    assert (
+        lines[2]
+        == "| 1 | Celery + Redis (threads pool) | 3.1 / 9.9 | 400 | 1.00 | — | — | 2.00 | 1.25 | 0.25 | 3.50 |"
+    )
     assert (
         lines[3] == "| 1 | meta-agent, SQLite | 3.1 / 9.9 | 100 | 0.25 | — | 6.00 | 3.00 | 1.00 | — | 10.00 |"
     )
+
+
+def test_the_driver_times_tasks_by_their_udp_stamps(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    probe = driver.Probe()
+    monkeypatch.setenv("BENCH_PEERS_UDP", str(probe.port))
+    try:
+        # The "task" runs inside the enqueue call: its stamp comes after the client's.
+        lat = driver.dispatch(driver.stamp, probe, samples=5, warmup=2)
+        assert len(lat) == 5 and all(0 <= v < 1000 for v in lat)
+        r = driver.throughput(driver.stamp, probe, 200, 8)
+        assert r["tasks"] == 200 and 0 < r["seconds"] < 60
+    finally:
+        probe.close()
