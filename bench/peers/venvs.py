@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -28,7 +29,7 @@ def python(peer: str) -> Path:
     return VENVS / peer / "bin" / "python"
 
 
-def ensure_venv(peer: str, say: callable = print) -> Path:  # type: ignore[valid-type]
+def ensure_venv(peer: str, say: Callable[[str], None] = print) -> Path:
     """The peer's venv with exactly its pinned requirements; (re)built when the pins change."""
     reqs = REQUIREMENTS[peer]
     root = VENVS / peer
@@ -54,31 +55,25 @@ def reachable(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
-def ensure_service(name: str, say: callable = print) -> None:  # type: ignore[valid-type]
+def ensure_service(name: str, say: Callable[[str], None] = print) -> None:
     """Redis at 6379 or PostgreSQL at 5432: started the way .ci/run does when down, else a clear exit."""
     port = {"redis": 6379, "postgresql": 5432}[name]
     if reachable(port):
         return
+    versions = sorted(p.name for p in Path("/etc/postgresql").glob("*"))
     if name == "redis":
         cmd = REDIS_START
+    elif versions:
+        cmd = ["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start"]
     else:
-        versions = (
-            sorted(p.name for p in Path("/etc/postgresql").glob("*"))
-            if Path("/etc/postgresql").exists()
-            else []
-        )
-        cmd = [
-            "pg_ctlcluster",
-            "--skip-systemctl-redirect",
-            versions[-1] if versions else "?",
-            "main",
-            "start",
-        ]
+        raise SystemExit("PostgreSQL is not reachable on 127.0.0.1:5432 and no cluster is in /etc/postgresql")
     say(f"{name} is down on 127.0.0.1:{port}; starting it: {' '.join(cmd)}")
     try:
         subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL)
     except FileNotFoundError:
-        pass
+        raise SystemExit(
+            f"{name} is not reachable on 127.0.0.1:{port} and {cmd[0]} is not installed"
+        ) from None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if reachable(port):
