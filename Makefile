@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: run test lint fmt bench cluster clean
+.PHONY: run test lint fmt bench bench-peers cluster clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ cluster: $(VENV)/.installed
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.scale $(SCALE_ARGS)
+
+## bench-peers: meta-agent beside Celery + Redis and procrastinate + PostgreSQL in one run, alternating (bench/README.md)
+bench-peers: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.peers $(PEERS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache meta-agent.db meta-agent.db-wal meta-agent.db-shm .meta-agent
