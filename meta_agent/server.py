@@ -109,7 +109,7 @@ async def serve(settings: Settings) -> None:
     )
     stop_worker = asyncio.Event() if settings.embedded_worker else None
     server = _Server(config, stop_worker)
-    base = f"http://{_url_host(settings.host)}:{settings.port}"
+    base = f"http://{_url_host(settings.host or '0.0.0.0')}:{settings.port}"
     print(f"meta-agent control plane on {base}", file=sys.stderr)
     print(f"  board:    {base}/", file=sys.stderr)
     print(f"  API docs: {base}/docs   (OpenAPI: {base}/openapi.json)", file=sys.stderr)
