@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from board_api.hostguard import parse_allowed_hosts
+from board_api.hostguard import HostRule, parse_allowed_hosts
 from tests.support import LiveServer
 
 EVIL = "http://evil.example.com"
@@ -113,3 +114,14 @@ def test_a_bare_wildcard_or_a_malformed_allowed_host_is_refused() -> None:
         "*.corp.test",
         "x:8443",
     ]
+
+
+def test_a_wildcard_bind_answers_to_the_machine_and_the_address_reached() -> None:
+    rule = HostRule("0.0.0.0", parse_allowed_hosts("cp.example.com"))
+    assert rule.host_ok(f"{socket.gethostname()}:8080")
+    assert rule.host_ok("10.1.2.3:8080", local_addr="10.1.2.3")  # the interface the client reached
+    assert rule.host_ok("cp.example.com") and rule.host_ok("localhost:1")
+    assert not rule.host_ok("10.1.2.3:8080", local_addr="10.9.9.9")
+    assert not rule.host_ok("rebound.example.net:8080", local_addr="127.0.0.1")
+    # A specific bind answers to its own address, not to other names of the machine.
+    assert not HostRule("10.1.2.3").host_ok(f"{socket.gethostname()}.invalid")
