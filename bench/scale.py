@@ -6,7 +6,8 @@
 - fan-out: 1,000 SSE followers of one task on one server; each event carries the time it
   was posted; event-to-follower latency p50/p99, and server memory per follower (RSS
   growth / followers).
-- list: GET /tasks?limit=50 (and the board summary) with 1,000,000 tasks in the store.
+- list: GET /tasks?limit=50 (and the board summary, and a /metrics scrape) with 1,000,000
+  tasks in the store.
 """
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ async def list_latency(base: str, samples: int = 50) -> dict[str, float]:
             ("list_50", "/tasks", {"limit": 50}),
             ("list_50_failed", "/tasks", {"limit": 50, "status": "failed"}),
             ("board", "/board", {"limit": 20}),
+            ("metrics", base + "/metrics", {}),  # a Prometheus scrape
         ):
             lat = []
             for _ in range(samples + 5):

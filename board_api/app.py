@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from board_api import errors as problems
 from board_api.deps import KeyCache
 from board_api.feeds import Feeds
+from board_api.hostguard import HostGuard, HostRule
 from board_api.limits import ConnectionLimiter
 from board_api.metrics import Metrics
 from board_api.routes import catalog, chat, ops, streams, tasks, workers
@@ -103,7 +104,10 @@ async def _reaper(db: Database, interval: float, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), interval)
 
 
-def create_app(settings: Settings | None = None, *, db: Database | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, db: Database | None = None, worker_token: str | None = None
+) -> FastAPI:
+    """`worker_token`: the credential `serve` minted for its embedded worker (worker scope)."""
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
@@ -159,6 +163,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     )
     app.state.settings = settings
     app.state.key_cache = KeyCache()
+    app.state.worker_token = worker_token
     app.state.metrics = Metrics()
     app.state.worker_seen = {}
     app.state.limiter = ConnectionLimiter(settings.max_streams_per_key)
@@ -175,6 +180,7 @@ def create_app(settings: Settings | None = None, *, db: Database | None = None) 
     app.state.open_mode = settings.open_mode_allowed()
     problems.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, artifact_limit=settings.max_artifact_bytes)
+    app.add_middleware(HostGuard, rule=HostRule.of(settings))  # outermost: before any body is read
 
     for r in (catalog.router, tasks.router, streams.router, workers.router, ops.router, chat.router):
         app.include_router(r, prefix="/api/v1")

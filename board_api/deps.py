@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -29,6 +30,8 @@ class Principal:
 
 
 OPEN = Principal("anonymous", frozenset({"admin"}))
+# `serve`'s own worker, with the credential it minted at start (never stored in the database).
+EMBEDDED_WORKER = Principal("embedded-worker", frozenset({"worker"}))
 
 
 # Dependencies are `async def` even when they do not await: FastAPI runs a plain `def`
@@ -79,6 +82,9 @@ async def principal(request: Request, db: DbDep) -> Principal:
         if not await cache.any(db) and request.app.state.open_mode:
             return OPEN
         raise errors.Unauthorized("an API key is required: send `Authorization: Bearer <key>`")
+    embedded: str | None = request.app.state.worker_token
+    if embedded and hmac.compare_digest(token.encode(), embedded.encode()):
+        return EMBEDDED_WORKER
     async with db.read() as s:
         row = await keys.verify_key(s, token)
     if row is None:

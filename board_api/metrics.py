@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-from store import catalog, tasks
+from store import gauges
 from store.db import Database
 from store.models import Task
 
@@ -30,6 +30,12 @@ class Metrics:
             buckets=_DURATION,
             registry=self.registry,
         )
+        self.finishes = Counter(
+            "meta_agent_tasks_finished",
+            "Tasks this process saw finish (completed or failed by their worker)",
+            ["status"],
+            registry=self.registry,
+        )
         self.events = Counter(
             "meta_agent_events_ingested", "Events posted by workers", registry=self.registry
         )
@@ -47,6 +53,7 @@ class Metrics:
         )
 
     def finished(self, task: Task) -> None:
+        self.finishes.labels(task.status).inc()
         if task.started_at and task.finished_at:
             self.duration.labels(task.status).observe((task.finished_at - task.started_at).total_seconds())
         usage = task.usage or {}
@@ -60,21 +67,37 @@ class Metrics:
             self.cost.labels(agent).inc(cost)
 
     async def render(self, db: Database) -> bytes:
+        # Capped, indexed counts only (store/gauges.py): a scrape costs the same at a
+        # million tasks as at ten. Finished tasks are counted as they finish (`finished`).
         async with db.read() as s:
-            counts = await tasks.count_by_status(s)
-            stats = await catalog.queue_stats(s)
-        by_status = GaugeMetricFamily("meta_agent_tasks", "Tasks by status", labels=["status"])
-        for status, n in counts.items():
+            counts = await gauges.unfinished_counts(s)
+            depths = await gauges.pending_by_queue(s)
+            live = await gauges.live_workers(s)
+        by_status = GaugeMetricFamily(
+            "meta_agent_tasks", f"Unfinished tasks by status (at most {gauges.GAUGE_CAP})", labels=["status"]
+        )
+        capped = GaugeMetricFamily(
+            "meta_agent_tasks_count_capped",
+            "1 when meta_agent_tasks stopped counting at its cap",
+            labels=["status"],
+        )
+        for status in gauges.UNFINISHED:
+            n, over = counts.get(status, (0, False))
             by_status.add_metric([status], n)
-        depth = GaugeMetricFamily("meta_agent_queue_depth", "Pending tasks per queue", labels=["queue"])
+            capped.add_metric([status], int(over))
+        depth = GaugeMetricFamily(
+            "meta_agent_queue_depth",
+            f"Pending tasks per queue (at most {gauges.GAUGE_CAP})",
+            labels=["queue"],
+        )
         workers = GaugeMetricFamily("meta_agent_live_workers", "Live workers per queue", labels=["queue"])
-        for queue, st in sorted(stats.items()):
-            depth.add_metric([queue], st.get("pending_tasks", 0))
-            workers.add_metric([queue], st.get("active_workers", 0))
+        for queue in sorted(set(depths) | set(live)):
+            depth.add_metric([queue], depths.get(queue, (0, False))[0])
+            workers.add_metric([queue], live.get(queue, 0))
         followers = GaugeMetricFamily("meta_agent_stream_followers", "Open live streams and long-polls")
         followers.add_metric([], db.hub.follower_count())
         scrape = CollectorRegistry()
-        scrape.register(_Static([by_status, depth, workers, followers]))
+        scrape.register(_Static([by_status, capped, depth, workers, followers]))
         return generate_latest(self.registry) + generate_latest(scrape)
 
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import sys
 from typing import Any
 
 import uvicorn
 
+from meta_agent.redact import register
 from meta_agent.settings import Settings
 
 log = logging.getLogger("meta_agent.server")
@@ -54,6 +56,14 @@ async def prepare(settings: Settings) -> bool:
         await db.dispose()
 
 
+# A wildcard bind is reached from this machine on loopback.
+_LOCAL = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
 class _Server(uvicorn.Server):
     """On the first SIGINT/SIGTERM, let the embedded worker hand its tasks back first."""
 
@@ -74,12 +84,21 @@ async def serve(settings: Settings) -> None:
 
     has_keys = await prepare(settings)
     if not settings.open_mode_allowed() and not has_keys:
+        where = settings.host or "every interface (an empty host)"
         raise SystemExit(
-            f"refusing to listen on {settings.host} with no API keys: anyone could run commands. "
+            f"refusing to listen on {where} with no API keys: anyone could run commands. "
             "Create one first (`meta-agent keys create admin --scope admin` against a loopback server, "
             "or bind to 127.0.0.1)"
         )
-    app = create_app(settings)
+    # The embedded worker's credential: minted here, held in memory only, worker scope. It
+    # lets the worker go on when the first key is created on a running open server (with no
+    # credential of its own it was refused and the server stopped), and spares it any key.
+    worker_token = f"maw_{secrets.token_urlsafe(32)}" if settings.embedded_worker else None
+    register(worker_token)
+    try:
+        app = create_app(settings, worker_token=worker_token)
+    except ValueError as exc:  # a malformed setting, e.g. META_AGENT_ALLOWED_HOSTS
+        raise SystemExit(str(exc)) from None
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -90,7 +109,7 @@ async def serve(settings: Settings) -> None:
     )
     stop_worker = asyncio.Event() if settings.embedded_worker else None
     server = _Server(config, stop_worker)
-    base = f"http://{settings.host}:{settings.port}"
+    base = f"http://{_url_host(settings.host or '0.0.0.0')}:{settings.port}"
     print(f"meta-agent control plane on {base}", file=sys.stderr)
     print(f"  board:    {base}/", file=sys.stderr)
     print(f"  API docs: {base}/docs   (OpenAPI: {base}/openapi.json)", file=sys.stderr)
@@ -111,7 +130,8 @@ async def serve(settings: Settings) -> None:
     async def run_worker() -> None:
         while not server.started and not server.should_exit:
             await asyncio.sleep(0.05)
-        async with AsyncControlPlaneClient(url=base, api_key=settings.api_key) as client:
+        local = f"http://{_url_host(_LOCAL.get(settings.host, settings.host))}:{settings.port}"
+        async with AsyncControlPlaneClient(url=local, api_key=worker_token) as client:
             w = Worker(
                 client,
                 settings.embedded_worker_queue,

@@ -19,6 +19,11 @@ class Settings(BaseSettings):
     database_url: str = Field(DEFAULT_DATABASE_URL, description="SQLAlchemy URL of the store")
     host: str = "127.0.0.1"
     port: int = 8080
+    allowed_hosts: str | None = Field(
+        None,
+        description="more names this server answers to (comma-separated host, host:port or "
+        "*.domain): a reverse proxy's, Slack's public URL (see board_api/hostguard.py)",
+    )
     url: str = Field("http://127.0.0.1:8080", description="control plane URL for clients and workers")
     api_key: str | None = None
     public_url: str | None = Field(None, description="URL people reach the board at (links in chat)")
@@ -112,10 +117,13 @@ class Settings(BaseSettings):
         )
 
     def open_mode_allowed(self) -> bool:
-        """Without keys, the API is open only to a loopback-bound server."""
+        """Without keys, the API is open only to a loopback-bound server.
+
+        An empty host is not loopback: uvicorn (like `bind()`) takes it as every interface.
+        """
         import ipaddress
 
-        if self.host in ("localhost", ""):
+        if self.host == "localhost":
             return True
         try:
             return ipaddress.ip_address(self.host).is_loopback

@@ -42,6 +42,13 @@ async def create_key(tx: Tx, name: str, scopes: list[str]) -> tuple[ApiKey, str]
     bad = [s for s in scopes if s not in SCOPES]
     if not scopes or bad:
         raise errors.Invalid(f"scopes must be some of {', '.join(SCOPES)}", code="invalid_scope")
+    if "admin" not in scopes and not await has_active_keys(tx.session):
+        # The first key closes an open server: were it not admin, nobody could manage keys.
+        raise errors.Conflict(
+            "the first API key must have the admin scope (it ends open mode, and only an admin "
+            "key can create the others): create it with `--scope admin`",
+            code="first_key_must_be_admin",
+        )
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     row = ApiKey(name=name[:100], prefix=prefix, hash=_hash(secret), scopes=sorted(set(scopes)))
@@ -111,5 +118,22 @@ async def revoke_key(tx: Tx, key_id: str) -> ApiKey:
     if row is None:
         raise errors.NotFound(f"API key {key_id} not found", code="key_not_found")
     if row.revoked_at is None:
+        if "admin" in row.scopes:
+            await _keep_an_admin(tx, row)
         row.revoked_at = utcnow()
     return row  # type: ignore[no-any-return]
+
+
+async def _keep_an_admin(tx: Tx, leaving: ApiKey) -> None:
+    # Revoking every key would reopen the server to anyone on loopback (open mode is "no
+    # active key"), and leave nobody able to manage keys. Locked (PostgreSQL) so that two
+    # admins revoking each other at once cannot both pass.
+    active = (
+        await tx.session.execute(select(ApiKey).where(col(ApiKey.revoked_at).is_(None)).with_for_update())
+    ).scalars()
+    if not any("admin" in k.scopes and k.id != leaving.id for k in active):
+        raise errors.Conflict(
+            "this is the last admin key: create another admin key before revoking it "
+            "(with no admin key nobody could manage keys, and with no key the server would be open)",
+            code="last_admin_key",
+        )

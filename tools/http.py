@@ -11,8 +11,7 @@ On an open loopback server (no keys exist) requests without a token pass, as on 
 
 The tools then call the REST API over loopback with the caller's own key, so the API's
 scope checks decide what an MCP caller may do (a viewer key lists but cannot create).
-DNS-rebinding protection stays on: Host must be loopback, the bound address, or the host of
-`Settings.public_url`.
+DNS-rebinding protection is the control plane's `HostGuard`, in front of every route.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import ipaddress
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
-from urllib.parse import urlsplit
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken, TokenVerifier
@@ -110,21 +108,15 @@ class HttpBackend(Backend):
 
 
 def transport_security(settings: Settings) -> TransportSecuritySettings:
-    """Loopback names, the bound address and the public host; nothing else (DNS rebinding)."""
-    hosts = ["127.0.0.1", "localhost", "[::1]"]
-    if settings.host not in WILDCARD_HOSTS:
-        hosts.append(_url_host(settings.host))
-    allowed_hosts = [h for host in dict.fromkeys(hosts) for h in (host, f"{host}:*")]
-    allowed_origins = [o for host in dict.fromkeys(hosts) for o in (f"http://{host}", f"http://{host}:*")]
-    if settings.public_url:
-        public = urlsplit(settings.public_url)
-        if public.hostname:
-            name = _url_host(public.hostname)
-            allowed_hosts += [public.netloc, name, f"{name}:*"]
-            allowed_origins += [f"{public.scheme}://{public.netloc}", f"{public.scheme}://{name}:*"]
-    return TransportSecuritySettings(
-        enable_dns_rebinding_protection=True, allowed_hosts=allowed_hosts, allowed_origins=allowed_origins
-    )
+    """The SDK's own Host/Origin check is off: one rule for every route, /mcp included.
+
+    The control plane's `HostGuard` (board_api/hostguard.py) stands in front of the whole app,
+    /mcp too: a foreign Host gets 421 and a cross-site POST 403 there, with the names of
+    `META_AGENT_ALLOWED_HOSTS` and `META_AGENT_PUBLIC_URL`, which the SDK's list could not
+    express (wildcard binds, `*.domain`). The SDK still checks a POST's Content-Type.
+    """
+    del settings  # the rule is built from the same settings, in front of this app
+    return TransportSecuritySettings(enable_dns_rebinding_protection=False)
 
 
 def stateless(settings: Settings) -> bool:

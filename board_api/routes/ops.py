@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from board_api.deps import Admin, DbDep, Principal, principal
+from board_api.deps import Admin, DbDep, Principal, Viewer, principal
 from board_api.schemas import KeyIn, KeyList, KeyOut
 from meta_agent import __version__
 from store import errors, keys
@@ -36,8 +36,8 @@ async def readyz(db: DbDep) -> Response:
 
 
 @ops.get("/metrics")
-async def metrics(request: Request, db: DbDep) -> Response:
-    """Prometheus metrics."""
+async def metrics(request: Request, db: DbDep, _: Viewer) -> Response:
+    """Prometheus metrics; once keys exist, scrape with one (any scope) as a bearer token."""
     body = await request.app.state.metrics.render(db)
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 

@@ -16,7 +16,7 @@ async def test_requests_are_traced_with_their_task(db_url: str) -> None:
     provider = instrument(app, spans, batch=False)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t/api/v1") as c:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1/api/v1") as c:
             await c.post("/worker-queues", json={"name": "q1"})
             await c.post("/agents", json={"name": "echo", "runtime": "noop", "default_queue": "q1"})
             tid = (await c.post("/tasks", json={"agent": "echo", "prompt": "traced"})).json()["id"]
