@@ -29,6 +29,8 @@ class Principal:
 
 
 OPEN = Principal("anonymous", frozenset({"admin"}))
+# Where board_api/bodylimit.py leaves the caller it authenticated before reading the body.
+AUTHENTICATED = "meta_agent.principal"
 
 
 # Dependencies are `async def` even when they do not await: FastAPI runs a plain `def`
@@ -65,6 +67,9 @@ class KeyCache:
 
 
 async def principal(request: Request, db: DbDep) -> Principal:
+    known: Principal | None = request.scope.get(AUTHENTICATED)
+    if known is not None:
+        return known
     cache: KeyCache = request.app.state.key_cache
     header = request.headers.get("authorization", "")
     token = header[7:].strip() if header.lower().startswith("bearer ") else ""
