@@ -18,9 +18,9 @@ unauthenticated caller could make the server hold a body of any size. Here:
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from board_api import errors as problems
@@ -127,11 +127,11 @@ def _has_body(scope: Scope) -> bool:
     return (length is not None and length != "0") or _header(scope, b"transfer-encoding") is not None
 
 
-def _too_large(limit: int) -> Any:
+def _too_large(limit: int) -> JSONResponse:
     return problems.problem(413, "payload_too_large", "Payload too large", f"the body is over {limit} bytes")
 
 
-async def _send(response: Any, scope: Scope, send: Send) -> None:
+async def _send(response: JSONResponse, scope: Scope, send: Send) -> None:
     # Closing is what stops a client still sending a large body: kept alive, the server would
     # have to read (and discard) all of it before the next request.
     response.raw_headers.append(CLOSE)
