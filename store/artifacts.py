@@ -25,7 +25,7 @@ from store.db import Database, Tx
 from store.ids import new_id
 from store.models import ArtifactChunk
 
-__all__ = ["CHUNK", "Staged", "check_name", "chunks", "discard", "drop_chunks", "stage"]
+__all__ = ["CHUNK", "Staged", "check_name", "chunks", "discard", "drop_chunks", "stage", "upload"]
 
 CHUNK = 1 << 20
 
@@ -67,10 +67,27 @@ async def stage(db: Database, body: AsyncIterable[bytes], *, limit: int) -> Stag
         if pending:
             await _write(db, staged_id, idx, bytes(pending))
     except BaseException:
-        with contextlib.suppress(Exception):  # the upload's own error is the one to report
-            await asyncio.shield(discard(db, staged_id))
+        await _discard_quietly(db, staged_id)
         raise
     return Staged(staged_id, size, digest.hexdigest())
+
+
+@contextlib.asynccontextmanager
+async def upload(db: Database, body: AsyncIterable[bytes], *, limit: int) -> AsyncIterator[Staged]:
+    """`stage(body)` for a block that makes it an artifact; if the block fails, the chunks go."""
+    staged = await stage(db, body, limit=limit)
+    try:
+        yield staged
+    except BaseException:
+        await _discard_quietly(db, staged.id)
+        raise
+
+
+async def _discard_quietly(db: Database, staged_id: str) -> None:
+    # Shielded, so a cancelled request still cleans up; quiet, so the upload's own error
+    # (a stale lease, a body cut off) is the one reported.
+    with contextlib.suppress(Exception):
+        await asyncio.shield(discard(db, staged_id))
 
 
 async def _write(db: Database, artifact_id: str, idx: int, data: bytes) -> None:

@@ -6,7 +6,6 @@ nothing. See docs/protocol.md.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -230,16 +229,12 @@ async def put_artifact(
 ) -> ArtifactOut:
     """Upload a file the task produced (raw body, streamed to storage)."""
     artifacts.check_name(name)
-    content = await artifacts.stage(db, request.stream(), limit=settings.max_artifact_bytes)
     media_type = request.headers.get("content-type", "application/octet-stream").split(";")[0].strip()
-    try:
+    async with artifacts.upload(db, request.stream(), limit=settings.max_artifact_bytes) as content:
         async with db.tx() as tx:
             art = await tasks.save_artifact(
                 tx, task_id, token, name=name, media_type=media_type[:100], content=content
             )
-    except BaseException:
-        await asyncio.shield(artifacts.discard(db, content.id))
-        raise
     return ArtifactOut.of(art)
 
 
