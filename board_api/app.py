@@ -28,7 +28,7 @@ from integrations.slack import install as install_slack
 from meta_agent import __version__
 from meta_agent.llm import close_clients as close_llm_clients
 from meta_agent.settings import Settings
-from store import errors
+from store import artifacts, errors
 from store import tasks as task_service
 from store.db import Database, libpq_dsn
 from store.hub import listen_postgres
@@ -65,6 +65,7 @@ async def _reaper(db: Database, interval: float, stop: asyncio.Event) -> None:
                 last_sweep = time.monotonic()
                 async with db.tx() as tx:
                     await task_service.forget_dead_workers(tx)
+                    await artifacts.forget_orphans(tx)
             for t in reaped:
                 log.info(
                     "lease expired: task %s is now %s",

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
+import uuid
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
@@ -23,9 +25,19 @@ from sqlmodel import col
 from store import errors
 from store.db import Database, Tx
 from store.ids import new_id
-from store.models import ArtifactChunk
+from store.models import Artifact, ArtifactChunk
 
-__all__ = ["CHUNK", "Staged", "check_name", "chunks", "discard", "drop_chunks", "stage", "upload"]
+__all__ = [
+    "CHUNK",
+    "Staged",
+    "check_name",
+    "chunks",
+    "discard",
+    "drop_chunks",
+    "forget_orphans",
+    "stage",
+    "upload",
+]
 
 CHUNK = 1 << 20
 
@@ -103,6 +115,19 @@ async def discard(db: Database, staged_id: str) -> None:
 
 async def drop_chunks(tx: Tx, artifact_id: str) -> None:
     await tx.execute(sa.delete(ArtifactChunk).where(col(ArtifactChunk.artifact_id) == artifact_id))
+
+
+async def forget_orphans(tx: Tx, older_than_seconds: float = 86400, now: float | None = None) -> None:
+    """Drop staged chunks that never became an artifact and never will: their upload was cut
+    off by the server itself stopping. Ids are UUIDv7, so an id gives its upload's start."""
+    started = int(((now if now is not None else time.time()) - older_than_seconds) * 1000)
+    cutoff = str(uuid.UUID(int=(started & 0xFFFF_FFFF_FFFF) << 80))
+    await tx.execute(
+        sa.delete(ArtifactChunk).where(
+            col(ArtifactChunk.artifact_id) < cutoff,
+            col(ArtifactChunk.artifact_id).not_in(sa.select(Artifact.id)),
+        )
+    )
 
 
 async def chunks(db: Database, artifact_id: str) -> AsyncIterator[bytes]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -115,3 +117,30 @@ def test_artifacts_stored_whole_stay_readable_across_the_migration(server_factor
         command.upgrade(cfg, "head")
     with server_factory(db_url).client() as c:
         assert c.get(f"/tasks/{tid}/artifacts/a.txt").content == data
+
+
+async def test_chunks_of_uploads_that_never_finished_are_swept(
+    server_factory: Any, db_url: str, db: Any
+) -> None:
+    from store import artifacts
+    from store.ids import new_id
+    from store.models import ArtifactChunk
+
+    with server_factory(db_url, lease_seconds=60).client() as c:
+        seed(c)
+        tid = c.post("/tasks", json={"agent": "echo", "prompt": "p"}).json()["id"]
+        claim(c)
+        assert c.put(f"/tasks/{tid}/artifacts/kept", params={"token": 1}, content=b"kept").status_code == 201
+    async with db.read() as s:
+        kept = set((await s.execute(sa.text("SELECT artifact_id FROM artifact_chunks"))).scalars())
+    two_days_ago = int((time.time() - 2 * 86400) * 1000)
+    stale = str(uuid.UUID(int=two_days_ago << 80 | 7 << 76 | 2 << 62 | 12345))
+    uploading = new_id()  # an upload in progress: no artifact yet, and must keep its chunks
+    async with db.tx() as tx:
+        for staged in (stale, uploading):
+            tx.session.add(ArtifactChunk(artifact_id=staged, idx=0, data=b"x"))
+    async with db.tx() as tx:
+        await artifacts.forget_orphans(tx)
+    async with db.read() as s:
+        left = set((await s.execute(sa.text("SELECT artifact_id FROM artifact_chunks"))).scalars())
+    assert len(kept) == 1 and left == kept | {uploading}
