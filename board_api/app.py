@@ -16,9 +16,9 @@ from pathlib import Path
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from board_api import errors as problems
+from board_api.bodylimit import BodyLimit
 from board_api.deps import KeyCache
 from board_api.feeds import Feeds
 from board_api.hostguard import HostGuard, HostRule
@@ -29,7 +29,7 @@ from integrations.slack import install as install_slack
 from meta_agent import __version__
 from meta_agent.llm import close_clients as close_llm_clients
 from meta_agent.settings import Settings
-from store import errors
+from store import artifacts, errors
 from store import tasks as task_service
 from store.db import Database, libpq_dsn
 from store.hub import listen_postgres
@@ -46,29 +46,6 @@ class NoCacheStatic(StaticFiles):
         resp = super().file_response(*args, **kwargs)
         resp.headers.update(NO_CACHE)
         return resp
-
-
-class BodyLimit:
-    """Refuse bodies over the limit (413) before reading them; artifacts get their own."""
-
-    def __init__(self, app: ASGIApp, limit: int, artifact_limit: int) -> None:
-        self.app, self.limit, self.artifact_limit = app, limit, artifact_limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path = scope["path"]
-            # Artifacts and an agent's saved conversation (checkpoint, or with a question)
-            # are legitimately large; everything else is held to the small limit.
-            big = "/artifacts/" in path or path.endswith(("/checkpoint", "/request-input"))
-            limit = self.artifact_limit if big else self.limit
-            length = dict(scope["headers"]).get(b"content-length")
-            if length is not None and length.isdigit() and int(length) > limit:
-                resp = problems.problem(
-                    413, "payload_too_large", "Payload too large", f"the body is over {limit} bytes"
-                )
-                await resp(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 async def _reaper(db: Database, interval: float, stop: asyncio.Event) -> None:
@@ -89,6 +66,7 @@ async def _reaper(db: Database, interval: float, stop: asyncio.Event) -> None:
                 last_sweep = time.monotonic()
                 async with db.tx() as tx:
                     await task_service.forget_dead_workers(tx)
+                    await artifacts.forget_orphans(tx)
             for t in reaped:
                 log.info(
                     "lease expired: task %s is now %s",

@@ -32,6 +32,8 @@ class Principal:
 OPEN = Principal("anonymous", frozenset({"admin"}))
 # `serve`'s own worker, with the credential it minted at start (never stored in the database).
 EMBEDDED_WORKER = Principal("embedded-worker", frozenset({"worker"}))
+# Where board_api/bodylimit.py leaves the caller it authenticated before reading the body.
+AUTHENTICATED = "meta_agent.principal"
 
 
 # Dependencies are `async def` even when they do not await: FastAPI runs a plain `def`
@@ -68,6 +70,9 @@ class KeyCache:
 
 
 async def principal(request: Request, db: DbDep) -> Principal:
+    known: Principal | None = request.scope.get(AUTHENTICATED)
+    if known is not None:
+        return known
     cache: KeyCache = request.app.state.key_cache
     header = request.headers.get("authorization", "")
     token = header[7:].strip() if header.lower().startswith("bearer ") else ""

@@ -43,6 +43,11 @@ def problem(status: int, code: str, title: str, detail: str, **extra: Any) -> JS
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+def domain_problem(exc: MetaAgentError) -> JSONResponse:
+    extra = {k: v for k, v in exc.extra.items() if isinstance(v, str | int | float | bool | None)}
+    return problem(exc.status, exc.code, exc.title, exc.detail, **extra)
+
+
 def _loc(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
@@ -51,8 +56,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(MetaAgentError)
     async def _domain(_: Request, exc: MetaAgentError) -> JSONResponse:
-        extra = {k: v for k, v in exc.extra.items() if isinstance(v, str | int | float | bool | None)}
-        return problem(exc.status, exc.code, exc.title, exc.detail, **extra)
+        return domain_problem(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -21,6 +21,7 @@ __all__ = [
     "Agent",
     "ApiKey",
     "Artifact",
+    "ArtifactChunk",
     "Conversation",
     "Task",
     "TaskEvent",
@@ -183,8 +184,21 @@ class Artifact(SQLModel, table=True):
     media_type: str = "application/octet-stream"
     size: int = 0
     sha256: str = ""
-    content: bytes = Field(sa_type=sa.LargeBinary)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ArtifactChunk(SQLModel, table=True):
+    """A piece of an artifact's bytes (store/artifacts.py), in order of `idx`.
+
+    No foreign key to `artifacts`: the chunks are written as the upload arrives, each in its
+    own short transaction, and the artifact row that names them comes last, so a reader never
+    sees half a file.
+    """
+
+    __tablename__ = "artifact_chunks"
+    artifact_id: str = Field(primary_key=True)
+    idx: int = Field(primary_key=True)
+    data: bytes = Field(sa_type=sa.LargeBinary)
 
 
 class ApiKey(SQLModel, table=True):

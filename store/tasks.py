@@ -7,7 +7,6 @@ caller's `Database.tx()`. Status changes go through `store.statemachine`.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import col, select
 
-from store import catalog, errors
+from store import artifacts, catalog, errors
 from store.db import Tx
 from store.events import EVENT_KINDS, RESERVED_KINDS, append
 from store.models import TERMINAL, Agent, Artifact, Task, TaskStatus, Worker, utcnow
@@ -519,44 +518,39 @@ async def save_checkpoint(tx: Tx, task_id: str, token: int, checkpoint: Any) -> 
 
 
 async def save_artifact(
-    tx: Tx, task_id: str, token: int, *, name: str, media_type: str, content: bytes
+    tx: Tx, task_id: str, token: int, *, name: str, media_type: str, content: artifacts.Staged
 ) -> Artifact:
-    parts = name.split("/")
-    if not name or len(name) > 255 or "\\" in name or any(p in ("", ".", "..") for p in parts):
-        raise errors.Invalid(
-            "artifact name must be a relative path of plain names (no '..', no leading '/')",
-            code="invalid_artifact_name",
-        )
+    """Make the staged upload `content` the task's artifact `name` (replacing one by that name)."""
+    artifacts.check_name(name)
     await _fenced(tx, task_id, token)
-    digest = hashlib.sha256(content).hexdigest()
     existing = (
         (await tx.session.execute(select(Artifact).where(Artifact.task_id == task_id, Artifact.name == name)))
         .scalars()
         .first()
     )
     if existing is not None:
-        existing.content, existing.size, existing.sha256, existing.media_type = (
-            content,
-            len(content),
-            digest,
-            media_type,
-        )
-        art = existing
-    else:
-        art = Artifact(
-            task_id=task_id,
-            name=name,
-            media_type=media_type,
-            size=len(content),
-            sha256=digest,
-            content=content,
-        )
-        tx.session.add(art)
+        await artifacts.drop_chunks(tx, existing.id)
+        await tx.session.delete(existing)
+        await tx.session.flush()
+    art = Artifact(
+        id=content.id,
+        task_id=task_id,
+        name=name,
+        media_type=media_type,
+        size=content.size,
+        sha256=content.sha256,
+    )
+    tx.session.add(art)
     await tx.session.flush()
     await append(
         tx,
         task_id,
-        [("artifact", {"name": name, "media_type": media_type, "size": len(content), "sha256": digest})],
+        [
+            (
+                "artifact",
+                {"name": name, "media_type": media_type, "size": content.size, "sha256": content.sha256},
+            )
+        ],
     )
     return art
 

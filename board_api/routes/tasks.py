@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
+from fastapi.responses import StreamingResponse
 
 from board_api.deps import DbDep, Operator, Principal, SettingsDep, Viewer
 from board_api.schemas import (
@@ -21,7 +22,7 @@ from board_api.schemas import (
     TaskPage,
 )
 from board_api.tracing import task_out
-from store import errors, tasks
+from store import artifacts, errors, tasks
 from store.events import list_after
 from store.models import TaskStatus
 
@@ -159,11 +160,12 @@ async def get_artifact(task_id: str, name: str, db: DbDep, _: Viewer) -> Respons
     async with db.read() as s:
         art = await tasks.get_artifact(s, task_id, name)
     safe = name.replace('"', "")
-    return Response(
-        art.content,
-        media_type=art.media_type,
-        headers={"Content-Disposition": f'attachment; filename="{safe}"', "ETag": f'"{art.sha256}"'},
-    )
+    headers = {
+        "Content-Disposition": f'attachment; filename="{safe}"',
+        "ETag": f'"{art.sha256}"',
+        "Content-Length": str(art.size),
+    }
+    return StreamingResponse(artifacts.chunks(db, art.id), media_type=art.media_type, headers=headers)
 
 
 @router.get("/board", response_model=BoardOut)

@@ -35,7 +35,7 @@ from board_api.schemas import (
 )
 from board_api.tracing import task_out
 from meta_agent.redact import redact
-from store import catalog, errors, tasks
+from store import artifacts, catalog, tasks
 from store.models import utcnow
 
 router = APIRouter()
@@ -227,15 +227,14 @@ async def put_artifact(
     _: WorkerKey,
     token: Annotated[int, Query(ge=0, le=2**31 - 1)],
 ) -> ArtifactOut:
-    """Upload a file the task produced (raw body)."""
-    content = await request.body()
-    if len(content) > settings.max_artifact_bytes:
-        raise errors.TooLarge(f"artifact is {len(content)} bytes; the limit is {settings.max_artifact_bytes}")
+    """Upload a file the task produced (raw body, streamed to storage)."""
+    artifacts.check_name(name)
     media_type = request.headers.get("content-type", "application/octet-stream").split(";")[0].strip()
-    async with db.tx() as tx:
-        art = await tasks.save_artifact(
-            tx, task_id, token, name=name, media_type=media_type[:100], content=content
-        )
+    async with artifacts.upload(db, request.stream(), limit=settings.max_artifact_bytes) as content:
+        async with db.tx() as tx:
+            art = await tasks.save_artifact(
+                tx, task_id, token, name=name, media_type=media_type[:100], content=content
+            )
     return ArtifactOut.of(art)
 
 

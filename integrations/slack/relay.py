@@ -39,6 +39,7 @@ from integrations.slack import render
 from integrations.slack import store as slack_store
 from integrations.slack.models import SlackBinding
 from integrations.slack.web import error_code, fatal
+from store import artifacts as artifact_store
 from store import events as event_log
 from store import tasks as task_service
 from store.db import Database
@@ -350,10 +351,11 @@ class _Follower:
         await self._save(posts=dict(self.posts))
         async with self.db.read() as s:
             artifact = await task_service.get_artifact(s, self.task_id, name)
+        content = b"".join([piece async for piece in artifact_store.chunks(self.db, artifact.id)])
         resp = await self.client.files_upload_v2(
             channel=self.b.channel,
             thread_ts=self.b.thread_ts,
-            content=artifact.content,
+            content=content,
             filename=name,
             title=name,
         )
