@@ -24,7 +24,7 @@ from store.db import Tx
 from store.events import insert_rows
 from store.models import TERMINAL, Task, TaskEvent, TaskStatus, utcnow
 
-__all__ = ["ALLOWED", "claim", "create", "transition"]
+__all__ = ["ALLOWED", "claim", "create", "transition", "transition_many"]
 
 S = TaskStatus
 ALLOWED: dict[TaskStatus, frozenset[TaskStatus]] = {
@@ -121,6 +121,67 @@ async def transition(
     await insert_rows(tx, task_id, last, attempt, now, batch)
     _notify_status(tx, task_id, row["queue"], to)
     return Task(**row)
+
+
+async def transition_many(
+    tx: Tx,
+    task_ids: list[str],
+    current: TaskStatus,
+    to: TaskStatus,
+    *,
+    values: dict[str, Any] | None = None,
+    event: dict[str, Any] | None = None,
+) -> list[str]:
+    """Move every task of `task_ids` that is still `current` to `to`; returns the moved ids.
+
+    The set form of `transition` for people's bulk actions (a cancel cascading through
+    thousands of delegated children): one UPDATE and one INSERT of `status` events per
+    chunk instead of two statements per task. Tasks no longer `current` are left alone.
+    """
+    if to not in ALLOWED[current]:
+        raise _refusal(task_ids[0] if task_ids else "?", to, current)
+    moved: list[str] = []
+    now = utcnow()
+    data = {"status": to.value, "from": current.value, **(event or {})}
+    vals: dict[str, Any] = {"status": to.value, "updated_at": now, "last_seq": _tasks.c.last_seq + 1}
+    if to in TERMINAL:
+        vals.update(finished_at=now, lease_expires_at=None, phase=None)
+    vals.update(values or {})
+    for i in range(0, len(task_ids), _CHUNK):
+        chunk = task_ids[i : i + _CHUNK]
+        stmt = (
+            sa.update(_tasks)
+            .where(_tasks.c.id.in_(chunk), _tasks.c.status == current.value)
+            .values(**vals)
+            .returning(_tasks.c.id, _tasks.c.last_seq, _tasks.c.attempt, _tasks.c.queue)
+        )
+        rows = (await tx.execute(stmt)).all()
+        if not rows:
+            continue
+        await tx.execute(
+            sa.insert(_events),
+            [
+                {
+                    "task_id": r.id,
+                    "seq": r.last_seq,
+                    "kind": "status",
+                    "data": data,
+                    "attempt": r.attempt,
+                    "created_at": now,
+                }
+                for r in rows
+            ],
+        )
+        for r in rows:
+            tx.notify(f"task:{r.id}", str(r.last_seq))
+            _notify_status(tx, r.id, r.queue, to)
+            moved.append(r.id)
+    return moved
+
+
+# Bound parameters per statement stay far below every driver's limit (SQLite 32,766,
+# PostgreSQL 65,535).
+_CHUNK = 500
 
 
 async def _current(tx: Tx, task_id: str, token: int | None) -> TaskStatus:

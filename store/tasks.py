@@ -19,9 +19,9 @@ from sqlmodel import col, select
 
 from store import catalog, errors
 from store.db import Tx
-from store.events import EVENT_KINDS, RESERVED_KINDS, append
+from store.events import EVENT_KINDS, RESERVED_KINDS, append, insert_rows
 from store.models import TERMINAL, Agent, Artifact, Task, TaskStatus, Worker, utcnow
-from store.statemachine import claim, create, transition
+from store.statemachine import claim, create, transition, transition_many
 
 __all__ = [
     "Claimed",
@@ -48,6 +48,7 @@ S = TaskStatus
 ACTIVE = (S.pending.value, S.running.value, S.requires_input.value)
 SOURCES = frozenset({"api", "sdk", "cli", "mcp", "slack", "board", "meta_agent", "worker"})
 WorkerEvents = Sequence[tuple[str, dict[str, Any]]]
+_tasks = Task.__table__  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -234,34 +235,62 @@ async def count_by_status_capped(
 
 async def cancel(tx: Tx, task_id: str, *, by: str | None = None) -> Task:
     """Cancel now if the task holds no worker; otherwise ask its worker to stop. Unfinished
-    child tasks (a team's delegations, linked by `parent_id`) are cancelled with it."""
+    descendants (a team's delegations, linked by `parent_id`) are cancelled with it."""
     task = await get_task(tx.session, task_id)
-    children = await tx.session.execute(
-        select(Task.id).where(
-            col(Task.parent_id) == task_id, col(Task.status).not_in([s.value for s in TERMINAL])
-        )
-    )
-    for child_id in children.scalars().all():
-        await cancel(tx, child_id, by=by)
-    if task.status in (S.pending.value, S.requires_input.value):
-        return await transition(
-            tx, task_id, S.cancelled, values={"pending_input": None}, event={"reason": "cancelled", "by": by}
-        )
-    if task.status != S.running.value:
+    if task.status not in ACTIVE:
         raise errors.InvalidTransition(
             f"task {task_id} is {task.status}; only unfinished tasks can be cancelled"
         )
-    if not task.cancel_requested:
-        message = f"cancel requested{f' by {by}' if by else ''}"
-        await append(
-            tx,
-            task_id,
-            [("log", {"level": "warning", "message": message})],
-            values={"cancel_requested": True},
-        )
-        tx.notify("board", task_id)
+    # Set-based, not one call per child: a chain of delegations may be thousands deep.
+    family = [*await _unfinished_descendants(tx, task_id), (task_id, task.status, task.cancel_requested)]
+    event = {"reason": "cancelled", "by": by}
+    for status in (S.pending, S.requires_input):
+        ids = [tid for tid, st, _ in family if st == status.value]
+        await transition_many(tx, ids, status, S.cancelled, values={"pending_input": None}, event=event)
+    running = [tid for tid, st, asked in family if st == S.running.value and not asked]
+    await _ask_to_stop(tx, running, f"cancel requested{f' by {by}' if by else ''}")
     await tx.session.refresh(task)
     return task
+
+
+async def _unfinished_descendants(tx: Tx, task_id: str) -> list[tuple[str, str, bool]]:
+    """(id, status, cancel_requested) of every unfinished task below `task_id`, reached
+    through unfinished parents only, in one recursive query."""
+    t, child = _tasks.alias("t"), _tasks.alias("c")
+    cols = (t.c.id, t.c.status, t.c.cancel_requested)
+    tree = sa.select(*cols).where(t.c.parent_id == task_id).cte("tree", recursive=True)
+    # The status test is on the parent (the work table), not on `c`: with it on `c`, a
+    # PostgreSQL without fresh statistics scanned every active task per level (65 s for a
+    # 10,000-deep chain) instead of following the parent_id index (0.07 s).
+    tree = tree.union(
+        sa.select(child.c.id, child.c.status, child.c.cancel_requested)
+        .join(tree, child.c.parent_id == tree.c.id)
+        .where(tree.c.status.in_(ACTIVE))
+    )
+    stmt = sa.select(tree.c.id, tree.c.status, tree.c.cancel_requested).where(tree.c.status.in_(ACTIVE))
+    return [(r.id, r.status, bool(r.cancel_requested)) for r in (await tx.execute(stmt)).all()]
+
+
+async def _ask_to_stop(tx: Tx, task_ids: list[str], message: str) -> None:
+    """Flag running tasks for cancellation (their workers learn it on the next call) and log
+    it, a chunk of tasks per statement."""
+    now = utcnow()
+    for i in range(0, len(task_ids), 500):
+        stmt = (
+            sa.update(_tasks)
+            .where(
+                _tasks.c.id.in_(task_ids[i : i + 500]),
+                _tasks.c.status == S.running.value,
+                _tasks.c.cancel_requested == sa.false(),
+            )
+            .values(cancel_requested=True, last_seq=_tasks.c.last_seq + 1, updated_at=now)
+            .returning(_tasks.c.id, _tasks.c.last_seq, _tasks.c.attempt)
+        )
+        for r in (await tx.execute(stmt)).all():
+            await insert_rows(
+                tx, r.id, r.last_seq, r.attempt, now, [("log", {"level": "warning", "message": message})]
+            )
+            tx.notify("board", r.id)
 
 
 async def retry(
