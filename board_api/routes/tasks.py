@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Response
 
@@ -158,12 +159,23 @@ async def get_artifact(task_id: str, name: str, db: DbDep, _: Viewer) -> Respons
     """Download one artifact."""
     async with db.read() as s:
         art = await tasks.get_artifact(s, task_id, name)
-    safe = name.replace('"', "")
     return Response(
         art.content,
         media_type=art.media_type,
-        headers={"Content-Disposition": f'attachment; filename="{safe}"', "ETag": f'"{art.sha256}"'},
+        headers={"Content-Disposition": content_disposition(name), "ETag": f'"{art.sha256}"'},
     )
+
+
+def content_disposition(name: str) -> str:
+    """`attachment` with an ASCII `filename` and the exact name as RFC 6266 `filename*`.
+
+    Header values travel as Latin-1, so a name such as `报告.md` put there raw fails to
+    encode (a 500 on every download); RFC 5987 percent-encodes it as UTF-8 instead, and
+    clients that only read `filename` get a readable ASCII stand-in.
+    """
+    base = name.rsplit("/", 1)[-1]
+    ascii_name = "".join(c if " " <= c <= "~" and c not in '"\\;%' else "_" for c in base) or "download"
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(base, safe='')}"
 
 
 @router.get("/board", response_model=BoardOut)
