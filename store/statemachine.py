@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from store import errors
 from store.db import Tx
 from store.events import insert_rows
+from store.leases import Lease, refusal
 from store.models import TERMINAL, Task, TaskEvent, TaskStatus, utcnow
 
 __all__ = ["ALLOWED", "claim", "create", "transition", "transition_many"]
@@ -76,20 +77,20 @@ async def transition(
     to: TaskStatus,
     *,
     expect: frozenset[TaskStatus] | None = None,
-    token: int | None = None,
+    lease: Lease | None = None,
     values: dict[str, Any] | None = None,
     event: dict[str, Any] | None = None,
     extra_events: list[tuple[str, dict[str, Any]]] | None = None,
 ) -> Task:
     """Move a task to `to`, or raise without changing anything.
 
-    `expect` narrows the allowed from-states; `token` fences a worker call (the task must be
-    running under that attempt). `values` are further columns to set; `event` extra data for
+    `expect` narrows the allowed from-states; `lease` fences a worker call (the task must be
+    running under that lease token, in the WHERE of the UPDATE itself). `values` are further columns to set; `event` extra data for
     the `status` event; `extra_events` are appended just before it (e.g. the worker's last
     batch of output on completion).
     """
     allowed_from = {s for s, tos in ALLOWED.items() if to in tos}
-    if token is not None:
+    if lease is not None:
         allowed_from &= {S.running}
     if expect is not None:
         allowed_from &= expect
@@ -98,24 +99,25 @@ async def transition(
         # check and the write are one conditional UPDATE; a refusal is explained after.
         (current,) = allowed_from
     else:
-        current = await _current(tx, task_id, token)
+        current = await _current(tx, task_id, lease)
         if current not in allowed_from:
             raise _refusal(task_id, to, current)
     now = utcnow()
     batch = list(extra_events or [])
     batch.append(("status", {"status": to.value, "from": current.value, **(event or {})}))
     vals: dict[str, Any] = {"status": to.value, "updated_at": now, "last_seq": _tasks.c.last_seq + len(batch)}
+    vals["lease_token_hash"] = None  # only a claim makes a task running, with a new token
     if to in TERMINAL:
         vals.update(finished_at=now, lease_expires_at=None, phase=None)
     if to in (S.pending, S.requires_input):
         vals.update(worker_id=None, lease_expires_at=None, phase=None)
     vals.update(values or {})
     stmt = sa.update(_tasks).where(_tasks.c.id == task_id, _tasks.c.status == current.value)
-    if token is not None:
-        stmt = stmt.where(_tasks.c.attempt == token)
+    if lease is not None:
+        stmt = stmt.where(*lease.where())
     row = (await tx.execute(stmt.values(**vals).returning(*_tasks.c))).mappings().first()
     if row is None:
-        now_status = await _current(tx, task_id, token)
+        now_status = await _current(tx, task_id, lease)
         raise _refusal(task_id, to, now_status)
     last, attempt = row["last_seq"], row["attempt"]
     await insert_rows(tx, task_id, last, attempt, now, batch)
@@ -184,22 +186,24 @@ async def transition_many(
 _CHUNK = 500
 
 
-async def _current(tx: Tx, task_id: str, token: int | None) -> TaskStatus:
-    """The task's status (row locked), or NotFound / StaleLease."""
+async def _current(tx: Tx, task_id: str, lease: Lease | None) -> TaskStatus:
+    """The task's status (row locked), or NotFound / StaleLease / Forbidden."""
     row = (
         await tx.execute(
-            sa.select(_tasks.c.status, _tasks.c.attempt).where(_tasks.c.id == task_id).with_for_update()
+            sa.select(_tasks.c.status, _tasks.c.lease_token_hash, _tasks.c.queue)
+            .where(_tasks.c.id == task_id)
+            .with_for_update()
         )
     ).first()
     if row is None:
         raise errors.NotFound(f"task {task_id} not found", code="task_not_found")
     current = S(row.status)
-    if token is not None and (token != row.attempt or current is not S.running):
-        raise errors.StaleLease(
-            f"lease token {token} is not the current lease of task {task_id} "
-            f"(status {current.value}, attempt {row.attempt})",
-            status_now=current.value,
-        )
+    if lease is not None and (
+        row.lease_token_hash != lease.hash
+        or current is not S.running
+        or (lease.queues and row.queue not in lease.queues)
+    ):
+        raise await refusal(tx, task_id, lease)
     return current
 
 
@@ -210,13 +214,21 @@ def _refusal(task_id: str, to: TaskStatus, current: TaskStatus) -> errors.Invali
 
 
 async def claim(
-    tx: Tx, queue: str, worker_id: str, limit: int, lease_seconds: float, now: datetime | None = None
+    tx: Tx,
+    queue: str,
+    worker_id: str,
+    limit: int,
+    lease_seconds: float,
+    token_hash: str,
+    now: datetime | None = None,
 ) -> list[Task]:
     """Atomically move up to `limit` pending tasks of `queue` to running for `worker_id`.
 
     One statement picks and updates the rows (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so
     concurrent claimers never wait on or double-claim a row; SQLite's single writer does the
-    same). Each claimed task gets attempt+1 as its fencing token and a `status` event.
+    same). Each claimed task gets attempt+1, `token_hash` as its lease (store.leases) and a
+    `status` event. The tasks of one claim share its token: they go to one worker in one
+    answer, and any later claim of one of them replaces its hash.
     """
     now = now or utcnow()
     pick = (
@@ -236,6 +248,7 @@ async def claim(
             status=S.running.value,
             phase="planning",
             attempt=_tasks.c.attempt + 1,
+            lease_token_hash=token_hash,
             worker_id=worker_id,
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             started_at=sa.func.coalesce(_tasks.c.started_at, now),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 
 from board_api.deps import DbDep, Operator, Principal, SettingsDep, Viewer
 from board_api.schemas import (
@@ -24,6 +24,7 @@ from board_api.schemas import (
 from board_api.tracing import task_out
 from store import errors, tasks
 from store.events import list_after
+from store.leases import Lease
 from store.models import TaskStatus
 
 router = APIRouter()
@@ -37,21 +38,49 @@ def _statuses(status: list[str] | None) -> list[str] | None:
     return [s.strip() for item in status for s in item.split(",") if s.strip()]
 
 
-def _operator_or_worker_for_child(p: Principal, parent_id: str | None) -> None:
-    # A worker key may create (and answer) child tasks only: a team coordinator's delegations.
-    if not p.can("operator") and not (p.can("worker") and parent_id):
+LeaseHeader = Annotated[
+    str | None,
+    Header(
+        alias="X-Lease-Token",
+        max_length=128,
+        description="a worker key's lease token of the parent task (delegations only)",
+    ),
+]
+
+
+def _parent_lease(p: Principal, token: str | None) -> Lease | None:
+    """None for an operator; for a worker key, the lease it must hold on the parent task.
+
+    A worker key may create (and answer) child tasks only: a team coordinator's delegations,
+    made by the worker that holds the coordinator task's current lease."""
+    if p.can("operator"):
+        return None
+    if not p.can("worker"):
         raise errors.Forbidden("this key lacks the 'operator' scope", code="insufficient_scope")
+    if not token:
+        raise errors.Forbidden(
+            "a worker key acts only on the children of the task it holds: send that task as "
+            "`parent_id` and its lease token in the X-Lease-Token header",
+            code="insufficient_scope",
+        )
+    return Lease(token, p.queues)
 
 
 @router.post("/tasks", response_model=TaskOut, status_code=201)
-async def create_task(body: TaskCreate, db: DbDep, settings: SettingsDep, p: Viewer) -> TaskOut:
+async def create_task(
+    body: TaskCreate, db: DbDep, settings: SettingsDep, p: Viewer, lease_token: LeaseHeader = None
+) -> TaskOut:
     """Create a task for an agent or a team."""
-    _operator_or_worker_for_child(p, body.parent_id)
+    parent_lease = _parent_lease(p, lease_token)
     new = tasks.NewTask(**body.model_dump())
     new.requested_by = new.requested_by or (p.name if p.key_id else None)
     async with db.tx() as tx:
         task = await tasks.create_task(
-            tx, new, max_prompt_chars=settings.max_prompt_chars, max_attempts=settings.max_attempts
+            tx,
+            new,
+            max_prompt_chars=settings.max_prompt_chars,
+            max_attempts=settings.max_attempts,
+            parent_lease=parent_lease,
         )
     return task_out(task)
 
@@ -136,12 +165,13 @@ async def retry_task(
 
 
 @router.post("/tasks/{task_id}/input", response_model=TaskOut)
-async def answer_task(task_id: str, body: InputBody, db: DbDep, p: Viewer) -> TaskOut:
+async def answer_task(
+    task_id: str, body: InputBody, db: DbDep, p: Viewer, lease_token: LeaseHeader = None
+) -> TaskOut:
     """Answer the question of a Requires Input task; it resumes on a worker."""
+    parent_lease = _parent_lease(p, lease_token)
     async with db.tx() as tx:
-        if not p.can("operator"):
-            _operator_or_worker_for_child(p, (await tasks.get_task(tx.session, task_id)).parent_id)
-        task = await tasks.respond(tx, task_id, body.answer, by=p.name)
+        task = await tasks.respond(tx, task_id, body.answer, by=p.name, parent_lease=parent_lease)
     return task_out(task)
 
 

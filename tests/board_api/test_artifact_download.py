@@ -16,9 +16,8 @@ def test_a_non_latin_name_downloads_with_filename_star(server: LiveServer) -> No
         name = 'out/报告 "final";.md'
         r = c.put(
             f"/tasks/{tid}/artifacts/{quote(name)}",
-            params={"token": item["token"]},
             content="你好".encode(),
-            headers={"content-type": "text/markdown"},
+            headers={"content-type": "text/markdown", "X-Lease-Token": item["token"]},
         )
         assert r.status_code == 201, r.text
         r = c.get(f"/tasks/{tid}/artifacts/{quote(name)}")
