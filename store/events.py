@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import col, select
 
+from meta_agent.redact import redact_data
 from store import errors
 from store.db import Tx
 from store.leases import Lease, refusal
@@ -88,7 +89,10 @@ async def insert_rows(
     events: Sequence[tuple[str, dict[str, Any]]],
 ) -> None:
     """Insert `events` as seqs `last - len + 1 .. last` (the caller has already bumped
-    `tasks.last_seq` to `last` in this transaction) and wake the task's followers."""
+    `tasks.last_seq` to `last` in this transaction) and wake the task's followers.
+
+    Secrets are masked here, at ingest (meta_agent.redact): what a model, a tool or a
+    command printed is then masked in the log, every stream and every page of it alike."""
     first = last - len(events) + 1
     await tx.execute(
         sa.insert(_events),
@@ -97,7 +101,7 @@ async def insert_rows(
                 "task_id": task_id,
                 "seq": first + i,
                 "kind": kind,
-                "data": data,
+                "data": redact_data(data),
                 "attempt": attempt,
                 "created_at": now,
             }

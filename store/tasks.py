@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import col, select
 
+from meta_agent.redact import redact, redact_data
 from store import catalog, errors
 from store.db import Tx
 from store.events import EVENT_KINDS, RESERVED_KINDS, append, insert_rows
@@ -537,10 +538,10 @@ async def request_input(
     """Park the task in Requires Input and release its worker."""
     if not question.strip():
         raise errors.Invalid("question must not be empty", code="validation_error")
-    pending = {"question": question, "choices": choices or [], "key": key or "answer"}
+    pending = {"question": redact(question), "choices": redact_data(choices or []), "key": key or "answer"}
     values: dict[str, Any] = {"pending_input": pending}
     if checkpoint is not None:
-        values["checkpoint"] = checkpoint
+        values["checkpoint"] = redact_data(checkpoint)
     return await transition(
         tx,
         task_id,
@@ -560,7 +561,7 @@ async def complete(
     usage: dict[str, Any] | None = None,
     events: WorkerEvents = (),
 ) -> Task:
-    values: dict[str, Any] = {"result": result}
+    values: dict[str, Any] = {"result": redact_data(result)}
     if usage:
         values["usage"] = usage
     return await transition(
@@ -572,6 +573,7 @@ async def fail(
     tx: Tx, task_id: str, lease: Lease, *, code: str, message: str, events: WorkerEvents = ()
 ) -> Task:
     """The worker gave up on the task; after a cancel request this is how it acknowledges."""
+    message = redact(message)  # shown on the board and in chats: mask what a runtime quoted
     task = await _fenced(tx, task_id, lease)
     extra = _check_worker_events(events)
     if task.cancel_requested:
@@ -612,10 +614,12 @@ async def release(tx: Tx, task_id: str, lease: Lease, *, events: WorkerEvents = 
 
 
 async def save_checkpoint(tx: Tx, task_id: str, lease: Lease, checkpoint: Any) -> None:
+    """Store the model's memory, masked like the event log: a secret stays in the running
+    worker's memory only, and a resumed model reads `[redacted]` where its log does too."""
     stmt = (
         sa.update(_tasks)
         .where(_tasks.c.id == task_id, *lease.where())
-        .values(checkpoint=checkpoint, updated_at=utcnow())
+        .values(checkpoint=redact_data(checkpoint), updated_at=utcnow())
         .returning(_tasks.c.id)
     )
     if (await tx.execute(stmt)).first() is None:

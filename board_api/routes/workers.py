@@ -37,7 +37,6 @@ from board_api.schemas import (
     WorkerHeartbeatOut,
 )
 from board_api.tracing import task_out
-from meta_agent.redact import redact
 from store import catalog, errors, tasks
 from store.leases import Lease, queue_refused
 from store.models import utcnow
@@ -210,7 +209,7 @@ async def fail(task_id: str, body: FailBody, request: Request, db: DbDep, p: Wor
             task_id,
             lease(p, body.token),
             code=body.error.code,
-            message=redact(body.error.message),  # shown on the board: mask what a runtime quoted
+            message=body.error.message,
             events=_events(body.events),
         )
     request.app.state.metrics.finished(task)
