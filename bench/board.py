@@ -53,6 +53,7 @@ async def seed(url: str, n: int) -> dict[str, int]:
     """N tasks through the store, spread over the columns; returns the column counts."""
     from store import catalog, tasks
     from store.db import Database
+    from store.leases import Lease
     from store.models import Agent, WorkerQueue
 
     db = Database(url)
@@ -84,19 +85,17 @@ async def seed(url: str, n: int) -> dict[str, int]:
                     tx, "board-bench", "bench-worker", min(200, target - done), 3600
                 )
                 for c in claimed:
-                    t, kind = c.task, plan[done % len(plan)]
+                    t, kind, lease = c.task, plan[done % len(plan)], Lease(c.token)
                     done += 1
                     if kind == "completed":
-                        await tasks.complete(tx, t.id, t.attempt, result={"output": "ok"})
+                        await tasks.complete(tx, t.id, lease, result={"output": "ok"})
                     elif kind == "failed":
-                        await tasks.fail(tx, t.id, t.attempt, code="exit_code", message="exit status 1")
+                        await tasks.fail(tx, t.id, lease, code="exit_code", message="exit status 1")
                     elif kind == "cancelled":
                         await tasks.cancel(tx, t.id)
-                        await tasks.fail(tx, t.id, t.attempt, code="cancelled", message="stopped")
+                        await tasks.fail(tx, t.id, lease, code="cancelled", message="stopped")
                     elif kind == "ask":
-                        await tasks.request_input(
-                            tx, t.id, t.attempt, question="Proceed?", choices=["yes", "no"]
-                        )
+                        await tasks.request_input(tx, t.id, lease, question="Proceed?", choices=["yes", "no"])
         async with db.read() as s:
             return await tasks.count_by_status(s)
     finally:

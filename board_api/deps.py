@@ -19,6 +19,8 @@ class Principal:
     name: str
     scopes: frozenset[str]
     key_id: str | None = None
+    # A worker key bound to queues acts on tasks of those queues only (empty: any).
+    queues: frozenset[str] = frozenset()
 
     def can(self, scope: str) -> bool:
         # admin ⊃ operator ⊃ viewer; worker is separate (plus read access to what it runs).
@@ -96,7 +98,7 @@ async def principal(request: Request, db: DbDep) -> Principal:
         raise errors.Unauthorized(
             "the API key is not valid (unknown, revoked or mistyped)", code="invalid_key"
         )
-    return Principal(row.name or row.prefix, frozenset(row.scopes), row.id)
+    return Principal(row.name or row.prefix, frozenset(row.scopes), row.id, frozenset(row.queues or ()))
 
 
 async def _stream_principal(db: Any, token: str) -> Principal:

@@ -14,7 +14,9 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 # Database integers are 64-bit signed (SQLite, BIGINT) and `tasks.attempt` is 32-bit: bound
 # numbers at the edge so an absurd value is a 422, never an overflow deep in the driver.
 MAX_INT32 = 2**31 - 1
-Token = Annotated[int, Field(ge=0, le=MAX_INT32, description="the lease token (attempt) from the claim")]
+Token = Annotated[
+    str, StringConstraints(min_length=1, max_length=128), Field(description="the lease token from the claim")
+]
 Prompt = Annotated[str, StringConstraints(max_length=100_000)]
 
 
@@ -331,6 +333,7 @@ class BoardOut(BaseModel):
 class KeyIn(Strict):
     name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     scopes: list[Literal["admin", "operator", "viewer", "worker"]] = Field(min_length=1)
+    queues: list[Name] = Field([], max_length=100, description="bind a worker key to these queues")
 
 
 class KeyOut(BaseModel):
@@ -338,6 +341,7 @@ class KeyOut(BaseModel):
     name: str
     prefix: str
     scopes: list[str]
+    queues: list[str] = []
     created_at: datetime
     revoked_at: datetime | None
     key: str | None = None

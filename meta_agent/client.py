@@ -334,8 +334,11 @@ class Executions(_Resource):
         parameters: dict[str, Any] | None = None,
         requested_by: str | None = None,
         parent_id: str | None = None,
+        lease_token: str | None = None,
     ) -> Any:
-        """Create a task for an agent or a team; `source` (and by default `requested_by`) are the client's."""
+        """Create a task for an agent or a team; `source` (and by default `requested_by`) are the client's.
+
+        A worker delegating (`parent_id`) gives its lease token on the parent as `lease_token`."""
         body = {
             "agent": agent,
             "team": team,
@@ -346,7 +349,7 @@ class Executions(_Resource):
             "requested_by": requested_by or self._requested_by,
             "parent_id": parent_id,
         }
-        return self._send("POST", f"{API}/tasks", json=_clean(body))
+        return self._send("POST", f"{API}/tasks", json=_clean(body), headers=_lease_header(lease_token))
 
     def list(
         self,
@@ -388,9 +391,15 @@ class Executions(_Resource):
         """A new task with the same work, linked by `retry_of`; `source` is the client's."""
         return self._send("POST", f"{API}/tasks/{_seg(id)}/retry", json={"source": self._source})
 
-    def respond(self, id: str, answer: str) -> Any:
-        """Answer the task's pending question; it goes back to pending."""
-        return self._send("POST", f"{API}/tasks/{_seg(id)}/input", json={"answer": answer})
+    def respond(self, id: str, answer: str, lease_token: str | None = None) -> Any:
+        """Answer the task's pending question; it goes back to pending. A worker passing an
+        answer on to its delegated task gives its lease token on the parent."""
+        return self._send(
+            "POST",
+            f"{API}/tasks/{_seg(id)}/input",
+            json={"answer": answer},
+            headers=_lease_header(lease_token),
+        )
 
     def artifacts(self, id: str) -> Any:
         return self._send("GET", f"{API}/tasks/{_seg(id)}/artifacts", pick="items")
@@ -407,9 +416,12 @@ class Executions(_Resource):
 class Keys(_Resource):
     """API keys (admin)."""
 
-    def create(self, name: str, scopes: list[str]) -> Any:
-        """A new key; the answer's `key` is shown only this once."""
-        return self._send("POST", f"{API}/keys", json={"name": name, "scopes": scopes})
+    def create(self, name: str, scopes: list[str], queues: list[str] | None = None) -> Any:
+        """A new key; the answer's `key` is shown only this once. `queues` binds a worker key."""
+        body: dict[str, Any] = {"name": name, "scopes": scopes}
+        if queues:
+            body["queues"] = queues
+        return self._send("POST", f"{API}/keys", json=body)
 
     def list(self) -> Any:
         return self._send("GET", f"{API}/keys", pick="items")
@@ -426,7 +438,8 @@ class Board(_Resource):
 
 
 class WorkerApi(_Resource):
-    """The worker protocol (async client only). Every task call carries the lease `token`."""
+    """The worker protocol (async client only). Every task call carries the lease `token`
+    the claim gave (a string, shown nowhere else)."""
 
     def __init__(self, send: Send, margin: float) -> None:
         super().__init__(send)
@@ -463,11 +476,11 @@ class WorkerApi(_Resource):
             body.pop("events", None)  # the server refuses an empty batch
         return self._send("POST", f"{API}/tasks/{_seg(task_id)}/{action}", json=body)
 
-    def task_heartbeat(self, task_id: str, token: int) -> Any:
+    def task_heartbeat(self, task_id: str, token: str) -> Any:
         return self._task(task_id, "heartbeat", {"token": token})
 
     def post_events(
-        self, task_id: str, token: int, events: list[dict[str, Any]], phase: str | None = None
+        self, task_id: str, token: str, events: list[dict[str, Any]], phase: str | None = None
     ) -> Any:
         """Append `[{kind, data}]` (and move the phase): `{"last_seq", "cancel_requested"}`."""
         body: dict[str, Any] = {"token": token, "events": events}
@@ -478,7 +491,7 @@ class WorkerApi(_Resource):
     def request_input(
         self,
         task_id: str,
-        token: int,
+        token: str,
         question: str,
         choices: list[str] | None = None,
         key: str | None = None,
@@ -491,7 +504,7 @@ class WorkerApi(_Resource):
     def complete(
         self,
         task_id: str,
-        token: int,
+        token: str,
         result: Any,
         usage: dict[str, Any] | None = None,
         events: list[dict[str, Any]] | None = None,
@@ -502,23 +515,27 @@ class WorkerApi(_Resource):
         return self._task(task_id, "complete", body)
 
     def fail(
-        self, task_id: str, token: int, code: str, message: str, events: list[dict[str, Any]] | None = None
+        self, task_id: str, token: str, code: str, message: str, events: list[dict[str, Any]] | None = None
     ) -> Any:
         body = {"token": token, "error": {"code": code, "message": message}, "events": events}
         return self._task(task_id, "fail", body)
 
-    def release(self, task_id: str, token: int, events: list[dict[str, Any]] | None = None) -> Any:
+    def release(self, task_id: str, token: str, events: list[dict[str, Any]] | None = None) -> Any:
         """Hand the task back to the queue (pending)."""
         return self._task(task_id, "release", {"token": token, "events": events})
 
-    def checkpoint(self, task_id: str, token: int, checkpoint: Any) -> Any:
+    def checkpoint(self, task_id: str, token: str, checkpoint: Any) -> Any:
         return self._task(task_id, "checkpoint", {"token": token, "checkpoint": checkpoint})
 
-    def put_artifact(self, task_id: str, token: int, name: str, content: bytes, media_type: str) -> Any:
+    def put_artifact(self, task_id: str, token: str, name: str, content: bytes, media_type: str) -> Any:
         path = f"{API}/tasks/{_seg(task_id)}/artifacts/{_seg(name)}"
         return self._send(
-            "PUT", path, params={"token": token}, content=content, headers={"Content-Type": media_type}
+            "PUT", path, content=content, headers={"Content-Type": media_type, "X-Lease-Token": token}
         )
+
+
+def _lease_header(token: str | None) -> dict[str, str] | None:
+    return {"X-Lease-Token": token} if token else None
 
 
 # --- clients -----------------------------------------------------------------------------

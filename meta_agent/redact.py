@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import re
 import threading
+from typing import Any
 
-__all__ = ["MASK", "redact", "register"]
+__all__ = ["MASK", "redact", "redact_data", "register"]
 
 MASK = "[redacted]"
 _MIN_SECRET = 8  # shorter "secrets" (test fixtures, "changeme") would blank out normal words
@@ -32,6 +33,8 @@ _PATTERNS = [
     re.compile(r"\bxapp-[A-Za-z0-9\-]{6,}"),  # Slack app-level tokens
     re.compile(r"(?i)\bBearer\s+[A-Za-z0-9._~+/=\-]{6,}"),
     re.compile(r"\bAKIA[0-9A-Z]{16}\b"),  # AWS access key ids
+    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"),  # GitHub tokens
+    re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}"),  # GitHub fine-grained tokens
 ]
 _KEY = r"[\w\-]*(?:password|passwd|secret|token|api[_\-]?key|apikey|access[_\-]?key)"
 # key=value (query strings, env, DSN options) and "key": "value" (JSON) for credential-ish
@@ -67,3 +70,24 @@ def redact(text: str) -> str:
         text = pattern.sub(MASK, text)
     text = _URL_PASSWORD.sub(lambda m: f"{m['pre']}{MASK}{m['at']}", text)
     return _ASSIGN.sub(lambda m: f"{m['key']}{m['sep']}{m['q']}{MASK}", text)
+
+
+_CREDENTIAL_KEY = re.compile(rf"(?i){_KEY}")
+
+
+def redact_data(value: Any) -> Any:
+    """A JSON value (dicts, lists, strings, numbers) with every string passed through
+    `redact`, and any string under a credential-named key (`"api_key": "..."`) masked whole:
+    structured data has no `key=value` text left for `redact` to recognise."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {
+            k: MASK
+            if isinstance(v, str) and len(v) >= 4 and isinstance(k, str) and _CREDENTIAL_KEY.fullmatch(k)
+            else redact_data(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [redact_data(v) for v in value]
+    return value

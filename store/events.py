@@ -14,9 +14,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import col, select
 
+from meta_agent.redact import redact_data
 from store import errors
 from store.db import Tx
-from store.models import Task, TaskEvent, TaskStatus, utcnow
+from store.leases import Lease, refusal
+from store.models import Task, TaskEvent, utcnow
 
 __all__ = ["EVENT_KINDS", "append", "list_after"]
 
@@ -49,13 +51,13 @@ async def append(
     task_id: str,
     events: Sequence[tuple[str, dict[str, Any]]],
     *,
-    token: int | None = None,
+    lease: Lease | None = None,
     values: dict[str, Any] | None = None,
 ) -> tuple[int, bool]:
     """Append events to a task's log; returns (new last seq, cancel requested).
 
-    With `token`, the caller is a worker: the task must be running under that lease
-    (attempt), otherwise `StaleLease` and nothing is written. `values` are further task
+    With `lease`, the caller is a worker: the task must be running under that lease token,
+    checked by the UPDATE that takes the seqs, otherwise `StaleLease` and nothing is written. `values` are further task
     columns to set in the same statement (a worker reporting its phase).
     """
     if not events:
@@ -63,14 +65,16 @@ async def append(
     n = len(events)
     now = utcnow()
     stmt = sa.update(_tasks).where(_tasks.c.id == task_id)
-    if token is not None:
-        stmt = stmt.where(_tasks.c.attempt == token, _tasks.c.status == TaskStatus.running.value)
+    if lease is not None:
+        stmt = stmt.where(*lease.where())
     stmt = stmt.values(last_seq=_tasks.c.last_seq + n, updated_at=now, **(values or {})).returning(
         _tasks.c.last_seq, _tasks.c.attempt, _tasks.c.cancel_requested
     )
     row = (await tx.execute(stmt)).first()
     if row is None:
-        await _explain_refusal(tx, task_id, token)
+        if lease is not None:
+            raise await refusal(tx, task_id, lease)
+        raise errors.NotFound(f"task {task_id} not found", code="task_not_found")
     last, attempt, cancel_requested = row  # type: ignore[misc]
     await insert_rows(tx, task_id, last, attempt, now, events)
     return int(last), bool(cancel_requested)
@@ -85,7 +89,10 @@ async def insert_rows(
     events: Sequence[tuple[str, dict[str, Any]]],
 ) -> None:
     """Insert `events` as seqs `last - len + 1 .. last` (the caller has already bumped
-    `tasks.last_seq` to `last` in this transaction) and wake the task's followers."""
+    `tasks.last_seq` to `last` in this transaction) and wake the task's followers.
+
+    Secrets are masked here, at ingest (meta_agent.redact): what a model, a tool or a
+    command printed is then masked in the log, every stream and every page of it alike."""
     first = last - len(events) + 1
     await tx.execute(
         sa.insert(_events),
@@ -94,7 +101,7 @@ async def insert_rows(
                 "task_id": task_id,
                 "seq": first + i,
                 "kind": kind,
-                "data": data,
+                "data": redact_data(data),
                 "attempt": attempt,
                 "created_at": now,
             }
@@ -102,21 +109,6 @@ async def insert_rows(
         ],
     )
     tx.notify(f"task:{task_id}", str(last))
-
-
-async def _explain_refusal(tx: Tx, task_id: str, token: int | None) -> None:
-    row = (
-        await tx.execute(sa.select(_tasks.c.status, _tasks.c.attempt).where(_tasks.c.id == task_id))
-    ).first()
-    if row is None:
-        raise errors.NotFound(f"task {task_id} not found", code="task_not_found")
-    status, attempt = row
-    raise errors.StaleLease(
-        f"lease token {token} is not the current lease of task {task_id} "
-        f"(status {status}, attempt {attempt})",
-        status_now=status,
-        attempt=attempt,
-    )
 
 
 async def list_after(session: Any, task_id: str, after: int = 0, limit: int = 1000) -> list[TaskEvent]:

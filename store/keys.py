@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,8 +38,9 @@ def _hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-async def create_key(tx: Tx, name: str, scopes: list[str]) -> tuple[ApiKey, str]:
-    """Returns the stored row and the full key (the only time it is visible)."""
+async def create_key(tx: Tx, name: str, scopes: list[str], queues: Sequence[str] = ()) -> tuple[ApiKey, str]:
+    """Returns the stored row and the full key (the only time it is visible). `queues`
+    binds a worker key: it then claims and acts on tasks of those queues only."""
     bad = [s for s in scopes if s not in SCOPES]
     if not scopes or bad:
         raise errors.Invalid(f"scopes must be some of {', '.join(SCOPES)}", code="invalid_scope")
@@ -49,9 +51,17 @@ async def create_key(tx: Tx, name: str, scopes: list[str]) -> tuple[ApiKey, str]
             "key can create the others): create it with `--scope admin`",
             code="first_key_must_be_admin",
         )
+    if queues and set(scopes) != {"worker"}:
+        raise errors.Invalid("`queues` binds worker keys only (scopes: worker)", code="invalid_scope")
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
-    row = ApiKey(name=name[:100], prefix=prefix, hash=_hash(secret), scopes=sorted(set(scopes)))
+    row = ApiKey(
+        name=name[:100],
+        prefix=prefix,
+        hash=_hash(secret),
+        scopes=sorted(set(scopes)),
+        queues=sorted(set(queues)),
+    )
     tx.session.add(row)
     await tx.session.flush()
     return row, f"ma_{prefix}_{secret}"

@@ -145,7 +145,9 @@ class Task(SQLModel, table=True):
     retry_of: str | None = None
     status: str = TaskStatus.pending.value
     phase: str | None = None
-    attempt: int = 0  # fencing token: +1 on every claim
+    attempt: int = 0  # +1 on every claim
+    # SHA-256 of the current claim's lease token (store.leases); None when no worker holds it.
+    lease_token_hash: str | None = Field(default=None, max_length=64)
     lost_leases: int = 0
     max_attempts: int = 3
     worker_id: str | None = None
@@ -208,6 +210,8 @@ class ApiKey(SQLModel, table=True):
     prefix: str = Field(unique=True, max_length=32)
     hash: str
     scopes: list[str] = _json([])
+    # A worker key bound to queues claims and acts on tasks of those queues only ([]: any).
+    queues: list[str] = _json([])
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

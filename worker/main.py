@@ -202,7 +202,7 @@ class Worker:
         )
         self._held[held.id] = held
         self._runners[held.id] = asyncio.create_task(self._supervise(held), name=f"task-{held.id}")
-        log.debug("task %s claimed (attempt %d)", held.id, held.token)
+        log.debug("task %s claimed (attempt %s)", held.id, held.ctx.task.get("attempt"))
 
     async def _supervise(self, held: HeldTask) -> None:
         try:

@@ -85,7 +85,7 @@ class TaskContext:
 
     task: dict[str, Any]
     agent: dict[str, Any]
-    token: int
+    token: str  # the lease token of the claim: every call on this task carries it
     workspace: Path
     inputs: dict[str, Any] = field(default_factory=dict)
     checkpoint: Any = None

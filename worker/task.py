@@ -63,7 +63,7 @@ class HeldTask:
         self.ctx = TaskContext(
             task=task,
             agent=item.get("agent") or {},
-            token=int(item["token"]),
+            token=item["token"],
             workspace=workspace,
             inputs=dict(task.get("inputs") or {}),
             checkpoint=item.get("checkpoint", task.get("checkpoint")),
@@ -79,7 +79,7 @@ class HeldTask:
         return self.ctx.id
 
     @property
-    def token(self) -> int:
+    def token(self) -> str:
         return self.ctx.token
 
     def lose(self) -> None:

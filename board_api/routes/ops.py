@@ -70,6 +70,7 @@ def _key_out(row: ApiKey, key: str | None = None) -> KeyOut:
         name=row.name,
         prefix=row.prefix,
         scopes=row.scopes,
+        queues=row.queues or [],
         created_at=row.created_at,
         revoked_at=row.revoked_at,
         key=key,
@@ -80,7 +81,7 @@ def _key_out(row: ApiKey, key: str | None = None) -> KeyOut:
 async def create_key(body: KeyIn, request: Request, db: DbDep, _: Admin) -> KeyOut:
     """Create an API key; the key itself is in this answer only."""
     async with db.tx() as tx:
-        row, key = await keys.create_key(tx, body.name, list(body.scopes))
+        row, key = await keys.create_key(tx, body.name, list(body.scopes), body.queues)
     request.app.state.key_cache.invalidate()
     return _key_out(row, key)
 

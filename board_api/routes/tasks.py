@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
 from board_api.deps import DbDep, Operator, Principal, SettingsDep, Viewer
@@ -24,6 +25,7 @@ from board_api.schemas import (
 from board_api.tracing import task_out
 from store import artifacts, errors, tasks
 from store.events import list_after
+from store.leases import Lease
 from store.models import TaskStatus
 
 router = APIRouter()
@@ -37,21 +39,49 @@ def _statuses(status: list[str] | None) -> list[str] | None:
     return [s.strip() for item in status for s in item.split(",") if s.strip()]
 
 
-def _operator_or_worker_for_child(p: Principal, parent_id: str | None) -> None:
-    # A worker key may create (and answer) child tasks only: a team coordinator's delegations.
-    if not p.can("operator") and not (p.can("worker") and parent_id):
+LeaseHeader = Annotated[
+    str | None,
+    Header(
+        alias="X-Lease-Token",
+        max_length=128,
+        description="a worker key's lease token of the parent task (delegations only)",
+    ),
+]
+
+
+def _parent_lease(p: Principal, token: str | None) -> Lease | None:
+    """None for an operator; for a worker key, the lease it must hold on the parent task.
+
+    A worker key may create (and answer) child tasks only: a team coordinator's delegations,
+    made by the worker that holds the coordinator task's current lease."""
+    if p.can("operator"):
+        return None
+    if not p.can("worker"):
         raise errors.Forbidden("this key lacks the 'operator' scope", code="insufficient_scope")
+    if not token:
+        raise errors.Forbidden(
+            "a worker key acts only on the children of the task it holds: send that task as "
+            "`parent_id` and its lease token in the X-Lease-Token header",
+            code="insufficient_scope",
+        )
+    return Lease(token, p.queues)
 
 
 @router.post("/tasks", response_model=TaskOut, status_code=201)
-async def create_task(body: TaskCreate, db: DbDep, settings: SettingsDep, p: Viewer) -> TaskOut:
+async def create_task(
+    body: TaskCreate, db: DbDep, settings: SettingsDep, p: Viewer, lease_token: LeaseHeader = None
+) -> TaskOut:
     """Create a task for an agent or a team."""
-    _operator_or_worker_for_child(p, body.parent_id)
+    parent_lease = _parent_lease(p, lease_token)
     new = tasks.NewTask(**body.model_dump())
     new.requested_by = new.requested_by or (p.name if p.key_id else None)
     async with db.tx() as tx:
         task = await tasks.create_task(
-            tx, new, max_prompt_chars=settings.max_prompt_chars, max_attempts=settings.max_attempts
+            tx,
+            new,
+            max_prompt_chars=settings.max_prompt_chars,
+            max_attempts=settings.max_attempts,
+            parent_lease=parent_lease,
         )
     return task_out(task)
 
@@ -136,12 +166,13 @@ async def retry_task(
 
 
 @router.post("/tasks/{task_id}/input", response_model=TaskOut)
-async def answer_task(task_id: str, body: InputBody, db: DbDep, p: Viewer) -> TaskOut:
+async def answer_task(
+    task_id: str, body: InputBody, db: DbDep, p: Viewer, lease_token: LeaseHeader = None
+) -> TaskOut:
     """Answer the question of a Requires Input task; it resumes on a worker."""
+    parent_lease = _parent_lease(p, lease_token)
     async with db.tx() as tx:
-        if not p.can("operator"):
-            _operator_or_worker_for_child(p, (await tasks.get_task(tx.session, task_id)).parent_id)
-        task = await tasks.respond(tx, task_id, body.answer, by=p.name)
+        task = await tasks.respond(tx, task_id, body.answer, by=p.name, parent_lease=parent_lease)
     return task_out(task)
 
 
@@ -159,13 +190,24 @@ async def get_artifact(task_id: str, name: str, db: DbDep, _: Viewer) -> Respons
     """Download one artifact."""
     async with db.read() as s:
         art = await tasks.get_artifact(s, task_id, name)
-    safe = name.replace('"', "")
     headers = {
-        "Content-Disposition": f'attachment; filename="{safe}"',
+        "Content-Disposition": content_disposition(name),
         "ETag": f'"{art.sha256}"',
         "Content-Length": str(art.size),
     }
     return StreamingResponse(artifacts.chunks(db, art.id), media_type=art.media_type, headers=headers)
+
+
+def content_disposition(name: str) -> str:
+    """`attachment` with an ASCII `filename` and the exact name as RFC 6266 `filename*`.
+
+    Header values travel as Latin-1, so a name such as `报告.md` put there raw fails to
+    encode (a 500 on every download); RFC 5987 percent-encodes it as UTF-8 instead, and
+    clients that only read `filename` get a readable ASCII stand-in.
+    """
+    base = name.rsplit("/", 1)[-1]
+    ascii_name = "".join(c if " " <= c <= "~" and c not in '"\\;%' else "_" for c in base) or "download"
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(base, safe='')}"
 
 
 @router.get("/board", response_model=BoardOut)

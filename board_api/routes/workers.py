@@ -1,7 +1,9 @@
 """The worker protocol: long-poll claim, heartbeats, events, input, completion.
 
-Every task call carries the lease token; a stale one gets 409 `stale_lease` and changes
-nothing. See docs/protocol.md.
+Every task call carries the lease token from the claim (in the body, or the `X-Lease-Token`
+header of an artifact upload); a stale one gets 409 `stale_lease` and changes nothing. A
+worker key bound to queues gets 403 `queue_not_allowed` on any other queue. See
+docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 
-from board_api.deps import DbDep, SettingsDep, WorkerKey
+from board_api.deps import DbDep, Principal, SettingsDep, WorkerKey
 from board_api.schemas import (
     AgentOut,
     ArtifactOut,
@@ -29,13 +31,14 @@ from board_api.schemas import (
     RequestInputBody,
     TaskHeartbeatOut,
     TaskOut,
+    Token,
     TokenBody,
     WorkerHeartbeatBody,
     WorkerHeartbeatOut,
 )
 from board_api.tracing import task_out
-from meta_agent.redact import redact
 from store import artifacts, catalog, tasks
+from store.leases import Lease, queue_refused
 from store.models import utcnow
 
 router = APIRouter()
@@ -49,11 +52,17 @@ def _events(items: list[EventIn]) -> list[tuple[str, dict[str, Any]]]:
     return [(e.kind, e.data) for e in items]
 
 
+def lease(p: Principal, token: str) -> Lease:
+    return Lease(token, p.queues)
+
+
 @router.post("/worker-queues/{queue}/claim", response_model=ClaimOut)
 async def claim(
     queue: str, body: ClaimBody, request: Request, db: DbDep, settings: SettingsDep, p: WorkerKey
 ) -> ClaimOut:
     """Long-poll for up to `max_tasks` tasks of the queue; answers at once when one arrives."""
+    if p.queues and queue not in p.queues:
+        raise queue_refused(queue)
     info = body.model_dump(include={"name", "hostname", "capacity", "version"}, exclude_none=True)
     topic = f"queue:{queue}"
     deadline = time.monotonic() + body.wait_seconds
@@ -84,7 +93,7 @@ async def claim(
                         ClaimedOut(
                             task=TaskOut.of(c.task),
                             agent=AgentOut.of(c.agent) if c.agent else None,
-                            token=c.task.attempt,
+                            token=c.token,
                             lease_seconds=settings.lease_seconds,
                             checkpoint=c.task.checkpoint,
                         )
@@ -113,7 +122,7 @@ async def claim(
 
 @router.post("/workers/{worker_id}/heartbeat", response_model=WorkerHeartbeatOut)
 async def worker_heartbeat(
-    worker_id: str, body: WorkerHeartbeatBody, db: DbDep, settings: SettingsDep, _: WorkerKey
+    worker_id: str, body: WorkerHeartbeatBody, db: DbDep, settings: SettingsDep, p: WorkerKey
 ) -> WorkerHeartbeatOut:
     """Worker liveness; extends every lease it still holds and says which to cancel or drop."""
     async with db.tx() as tx:
@@ -124,6 +133,7 @@ async def worker_heartbeat(
             body.running,
             [(t.id, t.token) for t in body.tasks],
             settings.lease_seconds,
+            p.queues,
         )
     return WorkerHeartbeatOut(cancel=cancel, lost=lost, lease_seconds=settings.lease_seconds)
 
@@ -138,33 +148,33 @@ async def worker_bye(worker_id: str, db: DbDep, _: WorkerKey) -> Response:
 
 @router.post("/tasks/{task_id}/heartbeat", response_model=TaskHeartbeatOut)
 async def task_heartbeat(
-    task_id: str, body: TokenBody, db: DbDep, settings: SettingsDep, _: WorkerKey
+    task_id: str, body: TokenBody, db: DbDep, settings: SettingsDep, p: WorkerKey
 ) -> TaskHeartbeatOut:
     """Extend one task's lease."""
     async with db.tx() as tx:
-        task = await tasks.heartbeat(tx, task_id, body.token, settings.lease_seconds)
-    return TaskHeartbeatOut(cancel_requested=task.cancel_requested, lease_expires_at=task.lease_expires_at)
+        cancel, expires = await tasks.heartbeat(tx, task_id, lease(p, body.token), settings.lease_seconds)
+    return TaskHeartbeatOut(cancel_requested=cancel, lease_expires_at=expires)
 
 
 @router.post("/tasks/{task_id}/events", response_model=EventsOut)
-async def post_events(task_id: str, body: EventsBody, request: Request, db: DbDep, _: WorkerKey) -> EventsOut:
+async def post_events(task_id: str, body: EventsBody, request: Request, db: DbDep, p: WorkerKey) -> EventsOut:
     """Append a batch of the worker's events to the task's log."""
     async with db.tx() as tx:
         last, cancel = await tasks.worker_events(
-            tx, task_id, body.token, _events(body.events), phase=body.phase
+            tx, task_id, lease(p, body.token), _events(body.events), phase=body.phase
         )
     request.app.state.metrics.events.inc(len(body.events))
     return EventsOut(last_seq=last, cancel_requested=cancel)
 
 
 @router.post("/tasks/{task_id}/request-input", response_model=TaskOut)
-async def request_input(task_id: str, body: RequestInputBody, db: DbDep, _: WorkerKey) -> TaskOut:
+async def request_input(task_id: str, body: RequestInputBody, db: DbDep, p: WorkerKey) -> TaskOut:
     """Park the task in Requires Input with a question; the worker lets go of it."""
     async with db.tx() as tx:
         task = await tasks.request_input(
             tx,
             task_id,
-            body.token,
+            lease(p, body.token),
             question=body.question,
             choices=body.choices,
             key=body.key,
@@ -175,26 +185,31 @@ async def request_input(task_id: str, body: RequestInputBody, db: DbDep, _: Work
 
 
 @router.post("/tasks/{task_id}/complete", response_model=TaskOut)
-async def complete(task_id: str, body: CompleteBody, request: Request, db: DbDep, _: WorkerKey) -> TaskOut:
+async def complete(task_id: str, body: CompleteBody, request: Request, db: DbDep, p: WorkerKey) -> TaskOut:
     """Finish the task with its result (and the last events)."""
     async with db.tx() as tx:
         task = await tasks.complete(
-            tx, task_id, body.token, result=body.result, usage=body.usage, events=_events(body.events)
+            tx,
+            task_id,
+            lease(p, body.token),
+            result=body.result,
+            usage=body.usage,
+            events=_events(body.events),
         )
     request.app.state.metrics.finished(task)
     return task_out(task)
 
 
 @router.post("/tasks/{task_id}/fail", response_model=TaskOut)
-async def fail(task_id: str, body: FailBody, request: Request, db: DbDep, _: WorkerKey) -> TaskOut:
+async def fail(task_id: str, body: FailBody, request: Request, db: DbDep, p: WorkerKey) -> TaskOut:
     """Fail the task (or acknowledge a cancel: the task then ends `cancelled`)."""
     async with db.tx() as tx:
         task = await tasks.fail(
             tx,
             task_id,
-            body.token,
+            lease(p, body.token),
             code=body.error.code,
-            message=redact(body.error.message),  # shown on the board: mask what a runtime quoted
+            message=body.error.message,
             events=_events(body.events),
         )
     request.app.state.metrics.finished(task)
@@ -202,18 +217,18 @@ async def fail(task_id: str, body: FailBody, request: Request, db: DbDep, _: Wor
 
 
 @router.post("/tasks/{task_id}/release", response_model=TaskOut)
-async def release(task_id: str, body: ReleaseBody, db: DbDep, _: WorkerKey) -> TaskOut:
+async def release(task_id: str, body: ReleaseBody, db: DbDep, p: WorkerKey) -> TaskOut:
     """Hand a task back to the queue (worker shutting down)."""
     async with db.tx() as tx:
-        task = await tasks.release(tx, task_id, body.token, events=_events(body.events))
+        task = await tasks.release(tx, task_id, lease(p, body.token), events=_events(body.events))
     return task_out(task)
 
 
 @router.post("/tasks/{task_id}/checkpoint")
-async def checkpoint(task_id: str, body: CheckpointBody, db: DbDep, _: WorkerKey) -> dict[str, bool]:
+async def checkpoint(task_id: str, body: CheckpointBody, db: DbDep, p: WorkerKey) -> dict[str, bool]:
     """Save the task's resumable state."""
     async with db.tx() as tx:
-        await tasks.save_checkpoint(tx, task_id, body.token, body.checkpoint)
+        await tasks.save_checkpoint(tx, task_id, lease(p, body.token), body.checkpoint)
     return {"ok": True}
 
 
@@ -224,8 +239,8 @@ async def put_artifact(
     request: Request,
     db: DbDep,
     settings: SettingsDep,
-    _: WorkerKey,
-    token: Annotated[int, Query(ge=0, le=2**31 - 1)],
+    p: WorkerKey,
+    token: Annotated[Token, Header(alias="X-Lease-Token")],
 ) -> ArtifactOut:
     """Upload a file the task produced (raw body, streamed to storage)."""
     artifacts.check_name(name)
@@ -233,7 +248,7 @@ async def put_artifact(
     async with artifacts.upload(db, request.stream(), limit=settings.max_artifact_bytes) as content:
         async with db.tx() as tx:
             art = await tasks.save_artifact(
-                tx, task_id, token, name=name, media_type=media_type[:100], content=content
+                tx, task_id, lease(p, token), name=name, media_type=media_type[:100], content=content
             )
     return ArtifactOut.of(art)
 

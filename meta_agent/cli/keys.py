@@ -29,6 +29,10 @@ def create_key(
     scope: Annotated[
         list[Scope] | None, typer.Option("--scope", "-s", help="A scope to grant (repeatable).")
     ] = None,
+    queue: Annotated[
+        list[str] | None,
+        typer.Option("--queue", "-q", help="Bind a worker key to this queue (repeatable; default: any)."),
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Create a key; the secret is printed once and never again."""
@@ -36,7 +40,7 @@ def create_key(
         raise typer.BadParameter(
             "give at least one --scope (admin, operator, viewer, worker)", param_hint="'--scope'"
         )
-    created = client(ctx).keys.create(name, [s.value for s in dict.fromkeys(scope)])
+    created = client(ctx).keys.create(name, [s.value for s in dict.fromkeys(scope)], queue)
     if json_out:
         print_json(created)
         return
@@ -59,7 +63,7 @@ def list_keys(ctx: typer.Context, json_out: JsonOption = False) -> None:
     if not items:
         out.print("no keys: the server is open on loopback until one is created", style="dim")
         return
-    t = table("ID", "NAME", "PREFIX", "SCOPES", "CREATED", "LAST USED")
+    t = table("ID", "NAME", "PREFIX", "SCOPES", "QUEUES", "CREATED", "LAST USED")
     t.columns[0].no_wrap = True
     for key in items:
         t.add_row(
@@ -67,6 +71,7 @@ def list_keys(ctx: typer.Context, json_out: JsonOption = False) -> None:
             escape(str(key.get("name") or "-")),
             escape(str(key.get("prefix") or "-")),
             escape(", ".join(key.get("scopes") or [])),
+            escape(", ".join(key.get("queues") or []) or "-"),
             age(key.get("created_at")),
             age(key.get("last_used_at")),
         )

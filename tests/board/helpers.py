@@ -20,7 +20,7 @@ class RawWorker:
 
     def __init__(self, c: httpx.Client, queue: str = "q1", worker_id: str = "test-worker") -> None:
         self.c, self.queue, self.worker_id = c, queue, worker_id
-        self.tokens: dict[str, int] = {}
+        self.tokens: dict[str, str] = {}
 
     def claim(self, task_id: str) -> dict[str, Any]:
         body = {

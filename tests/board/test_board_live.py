@@ -115,13 +115,14 @@ async def _change_behind_the_boards_back(db_url: str, running: str) -> str:
     """While the server is down: finish one task and create another, straight in the store."""
     from store import tasks
     from store.db import Database
+    from store.leases import Lease
 
     db = Database(db_url)
     try:
         async with db.tx() as tx:
             (claimed,) = await tasks.claim_tasks(tx, "q1", "offline-worker", 1, 60)
             assert claimed.task.id == running
-            await tasks.complete(tx, running, claimed.task.attempt, result=None)
+            await tasks.complete(tx, running, Lease(claimed.token), result=None)
             fresh = await tasks.create_task(tx, tasks.NewTask(prompt="Created while offline", agent="helper"))
         return fresh.id
     finally:

@@ -42,21 +42,24 @@ def test_task_lifecycle_over_http(server: LiveServer) -> None:
         tid = out["execution_id"]
         assert out["status"] == "pending" and out["task"]["queue"] == "q1"
         (item,) = claim(c)
-        assert item["task"]["id"] == tid and item["agent"]["name"] == "echo" and item["token"] == 1
+        token = item["token"]
+        assert item["task"]["id"] == tid and item["agent"]["name"] == "echo" and item["task"]["attempt"] == 1
         r = c.post(
             f"/tasks/{tid}/events",
-            json={"token": 1, "events": [{"kind": "log", "data": {"line": "x"}}], "phase": "executing"},
+            json={"token": token, "events": [{"kind": "log", "data": {"line": "x"}}], "phase": "executing"},
         )
         assert r.json() == {"last_seq": 3, "cancel_requested": False}
         assert c.get(f"/tasks/{tid}").json()["phase"] == "executing"
         bad = c.post(
-            f"/tasks/{tid}/events", json={"token": 1, "events": [{"kind": "log"}], "phase": "dreaming"}
+            f"/tasks/{tid}/events", json={"token": token, "events": [{"kind": "log"}], "phase": "dreaming"}
         )
         problem(bad, 422, "validation_error")
         usage = {"prompt_tokens": 3, "completion_tokens": 2, "cost": 0.5}
-        r = c.post(f"/tasks/{tid}/complete", json={"token": 1, "result": {"output": "hello"}, "usage": usage})
+        r = c.post(
+            f"/tasks/{tid}/complete", json={"token": token, "result": {"output": "hello"}, "usage": usage}
+        )
         assert r.status_code == 200 and r.json()["status"] == "completed"
-        problem(c.post(f"/tasks/{tid}/complete", json={"token": 1, "result": None}), 409, "stale_lease")
+        problem(c.post(f"/tasks/{tid}/complete", json={"token": token, "result": None}), 409, "stale_lease")
         ev = c.get(f"/tasks/{tid}/events").json()
         assert [e["seq"] for e in ev["items"]] == [1, 2, 3, 4] and ev["status"] == "completed"
         task = c.get(f"/tasks/{tid}").json()
@@ -122,9 +125,9 @@ def test_bad_input_gets_problem_json_and_changes_nothing(server: LiveServer) -> 
         problem(c.get("/tasks/nope"), 404, "task_not_found")
         problem(c.post(f"/tasks/{tid}/input", json={"answer": "x"}), 409, "not_waiting_for_input")
         problem(c.post(f"/tasks/{tid}/retry"), 409, "invalid_transition")
-        problem(c.post(f"/tasks/{tid}/complete", json={"token": 1, "result": 1}), 409, "stale_lease")
+        problem(c.post(f"/tasks/{tid}/complete", json={"token": "1", "result": 1}), 409, "stale_lease")
         problem(
-            c.post(f"/tasks/{tid}/events", json={"token": 1, "events": [{"kind": "status", "data": {}}]}),
+            c.post(f"/tasks/{tid}/events", json={"token": "1", "events": [{"kind": "status", "data": {}}]}),
             422,
             "reserved_event_kind",
         )
@@ -159,9 +162,10 @@ def test_requires_input_answer_resumes(server: LiveServer) -> None:
         r = c.post(f"/tasks/{tid}/input", json={"answer": "prod"})
         assert r.json()["status"] == "pending"
         (again,) = claim(c, worker="w2")
-        assert again["task"]["inputs"] == {"env": "prod"} and again["token"] == 2
+        assert again["task"]["inputs"] == {"env": "prod"} and again["task"]["attempt"] == 2
+        assert again["token"] != item["token"]
         assert (
-            c.post(f"/tasks/{tid}/complete", json={"token": 2, "result": "ok"}).json()["status"]
+            c.post(f"/tasks/{tid}/complete", json={"token": again["token"], "result": "ok"}).json()["status"]
             == "completed"
         )
 
@@ -187,16 +191,15 @@ def test_artifacts_round_trip(server: LiveServer) -> None:
     with server.client() as c:
         seed(c)
         tid = c.post("/tasks", json={"agent": "echo", "prompt": "p"}).json()["id"]
-        claim(c)
+        (item,) = claim(c)
         r = c.put(
             f"/tasks/{tid}/artifacts/report.txt",
-            params={"token": 1},
             content=b"hello\n",
-            headers={"content-type": "text/plain"},
+            headers={"content-type": "text/plain", "X-Lease-Token": item["token"]},
         )
         assert r.status_code == 201 and r.json()["size"] == 6
         problem(
-            c.put(f"/tasks/{tid}/artifacts/a%5Cb", params={"token": 1}, content=b"x"),
+            c.put(f"/tasks/{tid}/artifacts/a%5Cb", headers={"X-Lease-Token": item["token"]}, content=b"x"),
             422,
             "invalid_artifact_name",
         )

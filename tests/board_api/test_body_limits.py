@@ -97,7 +97,7 @@ async def test_artifacts_are_stored_and_served_in_chunks(server_factory: Any, db
 
 
 def test_artifacts_stored_whole_stay_readable_across_the_migration(server_factory: Any, db_url: str) -> None:
-    """Down to 0004 (bytes back in `artifacts.content`) and up again (into one chunk)."""
+    """Down to 0005 (bytes back in `artifacts.content`) and up again (into one chunk)."""
     srv = server_factory(db_url, lease_seconds=60)
     with srv.client() as c:
         seed(c)
@@ -108,7 +108,7 @@ def test_artifacts_stored_whole_stay_readable_across_the_migration(server_factor
     srv.stop()
     cfg = migrate.alembic_config(db_url)
     try:
-        command.downgrade(cfg, "0004")
+        command.downgrade(cfg, "0005")
         engine = sa.create_engine(sync_url(db_url))
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT content FROM artifacts")).scalar_one() == data

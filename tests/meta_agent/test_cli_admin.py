@@ -95,6 +95,16 @@ def test_keys_create_shows_the_key_once_with_a_warning(standin: StandIn) -> None
     assert revoked.exit_code == 0 and standin.keys == {}
 
 
+def test_keys_create_binds_a_worker_key_to_queues_and_list_shows_them(standin: StandIn) -> None:
+    created = run(standin, "keys", "create", "gpu-1", "--scope", "worker", "--queue", "gpu", "-q", "gpu-b")
+    listed = run(standin, "keys", "list")
+
+    assert created.exit_code == 0, created.output
+    (key,) = standin.keys.values()
+    assert key["queues"] == ["gpu", "gpu-b"]
+    assert re.search(r"gpu-1\s+ma_1234\s+worker\s+gpu, gpu-b", listed.stdout), listed.stdout
+
+
 # --- startup cost --------------------------------------------------------------------------
 
 HEAVY = ("litellm", "sqlalchemy", "sqlmodel", "fastapi", "uvicorn", "store", "worker", "pydantic_settings")

@@ -249,6 +249,7 @@ class StandIn:
                     "name": body["name"],
                     "prefix": "ma_1234",
                     "scopes": body["scopes"],
+                    "queues": body.get("queues", []),
                 }
                 self.keys[key["id"]] = key
                 return 201, {**key, "key": "ma_1234_secret"}

@@ -153,7 +153,9 @@ def test_artifacts_come_back_as_bytes_with_names_escaped():
 async def test_the_worker_protocol_shapes():
     rec = Recorder(
         {
-            ("POST", "/api/v1/worker-queues/default/claim"): {"tasks": [{"task": {"id": "t1"}, "token": 1}]},
+            ("POST", "/api/v1/worker-queues/default/claim"): {
+                "tasks": [{"task": {"id": "t1"}, "token": "tok"}]
+            },
             ("POST", "/api/v1/tasks/t1/complete"): {"id": "t1", "status": "completed"},
             ("POST", "/api/v1/tasks/t1/fail"): {"id": "t1"},
             ("PUT", "/api/v1/tasks/t1/artifacts/out.txt"): httpx.Response(201, json={"name": "out.txt"}),
@@ -164,20 +166,22 @@ async def test_the_worker_protocol_shapes():
         items = await c.worker.claim(
             "default", "w1", max_tasks=4, wait_seconds=30, info={"name": "n", "version": None}
         )
-        assert items == [{"task": {"id": "t1"}, "token": 1}]
+        assert items == [{"task": {"id": "t1"}, "token": "tok"}]
         assert rec.body() == {"name": "n", "worker_id": "w1", "max_tasks": 4, "wait_seconds": 30}
         assert rec.requests[-1].extensions["timeout"]["read"] > 30  # the long poll must not time out first
-        await c.worker.complete("t1", 1, {"ok": True}, events=[])
-        assert rec.body() == {"token": 1, "result": {"ok": True}}  # an empty batch is not sent
-        await c.worker.fail("t1", 1, "timeout", "too slow", events=[{"kind": "log", "data": {}}])
-        assert rec.body() == {"token": 1, "error": {"code": "timeout", "message": "too slow"},
+        await c.worker.complete("t1", "tok", {"ok": True}, events=[])
+        assert rec.body() == {"token": "tok", "result": {"ok": True}}  # an empty batch is not sent
+        await c.worker.fail("t1", "tok", "timeout", "too slow", events=[{"kind": "log", "data": {}}])
+        assert rec.body() == {"token": "tok", "error": {"code": "timeout", "message": "too slow"},
                               "events": [{"kind": "log", "data": {}}]}  # fmt: skip
-        assert await c.worker.put_artifact("t1", 1, "out.txt", b"hi", "text/plain") == {"name": "out.txt"}
+        assert await c.worker.put_artifact("t1", "tok", "out.txt", b"hi", "text/plain") == {"name": "out.txt"}
         put = rec.requests[-1]
-        assert (put.content, put.headers["content-type"], put.url.params["token"]) == (
+        # The token goes in a header: a query string ends up in access logs.
+        assert (put.content, put.headers["content-type"], put.headers["x-lease-token"], put.url.query) == (
             b"hi",
             "text/plain",
-            "1",
+            "tok",
+            b"",
         )
         assert await c.worker.bye("w1") is None
 

@@ -64,5 +64,5 @@ def test_hung_worker_loses_the_task_and_its_late_calls_change_nothing(
         assert after["status"] == "completed" and after["attempt"] == 2 and after["last_seq"] == before
         assert "late" not in lines()
         with httpx.Client(base_url=server.url + "/api/v1") as raw:
-            r = raw.post(f"/tasks/{tid}/complete", json={"token": 1, "result": "late"})
+            r = raw.post(f"/tasks/{tid}/complete", json={"token": "1", "result": "late"})
             assert r.status_code == 409 and r.json()["code"] == "stale_lease"

@@ -12,6 +12,7 @@ from store import errors, tasks
 from store.catalog import create_agent, create_queue
 from store.db import Database
 from store.events import list_after
+from store.leases import Lease
 from store.models import Agent, TaskEvent, TaskStatus, WorkerQueue, utcnow
 from store.statemachine import ALLOWED, transition
 
@@ -47,8 +48,8 @@ async def test_full_lifecycle_and_seq_without_gaps(db: Database) -> None:
     tid = await new_task(db)
     async with db.tx() as tx:
         (claimed,) = await tasks.claim_tasks(tx, "q1", "w1", 5, 30)
-    token = claimed.task.attempt
-    assert token == 1 and claimed.agent is not None and claimed.agent.name == "echo"
+    token = Lease(claimed.token)
+    assert claimed.task.attempt == 1 and claimed.agent is not None and claimed.agent.name == "echo"
     async with db.tx() as tx:
         last, cancel = await tasks.worker_events(
             tx, tid, token, [("log", {"line": "a"}), ("log", {"line": "b"})]
@@ -63,7 +64,9 @@ async def test_full_lifecycle_and_seq_without_gaps(db: Database) -> None:
         (again,) = await tasks.claim_tasks(tx, "q1", "w2", 1, 30)
     assert again.task.attempt == 2 and again.task.inputs == {"env": "dev"}
     async with db.tx() as tx:
-        done = await tasks.complete(tx, tid, 2, result={"ok": True}, events=[("message", {"text": "done"})])
+        done = await tasks.complete(
+            tx, tid, Lease(again.token), result={"ok": True}, events=[("message", {"text": "done"})]
+        )
     assert done.status == "completed" and done.result == {"ok": True} and done.finished_at is not None
     async with db.read() as s:
         events = await list_after(s, tid)
@@ -86,11 +89,15 @@ async def test_stale_token_is_refused_and_changes_nothing(db: Database) -> None:
     tid = await new_task(db)
     async with db.tx() as tx:
         await tasks.claim_tasks(tx, "q1", "w1", 1, 30)
+    # The old fencing token was the attempt number; "1" is what a guesser would try.
+    stale = Lease("1")
     for call in (
-        lambda tx: tasks.complete(tx, tid, 99, result=None),
-        lambda tx: tasks.worker_events(tx, tid, 0, [("log", {})]),
-        lambda tx: tasks.fail(tx, tid, 2, code="x", message="y"),
-        lambda tx: tasks.heartbeat(tx, tid, 5, 30),
+        lambda tx: tasks.complete(tx, tid, stale, result=None),
+        lambda tx: tasks.worker_events(tx, tid, stale, [("log", {})]),
+        lambda tx: tasks.fail(tx, tid, stale, code="x", message="y"),
+        lambda tx: tasks.heartbeat(tx, tid, stale, 30),
+        lambda tx: tasks.save_checkpoint(tx, tid, stale, {"messages": []}),
+        lambda tx: tasks.release(tx, tid, stale),
     ):
         with pytest.raises(errors.StaleLease):
             async with db.tx() as tx:
@@ -123,15 +130,15 @@ async def test_cancel_pending_at_once_and_running_by_request(db: Database) -> No
     async with db.tx() as tx:
         assert (await tasks.cancel(tx, a)).status == "cancelled"
     async with db.tx() as tx:
-        await tasks.claim_tasks(tx, "q1", "w1", 1, 30)
+        (claimed,) = await tasks.claim_tasks(tx, "q1", "w1", 1, 30)
     async with db.tx() as tx:
         t = await tasks.cancel(tx, b)
     assert t.status == "running" and t.cancel_requested
     async with db.tx() as tx:
-        cancel, lost = await tasks.worker_heartbeat(tx, "w1", "q1", 1, [(b, 1)], 30)
+        cancel, lost = await tasks.worker_heartbeat(tx, "w1", "q1", 1, [(b, claimed.token)], 30)
     assert cancel == [b] and lost == []
     async with db.tx() as tx:
-        t = await tasks.fail(tx, b, 1, code="cancelled", message="stopped")
+        t = await tasks.fail(tx, b, Lease(claimed.token), code="cancelled", message="stopped")
     assert t.status == "cancelled"
     with pytest.raises(errors.InvalidTransition):
         async with db.tx() as tx:
@@ -210,7 +217,7 @@ async def test_concurrent_claimers_get_each_task_exactly_once(db_url: str) -> No
                 return
             for c in claimed:
                 async with dbs[i].tx() as tx:
-                    await tasks.complete(tx, c.task.id, c.task.attempt, result=i)
+                    await tasks.complete(tx, c.task.id, Lease(c.token), result=i)
                 mine.append(c.task.id)
 
     await asyncio.wait_for(asyncio.gather(*(claimer(i) for i in range(8))), 120)

@@ -61,7 +61,7 @@ def make_ctx(
             "parameters": spec or {},
             "timeout_seconds": timeout,
         },
-        token=1,
+        token="tok-1",
         workspace=workspace,
         inputs=inputs or {},
         on_event=rec.emit,

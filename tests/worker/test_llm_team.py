@@ -130,11 +130,21 @@ def test_a_worker_key_may_create_and_answer_child_tasks_only(server: LiveServer)
     with server.client(headers={"authorization": f"Bearer {admin}"}) as a:
         setup_team(a)
         worker = a.post("/keys", json={"name": "w", "scopes": ["worker"]}).json()["key"]
-        parent = a.post("/tasks", json={"agent": "lead", "prompt": "p"}).json()["id"]
+        parent = a.post("/tasks", json={"team": "squad", "prompt": "p"}).json()["id"]
     with server.client(headers={"authorization": f"Bearer {worker}"}) as w:
         top = w.post("/tasks", json={"agent": "alpha", "prompt": "p"})
         assert top.status_code == 403 and top.json()["code"] == "insufficient_scope"
-        child = w.post("/tasks", json={"agent": "alpha", "prompt": "p", "parent_id": parent})
+        # A child needs the parent's lease (issue 12 item 3: naming any task used to do).
+        forged = w.post("/tasks", json={"agent": "alpha", "prompt": "p", "parent_id": parent})
+        assert forged.status_code == 403 and forged.json()["code"] == "insufficient_scope"
+        (held,) = w.post("/worker-queues/q1/claim", json={"worker_id": "w", "wait_seconds": 0}).json()[
+            "tasks"
+        ]
+        child = w.post(
+            "/tasks",
+            json={"agent": "alpha", "prompt": "p", "parent_id": parent},
+            headers={"X-Lease-Token": held["token"]},
+        )
         assert child.status_code == 201 and child.json()["parent_id"] == parent
         refused = w.post(f"/tasks/{parent}/input", json={"answer": "x"})
         assert refused.status_code == 403

@@ -13,7 +13,9 @@ from worker.runtime import InputRequested, Outcome, TaskContext, TaskFailed, get
 
 
 def ctx_for(tmp_path: Path, **task: object) -> TaskContext:
-    return TaskContext(task={"id": "t1", **task}, agent={"runtime": "noop"}, token=1, workspace=tmp_path)
+    return TaskContext(
+        task={"id": "t1", **task}, agent={"runtime": "noop"}, token="tok-1", workspace=tmp_path
+    )
 
 
 async def test_noop_echoes_the_prompt(tmp_path):

@@ -47,7 +47,7 @@ class FakePlane:
         item = {
             "task": task,
             "agent": {"name": "a", "runtime": runtime, **agent},
-            "token": 1,
+            "token": "tok-1",  # the claim's lease token (a string)
             "lease_seconds": 30,
         }
         self.queue.put_nowait(item)
@@ -205,7 +205,7 @@ async def test_a_short_task_is_one_call_after_the_claim(tmp_path, probe):
         assert action == "complete" and body["result"] == {"ok": True} and body["usage"] == {"tokens": 3}
         assert [e["data"]["line"] for e in body["events"]] == ["line 0", "line 1", "line 2"]
         assert plane.task_calls("t1") == ["complete"]
-        assert await plane.report("t2") == ("complete", {"token": 1, "result": {"output": "echo me"}})
+        assert await plane.report("t2") == ("complete", {"token": "tok-1", "result": {"output": "echo me"}})
         assert plane.task_calls("t2") == ["complete"]
     assert plane.bye.is_set()
     assert not (tmp_path / "ws" / "t1").exists()  # finished tasks leave no workspace behind
@@ -325,7 +325,7 @@ async def test_stop_lets_a_task_finish_within_the_grace(tmp_path, probe):
         await probe.wait(probe.started, "t1")
         stop.set()
         probe.gate.set()
-        assert await plane.report("t1") == ("complete", {"token": 1, "result": "gate opened"})
+        assert await plane.report("t1") == ("complete", {"token": "tok-1", "result": "gate opened"})
 
 
 async def test_a_missing_parameter_parks_the_task_with_its_question(tmp_path, probe):
@@ -336,7 +336,7 @@ async def test_a_missing_parameter_parks_the_task_with_its_question(tmp_path, pr
     async with worker_for(plane, tmp_path, concurrency=2):
         action, body = await plane.report("t1")
         assert action == "request-input"
-        assert body == {"token": 1, "question": "Value for parameter host? (which host)", "key": "host"}
+        assert body == {"token": "tok-1", "question": "Value for parameter host? (which host)", "key": "host"}
         action, body = await plane.report("t2")
         assert action == "fail" and body["error"]["code"] == "unknown_runtime"
 

@@ -63,7 +63,9 @@ class Delegate:
         if env.ctx.client is None:
             raise ToolError("delegation needs a worker connected to the control plane")
         try:
-            child = await env.ctx.client.executions.create(agent=agent, prompt=prompt, parent_id=env.ctx.id)
+            child = await env.ctx.client.executions.create(
+                agent=agent, prompt=prompt, parent_id=env.ctx.id, lease_token=env.ctx.token
+            )
         except ApiError as exc:
             raise ToolError(f"could not create a task for {agent}: {exc.detail}") from exc
         env.state.update(child=child["id"], agent=agent, after=0)
@@ -94,7 +96,7 @@ class Delegate:
         if answer is not None and env.state.get("answered") != key:
             env.state["answered"] = key
             try:
-                await env.ctx.client.executions.respond(child["id"], str(answer))
+                await env.ctx.client.executions.respond(child["id"], str(answer), lease_token=env.ctx.token)
             except ApiError as exc:  # answered elsewhere meanwhile (on the child itself): fine
                 if exc.status != 409:
                     raise ToolError(

@@ -1,7 +1,7 @@
 """artifact_chunks: artifacts' bytes in pieces, written as an upload arrives
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-03 10:00:00.000000
 
 An artifact's bytes move from `artifacts.content` (one value, read and written whole) to
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

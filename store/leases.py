@@ -1,0 +1,80 @@
+"""Lease tokens: what fences a worker's calls on the task it claimed.
+
+A claim issues a random token (`secrets.token_urlsafe`), returns it once in the claim answer
+and keeps only its SHA-256 in `tasks.lease_token_hash`; leaving `running` clears it. Every
+worker call puts `lease_token_hash = sha256(token)` (and, for a key bound to queues,
+`queue IN (...)`) into the WHERE of the statement that writes, so a call with another
+worker's or an old token changes nothing. Comparing hashes in SQL needs no constant-time
+care: the token has 256 bits, and its hash tells nothing about it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from store import errors
+from store.db import Tx
+from store.models import Task, TaskStatus
+
+__all__ = ["Lease", "hash_token", "new_token", "refusal"]
+
+_tasks = Task.__table__  # type: ignore[attr-defined]
+
+
+def new_token() -> tuple[str, str]:
+    """A fresh token and the hash to store."""
+    token = secrets.token_urlsafe(32)
+    return token, hash_token(token)
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker's credentials on one task call: the claim's token, and the queues its key
+    is bound to (empty: any queue)."""
+
+    token: str
+    queues: Collection[str] = field(default_factory=frozenset)
+
+    @property
+    def hash(self) -> str:
+        return hash_token(self.token)
+
+    def where(self, table: Any = _tasks) -> list[Any]:
+        """The conditions that fence a write on `table` (tasks, or an alias of it)."""
+        conds = [table.c.lease_token_hash == self.hash, table.c.status == TaskStatus.running.value]
+        if self.queues:
+            conds.append(table.c.queue.in_(sorted(self.queues)))
+        return conds
+
+
+async def refusal(tx: Tx, task_id: str, lease: Lease) -> errors.MetaAgentError:
+    """Why a fenced write matched no row, without telling the caller the current token."""
+    row = (
+        await tx.execute(
+            sa.select(_tasks.c.status, _tasks.c.attempt, _tasks.c.queue).where(_tasks.c.id == task_id)
+        )
+    ).first()
+    if row is None:
+        return errors.NotFound(f"task {task_id} not found", code="task_not_found")
+    if lease.queues and row.queue not in lease.queues:
+        return queue_refused(row.queue)
+    return errors.StaleLease(
+        f"the lease token is not the current lease of task {task_id} "
+        f"(status {row.status}, attempt {row.attempt})",
+        status_now=row.status,
+        attempt=row.attempt,
+    )
+
+
+def queue_refused(queue: str) -> errors.Forbidden:
+    return errors.Forbidden(f"this key is not bound to queue {queue!r}", code="queue_not_allowed")
