@@ -78,20 +78,20 @@ async def test_artifacts_are_stored_and_served_in_chunks(server_factory: Any, db
     with server.client() as c:
         seed(c)
         tid = c.post("/tasks", json={"agent": "echo", "prompt": "p"}).json()["id"]
-        claim(c)
+        lease = {"X-Lease-Token": claim(c)[0]["token"]}
         url = f"/tasks/{tid}/artifacts/out/data.bin"
-        r = c.put(url, params={"token": 1}, content=iter([data[:1000], data[1000:]]))
+        r = c.put(url, headers=lease, content=iter([data[:1000], data[1000:]]))
         assert r.status_code == 201, r.text
         assert r.json()["size"] == len(data) and r.json()["sha256"] == hashlib.sha256(data).hexdigest()
         assert await _chunk_rows(db) == 3
         got = c.get(url)
         assert got.content == data and got.headers["content-length"] == str(len(data))
         # Replaced: the old chunks go; a stale lease's upload leaves nothing behind.
-        assert c.put(url, params={"token": 1}, content=b"small").status_code == 201
-        problem(c.put(url, params={"token": 7}, content=data), 409, "stale_lease")
+        assert c.put(url, headers=lease, content=b"small").status_code == 201
+        problem(c.put(url, headers={"X-Lease-Token": "forged"}, content=data), 409, "stale_lease")
         assert await _chunk_rows(db) == 1
         assert c.get(url).content == b"small"
-        r = c.put(f"/tasks/{tid}/artifacts/empty", params={"token": 1}, content=b"")
+        r = c.put(f"/tasks/{tid}/artifacts/empty", headers=lease, content=b"")
         assert r.status_code == 201, r.text
         assert c.get(f"/tasks/{tid}/artifacts/empty").content == b""
 
@@ -102,9 +102,9 @@ def test_artifacts_stored_whole_stay_readable_across_the_migration(server_factor
     with srv.client() as c:
         seed(c)
         tid = c.post("/tasks", json={"agent": "echo", "prompt": "p"}).json()["id"]
-        claim(c)
+        lease = {"X-Lease-Token": claim(c)[0]["token"]}
         data = b"0123456789" * (CHUNK // 4)
-        assert c.put(f"/tasks/{tid}/artifacts/a.txt", params={"token": 1}, content=data).status_code == 201
+        assert c.put(f"/tasks/{tid}/artifacts/a.txt", headers=lease, content=data).status_code == 201
     srv.stop()
     cfg = migrate.alembic_config(db_url)
     try:
@@ -129,8 +129,8 @@ async def test_chunks_of_uploads_that_never_finished_are_swept(
     with server_factory(db_url, lease_seconds=60).client() as c:
         seed(c)
         tid = c.post("/tasks", json={"agent": "echo", "prompt": "p"}).json()["id"]
-        claim(c)
-        assert c.put(f"/tasks/{tid}/artifacts/kept", params={"token": 1}, content=b"kept").status_code == 201
+        lease = {"X-Lease-Token": claim(c)[0]["token"]}
+        assert c.put(f"/tasks/{tid}/artifacts/kept", headers=lease, content=b"kept").status_code == 201
     async with db.read() as s:
         kept = set((await s.execute(sa.text("SELECT artifact_id FROM artifact_chunks"))).scalars())
     two_days_ago = int((time.time() - 2 * 86400) * 1000)

@@ -41,7 +41,7 @@ class Plane:
     admin: str
     worker: str
     task_id: str
-    token: int
+    token: str
 
 
 async def _make_keys(url: str) -> tuple[str, str]:
@@ -152,8 +152,8 @@ def _route(plane: Plane, route: str) -> tuple[str, str, dict[str, str], str]:
         "events": ("POST", f"{api}/tasks/{plane.task_id}/events", json_, plane.worker),
         "artifact": (
             "PUT",
-            f"{api}/tasks/{plane.task_id}/artifacts/big.bin?token={plane.token}",
-            {"Content-Type": "application/octet-stream"},
+            f"{api}/tasks/{plane.task_id}/artifacts/big.bin",
+            {"Content-Type": "application/octet-stream", "X-Lease-Token": plane.token},
             plane.worker,
         ),
         "chat": ("POST", api + "/chat", json_, plane.admin),
@@ -194,7 +194,7 @@ def test_a_large_artifact_streams_in_and_out_in_bounded_memory(plane: Plane) -> 
     url = f"{plane.url}/api/v1/tasks/{plane.task_id}/artifacts/data/big.bin"
 
     def upload() -> httpx.Response:
-        return httpx.put(url, params={"token": plane.token}, content=iter(body), headers=auth, timeout=60)
+        return httpx.put(url, content=iter(body), headers={**auth, "X-Lease-Token": plane.token}, timeout=60)
 
     resp, growth = measured(plane.pid, upload)
     assert resp.status_code == 201, resp.text
