@@ -32,7 +32,8 @@ class ErrorOut(BaseModel):
 class PendingInput(BaseModel):
     question: str
     choices: list[str] = []
-    key: str = "answer"
+    key: str = "answer"  # issued by the server for this question; send it back with the answer
+    ref: str | None = None  # the worker's own name for the question (a parameter, a tool call)
 
 
 class TaskOut(BaseModel):
@@ -114,6 +115,9 @@ class ExecuteOut(BaseModel):
 
 class InputBody(Strict):
     answer: str
+    # The `pending_input.key` of the question being answered: an answer to an older question
+    # (a stale button, a second tab) is refused instead of landing on a later one.
+    key: str | None = Field(default=None, max_length=64)
 
 
 class RetryBody(Strict):

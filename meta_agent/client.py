@@ -391,13 +391,14 @@ class Executions(_Resource):
         """A new task with the same work, linked by `retry_of`; `source` is the client's."""
         return self._send("POST", f"{API}/tasks/{_seg(id)}/retry", json={"source": self._source})
 
-    def respond(self, id: str, answer: str, lease_token: str | None = None) -> Any:
-        """Answer the task's pending question; it goes back to pending. A worker passing an
-        answer on to its delegated task gives its lease token on the parent."""
+    def respond(self, id: str, answer: str, lease_token: str | None = None, key: str | None = None) -> Any:
+        """Answer the task's pending question; it goes back to pending. With `key` (its
+        `pending_input.key`) an answer meant for an earlier question is refused (409). A
+        worker passing an answer on to its delegated task gives its lease token on the parent."""
         return self._send(
             "POST",
             f"{API}/tasks/{_seg(id)}/input",
-            json={"answer": answer},
+            json={"answer": answer} if key is None else {"answer": answer, "key": key},
             headers=_lease_header(lease_token),
         )
 

@@ -7,7 +7,9 @@ caller's `Database.tx()`. Status changes go through `store.statemachine`.
 from __future__ import annotations
 
 import base64
+import hmac
 import json
+import secrets
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -367,8 +369,12 @@ async def respond(
     by: str | None = None,
     max_chars: int = 100_000,
     parent_lease: Lease | None = None,
+    key: str | None = None,
 ) -> Task:
     """Answer a Requires Input task; it goes back to pending for any worker to resume.
+
+    `key`, when given, must be the pending question's (issued by `request_input`): an answer
+    meant for an earlier question is refused rather than taken as this one's.
 
     With `parent_lease` the caller is a worker passing on its own answer to a child it
     delegated: it must hold the lease of the child's parent."""
@@ -386,15 +392,23 @@ async def respond(
             f"task {task_id} is {task.status}, not waiting for input", code="not_waiting_for_input"
         )
     pending = task.pending_input or {}
-    key = str(pending.get("key") or "answer")
-    inputs = {**(task.inputs or {}), key: answer}
+    issued = str(pending.get("key") or "answer")
+    if key is not None and not hmac.compare_digest(key.encode(), issued.encode()):
+        raise errors.Conflict(
+            "that answer is for an earlier question; the task now asks something else "
+            "(see its pending_input)",
+            code="stale_question",
+        )
+    # The worker finds the answer under its own name for the question (`ref`).
+    ref = str(pending.get("ref") or issued)
+    inputs = {**(task.inputs or {}), ref: answer}
     return await transition(
         tx,
         task_id,
         S.pending,
         expect=frozenset({S.requires_input}),
         values={"inputs": inputs, "pending_input": None},
-        extra_events=[("input_received", {"key": key, "answer": answer, "by": by})],
+        extra_events=[("input_received", {"key": issued, "ref": ref, "answer": answer, "by": by})],
     )
 
 
@@ -537,7 +551,14 @@ async def request_input(
     """Park the task in Requires Input and release its worker."""
     if not question.strip():
         raise errors.Invalid("question must not be empty", code="validation_error")
-    pending = {"question": redact(question), "choices": redact_data(choices or []), "key": key or "answer"}
+    # `key` is issued here, new for every question: the worker's own name for it (`ref`, a
+    # model's tool-call id that providers reuse every turn) cannot tell two questions apart.
+    pending = {
+        "question": redact(question),
+        "choices": redact_data(choices or []),
+        "key": f"q_{secrets.token_hex(8)}",
+        "ref": key or "answer",
+    }
     values: dict[str, Any] = {"pending_input": pending}
     if checkpoint is not None:
         values["checkpoint"] = redact_data(checkpoint)

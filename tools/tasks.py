@@ -191,7 +191,8 @@ def register(mcp: MCPServer, backend: Backend) -> None:
                         "Ask the user to pick one of them."
                     )
                 answer = match
-            task = await c.executions.respond(task_id, answer)
+            key = pending.get("key") if task["status"] == "requires_input" else None
+            task = await c.executions.respond(task_id, answer, key=key)
         return TaskInfo.of(task, backend.board_link(task["id"]))
 
     @mcp.tool(title="Retry a task", annotations=WRITES)

@@ -172,7 +172,9 @@ async def answer_task(
     """Answer the question of a Requires Input task; it resumes on a worker."""
     parent_lease = _parent_lease(p, lease_token)
     async with db.tx() as tx:
-        task = await tasks.respond(tx, task_id, body.answer, by=p.name, parent_lease=parent_lease)
+        task = await tasks.respond(
+            tx, task_id, body.answer, by=p.name, parent_lease=parent_lease, key=body.key
+        )
     return task_out(task)
 
 

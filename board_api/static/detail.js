@@ -358,7 +358,9 @@ export class Detail {
   }
 
   async #answer(answer) {
-    await this.#act(() => api(`/tasks/${this.task.id}/input`, { method: "POST", body: { answer } }));
+    // The question's key goes along: an answer to a question that has since changed is refused.
+    const key = this.task.pending_input?.key;
+    await this.#act(() => api(`/tasks/${this.task.id}/input`, { method: "POST", body: { answer, key } }));
     announce("Answer sent; the task resumes");
   }
 

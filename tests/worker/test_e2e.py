@@ -100,7 +100,7 @@ def test_missing_parameter_asks_then_answer_completes(
         procs.append(start_worker(server.url, tmp_path / "ws"))
         tid = c.post("/tasks", json={"agent": "greet", "prompt": "say hi"}).json()["id"]
         task = wait_for(lambda: status_is(c, tid, "requires_input"), 30, "the question")
-        assert task["pending_input"]["key"] == "who" and "whom to greet" in task["pending_input"]["question"]
+        assert task["pending_input"]["ref"] == "who" and "whom to greet" in task["pending_input"]["question"]
         assert c.post(f"/tasks/{tid}/input", json={"answer": "Ada; rm -rf / $(id)"}).status_code == 200
         task = wait_for(lambda: status_is(c, tid, "completed", "failed"), 30, "completion")
         assert task["status"] == "completed", task

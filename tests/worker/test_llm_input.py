@@ -35,7 +35,9 @@ def test_ask_user_parks_the_task_frees_the_slot_and_resumes_on_another_worker_pr
         with worker_thread(server.url, llm, tmp_path / "wa", concurrency=1) as first:
             tid = new_task(c, prompt="deploy the app")
             task = wait_status(c, tid, "requires_input")
-            assert task["pending_input"] == {**question, "key": "call_ask"}
+            pending = task["pending_input"]
+            assert pending == {**question, "ref": "call_ask", "key": pending["key"]}
+            assert pending["key"].startswith("q_")  # issued by the server, not the model's call id
             assert task["worker_id"] is None
             # The worker holds no slot for it: another task runs on the same 1-slot worker.
             llm.script(text("helper done"))

@@ -72,7 +72,7 @@ def test_approval_required_tool_runs_after_approve_and_is_skipped_after_deny(
             tid = new_task(c, prompt=f"case {answer}")
             task = wait_status(c, tid, "requires_input")
             pending = task["pending_input"]
-            assert pending["choices"] == ["approve", "deny"] and pending["key"] == f"call_{answer}"
+            assert pending["choices"] == ["approve", "deny"] and pending["ref"] == f"call_{answer}"
             assert command in pending["question"] and "bash" in pending["question"]
             assert not marker.exists() or answer == "deny"  # nothing ran before the answer
             llm.script(text(f"finished after {answer}"))
@@ -116,3 +116,35 @@ def test_policy_rules_and_budgets() -> None:
     with pytest.raises(TaskFailed) as bad:
         Policy.of({"policy": {"deny_commands": ["("]}})
     assert bad.value.code == "invalid_policy"
+
+
+def test_an_old_approval_never_approves_a_later_call_with_the_same_id(
+    server: LiveServer, llm: FakeLLM, tmp_path: Path
+) -> None:
+    """Providers reuse call ids (`call_0` every turn): answers are keyed by the question the
+    server issued, and only the parked call reads its answer."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    with server.client() as c:
+        llm_agent(c, tools=["bash"], policy={"require_approval": ["bash"]})
+    with server.client() as c, worker_thread(server.url, llm, tmp_path / "ws"):
+        llm.script(
+            tool_call("bash", {"command": f"touch {first}"}, "call_0"),
+            tool_call("bash", {"command": f"touch {second}"}, "call_0"),
+            text("done"),
+        )
+        tid = new_task(c, prompt="two risky calls")
+        asked = wait_status(c, tid, "requires_input")["pending_input"]
+        assert asked["key"] != "call_0" and asked["ref"] == "call_0"  # issued by the server
+        assert (
+            c.post(f"/tasks/{tid}/input", json={"answer": "approve", "key": asked["key"]}).status_code == 200
+        )
+
+        again = wait_status(c, tid, "requires_input")["pending_input"]
+        assert first.exists() and not second.exists()  # the second call waits for its own answer
+        assert again["key"] != asked["key"] and str(second) in again["question"]
+        stale = c.post(f"/tasks/{tid}/input", json={"answer": "approve", "key": asked["key"]})
+        assert stale.status_code == 409 and stale.json()["code"] == "stale_question"
+        assert c.get(f"/tasks/{tid}").json()["status"] == "requires_input"  # nothing changed
+        assert c.post(f"/tasks/{tid}/input", json={"answer": "deny", "key": again["key"]}).status_code == 200
+        assert wait_status(c, tid, "completed", "failed")["status"] == "completed"
+        assert not second.exists()

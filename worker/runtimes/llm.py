@@ -304,7 +304,10 @@ class _Loop:
             msg = f"error: there is no tool {name!r}; available: {', '.join(self.tools) or 'none'}"
             self.completed(call, "failed", msg, self.started(call, args))
             return msg
-        answer = self.ctx.inputs.get(cid)
+        # Only a call parked on a question reads an answer: providers reuse call ids
+        # (`call_0` every turn), so a fresh call finding an old answer under its id must
+        # not take it as its own (an old "approve" approving a later command).
+        answer = self.ctx.inputs.get(cid) if call.get("state") in ("asking", "approval") else None
         if name == "ask_user":
             if answer is None:
                 try:
