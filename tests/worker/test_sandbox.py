@@ -19,6 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.worker.helpers import make_ctx
+from worker import sandbox
+from worker.runtime import TaskFailed
+from worker.runtimes.command import CommandRuntime
+
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = r"""
 echo "== env"; env
@@ -116,3 +121,31 @@ def test_a_worker_that_is_not_root_keeps_its_key_too(nobody_dir: Path) -> None:
     if python is None:
         pytest.skip("no Python interpreter on this machine that the user nobody may run")
     run_worker(python, nobody_dir, as_nobody=True)
+
+
+async def test_no_sandbox_means_no_tool_process_unless_switched_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    marker = tmp_path / "ran"
+    # A sandbox that cannot be had: as root, a sandbox user that does not exist; otherwise
+    # a platform without namespaces.
+    broken = sandbox.Sandbox(user="no-such-user-here")
+    if os.geteuid() != 0:
+        monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setattr(sandbox, "_current", broken)
+    ctx, _ = make_ctx(tmp_path / "ws", ["touch", str(marker)])
+    with pytest.raises(TaskFailed) as failed:
+        await CommandRuntime().run(ctx)
+    assert failed.value.code == "sandbox_unavailable" and "META_AGENT_SANDBOX=off" in failed.value.message
+    assert not marker.exists()
+
+    monkeypatch.setattr(sandbox, "_current", sandbox.Sandbox("off"))
+    ctx, _ = make_ctx(tmp_path / "ws", ["touch", str(marker)])
+    await CommandRuntime().run(ctx)
+    assert marker.exists()  # with the worker's own rights, as the operator asked
+
+
+def test_the_sandbox_mode_is_checked() -> None:
+    with pytest.raises(ValueError, match="META_AGENT_SANDBOX"):
+        sandbox.Sandbox("maybe")
