@@ -42,7 +42,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Sandbox", "SandboxUnavailable", "configure", "current"]
+__all__ = ["Sandbox", "SandboxUnavailable", "configure", "current", "not_dumpable"]
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +145,26 @@ class Sandbox:
 _current = Sandbox()
 
 
+def not_dumpable() -> None:
+    """Close this process's /proc/PID/{environ,mem,...} to processes of the same user (they
+    belong to root then): the embedded worker shares the server's process and settings."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+    except (OSError, AttributeError):
+        log.debug("could not mark the process non-dumpable")
+
+
 def configure(sandbox: Sandbox) -> Sandbox:
     """Make `sandbox` the one every tool process of this worker uses; it is probed now, so a
-    worker that cannot sandbox says so at start, not at its first task."""
+    worker that cannot sandbox says so at start, not at its first task. Entry points that run
+    a worker (`serve`, `worker start`, `exec --local`) call it."""
     global _current
     _current = sandbox
+    not_dumpable()
     if sandbox.mode == "off":
         log.warning(
             "META_AGENT_SANDBOX=off: agents' processes run as this worker's user and can read "

@@ -149,3 +149,12 @@ async def test_no_sandbox_means_no_tool_process_unless_switched_off(
 def test_the_sandbox_mode_is_checked() -> None:
     with pytest.raises(ValueError, match="META_AGENT_SANDBOX"):
         sandbox.Sandbox("maybe")
+
+
+def test_a_process_running_a_worker_is_not_dumpable() -> None:
+    code = (
+        "import ctypes; from worker.sandbox import Sandbox, configure; configure(Sandbox('off')); "
+        "print(ctypes.CDLL(None).prctl(3, 0, 0, 0, 0))"  # PR_GET_DUMPABLE
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "0", done.stderr
