@@ -76,8 +76,8 @@ def test_a_value_inside_a_larger_element_is_refused_whatever_the_program(templat
     assert "$PARAM_HOST" in err.value.message or "$TASK_PROMPT" in err.value.message
 
 
-async def test_a_hostile_value_reaches_every_shell_form_only_as_data(tmp_path):
-    marker = tmp_path / "pwned"
+async def test_a_hostile_value_reaches_every_shell_form_only_as_data(tmp_path, shared_tmp):
+    marker = shared_tmp / "pwned"  # where the sandboxed command could write, were it injected
     value = f"x; touch {marker}; $(touch {marker}) `touch {marker}`"
     forms = [
         ["bash", "-o", "pipefail", "-c", 'printf "%s" "$PARAM_HOST"'],
