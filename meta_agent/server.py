@@ -121,6 +121,9 @@ async def serve(settings: Settings) -> None:
     from meta_agent.client import AsyncControlPlaneClient
     from worker.main import Worker
     from worker.runtimes.llm import LlmRuntime  # cheap: litellm loads on the first llm task
+    from worker.sandbox import Sandbox, configure
+
+    configure(Sandbox(settings.sandbox, settings.sandbox_user))
 
     print(
         f"  embedded worker on queue {settings.embedded_worker_queue!r} (x{settings.embedded_worker_concurrency})",

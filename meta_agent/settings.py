@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     embedded_worker_queue: str = "default"
     embedded_worker_concurrency: int = 4
     workspace_root: str = Field(".meta-agent/workspaces", description="where workers put task workspaces")
+    sandbox: Literal["auto", "off"] = Field(
+        "auto",
+        description="`off` runs agents' processes unsandboxed, with the worker's rights (worker.sandbox)",
+    )
+    sandbox_user: str = Field(
+        "nobody", description="the user agents' processes run as when the worker is root"
+    )
     examples: str | None = Field(None, description="YAML file of agents/queues to load at start")
 
     mcp_state_keys: list[str] = Field(

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
+from meta_agent.argv import embedded
 from store import errors
 from store.db import Tx
 from store.models import Agent, Task, TaskStatus, Team, Worker, WorkerQueue, utcnow
@@ -54,6 +55,11 @@ def _check_agent(agent: Agent) -> None:
         raise errors.Invalid(f"runtime must be one of {', '.join(RUNTIMES)}", code="invalid_runtime")
     if agent.runtime == "command" and not agent.command:
         raise errors.Invalid("a command agent needs a non-empty `command`", code="missing_command")
+    if agent.command:
+        # Refused when saved, not when a task runs: see meta_agent.argv.
+        unsafe = embedded([str(a) for a in agent.command], [*(agent.parameters or {}), "prompt"])
+        if unsafe:
+            raise errors.Invalid(unsafe, code="unsafe_command")
     if agent.timeout_seconds <= 0:
         raise errors.Invalid("timeout_seconds must be positive", code="validation_error")
 

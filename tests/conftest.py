@@ -172,3 +172,16 @@ def llm() -> Iterator[ChatLLM]:
     its own `llm` (the plain scripted FakeLLM)."""
     with ChatLLM() as fake:
         yield fake
+
+
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A temporary directory agents' processes can use too: they run sandboxed as another
+    user (worker/sandbox.py), to whom the test's own tmp_path (0700, root's) is closed."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="meta-agent-shared-"))
+    path.chmod(0o777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,9 +1,9 @@
-"""Subprocesses in their own process group, with a filtered environment.
+"""Subprocesses in their own process group and sandbox, with an allow-listed environment.
 
 Shared by the `command` runtime and the `bash` tool of `llm` agents. A process runs in a new
-session (so its pid is its group id); a timeout or a cancel kills the whole group: SIGTERM,
-then SIGKILL after a grace period. The environment passed on is an allow-list of the
-worker's variables, so the worker's own secrets (its API key) never reach a child.
+session (so its pid is its group id) inside the worker's sandbox (worker.sandbox); a timeout
+or a cancel kills the whole group: SIGTERM, then SIGKILL after a grace period. The
+environment passed on is built from an allow-list, never the worker's own.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from worker.sandbox import current
 
 __all__ = ["ENV_PASSTHROUGH", "GroupRun", "base_environment", "run_in_group", "signal_group"]
 
@@ -75,13 +77,14 @@ async def run_in_group(
     """Run `argv` in a new process group until it exits, `timeout` passes or `cancelled` is set.
 
     `pump(reader, "stdout" | "stderr")` consumes each pipe. Whatever the command left
-    running in its group is killed too, or it would hold the pipes open. Raises
-    FileNotFoundError / OSError / ValueError when the process cannot start.
+    running in its group is killed too, or it would hold the pipes open. It runs in the
+    worker's sandbox (worker.sandbox). Raises FileNotFoundError / OSError / ValueError when
+    the process cannot start, SandboxUnavailable when no sandbox can be had.
     """
     loop = asyncio.get_running_loop()
     transport, proto = await loop.subprocess_exec(
         lambda: _Protocol(loop),
-        *argv,
+        *current().wrap(argv, cwd, env),
         cwd=cwd,
         env=dict(env),
         stdin=asyncio.subprocess.DEVNULL,

@@ -13,6 +13,7 @@ queue are cancelled, the worker stops, and the queue is deleted.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
 import threading
@@ -83,7 +84,9 @@ class LocalWorker:
 
     async def _serve(self) -> None:
         from worker.main import run_worker
+        from worker.sandbox import Sandbox, configure
 
+        configure(Sandbox.from_env(os.environ))
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self._started.set()

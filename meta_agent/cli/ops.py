@@ -100,6 +100,20 @@ def start_worker(
             show_default=False,
         ),
     ] = None,
+    sandbox: Annotated[
+        str,
+        typer.Option(
+            envvar="META_AGENT_SANDBOX",
+            help="`auto`: agents' processes run sandboxed, or not at all where no sandbox can be had; "
+            "`off`: they run with this worker's own rights.",
+        ),
+    ] = "auto",
+    sandbox_user: Annotated[
+        str,
+        typer.Option(
+            envvar="META_AGENT_SANDBOX_USER", help="When run as root: the user agents' processes run as."
+        ),
+    ] = "nobody",
 ) -> None:
     """Claim executions from a queue and run them.
 
@@ -109,6 +123,7 @@ def start_worker(
     import logging
 
     from worker.main import run_worker
+    from worker.sandbox import Sandbox, configure
 
     # The worker reports claims, failures and shutdown through logging; show them.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -116,6 +131,10 @@ def start_worker(
     root = state(ctx)
     if workdir is not None and not Path(workdir).is_dir():
         raise typer.BadParameter(f"{workdir} is not a directory", param_hint="'--workdir'")
+    try:
+        configure(Sandbox(sandbox, sandbox_user))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--sandbox'") from None
     try:
         asyncio.run(
             run_worker(

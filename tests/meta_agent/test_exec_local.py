@@ -5,7 +5,6 @@ over the control plane's MCP endpoint (`--mcp`): a live control plane, the real 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 from pathlib import Path
@@ -20,6 +19,7 @@ from meta_agent.cli.meta import user_name
 from tests.fakes.llm_server import ChatLLM, text, tool_call
 from tests.meta_agent.test_agent_chat import last_task
 from tests.support import LiveServer, spawn, wait_for
+from tests.worker.helpers import gone
 
 # Reads a file it was given in its working directory, writes one there.
 WRITER = {
@@ -267,17 +267,11 @@ SLEEPER = {
     "command": [
         "python3",
         "-c",
-        "import os, pathlib, time; pathlib.Path('started').write_text(str(os.getpid())); time.sleep(600)",
+        # Its pid as its own PID namespace numbers it (it runs sandboxed), and that namespace.
+        "import os, pathlib, time; pid = f\"{os.getpid()} {os.readlink('/proc/self/ns/pid')}\"; "
+        "pathlib.Path('started').write_text(pid); time.sleep(600)",
     ],
 }
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_ctrl_c_cancels_the_local_execution_kills_its_command_and_deletes_the_queue(
@@ -294,12 +288,12 @@ def test_ctrl_c_cancels_the_local_execution_kills_its_command_and_deletes_the_qu
     procs.append(cli_proc)
     started = workdir / "started"
     wait_for(lambda: started.exists() and started.read_text(), 30, "the command to start in DIR")
-    command_pid = int(started.read_text())
+    inner, ns = started.read_text().split()
 
     cli_proc.send_signal(signal.SIGINT)
 
     assert cli_proc.wait(30) == 130, log.read_text()
-    assert not _alive(command_pid)
+    assert gone(ns, int(inner))
     task = only_task(plane.url)
     assert task["status"] == "cancelled" and task["queue"].startswith("local-")
     assert queue_names(plane.url) == ["remote"]

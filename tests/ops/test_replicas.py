@@ -196,13 +196,14 @@ async def test_mcp_stream_task_on_one_replica_follows_a_worker_on_the_other(
     replicas: list,  # type: ignore[type-arg]
     mode: str,
     tmp_path: Path,
+    shared_tmp: Path,
 ) -> None:
     """A worker runs the task through replica A; an MCP client of replica B sees each event as
     a progress notification, in order, pushed by NOTIFY (each step is released only once the
     client has seen the one before, and arrives well inside B's 5 s safety re-check)."""
     (a, _), (b, _) = replicas
     seed_mcp(b)
-    gates = [tmp_path / f"gate{i}" for i in range(1, 4)]
+    gates = [shared_tmp / f"gate{i}" for i in range(1, 4)]  # the sandboxed task must see them
     progress = Stamped({f"step{i}": gate for i, gate in enumerate(gates)})
     async with (
         running_worker(a, tmp_path / "ws"),

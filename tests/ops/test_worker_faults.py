@@ -14,9 +14,9 @@ from tests.support import LiveServer, spawn, wait_for
 
 
 def test_hung_worker_loses_the_task_and_its_late_calls_change_nothing(
-    server: LiveServer, tmp_path: Path, procs: list
+    server: LiveServer, tmp_path: Path, shared_tmp: Path, procs: list
 ) -> None:  # type: ignore[type-arg]
-    gate, mark = tmp_path / "gate", tmp_path / "first"
+    gate, mark = shared_tmp / "gate", shared_tmp / "first"
     # Attempt 1 waits for the gate (opened while its worker is frozen), then reports;
     # attempt 2 finishes at once.
     script = (

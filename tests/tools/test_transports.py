@@ -117,9 +117,9 @@ async def test_flow_on_both_databases(plane: LiveServer, connect: Connect, tmp_p
 
 
 async def test_stream_returns_at_the_timeout_with_the_seq_to_go_on_from(
-    plane: LiveServer, connect: Connect, tmp_path: Path
+    plane: LiveServer, connect: Connect, tmp_path: Path, shared_tmp: Path
 ) -> None:
-    gate = tmp_path / "gate"
+    gate = shared_tmp / "gate"
     script = f'echo started; while [ ! -e "{gate}" ]; do sleep 0.05; done; echo after'
     async with running_worker(plane.url, tmp_path / "ws"), connect("inprocess", plane.url) as c:
         tid = (await ok(c, "create_task", agent="sh", prompt="p", parameters={"script": script}))["id"]
@@ -139,10 +139,10 @@ async def test_stream_returns_at_the_timeout_with_the_seq_to_go_on_from(
 
 
 async def test_progress_is_reported_while_the_task_runs(
-    plane: LiveServer, connect: Connect, tmp_path: Path
+    plane: LiveServer, connect: Connect, tmp_path: Path, shared_tmp: Path
 ) -> None:
     """The output line arrives as a notification before the task is allowed to finish."""
-    gate = tmp_path / "gate"
+    gate = shared_tmp / "gate"
     script = f'echo first; while [ ! -e "{gate}" ]; do sleep 0.05; done; echo second'
     progress = Progress(on_message={"first": gate.touch})
     async with running_worker(plane.url, tmp_path / "ws"), connect("http", plane.url) as c:

@@ -90,3 +90,38 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state not in ("Z", "X")
+
+
+# Tool processes run in their own PID namespace (worker.sandbox): a pid they print is theirs.
+# They print it with `readlink /proc/self/ns/pid`, and these map it to this side.
+NS_PID = "$(readlink /proc/self/ns/pid)"
+
+
+def outside_pid(ns: str, inner: int) -> int:
+    """Our pid of the process numbered `inner` in PID namespace `ns`."""
+    if ns == os.readlink("/proc/self/ns/pid"):
+        return inner
+    for entry in os.listdir("/proc"):
+        try:
+            if not entry.isdigit() or os.readlink(f"/proc/{entry}/ns/pid") != ns:
+                continue
+            with open(f"/proc/{entry}/status") as f:
+                nspid = next(line for line in f if line.startswith("NSpid:")).split()[1:]
+        except (OSError, StopIteration):
+            continue
+        if int(nspid[-1]) == inner:
+            return int(entry)
+    raise ProcessLookupError(f"no process {inner} in {ns}")
+
+
+def gone(ns: str, inner: int) -> bool:
+    """True once that process (and, in a namespace of its own, every process there) is gone."""
+    if ns == os.readlink("/proc/self/ns/pid"):
+        return not alive(inner)
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and os.readlink(f"/proc/{entry}/ns/pid") == ns and alive(int(entry)):
+                return False
+        except OSError:
+            continue
+    return True

@@ -10,21 +10,20 @@ import time
 
 import pytest
 
-from tests.worker.helpers import alive, make_ctx, wait_gone
+from tests.support import wait_for
+from tests.worker.helpers import NS_PID, alive, gone, make_ctx, outside_pid, wait_gone
 from worker.runtime import InputRequested, TaskFailed
-from worker.runtimes.command import CommandRuntime, render_arg, render_argv
+from worker.runtimes.command import CommandRuntime, render_argv
 
 HOSTILE = "x; rm -rf / $(id) `id` \"dq\" 'sq' {prompt} \\ $HOME\n*"
 PRINT_ARGV = [sys.executable, "-c", "import sys, json; print(json.dumps(sys.argv[1:]))"]
 
 
 async def test_parameter_values_arrive_verbatim_as_single_argv_elements(tmp_path):
-    ctx, _ = make_ctx(
-        tmp_path / "ws", [*PRINT_ARGV, "{host}", "--name={host}", "{prompt}"], parameters={"host": HOSTILE}
-    )
+    ctx, _ = make_ctx(tmp_path / "ws", [*PRINT_ARGV, "{host}", "{prompt}"], parameters={"host": HOSTILE})
     outcome = await CommandRuntime().run(ctx)
     assert outcome.result["exit_code"] == 0
-    assert json.loads(outcome.result["output"]) == [HOSTILE, f"--name={HOSTILE}", "do it"]
+    assert json.loads(outcome.result["output"]) == [HOSTILE, "do it"]
 
 
 async def test_parameters_reach_a_shell_only_as_environment_variables(tmp_path):
@@ -34,22 +33,68 @@ async def test_parameters_reach_a_shell_only_as_environment_variables(tmp_path):
     assert outcome.result["output"] == f"{HOSTILE}|p $(id)|\n"
 
 
-def test_only_known_names_are_placeholders():
+def test_only_whole_elements_are_placeholders():
     values = {"n": 7, "host": "h"}
-    assert render_arg("--n={n:03d} {{host}}", values) == "--n=007 {host}"
-    for verbatim in ("{host.__class__}", "{host[0]}", "{}", "{nope}", "${HOME}", "{print $1}", "{ x"):
-        assert render_arg(verbatim, values) == verbatim
+    assert render_argv(["{n:03d}", "{host}", "{{host}}", "{nope}"], values) == [
+        "007",
+        "h",
+        "{{host}}",
+        "{nope}",
+    ]
+    for verbatim in ("{host.__class__}", "{host[0]}", "{}", "{print $1}", "${HOME}", "{ x", "{{.Names}}"):
+        assert render_argv(["prog", verbatim], values) == ["prog", verbatim]
     with pytest.raises(TaskFailed) as err:
-        render_arg("{n:zz}", values)
+        render_argv(["{n:zz}"], values)
     assert err.value.code == "invalid_command"
 
 
-@pytest.mark.parametrize("shell", ["bash", "/bin/sh", "zsh"])
-def test_a_placeholder_in_a_shell_script_is_refused(shell):
+# Every way of handing text to an interpreter: the value must never be part of that text.
+EMBEDDING = [
+    ["bash", "-c", "ping -c1 {host}"],
+    ["bash", "-o", "pipefail", "-c", "ping -c1 {host} | head"],
+    ["/usr/bin/env", "bash", "-c", "ping -c1 {host}"],
+    ["env", "-i", "sh", "-c", "ping {host}"],
+    ["sudo", "bash", "-c", "ping {host}"],
+    ["sudo", "-u", "ops", "sh", "-ec", "ping {host}"],
+    ["/bin/sh", "-ec", "ping {host}"],
+    ["zsh", "-lc", "ping {host}"],
+    ["python3", "-c", "import os; os.system('ping {host}')"],
+    ["perl", "-e", "system('ping {host}')"],
+    ["ssh", "box", "ping {host}"],
+    ["xargs", "-I{}", "sh", "-c", "echo {} {host}"],
+    ["curl", "--url=https://{host}/x"],
+    ["prog", "{prompt} and more"],
+    ["prog", "{host:>10}!"],
+]
+
+
+@pytest.mark.parametrize("template", EMBEDDING, ids=lambda t: " ".join(t)[:40])
+def test_a_value_inside_a_larger_element_is_refused_whatever_the_program(template):
     with pytest.raises(TaskFailed) as err:
-        render_argv([shell, "-ec", "ping -c1 {host}"], {"host": "h; reboot"})
-    assert err.value.code == "unsafe_command" and '"$PARAM_HOST"' in err.value.message
-    script = "awk '{print $1}' ${HOME}/f {{x}}"
+        render_argv(template, {"host": "h; reboot", "prompt": "p"})
+    assert err.value.code == "unsafe_command"
+    assert "$PARAM_HOST" in err.value.message or "$TASK_PROMPT" in err.value.message
+
+
+async def test_a_hostile_value_reaches_every_shell_form_only_as_data(tmp_path, shared_tmp):
+    marker = shared_tmp / "pwned"  # where the sandboxed command could write, were it injected
+    value = f"x; touch {marker}; $(touch {marker}) `touch {marker}`"
+    forms = [
+        ["bash", "-o", "pipefail", "-c", 'printf "%s" "$PARAM_HOST"'],
+        ["/usr/bin/env", "bash", "-c", 'printf "%s" "$PARAM_HOST"'],
+        ["sh", "-ec", 'printf "%s" "$PARAM_HOST"'],
+        ["python3", "-c", "import os, sys; sys.stdout.write(os.environ['PARAM_HOST'])"],
+        ["printf", "%s", "{host}"],
+    ]
+    for form in forms:
+        ctx, _ = make_ctx(tmp_path / "ws", form, parameters={"host": value})
+        assert (await CommandRuntime().run(ctx)).result["output"] == value + "\n"
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("shell", ["bash", "/bin/sh", "zsh"])
+def test_a_script_without_placeholders_is_passed_as_written(shell):
+    script = "awk '{print $1}' ${HOME}/f {{x}} {unknown}"
     assert render_argv([shell, "-c", script, "{host}"], {"host": "h"}) == [shell, "-c", script, "h"]
     assert render_argv([shell, "script.sh", "{host}"], {"host": "h"}) == [shell, "script.sh", "h"]
 
@@ -149,10 +194,17 @@ async def test_files_under_artifacts_are_uploaded_but_not_symlinks(tmp_path):
     }
 
 
+def child_pid(line: str) -> int:
+    """`child=PID NS` (printed inside the sandbox) as our pid."""
+    inner, ns = line.split("=", 1)[1].split()
+    return outside_pid(ns, int(inner))
+
+
 async def test_timeout_kills_the_whole_process_group(tmp_path):
-    ctx, rec = make_ctx(tmp_path / "ws", ["bash", "-c", "sleep 1000 & echo child=$!; wait"], timeout=1.0)
+    script = f"sleep 1000 & echo child=$! {NS_PID}; wait"
+    ctx, rec = make_ctx(tmp_path / "ws", ["bash", "-c", script], timeout=1.0)
     run = asyncio.create_task(CommandRuntime().run(ctx))
-    grandchild = int((await rec.line("child=")).removeprefix("child="))
+    grandchild = child_pid(await rec.line("child="))
     pidfd = os.pidfd_open(grandchild)
     with pytest.raises(TaskFailed) as err:
         await asyncio.wait_for(run, 10)
@@ -162,9 +214,9 @@ async def test_timeout_kills_the_whole_process_group(tmp_path):
 
 
 async def test_cancel_stops_the_group_well_within_two_seconds(tmp_path):
-    ctx, rec = make_ctx(tmp_path / "ws", ["bash", "-c", "sleep 1000 & echo child=$!; wait"])
+    ctx, rec = make_ctx(tmp_path / "ws", ["bash", "-c", f"sleep 1000 & echo child=$! {NS_PID}; wait"])
     run = asyncio.create_task(CommandRuntime().run(ctx))
-    grandchild = int((await rec.line("child=")).removeprefix("child="))
+    grandchild = child_pid(await rec.line("child="))
     pidfd = os.pidfd_open(grandchild)
     started = time.monotonic()
     ctx.cancelled.set()
@@ -187,12 +239,8 @@ async def test_a_process_ignoring_sigterm_is_killed_after_the_grace(tmp_path):
 
 
 async def test_leftover_background_processes_do_not_hold_the_task(tmp_path):
-    ctx, rec = make_ctx(tmp_path / "ws", ["bash", "-c", "sleep 1000 & echo bg=$!"])
+    ctx, rec = make_ctx(tmp_path / "ws", ["bash", "-c", f"sleep 1000 & echo bg=$! {NS_PID}"])
     outcome = await asyncio.wait_for(CommandRuntime().run(ctx), 5)
     assert outcome.result["exit_code"] == 0
-    leftover = int((await rec.line("bg=")).removeprefix("bg="))
-    try:
-        await wait_gone(os.pidfd_open(leftover))
-    except ProcessLookupError:
-        pass  # already reaped
-    assert not alive(leftover)
+    inner, ns = (await rec.line("bg=")).removeprefix("bg=").split()
+    wait_for(lambda: gone(ns, int(inner)), 5, "the leftover process to be killed")

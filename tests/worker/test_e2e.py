@@ -127,9 +127,9 @@ def test_cancel_running_task_within_two_seconds(server: LiveServer, tmp_path: Pa
 
 
 def test_sigkilled_worker_task_is_reclaimed_and_completes(
-    server: LiveServer, tmp_path: Path, procs: list
+    server: LiveServer, tmp_path: Path, shared_tmp: Path, procs: list
 ) -> None:  # type: ignore[type-arg]
-    mark = tmp_path / "first-attempt"
+    mark = shared_tmp / "first-attempt"
     script = f'if [ -e "{mark}" ]; then echo second; else touch "{mark}"; echo first; sleep 20; fi'
     with server.client() as c:
         setup_catalog(c)
@@ -174,7 +174,7 @@ def test_sigterm_hands_running_task_back(server: LiveServer, tmp_path: Path, pro
 
 
 @pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
-def test_control_plane_restart_mid_task(db_url: str, tmp_path: Path, procs: list) -> None:  # type: ignore[type-arg]
+def test_control_plane_restart_mid_task(db_url: str, tmp_path: Path, shared_tmp: Path, procs: list) -> None:  # type: ignore[type-arg]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server_env = {
@@ -191,7 +191,7 @@ def test_control_plane_restart_mid_task(db_url: str, tmp_path: Path, procs: list
         return p
 
     srv = start_server()
-    gate = tmp_path / "gate"
+    gate = shared_tmp / "gate"
     script = f'echo before; while [ ! -e "{gate}" ]; do sleep 0.05; done; echo after'
     with httpx.Client(base_url=url + "/api/v1", timeout=10) as c:
         setup_catalog(c)

@@ -4,6 +4,7 @@ interrupted."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import pytest
 
 from tests.fakes.llm_server import FakeLLM, text, tool_calls
 from tests.support import LiveServer, wait_for
-from tests.worker.helpers import alive
+from tests.worker.helpers import NS_PID, outside_pid
 from tests.worker.llm_support import (
     events,
     llm_agent,
@@ -29,14 +30,18 @@ pytestmark = pytest.mark.xdist_group("processes")
 
 
 def test_sigkilled_worker_resumes_from_checkpoint_without_rerunning_tools(
-    server: LiveServer, llm: FakeLLM, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+    server: LiveServer, llm: FakeLLM, tmp_path: Path, shared_tmp: Path, procs: list[subprocess.Popen[bytes]]
 ) -> None:
-    once, pidfile = tmp_path / "once", tmp_path / "pid"
+    once, pidfile = shared_tmp / "once", shared_tmp / "pid"
     llm.script(
         tool_calls(
             [
                 ("bash", {"command": f"echo ran >> {once}"}, "call_done"),
-                ("bash", {"command": f"echo $$ > {pidfile}; echo started; sleep 60 & wait"}, "call_hang"),
+                (
+                    "bash",
+                    {"command": f"echo $$ {NS_PID} > {pidfile}; echo started; sleep 60 & wait"},
+                    "call_hang",
+                ),
             ]
         ),
         text("Recovered: the first step is done, the second was interrupted."),
@@ -73,10 +78,10 @@ def test_sigkilled_worker_resumes_from_checkpoint_without_rerunning_tools(
                 ("tool_completed", "call_hang"): 2,
             }
     finally:
-        if pidfile.exists():  # the tool's own process group outlives a SIGKILLed worker
-            pid = int(pidfile.read_text())
-            if alive(pid):
-                os.killpg(pid, signal.SIGKILL)
+        if pidfile.exists():  # in case the tool outlived its SIGKILLed worker
+            inner, ns = pidfile.read_text().split()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(outside_pid(ns, int(inner)), signal.SIGKILL)
 
     # The model got the finished result and the interruption, once each, in call order.
     assert len(llm.requests) == 2

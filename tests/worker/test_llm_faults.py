@@ -11,7 +11,7 @@ import pytest
 
 from tests.fakes.llm_server import FakeLLM, Gate, error, text, tool_call
 from tests.support import LiveServer, wait_for
-from tests.worker.helpers import alive
+from tests.worker.helpers import NS_PID, gone
 from tests.worker.llm_support import events, llm_agent, new_task, tool_events, wait_status, worker_thread
 
 
@@ -106,23 +106,25 @@ def test_cancel_stops_a_running_model_stream_within_two_seconds(
 
 
 def test_cancel_kills_a_running_bash_tool_within_two_seconds(
-    server: LiveServer, llm: FakeLLM, tmp_path: Path
+    server: LiveServer, llm: FakeLLM, tmp_path: Path, shared_tmp: Path
 ) -> None:
-    pidfile = tmp_path / "pid"
+    pidfile = shared_tmp / "pid"
     llm.script(
-        tool_call("bash", {"command": f"echo $$ > {pidfile}; echo started; sleep 60 & wait"}, "call_b")
+        tool_call(
+            "bash", {"command": f"echo $$ {NS_PID} > {pidfile}; echo started; sleep 60 & wait"}, "call_b"
+        )
     )
     with server.client() as c:
         llm_agent(c, tools=["bash"])
     with server.client() as c, worker_thread(server.url, llm, tmp_path / "ws"):
         tid = new_task(c)
         wait_for(lambda: tool_events(c, tid).get("call_b", {}).get("output"), 10, "the command to start")
-        pid = int(pidfile.read_text())
+        inner, ns = pidfile.read_text().split()
         t0 = time.monotonic()
         c.post(f"/tasks/{tid}/cancel")
         wait_status(c, tid, "cancelled", timeout=5)
         assert time.monotonic() - t0 < 2.0
-        wait_for(lambda: not alive(pid), 5, "the bash process to be gone")
+        wait_for(lambda: gone(ns, int(inner)), 5, "the bash process to be gone")
         assert os.path.exists(pidfile)
         completed = tool_events(c, tid)["call_b"]["completed"]
         assert completed["status"] == "interrupted"

@@ -32,6 +32,8 @@ def test_llm_task_streams_runs_tools_saves_artifact_and_completes(
             c,
             tools=["bash", "http_request", "save_artifact"],
             instructions="You are a careful operator.",
+            # The control plane is on loopback: refused to an agent unless its policy names it.
+            policy={"http_allow": ["127.0.0.1"]},
         )
     with server.client() as c, worker_thread(server.url, llm, tmp_path / "ws"):
         tid = new_task(c, prompt="check the host", parameters={"host": "db1"})

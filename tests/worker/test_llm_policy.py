@@ -60,9 +60,9 @@ def test_max_steps_budget(server: LiveServer, llm: FakeLLM, tmp_path: Path) -> N
 
 
 def test_approval_required_tool_runs_after_approve_and_is_skipped_after_deny(
-    server: LiveServer, llm: FakeLLM, tmp_path: Path
+    server: LiveServer, llm: FakeLLM, tmp_path: Path, shared_tmp: Path
 ) -> None:
-    marker = tmp_path / "ran"
+    marker = shared_tmp / "ran"  # written by the sandboxed tool: not in root's tmp_path
     command = f"echo approved >> {marker}"
     with server.client() as c:
         llm_agent(c, tools=["bash"], policy={"require_approval": ["bash"]})

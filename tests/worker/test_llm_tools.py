@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.worker.helpers import Recorder, alive, make_ctx, wait_gone
+from tests.worker.helpers import NS_PID, Recorder, gone, make_ctx, outside_pid, wait_gone
 from worker.provider import DeltaCoalescer
 from worker.tools import BUILTIN, ToolEnv, ToolError, schema
 from worker.tools.files import ReadFile, SaveArtifact, WriteFile
@@ -37,17 +37,19 @@ async def test_bash_failure_and_timeout_are_told_to_the_model(tmp_path: Path) ->
         await Bash().run({"command": "echo bad; exit 3"}, env)
     t0 = time.monotonic()
     with pytest.raises(ToolError, match=r"timed out after 0\.3 s"):
-        await Bash().run({"command": "echo $$ > pid; sleep 30", "timeout": 0.3}, env)
+        await Bash().run({"command": f"echo $$ {NS_PID} > pid; sleep 30", "timeout": 0.3}, env)
     assert time.monotonic() - t0 < 5
-    assert not alive(int((tmp_path / "ws" / "pid").read_text()))
+    inner, ns = (tmp_path / "ws" / "pid").read_text().split()
+    assert gone(ns, int(inner))
 
 
 async def test_bash_cancellation_kills_the_process_group(tmp_path: Path) -> None:
     ctx, _ = make_ctx(tmp_path / "ws", None)
     first: asyncio.Future[str] = asyncio.get_running_loop().create_future()
     env = ToolEnv(ctx, "call_1", lambda chunk: first.done() or first.set_result(chunk))
-    run = asyncio.create_task(Bash().run({"command": "echo $$; sleep 30 & wait"}, env))
-    pid = int((await asyncio.wait_for(first, 10)).split()[0])
+    run = asyncio.create_task(Bash().run({"command": f"echo $$ {NS_PID}; sleep 30 & wait"}, env))
+    inner, ns = (await asyncio.wait_for(first, 10)).split()[:2]
+    pid = outside_pid(ns, int(inner))
     pidfd = os.pidfd_open(pid)
     run.cancel()
     with pytest.raises(asyncio.CancelledError):

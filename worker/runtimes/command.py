@@ -1,11 +1,12 @@
 """The `command` runtime: runs the agent's argv template as a subprocess, never via a shell.
 
-Each template argument is formatted with the task's parameters (`{name}`; `{prompt}` is the
-prompt) and becomes exactly one argv element, so a value like `x; rm -rf /` stays one inert
-argument. Parameters are also exported as `PARAM_<NAME>` (and the prompt as `TASK_PROMPT`):
-`["bash", "-c", "echo \"$PARAM_HOST\""]` is the safe way to use a shell; the script of a
-shell `-c` is never formatted, and a placeholder in it is refused (`unsafe_command`). The
-environment is filtered, so the worker's own secrets (its API key) never reach the command.
+A template argument that is exactly `{name}` (`{prompt}` is the prompt) becomes the value as
+one argv element, so a value like `x; rm -rf /` stays one inert argument; a value is never
+spliced into a larger argument (meta_agent.argv), so no shell (`bash -c`, `sudo sh -ec`,
+`env bash -o pipefail -c`, `python -c` ...) ever sees it as code. Parameters are exported as
+`PARAM_<NAME>` (and the prompt as `TASK_PROMPT`): `["bash", "-c", "echo \"$PARAM_HOST\""]`
+is how a script reads one. The command gets an allow-listed environment and runs in the
+worker's sandbox (worker.sandbox), so the worker's own secrets never reach it.
 
 The command runs in its own session (process group) inside the task workspace; a timeout or
 a cancel kills the whole group: SIGTERM, then SIGKILL after a grace period (worker.process).
@@ -17,24 +18,22 @@ import asyncio
 import json
 import mimetypes
 import os
-import re
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from meta_agent.argv import embedded, env_name, whole
 from worker.process import KILL_GRACE_SECONDS, base_environment, run_in_group
 from worker.runtime import Outcome, TaskContext, TaskFailed
+from worker.sandbox import SandboxUnavailable
 
-__all__ = ["CommandRuntime", "render_arg", "render_argv", "resolve_parameters"]
+__all__ = ["CommandRuntime", "render_argv", "resolve_parameters"]
 
 MAX_OUTPUT_BYTES = 5_000_000
 MAX_LINE_BYTES = 16_000
 MAX_ARTIFACT_BYTES = 10_000_000
 RESULT_TAIL_CHARS = 4000
-
-_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)(?::([^{}]*))?\}")
-_SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh", "mksh", "ash", "busybox"})
 
 
 def _text(value: Any) -> str:
@@ -64,69 +63,29 @@ def resolve_parameters(ctx: TaskContext) -> dict[str, Any]:
     return values
 
 
-def render_arg(template: str, values: Mapping[str, Any]) -> str:
-    """Fill the `{name}` (or `{name:spec}`) placeholders of one argv element.
-
-    Only names in `values` are placeholders; other braces stay as written (`{}`, `${HOME}`,
-    awk's `{print $1}`), and `{{` / `}}` give a literal `{` / `}`.
-    """
-
-    def sub(m: re.Match[str]) -> str:
-        token, name, spec = m.group(0), m.group(1), m.group(2)
-        if token in ("{{", "}}"):
-            return token[0]
-        if name not in values:
-            return token
-        value = values[name]
-        if not spec:
-            return _text(value)
-        try:
-            return format(value, spec)
-        except (ValueError, TypeError) as exc:
-            raise TaskFailed("invalid_command", f"cannot format {token} with {value!r}: {exc}") from exc
-
-    return _PLACEHOLDER.sub(sub, template)
-
-
-def _shell_script_index(template: list[str]) -> int | None:
-    """Index of the script in `[sh, ..., -c, SCRIPT, ...]`, or None if this is no shell -c."""
-    if not template or Path(template[0]).name not in _SHELLS:
-        return None
-    for i, arg in enumerate(template[1:], 1):
-        if not arg.startswith("-") or arg.startswith("--"):
-            return None
-        if "c" in arg[1:]:  # -c, -ec, -lc ...
-            return i + 1 if i + 1 < len(template) else None
-    return None
-
-
 def render_argv(template: list[str], values: Mapping[str, Any]) -> list[str]:
-    """The argv: each template element formatted into exactly one element.
+    """The argv: an element that is exactly `{name}` (or `{name:spec}`) becomes the value,
+    every other element stays as written (meta_agent.argv).
 
-    The script of a shell `-c` is passed exactly as written: splicing a value into shell
-    text is the injection this runtime exists to prevent, so a placeholder there is refused
-    and the script reads `"$PARAM_<NAME>"` instead.
+    An element that embeds a name with a value is refused (`unsafe_command`) rather than run
+    with the placeholder as text: such an agent was saved before the rule existed.
     """
-    script = _shell_script_index(template)
+    reason = embedded(template, values)
+    if reason:
+        raise TaskFailed("unsafe_command", reason)
     argv = []
-    for i, arg in enumerate(template):
-        if i == script:
-            for m in _PLACEHOLDER.finditer(arg):
-                if m.group(1) in values:
-                    var = "TASK_PROMPT" if m.group(1) == "prompt" else f"PARAM_{_env_name(m.group(1))}"
-                    raise TaskFailed(
-                        "unsafe_command",
-                        f"the shell script of the command uses {m.group(0)}; values are never spliced into "
-                        f'shell text: write "${var}" instead',
-                    )
+    for arg in template:
+        placeholder = whole(arg)
+        if placeholder is None or placeholder[0] not in values:
             argv.append(arg)
-        else:
-            argv.append(render_arg(arg, values))
+            continue
+        name, spec = placeholder
+        value = values[name]
+        try:
+            argv.append(format(value, spec) if spec else _text(value))
+        except (ValueError, TypeError) as exc:
+            raise TaskFailed("invalid_command", f"cannot format {arg} with {value!r}: {exc}") from exc
     return argv
-
-
-def _env_name(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", name).upper()
 
 
 class _Output:
@@ -207,7 +166,7 @@ class CommandRuntime:
     def environment(self, ctx: TaskContext, params: Mapping[str, Any]) -> dict[str, str]:
         """Allow-listed variables of the worker plus PARAM_* and TASK_*; nothing else leaks."""
         env = base_environment(self._base_env)
-        env.update({f"PARAM_{_env_name(k)}": _text(v) for k, v in params.items()})
+        env.update({env_name(k): _text(v) for k, v in params.items()})
         env.update(
             TASK_ID=ctx.id,
             TASK_PROMPT=ctx.prompt,
@@ -235,6 +194,8 @@ class CommandRuntime:
             )
         except FileNotFoundError as exc:
             raise TaskFailed("command_not_found", f"{argv[0]}: command not found") from exc
+        except SandboxUnavailable as exc:
+            raise TaskFailed("sandbox_unavailable", str(exc)) from exc
         except (OSError, ValueError) as exc:  # permissions, a NUL byte in an argument ...
             raise TaskFailed("command_failed", f"cannot start {argv[0]}: {exc}") from exc
         ended = run.ended

@@ -9,7 +9,7 @@ import httpx
 from meta_agent.redact import redact
 from worker.runtime import TaskFailed
 from worker.tools import ToolEnv, ToolError
-from worker.tools.netguard import Blocked, NetGuard
+from worker.tools.netguard import Blocked, GuardedTransport, NetGuard
 from worker.tools.shell import clip
 
 __all__ = ["HttpRequest"]
@@ -23,8 +23,9 @@ class HttpRequest:
     name = "http_request"
     description = (
         "Send an HTTP request and return the status, a few response headers and the body "
-        "(shortened when long). Redirects are followed. Cloud metadata and link-local "
-        "addresses are refused, and the agent's policy may limit the destinations."
+        "(shortened when long). Redirects are followed. This machine (loopback), the control "
+        "plane, cloud metadata and link-local addresses are refused unless the agent's policy "
+        "allows them, and the policy may limit the destinations further."
     )
     parameters: dict[str, Any] = {
         "type": "object",
@@ -48,17 +49,15 @@ class HttpRequest:
         if not isinstance(headers, dict):
             raise ToolError("`headers` must be an object of strings")
         body = args.get("body")
+        plane = getattr(env.ctx.client, "url", None)
         try:
-            guard = NetGuard((env.ctx.agent or {}).get("policy"))
+            guard = NetGuard((env.ctx.agent or {}).get("policy"), control_plane=plane)
         except ValueError as exc:
             raise TaskFailed("invalid_policy", str(exc)) from exc
-
-        async def check(request: httpx.Request) -> None:  # every hop, redirects included
-            await guard.check(request.url.host, request.url.port)
-
         try:
+            # Every connection (each redirect hop too) is checked where it is made (netguard).
             async with httpx.AsyncClient(
-                timeout=TIMEOUT, follow_redirects=True, event_hooks={"request": [check]}
+                timeout=TIMEOUT, follow_redirects=True, transport=GuardedTransport(guard), trust_env=False
             ) as client:
                 resp = await client.request(
                     method,

@@ -1,7 +1,8 @@
 """`bash`: one shell command in the task workspace.
 
-It runs in its own process group with the worker's filtered environment (worker.process), so
-the worker's secrets do not leak and a timeout or a cancel kills everything it started.
+It runs in its own process group, in the worker's sandbox, with an allow-listed environment
+(worker.process, worker.sandbox), so the worker's secrets are out of its reach and a timeout
+or a cancel kills everything it started.
 Output streams as `tool_output` chunks; the model gets the exit code and the output, cut to
 its head and tail when long.
 """
@@ -13,6 +14,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from worker.process import base_environment, run_in_group
+from worker.runtime import TaskFailed
+from worker.sandbox import SandboxUnavailable
 from worker.tools import ToolEnv, ToolError
 
 __all__ = ["Bash", "clip"]
@@ -87,14 +90,17 @@ class Bash:
         out = _Collect(env)
         # Cancellation reaches us as asyncio cancellation (the loop races every tool against
         # the task's cancel); run_in_group then kills the whole group at once.
-        run = await run_in_group(
-            ["bash", "-c", command],
-            cwd=ctx.workspace,
-            env=variables,
-            pump=out.pump,
-            cancelled=asyncio.Event(),
-            timeout=timeout,
-        )
+        try:
+            run = await run_in_group(
+                ["bash", "-c", command],
+                cwd=ctx.workspace,
+                env=variables,
+                pump=out.pump,
+                cancelled=asyncio.Event(),
+                timeout=timeout,
+            )
+        except SandboxUnavailable as exc:  # the worker's set-up, not the model's doing: fail loudly
+            raise TaskFailed("sandbox_unavailable", str(exc)) from exc
         output = clip("".join(out.parts))
         if run.ended == "timeout":
             raise ToolError(f"timed out after {timeout:g} s and was killed; output so far:\n{output}")

@@ -1,0 +1,243 @@
+"""The launcher that puts one tool process in the sandbox (see worker.sandbox for the why).
+
+    python -I -S jail.py SPEC_JSON ARGV...
+
+Standard library only, and never imported by the worker: it runs as its own small process
+between the worker and the tool. SPEC is {"mode": "root" | "userns", "uid", "gid", "cwd",
+"hide": [dirs], "expose": [dirs]}. Three processes, all in the worker's process group (so the worker's kill of
+the group reaches them all):
+
+    launcher   unshares a mount and a PID namespace (and, not root, a user namespace),
+               then waits for the init and exits like the tool did
+    init       PID 1 of the new namespace: mounts its own /proc, makes the working directory
+               reachable for the tool's user, starts the tool, and on the tool's exit leaves,
+               which makes the kernel kill whatever the tool left behind
+    tool       drops to the sandbox user (root mode), sets no_new_privs, execs ARGV
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import stat
+import struct
+import sys
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 0x4000, 1 << 18
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+# The new mount API has the same numbers on every architecture.
+SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442
+OPEN_TREE_CLONE, AT_RECURSIVE, AT_EMPTY_PATH, AT_FDCWD = 1, 0x8000, 0x1000, -100
+MOVE_MOUNT_F_EMPTY_PATH, MOUNT_ATTR_RDONLY, MOUNT_ATTR_IDMAP = 4, 0x1, 0x00100000
+EXIT_SANDBOX = 125  # the sandbox could not be set up; stderr says why
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+
+
+class SetupError(Exception):
+    pass
+
+
+def _check(ret: int, what: str) -> int:
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise SetupError(f"{what}: {os.strerror(err)}")
+    return ret
+
+
+def _b(text: str | None) -> bytes | None:
+    return None if text is None else os.fsencode(text)
+
+
+def mount(src: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    _check(libc.mount(_b(src), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data)), f"mount {target}")
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _idmap_userns(uid_line: str, gid_line: str) -> int:
+    """A user namespace holding only the mapping, for an idmapped mount; returns its fd."""
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            _check(libc.unshare(CLONE_NEWUSER), "unshare(user)")
+            os.write(ready_w, b"1")
+            os.read(go_r, 1)
+        finally:
+            os._exit(0)
+    try:
+        if os.read(ready_r, 1) != b"1":
+            raise SetupError("could not create the user namespace of the idmapped mount")
+        _write(f"/proc/{pid}/uid_map", uid_line)
+        _write(f"/proc/{pid}/gid_map", gid_line)
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.write(go_w, b"1")
+        os.waitpid(pid, 0)
+        for fd in (ready_r, ready_w, go_r, go_w):
+            os.close(fd)
+
+
+def _searchable(path: str, uid: int, gid: int) -> bool:
+    st = os.stat(path)
+    if st.st_uid == uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid == gid:
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def _blocked_ancestor(path: str, uid: int, gid: int) -> str | None:
+    """The first directory on the way to `path` that `uid` may not pass, if any."""
+    parts = path.strip("/").split("/")[:-1]
+    for i in range(len(parts) + 1):
+        ancestor = "/" + "/".join(parts[:i])
+        if not _searchable(ancestor, uid, gid):
+            return ancestor
+    return None
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _clone(path: str, idmap: tuple[int, int, int, int] | None, readonly: bool) -> int:
+    flags = OPEN_TREE_CLONE | os.O_CLOEXEC | AT_RECURSIVE
+    tree = _check(libc.syscall(SYS_OPEN_TREE, AT_FDCWD, _b(path), flags), f"open_tree {path}")
+    attr_set, userns = (MOUNT_ATTR_RDONLY if readonly else 0), 0
+    if idmap:
+        owner, group, uid, gid = idmap
+        userns = _idmap_userns(f"{owner} {uid} 1", f"{group} {gid} 1")
+        attr_set |= MOUNT_ATTR_IDMAP
+    if attr_set:
+        attr = struct.pack("QQQQ", attr_set, 0, 0, userns)
+        what = f"idmapped mount of {path} (does its file system support it?)" if idmap else f"mount {path}"
+        _check(
+            libc.syscall(SYS_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH | AT_RECURSIVE, attr, len(attr)), what
+        )
+    if userns:
+        os.close(userns)
+    return tree
+
+
+def prepare_view(spec: dict) -> None:
+    """Cover `hide` and the directories the tool's user may not pass with empty tmpfs, and
+    put back at their own paths: the working directory (read-write; in root mode idmapped,
+    so its owner's files are the sandbox user's while on disk they stay the owner's) and the
+    `expose` directories (read-only: the worker's own Python, which commands may run)."""
+    cwd, uid, gid, root = spec["cwd"], spec["uid"], spec["gid"], spec["mode"] == "root"
+    hide = [h for h in spec.get("hide") or () if os.path.isdir(h) and not _inside(h, cwd)]
+    st = os.stat(cwd)
+    idmap = (st.st_uid, st.st_gid, uid, gid) if root and (st.st_uid, st.st_gid) != (uid, gid) else None
+    wanted = [(cwd, idmap, False)]
+    wanted += [(e, None, True) for e in spec.get("expose") or () if os.path.isdir(e) and not _inside(e, cwd)]
+    keep: list[tuple[str, int]] = []
+    for path, mapping, readonly in wanted:
+        blocked = _blocked_ancestor(path, uid, gid) if root else None
+        if blocked:
+            hide.append(blocked)
+        if mapping or blocked or any(_inside(path, h) for h in hide):
+            keep.append((path, _clone(path, mapping, readonly)))
+    covered: list[str] = []
+    for path in sorted(set(hide), key=len):
+        if not any(_inside(path, c) for c in covered):
+            mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=0755,uid={uid},gid={gid}")
+            covered.append(path)
+    for path, tree in sorted(keep, key=lambda k: len(k[0])):
+        os.makedirs(path, exist_ok=True)
+        _check(
+            libc.syscall(SYS_MOVE_MOUNT, tree, b"", AT_FDCWD, _b(path), MOVE_MOUNT_F_EMPTY_PATH), "move_mount"
+        )
+        os.close(tree)
+
+
+def tool(spec: dict, argv: list[str]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+    try:
+        if spec["mode"] == "root":
+            os.setgroups([])
+            os.setgid(spec["gid"])
+            os.setuid(spec["uid"])
+        _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+        os.chdir(spec["cwd"])
+        os.execvpe(argv[0], argv, os.environ)
+    except (OSError, SetupError) as exc:
+        print(f"{argv[0]}: {exc}", file=sys.stderr, flush=True)
+        os._exit(127 if isinstance(exc, FileNotFoundError) else 126)
+
+
+def init(spec: dict, argv: list[str], report: int) -> None:
+    """PID 1: the tool's status goes to the launcher through `report`."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)  # the tool decides; we follow its end
+    try:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        prepare_view(spec)
+    except (OSError, SetupError) as exc:
+        print(f"sandbox: {exc}", file=sys.stderr, flush=True)
+        os._exit(EXIT_SANDBOX)
+    child = os.fork()
+    if child == 0:
+        os.close(report)
+        tool(spec, argv)
+    while True:  # reap everything; the tool's end is ours
+        pid, status = os.waitpid(-1, 0)
+        if pid == child:
+            os.write(report, str(status).encode())
+            os._exit(0)
+
+
+def main() -> None:
+    spec, argv = json.loads(sys.argv[1]), sys.argv[2:]
+    worker = os.getppid()
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # a tool never outlives its worker
+    if os.getppid() != worker:
+        sys.exit(EXIT_SANDBOX)
+    try:
+        if spec["mode"] == "userns":
+            uid, gid = os.getuid(), os.getgid()
+            _check(libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID), "unshare")
+            _write("/proc/self/setgroups", "deny")
+            _write("/proc/self/uid_map", f"{uid} {uid} 1")
+            _write("/proc/self/gid_map", f"{gid} {gid} 1")
+        else:
+            _check(libc.unshare(CLONE_NEWNS | CLONE_NEWPID), "unshare")
+        mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount leaks to the host
+    except (OSError, SetupError) as exc:
+        print(f"sandbox: {exc}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_SANDBOX)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        init(spec, argv, write_end)
+    os.close(write_end)
+    # The worker stops the group with SIGTERM: the tool gets it too; we wait for its end.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    _, init_status = os.waitpid(pid, 0)
+    reported = os.read(read_end, 64)
+    if not reported:
+        sys.exit(os.waitstatus_to_exitcode(init_status) if os.WIFEXITED(init_status) else EXIT_SANDBOX)
+    code = os.waitstatus_to_exitcode(int(reported))
+    if code < 0:  # die of the same signal, so the worker sees what the tool saw
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
