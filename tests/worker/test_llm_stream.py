@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.fakes.llm_server import FakeLLM, cut, dropped, empty, error, error_frame, text, tool_call
+from tests.meta_agent.test_cli_standin import run
 from tests.support import LiveServer
 from tests.worker.llm_support import events, llm_agent, new_task, wait_status, worker_thread
 
@@ -90,6 +91,9 @@ def test_a_stream_retried_mid_answer_tells_followers_to_drop_the_partial_text(
             if e["kind"] == "message_delta"
         )
         assert shown == "the clean answer"
+        printed = run(None, "execution", "logs", tid, url=server.url).output
+    void, clean = printed.split("the text above is discarded")
+    assert "a first try" in void and "the clean answer" in clean and "a first try" not in clean
 
 
 def test_max_tokens_is_sent_and_a_cut_answer_fails_clearly_with_its_usage(
