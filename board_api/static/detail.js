@@ -218,6 +218,7 @@ export class Detail {
   #renderMessage(i) {
     const m = this.output.messages[i];
     let el = this.outputEl.children[i];
+    if (!m) return el?.remove(); // voided by a message_reset
     if (!el) this.outputEl.append((el = h("article.message")));
     el.classList.toggle("streaming", !m.done);
     el.replaceChildren(renderMarkdown(m.text));

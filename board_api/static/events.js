@@ -15,7 +15,8 @@ export function textOf(data) {
   return "";
 }
 
-/** Feed events in order; `messages` is [{text, done}] and the streamed one is last. */
+/** Feed events in order; `messages` is [{text, done}] and the streamed one is last.
+ * `add` returns the index of the message it changed (-1: none). */
 export class Output {
   constructor() {
     this.messages = [];
@@ -24,10 +25,11 @@ export class Output {
   add(e) {
     const last = this.messages[this.messages.length - 1];
     if (e.kind === "message_reset") {
-      // A retried model call: the text streamed since the last full message is void.
+      // A retried model call: the text streamed since the last full message is void. The
+      // index returned no longer holds a message (until the retry streams into it).
       if (!last || last.done) return -1;
-      last.text = "";
-      return this.messages.length - 1;
+      this.messages.pop();
+      return this.messages.length;
     }
     if (last && !last.done && e.kind !== "message_delta" && e.kind !== "message" && e.kind !== "usage") {
       last.done = true; // the model's turn ended (a tool call, a status change) without a full message

@@ -23,11 +23,14 @@ def test_a_reset_clears_the_streamed_text_and_the_retry_streams_alone(board: Any
         output = page.locator("#panel #tp-output")
         expect(output.locator(".message")).to_have_text("A first try that")
 
+        # As the worker sends them: the reset, the retry's log line, later the new text.
         w.events(
             tid,
             ("message_reset", {"reason": "model call failed (connection error)"}),
-            ("message_delta", {"text": "The clean answer"}),
+            ("log", {"level": "warning", "message": "retry 1 of 4 in 0.5 s"}),
         )
+        expect(output.locator(".message")).to_have_count(0)
+        w.events(tid, ("message_delta", {"text": "The clean answer"}))
         expect(output.locator(".message")).to_have_count(1)
         expect(output.locator(".message")).to_have_text("The clean answer")
 
