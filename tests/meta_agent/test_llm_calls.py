@@ -10,8 +10,17 @@ import sys
 import textwrap
 from typing import Any
 
+import pytest
+
+from meta_agent.llm import load_litellm
 from tests.fakes.llm_server import ChatLLM, FakeLLM, empty, text, tool_call
 from tests.meta_agent.test_agent_chat import chat, of
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _litellm_loaded() -> None:
+    """Import litellm before any clock starts: on a loaded machine it takes 5-30 s."""
+    load_litellm()
 
 
 async def test_a_forced_first_tool_then_a_plain_turn_on_a_strict_template(

@@ -8,11 +8,18 @@ from pathlib import Path
 
 import pytest
 
+from meta_agent.llm import load_litellm
 from tests.fakes.llm_server import FakeLLM, text, tool_call
 from tests.support import LiveServer
 from tests.worker.llm_support import llm_agent, new_task, wait_status, worker_thread
 
 FORCED = {"type": "function", "function": {"name": "bash"}}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _litellm_loaded() -> None:
+    """Import litellm before any clock starts: on a loaded machine it takes 5-30 s."""
+    load_litellm()
 
 
 @pytest.fixture

@@ -5,12 +5,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from meta_agent.llm import load_litellm
 from tests.fakes.llm_server import FakeLLM, cut, dropped, empty, error, error_frame, text, tool_call
 from tests.meta_agent.test_cli_standin import run
 from tests.support import LiveServer
 from tests.worker.llm_support import events, llm_agent, new_task, wait_status, worker_thread
 
 OVERFLOW = "Requested tokens (9000) exceed context window of 4096"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _litellm_loaded() -> None:
+    """Import litellm before any clock starts: on a loaded machine it takes 5-30 s."""
+    load_litellm()
 
 
 def test_200_then_nothing_is_retried_and_then_fails_empty_response(
