@@ -22,12 +22,12 @@ import asyncio
 import json
 import logging
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from meta_agent.deltas import DeltaCoalescer
+from meta_agent.llm_errors import BrokenStream, ModelCallFailed, classify, overflow, short
 
 __all__ = [
     "DeltaCoalescer",
@@ -42,23 +42,6 @@ __all__ = [
 ]
 
 _litellm: Any = None
-
-
-class ModelCallFailed(Exception):
-    """A model call that retrying cannot fix, with a stable `code` (e.g. `model_not_found`)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-
-
-class _BrokenStream(Exception):
-    """The provider answered 200, then the stream failed: retried, then `code`."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def load_litellm() -> Any:
@@ -161,6 +144,7 @@ async def complete(
     litellm = _litellm if _litellm is not None else await asyncio.to_thread(load_litellm)
     kw = _request(config, messages, tools)
     delay = config.backoff
+    whole = False
     for attempt in range(config.retries + 1):
         streamed = False
 
@@ -170,19 +154,24 @@ async def complete(
             on_delta(text)
 
         try:
-            reply = await _stream_once(litellm, config, kw, delta)
+            once = _whole_once if whole else _stream_once
+            reply = await once(litellm, config, kw, delta)
             break
         except ModelCallFailed:
             raise
         except Exception as exc:
-            failure = _classify(litellm, exc)
+            failure = classify(litellm, exc)
             if failure is not None:
                 raise failure from exc
             if attempt >= config.retries:
                 raise _gave_up(exc, attempt + 1) from exc
-            why = f"model call failed ({_short(exc)})"
+            why = f"model call failed ({short(exc)})"
             if streamed and on_reset is not None:
                 on_reset(why)
+            # llama.cpp's server reports a failure inside a streamed answer (a prompt over
+            # the context, a template error) by cutting it before the first chunk; the same
+            # request not streamed gets the error with its words (a 400 we can classify).
+            whole = isinstance(exc, BrokenStream) and exc.silent
             on_log(f"{why}; retry {attempt + 1} of {config.retries} in {delay:.1f} s")
             await asyncio.sleep(delay)
             delay = min(delay * 2, config.backoff_cap)
@@ -200,11 +189,11 @@ def cut_message(config: ProviderConfig) -> str:
 
 
 def _gave_up(exc: Exception, attempts: int) -> ModelCallFailed:
-    if isinstance(exc, _BrokenStream):
+    if isinstance(exc, BrokenStream):
         return ModelCallFailed(exc.code, f"{exc}; gave up after {attempts} attempts")
     return ModelCallFailed(
         "provider_unavailable",
-        f"the model provider kept failing ({_short(exc)}); gave up after {attempts} attempts",
+        f"the model provider kept failing ({short(exc)}); gave up after {attempts} attempts",
     )
 
 
@@ -282,22 +271,19 @@ async def _stream_once(
                     slot["name"] = tc.function.name or slot["name"]
                     slot["arguments"] += tc.function.arguments or ""
     except Exception as exc:
-        if _overflow(exc) or _classify(litellm, exc) is not None:
+        if overflow(exc) or classify(litellm, exc) is not None:
             raise
         # After the 200: the server is up but this answer broke (an error frame, a cut).
-        raise _BrokenStream("provider_error", f"the model's stream broke: {_short(exc)}") from exc
+        message = f"the model's stream broke: {short(exc)}"
+        raise BrokenStream("provider_error", message, silent=not content and not calls) from exc
     finally:
         coalescer.flush()
     # litellm closes an empty stream with a made-up `finish_reason: stop` chunk; the server's
     # own answer would have carried text, a tool call or (asked for) its usage.
     if not content and not calls and usage is None:
-        raise _BrokenStream(
-            "empty_response",
-            "the provider answered 200 and then sent nothing (it failed after the status line: "
-            "look at the model server's log)",
-        )
+        raise _empty()
     if finish is None:
-        raise _BrokenStream("provider_error", "the model's stream ended without a finish_reason")
+        raise BrokenStream("provider_error", "the model's stream ended without a finish_reason")
     reply = ModelReply(
         content="".join(content),
         tool_calls=[
@@ -309,13 +295,47 @@ async def _stream_once(
     if usage is not None:
         reply.prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         reply.completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-    reply.cost = _cost(litellm, config, reply, chunks, kw["messages"])
+    reply.cost = _cost(
+        litellm, config, reply, lambda: litellm.stream_chunk_builder(chunks, messages=kw["messages"])
+    )
     return reply
 
 
-def _cost(
-    litellm: Any, config: ProviderConfig, reply: ModelReply, chunks: list[Any], messages: list[Any]
-) -> float:
+def _empty() -> BrokenStream:
+    return BrokenStream(
+        "empty_response",
+        "the provider answered 200 and then sent nothing (it failed after the status line: "
+        "look at the model server's log)",
+        silent=True,
+    )
+
+
+async def _whole_once(
+    litellm: Any, config: ProviderConfig, kw: dict[str, Any], on_delta: Callable[[str], None]
+) -> ModelReply:
+    """The same request, not streamed; its text goes out as one delta."""
+    request = {k: v for k, v in kw.items() if k not in ("stream", "stream_options")}
+    response = await litellm.acompletion(**request)
+    choice = response.choices[0] if response.choices else None
+    message = getattr(choice, "message", None)
+    text = getattr(message, "content", None) or ""
+    calls = [
+        {"id": c.id or f"call_{i}", "name": c.function.name, "arguments": c.function.arguments or "{}"}
+        for i, c in enumerate(getattr(message, "tool_calls", None) or ())
+    ]
+    if not text and not calls:
+        raise _empty()
+    if text:
+        on_delta(text)
+    reply = ModelReply(text, calls, finish_reason=getattr(choice, "finish_reason", None) or "stop")
+    usage = getattr(response, "usage", None)
+    reply.prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+    reply.completion_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
+    reply.cost = _cost(litellm, config, reply, lambda: response)
+    return reply
+
+
+def _cost(litellm: Any, config: ProviderConfig, reply: ModelReply, built: Callable[[], Any]) -> float:
     """Prices given in the settings win. Without them, a custom `api_base` costs 0: litellm
     prices a model NAME as sold by its provider, and `openai/<name>` on a local server is
     not that (it was charged as OpenAI). A paid gateway gets its prices set explicitly."""
@@ -326,61 +346,9 @@ def _cost(
     if config.api_base:
         return 0.0
     try:
-        built = litellm.stream_chunk_builder(chunks, messages=messages)
-        return float(litellm.completion_cost(completion_response=built, model=config.model) or 0.0)
+        return float(litellm.completion_cost(completion_response=built(), model=config.model) or 0.0)
     except Exception:  # a model without a price in litellm's map (self-hosted, fakes): no cost
         return 0.0
-
-
-_OVERFLOW = re.compile(
-    r"context.{0,20}(window|length)|maximum context|exceeds? (the )?context|too many tokens", re.I
-)
-
-
-def _overflow(exc: Exception) -> bool:
-    return bool(_OVERFLOW.search(str(exc)))
-
-
-def _classify(litellm: Any, exc: Exception) -> ModelCallFailed | None:
-    """The ModelCallFailed for an error that retrying cannot fix; None for a retryable one."""
-    if isinstance(exc, _BrokenStream):
-        return None
-    # litellm maps OpenAI's wording only; llama.cpp says "Requested tokens (N) exceed
-    # context window of M", often in an error frame after the 200.
-    if isinstance(exc, litellm.ContextWindowExceededError) or _overflow(exc):
-        return ModelCallFailed(
-            "context_overflow", f"the conversation no longer fits the model's context: {_short(exc)}"
-        )
-    if isinstance(exc, litellm.AuthenticationError | litellm.PermissionDeniedError):
-        return ModelCallFailed(
-            "provider_auth_failed",
-            f"the model provider refused the credentials: {_short(exc)} (set META_AGENT_LLM_API_KEY or the "
-            "provider's own variable, e.g. OPENAI_API_KEY)",
-        )
-    if isinstance(exc, litellm.NotFoundError):
-        return ModelCallFailed("model_not_found", f"the provider does not know the model: {_short(exc)}")
-    if isinstance(
-        exc, litellm.RateLimitError | litellm.InternalServerError | litellm.ServiceUnavailableError
-    ):
-        return None
-    if isinstance(exc, litellm.APIConnectionError | litellm.Timeout | asyncio.TimeoutError):
-        return None
-    status = getattr(exc, "status_code", None)
-    if isinstance(status, int) and (status == 429 or status >= 500):
-        return None
-    text = str(exc)
-    if "LLM Provider NOT provided" in text or "model_not_found" in text:
-        return ModelCallFailed("model_not_found", f"litellm cannot route the model: {_short(exc)}")
-    return ModelCallFailed("provider_error", f"the model call failed: {_short(exc)}")
-
-
-def _short(exc: BaseException, limit: int = 300) -> str:
-    from meta_agent.redact import redact
-
-    # Providers quote the key they refused ("Incorrect API key provided: sk-..."); the
-    # message goes to the board, chat and logs.
-    text = redact(f"{type(exc).__name__}: {exc}".replace("\n", " "))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def tool_arguments(raw: str) -> dict[str, Any]:

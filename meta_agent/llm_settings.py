@@ -11,6 +11,7 @@ default key either: it sends its named key or a placeholder.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -104,8 +105,20 @@ def with_agent_provider(
     return dataclasses.replace(base, **changes)
 
 
+def keyless(config: ProviderConfig, environ: Mapping[str, str]) -> ProviderConfig:
+    """A custom `api_base` and no key anywhere: local servers (Ollama, llama.cpp) need none,
+    but the openai client refuses to send a request without one ("Missing credentials")."""
+    if config.api_base and not config.api_key and not environ.get("OPENAI_API_KEY"):
+        return dataclasses.replace(config, api_key=NO_KEY)
+    return config
+
+
 def meta_agent_config(
-    settings: Any, model: str | None = None, api_base: str | None = None, api_key: str | None = None
+    settings: Any,
+    model: str | None = None,
+    api_base: str | None = None,
+    api_key: str | None = None,
+    environ: Mapping[str, str] = os.environ,
 ) -> ProviderConfig:
     """The meta agent's model client from `META_AGENT_MODEL_*` (explicit arguments win)."""
 
@@ -122,4 +135,5 @@ def meta_agent_config(
         problem = changes[k] and tool_choice_problem(changes[k])
         if problem:
             raise ValueError(f"META_AGENT_MODEL_{k.upper()}: {problem}")
-    return dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
+    config = dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
+    return keyless(config, environ)

@@ -255,6 +255,9 @@ class FakeLLM:
                 }
                 return JSONResponse({"error": err}, status_code=reply.status)
             if not body.get("stream"):
+                if reply.end == "error":  # what a server says when it need not stream
+                    err = {"message": reply.message, "type": "server_error", "param": None, "code": None}
+                    return JSONResponse({"error": err}, status_code=500)
                 return JSONResponse(_whole(reply, body.get("model", "fake")))
             return StreamingResponse(self._chunks(reply, body), media_type="text/event-stream")
 

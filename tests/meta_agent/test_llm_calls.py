@@ -61,6 +61,21 @@ async def test_200_then_nothing_is_an_error_in_the_chat_not_an_empty_reply(
     assert len(llm.requests) == 2
 
 
+async def test_a_local_server_needs_no_key_and_a_missing_one_is_not_retried(
+    server_factory: Any, db_url: str, llm: ChatLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    srv = server_factory(db_url, model="openai/fake", model_api_base=llm.api_base)
+    llm.play(text("no key needed"))
+    [done] = of(await chat(srv.url, {"message": "hello"}), "done")
+    assert done["reply"] == "no key needed" and llm.headers[0]["authorization"] == "Bearer no-key"
+    # Without a base, the openai client itself refuses to send: a clear code, no retries.
+    bare = server_factory(db_url, model="openai/fake", model_retries=3)
+    [err] = of(await chat(bare.url, {"message": "hello"}), "error")
+    assert err["code"] == "provider_auth_failed", err
+    assert len(llm.requests) == 1
+
+
 def test_each_litellm_call_is_logged_once() -> None:
     script = textwrap.dedent(
         """

@@ -64,11 +64,29 @@ def test_an_error_frame_about_the_context_fails_context_overflow_at_once(
     assert len(llm.requests) == 1  # retrying cannot make it fit
 
 
+def test_a_silent_stream_is_asked_again_whole_and_its_400_says_context_overflow(
+    server: LiveServer, llm: FakeLLM, tmp_path: Path
+) -> None:
+    # llama.cpp: streamed, a prompt over n_ctx is cut before the first chunk; not streamed,
+    # the same request gets a 400 with the words.
+    words = "This model's maximum context length is 2048 tokens. However, you requested 2247 tokens"
+    llm.script(empty(), error(400, words, code="context_length_exceeded"), empty(), text("whole"))
+    with server.client() as c:
+        llm_agent(c)
+    with server.client() as c, worker_thread(server.url, llm, tmp_path / "ws"):
+        task = wait_status(c, new_task(c, prompt="x" * 9000), "failed", "completed")
+        assert task["error"]["code"] == "context_overflow", task["error"]
+        task = wait_status(c, new_task(c), "completed", "failed")
+        assert task["result"] == {"output": "whole"}, task
+        assert [e["data"]["text"] for e in events(c, task["id"], "message_delta")] == ["whole"]
+    assert [bool(r.get("stream")) for r in llm.requests] == [True, False, True, False]
+
+
 def test_other_error_frames_are_retried_then_fail_provider_error(
     server: LiveServer, llm: FakeLLM, tmp_path: Path
 ) -> None:
     frame = "Automatic streaming tool choice is not supported"
-    llm.script(error_frame(frame), error_frame(frame, "half an"))
+    llm.script(error_frame(frame, "half an"), error_frame(frame, "half an"))
     with server.client() as c:
         llm_agent(c, provider={"retries": 1})
     with server.client() as c, worker_thread(server.url, llm, tmp_path / "ws"):

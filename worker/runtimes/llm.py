@@ -28,7 +28,7 @@ from typing import Any
 
 from meta_agent.client import ApiError
 from meta_agent.llm import cut_message
-from meta_agent.llm_settings import KeyMissing, with_agent_provider
+from meta_agent.llm_settings import KeyMissing, keyless, with_agent_provider
 from worker.policy import Policy
 from worker.provider import ModelReply, ProviderConfig, complete, load_litellm, tool_arguments
 from worker.runtime import InputRequested, Outcome, TaskContext, TaskFailed
@@ -85,7 +85,9 @@ class LlmRuntime:
         if unknown:
             ctx.emit("log", {"level": "warning", "message": f"unknown tools ignored: {', '.join(unknown)}"})
         tools = {n: t for n, t in toolkit(names).items() if policy.allows_tool(n)}
-        defaults = ProviderConfig(model, self.api_base, self.api_key, self.retries, self.backoff)
+        defaults = keyless(
+            ProviderConfig(model, self.api_base, self.api_key, self.retries, self.backoff), self.environ
+        )
         try:
             config = with_agent_provider(defaults, ctx.agent.get("provider"), self.environ)
         except KeyMissing as exc:
