@@ -218,7 +218,7 @@ def test_a_prompt_over_the_context_window_fails_with_context_overflow(
     plane: LiveServer, model_server: ModelServer
 ) -> None:
     with plane.client() as c:
-        make_agent(c, "overflow", model_server)
+        make_agent(c, "overflow", model_server, retries=3)
         started = time.monotonic()
         tid = new_task(c, "overflow", "Summarise this: " + "lorem ipsum dolor " * CONTEXT)
         task = wait_finished(c, tid)
