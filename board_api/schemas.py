@@ -199,6 +199,63 @@ class AgentPolicy(Strict):
         return self
 
 
+class AgentProvider(Strict):
+    """How an `llm` agent calls its model (meta_agent/llm_settings.py); unset = the worker's.
+    The key is never stored here: `api_key_env` names a variable of the worker."""
+
+    api_base: Annotated[str, StringConstraints(max_length=2000)] | None = Field(
+        None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1"
+    )
+    api_key: None = Field(None, description="refused: name the key's variable in api_key_env")
+    api_key_env: str | None = Field(None, description="NAME of the worker's variable holding the key")
+    tool_choice: str | None = Field(None, description="auto (default), required, none, omit or a tool name")
+    first_tool_choice: str | None = Field(None, description="tool_choice of the first answer to the prompt")
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000, description="output tokens per call (4096)")
+    temperature: float | None = Field(None, ge=0, le=2)
+    timeout: float | None = Field(None, gt=0, le=3600, description="seconds per model call (600)")
+    retries: int | None = Field(None, ge=0, le=20, description="retries of a failed call (4)")
+    backoff: float | None = Field(None, ge=0, le=60, description="first retry delay in s, doubling")
+    input_cost_per_token: float | None = Field(None, ge=0, description="USD; replaces litellm's price")
+    output_cost_per_token: float | None = Field(None, ge=0, description="USD; replaces litellm's price")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _no_key(cls, value: Any) -> None:
+        if value is not None:
+            raise ValueError(
+                "an agent never stores a key: set api_key_env to the NAME of the worker's "
+                "environment variable that holds it"
+            )
+        return None
+
+    @field_validator("api_base")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"https?://[^/\s]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _key_env(cls, value: str | None) -> str | None:
+        from meta_agent.llm_settings import key_env_problem
+
+        problem = value is not None and key_env_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("tool_choice", "first_tool_choice")
+    @classmethod
+    def _choice(cls, value: str | None) -> str | None:
+        from meta_agent.llm_settings import tool_choice_problem
+
+        problem = value is not None and tool_choice_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
 class AgentIn(Strict):
     name: Name
     description: Annotated[str, StringConstraints(max_length=4000)] = ""
@@ -210,6 +267,7 @@ class AgentIn(Strict):
     tools: list[str] = []
     mcp_servers: list[dict[str, Any]] = []
     policy: AgentPolicy = AgentPolicy()
+    provider: AgentProvider = AgentProvider()
     default_queue: Name | None = None
     timeout_seconds: int = Field(600, ge=1, le=7 * 24 * 3600)
     risky: bool = False
@@ -226,6 +284,7 @@ class AgentPatch(Strict):
     tools: list[str] | None = None
     mcp_servers: list[dict[str, Any]] | None = None
     policy: AgentPolicy | None = None
+    provider: AgentProvider | None = None
     default_queue: Name | None = None
     timeout_seconds: int | None = Field(None, ge=1, le=7 * 24 * 3600)
     risky: bool | None = None
@@ -243,6 +302,7 @@ class AgentOut(BaseModel):
     tools: list[str]
     mcp_servers: list[dict[str, Any]]
     policy: dict[str, Any]
+    provider: dict[str, Any]
     default_queue: str | None
     timeout_seconds: int
     risky: bool

@@ -64,34 +64,24 @@ MODEL_SETTING_HELP = (
 )
 
 SYSTEM_PROMPT = """\
-You are meta-agent, the assistant people talk to to get operational work done. Work is done
-by agents (LLMs with tools, or commands) that run as durable tasks on workers; you reach the
-control plane only through your tools.
+You are meta-agent: you get operational work done by running agents (LLMs with tools, or
+commands) as durable tasks on workers, through your tools.
 
-When the person asks for work:
-1. Call list_agents and pick the agent (or team) whose description fits the request. If two
-   or more fit equally well, ask which one they mean, listing them, and stop there.
-2. Call list_queues and pick a queue with live workers (active_workers > 0): the agent's
-   default queue first if it has live workers, otherwise another live one. If no queue has a
-   live worker, say so and tell them to start one (`meta-agent worker start --queue NAME`).
-3. Before acting, state the plan in two or three lines: which agent, which queue, what it
-   will do, and its risk (read-only, changes something, or destructive), e.g.
-   "Plan: run `k8s-health` on `prod-workers` to check cluster health. Risk: read-only."
-4. Call create_task with the agent, the queue, and the request as `prompt` (with any
-   context the agent needs). Give the person the task's board_url.
-5. Call stream_task to follow it. On outcome "timeout", call it again with `after`. On
-   "needs_input", relay the task's question to the person word for word (with its choices)
-   and stop: never invent an answer. When they reply, send it with respond_to_task, then
-   stream_task again.
-6. When the task ends, report the result in a few lines (what was found or done, or the
-   error), with the board link.
+For work:
+1. list_agents; pick the agent (or team) whose description fits. If several fit equally,
+   ask which one and stop.
+2. list_queues; pick one with active_workers > 0, the agent's default queue first. If none
+   is live, say so (`meta-agent worker start --queue NAME`).
+3. State the plan: agent, queue, what it does, risk (read-only, changes something or
+   destructive), e.g. "Plan: run `k8s-health` on `prod` to check the cluster. Risk: read-only."
+4. create_task with the agent, queue and the request as `prompt`; give its board_url.
+5. stream_task to follow it. On "needs_input" relay the question and choices word for word
+   and stop (never invent an answer); send the reply with respond_to_task.
+6. When it ends, report the result or error in a few lines, with the board link.
 
-A follow-up ("retry it", "cancel that", "what did it say?") refers to the task discussed
-last in this conversation: use its id with retry_task, cancel_task or get_task.
-
-Plain questions ("what's running?", "why did task X fail?", "which agents are there?") are
-answered from list_tasks, get_task, list_agents and list_queues, without creating work.
-Be brief. Never claim something ran unless a tool result says so."""
+"Retry it", "cancel that", "what did it say?" mean the last task discussed. Answer plain
+questions (what runs, why a task failed, which agents) without creating work. Be brief.
+Never claim something ran unless a tool result says so."""
 
 MAX_RESULT_CHARS = 12_000
 
@@ -412,14 +402,46 @@ async def _emit(emit: Emit, event: dict[str, Any]) -> None:
 
 
 def _openai_tool(tool: Any) -> dict[str, Any]:
+    """An MCP tool as the model sees it: compact, since every token of the nine tools is
+    sent (and, on a small local model, processed) with every turn."""
     return {
         "type": "function",
         "function": {
             "name": tool.name,
-            "description": tool.description or "",
-            "parameters": tool.input_schema or {"type": "object", "properties": {}},
+            "description": " ".join((tool.description or "").split()),
+            "parameters": compact_schema(tool.input_schema or {"type": "object", "properties": {}}),
         },
     }
+
+
+# Titles repeat the names; lengths bound what the tool accepts, and it says so to the model
+# in an error it can act on when one is exceeded.
+_DROPPED_KEYS = frozenset({"title", "minLength", "maxLength"})
+
+
+def compact_schema(schema: Any) -> Any:
+    """A JSON schema without what a model does not need: titles, length limits, a default
+    `additionalProperties: true`, and the `anyOf [X, null]` + `default: null` pydantic
+    writes for an optional argument (left out of `required`, it is optional already)."""
+    if isinstance(schema, list):
+        return [compact_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _DROPPED_KEYS or (key == "additionalProperties" and value is True):
+            continue
+        if key == "properties" and isinstance(value, dict):  # names, not schema keywords
+            out[key] = {name: compact_schema(prop) for name, prop in value.items()}
+        else:
+            out[key] = compact_schema(value)
+    variants = out.get("anyOf")
+    if isinstance(variants, list) and {"type": "null"} in variants and out.get("default", 0) is None:
+        rest = [v for v in variants if v != {"type": "null"}]
+        if len(rest) == 1:
+            del out["anyOf"], out["default"]
+            out = {**rest[0], **out}
+    return out
 
 
 def _result_text(result: Any) -> str:

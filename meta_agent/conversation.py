@@ -163,7 +163,7 @@ class PreparedTurn:
 
     async def _run_locked(self, out: Any) -> TurnResult:
         from meta_agent.agent import SYSTEM_PROMPT, MetaAgent, ModelCallFailed, chat_backend
-        from meta_agent.llm import ProviderConfig
+        from meta_agent.llm_settings import meta_agent_config
 
         async with self.db.read() as session:  # re-read under the lock: a turn may just have ended
             conv = await conversations.get_conversation(session, self.conversation_id)
@@ -187,9 +187,7 @@ class PreparedTurn:
         )
         prompt = SYSTEM_PROMPT + (f"\n\n{self.surface_note}" if self.surface_note else "")
         agent = MetaAgent(
-            ProviderConfig(
-                self.settings.model, api_base=self.settings.llm_api_base, api_key=self.settings.llm_api_key
-            ),
+            meta_agent_config(self.settings),
             backend,
             approve=_policy(getattr(self.settings, "approvals", "risky"), backend),
             system_prompt=prompt,

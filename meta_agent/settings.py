@@ -30,6 +30,21 @@ class Settings(BaseSettings):
     model: str | None = Field(None, description="litellm model of the meta agent")
     llm_api_base: str | None = Field(None, description="api_base for litellm calls of the embedded worker")
     llm_api_key: str | None = Field(None, description="api_key for litellm calls of the embedded worker")
+    # The meta agent's model client (META_AGENT_MODEL_*): unset = META_AGENT_LLM_API_* and
+    # the defaults of meta_agent.llm.ProviderConfig. Same meaning as an agent's `provider`.
+    model_api_base: str | None = Field(None, description="api_base of the meta agent's model")
+    model_api_key: str | None = Field(None, description="api_key of the meta agent's model")
+    model_tool_choice: str | None = Field(None, description="auto, required, none, omit or a tool name")
+    model_first_tool_choice: str | None = Field(
+        None, description="tool_choice of the first model call after each message"
+    )
+    model_max_tokens: int | None = Field(None, ge=1, description="output tokens per model call (4096)")
+    model_temperature: float | None = Field(None, ge=0, le=2)
+    model_timeout: float | None = Field(None, gt=0, description="seconds per model call (600)")
+    model_retries: int | None = Field(None, ge=0, le=20, description="retries of a failed call (4)")
+    model_backoff: float | None = Field(None, ge=0, description="first retry delay, doubling (0.5 s)")
+    model_input_cost_per_token: float | None = Field(None, ge=0)
+    model_output_cost_per_token: float | None = Field(None, ge=0)
     approvals: Literal["risky", "always", "never"] = Field(
         "risky", description="which meta-agent plans wait for the person's approval in chat"
     )
@@ -115,6 +130,7 @@ class Settings(BaseSettings):
         register(
             self.api_key,
             self.llm_api_key,
+            self.model_api_key,
             self.slack_bot_token,
             self.slack_signing_secret,
             self.slack_app_token,

@@ -26,6 +26,7 @@ EVENT_KINDS = frozenset(
     {
         "status",
         "message_delta",
+        "message_reset",
         "message",
         "tool_started",
         "tool_output",

@@ -86,6 +86,7 @@ class Agent(SQLModel, table=True):
     tools: list[str] = _json([])
     mcp_servers: list[dict[str, Any]] = _json([])
     policy: dict[str, Any] = _json({})
+    provider: dict[str, Any] = _json({})  # how an llm agent calls its model (no keys: names)
     default_queue: str | None = None
     timeout_seconds: int = 600
     risky: bool = False

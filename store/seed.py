@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from meta_agent.llm_settings import provider_problem
 from store import catalog, errors
 from store.db import Tx
 from store.models import WorkerQueue
@@ -23,6 +24,7 @@ AGENT_FIELDS = {
     "tools",
     "mcp_servers",
     "policy",
+    "provider",
     "default_queue",
     "timeout_seconds",
     "risky",
@@ -58,6 +60,9 @@ async def apply_catalog(tx: Tx, data: dict[str, Any]) -> dict[str, list[str]]:
             raise errors.Invalid(
                 f"agent {a.get('name')!r}: unknown field(s) {', '.join(sorted(unknown))}", code="bad_catalog"
             )
+        problem = "provider" in a and provider_problem(a["provider"])
+        if problem:
+            raise errors.Invalid(f"agent {a.get('name')!r}: {problem}", code="bad_catalog")
         agent, created = await catalog.upsert_agent(tx, dict(a))
         done["agents_created" if created else "agents_updated"].append(agent.name)
     return done

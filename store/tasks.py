@@ -23,7 +23,7 @@ from store import artifacts, catalog, errors
 from store.db import Tx
 from store.events import EVENT_KINDS, RESERVED_KINDS, append, insert_rows
 from store.leases import Lease, new_token, refusal
-from store.models import TERMINAL, Agent, Artifact, Task, TaskStatus, Worker, utcnow
+from store.models import TERMINAL, Agent, Artifact, Task, TaskEvent, TaskStatus, Worker, utcnow
 from store.statemachine import claim, create, transition, transition_many
 
 __all__ = [
@@ -592,23 +592,49 @@ async def complete(
 async def fail(
     tx: Tx, task_id: str, lease: Lease, *, code: str, message: str, events: WorkerEvents = ()
 ) -> Task:
-    """The worker gave up on the task; after a cancel request this is how it acknowledges."""
+    """The worker gave up on the task; after a cancel request this is how it acknowledges.
+    The task keeps what it used: the last `usage` totals its runtime reported."""
     message = redact(message)  # shown on the board and in chats: mask what a runtime quoted
     task = await _fenced(tx, task_id, lease)
     extra = _check_worker_events(events)
+    used = await _reported_usage(tx, task_id, extra)
+    spent = {"usage": used} if used else {}
     if task.cancel_requested:
         return await transition(
-            tx, task_id, S.cancelled, lease=lease, event={"reason": "cancelled"}, extra_events=extra
+            tx,
+            task_id,
+            S.cancelled,
+            lease=lease,
+            values=spent,
+            event={"reason": "cancelled"},
+            extra_events=extra,
         )
     return await transition(
         tx,
         task_id,
         S.failed,
         lease=lease,
-        values={"error_code": code[:64], "error_message": message[:4000]},
+        values={"error_code": code[:64], "error_message": message[:4000], **spent},
         event={"error": {"code": code[:64], "message": message[:4000]}},
         extra_events=extra,
     )
+
+
+async def _reported_usage(
+    tx: Tx, task_id: str, events: list[tuple[str, dict[str, Any]]]
+) -> dict[str, Any] | None:
+    """The last `usage` event's running totals: in this batch, else already stored."""
+    for kind, data in reversed(events):
+        if kind == "usage":
+            return data
+    last = await tx.session.execute(
+        select(TaskEvent.data)
+        .where(col(TaskEvent.task_id) == task_id, col(TaskEvent.kind) == "usage")
+        .order_by(col(TaskEvent.seq).desc())
+        .limit(1)
+    )
+    found = last.scalar_one_or_none()
+    return found if isinstance(found, dict) else None
 
 
 async def release(tx: Tx, task_id: str, lease: Lease, *, events: WorkerEvents = ()) -> Task:

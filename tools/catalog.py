@@ -22,8 +22,7 @@ READ_ONLY = ToolAnnotations(
 Query = Annotated[
     str | None,
     Field(
-        description="Words to look for in agent and team names and descriptions, e.g. 'kubernetes'. "
-        "Leave out to list everything.",
+        description="Words to filter names and descriptions by, e.g. 'kubernetes'; omit for all.",
         max_length=200,
     ),
 ]
@@ -46,21 +45,14 @@ async def agent_catalog(backend: Backend, query: str | None = None) -> AgentCata
 def register(mcp: MCPServer, backend: Backend) -> None:
     @mcp.tool(title="List agents", annotations=READ_ONLY)
     async def list_agents(query: Query = None) -> AgentCatalog:
-        """List the agents (and teams of agents) that can run tasks.
-
-        Each agent has a name, a description of what it is for, its runtime, the tools it
-        may use, its default queue and its parameters. Call this first to pick the agent
-        that fits the user's request, then start it with create_task.
-        """
+        """List the agents and teams that can run tasks, with what each is for, its default
+        queue and parameters. Call it first to pick one for create_task."""
         return await agent_catalog(backend, query)
 
     @mcp.tool(title="List worker queues", annotations=READ_ONLY)
     async def list_queues() -> QueueList:
-        """List the worker queues: where tasks wait until a worker on that queue runs them.
-
-        Shows each queue's environment, its live workers and its pending and running
-        tasks. A queue with 0 active workers will not run anything until a worker starts.
-        """
+        """List the worker queues with their live workers and pending and running tasks. A
+        queue with 0 active_workers runs nothing until a worker starts."""
         async with backend.client("list the queues") as c:
             queues = await c.queues.list()
         return QueueList(queues=[QueueInfo.of(q) for q in queues])

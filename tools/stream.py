@@ -276,28 +276,20 @@ def register(mcp: MCPServer, backend: Backend) -> None:
         ctx: Context,
         task_id: TaskId,
         after: Annotated[
-            int, Field(ge=0, description="Seq of the last event already seen (0 = from the start).")
+            int, Field(ge=0, description="last_seq of the previous call (0 = from the start).")
         ] = 0,
         timeout: Annotated[
             float,
             Field(
                 gt=0,
                 le=MAX_TIMEOUT,
-                description=f"Seconds to follow before returning (at most {MAX_TIMEOUT:g}).",
+                description=f"Seconds to wait (at most {MAX_TIMEOUT:g}).",
             ),
         ] = 60,
     ) -> StreamResult | InputRequiredResult:
-        """Follow a task live until it ends, needs an answer, or `timeout` passes.
-
-        Each event (status changes, output lines, tool calls) is sent as a progress
-        notification while the task runs. Returns with `outcome`:
-        - finished: the task ended; see `status`, `result` or `error`;
-        - needs_input: the task waits for the user: ask them `question` (offer `choices`),
-          send their reply with respond_to_task, then call stream_task again;
-        - timeout: still running; call stream_task again with `after` = `last_seq`.
-        Where the client supports it, the user is asked directly and the task resumes within
-        this call (`answers` lists what they said).
-        """
+        """Follow a task (events come as progress) until its `outcome`: finished (see result
+        or error); needs_input (ask the user `question`, send the reply with respond_to_task,
+        call again); timeout (call again with after=last_seq)."""
         if not task_id.strip():
             raise ToolError("task_id is empty; pass the id create_task or list_tasks returned.")
         return await _Follow(backend, ctx, task_id, after, timeout).run()

@@ -16,10 +16,7 @@ from tools.models import EventLine, Status, TaskCreated, TaskInfo, TaskList, Tas
 
 __all__ = ["TaskId", "register"]
 
-TaskId = Annotated[
-    str,
-    Field(description="The task id, as returned by create_task or list_tasks.", min_length=1, max_length=100),
-]
+TaskId = Annotated[str, Field(min_length=1, max_length=100)]
 Name = Annotated[str, Field(min_length=1, max_length=64)]
 
 WRITES = ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=False, openWorldHint=True)
@@ -80,38 +77,24 @@ def register(mcp: MCPServer, backend: Backend) -> None:
         prompt: Annotated[
             str,
             Field(
-                description="What the agent should do: the user's request plus any context it needs.",
+                description="The user's request plus any context the agent needs.",
                 min_length=1,
                 max_length=100_000,
             ),
         ],
-        agent: Annotated[
-            Name | None, Field(description="Name of the agent to run (see list_agents).")
-        ] = None,
-        team: Annotated[
-            Name | None, Field(description="Name of a team to run instead of a single agent.")
-        ] = None,
+        agent: Annotated[Name | None, Field(description="Agent name (from list_agents).")] = None,
+        team: Annotated[Name | None, Field(description="Team name, instead of an agent.")] = None,
         queue: Annotated[
             Name | None,
-            Field(
-                description="Worker queue to run on (see list_queues). Leave out to use the agent's "
-                "default queue, or the only queue with live workers."
-            ),
+            Field(description="Queue name (from list_queues); omit for the agent's default queue."),
         ] = None,
         parameters: Annotated[
             dict[str, Any] | None,
-            Field(
-                description='Values for the agent\'s parameters, e.g. {"namespace": "prod"}. '
-                "A required one left out is asked for while the task runs."
-            ),
+            Field(description='The agent\'s parameters, e.g. {"namespace": "prod"}.'),
         ] = None,
     ) -> TaskCreated:
-        """Start a durable task: an agent (or team) runs `prompt` on a worker.
-
-        Give exactly one of `agent` or `team` (names from list_agents). Returns at once with
-        the task id, its status (pending) and a board link the user can open. Then follow it
-        with stream_task, which reports progress and tells you when the task needs an answer.
-        """
+        """Start a durable task: an agent (or team) runs `prompt` on a worker. Give exactly
+        one of agent or team. Returns the task id and board_url; follow it with stream_task."""
         if bool(agent) == bool(team):
             raise ToolError("Give exactly one of `agent` or `team` (call list_agents to see the names).")
         async with backend.client("create the task") as c:
@@ -124,23 +107,22 @@ def register(mcp: MCPServer, backend: Backend) -> None:
 
     @mcp.tool(title="Get a task", annotations=READ_ONLY)
     async def get_task(task_id: TaskId) -> TaskInfo:
-        """Show one task: status, the question it waits on, its result or error, and timings."""
+        """Show one task: status, pending question, result or error, timings."""
         async with backend.client(f"get task {task_id!r}") as c:
             task = await c.executions.get(task_id)
         return TaskInfo.of(task, backend.board_link(task["id"]))
 
     @mcp.tool(title="List tasks", annotations=READ_ONLY)
     async def list_tasks(
-        status: Annotated[Status | None, Field(description="Only tasks in this status.")] = None,
-        agent: Annotated[Name | None, Field(description="Only tasks of this agent.")] = None,
-        queue: Annotated[Name | None, Field(description="Only tasks on this queue.")] = None,
-        limit: Annotated[int, Field(ge=1, le=200, description="How many tasks, newest first.")] = 20,
+        status: Status | None = None,
+        agent: Name | None = None,
+        queue: Name | None = None,
+        limit: Annotated[int, Field(ge=1, le=200)] = 20,
         cursor: Annotated[
-            str | None,
-            Field(description="`next_cursor` of a previous call, for older tasks.", max_length=200),
+            str | None, Field(description="next_cursor of the previous page.", max_length=200)
         ] = None,
     ) -> TaskList:
-        """List tasks, newest first, optionally filtered by status, agent or queue."""
+        """List tasks, newest first, optionally filtered."""
         async with backend.client("list the tasks") as c:
             page = await c.executions.list(
                 status=status, agent=agent, queue=queue, limit=limit, cursor=cursor
@@ -152,12 +134,7 @@ def register(mcp: MCPServer, backend: Backend) -> None:
 
     @mcp.tool(title="Cancel a task", annotations=CANCELS)
     async def cancel_task(task_id: TaskId) -> TaskInfo:
-        """Cancel a task that has not finished.
-
-        A pending or requires_input task is cancelled at once; a running one is told to stop
-        (`cancel_requested`) and ends as cancelled within seconds. Finished tasks cannot be
-        cancelled.
-        """
+        """Cancel an unfinished task (a running one stops within seconds)."""
         async with backend.client(f"cancel task {task_id!r}") as c:
             task = await c.executions.cancel(task_id)
         return TaskInfo.of(task, backend.board_link(task["id"]))
@@ -168,17 +145,14 @@ def register(mcp: MCPServer, backend: Backend) -> None:
         answer: Annotated[
             str,
             Field(
-                description="The user's answer. When the question lists choices, one of them.",
+                description="The user's answer (one of the choices, if any).",
                 min_length=1,
                 max_length=100_000,
             ),
         ],
     ) -> TaskInfo:
-        """Answer the question of a task in requires_input; the task then resumes.
-
-        Use the user's own answer (ask them; never invent one). Afterwards call stream_task
-        to follow the task again.
-        """
+        """Send the user's answer to a task in requires_input (never invent one); it resumes.
+        Then call stream_task again."""
         async with backend.client(f"answer task {task_id!r}") as c:
             task = await c.executions.get(task_id)
             pending = task.get("pending_input") or {}
@@ -197,11 +171,7 @@ def register(mcp: MCPServer, backend: Backend) -> None:
 
     @mcp.tool(title="Retry a task", annotations=WRITES)
     async def retry_task(task_id: TaskId) -> TaskCreated:
-        """Run a finished (completed, failed or cancelled) task again, as a new task.
-
-        The new task has the same agent, queue, prompt and parameters, and `retry_of` points
-        at the old one. Follow it with stream_task.
-        """
+        """Run a finished task again as a new task (its retry_of is the old one)."""
         async with backend.client(f"retry task {task_id!r}") as c:
             task = await c.executions.retry(task_id)
         return _created(backend, task)

@@ -30,10 +30,14 @@ async def complete(
     *,
     on_delta: Callable[[str], None],
     on_log: Callable[[str], None],
+    on_reset: Callable[[str], None] | None = None,
 ) -> ModelReply:
-    """One model turn (see `meta_agent.llm.complete`); unrecoverable failures fail the task."""
+    """One model turn (see `meta_agent.llm.complete`); unrecoverable failures fail the task.
+    A reply cut by max_tokens comes back (`finish_reason` "length"): its usage counts."""
     try:
-        return await llm.complete(config, messages, tools, on_delta=on_delta, on_log=on_log)
+        return await llm.complete(
+            config, messages, tools, on_delta=on_delta, on_log=on_log, on_reset=on_reset, truncated_ok=True
+        )
     except TaskFailed:
         raise
     except ModelCallFailed as exc:

@@ -34,6 +34,8 @@ def _agent_fields(body: AgentIn | AgentPatch, *, partial: bool) -> dict[str, Any
     data = body.model_dump(exclude_unset=partial)
     if body.policy is not None and "policy" in data:
         data["policy"] = body.policy.model_dump(exclude_none=True, exclude_defaults=True)
+    if body.provider is not None and "provider" in data:
+        data["provider"] = body.provider.model_dump(exclude_none=True)
     if "parameters" in data and data["parameters"] is not None:
         data["parameters"] = {k: dict(v) for k, v in data["parameters"].items()}
     return data

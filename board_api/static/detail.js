@@ -93,7 +93,7 @@ export class Detail {
   #buildLogs() {
     this.logFilter = h("input", { id: "log-filter", type: "search", placeholder: "filter text" });
     this.logKind = h("select", { id: "log-kind" }, h("option", { value: "", text: "all kinds" }),
-      ["status", "log", "message_delta", "message", "tool_started", "tool_output", "tool_completed", "input_requested",
+      ["status", "log", "message_delta", "message_reset", "message", "tool_started", "tool_output", "tool_completed", "input_requested",
         "input_received", "artifact", "plan", "usage"].map((k) => h("option", { value: k, text: k })));
     const copy = h("button", { type: "button", text: "Copy" });
     copy.addEventListener("click", () => this.#copyLogs(copy));
@@ -178,7 +178,7 @@ export class Detail {
         this.retry = setTimeout(() => this.id === id && this.es === es && this.#follow(), 2000);
       }
     };
-    const kinds = ["status", "message_delta", "message", "tool_started", "tool_output", "tool_completed", "log",
+    const kinds = ["status", "message_delta", "message_reset", "message", "tool_started", "tool_output", "tool_completed", "log",
       "input_requested", "input_received", "artifact", "plan", "checkpoint", "usage"];
     for (const k of kinds) es.addEventListener(k, (e) => this.#onEvent(JSON.parse(e.data)));
     es.addEventListener("end", (e) => {
@@ -218,6 +218,7 @@ export class Detail {
   #renderMessage(i) {
     const m = this.output.messages[i];
     let el = this.outputEl.children[i];
+    if (!m) return el?.remove(); // voided by a message_reset
     if (!el) this.outputEl.append((el = h("article.message")));
     el.classList.toggle("streaming", !m.done);
     el.replaceChildren(renderMarkdown(m.text));

@@ -15,7 +15,8 @@ export function textOf(data) {
   return "";
 }
 
-/** Feed events in order; `messages` is [{text, done}] and the streamed one is last. */
+/** Feed events in order; `messages` is [{text, done}] and the streamed one is last.
+ * `add` returns the index of the message it changed (-1: none). */
 export class Output {
   constructor() {
     this.messages = [];
@@ -23,6 +24,13 @@ export class Output {
 
   add(e) {
     const last = this.messages[this.messages.length - 1];
+    if (e.kind === "message_reset") {
+      // A retried model call: the text streamed since the last full message is void. The
+      // index returned no longer holds a message (until the retry streams into it).
+      if (!last || last.done) return -1;
+      this.messages.pop();
+      return this.messages.length;
+    }
     if (last && !last.done && e.kind !== "message_delta" && e.kind !== "message" && e.kind !== "usage") {
       last.done = true; // the model's turn ended (a tool call, a status change) without a full message
       return this.messages.length - 1;
@@ -94,6 +102,8 @@ export function summary(e) {
     case "message_delta":
     case "message":
       return textOf(d);
+    case "message_reset":
+      return `partial answer discarded: ${d.reason ?? "retried"}`;
     case "tool_started":
       return `${d.tool || d.name || "tool"} ${JSON.stringify(d.args ?? d.arguments ?? d.input ?? {})}`;
     case "tool_output":

@@ -154,6 +154,12 @@ class EventPrinter:
         elif not self._stdout_overflow:
             self._stdout.append(line)
 
+    def _on_message_reset(self, data: dict[str, Any], _event: dict[str, Any]) -> None:
+        # A terminal cannot take back what it printed: say that it no longer counts.
+        self._streamed = False
+        why = plain(data.get("reason")) or "retried"
+        self._dim(f"↺ the text above is discarded: {why}; the model answers again")
+
     def _on_message(self, data: dict[str, Any], _event: dict[str, Any]) -> None:
         text = _text(data)
         self.last_message = text or self.last_message

@@ -201,8 +201,9 @@ def _agent(
     local: tuple[str, Path] | None = None,
 ) -> Any:
     from meta_agent.agent import SYSTEM_PROMPT, MetaAgent, chat_backend
-    from meta_agent.llm import ProviderConfig
+    from meta_agent.llm_settings import meta_agent_config
     from meta_agent.remote import McpFactory, http_tools, in_process_tools, pin_queue
+    from meta_agent.settings import Settings
 
     st = state(ctx)
     user = user_name()
@@ -219,7 +220,7 @@ def _agent(
         tools = pin_queue(tools or in_process_tools(backend, elicit=elicit), queue)
         system_prompt += local_note(queue, cwd)
     return MetaAgent(
-        ProviderConfig(model, api_base=api_base, api_key=api_key),
+        meta_agent_config(Settings(), model, api_base, api_key),
         backend,
         approve=None if yes else screen.approve,
         elicit=elicit,

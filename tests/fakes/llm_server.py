@@ -12,6 +12,14 @@ argument pieces; usage in a last chunk with no choices; `data: [DONE]`) or as on
 when the request does not stream; or an error status with an OpenAI-style error body. A
 reply may hold its stream open at a `Gate` until the test opens it (or the client goes
 away, which `disconnects` counts). Every request body is recorded in `requests`.
+
+Real servers' failures after the status line are scripted too (llama-cpp-python's server
+does all of these): `empty()` is 200 then a stream with no chunks; `error_frame(msg)` is
+200 then `data: {"error": ...}`; `unfinished(text)` streams text but never a
+`finish_reason`; `dropped(text)` sends some text then breaks the connection; `cut(text)`
+ends with `finish_reason: length`. `FakeLLM(needs_content=True)` behaves like a chat
+template that reads `content` on every message: a request with an assistant message
+without a string `content` gets 200 then nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +37,20 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-__all__ = ["FakeLLM", "Gate", "Reply", "error", "text", "tool_call", "tool_calls"]
+__all__ = [
+    "FakeLLM",
+    "Gate",
+    "Reply",
+    "cut",
+    "dropped",
+    "empty",
+    "error",
+    "error_frame",
+    "text",
+    "tool_call",
+    "tool_calls",
+    "unfinished",
+]
 
 
 class Gate:
@@ -71,6 +92,10 @@ class Reply:
     gate: Gate | None = None  # the stream holds after the first half of the pieces
     gate_limit: float = 30.0
     when: str | None = None  # only for a request whose last message contains this text
+    # How the stream ends: "finish" (normally), "nothing" (200, no chunks at all), "error"
+    # (an error frame after the pieces), "no_finish" (no finish_reason), "drop" (the
+    # connection breaks after the pieces), "length" (finish_reason: length).
+    end: str = "finish"
 
 
 def text(
@@ -116,6 +141,35 @@ def error(status: int, message: str = "", *, type: str = "", code: str | None = 
     )
 
 
+def empty() -> Reply:
+    """HTTP 200, then the stream ends without a single chunk (the server raised)."""
+    return Reply(end="nothing")
+
+
+def error_frame(message: str, pieces: str = "") -> Reply:
+    """HTTP 200, optionally some text, then `data: {"error": {...}}` in the stream."""
+    return Reply(pieces=_words(pieces) if pieces else [], end="error", message=message)
+
+
+def unfinished(content: str) -> Reply:
+    """Text that stops without a `finish_reason` (and without usage)."""
+    return Reply(pieces=_words(content), end="no_finish")
+
+
+def dropped(content: str) -> Reply:
+    """Some text, then the connection breaks mid-stream."""
+    return Reply(pieces=_words(content), end="drop")
+
+
+def cut(content: str, *, usage: tuple[int, int] = (12, 7)) -> Reply:
+    """Text that ends with `finish_reason: length` (the max_tokens limit was hit)."""
+    return Reply(pieces=_words(content), end="length", usage=usage)
+
+
+class _Dropped(Exception):
+    """Raised inside a streaming response: uvicorn then aborts the connection."""
+
+
 _ids = iter(range(1, 1_000_000))
 
 
@@ -133,7 +187,8 @@ class FakeLLM:
 
     model = "fake"
 
-    def __init__(self) -> None:
+    def __init__(self, *, needs_content: bool = False) -> None:
+        self.needs_content = needs_content
         self.replies: list[Reply] = []
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
@@ -185,6 +240,9 @@ class FakeLLM:
             body = await request.json()
             self.requests.append(body)
             self.headers.append(dict(request.headers))
+            if self.needs_content and _lacks_content(body):
+                # llama.cpp's chat template fails while rendering, after the 200.
+                return StreamingResponse(_nothing(), media_type="text/event-stream")
             reply = self._next(body)
             if reply is None:
                 reply = error(400, "the fake LLM has no scripted reply left")
@@ -197,6 +255,9 @@ class FakeLLM:
                 }
                 return JSONResponse({"error": err}, status_code=reply.status)
             if not body.get("stream"):
+                if reply.end == "error":  # what a server says when it need not stream
+                    err = {"message": reply.message, "type": "server_error", "param": None, "code": None}
+                    return JSONResponse({"error": err}, status_code=500)
                 return JSONResponse(_whole(reply, body.get("model", "fake")))
             return StreamingResponse(self._chunks(reply, body), media_type="text/event-stream")
 
@@ -220,6 +281,8 @@ class FakeLLM:
             return f"data: {json.dumps(obj)}\n\n".encode()
 
         try:
+            if reply.end == "nothing":
+                return
             yield chunk({"role": "assistant", "content": ""})
             half = (len(reply.pieces) + 1) // 2 if reply.gate else len(reply.pieces)
             for piece in reply.pieces[:half]:
@@ -228,6 +291,15 @@ class FakeLLM:
                 return
             for piece in reply.pieces[half:]:
                 yield chunk({"content": piece})
+            if reply.end == "error":
+                err = {"message": reply.message, "type": "server_error", "param": None, "code": None}
+                yield f"data: {json.dumps({'error': err})}\n\n".encode()
+                return
+            if reply.end == "drop":
+                raise _Dropped("the fake LLM breaks the connection")
+            if reply.end == "no_finish":
+                yield b"data: [DONE]\n\n"
+                return
             for i, call in enumerate(reply.calls):
                 yield chunk(
                     {
@@ -246,7 +318,8 @@ class FakeLLM:
                     yield chunk(
                         {"tool_calls": [{"index": i, "function": {"arguments": args[start : start + 8]}}]}
                     )
-            yield chunk({}, "tool_calls" if reply.calls else "stop")
+            finish = "length" if reply.end == "length" else "tool_calls" if reply.calls else "stop"
+            yield chunk({}, finish)
             if (body.get("stream_options") or {}).get("include_usage"):
                 p, c = reply.usage
                 yield chunk({}, usage={"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
@@ -254,6 +327,18 @@ class FakeLLM:
         except asyncio.CancelledError:
             self.disconnects += 1
             raise
+
+
+async def _nothing() -> AsyncIterator[bytes]:
+    return
+    yield b""  # an async generator that yields nothing
+
+
+def _lacks_content(body: dict[str, Any]) -> bool:
+    return any(
+        m.get("role") == "assistant" and not isinstance(m.get("content"), str)
+        for m in body.get("messages") or ()
+    )
 
 
 def _whole(reply: Reply, model: str) -> dict[str, Any]:
@@ -282,8 +367,8 @@ Step = Reply | Callable[[dict[str, Any]], Reply]
 class ChatLLM(FakeLLM):
     """The fake provider with steps that may be functions of the request (to read task ids)."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, *, needs_content: bool = False) -> None:
+        super().__init__(needs_content=needs_content)
         self.steps: list[Step] = []
 
     def play(self, *steps: Step) -> None:

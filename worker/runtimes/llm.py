@@ -9,21 +9,26 @@ The conversation is checkpointed after every completed step, so a task resumes w
 stopped on whichever worker claims it next: after a human answered (`ask_user`, approvals,
 stored in `ctx.inputs` under the tool call's id) or after a crash. A tool call the
 checkpoint shows as started but not finished is reported to the model as interrupted and
-never run again. Events: `message_delta` (coalesced), `message`, `tool_started`,
+never run again. Events: `message_delta` (coalesced), `message_reset` (the deltas since the
+last `message` are void: a retry after the stream broke), `message`, `tool_started`,
 `tool_output`, `tool_completed` (one `tool_call_id` pairs them), `usage` (running totals),
 `log` (provider retries). The phase moves to `executing` with the first answer or tool call.
+How the model is called comes from the worker's defaults and the agent's `provider`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
 from meta_agent.client import ApiError
+from meta_agent.llm import cut_message
+from meta_agent.llm_settings import KeyMissing, keyless, with_agent_provider
 from worker.policy import Policy
 from worker.provider import ModelReply, ProviderConfig, complete, load_litellm, tool_arguments
 from worker.runtime import InputRequested, Outcome, TaskContext, TaskFailed
@@ -45,7 +50,8 @@ _EXECUTING_KINDS = frozenset({"message_delta", "message", "tool_started", "tool_
 
 class LlmRuntime:
     """Runs `llm` agents. `api_base`/`api_key` go to litellm for every call when given
-    (`meta-agent worker start --llm-api-base/--llm-api-key`); else litellm's own variables."""
+    (`meta-agent worker start --llm-api-base/--llm-api-key`); else litellm's own variables.
+    An agent's `provider` settings override them; its `api_key_env` is read from `environ`."""
 
     def __init__(
         self,
@@ -54,11 +60,13 @@ class LlmRuntime:
         api_key: str | None = None,
         retries: int = 4,
         backoff: float = 0.5,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.api_base = api_base
         self.api_key = api_key
         self.retries = retries
         self.backoff = backoff
+        self.environ = os.environ if environ is None else environ
         self._used = False
 
     async def run(self, ctx: TaskContext) -> Outcome:
@@ -77,7 +85,13 @@ class LlmRuntime:
         if unknown:
             ctx.emit("log", {"level": "warning", "message": f"unknown tools ignored: {', '.join(unknown)}"})
         tools = {n: t for n, t in toolkit(names).items() if policy.allows_tool(n)}
-        config = ProviderConfig(model, self.api_base, self.api_key, self.retries, self.backoff)
+        defaults = keyless(
+            ProviderConfig(model, self.api_base, self.api_key, self.retries, self.backoff), self.environ
+        )
+        try:
+            config = with_agent_provider(defaults, ctx.agent.get("provider"), self.environ)
+        except KeyMissing as exc:
+            raise TaskFailed("provider_key_missing", str(exc)) from None
         # Importing litellm takes seconds; in a thread, the worker's heartbeats keep going.
         await asyncio.to_thread(load_litellm)
         self._used = True
@@ -212,6 +226,7 @@ class _Loop:
                     self.schemas,
                     on_delta=lambda text: self.emit("message_delta", {"text": text}),
                     on_log=lambda line: self.ctx.emit("log", {"level": "warning", "message": line}),
+                    on_reset=lambda why: self.ctx.emit("message_reset", {"reason": why}),
                 ),
                 "the model call",
             )
@@ -224,6 +239,8 @@ class _Loop:
             ]
             self.emit("message", {"role": "assistant", "text": reply.content, "tool_calls": calls})
             self.ctx.emit("usage", {**usage, "steps": st["steps"]})
+            if reply.finish_reason == "length":  # cut text or half a tool call: not a result
+                raise TaskFailed("max_tokens", cut_message(self.config))
             st["messages"].append(reply.message())
             if not calls:
                 return Outcome({"output": reply.content}, usage={**usage, "steps": st["steps"]})
