@@ -27,7 +27,7 @@ def frames(resp: httpx.Response) -> Iterator[dict]:  # type: ignore[type-arg]
             cur[field] = value.removeprefix(" ")
 
 
-def post_logs(c: httpx.Client, tid: str, token: int, start: int, n: int) -> None:
+def post_logs(c: httpx.Client, tid: str, token: str, start: int, n: int) -> None:
     events = [{"kind": "log", "data": {"line": f"line {i}"}} for i in range(start, start + n)]
     assert c.post(f"/tasks/{tid}/events", json={"token": token, "events": events}).status_code == 200
 
