@@ -11,6 +11,8 @@ through the REST API and its checks: no second copy of any tool's logic. It ends
 model answers without a tool call. Everything it does goes to `emit` as small dicts:
 
     {"type": "text", "text": ...}                         a piece of the reply
+    {"type": "text_reset", "reason"}                      drop the reply's text since the last
+                                                          tool call: the model call is retried
     {"type": "tool_call", "id", "name", "arguments"}      the model called a tool
     {"type": "tool_result", "id", "name", "is_error", "text"}
     {"type": "progress", "task_id", "message"}            a followed task's event (stream_task)
@@ -275,11 +277,15 @@ class MetaAgent:
         out = _InOrder(emit)
         on_delta = lambda text: out.send({"type": "text", "text": text})  # noqa: E731
         on_log = lambda text: out.send({"type": "log", "message": text})  # noqa: E731
+        # A call retried after its text went out: the chat drops that text (it is asked again).
+        on_reset = lambda why: out.send({"type": "text_reset", "reason": why})  # noqa: E731
 
         for _ in range(self.max_steps):
             messages = [{"role": "system", "content": self.system_prompt}, *history, *added]
             try:
-                reply = await complete(self.provider, messages, tools, on_delta=on_delta, on_log=on_log)
+                reply = await complete(
+                    self.provider, messages, tools, on_delta=on_delta, on_log=on_log, on_reset=on_reset
+                )
                 await out.drain()
             finally:
                 out.cancel()  # only does something when cancelled or failed: nothing is left

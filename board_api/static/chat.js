@@ -107,6 +107,9 @@ export class Chat {
           text += data.text;
           reply.replaceChildren(renderMarkdown(text));
           this.#scroll();
+        } else if (event === "text_reset") {
+          text = ""; // the model call is retried: its partial answer goes
+          reply?.replaceChildren();
         } else if (event === "tool_call") {
           reply = null; text = ""; // the next words start a new bubble, after the tool line
           this.#note("tool", `→ ${data.name}`);

@@ -34,6 +34,12 @@ class ReplyStream:
         if self._later is None or self._later.done():
             self._later = asyncio.create_task(self._flush_later())
 
+    def reset(self) -> None:
+        """The model call is retried: drop the current message's text (the next flush shows it)."""
+        self.text = self.text[: self._base]
+        if self._later is None or self._later.done():
+            self._later = asyncio.create_task(self._flush_later())
+
     async def _flush_later(self) -> None:
         await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - self._last)))
         try:

@@ -120,6 +120,8 @@ class SlackService:
             kind = event.get("type")
             if kind == "text":
                 reply.add(str(event.get("text") or ""))
+            elif kind == "text_reset":
+                reply.reset()
             elif kind == "task" and event.get("task_id"):
                 # Bound durably now, not after the turn: the task may already be running.
                 await slack_store.bind(self.db, str(event["task_id"]), ref)

@@ -84,6 +84,8 @@ def _exec(
     def show(event: dict[str, Any]) -> None:
         if event["type"] == "text":
             reply.append(event["text"])
+        elif event["type"] == "text_reset":
+            reply.clear()
         screen.show(event)
 
     async def one_turn() -> None:
@@ -268,6 +270,9 @@ class _Screen:
             self.mid_line = not event["text"].endswith("\n")
             return
         self.end_line()
+        if kind == "text_reset":
+            err_console().print("[dim](the model call is retried: the text above is discarded)[/]")
+            return
         if kind == "tool_call":
             args = json.dumps(event["arguments"], ensure_ascii=False)
             self.out.print(f"[dim]→ {escape(event['name'])} {escape(_cut(args))}[/]", soft_wrap=True)

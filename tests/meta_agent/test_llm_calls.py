@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from meta_agent.llm import load_litellm
-from tests.fakes.llm_server import ChatLLM, FakeLLM, empty, text, tool_call
+from tests.fakes.llm_server import ChatLLM, FakeLLM, dropped, empty, text, tool_call
 from tests.meta_agent.test_agent_chat import chat, of
 
 
@@ -104,3 +104,22 @@ def test_each_litellm_call_is_logged_once() -> None:
     both = done.stdout + done.stderr
     assert both.count("completion() model=") == 1, both
     assert done.stderr.count(" INFO LiteLLM: ") == 1, both  # our formatter: it masks secrets
+
+
+async def test_a_reply_retried_mid_stream_tells_the_chat_to_drop_the_partial_text(
+    server_factory: Any, db_url: str, llm: ChatLLM
+) -> None:
+    srv = server_factory(
+        db_url, model="openai/fake", llm_api_base=llm.api_base, llm_api_key="sk-test", model_retries=2
+    )
+    llm.play(dropped("half an answer that breaks"), text("the whole answer"))
+    frames = await chat(srv.url, {"message": "hello"})
+    kinds = [kind for kind, _ in frames]
+    assert "text_reset" in kinds, kinds
+    # What a client shows: the text since the last reset, which is the retried answer alone.
+    shown = ""
+    for kind, data in frames:
+        shown = "" if kind == "text_reset" else shown + (data["text"] if kind == "text" else "")
+    assert shown == "the whole answer"
+    [done] = of(frames, "done")
+    assert done["reply"] == "the whole answer"
