@@ -123,6 +123,12 @@ class Question(BaseModel):
     choices: list[str] = Field([], description="Allowed answers; empty means free text.")
     key: str = "answer"
 
+    @classmethod
+    def of(cls, pending: dict[str, Any]) -> Question:
+        # `key` names what is asked (a parameter, a tool call): the worker's `ref`. The id the
+        # server issued for the question is sent back by respond_to_task itself.
+        return cls(**{**pending, "key": pending.get("ref") or pending.get("key") or "answer"})
+
 
 class ErrorInfo(BaseModel):
     code: str
@@ -171,7 +177,7 @@ class TaskInfo(BaseModel):
             retry_of=t.get("retry_of"),
             result=t.get("result"),
             error=ErrorInfo(**t["error"]) if t.get("error") else None,
-            pending_input=Question(**pending) if pending else None,
+            pending_input=Question.of(pending) if pending else None,
             last_seq=int(t.get("last_seq") or 0),
             created_at=str(t.get("created_at") or ""),
             started_at=t.get("started_at"),
@@ -260,7 +266,7 @@ def describe_event(event: dict[str, Any], limit: int = 500) -> str:
         if data.get("choices"):
             text += f" [{' / '.join(map(str, data['choices']))}]"
     elif kind == "input_received":
-        text = f"answer received ({data.get('key', 'answer')})"
+        text = f"answer received ({data.get('ref') or data.get('key', 'answer')})"
     elif kind.startswith("tool_"):
         name = data.get("name") or data.get("tool") or data.get("tool_call_id") or ""
         detail = next((data[k] for k in ("output", "line", "result", "arguments", "args") if k in data), "")

@@ -159,7 +159,7 @@ class _Follow:
         pending = task.get("pending_input")
         if not pending or self.declined or not self._can_elicit():
             return None
-        q = Question(**pending)
+        q = Question.of(pending)
         model = answer_model(q)
         if self.modern:
             state = {
@@ -233,7 +233,7 @@ class _Follow:
     ) -> StreamResult:
         status = task["status"]
         pending = task.get("pending_input") if status == "requires_input" else None
-        question = Question(**pending) if pending else None
+        question = Question.of(pending) if pending else None
         error = ErrorInfo(**task["error"]) if task.get("error") else None
         tid, after = self.task_id, self.last_seq
         if outcome == "needs_input" and question is not None:

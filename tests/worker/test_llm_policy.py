@@ -119,11 +119,11 @@ def test_policy_rules_and_budgets() -> None:
 
 
 def test_an_old_approval_never_approves_a_later_call_with_the_same_id(
-    server: LiveServer, llm: FakeLLM, tmp_path: Path
+    server: LiveServer, llm: FakeLLM, tmp_path: Path, shared_tmp: Path
 ) -> None:
     """Providers reuse call ids (`call_0` every turn): answers are keyed by the question the
     server issued, and only the parked call reads its answer."""
-    first, second = tmp_path / "first", tmp_path / "second"
+    first, second = shared_tmp / "first", shared_tmp / "second"  # the bash tool runs sandboxed
     with server.client() as c:
         llm_agent(c, tools=["bash"], policy={"require_approval": ["bash"]})
     with server.client() as c, worker_thread(server.url, llm, tmp_path / "ws"):
