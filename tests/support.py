@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -111,6 +112,18 @@ def spawn(args: list[str], log: Path | None = None, **env: str) -> subprocess.Po
     finally:
         if log:
             out.close()  # type: ignore[union-attr]
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
+    """Stop a `spawn`ed child and everything it started: SIGTERM, then SIGKILL after `grace`."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
 
 
 class PrivatePostgres:

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
-import signal
-import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +19,7 @@ import httpx
 import pytest
 
 from tests.fakes.slack_server import FakeSlack
-from tests.support import free_port, spawn, wait_for
+from tests.support import free_port, spawn, stop_group, wait_for
 
 pytestmark = pytest.mark.xdist_group("body_memory")
 
@@ -87,7 +84,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
             task_id, token = _claimed_task(base + "/api/v1", admin, worker)
             yield Plane(base, proc.pid, admin, worker, task_id, token)
         finally:
-            _stop(proc)
+            stop_group(proc)
 
 
 def _claimed_task(api: str, admin: str, worker: str) -> tuple[str, int]:
@@ -103,15 +100,6 @@ def _claimed_task(api: str, admin: str, worker: str) -> tuple[str, int]:
         )
         (item,) = r.json()["tasks"]
         return tid, item["token"]
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
 
 
 def _kb(pid: int, field: str) -> int:

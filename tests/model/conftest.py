@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support import ROOT, LiveServer, free_port, spawn, wait_for
+from tests.support import ROOT, LiveServer, free_port, spawn, stop_group, wait_for
 
 MODEL_PYTHON = Path(os.environ.get("META_AGENT_MODEL_PYTHON") or ROOT / ".venv-model" / "bin" / "python")
 CONTEXT = 2048  # tokens: small, so that a prompt over it is quick to make and to refuse
@@ -161,13 +161,7 @@ def worker(plane: LiveServer, model_logs: Path) -> Iterator[subprocess.Popen[byt
             "the worker to register",
         )
     yield proc
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+    stop_group(proc, 20)
 
 
 def provider(server: ModelServer, **settings: Any) -> dict[str, Any]:
