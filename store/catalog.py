@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
@@ -270,20 +271,24 @@ async def touch_worker(tx: Tx, worker_id: str, queue: str, info: dict[str, Any] 
     worker = await tx.session.get(Worker, worker_id)
     if worker is None:
         info = info or {}
-        tx.session.add(
-            Worker(
-                id=worker_id,
-                queue=queue,
-                name=str(info.get("name", ""))[:200],
-                hostname=str(info.get("hostname", ""))[:200],
-                capacity=int(info.get("capacity", 1)),
-                version=str(info.get("version", ""))[:50],
-                started_at=now,
-                last_heartbeat_at=now,
-            )
-        )
-        await tx.session.flush()
-        return
+        row = {
+            "id": worker_id,
+            "queue": queue,
+            "name": str(info.get("name", ""))[:200],
+            "hostname": str(info.get("hostname", ""))[:200],
+            "capacity": int(info.get("capacity", 1)),
+            "running": int(info.get("running", 0)),
+            "version": str(info.get("version", ""))[:50],
+            "started_at": now,
+            "last_heartbeat_at": now,
+        }
+        # A new worker's first claim and first heartbeat may both find no row: the second
+        # insert waits for the first and then does nothing, instead of a duplicate key (500).
+        insert = sqlite.insert if tx.session.get_bind().dialect.name == "sqlite" else postgresql.insert
+        await tx.session.execute(insert(Worker).values(**row).on_conflict_do_nothing(index_elements=["id"]))
+        worker = await tx.session.get(Worker, worker_id, populate_existing=True)
+        if worker is None:
+            return
     worker.last_heartbeat_at = now
     worker.queue = queue
     if info:
