@@ -56,7 +56,7 @@ def test_keyboard_theme_and_narrow_screen(board: Any, server: LiveServer) -> Non
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-@pytest.mark.parametrize("width", [1400, 900, 420])
+@pytest.mark.parametrize("width", [1400, 420])  # the panel beside the board, and over it
 def test_an_open_panel_leaves_the_header_buttons_usable(board: Any, server: LiveServer, width: int) -> None:
     page = board
     page.set_viewport_size({"width": width, "height": 800})
