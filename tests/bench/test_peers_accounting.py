@@ -114,3 +114,6 @@ def test_the_driver_times_tasks_by_their_udp_stamps(monkeypatch) -> None:  # typ
         assert r["tasks"] == 200 and 0 < r["seconds"] < 60
     finally:
         probe.close()
+        if driver._sock is not None:  # the "worker's" sending socket, kept per process
+            driver._sock.close()
+            driver._sock = None
