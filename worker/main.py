@@ -21,7 +21,6 @@ import secrets
 import shutil
 import signal
 import socket
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 from meta_agent import __version__
 from meta_agent.client import ApiError, AsyncControlPlaneClient
 from worker.runtime import Runtime
+from worker.sandbox import not_dumpable
 from worker.task import CANCEL_GRACE, HeldTask
 
 __all__ = ["Worker", "run_worker"]
@@ -279,23 +279,6 @@ class Worker:
             await asyncio.wait(late)
 
 
-def _not_dumpable() -> None:
-    """Keep commands the worker runs (same user) from reading its memory or environment.
-
-    The API key lives in this process; the command runtime filters the environment it
-    passes on, but /proc/<worker pid>/environ would still show it to a same-user process.
-    A non-dumpable process's /proc entries belong to root. Linux only; best effort.
-    """
-    if sys.platform != "linux":
-        return
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
-    except (OSError, AttributeError):
-        log.debug("could not mark the worker non-dumpable")
-
-
 async def run_worker(
     url: str | None,
     api_key: str | None,
@@ -320,7 +303,7 @@ async def run_worker(
     """
     from worker.runtimes.llm import LlmRuntime  # cheap: litellm itself loads on the first llm task
 
-    _not_dumpable()
+    not_dumpable()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     async with AsyncControlPlaneClient(url=url, api_key=api_key, timeout=10.0, source="worker") as client:

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from tests.worker.helpers import make_ctx
-from worker.main import _not_dumpable
 from worker.runtime import TaskFailed
 from worker.runtimes.command import CommandRuntime
+from worker.sandbox import not_dumpable
 from worker.tools import ToolEnv, ToolError
 from worker.tools.shell import Bash
 
@@ -36,5 +36,5 @@ async def main(workspace: Path, probe: str) -> dict[str, str]:
 
 
 if __name__ == "__main__":
-    _not_dumpable()  # as the real worker does
+    not_dumpable()  # as the real worker does
     print(json.dumps(asyncio.run(main(Path(sys.argv[1]), sys.argv[2]))))
