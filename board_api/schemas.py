@@ -173,7 +173,7 @@ class AgentPolicy(Strict):
     allowed_tools: list[str] | None = Field(None, description="the only tools it may call")
     deny_commands: list[str] = Field([], description="regexes; a bash command matching one fails the task")
     require_approval: list[str] = Field([], description="tools whose calls wait for a human's approve/deny")
-    max_steps: int | None = Field(None, ge=1, description="model calls per task")
+    max_steps: int | None = Field(None, ge=1, le=100_000, description="model calls per task")
     max_seconds: float | None = Field(None, gt=0, description="active run time per task")
     max_cost: float | None = Field(None, ge=0, description="model cost per task, USD")
     http_allow: list[str] | None = Field(
@@ -452,7 +452,7 @@ class HeldTask(Strict):
 
 class WorkerHeartbeatBody(Strict):
     queue: Name
-    running: int = Field(0, ge=0)
+    running: int = Field(0, ge=0, le=100_000)
     tasks: list[HeldTask] = Field([], max_length=10_000)
 
 

@@ -97,7 +97,8 @@ async def list_tasks(
     type: str | None = None,
     source: str | None = None,
     q: Annotated[str | None, Query(max_length=500)] = None,
-    limit: int = 50,
+    # Range-checked by the store (`invalid_limit`); the bound is stated here for the schema.
+    limit: Annotated[int, Query(json_schema_extra={"minimum": 1, "maximum": 200})] = 50,
     cursor: str | None = None,
 ) -> TaskPage:
     """List tasks, newest first, filtered; page with `cursor`."""

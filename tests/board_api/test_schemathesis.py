@@ -71,3 +71,52 @@ def test_api_never_errors_and_matches_its_schema(fuzz_server: LiveServer, label:
         case.validate_response(response, checks=[response_schema_conformance])
 
     check()
+
+
+def unbounded_integers(node: object, where: str) -> list[str]:
+    """Paths of integer schemas without a maximum, following $refs into components."""
+    found: list[str] = []
+    seen: set[str] = set()
+
+    def walk(n: object, at: str) -> None:
+        if isinstance(n, list):
+            for i, v in enumerate(n):
+                walk(v, f"{at}/{i}")
+        if not isinstance(n, dict):
+            return
+        ref = n.get("$ref")
+        if isinstance(ref, str) and ref not in seen:
+            seen.add(ref)
+            walk(SPEC["components"]["schemas"][ref.rsplit("/", 1)[-1]], ref)
+        if n.get("type") == "integer" and "maximum" not in n and "exclusiveMaximum" not in n:
+            found.append(at)
+        for key, value in n.items():
+            walk(value, f"{at}/{key}")
+
+    walk(node, where)
+    return found
+
+
+def test_every_integer_a_client_sends_has_an_upper_bound() -> None:
+    # SQLite stores 64-bit integers: 2**63 in a body was an OverflowError, a 500 (found by
+    # the fuzzing above in CI on POST /workers/{id}/heartbeat). A bound in the schema makes
+    # it a 422 and documents the range.
+    unbounded = []
+    for path, ops in SPEC["paths"].items():
+        for method, op in ops.items():
+            for param in op.get("parameters", []):
+                unbounded += unbounded_integers(param.get("schema", {}), f"{method} {path} ?{param['name']}")
+            unbounded += unbounded_integers(op.get("requestBody", {}), f"{method} {path} body")
+    assert unbounded == []
+
+
+def test_an_integer_past_64_bits_is_a_422_not_a_500(fuzz_server: LiveServer) -> None:
+    with fuzz_server.client() as c:
+        big = 2**63
+        r = c.post("/workers/w1/heartbeat", json={"queue": "q1", "running": big})
+        assert r.status_code == 422 and r.json()["code"] == "validation_error", r.text
+        r = c.post("/agents", json={"name": "big", "runtime": "noop", "policy": {"max_steps": big}})
+        assert r.status_code == 422 and r.json()["code"] == "validation_error", r.text
+        r = c.get("/tasks", params={"limit": big})
+        assert r.status_code == 422, r.text
+        assert c.get("/agents/big").status_code == 404
