@@ -71,7 +71,7 @@ def start_server(url: str, port: int) -> subprocess.Popen[bytes]:
     log = LOG_DIR / f"server-{port}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "meta_agent.server"],
+            [sys.executable, "-m", "cli.serve"],
             env=env(
                 META_AGENT_DATABASE_URL=url, META_AGENT_PORT=str(port), META_AGENT_EMBEDDED_WORKER="false"
             ),
@@ -149,7 +149,7 @@ def start_workers(base: str, workers: int, concurrency: int) -> list[subprocess.
             [
                 sys.executable,
                 "-m",
-                "meta_agent.cli.main",
+                "cli.main",
                 "worker",
                 "start",
                 "--queue",

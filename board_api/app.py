@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
@@ -24,12 +24,13 @@ from board_api.feeds import Feeds
 from board_api.hostguard import HostGuard, HostRule
 from board_api.limits import ConnectionLimiter
 from board_api.metrics import Metrics
-from board_api.routes import catalog, chat, ops, streams, tasks, workers
-from integrations.slack import install as install_slack
-from meta_agent import __version__
-from meta_agent.llm import close_clients as close_llm_clients
-from meta_agent.settings import Settings
-from store import artifacts, errors
+from board_api.plugins import ChatFactory, Plugin
+from board_api.routes import catalog, ops, streams, tasks, workers
+from board_api.routes import chat as chat_routes
+from kernel import __version__, errors
+from kernel.llm import close_clients as close_llm_clients
+from kernel.settings import Settings
+from store import artifacts
 from store import tasks as task_service
 from store.db import Database, libpq_dsn
 from store.hub import listen_postgres
@@ -83,9 +84,16 @@ async def _reaper(db: Database, interval: float, stop: asyncio.Event) -> None:
 
 
 def create_app(
-    settings: Settings | None = None, *, db: Database | None = None, worker_token: str | None = None
+    settings: Settings | None = None,
+    *,
+    db: Database | None = None,
+    worker_token: str | None = None,
+    plugins: Sequence[Plugin] = (),
+    chat: ChatFactory | None = None,
 ) -> FastAPI:
-    """`worker_token`: the credential `serve` minted for its embedded worker (worker scope)."""
+    """The REST API, the streams and the board. `worker_token`: the credential `serve` minted
+    for its embedded worker (worker scope). `plugins` (MCP, Slack) and `chat` (the meta
+    agent) come from the entry point: `cli.compose.create_app` is the whole control plane."""
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
@@ -104,15 +112,14 @@ def create_app(
                 await asyncio.wait_for(ready.wait(), 5)
         stopping = asyncio.Event()
         reaper = asyncio.create_task(_reaper(database, settings.reaper_interval, stopping))
+        app.state.chat = chat(database) if chat is not None else None
         try:
-            if slack is not None:  # Slack relay and Socket Mode (integrations/slack)
-                await slack.start(database)
-            async with mcp_http.run():  # the /mcp session manager
+            async with contextlib.AsyncExitStack() as running:
+                for plugin in plugins:
+                    await running.enter_async_context(plugin.running(database))
                 yield
         finally:
             try:
-                if slack is not None:
-                    await slack.stop()
                 app.state.feeds.close()
                 stopping.set()
                 with contextlib.suppress(TimeoutError):
@@ -160,23 +167,16 @@ def create_app(
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, artifact_limit=settings.max_artifact_bytes)
     app.add_middleware(HostGuard, rule=HostRule.of(settings))  # outermost: before any body is read
 
-    for r in (catalog.router, tasks.router, streams.router, workers.router, ops.router, chat.router):
+    for r in (catalog.router, tasks.router, streams.router, workers.router, ops.router, chat_routes.router):
         app.include_router(r, prefix="/api/v1")
     app.include_router(ops.ops)
-    slack = install_slack(app, settings)  # POST /slack/events, only when Slack is configured
     if settings.otel_exporter:
         from board_api.tracing import exporter_for, instrument
 
         instrument(app, exporter_for(settings.otel_exporter))
 
-    async def mcp_open() -> bool:
-        return bool(app.state.open_mode) and not await app.state.key_cache.any(app.state.db)
-
-    # Imported here: the MCP SDK takes ~0.6 s to import, and only the server needs it.
-    from tools.http import McpHttp
-
-    mcp_http = McpHttp(settings, db=lambda: app.state.db, is_open=mcp_open)
-    mcp_http.install(app)  # exactly /mcp, plus its OAuth protected-resource metadata
+    for plugin in plugins:
+        plugin.install(app)
 
     @app.get("/", include_in_schema=False)
     async def index() -> Response:

@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from board_api import errors as problems
 from board_api.deps import AUTHENTICATED, principal
-from store.errors import MetaAgentError
+from kernel.errors import MetaAgentError
 
 __all__ = ["SLACK_MAX_BODY", "BodyLimit"]
 

@@ -9,8 +9,9 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
-from meta_agent.settings import Settings
-from store import errors, keys
+from kernel import errors
+from kernel.settings import Settings
+from store import keys
 from store.db import Database
 
 

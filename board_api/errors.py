@@ -10,8 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from meta_agent.redact import redact
-from store.errors import MetaAgentError
+from kernel.errors import MetaAgentError
+from kernel.redact import redact
 
 log = logging.getLogger(__name__)
 

@@ -16,16 +16,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from board_api.schemas import EventOut, TaskOut
+from board_api import wire
+from kernel.statuses import TERMINAL
 from store import tasks
 from store.db import Database
 from store.events import list_after
-from store.models import TERMINAL
 
 PAGE = 500
 WINDOW = 2000  # frames kept per feed; older ones are re-read from the database
 RECHECK_SECONDS = 5.0  # a lost cross-replica notification costs at most this much delay
-_TERMINAL = {s.value for s in TERMINAL}
 log = logging.getLogger(__name__)
 
 
@@ -93,12 +92,12 @@ class Feeds:
                 continue
             if events:
                 feed.frames.extend(
-                    (e.seq, sse(EventOut.of(e).model_dump_json(), e.kind, str(e.seq))) for e in events
+                    (e.seq, sse(wire.event_out(e).model_dump_json(), e.kind, str(e.seq))) for e in events
                 )
                 feed.last = events[-1].seq
                 del feed.frames[:-WINDOW]
-            if task is not None and task.status in _TERMINAL and task.last_seq <= feed.last:
-                feed.end = sse(TaskOut.of(task).model_dump_json(), "end")
+            if task is not None and task.status in TERMINAL and task.last_seq <= feed.last:
+                feed.end = sse(wire.task_out(task).model_dump_json(), "end")
             if events or feed.end is not None:
                 async with feed.changed:
                     feed.changed.notify_all()
@@ -129,7 +128,7 @@ class Feeds:
                     )
                 for e in events:
                     seen = e.seq
-                    yield sse(EventOut.of(e).model_dump_json(), e.kind, str(e.seq))
+                    yield sse(wire.event_out(e).model_dump_json(), e.kind, str(e.seq))
                 # The log has no gaps, so an empty read means the window starts right after.
                 seen = max(seen, feed.first - 1) if not events else seen
                 continue

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from board_api import errors as problems
-from meta_agent.settings import Settings
+from kernel.settings import Settings
 
 __all__ = ["HostGuard", "HostRule", "parse_allowed_hosts"]
 

@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from board_api.deps import Principal
-from store import errors
+from kernel import errors
 
 
 class ConnectionLimiter:

@@ -13,6 +13,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from board_api import wire
+
 
 def exporter_for(name: str) -> Any:
     if name == "otlp":
@@ -33,7 +35,7 @@ def instrument(app: FastAPI, exporter: Any, *, batch: bool = True) -> Any:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
-    from meta_agent import __version__
+    from kernel import __version__
 
     provider = TracerProvider(
         resource=Resource.create({"service.name": "meta-agent", "service.version": __version__})
@@ -58,7 +60,6 @@ def annotate(task_id: str, status: str | None = None) -> None:
 
 def task_out(task: Any) -> Any:
     """The API shape of a task a route acted on, noting the task on the request's span."""
-    from board_api.schemas import TaskOut
 
     annotate(task.id, task.status)
-    return TaskOut.of(task)
+    return wire.task_out(task)

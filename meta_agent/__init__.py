@@ -1,3 +1,9 @@
-"""meta-agent: a self-hosted control plane for agentic task executions."""
+"""meta-agent: a self-hosted control plane for agentic task executions.
 
-__version__ = "0.1.0"
+This package is the meta agent itself (the chat agent that plans tasks). The floors below
+it: kernel, store, sdk, then tools / worker / integrations / board_api; cli on top.
+"""
+
+from kernel import __version__
+
+__all__ = ["__version__"]

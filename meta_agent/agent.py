@@ -4,7 +4,7 @@
     agent = MetaAgent(ProviderConfig("openai/gpt-4.1-mini"), backend)
     new_messages = await agent.turn(history, "check the cluster health", emit)
 
-One `turn` takes the person's message, calls the model (`meta_agent.llm`: streamed,
+One `turn` takes the person's message, calls the model (`kernel.llm`: streamed,
 retried) and runs the tool calls it asks for through the official `mcp` Client, connected
 in-process to `tools.server.build_server` with the caller's URL and key, so every call goes
 through the REST API and its checks: no second copy of any tool's logic. It ends when the
@@ -39,7 +39,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Literal
 
-from meta_agent.llm import ModelCallFailed, ProviderConfig, complete, tool_arguments
+from kernel.llm import ModelCallFailed, ProviderConfig, complete, tool_arguments
 
 __all__ = [
     "DEFER",
@@ -103,7 +103,7 @@ def _backend_class() -> Any:
     global _BACKEND
     if _BACKEND is not None:
         return _BACKEND
-    from meta_agent.client import ApiError, AsyncControlPlaneClient
+    from sdk.client import ApiError, AsyncControlPlaneClient
     from tools.backend import Backend, explain
 
     class _ChatBackend(Backend):

@@ -24,50 +24,21 @@ import contextlib
 import logging
 import re
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from store import conversations, errors
+from kernel import errors
+from kernel.chat import Decision, ModelNotConfigured, TurnResult
+from store import conversations
+from store.db import Database
 
-__all__ = [
-    "Decision",
-    "ModelNotConfigured",
-    "PreparedTurn",
-    "TurnResult",
-    "prepare_turn",
-    "run_turn",
-]
+__all__ = ["ConversationChat", "PreparedTurn", "prepare_turn", "run_turn"]
 
 log = logging.getLogger(__name__)
 
 APPROVAL_MODES = ("risky", "always", "never")
 _YES = re.compile(r"^\s*(y|yes|yep|ok|okay|approve[ds]?|go( ahead)?|lgtm|do it|sure)\s*[.!]*\s*$", re.I)
 _NO = re.compile(r"^\s*(n|no|nope|reject(ed)?|deny|denied|don'?t|stop|cancel)\b", re.I)
-
-
-class ModelNotConfigured(errors.MetaAgentError):
-    status = 409
-    code = "model_not_configured"
-    title = "No model configured"
-
-
-@dataclass
-class Decision:
-    """The person's answer to a plan held for approval."""
-
-    approval_id: str
-    approve: bool
-    by: str | None = None
-    reason: str | None = None
-
-
-@dataclass
-class TurnResult:
-    conversation_id: str
-    reply: str = ""
-    task_ids: list[str] = field(default_factory=list)
-    approval: dict[str, Any] | None = None  # the plan now waiting for approval
-    error: dict[str, Any] | None = None  # {"code", "message"} when the turn failed
 
 
 _locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -132,6 +103,24 @@ async def prepare_turn(
         )
 
 
+class ConversationChat:
+    """The meta agent behind the chat port (`kernel.chat.Chat`), bound to one database."""
+
+    def __init__(self, db: Database, settings: Any) -> None:
+        self.db, self.settings = db, settings
+
+    def warm(self) -> None:
+        import mcp  # noqa: F401
+
+        import meta_agent.agent  # noqa: F401
+        from kernel.llm import load_litellm
+
+        load_litellm()  # with the bundled cost map: a bare `import litellm` fetches it over the network
+
+    async def prepare(self, **kw: Any) -> PreparedTurn:
+        return await prepare_turn(self.db, self.settings, **kw)
+
+
 async def run_turn(db: Any, settings: Any, *, emit: Any, **kw: Any) -> TurnResult:
     """`prepare_turn(...)` then `.run(emit)`."""
     return await (await prepare_turn(db, settings, **kw)).run(emit)
@@ -162,8 +151,8 @@ class PreparedTurn:
             return await self._run_locked(out)
 
     async def _run_locked(self, out: Any) -> TurnResult:
+        from kernel.llm_settings import meta_agent_config
         from meta_agent.agent import SYSTEM_PROMPT, MetaAgent, ModelCallFailed, chat_backend
-        from meta_agent.llm_settings import meta_agent_config
 
         async with self.db.read() as session:  # re-read under the lock: a turn may just have ended
             conv = await conversations.get_conversation(session, self.conversation_id)

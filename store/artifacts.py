@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlmodel import col
 
-from store import errors
+from kernel import errors
 from store.db import Database, Tx
 from store.ids import new_id
 from store.models import Artifact, ArtifactChunk

@@ -11,8 +11,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
-from meta_agent.argv import embedded
-from store import errors
+from kernel import errors
+from kernel.argv import embedded
 from store.db import Tx
 from store.models import Agent, Task, TaskStatus, Team, Worker, WorkerQueue, utcnow
 
@@ -57,7 +57,7 @@ def _check_agent(agent: Agent) -> None:
     if agent.runtime == "command" and not agent.command:
         raise errors.Invalid("a command agent needs a non-empty `command`", code="missing_command")
     if agent.command:
-        # Refused when saved, not when a task runs: see meta_agent.argv.
+        # Refused when saved, not when a task runs: see kernel.argv.
         unsafe = embedded([str(a) for a in agent.command], [*(agent.parameters or {}), "prompt"])
         if unsafe:
             raise errors.Invalid(unsafe, code="unsafe_command")

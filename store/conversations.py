@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from store import errors
+from kernel import errors
 from store.db import Tx
 from store.models import Conversation, utcnow
 

@@ -30,7 +30,8 @@ from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from store import errors, sqlite_inline
+from kernel import errors
+from store import sqlite_inline
 from store.hub import CHANNEL, Hub, encode
 
 __all__ = ["Database", "Tx", "async_url", "sync_url"]

@@ -14,8 +14,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import col, select
 
-from meta_agent.redact import redact_data
-from store import errors
+from kernel import errors
+from kernel.redact import redact_data
 from store.db import Tx
 from store.leases import Lease, refusal
 from store.models import Task, TaskEvent, utcnow
@@ -92,7 +92,7 @@ async def insert_rows(
     """Insert `events` as seqs `last - len + 1 .. last` (the caller has already bumped
     `tasks.last_seq` to `last` in this transaction) and wake the task's followers.
 
-    Secrets are masked here, at ingest (meta_agent.redact): what a model, a tool or a
+    Secrets are masked here, at ingest (kernel.redact): what a model, a tool or a
     command printed is then masked in the log, every stream and every page of it alike."""
     first = last - len(events) + 1
     await tx.execute(

@@ -14,13 +14,13 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import col, select
 
+from kernel.statuses import UNFINISHED
 from store.catalog import live_since
 from store.models import Task, TaskStatus, Worker, WorkerQueue
 
 __all__ = ["GAUGE_CAP", "UNFINISHED", "live_workers", "pending_by_queue", "unfinished_counts"]
 
 GAUGE_CAP = 10_000
-UNFINISHED = (TaskStatus.pending.value, TaskStatus.running.value, TaskStatus.requires_input.value)
 # SQLite refuses a compound SELECT of more than 500 parts.
 _UNION_PARTS = 200
 

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import col, select
 
-from store import errors
+from kernel import errors
 from store.db import Tx
 from store.models import ApiKey, utcnow
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from store import errors
+from kernel import errors
 from store.db import Tx
 from store.models import Task, TaskStatus
 

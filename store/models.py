@@ -1,4 +1,4 @@
-"""SQLModel tables. One class per table; API schemas live in `board_api/schemas.py`.
+"""SQLModel tables. One class per table; API schemas live in `sdk/schemas.py`.
 
 Timestamps are timezone-aware UTC everywhere (`UTCDateTime` stores naive UTC on SQLite,
 which has no time zones, and hands back aware values on both backends).
@@ -7,7 +7,6 @@ JSON columns are replaced, never mutated in place (SQLAlchemy does not see in-pl
 
 from __future__ import annotations
 
-import enum
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+from kernel.statuses import TERMINAL, TaskStatus  # noqa: F401  (re-exported: the tables' statuses)
 from store.ids import new_id
 
 __all__ = [
@@ -59,18 +59,6 @@ def _json(default: Any = None) -> Any:
     if default is None:
         return Field(default=None, sa_type=sa.JSON, nullable=True)
     return Field(default_factory=lambda: type(default)(default), sa_type=sa.JSON, nullable=False)
-
-
-class TaskStatus(enum.StrEnum):
-    pending = "pending"
-    running = "running"
-    requires_input = "requires_input"
-    completed = "completed"
-    failed = "failed"
-    cancelled = "cancelled"
-
-
-TERMINAL = frozenset({TaskStatus.completed, TaskStatus.failed, TaskStatus.cancelled})
 
 
 class Agent(SQLModel, table=True):

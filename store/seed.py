@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from meta_agent.llm_settings import provider_problem
-from store import catalog, errors
+from kernel import errors
+from kernel.llm_settings import provider_problem
+from store import catalog
 from store.db import Tx
 from store.models import WorkerQueue
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from store import errors
+from kernel import errors
 from store.db import Tx
 from store.events import insert_rows
 from store.leases import Lease, refusal

@@ -18,8 +18,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import col, select
 
-from meta_agent.redact import redact, redact_data
-from store import artifacts, catalog, errors
+from kernel import errors
+from kernel.redact import redact, redact_data
+from store import artifacts, catalog
 from store.db import Tx
 from store.events import EVENT_KINDS, RESERVED_KINDS, append, insert_rows
 from store.leases import Lease, new_token, refusal
@@ -343,7 +344,7 @@ async def retry(
 ) -> Task:
     """A new task with the same work, linked by `retry_of`."""
     old = await get_task(tx.session, task_id)
-    if old.status not in {s.value for s in TERMINAL}:
+    if old.status not in TERMINAL:
         raise errors.InvalidTransition(
             f"task {task_id} is {old.status}; only completed, failed or cancelled tasks can be retried"
         )

@@ -128,7 +128,7 @@ def server_factory(tmp_path: Path) -> Iterator:  # type: ignore[type-arg]
     servers: list[LiveServer] = []
 
     def start(database_url: str, **overrides: object) -> LiveServer:
-        from meta_agent.settings import Settings
+        from kernel.settings import Settings
 
         options: dict[str, object] = {
             "port": free_port(),

@@ -50,7 +50,7 @@ class LiveServer:
     """The real app on a real socket, served by uvicorn on its own event loop thread."""
 
     def __init__(self, settings: Any) -> None:
-        from board_api.app import create_app
+        from cli.compose import create_app
 
         self.settings = settings
         self.url = f"http://127.0.0.1:{settings.port}"

@@ -1,6 +1,6 @@
 """How a tool reaches the control plane, as whom, and how its failures read.
 
-Every tool talks to the REST API through the SDK (`meta_agent.client`), so the API's own
+Every tool talks to the REST API through the SDK (`sdk.client`), so the API's own
 checks (scopes, validation, the state machine) decide what a caller may do. `Backend` is a
 fixed URL and key (stdio, tests); `tools.http` derives both from each MCP request.
 
@@ -19,7 +19,8 @@ from typing import Any
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver.exceptions import ToolError
 
-from meta_agent.client import ApiError, AsyncControlPlaneClient
+from kernel.statuses import TaskStatus
+from sdk.client import ApiError, AsyncControlPlaneClient
 
 __all__ = ["Backend", "Connection", "current_request", "explain", "remember_request"]
 
@@ -96,7 +97,7 @@ _NEXT = {
     "queue_not_found": "Call list_queues to see the queues that exist, or leave `queue` out.",
     "not_waiting_for_input": "Only a task in requires_input takes an answer; get_task shows its status.",
     "queue_required": "Name a queue: list_queues shows them with their live workers.",
-    "invalid_status": "Use one of pending, running, requires_input, completed, failed, cancelled.",
+    "invalid_status": f"Use one of {', '.join(TaskStatus)}.",
 }
 
 

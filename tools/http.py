@@ -31,7 +31,7 @@ from sqlalchemy.engine import make_url
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from meta_agent.settings import Settings
+from kernel.settings import Settings
 from store import keys
 from store.db import Database
 from tools.backend import Backend, Connection, current_request

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from kernel.statuses import TERMINAL, TaskStatus
+
 __all__ = [
     "AgentCatalog",
     "AgentInfo",
@@ -29,8 +31,8 @@ __all__ = [
     "describe_event",
 ]
 
-Status = Literal["pending", "running", "requires_input", "completed", "failed", "cancelled"]
-FINISHED = frozenset({"completed", "failed", "cancelled"})
+Status = TaskStatus
+FINISHED = TERMINAL
 
 
 class ParameterInfo(BaseModel):

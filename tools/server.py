@@ -18,7 +18,7 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.request_state import RequestStateSecurity
 
-from meta_agent import __version__
+from kernel import __version__
 from tools import catalog, stream, tasks
 from tools.backend import Backend, remember_request
 

@@ -35,7 +35,7 @@ from mcp.types import (
 from mcp_types.version import is_version_at_least
 from pydantic import BaseModel, Field, create_model
 
-from meta_agent.client import ApiError
+from sdk.client import ApiError
 from tools.backend import Backend
 from tools.models import FINISHED, ErrorInfo, EventLine, Question, StreamResult, describe_event
 from tools.tasks import TaskId

@@ -25,8 +25,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from meta_agent import __version__
-from meta_agent.client import ApiError, AsyncControlPlaneClient
+from kernel import __version__
+from sdk.client import ApiError, AsyncControlPlaneClient
 from worker.runtime import Runtime
 from worker.sandbox import not_dumpable
 from worker.task import CANCEL_GRACE, HeldTask

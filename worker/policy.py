@@ -6,7 +6,7 @@
     max_steps         int       model calls per task
     max_seconds       number    active run time (time spent waiting for a human not counted)
     max_cost          number    model cost in USD, as litellm prices it
-    http_allow        [hosts/networks]  the only destinations of http_request (worker.tools.netguard)
+    http_allow        [hosts/networks]  the only destinations of http_request (kernel.netguard)
     http_deny         [hosts/networks]  destinations http_request refuses (checked first)
 
 A violation is `TaskFailed("policy_violation", ...)` naming the rule: the model does not get

@@ -1,6 +1,6 @@
-"""The model call behind the `llm` runtime: `meta_agent.llm`, with its failures as `TaskFailed`.
+"""The model call behind the `llm` runtime: `kernel.llm`, with its failures as `TaskFailed`.
 
-The streaming, retry and error-mapping code lives in `meta_agent/llm.py`, shared with the
+The streaming, retry and error-mapping code lives in `kernel/llm.py`, shared with the
 meta agent; here a failure the task cannot recover from becomes the task's failure code.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from meta_agent import llm
-from meta_agent.llm import (
+from kernel import llm
+from kernel.llm import (
     DeltaCoalescer,
     ModelCallFailed,
     ModelReply,
@@ -32,7 +32,7 @@ async def complete(
     on_log: Callable[[str], None],
     on_reset: Callable[[str], None] | None = None,
 ) -> ModelReply:
-    """One model turn (see `meta_agent.llm.complete`); unrecoverable failures fail the task.
+    """One model turn (see `kernel.llm.complete`); unrecoverable failures fail the task.
     A reply cut by max_tokens comes back (`finish_reason` "length"): its usage counts."""
     try:
         return await llm.complete(

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
-from meta_agent.llm import ModelCallFailed
+from kernel.llm import ModelCallFailed
 
 __all__ = [
     "InputRequested",
@@ -40,7 +40,7 @@ class TaskFailed(ModelCallFailed):
     """The task failed with a stable `code` (e.g. `timeout`, `command_failed`, `cancelled`).
 
     A `ModelCallFailed` so that one raised inside a model call (a cancel seen while
-    streaming) passes through `meta_agent.llm.complete` untouched.
+    streaming) passes through `kernel.llm.complete` untouched.
     """
 
 

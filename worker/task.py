@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from meta_agent.client import ApiError, WorkerApi
+from sdk.client import ApiError, WorkerApi
 from worker.batcher import EventBatcher
 from worker.runtime import InputRequested, Outcome, Runtime, TaskContext, TaskFailed, get_runtime
 

@@ -6,8 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Response
 
+from board_api import wire
 from board_api.deps import Admin, DbDep, Operator, SettingsDep, Viewer
-from board_api.schemas import (
+from kernel import errors
+from sdk.schemas import (
     AgentIn,
     AgentList,
     AgentOut,
@@ -17,14 +19,12 @@ from board_api.schemas import (
     QueueIn,
     QueueList,
     QueueOut,
-    TaskOut,
     TeamIn,
     TeamList,
     TeamOut,
     WorkerList,
-    WorkerOut,
 )
-from store import catalog, errors, tasks
+from store import catalog, tasks
 from store.models import Agent, Team, WorkerQueue
 
 router = APIRouter()
@@ -45,7 +45,7 @@ def _agent_fields(body: AgentIn | AgentPatch, *, partial: bool) -> dict[str, Any
 async def list_agents(db: DbDep, _: Viewer, q: str | None = None) -> AgentList:
     """List agents, optionally filtered by text in name or description."""
     async with db.read() as s:
-        return AgentList(items=[AgentOut.of(a) for a in await catalog.list_agents(s, q)])
+        return AgentList(items=[wire.agent_out(a) for a in await catalog.list_agents(s, q)])
 
 
 @router.post("/agents", response_model=AgentOut, status_code=201)
@@ -53,7 +53,7 @@ async def create_agent(body: AgentIn, db: DbDep, _: Operator) -> AgentOut:
     """Create an agent."""
     async with db.tx() as tx:
         agent = await catalog.create_agent(tx, Agent(**_agent_fields(body, partial=False)))
-    return AgentOut.of(agent)
+    return wire.agent_out(agent)
 
 
 @router.put("/agents/{name}", response_model=AgentOut)
@@ -64,14 +64,14 @@ async def apply_agent(name: str, body: AgentIn, db: DbDep, _: Operator, response
     async with db.tx() as tx:
         agent, created = await catalog.upsert_agent(tx, _agent_fields(body, partial=False))
     response.status_code = 201 if created else 200
-    return AgentOut.of(agent)
+    return wire.agent_out(agent)
 
 
 @router.get("/agents/{key}", response_model=AgentOut)
 async def get_agent(key: str, db: DbDep, _: Viewer) -> AgentOut:
     """One agent by id or name."""
     async with db.read() as s:
-        return AgentOut.of(await catalog.get_agent(s, key))
+        return wire.agent_out(await catalog.get_agent(s, key))
 
 
 @router.patch("/agents/{key}", response_model=AgentOut)
@@ -79,7 +79,7 @@ async def update_agent(key: str, body: AgentPatch, db: DbDep, _: Operator) -> Ag
     """Change some fields of an agent."""
     async with db.tx() as tx:
         agent = await catalog.update_agent(tx, key, _agent_fields(body, partial=True))
-    return AgentOut.of(agent)
+    return wire.agent_out(agent)
 
 
 @router.delete("/agents/{key}", status_code=204)
@@ -106,7 +106,7 @@ async def _execute(
         task = await tasks.create_task(
             tx, new, max_prompt_chars=settings.max_prompt_chars, max_attempts=settings.max_attempts
         )
-    return ExecuteOut(execution_id=task.id, status=task.status, task=TaskOut.of(task))
+    return ExecuteOut(execution_id=task.id, status=task.status, task=wire.task_out(task))
 
 
 @router.post("/agents/{key}/execute", response_model=ExecuteOut, status_code=201)
@@ -196,4 +196,4 @@ async def delete_queue(key: str, db: DbDep, _: Admin) -> Response:
 async def list_workers(db: DbDep, _: Viewer, queue: str | None = None) -> WorkerList:
     """Live workers (heard from in the last 45 s)."""
     async with db.read() as s:
-        return WorkerList(items=[WorkerOut.of(w) for w in await catalog.list_workers(s, queue)])
+        return WorkerList(items=[wire.worker_out(w) for w in await catalog.list_workers(s, queue)])

@@ -31,11 +31,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, model_validator
 
-from board_api.deps import DbDep, Operator, SettingsDep
+from board_api.deps import Operator, SettingsDep
 from board_api.feeds import sse
 from board_api.limits import ConnectionLimiter, LimitedStream
-from meta_agent.conversation import Decision, PreparedTurn, prepare_turn
-from store import errors
+from kernel import errors
+from kernel.chat import Chat, Decision, PreparedTurn
 from store.tasks import SOURCES
 
 router = APIRouter()
@@ -73,9 +73,7 @@ class ChatIn(BaseModel):
 
 
 @router.post("/chat", response_class=StreamingResponse, responses=SSE_RESPONSES)
-async def chat(
-    body: ChatIn, request: Request, db: DbDep, settings: SettingsDep, p: Operator
-) -> StreamingResponse:
+async def chat(body: ChatIn, request: Request, settings: SettingsDep, p: Operator) -> StreamingResponse:
     """Send a message (or a decision on a plan) to the meta agent; its reply and actions
     stream back as SSE."""
     if body.source is not None and body.source not in SOURCES:
@@ -84,9 +82,10 @@ async def chat(
     api_key = header[7:].strip() if header.lower().startswith("bearer ") else None
     base = str(request.base_url).rstrip("/")
     requester = body.requested_by or p.name
-    prepared = await prepare_turn(
-        db,
-        settings,
+    chat: Chat | None = getattr(request.app.state, "chat", None)
+    if chat is None:
+        raise errors.Unavailable("this server runs without the meta agent", code="chat_unavailable")
+    prepared = await chat.prepare(
         base_url=base,
         api_key=api_key,
         message=body.message,

@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 
 from board_api.deps import Admin, DbDep, Principal, Viewer, principal
-from board_api.schemas import KeyIn, KeyList, KeyOut
-from meta_agent import __version__
-from store import errors, keys
+from kernel import __version__, errors
+from sdk.schemas import KeyIn, KeyList, KeyOut
+from store import keys
 from store.models import ApiKey
 
 ops = APIRouter()

@@ -13,13 +13,13 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
+from board_api import wire
 from board_api.deps import DbDep, Viewer
 from board_api.feeds import Feeds, sse
 from board_api.limits import LimitedStream
 from board_api.routes.tasks import board_snapshot
-from board_api.schemas import TaskOut
-from store import errors, tasks
-from store.models import TERMINAL
+from kernel import errors
+from store import tasks
 
 router = APIRouter()
 
@@ -33,7 +33,6 @@ PING = b": ping\n\n"
 # A follower re-checks the database at least this often even without a wake-up, bounding
 # the damage of a notification lost across replicas.
 RECHECK_SECONDS = 5.0
-_TERMINAL = {s.value for s in TERMINAL}
 
 
 def _resume_point(after: int | None, last_event_id: str | None) -> int:
@@ -88,7 +87,7 @@ async def stream_board(
         async with db.read() as s:
             for tid in dict.fromkeys(ids):  # de-duplicate, keep order
                 try:
-                    out.append(sse(TaskOut.of(await tasks.get_task(s, tid)).model_dump_json(), "task"))
+                    out.append(sse(wire.task_out(await tasks.get_task(s, tid)).model_dump_json(), "task"))
                 except errors.NotFound:
                     continue
         return out

@@ -8,13 +8,14 @@ from urllib.parse import quote
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
+from board_api import wire
 from board_api.deps import DbDep, Operator, Principal, SettingsDep, Viewer
-from board_api.schemas import (
-    ArtifactOut,
+from board_api.tracing import task_out
+from kernel import errors
+from sdk.schemas import (
     ArtifactPage,
     BoardColumn,
     BoardOut,
-    EventOut,
     EventPage,
     InputBody,
     RetryBody,
@@ -22,8 +23,7 @@ from board_api.schemas import (
     TaskOut,
     TaskPage,
 )
-from board_api.tracing import task_out
-from store import artifacts, errors, tasks
+from store import artifacts, tasks
 from store.events import list_after
 from store.leases import Lease
 from store.models import TaskStatus
@@ -115,14 +115,14 @@ async def list_tasks(
             source=source,
             q=q,
         )
-    return TaskPage(items=[TaskOut.of(t) for t in items], next_cursor=nxt)
+    return TaskPage(items=[wire.task_out(t) for t in items], next_cursor=nxt)
 
 
 @router.get("/tasks/{task_id}", response_model=TaskOut)
 async def get_task(task_id: str, db: DbDep, _: Viewer) -> TaskOut:
     """One task: overview, pending question, result, error, usage."""
     async with db.read() as s:
-        return TaskOut.of(await tasks.get_task(s, task_id))
+        return wire.task_out(await tasks.get_task(s, task_id))
 
 
 @router.get("/tasks/{task_id}/events", response_model=EventPage)
@@ -137,7 +137,7 @@ async def list_events(
     async with db.read() as s:
         task = await tasks.get_task(s, task_id)
         events = await list_after(s, task_id, after, limit)
-    return EventPage(items=[EventOut.of(e) for e in events], last_seq=task.last_seq, status=task.status)
+    return EventPage(items=[wire.event_out(e) for e in events], last_seq=task.last_seq, status=task.status)
 
 
 @router.post("/tasks/{task_id}/cancel", response_model=TaskOut)
@@ -183,7 +183,7 @@ async def answer_task(
 async def list_artifacts(task_id: str, db: DbDep, _: Viewer) -> ArtifactPage:
     """Files the task produced."""
     async with db.read() as s:
-        return ArtifactPage(items=[ArtifactOut.of(a) for a in await tasks.list_artifacts(s, task_id)])
+        return ArtifactPage(items=[wire.artifact_out(a) for a in await tasks.list_artifacts(s, task_id)])
 
 
 @router.get(
@@ -239,6 +239,6 @@ async def board_snapshot(db: DbDep, limit: int, filters: dict[str, str | None]) 
             n, capped = counts[status.value]
             if n:
                 page, _ = await tasks.list_tasks(s, limit=limit, status=[status.value], **filters)
-                items = [TaskOut.of(t) for t in page]
+                items = [wire.task_out(t) for t in page]
             columns[status.value] = BoardColumn(count=n, count_capped=capped, items=items)
     return BoardOut(columns=columns)

@@ -14,9 +14,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 
+from board_api import wire
 from board_api.deps import DbDep, Principal, SettingsDep, WorkerKey
-from board_api.schemas import (
-    AgentOut,
+from board_api.tracing import task_out
+from sdk.schemas import (
     ArtifactOut,
     CheckpointBody,
     ClaimBody,
@@ -36,7 +37,6 @@ from board_api.schemas import (
     WorkerHeartbeatBody,
     WorkerHeartbeatOut,
 )
-from board_api.tracing import task_out
 from store import artifacts, catalog, tasks
 from store.leases import Lease, queue_refused
 from store.models import utcnow
@@ -91,8 +91,8 @@ async def claim(
                 return ClaimOut(
                     tasks=[
                         ClaimedOut(
-                            task=TaskOut.of(c.task),
-                            agent=AgentOut.of(c.agent) if c.agent else None,
+                            task=wire.task_out(c.task),
+                            agent=wire.agent_out(c.agent) if c.agent else None,
                             token=c.token,
                             lease_seconds=settings.lease_seconds,
                             checkpoint=c.task.checkpoint,
@@ -250,7 +250,7 @@ async def put_artifact(
             art = await tasks.save_artifact(
                 tx, task_id, lease(p, token), name=name, media_type=media_type[:100], content=content
             )
-    return ArtifactOut.of(art)
+    return wire.artifact_out(art)
 
 
 __all__ = ["router"]

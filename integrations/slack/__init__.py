@@ -1,10 +1,11 @@
 """Slack: conversations with the meta agent in threads, and the relay of task progress,
 questions and results back to them. See README "Slack" and integrations/slack/manifest.yaml.
 
-The control plane calls `install(app, settings)` once; it returns None (and adds nothing)
-unless Slack is configured, else a `SlackIntegration` whose `start(db)`/`stop()` the app's
-lifespan calls. HTTP mode serves `POST /slack/events`; Socket Mode connects out with the
-app token (no public URL needed).
+The entry point calls `plugin(settings, chat)` once; it returns None unless Slack is
+configured, else a `SlackIntegration`: a plugin of the control-plane app (`install(app)`
+adds the route, `running(db)` runs the relay and Socket Mode for the app's lifespan). HTTP
+mode serves `POST /slack/events`; Socket Mode connects out with the app token (no public URL
+needed). `chat` builds the meta agent (the chat port) for the app's database.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+from kernel.chat import Chat
+from store.db import Database
 
 log = logging.getLogger("integrations.slack")
 
-__all__ = ["SlackIntegration", "configured", "install", "mode"]
+__all__ = ["SlackIntegration", "configured", "mode", "plugin"]
 
 
 def mode(settings: Any) -> str:
@@ -34,7 +39,8 @@ def configured(settings: Any) -> bool:
     return bool(settings.slack_signing_secret)
 
 
-def install(app: Any, settings: Any) -> SlackIntegration | None:
+def plugin(settings: Any, chat: Callable[[Database], Chat]) -> SlackIntegration | None:
+    """The Slack plugin, or None (with a warning when it is half-configured)."""
     if not configured(settings):
         if settings.slack_bot_token:
             log.warning(
@@ -45,24 +51,34 @@ def install(app: Any, settings: Any) -> SlackIntegration | None:
                 else "a signing secret (SLACK_SIGNING_SECRET)",
             )
         return None
-    from integrations.slack.routes import router
-
-    integration = SlackIntegration(settings)
-    app.state.slack = integration
-    app.include_router(router)
-    return integration
+    return SlackIntegration(settings, chat)
 
 
 class SlackIntegration:
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Any, chat: Callable[[Database], Chat]) -> None:
         self.settings = settings
+        self.chat = chat
         self.mode = mode(settings)
         self.service: Any = None
         self.handler: Any = None  # the HTTP request handler (HTTP mode)
         self.socket: Any = None
         self._warm: asyncio.Task[None] | None = None
 
-    async def start(self, db: Any) -> None:
+    def install(self, app: Any) -> None:
+        from integrations.slack.routes import router
+
+        app.state.slack = self
+        app.include_router(router)
+
+    @contextlib.asynccontextmanager
+    async def running(self, db: Database) -> AsyncIterator[None]:
+        await self.start(db)
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    async def start(self, db: Database) -> None:
         from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
 
         from integrations.slack import web
@@ -73,14 +89,15 @@ class SlackIntegration:
         client = web.client(s.slack_bot_token, s.slack_api_base)
         host = "127.0.0.1" if s.host in ("0.0.0.0", "::", "", "localhost") else s.host
         base = f"http://{'[' + host + ']' if ':' in host else host}:{s.port}"
-        self.service = SlackService(db, s, client, base)
+        chat = self.chat(db)
+        self.service = SlackService(db, s, client, base, chat)
         bolt = build(self.service, client, signing_secret=s.slack_signing_secret, http=self.mode == "http")
         self.service.start()
         # The meta agent's first turn imports litellm and the MCP client (seconds): done now,
         # off the event loop, so that first turn does not stall Slack's 3-second acks. Only
         # with a model: without one no turn runs (the thread is told how to configure it).
         if s.model:
-            self._warm = asyncio.create_task(asyncio.to_thread(_warm_imports))
+            self._warm = asyncio.create_task(asyncio.to_thread(chat.warm))
         if self.mode == "http":
             self.handler = AsyncSlackRequestHandler(bolt)
         else:
@@ -98,12 +115,3 @@ class SlackIntegration:
             await self.socket.stop()
         if self.service is not None:
             await self.service.stop()
-
-
-def _warm_imports() -> None:
-    import mcp  # noqa: F401
-
-    import meta_agent.agent  # noqa: F401
-    from meta_agent.llm import load_litellm
-
-    load_litellm()  # with the bundled cost map: a bare `import litellm` fetches it over the network

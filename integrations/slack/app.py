@@ -18,9 +18,10 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from integrations.slack import render
-from integrations.slack import store as slack_store
 from integrations.slack.service import SlackService
-from integrations.slack.store import ThreadRef
+from kernel.chat import Decision
+from store import slack as slack_store
+from store.slack import ThreadRef
 
 log = logging.getLogger("integrations.slack")
 MENTION = re.compile(r"<@[UW][A-Z0-9]+>")
@@ -163,8 +164,6 @@ def build(
 
     @bolt.action(re.compile(rf"^({render.APPROVE}|{render.REJECT})$"))
     async def on_plan(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
-        from meta_agent.conversation import Decision
-
         await ack()
         user = body["user"]["id"]
         channel = (body.get("channel") or {}).get("id") or ""

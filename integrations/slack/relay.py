@@ -36,14 +36,14 @@ from typing import Any
 from slack_sdk.web.async_client import AsyncWebClient
 
 from integrations.slack import render
-from integrations.slack import store as slack_store
-from integrations.slack.models import SlackBinding
 from integrations.slack.web import error_code, fatal
 from store import artifacts as artifact_store
 from store import events as event_log
+from store import slack as slack_store
 from store import tasks as task_service
 from store.db import Database
 from store.models import Task
+from store.slack_models import SlackBinding
 
 log = logging.getLogger("integrations.slack.relay")
 

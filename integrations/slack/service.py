@@ -18,15 +18,16 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlmodel import col, select
 
 from integrations.slack import render
-from integrations.slack import store as slack_store
 from integrations.slack.relay import Relay
 from integrations.slack.reply import ReplyStream
-from integrations.slack.store import ThreadRef
 from integrations.slack.web import error_code
-from store import errors
+from kernel import errors
+from kernel.chat import Chat, ModelNotConfigured
+from store import slack as slack_store
 from store import tasks as task_service
 from store.db import Database
 from store.models import Task, TaskEvent
+from store.slack import ThreadRef
 
 log = logging.getLogger("integrations.slack")
 
@@ -40,8 +41,10 @@ NOT_ALLOWED = "Only people in this conversation can answer its questions."
 
 
 class SlackService:
-    def __init__(self, db: Database, settings: Any, client: AsyncWebClient, base_url: str) -> None:
-        self.db, self.settings, self.client = db, settings, client
+    def __init__(
+        self, db: Database, settings: Any, client: AsyncWebClient, base_url: str, chat: Chat
+    ) -> None:
+        self.db, self.settings, self.client, self.chat = db, settings, client, chat
         self.base_url = base_url  # this control plane, for the meta agent's tools
         self.board_base = (settings.public_url or base_url).rstrip("/")
         raw = settings.slack_allowed_users or ""
@@ -111,8 +114,6 @@ class SlackService:
     ) -> None:
         """One meta-agent turn in a thread: shows it is working, streams the reply, binds the
         tasks it creates to the thread (the relay takes them from there)."""
-        from meta_agent.conversation import ModelNotConfigured, run_turn
-
         await self._working(ref, message_ts, True)
         reply = ReplyStream(self.client, ref.channel, ref.thread_ts, self.settings.slack_update_interval)
 
@@ -143,9 +144,7 @@ class SlackService:
                 reply.add(f"\n:warning: {event.get('message')}")
 
         try:
-            result = await run_turn(
-                self.db,
-                self.settings,
+            turn = await self.chat.prepare(
                 base_url=self.base_url,
                 api_key=self.settings.slack_api_key,
                 message=message,
@@ -154,8 +153,8 @@ class SlackService:
                 source="slack",
                 requested_by=user,
                 surface_note=SURFACE_NOTE,
-                emit=emit,
             )
+            result = await turn.run(emit)
             await slack_store.set_conversation(self.db, result.task_ids, result.conversation_id)
         except ModelNotConfigured as exc:
             reply.add(f":warning: {exc}")

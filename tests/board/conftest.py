@@ -79,7 +79,7 @@ def page(browser: Any) -> Iterator[Any]:
 
 
 def start_server(database_url: str, tmp_path: Path, **overrides: Any) -> LiveServer:
-    from meta_agent.settings import Settings
+    from kernel.settings import Settings
 
     settings = Settings(
         database_url=database_url,

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from meta_agent.llm_settings import meta_agent_config
-from meta_agent.settings import Settings
+from kernel.errors import Invalid
+from kernel.llm_settings import meta_agent_config
+from kernel.settings import Settings
 from store.db import Database
-from store.errors import Invalid
 from store.seed import apply_catalog, read_catalog
 from tests.support import LiveServer
 

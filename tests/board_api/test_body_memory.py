@@ -66,7 +66,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
     port = free_port()
     with FakeSlack() as slack:
         proc = spawn(
-            ["-m", "meta_agent.server"],
+            ["-m", "cli.serve"],
             log=tmp / "server.log",
             META_AGENT_DATABASE_URL=url,
             META_AGENT_PORT=str(port),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from meta_agent.argv import embedded
+from kernel.argv import embedded
 from tests.board_api.test_api import problem
 from tests.support import LiveServer
 

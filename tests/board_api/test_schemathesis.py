@@ -18,8 +18,8 @@ import pytest
 import schemathesis
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from board_api.app import create_app
-from meta_agent.settings import Settings
+from cli.compose import create_app
+from kernel.settings import Settings
 from tests.support import LiveServer
 
 EXAMPLES = 15

@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from board_api.app import create_app
 from board_api.tracing import instrument
-from meta_agent.settings import Settings
+from cli.compose import create_app
+from kernel.settings import Settings
 
 
 async def test_requests_are_traced_with_their_task(db_url: str) -> None:

@@ -133,7 +133,7 @@ def test_channel_gone_marks_the_binding_failed_and_the_service_lives_on(
 def _binding_status(plane: LiveServer, task_id: str) -> str | None:
     import asyncio
 
-    from integrations.slack import store as slack_store
+    from store import slack as slack_store
     from store.db import Database
 
     async def read() -> str | None:

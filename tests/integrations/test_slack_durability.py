@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from integrations.slack import store as slack_store
+from store import slack as slack_store
 from store import tasks as task_service
 from store.db import Database
 from tests.fakes.llm_server import ChatLLM, FakeLLM, text, tool_call

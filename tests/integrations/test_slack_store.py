@@ -7,12 +7,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from integrations.slack import store as slack_store
-from integrations.slack.store import ThreadRef
 from store import catalog
+from store import slack as slack_store
 from store import tasks as task_service
 from store.db import Database
 from store.models import Agent, WorkerQueue
+from store.slack import ThreadRef
 
 
 async def _task(db: Database) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from meta_agent.client import AsyncControlPlaneClient
+from sdk.client import AsyncControlPlaneClient
 from tests.fakes.llm_server import ChatLLM, Reply, text, tool_call
 from tests.support import LiveServer
 from worker.main import Worker

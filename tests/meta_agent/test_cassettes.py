@@ -30,8 +30,8 @@ from typing import Any
 import pytest
 from vcr.cassette import Cassette
 
+from kernel.llm import ProviderConfig, close_clients
 from meta_agent.agent import MetaAgent, chat_backend
-from meta_agent.llm import ProviderConfig, close_clients
 from tests.fakes.llm_server import ChatLLM, text, tool_call
 from tests.meta_agent.cassette_support import IDS, MATCHER
 from tests.meta_agent.test_agent_chat import GREET, last_task, running_worker

@@ -45,7 +45,7 @@ async def model_request() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 
 def count(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> int:
-    from meta_agent.llm import load_litellm
+    from kernel.llm import load_litellm
 
     return int(load_litellm().token_counter(model=COUNTING_MODEL, messages=messages, tools=tools))
 
@@ -103,7 +103,7 @@ def test_compact_schema_drops_only_what_a_model_does_not_need() -> None:
 
 
 async def _served_count(api_base: str, model: str) -> int:
-    from meta_agent.llm import load_litellm
+    from kernel.llm import load_litellm
 
     messages, tools = await model_request()
     first = tools[0]["function"]["name"]

@@ -124,7 +124,7 @@ def doomed_server(model_logs: Path) -> Iterator[ModelServer]:
 @pytest.fixture(scope="session")
 def plane(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """The real control plane on SQLite, shared by the suite."""
-    from meta_agent.settings import Settings
+    from kernel.settings import Settings
 
     root = tmp_path_factory.mktemp("plane")
     db = root / "meta-agent.db"
@@ -148,7 +148,7 @@ def worker(plane: LiveServer, model_logs: Path) -> Iterator[subprocess.Popen[byt
     """`meta-agent worker start` as its own process; agents name the model server themselves
     (`provider.api_base`), so the worker has no model settings."""
     proc = spawn(
-        ["-m", "meta_agent.cli.main", "worker", "start", "--queue", QUEUE, "--concurrency", "1"],
+        ["-m", "cli.main", "worker", "start", "--queue", QUEUE, "--concurrency", "1"],
         log=model_logs / "worker.log",
         META_AGENT_URL=plane.url,
         META_AGENT_WORKSPACE_ROOT=str(model_logs / "ws"),

@@ -45,7 +45,7 @@ def cli(
     plane: LiveServer, *args: str, timeout: float = RUN_TIMEOUT, **env: str
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "meta_agent.cli.main", *args],
+        [sys.executable, "-m", "cli.main", *args],
         env=child_env(META_AGENT_URL=plane.url, **env),
         cwd=ROOT,
         capture_output=True,
@@ -130,7 +130,7 @@ def test_ask_user_parks_the_task_and_the_answer_resumes_it(
         [
             sys.executable,
             "-m",
-            "meta_agent.cli.main",
+            "cli.main",
             "exec",
             "agent",
             "asker",

@@ -38,7 +38,7 @@ def test_postgres_restart_under_load(private_pg: PrivatePostgres, tmp_path: Path
     url = f"http://127.0.0.1:{port}"
     procs.append(
         spawn(
-            ["-m", "meta_agent.server"],
+            ["-m", "cli.serve"],
             log=tmp_path / "server.log",
             META_AGENT_DATABASE_URL=private_pg.url,
             META_AGENT_PORT=str(port),
@@ -59,7 +59,7 @@ def test_postgres_restart_under_load(private_pg: PrivatePostgres, tmp_path: Path
         for i in range(2):
             procs.append(
                 spawn(
-                    ["-m", "meta_agent.cli.main", "worker", "start", "--queue", "q1", "--concurrency", "4"],
+                    ["-m", "cli.main", "worker", "start", "--queue", "q1", "--concurrency", "4"],
                     log=tmp_path / f"worker{i}.log",
                     META_AGENT_URL=url,
                     META_AGENT_WORKSPACE_ROOT=str(tmp_path / f"ws{i}"),

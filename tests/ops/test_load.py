@@ -30,7 +30,7 @@ def test_ten_thousand_tasks_two_replicas_eight_workers(db_url: str, tmp_path: Pa
         urls.append(f"http://127.0.0.1:{port}")
         procs.append(
             spawn(
-                ["-m", "meta_agent.server"],
+                ["-m", "cli.serve"],
                 log=tmp_path / f"replica{i}.log",
                 META_AGENT_DATABASE_URL=db_url,
                 META_AGENT_PORT=str(port),
@@ -48,7 +48,7 @@ def test_ten_thousand_tasks_two_replicas_eight_workers(db_url: str, tmp_path: Pa
     for i in range(8):
         procs.append(
             spawn(
-                ["-m", "meta_agent.cli.main", "worker", "start", "--queue", "load", "--concurrency", "8"],
+                ["-m", "cli.main", "worker", "start", "--queue", "load", "--concurrency", "8"],
                 log=tmp_path / f"worker{i}.log",
                 META_AGENT_URL=urls[i % 2],
                 META_AGENT_WORKSPACE_ROOT=str(tmp_path / f"ws{i}"),

@@ -40,7 +40,7 @@ def replicas(db_url: str, tmp_path: Path) -> Iterator[list[tuple[str, subprocess
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         proc = spawn(
-            ["-m", "meta_agent.server"],
+            ["-m", "cli.serve"],
             log=tmp_path / f"replica{i}.log",
             META_AGENT_DATABASE_URL=db_url,
             META_AGENT_PORT=str(port),

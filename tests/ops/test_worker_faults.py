@@ -30,7 +30,7 @@ def test_hung_worker_loses_the_task_and_its_late_calls_change_nothing(
 
         def start(name: str):  # type: ignore[no-untyped-def]
             p = spawn(
-                ["-m", "meta_agent.cli.main", "worker", "start", "--queue", "q1", "--concurrency", "1"],
+                ["-m", "cli.main", "worker", "start", "--queue", "q1", "--concurrency", "1"],
                 log=tmp_path / f"{name}.log",
                 META_AGENT_URL=server.url,
                 META_AGENT_WORKSPACE_ROOT=str(tmp_path / name),

@@ -8,7 +8,8 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from store import errors, tasks
+from kernel import errors
+from store import tasks
 from store.catalog import create_agent, create_queue
 from store.db import Database
 from store.events import list_after

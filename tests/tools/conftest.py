@@ -17,7 +17,7 @@ import pytest
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
-from meta_agent.client import AsyncControlPlaneClient
+from sdk.client import AsyncControlPlaneClient
 from tests.support import ROOT, LiveServer
 from tools.backend import Backend
 from tools.server import build_server

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from meta_agent.client import AsyncControlPlaneClient
+from sdk.client import AsyncControlPlaneClient
 from tests.support import LiveServer, free_port
 from tests.tools.conftest import Connect, running_worker
 from tests.tools.helpers import error, ok

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from meta_agent.settings import Settings
+from kernel.settings import Settings
 from tests.support import LiveServer
 from tests.tools.conftest import MODES, Connect, running_worker, setup_catalog
 from tests.tools.helpers import Progress, ok

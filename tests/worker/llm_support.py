@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from meta_agent.client import AsyncControlPlaneClient
+from sdk.client import AsyncControlPlaneClient
 from tests.fakes.llm_server import FakeLLM
 from tests.support import spawn, wait_for
 from worker.main import Worker
@@ -115,7 +115,7 @@ def tool_events(c: httpx.Client, tid: str) -> dict[str, dict[str, Any]]:
 def spawn_worker(url: str, llm: FakeLLM, ws: Path, queue: str = "q1") -> subprocess.Popen[bytes]:
     """`meta-agent worker start` as a separate process, its provider set through the CLI's env."""
     return spawn(
-        ["-m", "meta_agent.cli.main", "worker", "start", "--queue", queue, "--concurrency", "1"],
+        ["-m", "cli.main", "worker", "start", "--queue", queue, "--concurrency", "1"],
         log=ws.parent / f"{ws.name}.log",
         META_AGENT_URL=url,
         META_AGENT_WORKSPACE_ROOT=str(ws),

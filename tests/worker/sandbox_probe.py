@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 
 from tests.worker.helpers import make_ctx
+from worker.builtins import ToolEnv, ToolError
+from worker.builtins.shell import Bash
 from worker.runtime import TaskFailed
 from worker.runtimes.command import CommandRuntime
 from worker.sandbox import not_dumpable
-from worker.tools import ToolEnv, ToolError
-from worker.tools.shell import Bash
 
 
 async def main(workspace: Path, probe: str) -> dict[str, str]:

@@ -25,7 +25,7 @@ def start_worker(
     url: str, ws: Path, queue: str = "q1", concurrency: int = 1, grace: float = 20
 ) -> subprocess.Popen[bytes]:
     return spawn(
-        ["-m", "meta_agent.cli.main", "worker", "start", "--queue", queue, "--concurrency", str(concurrency)],
+        ["-m", "cli.main", "worker", "start", "--queue", queue, "--concurrency", str(concurrency)],
         log=ws.parent / f"{ws.name}.log",
         META_AGENT_URL=url,
         META_AGENT_WORKSPACE_ROOT=str(ws),
@@ -188,7 +188,7 @@ def test_control_plane_restart_mid_task(db_url: str, tmp_path: Path, shared_tmp:
     }
 
     def start_server() -> subprocess.Popen[bytes]:
-        p = spawn(["-m", "meta_agent.server"], **server_env)
+        p = spawn(["-m", "cli.serve"], **server_env)
         procs.append(p)
         wait_for(lambda: httpx.get(url + "/readyz", timeout=1).status_code == 200, 30, "the server")
         return p

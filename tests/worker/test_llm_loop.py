@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from meta_agent.client import ControlPlaneClient
+from sdk.client import ControlPlaneClient
 from tests.fakes.llm_server import FakeLLM, Gate, text, tool_call, tool_calls
 from tests.support import LiveServer
 from tests.worker.llm_support import events, llm_agent, new_task, tool_events, wait_status, worker_thread

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from meta_agent.llm import load_litellm
+from kernel.llm import load_litellm
 from tests.fakes.llm_server import FakeLLM, text, tool_call
 from tests.support import LiveServer
 from tests.worker.llm_support import llm_agent, new_task, wait_status, worker_thread

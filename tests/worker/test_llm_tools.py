@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from tests.worker.helpers import NS_PID, Recorder, gone, make_ctx, outside_pid, wait_gone
+from worker.builtins import BUILTIN, ToolEnv, ToolError, schema
+from worker.builtins.files import ReadFile, SaveArtifact, WriteFile
+from worker.builtins.shell import Bash, clip
 from worker.provider import DeltaCoalescer
-from worker.tools import BUILTIN, ToolEnv, ToolError, schema
-from worker.tools.files import ReadFile, SaveArtifact, WriteFile
-from worker.tools.shell import Bash, clip
 
 
 def env_for(tmp_path: Path) -> tuple[ToolEnv, Recorder, list[str]]:

@@ -41,7 +41,7 @@ def test_runtimes_are_imported_only_when_asked_for():
     # llm runtime loads litellm (seconds) only for its first task. A fresh interpreter:
     # other tests of this process import them on purpose.
     code = (
-        "import sys, worker.main, worker.task, meta_agent.cli.main\n"
+        "import sys, worker.main, worker.task, cli.main\n"
         "assert 'worker.runtimes.llm' not in sys.modules, 'worker imports the llm runtime'\n"
         "import worker.runtimes.llm\n"
         "assert 'litellm' not in sys.modules, 'the llm runtime imports litellm at import'\n"

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from meta_agent.client import ApiError, AsyncControlPlaneClient
+from sdk.client import ApiError, AsyncControlPlaneClient
 from worker.main import Worker
 from worker.runtime import Outcome, TaskContext, TaskFailed, register_runtime
 

@@ -2,7 +2,7 @@
 
 A template argument that is exactly `{name}` (`{prompt}` is the prompt) becomes the value as
 one argv element, so a value like `x; rm -rf /` stays one inert argument; a value is never
-spliced into a larger argument (meta_agent.argv), so no shell (`bash -c`, `sudo sh -ec`,
+spliced into a larger argument (kernel.argv), so no shell (`bash -c`, `sudo sh -ec`,
 `env bash -o pipefail -c`, `python -c` ...) ever sees it as code. Parameters are exported as
 `PARAM_<NAME>` (and the prompt as `TASK_PROMPT`): `["bash", "-c", "echo \"$PARAM_HOST\""]`
 is how a script reads one. The command gets an allow-listed environment and runs in the
@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from meta_agent.argv import embedded, env_name, whole
+from kernel.argv import embedded, env_name, whole
 from worker.process import KILL_GRACE_SECONDS, base_environment, run_in_group
 from worker.runtime import Outcome, TaskContext, TaskFailed
 from worker.sandbox import SandboxUnavailable
@@ -65,7 +65,7 @@ def resolve_parameters(ctx: TaskContext) -> dict[str, Any]:
 
 def render_argv(template: list[str], values: Mapping[str, Any]) -> list[str]:
     """The argv: an element that is exactly `{name}` (or `{name:spec}`) becomes the value,
-    every other element stays as written (meta_agent.argv).
+    every other element stays as written (kernel.argv).
 
     An element that embeds a name with a value is refused (`unsafe_command`) rather than run
     with the placeholder as text: such an agent was saved before the rule existed.

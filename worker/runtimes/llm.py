@@ -26,16 +26,16 @@ from collections.abc import Coroutine, Mapping
 from contextlib import AsyncExitStack
 from typing import Any
 
-from meta_agent.client import ApiError
-from meta_agent.llm import cut_message
-from meta_agent.llm_settings import KeyMissing, keyless, with_agent_provider
+from kernel.llm import cut_message
+from kernel.llm_settings import KeyMissing, keyless, with_agent_provider
+from sdk.client import ApiError
+from worker.builtins import BUILTIN, Tool, ToolEnv, ToolError, schema, toolkit
+from worker.builtins.ask import question_of
+from worker.builtins.delegate import Delegate
+from worker.builtins.mcp import connect_mcp_servers
 from worker.policy import Policy
 from worker.provider import ModelReply, ProviderConfig, complete, load_litellm, tool_arguments
 from worker.runtime import InputRequested, Outcome, TaskContext, TaskFailed
-from worker.tools import BUILTIN, Tool, ToolEnv, ToolError, schema, toolkit
-from worker.tools.ask import question_of
-from worker.tools.delegate import Delegate
-from worker.tools.mcp import connect_mcp_servers
 
 __all__ = ["LlmRuntime"]
 

@@ -1,0 +1,186 @@
+"""`agents list|get|apply`: the agents workers can run."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cli.common import JsonOption, client, escape, is_api_error
+from cli.output import console, first_line, one_line_columns, plain, print_json, table
+
+__all__ = ["agents_app", "load_manifest"]
+
+agents_app = typer.Typer(no_args_is_help=True, help="List, show and apply agents.")
+
+
+@agents_app.command("list")
+def list_agents(
+    ctx: typer.Context,
+    q: Annotated[str | None, typer.Option("--q", help="Text search in names and descriptions.")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """List agents."""
+    items = client(ctx).agents.list(q=q)
+    if json_out:
+        print_json(items)
+        return
+    out = console()
+    if not items:
+        out.print("no agents yet: add some with `meta-agent agents apply -f FILE`", style="dim")
+        return
+    # On a narrow terminal the runtime and queue columns go (`agents get` has them).
+    wide = out.width >= 110
+    t = table(
+        "NAME", *(["RUNTIME"] if wide else []), "MODEL / COMMAND", *(["QUEUE"] if wide else []), "DESCRIPTION"
+    )
+    for agent in items:
+        runtime = [escape(str(agent.get("runtime") or "-"))] if wide else []
+        queue = [escape(str(agent.get("default_queue") or "-"))] if wide else []
+        t.add_row(
+            escape(str(agent.get("name"))),
+            *runtime,
+            escape(_what_runs(agent)),
+            *queue,
+            escape(first_line(agent.get("description"))),
+        )
+    one_line_columns(t)
+    out.print(t)
+
+
+@agents_app.command("get")
+def get_agent(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Agent name or id.")],
+    json_out: JsonOption = False,
+) -> None:
+    """Show one agent."""
+    agent = client(ctx).agents.get(name)
+    if json_out:
+        print_json(agent)
+        return
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for label, key in (
+        ("name", "name"),
+        ("id", "id"),
+        ("description", "description"),
+        ("runtime", "runtime"),
+        ("model", "model"),
+        ("command", "command"),
+        ("default queue", "default_queue"),
+        ("timeout", "timeout_seconds"),
+        ("risky", "risky"),
+        ("tools", "tools"),
+        ("mcp servers", "mcp_servers"),
+        ("policy", "policy"),
+        ("instructions", "instructions"),
+    ):
+        value = agent.get(key)
+        if value not in (None, "", [], {}):
+            grid.add_row(label, escape(plain(value)))
+    params = agent.get("parameters")
+    if isinstance(params, dict):
+        for pname, spec in params.items():
+            spec = spec if isinstance(spec, dict) else {}
+            flags = " (required)" if spec.get("required") else ""
+            default = f" [default: {plain(spec['default'])}]" if spec.get("default") is not None else ""
+            grid.add_row(f"--param {pname}", escape(f"{spec.get('description') or ''}{flags}{default}"))
+    console().print(grid)
+
+
+@agents_app.command("apply")
+def apply(
+    ctx: typer.Context,
+    file: Annotated[
+        str,
+        typer.Option(
+            "--file",
+            "-f",
+            help="YAML or JSON with `agents: [...]` and optional `queues: [...]`; `-` reads stdin.",
+        ),
+    ],
+    json_out: JsonOption = False,
+) -> None:
+    """Create or replace agents (and create their queues) from a file."""
+    queues, agents = load_manifest(file)
+    c = client(ctx)
+    report: dict[str, list[dict[str, str]]] = {"queues": [], "agents": []}
+    for queue in queues:
+        try:
+            c.queues.create(
+                str(queue["name"]),
+                description=str(queue.get("description") or ""),
+                environment=str(queue.get("environment") or "default"),
+            )
+            action = "created"
+        except Exception as exc:
+            # Applying the same file twice is normal: an existing queue is left as it is.
+            if not (is_api_error(exc) and getattr(exc, "status", None) == 409):
+                raise
+            action = "exists"
+        report["queues"].append({"name": str(queue["name"]), "action": action})
+    existing = {a.get("name") for a in c.agents.list()} if agents else set()
+    for agent in agents:
+        applied = c.agents.apply(agent)
+        name = str(applied.get("name") or agent["name"])
+        report["agents"].append({"name": name, "action": "updated" if name in existing else "created"})
+    if json_out:
+        print_json(report)
+        return
+    out = console()
+    for kind in ("queues", "agents"):
+        for entry in report[kind]:
+            style = "green" if entry["action"] == "created" else "dim"
+            name = escape(entry["name"])
+            out.print(f"{kind[:-1]} [bold]{name}[/] [{style}]{entry['action']}[/]", highlight=False)
+    if not queues and not agents:
+        out.print("nothing to apply", style="dim")
+
+
+def load_manifest(file: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(queues, agents) from a manifest; a bad file is a usage error, not a traceback."""
+    hint = "'--file'"
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {file}: {exc.strerror or exc}", param_hint=hint) from None
+    if file.endswith(".json"):
+        try:
+            data: Any = json.loads(text)
+        except ValueError as exc:
+            raise typer.BadParameter(f"{file} is not valid JSON: {exc}", param_hint=hint) from None
+    else:
+        import yaml  # YAML is a superset of JSON, so this reads both
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise typer.BadParameter(f"{file} is not valid YAML: {exc}", param_hint=hint) from None
+    # Accept the manifest shape, a bare list of agents, or a single agent.
+    if isinstance(data, list):
+        data = {"agents": data}
+    elif isinstance(data, dict) and "name" in data and "agents" not in data:
+        data = {"agents": [data]}
+    if not isinstance(data, dict):
+        raise typer.BadParameter(f"{file} should hold `agents: [...]`", param_hint=hint)
+    queues = [{"name": q} if isinstance(q, str) else q for q in data.get("queues") or []]
+    agents = list(data.get("agents") or [])
+    for kind, entries in (("queue", queues), ("agent", agents)):
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict) or not entry.get("name"):
+                raise typer.BadParameter(f"{kind} #{i + 1} in {file} has no name", param_hint=hint)
+    return queues, agents
+
+
+def _what_runs(agent: dict[str, Any]) -> str:
+    if agent.get("runtime") == "command" and agent.get("command"):
+        command = agent["command"]
+        return first_line(" ".join(map(str, command)) if isinstance(command, list) else command, 40)
+    return str(agent.get("model") or "-")
