@@ -249,3 +249,16 @@ def test_keys_and_scopes(server: LiveServer) -> None:
         eyes = next(k for k in keys if k["name"] == "eyes")
         assert a.delete(f"/keys/{eyes['id']}").json()["revoked_at"]
         problem(v.get("/tasks"), 401, "invalid_key")
+
+
+def test_an_integer_past_64_bits_is_a_422_not_a_500(server: LiveServer) -> None:
+    with server.client() as c:
+        seed(c)
+        big = 2**63
+        r = c.post("/workers/w1/heartbeat", json={"queue": "q1", "running": big})
+        assert r.status_code == 422 and r.json()["code"] == "validation_error", r.text
+        r = c.post("/agents", json={"name": "big", "runtime": "noop", "policy": {"max_steps": big}})
+        assert r.status_code == 422 and r.json()["code"] == "validation_error", r.text
+        r = c.get("/tasks", params={"limit": big})
+        assert r.status_code == 422, r.text
+        assert c.get("/agents/big").status_code == 404

@@ -109,14 +109,3 @@ def test_every_integer_a_client_sends_has_an_upper_bound() -> None:
             unbounded += unbounded_integers(op.get("requestBody", {}), f"{method} {path} body")
     assert unbounded == []
 
-
-def test_an_integer_past_64_bits_is_a_422_not_a_500(fuzz_server: LiveServer) -> None:
-    with fuzz_server.client() as c:
-        big = 2**63
-        r = c.post("/workers/w1/heartbeat", json={"queue": "q1", "running": big})
-        assert r.status_code == 422 and r.json()["code"] == "validation_error", r.text
-        r = c.post("/agents", json={"name": "big", "runtime": "noop", "policy": {"max_steps": big}})
-        assert r.status_code == 422 and r.json()["code"] == "validation_error", r.text
-        r = c.get("/tasks", params={"limit": big})
-        assert r.status_code == 422, r.text
-        assert c.get("/agents/big").status_code == 404
