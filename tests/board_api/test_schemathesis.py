@@ -108,4 +108,3 @@ def test_every_integer_a_client_sends_has_an_upper_bound() -> None:
                 unbounded += unbounded_integers(param.get("schema", {}), f"{method} {path} ?{param['name']}")
             unbounded += unbounded_integers(op.get("requestBody", {}), f"{method} {path} body")
     assert unbounded == []
-

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from kernel.llm import load_litellm
-from tests.fakes.llm_server import FakeLLM, cut, dropped, empty, error, error_frame, text, tool_call
 from tests.cli.test_cli_standin import run
+from tests.fakes.llm_server import FakeLLM, cut, dropped, empty, error, error_frame, text, tool_call
 from tests.support import LiveServer
 from tests.worker.llm_support import events, llm_agent, new_task, wait_status, worker_thread
 
