@@ -26,6 +26,11 @@ PAGE = 500
 WINDOW = 2000  # frames kept per feed; older ones are re-read from the database
 RECHECK_SECONDS = 5.0  # a lost cross-replica notification costs at most this much delay
 log = logging.getLogger(__name__)
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# What an SSE route declares in the OpenAPI spec (its response is not a JSON model).
+SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}
+}
 
 
 def sse(data: str, event: str | None = None, id: str | None = None) -> bytes:

@@ -15,8 +15,8 @@ from typing import Any
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from board_api.deps import Principal
 from kernel import errors
+from store.auth import Principal
 
 
 class ConnectionLimiter:
