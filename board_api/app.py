@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -17,6 +18,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from board_api import errors as problems
 from board_api.bodylimit import BodyLimit
@@ -45,8 +47,14 @@ NO_CACHE = {"Cache-Control": "no-cache"}
 class NoCacheStatic(StaticFiles):
     """The board's modules and styles, revalidated on every load (they are small)."""
 
-    def file_response(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        resp = super().file_response(*args, **kwargs)
+    def file_response(
+        self,
+        full_path: str | os.PathLike[str],
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        resp = super().file_response(full_path, stat_result, scope, status_code)
         resp.headers.update(NO_CACHE)
         return resp
 
@@ -127,8 +135,6 @@ def _state(settings: Settings, worker_token: str | None) -> BoardState:
     state.settings = settings
     state.gate = Gate(open_mode=settings.open_mode_allowed(), worker_token=worker_token)
     state.key_cache = state.gate.cache
-    state.open_mode = state.gate.open_mode
-    state.worker_token = worker_token
     state.metrics = Metrics()
     state.worker_seen = {}
     state.limiter = ConnectionLimiter(settings.max_streams_per_key)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any
 
 from fastapi.responses import StreamingResponse
@@ -44,7 +44,7 @@ class ConnectionLimiter:
         return release
 
     @contextlib.contextmanager
-    def slot(self, who: Principal) -> Iterator[None]:
+    def slot(self, who: Principal) -> Generator[None]:
         release = self.acquire(who)
         try:
             yield

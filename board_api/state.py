@@ -30,11 +30,10 @@ __all__ = ["BoardState", "app_state", "state_of"]
 
 class BoardState(State):
     settings: Settings
+    # Who may call: open mode, the embedded worker's credential, API keys (store.auth).
     gate: Gate
-    # The gate's cache, under the name a test or plugin invalidates after making a key.
+    # The gate's cache, under the name a test invalidates after making a key.
     key_cache: KeyCache
-    open_mode: bool
-    worker_token: str | None
     metrics: Metrics
     # worker id -> when its liveness was last written (monotonic), see routes/workers.py.
     worker_seen: dict[str, float]

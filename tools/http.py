@@ -26,6 +26,7 @@ from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import AnyHttpUrl
 from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -148,8 +149,8 @@ class McpHttp:
             token_verifier=ApiKeyVerifier(db),
             # No authorization server of our own: clients send an API key as the bearer token.
             auth=AuthSettings(
-                issuer_url=resource.removesuffix(MCP_PATH),  # type: ignore[arg-type]
-                resource_server_url=resource,  # type: ignore[arg-type]
+                issuer_url=AnyHttpUrl(resource.removesuffix(MCP_PATH)),
+                resource_server_url=AnyHttpUrl(resource),
                 validate_token_resource=False,
             ),
             state_keys=settings.mcp_state_keys or None,
