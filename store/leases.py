@@ -22,9 +22,9 @@ from kernel import errors
 from store.db import Tx
 from store.models import Task, TaskStatus
 
-__all__ = ["Lease", "hash_token", "new_token", "refusal"]
+__all__ = ["Lease", "fenced", "hash_token", "new_token", "refusal"]
 
-_tasks = Task.__table__  # type: ignore[attr-defined]
+_tasks = Task.__table__
 
 
 def new_token() -> tuple[str, str]:
@@ -74,6 +74,21 @@ async def refusal(tx: Tx, task_id: str, lease: Lease) -> errors.MetaAgentError:
         status_now=row.status,
         attempt=row.attempt,
     )
+
+
+async def fenced(tx: Tx, task_id: str, lease: Lease) -> Task:
+    """Read the task, refusing a stale lease (the write that follows is fenced again)."""
+    task = await tx.session.get(Task, task_id)
+    if task is None:
+        raise errors.NotFound(f"task {task_id} not found", code="task_not_found")
+    conds_hold = (
+        task.lease_token_hash == lease.hash
+        and task.status == TaskStatus.running.value
+        and (not lease.queues or task.queue in lease.queues)
+    )
+    if not conds_hold:
+        raise await refusal(tx, task_id, lease)
+    return task
 
 
 def queue_refused(queue: str) -> errors.Forbidden:
