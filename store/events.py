@@ -43,8 +43,8 @@ EVENT_KINDS = frozenset(
 # Only the state machine writes these; a worker posting one is refused.
 RESERVED_KINDS = frozenset({"status", "input_requested", "input_received"})
 
-_tasks = Task.__table__  # type: ignore[attr-defined]
-_events = TaskEvent.__table__  # type: ignore[attr-defined]
+_tasks = Task.__table__
+_events = TaskEvent.__table__
 
 
 async def append(
