@@ -14,7 +14,6 @@ import hashlib
 import secrets
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -43,13 +42,13 @@ class Lease:
     is bound to (empty: any queue)."""
 
     token: str
-    queues: Collection[str] = field(default_factory=frozenset)
+    queues: Collection[str] = field(default_factory=frozenset[str])
 
     @property
     def hash(self) -> str:
         return hash_token(self.token)
 
-    def where(self, table: Any = _tasks) -> list[Any]:
+    def where(self, table: sa.FromClause = _tasks) -> list[sa.ColumnElement[bool]]:
         """The conditions that fence a write on `table` (tasks, or an alias of it)."""
         conds = [table.c.lease_token_hash == self.hash, table.c.status == TaskStatus.running.value]
         if self.queues:

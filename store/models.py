@@ -18,16 +18,16 @@ from kernel.statuses import TERMINAL, TaskStatus  # re-exported: the tables' sta
 from store.ids import new_id
 
 __all__ = [
+    "TERMINAL",
     "Agent",
     "ApiKey",
     "Artifact",
     "ArtifactChunk",
-    "TERMINAL",
     "Conversation",
+    "Table",
     "Task",
     "TaskEvent",
     "TaskStatus",
-    "Table",
     "Team",
     "Worker",
     "WorkerQueue",

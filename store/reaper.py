@@ -7,9 +7,9 @@ are picked with SKIP LOCKED and every change is re-checked by the state machine.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
 from store import catalog
@@ -22,11 +22,11 @@ __all__ = ["forget_dead_workers", "has_expired_leases", "reap_expired", "worker_
 S = TaskStatus
 
 
-async def has_expired_leases(session: Any, now: datetime | None = None) -> bool:
+async def has_expired_leases(session: AsyncSession, now: datetime | None = None) -> bool:
     """Whether any running task's lease has run out (a cheap indexed read)."""
     stmt = (
-        sa.select(Task.id)
-        .where(Task.status == S.running.value, col(Task.lease_expires_at) < (now or utcnow()))
+        sa.select(col(Task.id))
+        .where(col(Task.status) == S.running.value, col(Task.lease_expires_at) < (now or utcnow()))
         .limit(1)
     )
     return (await session.execute(stmt)).first() is not None
@@ -38,13 +38,13 @@ async def reap_expired(tx: Tx, now: datetime | None = None, batch: int = 100) ->
     at once: rows are picked with SKIP LOCKED and re-checked by the state machine."""
     now = now or utcnow()
     stmt = (
-        sa.select(Task.id, Task.lost_leases, Task.max_attempts, Task.cancel_requested)
-        .where(Task.status == S.running.value, col(Task.lease_expires_at) < now)
-        .order_by(Task.lease_expires_at)
+        sa.select(col(Task.id), col(Task.lost_leases), col(Task.max_attempts), col(Task.cancel_requested))
+        .where(col(Task.status) == S.running.value, col(Task.lease_expires_at) < now)
+        .order_by(col(Task.lease_expires_at))
         .limit(batch)
         .with_for_update(skip_locked=True)
     )
-    out = []
+    out: list[Task] = []
     for tid, lost, max_attempts, cancel_requested in (await tx.execute(stmt)).all():
         lost += 1
         if cancel_requested:
@@ -87,12 +87,12 @@ async def worker_gone(tx: Tx, worker_id: str) -> list[str]:
     """
     rows = (
         await tx.execute(
-            sa.select(Task.id)
-            .where(Task.worker_id == worker_id, Task.status == S.running.value)
+            sa.select(col(Task.id))
+            .where(col(Task.worker_id) == worker_id, col(Task.status) == S.running.value)
             .with_for_update()
         )
     ).all()
-    released = []
+    released: list[str] = []
     for (tid,) in rows:
         await transition(
             tx, tid, S.pending, expect=frozenset({S.running}), event={"reason": "worker shut down"}

@@ -15,9 +15,10 @@ import hmac
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from kernel import errors
@@ -74,6 +75,7 @@ __all__ = [
 ]
 
 S = TaskStatus
+_Select = TypeVar("_Select", bound=sa.Select[*tuple[Any, ...]])
 ACTIVE = (S.pending.value, S.running.value, S.requires_input.value)
 SOURCES = frozenset({"api", "sdk", "cli", "mcp", "slack", "board", "meta_agent", "worker"})
 _tasks = Task.__table__
@@ -194,11 +196,11 @@ async def _worker_child(tx: Tx, new: NewTask, lease: Lease) -> None:
     new.requested_by = row.requested_by
 
 
-async def get_task(session: Any, task_id: str) -> Task:
+async def get_task(session: AsyncSession, task_id: str) -> Task:
     task = await session.get(Task, task_id)
     if task is None:
         raise errors.NotFound(f"task {task_id} not found", code="task_not_found")
-    return task  # type: ignore[no-any-return]
+    return task
 
 
 def encode_cursor(task_id: str) -> str:
@@ -216,7 +218,7 @@ def decode_cursor(cursor: str) -> str:
 
 
 def filter_tasks(
-    stmt: Any,
+    stmt: _Select,
     *,
     status: Sequence[str] | None = None,
     agent: str | None = None,
@@ -225,7 +227,7 @@ def filter_tasks(
     type: str | None = None,
     source: str | None = None,
     q: str | None = None,
-) -> Any:
+) -> _Select:
     if status:
         bad = [s for s in status if s not in S.__members__]
         if bad:
@@ -234,24 +236,24 @@ def filter_tasks(
             )
         stmt = stmt.where(col(Task.status).in_(list(status)))
     if agent:
-        stmt = stmt.where(Task.agent == agent)
+        stmt = stmt.where(col(Task.agent) == agent)
     if team:
-        stmt = stmt.where(Task.team == team)
+        stmt = stmt.where(col(Task.team) == team)
     if queue:
-        stmt = stmt.where(Task.queue == queue)
+        stmt = stmt.where(col(Task.queue) == queue)
     if type:
         if type not in ("agent", "team"):
             raise errors.Invalid("type must be 'agent' or 'team'", code="invalid_type")
         stmt = stmt.where(col(Task.team).is_(None) if type == "agent" else col(Task.team).is_not(None))
     if source:
-        stmt = stmt.where(Task.source == source)
+        stmt = stmt.where(col(Task.source) == source)
     if q:
-        stmt = stmt.where(sa.func.lower(Task.prompt).contains(q.lower(), autoescape=True))
+        stmt = stmt.where(sa.func.lower(col(Task.prompt)).contains(q.lower(), autoescape=True))
     return stmt
 
 
 async def list_tasks(
-    session: Any, *, limit: int = 50, cursor: str | None = None, **filters: Any
+    session: AsyncSession, *, limit: int = 50, cursor: str | None = None, **filters: Any
 ) -> tuple[list[Task], str | None]:
     """Newest first; returns (page, next_cursor)."""
     if not 1 <= limit <= 200:
@@ -264,7 +266,7 @@ async def list_tasks(
     return rows[:limit], nxt
 
 
-async def count_by_status(session: Any, **filters: Any) -> dict[str, int]:
+async def count_by_status(session: AsyncSession, **filters: Any) -> dict[str, int]:
     stmt = filter_tasks(select(Task.status, sa.func.count()).group_by(Task.status), **filters)
     counts = {s.value: 0 for s in S}
     for status, n in (await session.execute(stmt)).all():
@@ -276,7 +278,7 @@ BOARD_COUNT_CAP = 1_000
 
 
 async def count_by_status_capped(
-    session: Any, *, cap: int | None = None, **filters: Any
+    session: AsyncSession, *, cap: int | None = None, **filters: Any
 ) -> dict[str, tuple[int, bool]]:
     """Per status: (count, capped). A count stops at `cap` (capped=True: "cap or more").
 
@@ -434,13 +436,13 @@ async def respond(
     )
 
 
-async def list_artifacts(session: Any, task_id: str) -> list[Artifact]:
+async def list_artifacts(session: AsyncSession, task_id: str) -> list[Artifact]:
     await get_task(session, task_id)
     stmt = select(Artifact).where(Artifact.task_id == task_id).order_by(col(Artifact.name))
     return list((await session.execute(stmt)).scalars().all())
 
 
-async def get_artifact(session: Any, task_id: str, name: str) -> Artifact:
+async def get_artifact(session: AsyncSession, task_id: str, name: str) -> Artifact:
     art = (
         (await session.execute(select(Artifact).where(Artifact.task_id == task_id, Artifact.name == name)))
         .scalars()
@@ -448,4 +450,4 @@ async def get_artifact(session: Any, task_id: str, name: str) -> Artifact:
     )
     if art is None:
         raise errors.NotFound(f"task {task_id} has no artifact {name!r}", code="artifact_not_found")
-    return art  # type: ignore[no-any-return]
+    return art

@@ -77,7 +77,7 @@ async def claim_tasks(
 
 
 def _check_worker_events(events: WorkerEvents) -> list[tuple[str, dict[str, Any]]]:
-    out = []
+    out: list[tuple[str, dict[str, Any]]] = []
     for kind, data in events:
         if kind not in EVENT_KINDS:
             raise errors.Invalid(f"unknown event kind {kind!r}", code="invalid_event_kind")
@@ -246,7 +246,7 @@ async def _reported_usage(
         if kind == "usage":
             return data
     last = await tx.session.execute(
-        select(TaskEvent.data)
+        sa.select(col(TaskEvent.data))
         .where(col(TaskEvent.task_id) == task_id, col(TaskEvent.kind) == "usage")
         .order_by(col(TaskEvent.seq).desc())
         .limit(1)
