@@ -146,7 +146,7 @@ async def upsert_agent(tx: Tx, data: dict[str, Any]) -> tuple[Agent, bool]:
     return await update_agent(tx, existing.id, data), False
 
 
-async def _unfinished(tx: Tx, where: Any) -> int:
+async def _unfinished(tx: Tx, where: sa.ColumnElement[bool]) -> int:
     """How many pending, running or requires_input tasks match `where`."""
     unfinished = [TaskStatus.pending.value, TaskStatus.running.value, TaskStatus.requires_input.value]
     n = await tx.session.scalar(
@@ -157,7 +157,7 @@ async def _unfinished(tx: Tx, where: Any) -> int:
 
 async def delete_agent(tx: Tx, key: str) -> None:
     agent = await get_agent(tx.session, key)
-    active = await _unfinished(tx, Task.agent == agent.name)
+    active = await _unfinished(tx, col(Task.agent) == agent.name)
     if active:
         raise errors.Conflict(
             f"agent {agent.name!r} has {active} unfinished task(s); cancel them first", code="agent_in_use"
@@ -218,7 +218,7 @@ async def delete_queue(tx: Tx, key: str) -> None:
     Finished tasks keep the queue's name; workers still polling it get `queue_not_found`.
     """
     queue = await get_queue(tx.session, key)
-    unfinished = await _unfinished(tx, Task.queue == queue.name)
+    unfinished = await _unfinished(tx, col(Task.queue) == queue.name)
     if unfinished:
         raise errors.Conflict(
             f"queue {queue.name!r} has {unfinished} unfinished task(s) (pending, running or "
