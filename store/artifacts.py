@@ -3,7 +3,7 @@ holds a whole file in memory.
 
 An upload is staged first: `stage()` writes each chunk in its own short transaction as the
 body arrives (a slow uploader must not hold SQLite's one writer for the whole upload),
-hashing as it goes. `store.tasks.save_artifact` then turns the staged chunks into the
+hashing as it goes. `store.work.save_artifact` then turns the staged chunks into the
 artifact in one transaction, fenced by the lease, dropping the chunks of the artifact it
 replaces. Staged chunks that never become an artifact (a body cut off or refused, a stale
 lease) are discarded.
