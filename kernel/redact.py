@@ -82,7 +82,7 @@ def redact_data(value: Any) -> Any:
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        obj = cast(dict[Any, Any], value)  # isinstance leaves a JSON object's types unknown
+        obj = cast("dict[Any, Any]", value)  # isinstance leaves a JSON object's types unknown
         return {
             k: MASK
             if isinstance(v, str) and len(v) >= 4 and isinstance(k, str) and _CREDENTIAL_KEY.fullmatch(k)
@@ -90,5 +90,5 @@ def redact_data(value: Any) -> Any:
             for k, v in obj.items()
         }
     if isinstance(value, list | tuple):
-        return [redact_data(v) for v in cast(list[Any] | tuple[Any, ...], value)]
+        return [redact_data(v) for v in cast("list[Any] | tuple[Any, ...]", value)]
     return value
