@@ -24,7 +24,7 @@ class ToolEnv:
     output: Callable[[str], None]
     # The call's own record in the checkpoint: a `resumable` tool keeps what it needs to
     # pick up again after a crash or a question (e.g. the child task it created).
-    state: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict[str, Any])
 
 
 class Tool(Protocol):

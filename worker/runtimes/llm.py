@@ -36,6 +36,7 @@ from worker.builtins.mcp import connect_mcp_servers
 from worker.policy import Policy
 from worker.provider import ModelReply, ProviderConfig, complete, load_litellm, tool_arguments
 from worker.runtime import InputRequested, Outcome, TaskContext, TaskFailed
+from worker.shapes import as_dict
 
 __all__ = ["LlmRuntime"]
 
@@ -98,7 +99,7 @@ class LlmRuntime:
         if ctx.task.get("team") and policy.allows_tool("delegate"):
             tools["delegate"] = await _delegate_tool(ctx)
         async with AsyncExitStack() as stack:
-            servers = [s for s in ctx.agent.get("mcp_servers") or () if isinstance(s, dict)]
+            servers = [d for s in ctx.agent.get("mcp_servers") or () if (d := as_dict(s)) is not None]
             lent = await connect_mcp_servers(servers, stack)
             tools.update({n: t for n, t in lent.items() if policy.allows_tool(n)})
             return await _Loop(ctx, config, tools, policy).run()
@@ -115,7 +116,7 @@ async def _delegate_tool(ctx: TaskContext) -> Delegate:
         raise TaskFailed("team_unavailable", "a team task needs a worker connected to the control plane")
     try:
         team = await ctx.client.teams.get(str(ctx.task["team"]))
-        members = {}
+        members: dict[str, str] = {}
         for name in team.get("members") or ():
             members[str(name)] = str((await ctx.client.agents.get(name)).get("description") or "")
     except ApiError as exc:
@@ -126,7 +127,7 @@ async def _delegate_tool(ctx: TaskContext) -> Delegate:
 
 
 def _first_messages(ctx: TaskContext) -> list[dict[str, Any]]:
-    messages = []
+    messages: list[dict[str, Any]] = []
     instructions = str(ctx.agent.get("instructions") or "").strip()
     if ctx.task.get("team"):
         instructions += (
@@ -155,8 +156,8 @@ class _Loop:
         self.tools = tools
         self.schemas = [schema(t) for t in tools.values()]
         self.policy = policy
-        saved = ctx.checkpoint
-        if isinstance(saved, dict) and saved.get("v") == CHECKPOINT_VERSION:
+        saved = as_dict(ctx.checkpoint)
+        if saved is not None and saved.get("v") == CHECKPOINT_VERSION:
             self.state: dict[str, Any] = json.loads(json.dumps(saved))
         else:
             self.state = {
