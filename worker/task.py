@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sdk.client import ApiError, AsyncControlPlaneClient, WorkerApi
 from worker.batcher import EventBatcher
@@ -30,6 +30,7 @@ __all__ = ["CANCEL_GRACE", "HeldTask", "Lost"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 BACKOFF_START = 0.05
 BACKOFF_CAP = 2.0
@@ -100,7 +101,9 @@ class HeldTask:
         self.abort = self.abort or "release"
         self.ctx.cancelled.set()
 
-    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any, **kw: Any) -> T:
+    async def call(
+        self, fn: Callable[Concatenate[str, str, P], Awaitable[T]], *args: P.args, **kw: P.kwargs
+    ) -> T:
         """`fn(task_id, token, *args, **kw)`, retried while the control plane is away."""
         delay = BACKOFF_START
         while True:

@@ -24,13 +24,14 @@ import os
 import time
 from collections.abc import Coroutine, Mapping
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, TypeVar
 
 from kernel.llm import cut_message
 from kernel.llm_settings import KeyMissing, keyless, with_agent_provider
 from sdk.client import ApiError
 from worker.builtins import BUILTIN, Tool, ToolEnv, ToolError, schema, toolkit
 from worker.builtins.ask import question_of
+from worker.builtins.base import Prepare
 from worker.builtins.delegate import Delegate
 from worker.builtins.mcp import connect_mcp_servers
 from worker.policy import Policy
@@ -46,6 +47,7 @@ INTERRUPTED = (
     "interrupted: the worker running this tool call stopped before it finished, so its result is "
     "unknown. It was not run again; check its effects before repeating it."
 )
+T = TypeVar("T")
 _EXECUTING_KINDS = frozenset({"message_delta", "message", "tool_started", "tool_completed"})
 
 
@@ -193,7 +195,7 @@ class _Loop:
     def ask(self, question: str, choices: list[str] | None, key: str) -> InputRequested:
         return InputRequested(question, choices, key, checkpoint=self.snapshot())
 
-    async def guard(self, coro: Coroutine[Any, Any, Any], what: str) -> Any:
+    async def guard(self, coro: Coroutine[Any, Any, T], what: str) -> T:
         """Await `coro`, stopping it at once on a cancel or when `max_seconds` runs out."""
         work = asyncio.ensure_future(coro)
         stop = asyncio.ensure_future(self.ctx.cancelled.wait())
@@ -264,7 +266,7 @@ class _Loop:
         prepared = False
         for call in calls:
             tool = self.tools.get(call["name"])
-            prepare = getattr(tool, "prepare", None)
+            prepare: Prepare | None = getattr(tool, "prepare", None)
             if prepare is None or call.get("state") != "queued" or self.policy.needs_approval(call["name"]):
                 continue
             try:
