@@ -24,7 +24,7 @@ import os
 import time
 from collections.abc import Coroutine, Mapping
 from contextlib import AsyncExitStack
-from typing import Any, TypeVar
+from typing import Any, NotRequired, TypedDict, TypeVar
 
 from kernel.llm import cut_message
 from kernel.llm_settings import KeyMissing, keyless, with_agent_provider
@@ -49,6 +49,23 @@ INTERRUPTED = (
 )
 T = TypeVar("T")
 _EXECUTING_KINDS = frozenset({"message_delta", "message", "tool_started", "tool_completed"})
+
+
+class Usage(TypedDict):
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float  # USD, as litellm prices it
+
+
+class LoopState(TypedDict):
+    """What the checkpoint of an `llm` task holds (JSON; `v` is CHECKPOINT_VERSION)."""
+
+    v: int
+    messages: list[dict[str, Any]]  # the conversation, in the OpenAI format
+    calls: list[dict[str, Any]]  # the open tool calls of the last turn: {id, name, arguments, state}
+    steps: int
+    usage: Usage
+    seconds: NotRequired[float]  # active run time so far (older checkpoints lack it)
 
 
 class LlmRuntime:
@@ -160,12 +177,12 @@ class _Loop:
         self.policy = policy
         saved = as_dict(ctx.checkpoint)
         if saved is not None and saved.get("v") == CHECKPOINT_VERSION:
-            self.state: dict[str, Any] = json.loads(json.dumps(saved))
+            self.state: LoopState = json.loads(json.dumps(saved))
         else:
             self.state = {
                 "v": CHECKPOINT_VERSION,
                 "messages": _first_messages(ctx),
-                "calls": [],  # the open tool calls of the last turn: {id, name, arguments, state}
+                "calls": [],
                 "steps": 0,
                 "usage": {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0},
                 "seconds": 0.0,
