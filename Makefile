@@ -40,9 +40,11 @@ $(MODEL_VENV)/.installed:
 test-model: $(VENV)/.installed-dev $(MODEL_VENV)/.installed
 	META_AGENT_MODEL_PYTHON=$(CURDIR)/$(MODEL_VENV)/bin/python $(BIN)/pytest -n 0 -q -p no:cacheprovider --timeout 900 tests/model $(PYTEST_ARGS)
 
+## lint: ruff, and pyright in strict mode over every package (pyrightconfig.json)
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/pyright
 
 fmt: $(VENV)/.installed-dev
 	$(BIN)/ruff format .
