@@ -22,7 +22,9 @@ from mcp.server.mcpserver.exceptions import ToolError
 from kernel.statuses import TaskStatus
 from sdk.client import ApiError, AsyncControlPlaneClient
 
-__all__ = ["Backend", "Connection", "current_request", "explain", "remember_request"]
+__all__ = ["Backend", "Client", "Connection", "current_request", "explain", "remember_request"]
+
+Client = AsyncControlPlaneClient
 
 # The transport's request (a Starlette request over HTTP, None on stdio and in-process) of
 # the MCP message being handled: static resources get no `Context`, so they find it here.
@@ -71,7 +73,7 @@ class Backend:
         return f"{self.connection().board}/#/tasks/{task_id}"
 
     @asynccontextmanager
-    async def client(self, doing: str = "call the control plane") -> AsyncIterator[Any]:
+    async def client(self, doing: str = "call the control plane") -> AsyncIterator[Client]:
         """An SDK client for this request; an `ApiError` inside becomes an explained `ToolError`."""
         conn = self.connection()
         # "" rather than None: the SDK would otherwise fall back to META_AGENT_API_KEY.

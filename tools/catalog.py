@@ -35,9 +35,7 @@ async def agent_catalog(backend: Backend, query: str | None = None) -> AgentCata
         teams = await c.teams.list()
     words = (query or "").lower().split()
     team_infos = [
-        TeamInfo.of(t)
-        for t in teams
-        if all(w in f"{t.get('name', '')} {t.get('description', '')}".lower() for w in words)
+        TeamInfo.of(t) for t in teams if all(w in f"{t.name} {t.description}".lower() for w in words)
     ]
     return AgentCatalog(agents=[AgentInfo.of(a) for a in agents], teams=team_infos)
 

@@ -38,6 +38,29 @@ class Recorder:
         return json.loads(self.requests[i].content)
 
 
+NOW = "2026-01-02T03:04:05Z"
+
+
+def task(**fields: Any) -> dict[str, Any]:
+    """A task as the API serves it (`TaskOut`)."""
+    base = dict.fromkeys(
+        ("agent", "team", "requested_by", "parent_id", "retry_of", "phase", "worker_id", "lease_expires_at",
+         "result", "error", "pending_input", "started_at", "finished_at", "duration_seconds")
+    )  # fmt: skip
+    base |= {"id": "t1", "queue": "default", "prompt": "p", "parameters": {}, "source": "api",
+             "status": "pending", "attempt": 0, "max_attempts": 3, "cancel_requested": False,
+             "inputs": {}, "usage": {}, "last_seq": 0, "created_at": NOW, "updated_at": NOW}  # fmt: skip
+    return base | fields
+
+
+def agent(**fields: Any) -> dict[str, Any]:
+    """An agent as the API serves it (`AgentOut`)."""
+    base = {"id": "a1", "name": "a", "description": "", "runtime": "noop", "model": None, "instructions": None,
+            "command": None, "parameters": {}, "tools": [], "mcp_servers": [], "policy": {}, "provider": {},
+            "default_queue": None, "timeout_seconds": 600, "risky": False, "created_at": NOW, "updated_at": NOW}  # fmt: skip
+    return base | fields
+
+
 def sync_client(routes: dict[tuple[str, str], Any], **kw: Any) -> tuple[ControlPlaneClient, Recorder]:
     rec = Recorder(routes)
     return ControlPlaneClient(URL, transport=httpx.MockTransport(rec), **kw), rec
@@ -105,9 +128,9 @@ def test_a_read_timeout_is_its_own_code():
 def test_url_and_key_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("META_AGENT_URL", "http://env.test:9")
     monkeypatch.setenv("META_AGENT_API_KEY", "mak_123")
-    rec = Recorder({("GET", "/api/v1/agents"): {"items": [{"name": "a"}]}})
+    rec = Recorder({("GET", "/api/v1/agents"): {"items": [agent(name="a")]}})
     c = ControlPlaneClient(transport=httpx.MockTransport(rec))
-    assert c.agents.list() == [{"name": "a"}]
+    assert [a.name for a in c.agents.list()] == ["a"]
     req = rec.requests[0]
     assert str(req.url) == "http://env.test:9/api/v1/agents"
     assert req.headers["authorization"] == "Bearer mak_123"
@@ -123,15 +146,20 @@ def test_no_key_sends_no_authorization(monkeypatch):
 def test_requests_carry_source_and_drop_unset_fields():
     c, rec = sync_client(
         {
-            ("POST", "/api/v1/tasks"): {"id": "t1"},
+            ("POST", "/api/v1/tasks"): task(id="t1"),
             ("GET", "/api/v1/tasks"): {"items": [], "next_cursor": None},
-            ("POST", "/api/v1/agents/k8s health/execute"): {"execution_id": "t2", "status": "pending"},
+            ("POST", "/api/v1/agents/k8s health/execute"): {
+                "execution_id": "t2",
+                "status": "pending",
+                "task": task(id="t2"),
+            },
         },
         source="cli",
     )
     c.executions.create(agent="k8s", prompt="check", parameters={"ns": "prod"})
     assert rec.body() == {"agent": "k8s", "prompt": "check", "parameters": {"ns": "prod"}, "source": "cli"}
-    assert c.executions.list(status=["running", "pending"], limit=10) == {"items": [], "next_cursor": None}
+    page = c.executions.list(status=["running", "pending"], limit=10)
+    assert page.model_dump() == {"items": [], "next_cursor": None}
     assert rec.requests[-1].url.params.multi_items() == [
         ("status", "running"),
         ("status", "pending"),
@@ -150,15 +178,18 @@ def test_artifacts_come_back_as_bytes_with_names_escaped():
     assert rec.requests[0].url.raw_path == b"/api/v1/tasks/t1/artifacts/a%20b%2Fc.bin"
 
 
+ARTIFACT = {"name": "out.txt", "media_type": "text/plain", "size": 2, "sha256": "ab", "created_at": NOW}
+
+
 async def test_the_worker_protocol_shapes():
     rec = Recorder(
         {
             ("POST", "/api/v1/worker-queues/default/claim"): {
-                "tasks": [{"task": {"id": "t1"}, "token": "tok"}]
+                "tasks": [{"task": task(id="t1"), "agent": None, "token": "tok", "lease_seconds": 60}]
             },
-            ("POST", "/api/v1/tasks/t1/complete"): {"id": "t1", "status": "completed"},
-            ("POST", "/api/v1/tasks/t1/fail"): {"id": "t1"},
-            ("PUT", "/api/v1/tasks/t1/artifacts/out.txt"): httpx.Response(201, json={"name": "out.txt"}),
+            ("POST", "/api/v1/tasks/t1/complete"): task(id="t1", status="completed"),
+            ("POST", "/api/v1/tasks/t1/fail"): task(id="t1", status="failed"),
+            ("PUT", "/api/v1/tasks/t1/artifacts/out.txt"): httpx.Response(201, json=ARTIFACT),
             ("DELETE", "/api/v1/workers/w1"): httpx.Response(204),
         }
     )
@@ -166,7 +197,7 @@ async def test_the_worker_protocol_shapes():
         items = await c.worker.claim(
             "default", "w1", max_tasks=4, wait_seconds=30, info={"name": "n", "version": None}
         )
-        assert items == [{"task": {"id": "t1"}, "token": "tok"}]
+        assert [(i.task.id, i.token) for i in items] == [("t1", "tok")]
         assert rec.body() == {"name": "n", "worker_id": "w1", "max_tasks": 4, "wait_seconds": 30}
         assert rec.requests[-1].extensions["timeout"]["read"] > 30  # the long poll must not time out first
         await c.worker.complete("t1", "tok", {"ok": True}, events=[])
@@ -174,7 +205,8 @@ async def test_the_worker_protocol_shapes():
         await c.worker.fail("t1", "tok", "timeout", "too slow", events=[{"kind": "log", "data": {}}])
         assert rec.body() == {"token": "tok", "error": {"code": "timeout", "message": "too slow"},
                               "events": [{"kind": "log", "data": {}}]}  # fmt: skip
-        assert await c.worker.put_artifact("t1", "tok", "out.txt", b"hi", "text/plain") == {"name": "out.txt"}
+        artifact = await c.worker.put_artifact("t1", "tok", "out.txt", b"hi", "text/plain")
+        assert artifact.model_dump(mode="json") == ARTIFACT
         put = rec.requests[-1]
         # The token goes in a header: a query string ends up in access logs.
         assert (put.content, put.headers["content-type"], put.headers["x-lease-token"], put.url.query) == (

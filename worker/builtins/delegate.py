@@ -68,13 +68,14 @@ class Delegate:
             )
         except ApiError as exc:
             raise ToolError(f"could not create a task for {agent}: {exc.detail}") from exc
-        env.state.update(child=child["id"], agent=agent, after=0)
-        env.output(f"[{agent}] delegated as task {child['id']}\n")
+        env.state.update(child=child.id, agent=agent, after=0)
+        env.output(f"[{agent}] delegated as task {child.id}\n")
 
     async def run(self, args: dict[str, Any], env: ToolEnv) -> str:
         await self.prepare(args, env)
         client, child_id, agent = env.ctx.client, env.state["child"], env.state["agent"]
-        task = await client.executions.get(child_id)
+        # As plain JSON, like the task the stream's end carries.
+        task = (await client.executions.get(child_id)).model_dump(mode="json")
         if task["status"] == "requires_input":
             await self._answer_or_ask(task, env)
         async for event in client.executions.stream(child_id, after=int(env.state.get("after") or 0)):
@@ -84,7 +85,7 @@ class Delegate:
             env.state["after"] = event["seq"]
             self._forward(agent, event, env)
             if event["kind"] == "status" and event["data"].get("status") == "requires_input":
-                now = await client.executions.get(child_id)
+                now = (await client.executions.get(child_id)).model_dump(mode="json")
                 if now["status"] == "requires_input":
                     await self._answer_or_ask(now, env)
         return self._result(agent, task)
