@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.common import JsonOption, client, escape, is_api_error
+from cli.common import JsonOption, client, escape, is_api_error, wire, wire_list
 from cli.output import console, first_line, one_line_columns, plain, print_json, table
 
 __all__ = ["agents_app", "load_manifest"]
@@ -24,7 +24,7 @@ def list_agents(
     json_out: JsonOption = False,
 ) -> None:
     """List agents."""
-    items = client(ctx).agents.list(q=q)
+    items = wire_list(client(ctx).agents.list(q=q))
     if json_out:
         print_json(items)
         return
@@ -58,7 +58,7 @@ def get_agent(
     json_out: JsonOption = False,
 ) -> None:
     """Show one agent."""
-    agent = client(ctx).agents.get(name)
+    agent = wire(client(ctx).agents.get(name))
     if json_out:
         print_json(agent)
         return
@@ -126,10 +126,9 @@ def apply(
                 raise
             action = "exists"
         report["queues"].append({"name": str(queue["name"]), "action": action})
-    existing = {a.get("name") for a in c.agents.list()} if agents else set()
+    existing = {a.name for a in c.agents.list()} if agents else set()
     for agent in agents:
-        applied = c.agents.apply(agent)
-        name = str(applied.get("name") or agent["name"])
+        name = c.agents.apply(agent).name
         report["agents"].append({"name": name, "action": "updated" if name in existing else "created"})
     if json_out:
         print_json(report)

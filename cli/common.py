@@ -13,6 +13,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from pydantic import BaseModel
+
     from sdk.client import ApiError, ControlPlaneClient
 
 __all__ = [
@@ -26,6 +30,8 @@ __all__ = [
     "parse_params",
     "report_api_error",
     "state",
+    "wire",
+    "wire_list",
 ]
 
 # Same default as `Settings.url`; repeated here because importing the settings module pulls
@@ -126,6 +132,16 @@ def report_api_error(exc: ApiError, url: str) -> None:
         err.print("[dim]pass an API key with --api-key or META_AGENT_API_KEY[/]")
     elif code == "timeout":
         err.print("[dim]allow longer with --timeout or META_AGENT_TIMEOUT[/]")
+
+
+def wire(model: BaseModel) -> dict[str, Any]:
+    """An SDK answer as the JSON the API sent: what `--json` prints, and what the views read
+    (times as the server wrote them)."""
+    return model.model_dump(mode="json")
+
+
+def wire_list(models: Sequence[BaseModel]) -> list[dict[str, Any]]:
+    return [wire(m) for m in models]
 
 
 def as_dict(value: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from cli.common import JsonOption, client, escape, parse_params, state
+from cli.common import JsonOption, client, escape, parse_params, state, wire
 from cli.follow import EventPrinter, exit_code, follow_and_exit, hint_respond
 from cli.output import (
     age,
@@ -247,7 +247,7 @@ def _start(
     json_out: bool,
 ) -> None:
     c = client(ctx)
-    task = c.executions.create(agent=name, queue=queue, prompt=prompt, parameters=parameters or None)
+    task = wire(c.executions.create(agent=name, queue=queue, prompt=prompt, parameters=parameters or None))
     task_id = str(task["id"])
     if json_out and not follow:
         print_json(task)
@@ -297,6 +297,7 @@ def list_executions(
         limit=limit,
         cursor=cursor,
     )
+    page = wire(page)
     if json_out:
         print_json(page)
         return
@@ -339,7 +340,7 @@ def executions_table(items: list[dict[str, Any]], *, width: int) -> Any:
 @execution_app.command("get")
 def get_execution(ctx: typer.Context, task_id: IdArg, json_out: JsonOption = False) -> None:
     """Show one execution: status, question, result or error."""
-    task = client(ctx).executions.get(task_id)
+    task = wire(client(ctx).executions.get(task_id))
     if json_out:
         print_json(task)
         return
@@ -360,7 +361,7 @@ def logs(
     printer = None if json_out else EventPrinter(console())
     after, status = 0, None
     while True:
-        page = c.executions.events(task_id, after=after)
+        page = wire(c.executions.events(task_id, after=after))
         items = page.get("items") or []
         status = page.get("status")
         for event in items:
@@ -374,7 +375,7 @@ def logs(
     if printer is not None:
         printer.end_line()
         if status == "requires_input":
-            task = c.executions.get(task_id)
+            task = wire(c.executions.get(task_id))
             hint_respond(task_id, task.get("pending_input") or {})
     raise typer.Exit(exit_code(status))
 
@@ -391,7 +392,7 @@ def _action_output(ctx: typer.Context, task: dict[str, Any], message: str, json_
 @execution_app.command("cancel")
 def cancel(ctx: typer.Context, task_id: IdArg, json_out: JsonOption = False) -> None:
     """Cancel an execution (a running one stops when its worker sees the request)."""
-    task = client(ctx).executions.cancel(task_id)
+    task = wire(client(ctx).executions.cancel(task_id))
     if task.get("status") == "cancelled":
         message = f"{escape(task_id)} {status_text('cancelled')}"
     else:
@@ -404,7 +405,7 @@ def cancel(ctx: typer.Context, task_id: IdArg, json_out: JsonOption = False) -> 
 @execution_app.command("retry")
 def retry(ctx: typer.Context, task_id: IdArg, json_out: JsonOption = False) -> None:
     """Run a finished execution again, as a new execution."""
-    task = client(ctx).executions.retry(task_id)
+    task = wire(client(ctx).executions.retry(task_id))
     message = (
         f"execution [bold]{task.get('id')}[/] {status_text(task.get('status'))} (retry of {escape(task_id)})"
     )
@@ -419,6 +420,6 @@ def respond(
     json_out: JsonOption = False,
 ) -> None:
     """Answer an execution waiting in requires_input; it goes back to its queue."""
-    task = client(ctx).executions.respond(task_id, answer)
+    task = wire(client(ctx).executions.respond(task_id, answer))
     message = f"{escape(task_id)} answered, now {status_text(task.get('status'))}"
     _action_output(ctx, task, message, json_out)

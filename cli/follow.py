@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
-from cli.common import as_dict, client, escape, is_api_error, state
+from cli.common import as_dict, client, escape, is_api_error, state, wire
 from cli.output import console, err_console, plain, print_json_line, status_text
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def follow(
         if event.get("kind") == "end":
             return as_dict(event.get("task"))
         on_event(event)
-    return as_dict(c.executions.get(task_id))
+    return wire(c.executions.get(task_id))
 
 
 class EventPrinter:
@@ -260,7 +260,7 @@ class InputPrompter:
 
     def __call__(self, _event: dict[str, Any]) -> None:
         # The stream replays history, so this status may be long answered: ask the task.
-        task = self.c.executions.get(self.task_id)
+        task = wire(self.c.executions.get(self.task_id))
         pending = as_dict(task.get("pending_input"))
         if task.get("status") != "requires_input" or not pending:
             return

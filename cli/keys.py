@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import JsonOption, client, escape
+from cli.common import JsonOption, client, escape, wire, wire_list
 from cli.output import age, console, err_console, print_json, table
 
 __all__ = ["keys_app"]
@@ -40,7 +40,7 @@ def create_key(
         raise typer.BadParameter(
             "give at least one --scope (admin, operator, viewer, worker)", param_hint="'--scope'"
         )
-    created = client(ctx).keys.create(name, [s.value for s in dict.fromkeys(scope)], queue)
+    created = wire(client(ctx).keys.create(name, [s.value for s in dict.fromkeys(scope)], queue))
     if json_out:
         print_json(created)
         return
@@ -54,8 +54,7 @@ def create_key(
 @keys_app.command("list")
 def list_keys(ctx: typer.Context, json_out: JsonOption = False) -> None:
     """List keys (their prefixes, never the secrets)."""
-    page = client(ctx).keys.list()
-    items = page.get("items", []) if isinstance(page, dict) else page
+    items = wire_list(client(ctx).keys.list())
     if json_out:
         print_json(items)
         return

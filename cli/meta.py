@@ -22,7 +22,7 @@ from typing import Any
 import typer
 
 from cli import follow as follow_module
-from cli.common import client, escape, state
+from cli.common import client, escape, state, wire
 from cli.output import console, err_console, print_json_line, status_text
 from kernel.statuses import TERMINAL
 
@@ -112,7 +112,7 @@ def _exec(
         screen.result("".join(reply), agent.task_ids, None, 0)
         return 0
     task_id = agent.task_ids[-1]
-    task = client(ctx).executions.get(task_id)
+    task = wire(client(ctx).executions.get(task_id))
     if task.get("status") not in TERMINAL:
         if isinstance(screen, _JsonScreen):
             task = screen.follow(ctx, task_id)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import JsonOption, client, escape
+from cli.common import JsonOption, client, escape, wire, wire_list
 from cli.output import console, first_line, print_json, table
 
 __all__ = ["queues_app"]
@@ -17,7 +17,7 @@ queues_app = typer.Typer(no_args_is_help=True, help="List, create and delete wor
 @queues_app.command("list")
 def list_queues(ctx: typer.Context, json_out: JsonOption = False) -> None:
     """List worker queues with their live workers and waiting work."""
-    items = client(ctx).queues.list()
+    items = wire_list(client(ctx).queues.list())
     if json_out:
         print_json(items)
         return
@@ -54,7 +54,7 @@ def create_queue(
     json_out: JsonOption = False,
 ) -> None:
     """Create a worker queue; start workers on it with `meta-agent worker start --queue NAME`."""
-    queue = client(ctx).queues.create(name, description=description, environment=environment)
+    queue = wire(client(ctx).queues.create(name, description=description, environment=environment))
     if json_out:
         print_json(queue)
         return

@@ -35,8 +35,9 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from typing import Any, Literal
 
 from kernel.llm import ModelCallFailed, ProviderConfig, complete, tool_arguments
@@ -103,8 +104,7 @@ def _backend_class() -> Any:
     global _BACKEND
     if _BACKEND is not None:
         return _BACKEND
-    from sdk.client import ApiError, AsyncControlPlaneClient
-    from tools.backend import Backend, explain
+    from tools.backend import Backend, Connection
 
     class _ChatBackend(Backend):
         """The caller's control plane and key, with the chat's source and requester on tasks."""
@@ -122,27 +122,9 @@ def _backend_class() -> Any:
             self.source = source
             self.requested_by = requested_by
 
-        @asynccontextmanager
-        async def client(self, doing: str = "call the control plane") -> AsyncIterator[Any]:
-            from mcp.server.mcpserver.exceptions import ToolError
-
-            conn = self.connection()
-            c = AsyncControlPlaneClient(
-                url=conn.url, api_key=conn.api_key or "", timeout=self.timeout, source=self.source
-            )
-            if self.requested_by:
-                create = c.executions.create
-
-                def create_as_requester(**kw: Any) -> Any:
-                    return create(**{"requested_by": self.requested_by, **kw})
-
-                c.executions.create = create_as_requester  # type: ignore[method-assign]
-            try:
-                yield c
-            except ApiError as exc:
-                raise ToolError(explain(exc, doing, conn.url)) from None
-            finally:
-                await c.aclose()
+        def connection(self) -> Connection:
+            # Tasks the chat creates say where they came from and for whom (`requested_by`).
+            return replace(super().connection(), source=self.source, requested_by=self.requested_by)
 
     _BACKEND = _ChatBackend
     return _BACKEND

@@ -285,16 +285,16 @@ async def _risky(backend: Any, tool: str, args: dict[str, Any]) -> bool:
         async with backend.client("look up the agent") as c:
             if tool == "retry_task":
                 task = await c.executions.get(str(args.get("task_id")))
-                names = [task.get("agent")] if task.get("agent") else []
-                team = task.get("team")
+                names = [task.agent] if task.agent else []
+                team = task.team
             else:
-                names = [args["agent"]] if args.get("agent") else []
+                names = [str(args["agent"])] if args.get("agent") else []
                 team = args.get("team")
             if team:
                 t = await c.teams.get(str(team))
-                names += [t.get("coordinator"), *(t.get("members") or [])]
+                names += [t.coordinator, *t.members]
             for name in filter(None, names):
-                if (await c.agents.get(str(name))).get("risky"):
+                if (await c.agents.get(name)).risky:
                     return True
     except Exception as exc:  # ToolError and friends: let the tool call report the problem
         log.debug("risk lookup failed: %s", exc)
