@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any, TypeVar
 
 import httpx
@@ -296,7 +296,7 @@ class AsyncControlPlaneClient(_Base):
             raise transport_error(self.url, exc) from exc
         return _parse(call, resp)
 
-    async def _stream(self, task_id: str, after: int) -> AsyncIterator[StreamItem]:
+    async def _stream(self, task_id: str, after: int) -> AsyncGenerator[StreamItem]:
         state = StreamState(after)
         path = f"{API}/tasks/{seg(task_id)}/stream"
         while True:

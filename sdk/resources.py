@@ -9,7 +9,7 @@ sends the call and returns an `AgentOut`; on an `Async` one it returns a corouti
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
@@ -251,7 +251,7 @@ class Executions(_Resource[M]):
     def __init__(
         self,
         send: Send,
-        stream: Callable[[str, int], Iterator[StreamItem] | AsyncIterator[StreamItem]],
+        stream: Callable[[str, int], Iterator[StreamItem] | AsyncGenerator[StreamItem]],
         source: str,
         requested_by: str | None = None,
     ) -> None:
@@ -367,8 +367,8 @@ class Executions(_Resource[M]):
     @overload
     def stream(self: Executions[Blocking], id: str, after: int = 0) -> Iterator[StreamItem]: ...
     @overload
-    def stream(self: Executions[Async], id: str, after: int = 0) -> AsyncIterator[StreamItem]: ...
-    def stream(self, id: str, after: int = 0) -> Iterator[StreamItem] | AsyncIterator[StreamItem]:
+    def stream(self: Executions[Async], id: str, after: int = 0) -> AsyncGenerator[StreamItem]: ...
+    def stream(self, id: str, after: int = 0) -> Iterator[StreamItem] | AsyncGenerator[StreamItem]:
         """Live events after seq `after`, then `{"kind": "end", "task": Task}`; resumes on drops."""
         return self._stream(id, after)
 

@@ -10,7 +10,7 @@ says what went wrong and what to do next, never a protocol error.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -73,7 +73,7 @@ class Backend:
         return f"{self.connection().board}/#/tasks/{task_id}"
 
     @asynccontextmanager
-    async def client(self, doing: str = "call the control plane") -> AsyncIterator[Client]:
+    async def client(self, doing: str = "call the control plane") -> AsyncGenerator[Client]:
         """An SDK client for this request; an `ApiError` inside becomes an explained `ToolError`."""
         conn = self.connection()
         # "" rather than None: the SDK would otherwise fall back to META_AGENT_API_KEY.

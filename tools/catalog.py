@@ -16,7 +16,7 @@ from tools.models import AgentCatalog, AgentInfo, QueueInfo, QueueList, TeamInfo
 __all__ = ["READ_ONLY", "register"]
 
 READ_ONLY = ToolAnnotations(
-    readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False
+    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
 )
 
 Query = Annotated[

@@ -33,7 +33,7 @@ from mcp.types import (
     ToolAnnotations,
 )
 from mcp_types.version import is_version_at_least
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field, ValidationError, create_model
 
 from kernel.statuses import TaskStatus
 from sdk.client import ApiError, StreamItem
@@ -48,7 +48,7 @@ __all__ = ["MAX_TIMEOUT", "register"]
 MAX_TIMEOUT = 300.0
 INPUT_KEY = "answer"
 FOLLOWS = ToolAnnotations(
-    readOnlyHint=False, destructiveHint=False, idempotentHint=False, openWorldHint=False
+    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
 )
 
 
@@ -58,6 +58,16 @@ def answer_model(q: Question) -> type[BaseModel]:
     hint = "Pick one." if q.choices else "Your answer."
     field = Field(title="Answer", description=hint, min_length=1) if not q.choices else Field(title="Answer")
     return create_model("TaskAnswer", answer=(kind, field))
+
+
+class _RoundState(BaseModel):
+    """What a 2026-07-28 round carries to the next (`request_state`, sealed by the MCP SDK)."""
+
+    task: str
+    after: int = 0
+    q: str | None = None
+    answers: list[str] = []
+    lines: list[EventLine] = []
 
 
 class _Follow:
@@ -193,7 +203,7 @@ class _Follow:
             self.note = f"Asking the user through the client failed ({exc}); ask them yourself."
             return None
         if isinstance(outcome, AcceptedElicitation):
-            return str(outcome.data.answer)
+            return str(outcome.data.model_dump()["answer"])  # the form `answer_model` made
         self._declined(outcome.action)
         return None
 
@@ -207,14 +217,14 @@ class _Follow:
     async def _take_answer(self, task: TaskOut) -> TaskOut:
         """A retry round (2026-07-28): send the answer the client collected, if still wanted."""
         try:
-            state = json.loads(self.ctx.request_state or "")
-        except ValueError:
+            state = _RoundState.model_validate_json(self.ctx.request_state or "")
+        except ValidationError:
             return task
-        if not isinstance(state, dict) or state.get("task") != self.task_id:
+        if state.task != self.task_id:
             return task
-        self.last_seq = max(self.last_seq, int(state.get("after") or 0))
-        self.answers = [str(a) for a in state.get("answers") or []]
-        self.lines.extend(EventLine(**line) for line in state.get("lines") or [])
+        self.last_seq = max(self.last_seq, state.after)
+        self.answers = state.answers
+        self.lines.extend(state.lines)
         response = (self.ctx.input_responses or {}).get(INPUT_KEY)
         if not isinstance(response, ElicitResult):
             return task
@@ -222,7 +232,7 @@ class _Follow:
             self._declined(response.action)
             return task
         question = task.pending_input.question if task.pending_input else None
-        if task.status != TaskStatus.requires_input or question != state.get("q"):
+        if task.status != TaskStatus.requires_input or question != state.q:
             self.note = "The question was answered elsewhere before the user's answer arrived."
             return task
         return await self._respond(task, str(response.content.get(INPUT_KEY, "")))
