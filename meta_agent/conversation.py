@@ -110,10 +110,13 @@ class ConversationChat:
         self.db, self.settings = db, settings
 
     def warm(self) -> None:
-        import mcp  # noqa: F401
+        import importlib
 
-        import meta_agent.agent  # noqa: F401
         from kernel.llm import load_litellm
+
+        # Loaded now (at startup) so the first chat turn does not pay for them.
+        importlib.import_module("mcp")
+        importlib.import_module("meta_agent.agent")
 
         load_litellm()  # with the bundled cost map: a bare `import litellm` fetches it over the network
 
@@ -141,10 +144,10 @@ class PreparedTurn:
 
     async def run(self, emit: Any) -> TurnResult:
         """Run the turn; every event goes to `emit` (sync or async), first `conversation`."""
-        from meta_agent.agent import _emit
+        from meta_agent.agent import emit_event
 
         async def out(event: dict[str, Any]) -> None:
-            await _emit(emit, event)
+            await emit_event(emit, event)
 
         await out({"type": "conversation", "conversation_id": self.conversation_id})
         async with _lock(self.conversation_id):
@@ -250,7 +253,7 @@ def _close_open_calls(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Give every tool call a result: a turn cut off mid-call must not leave the stored
     history invalid for the next model call."""
     out: list[dict[str, Any]] = []
-    open_ids: list[str] = []
+    open_ids: list[Any] = []  # the ids as the stored messages hold them
     for m in messages:
         if open_ids and m.get("role") != "tool":
             out += [{"role": "tool", "tool_call_id": i, "content": "(interrupted)"} for i in open_ids]

@@ -55,19 +55,29 @@ class Connection:
 
 
 class Backend:
-    """A control plane at `url`, called with `api_key`; links point at `public_url` (or `url`)."""
+    """A control plane at `url`, called with `api_key`; links point at `public_url` (or `url`).
+    Tasks created through it carry `source` and `requested_by` (the chat's person)."""
 
     def __init__(
-        self, url: str, api_key: str | None = None, public_url: str | None = None, timeout: float = 30.0
+        self,
+        url: str,
+        api_key: str | None = None,
+        public_url: str | None = None,
+        timeout: float = 30.0,
+        *,
+        source: str = "mcp",
+        requested_by: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.api_key = api_key or None
         self.public_url = (public_url or url).rstrip("/")
         self.timeout = timeout
+        self.source = source
+        self.requested_by = requested_by
 
     def connection(self) -> Connection:
         """Where and as whom the current request calls the API (fixed here; per request over HTTP)."""
-        return Connection(self.url, self.api_key, self.public_url)
+        return Connection(self.url, self.api_key, self.public_url, self.source, self.requested_by)
 
     def board_link(self, task_id: str) -> str:
         return f"{self.connection().board}/#/tasks/{task_id}"
