@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -24,6 +24,7 @@ __all__ = [
     "JsonOption",
     "State",
     "as_dict",
+    "as_list",
     "client",
     "escape",
     "is_api_error",
@@ -144,8 +145,14 @@ def wire_list(models: Sequence[BaseModel]) -> list[dict[str, Any]]:
     return [wire(m) for m in models]
 
 
-def as_dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
+def as_dict(value: object) -> dict[str, Any]:
+    """`value` if it is a JSON object, else {} (JSON is untyped: the cast names what isinstance found)."""
+    return cast(dict[str, Any], value) if isinstance(value, dict) else {}
+
+
+def as_list(value: object) -> list[Any]:
+    """`value` if it is a JSON array, else []."""
+    return cast(list[Any], value) if isinstance(value, list) else []
 
 
 def escape(text: str) -> str:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from cli.common import JsonOption, client, escape, parse_params, state, wire
+from cli.common import JsonOption, client, escape, parse_params, state, wire, wire_list
 from cli.follow import EventPrinter, exit_code, follow_and_exit, hint_respond
 from cli.output import (
     age,
@@ -297,18 +297,17 @@ def list_executions(
         limit=limit,
         cursor=cursor,
     )
-    page = wire(page)
     if json_out:
-        print_json(page)
+        print_json(wire(page))
         return
-    items = page.get("items") or []
+    items = wire_list(page.items)
     out = console()
     if not items:
         out.print("no executions match", style="dim")
         return
     out.print(executions_table(items, width=out.width))
-    if page.get("next_cursor"):
-        out.print(f"[dim]more: meta-agent execution list --cursor {page['next_cursor']}[/]", soft_wrap=True)
+    if page.next_cursor:
+        out.print(f"[dim]more: meta-agent execution list --cursor {page.next_cursor}[/]", soft_wrap=True)
 
 
 def executions_table(items: list[dict[str, Any]], *, width: int) -> Any:
@@ -361,16 +360,15 @@ def logs(
     printer = None if json_out else EventPrinter(console())
     after, status = 0, None
     while True:
-        page = wire(c.executions.events(task_id, after=after))
-        items = page.get("items") or []
-        status = page.get("status")
-        for event in items:
+        page = c.executions.events(task_id, after=after)
+        status = page.status
+        for event in page.items:
             if printer is None:
-                print_json_line(event)
+                print_json_line(wire(event))
             else:
-                printer(event)
-            after = max(after, int(event.get("seq") or after))
-        if not items or after >= int(page.get("last_seq") or 0):
+                printer(wire(event))
+            after = max(after, event.seq)
+        if not page.items or after >= page.last_seq:
             break
     if printer is not None:
         printer.end_line()

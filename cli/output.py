@@ -10,7 +10,7 @@ import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from cli.common import escape
+from cli.common import as_dict, as_list, escape
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -80,7 +80,7 @@ def one_line_columns(t: Table, *, whole: int = 0) -> None:
     for column in t.columns:
         column.no_wrap, column.overflow = True, "ellipsis"
     key = t.columns[whole]
-    key.min_width = max([len(str(c)) for c in key._cells] + [len(str(key.header))])
+    key.min_width = max([len(str(c)) for c in key.cells] + [len(str(key.header))])
     for column in t.columns[:-1]:
         if column is not key:
             column.max_width = 30
@@ -169,16 +169,18 @@ def print_task(task: dict[str, Any], *, link: str) -> None:
     row("parameters", task.get("parameters"))
     if task.get("cancel_requested") and task.get("status") == "running":
         grid.add_row("cancel", "[yellow]requested; the worker stops it[/]")
-    pending = task.get("pending_input")
+    pending: object = task.get("pending_input")
     if isinstance(pending, dict):
-        row("question", pending.get("question"))
-        if pending.get("choices"):
-            row("choices", ", ".join(str(c) for c in pending["choices"]))
+        question = as_dict(task.get("pending_input"))
+        row("question", question.get("question"))
+        if question.get("choices"):
+            row("choices", ", ".join(str(c) for c in as_list(question["choices"])))
         grid.add_row("answer with", escape(f'meta-agent execution respond {task.get("id")} "..."'))
-    error = task.get("error")
+    error: object = task.get("error")
     if isinstance(error, dict):
+        failure = as_dict(task.get("error"))
         grid.add_row(
-            "error", f"[red]{escape(plain(error.get('message')))}[/] ({escape(plain(error.get('code')))})"
+            "error", f"[red]{escape(plain(failure.get('message')))}[/] ({escape(plain(failure.get('code')))})"
         )
     row("result", task.get("result"))
     row("usage", task.get("usage"))
