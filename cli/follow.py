@@ -62,10 +62,12 @@ def follow(
     The SDK's stream reconnects by itself (resuming from the last seq) and ends with the
     `end` item; an iterator that stops without one gets the task's current state.
     """
+    from sdk.schemas import StreamEnd  # loaded with the client already
+
     for event in c.executions.stream(task_id, after=after):
-        if event.get("kind") == "end":
-            return as_dict(event.get("task"))
-        on_event(event)
+        if isinstance(event, StreamEnd):
+            return wire(event.task) if event.task else {}
+        on_event(wire(event))
     return wire(c.executions.get(task_id))
 
 

@@ -26,14 +26,13 @@ standard library only, never litellm, fastapi, sqlalchemy or the store.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import AsyncGenerator, Iterator
 from typing import Any, TypeVar
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from kernel import __version__
 from sdk.resources import (
@@ -50,6 +49,7 @@ from sdk.resources import (
     WorkerApi,
     Workers,
 )
+from sdk.schemas import EventOut, StreamEnd, TaskOut
 from sdk.transport import (
     API,
     DEFAULT_URL,
@@ -76,6 +76,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 # A live stream may be quiet for long; the server pings every ~15 s, so a longer silence
 # means the connection is dead and we reconnect.
@@ -85,6 +86,13 @@ STREAM_QUIET_RECONNECT = 0.5
 
 
 # --- streams: resume after drops ------------------------------------------------------
+
+
+def _stream_item(model: type[M], data: str) -> M:
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as exc:
+        raise ApiError(0, "invalid_response", f"bad event data: {data[:200]!r}") from exc
 
 
 class StreamState:
@@ -105,28 +113,22 @@ class StreamState:
             headers["Last-Event-ID"] = str(self.last_seq)
         return {"params": {"after": self.last_seq} if self.last_seq else {}, "headers": headers}
 
-    def feed(self, chunk: bytes) -> list[dict[str, Any]]:
+    def feed(self, chunk: bytes) -> list[StreamItem]:
         self.got_bytes = True
-        out: list[dict[str, Any]] = []
+        out: list[StreamItem] = []
         for msg in self._parser.feed(chunk):
             if msg.event == "end":
-                out.append({"kind": "end", "task": json.loads(msg.data) if msg.data else None})
+                # The server sends the task; a stream cut short of it ends without one.
+                task = _stream_item(TaskOut, msg.data) if msg.data.strip() not in ("", "null") else None
+                out.append(StreamEnd(task=task))
                 self.done = True
                 break
             if not msg.data:
                 continue
-            try:
-                event: object = json.loads(msg.data)
-            except ValueError as exc:
-                raise ApiError(0, "invalid_response", f"bad event data: {msg.data[:200]!r}") from exc
-            event = json_object(event)
-            if event is None:
-                raise ApiError(0, "invalid_response", f"an event is not an object: {msg.data[:200]!r}")
-            seq = event.get("seq")
-            if isinstance(seq, int):
-                if seq <= self.last_seq:  # already seen before a reconnect
-                    continue
-                self.last_seq = seq
+            event = _stream_item(EventOut, msg.data)
+            if event.seq <= self.last_seq:  # already seen before a reconnect
+                continue
+            self.last_seq = event.seq
             out.append(event)
         self.got_events = self.got_events or bool(out)
         return out

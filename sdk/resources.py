@@ -21,6 +21,7 @@ from sdk.schemas import (
     BoardOut,
     ClaimedOut,
     ClaimOut,
+    EventOut,
     EventPage,
     EventsOut,
     ExecuteOut,
@@ -28,6 +29,7 @@ from sdk.schemas import (
     KeyOut,
     QueueList,
     QueueOut,
+    StreamEnd,
     TaskHeartbeatOut,
     TaskOut,
     TaskPage,
@@ -44,8 +46,8 @@ P = ParamSpec("P")
 M = TypeVar("M")
 
 # One item of `executions.stream`: an event as `GET /tasks/{id}/events` lists it, and last
-# `{"kind": "end", "task": <the task> | None}`.
-StreamItem = dict[str, Any]
+# the end with the task.
+StreamItem = EventOut | StreamEnd
 
 
 class Blocking:
@@ -369,7 +371,7 @@ class Executions(_Resource[M]):
     @overload
     def stream(self: Executions[Async], id: str, after: int = 0) -> AsyncGenerator[StreamItem]: ...
     def stream(self, id: str, after: int = 0) -> Iterator[StreamItem] | AsyncGenerator[StreamItem]:
-        """Live events after seq `after`, then `{"kind": "end", "task": Task}`; resumes on drops."""
+        """Live events after seq `after`, then a `StreamEnd` with the task; resumes on drops."""
         return self._stream(id, after)
 
 

@@ -120,6 +120,13 @@ class EventOut(BaseModel):
     created_at: datetime
 
 
+class StreamEnd(BaseModel):
+    """The last item of a task's event stream (SSE `event: end`): the task as it ended."""
+
+    kind: Literal["end"] = "end"
+    task: TaskOut | None = None
+
+
 class EventPage(BaseModel):
     items: list[EventOut]
     last_seq: int

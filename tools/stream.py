@@ -36,9 +36,8 @@ from mcp_types.version import is_version_at_least
 from pydantic import BaseModel, Field, ValidationError, create_model
 
 from kernel.statuses import TaskStatus
-from sdk.client import ApiError, StreamItem
-from sdk.schemas import EventOut, TaskOut
-from sdk.transport import json_object
+from sdk.client import ApiError
+from sdk.schemas import EventOut, StreamEnd, TaskOut
 from tools.backend import Backend, Client
 from tools.models import FINISHED, ErrorInfo, EventLine, Question, StreamResult, describe_event
 from tools.tasks import TaskId
@@ -120,27 +119,22 @@ class _Follow:
 
     # --- following -----------------------------------------------------------------------
 
-    async def _report(self, seq: object, kind: str, data: object) -> None:
-        if not isinstance(seq, int) or seq <= self.last_seq:
+    async def _report(self, event: EventOut) -> None:
+        seq, kind = event.seq, event.kind
+        if seq <= self.last_seq:
             return
         self.last_seq = seq
-        text = describe_event(kind, data)
+        text = describe_event(kind, event.data)
         if kind != "message_delta":
             self.lines.append(EventLine(seq=seq, kind=kind, text=text))
         await self.ctx.report_progress(seq, None, text)
-
-    async def _report_event(self, event: EventOut) -> None:
-        await self._report(event.seq, event.kind, event.data)
-
-    async def _report_item(self, item: StreamItem) -> None:
-        await self._report(item.get("seq"), str(item.get("kind", "")), item.get("data"))
 
     async def _catch_up(self) -> None:
         """Report the events written since `last_seq` (the task is not moving, or is done)."""
         while True:
             page = await self.c.executions.events(self.task_id, after=self.last_seq, limit=1000)
             for event in page.items:
-                await self._report_event(event)
+                await self._report(event)
             if not page.items or self.last_seq >= page.last_seq:
                 return
 
@@ -150,13 +144,12 @@ class _Follow:
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                 async for item in stream:
-                    if item.get("kind") == "end":
-                        if item.get("task"):
-                            return TaskOut.model_validate(item["task"]), False
+                    if isinstance(item, StreamEnd):
+                        if item.task:
+                            return item.task, False
                         break
-                    await self._report_item(item)
-                    data = json_object(item.get("data")) or {}
-                    if item.get("kind") == "status" and data.get("status") == "requires_input":
+                    await self._report(item)
+                    if item.kind == "status" and item.data.get("status") == "requires_input":
                         # The log may be replaying an old question: only the current state counts.
                         task = await self.c.executions.get(self.task_id)
                         if task.status == TaskStatus.requires_input:

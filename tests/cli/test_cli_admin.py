@@ -212,7 +212,8 @@ def test_agents_list_at_80_columns_keeps_every_name_whole(standin: StandIn) -> N
             "runtime": "llm",
             "model": "openai/gpt-4.1-mini-2025-04-14",
             "default_queue": "production-east-1",
-            "description": "Checks nodes, pods and events across every namespace and reports what is wrong " * 2,
+            "description": "Checks nodes, pods and events across every namespace and reports what is wrong "
+            * 2,
         },
     )
     narrow = run(standin, "agents", "list", columns=80)

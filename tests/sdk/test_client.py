@@ -11,6 +11,7 @@ import pytest
 
 from sdk import client as client_mod
 from sdk.client import ApiError, AsyncControlPlaneClient, ControlPlaneClient, SSEParser
+from sdk.schemas import EventOut, StreamEnd
 
 URL = "http://plane.test:8080"
 
@@ -239,11 +240,11 @@ def test_sse_parser_handles_any_chunking_line_endings_and_comments():
 
 
 def frame(seq: int, kind: str = "log") -> bytes:
-    event = {"task_id": "t1", "seq": seq, "kind": kind, "data": {"n": seq}, "attempt": 1}
+    event = {"task_id": "t1", "seq": seq, "kind": kind, "data": {"n": seq}, "attempt": 1, "created_at": NOW}
     return f"id: {seq}\nevent: {kind}\ndata: {json.dumps(event)}\n\n".encode()
 
 
-END = b'event: end\ndata: {"id": "t1", "status": "completed"}\n\n'
+END = b"event: end\ndata: " + json.dumps(task(id="t1", status="completed")).encode() + b"\n\n"
 
 
 class Flaky:
@@ -285,8 +286,10 @@ def test_stream_resumes_after_drops_without_losing_or_repeating_events(monkeypat
     )
     c = ControlPlaneClient(URL, transport=httpx.MockTransport(flaky))
     items = list(c.executions.stream("t1"))
-    assert [i.get("seq") for i in items[:-1]] == [1, 2, 3, 4]
-    assert items[-1] == {"kind": "end", "task": {"id": "t1", "status": "completed"}}
+    assert [i.seq for i in items[:-1] if isinstance(i, EventOut)] == [1, 2, 3, 4]
+    end = items[-1]
+    assert isinstance(end, StreamEnd) and end.task is not None
+    assert (end.task.id, end.task.status) == ("t1", "completed")
     resume = [r.headers.get("last-event-id") for r in flaky.requests]
     assert resume == [None, "1", "1", "1", "3"]
     assert delays == [0.0, 0.2, 0.4, 0.0]  # at once after a working connection, else backoff
@@ -297,7 +300,7 @@ def test_a_stream_cut_while_quiet_reconnects_without_spinning(monkeypatch):
     monkeypatch.setattr(client_mod.time, "sleep", delays.append)
     flaky = Flaky([[b"retry: 1000\n\n: ping\n\n"]] * 20 + [[frame(1), END]])
     c = ControlPlaneClient(URL, transport=httpx.MockTransport(flaky))
-    assert [i["kind"] for i in c.executions.stream("t1")] == ["log", "end"]
+    assert [i.kind for i in c.executions.stream("t1")] == ["log", "end"]
     assert delays == [client_mod.STREAM_QUIET_RECONNECT] * 20  # never gives up on a live server
 
 
@@ -335,6 +338,6 @@ async def test_async_stream_resumes_too(monkeypatch):
     flaky = Flaky([[frame(5), httpx.ReadError("reset")], [frame(6), END]])
     async with AsyncControlPlaneClient(URL, transport=httpx.MockTransport(handler)) as c:
         items = [item async for item in c.executions.stream("t1", after=4)]
-    assert [i.get("seq", i["kind"]) for i in items] == [5, 6, "end"]
+    assert [i.seq if isinstance(i, EventOut) else i.kind for i in items] == [5, 6, "end"]
     assert flaky.requests[0].url.params["after"] == "4"
     assert flaky.requests[1].headers["last-event-id"] == "5"

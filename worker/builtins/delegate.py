@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from sdk.client import ApiError
+from sdk.schemas import StreamEnd
 from worker.builtins.base import ToolEnv, ToolError
 from worker.builtins.shell import clip
 from worker.runtime import InputRequested
@@ -79,12 +80,12 @@ class Delegate:
         if task["status"] == "requires_input":
             await self._answer_or_ask(task, env)
         async for event in client.executions.stream(child_id, after=int(env.state.get("after") or 0)):
-            if event.get("kind") == "end":
-                task = event["task"]
+            if isinstance(event, StreamEnd):
+                task = event.task.model_dump(mode="json") if event.task else None
                 break
-            env.state["after"] = event["seq"]
-            self._forward(agent, event, env)
-            if event["kind"] == "status" and event["data"].get("status") == "requires_input":
+            env.state["after"] = event.seq
+            self._forward(agent, event.model_dump(mode="json"), env)
+            if event.kind == "status" and event.data.get("status") == "requires_input":
                 now = (await client.executions.get(child_id)).model_dump(mode="json")
                 if now["status"] == "requires_input":
                     await self._answer_or_ask(now, env)
