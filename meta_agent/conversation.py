@@ -157,19 +157,7 @@ class PreparedTurn:
         from kernel.llm_settings import meta_agent_config
         from meta_agent.agent import SYSTEM_PROMPT, MetaAgent, ModelCallFailed, chat_backend
 
-        async with self.db.read() as session:  # re-read under the lock: a turn may just have ended
-            conv = await conversations.get_conversation(session, self.conversation_id)
-            history, pending = list(conv.messages), conv.pending
-        decision = self.decision
-        if decision is not None and (pending or {}).get("approval_id") != decision.approval_id:
-            raise errors.Conflict("that plan was already decided", code="approval_not_pending")
-        if decision is None and pending is not None and self.message is not None:
-            # A plain yes/no answers the plan; anything else sets it aside.
-            if _YES.match(self.message):
-                decision = Decision(pending["approval_id"], True, by=self.requested_by)
-            elif _NO.match(self.message):
-                decision = Decision(pending["approval_id"], False, by=self.requested_by, reason=self.message)
-
+        history, pending, decision = await self._load()
         backend = chat_backend(
             self.base_url,
             self.api_key,
@@ -235,6 +223,22 @@ class PreparedTurn:
             }
         )
         return result
+
+    async def _load(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None, Decision | None]:
+        """The history, the plan awaiting a decision, and the decision this turn brings."""
+        async with self.db.read() as session:  # re-read under the lock: a turn may just have ended
+            conv = await conversations.get_conversation(session, self.conversation_id)
+            history, pending = list(conv.messages), conv.pending
+        decision = self.decision
+        if decision is not None and (pending or {}).get("approval_id") != decision.approval_id:
+            raise errors.Conflict("that plan was already decided", code="approval_not_pending")
+        if decision is None and pending is not None and self.message is not None:
+            # A plain yes/no answers the plan; anything else sets it aside.
+            if _YES.match(self.message):
+                decision = Decision(pending["approval_id"], True, by=self.requested_by)
+            elif _NO.match(self.message):
+                decision = Decision(pending["approval_id"], False, by=self.requested_by, reason=self.message)
+        return history, pending, decision
 
     async def _save(self, history: list[dict[str, Any]], added: list[dict[str, Any]], agent: Any) -> None:
         if not added and self.message is not None:

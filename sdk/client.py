@@ -3,8 +3,8 @@
     from sdk.client import ControlPlaneClient
     with ControlPlaneClient() as c:
         task = c.executions.create(agent="k8s-health", prompt="check the cluster")
-        for event in c.executions.stream(task.id):
-            print(event["kind"], event.get("data"))
+        for event in c.executions.stream(task.id):  # EventOut items, then a StreamEnd
+            print(event.kind)
 
 Every call answers the pydantic model of `sdk.schemas` that its route serves (`TaskOut`,
 `list[AgentOut]`, ...; None for a 204). Each resource (`sdk.resources`) is written once: the

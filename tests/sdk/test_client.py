@@ -96,6 +96,21 @@ def test_a_validation_list_becomes_readable_detail():
     assert err.value.code == "http_422" and "field required" in err.value.detail
 
 
+def test_an_answer_that_is_not_the_routes_model_is_invalid_response():
+    c, _ = sync_client({("GET", "/api/v1/tasks/t1"): {"id": "t1"}})
+    with pytest.raises(ApiError) as err:
+        c.executions.get("t1")
+    assert (err.value.status, err.value.code) == (200, "invalid_response")
+    assert "/api/v1/tasks/t1" in err.value.detail and not err.value.retryable
+
+
+def test_answers_are_the_models_the_api_serves():
+    c, _ = sync_client({("GET", "/api/v1/tasks/t1"): task(id="t1", status="running", agent="a")})
+    got = c.executions.get("t1")
+    assert (got.id, got.status, got.agent) == ("t1", "running", "a")
+    assert got.model_dump(mode="json") == task(id="t1", status="running", agent="a")  # --json prints this
+
+
 def test_transport_failures_are_status_zero_and_name_the_url():
     def down(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused")
