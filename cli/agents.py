@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cli.common import JsonOption, as_dict, as_list, client, escape, is_api_error, wire, wire_list
 from cli.output import console, first_line, one_line_columns, plain, print_json, table
+
+if TYPE_CHECKING:
+    from sdk.schemas import AgentOut
 
 __all__ = ["agents_app", "load_manifest"]
 
@@ -24,9 +27,9 @@ def list_agents(
     json_out: JsonOption = False,
 ) -> None:
     """List agents."""
-    items = wire_list(client(ctx).agents.list(q=q))
+    items = client(ctx).agents.list(q=q)
     if json_out:
-        print_json(items)
+        print_json(wire_list(items))
         return
     out = console()
     if not items:
@@ -38,14 +41,14 @@ def list_agents(
         "NAME", *(["RUNTIME"] if wide else []), "MODEL / COMMAND", *(["QUEUE"] if wide else []), "DESCRIPTION"
     )
     for agent in items:
-        runtime = [escape(str(agent.get("runtime") or "-"))] if wide else []
-        queue = [escape(str(agent.get("default_queue") or "-"))] if wide else []
+        runtime = [escape(agent.runtime or "-")] if wide else []
+        queue = [escape(agent.default_queue or "-")] if wide else []
         t.add_row(
-            escape(str(agent.get("name"))),
+            escape(agent.name),
             *runtime,
             escape(_what_runs(agent)),
             *queue,
-            escape(first_line(agent.get("description"))),
+            escape(first_line(agent.description)),
         )
     one_line_columns(t)
     out.print(t)
@@ -180,9 +183,7 @@ def load_manifest(file: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
     return queues, agents
 
 
-def _what_runs(agent: dict[str, Any]) -> str:
-    if agent.get("runtime") == "command" and agent.get("command"):
-        command: object = agent["command"]
-        parts = as_list(command)
-        return first_line(" ".join(map(str, parts)) if isinstance(command, list) else command, 40)
-    return str(agent.get("model") or "-")
+def _what_runs(agent: AgentOut) -> str:
+    if agent.runtime == "command" and agent.command:
+        return first_line(" ".join(agent.command), 40)
+    return agent.model or "-"

@@ -17,9 +17,9 @@ queues_app = typer.Typer(no_args_is_help=True, help="List, create and delete wor
 @queues_app.command("list")
 def list_queues(ctx: typer.Context, json_out: JsonOption = False) -> None:
     """List worker queues with their live workers and waiting work."""
-    items = wire_list(client(ctx).queues.list())
+    items = client(ctx).queues.list()
     if json_out:
-        print_json(items)
+        print_json(wire_list(items))
         return
     out = console()
     if not items:
@@ -32,15 +32,15 @@ def list_queues(ctx: typer.Context, json_out: JsonOption = False) -> None:
     t.columns[6].overflow = "ellipsis"
     t.columns[6].no_wrap = True
     for queue in items:
-        workers = queue.get("active_workers") or 0
+        workers = queue.active_workers
         t.add_row(
-            escape(str(queue.get("name"))),
-            escape(str(queue.get("environment") or "-")),
+            escape(queue.name),
+            escape(queue.environment or "-"),
             str(workers) if workers else "[yellow]0[/]",
-            str(queue.get("capacity") if queue.get("capacity") is not None else "-"),
-            str(queue.get("pending_tasks") or 0),
-            str(queue.get("running_tasks") or 0),
-            escape(first_line(queue.get("description"), 40)),
+            str(queue.capacity),
+            str(queue.pending_tasks),
+            str(queue.running_tasks),
+            escape(first_line(queue.description, 40)),
         )
     out.print(t)
 
@@ -54,12 +54,12 @@ def create_queue(
     json_out: JsonOption = False,
 ) -> None:
     """Create a worker queue; start workers on it with `meta-agent worker start --queue NAME`."""
-    queue = wire(client(ctx).queues.create(name, description=description, environment=environment))
+    queue = client(ctx).queues.create(name, description=description, environment=environment)
     if json_out:
-        print_json(queue)
+        print_json(wire(queue))
         return
     out = console()
-    created = escape(str(queue.get("name", name)))
+    created = escape(queue.name)
     out.print(f"queue [bold]{created}[/] [green]created[/]", highlight=False)
     out.print(f"[dim]start a worker: meta-agent worker start --queue {created}[/]")
 
