@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, TypeGuard, cast
 
 import typer
 
@@ -107,7 +107,7 @@ def parse_params(values: list[str] | None) -> dict[str, str]:
     return params
 
 
-def is_api_error(exc: BaseException) -> bool:
+def is_api_error(exc: BaseException) -> TypeGuard[ApiError]:
     # If the SDK module was never imported, nothing could have raised its error; looking it
     # up in sys.modules keeps the SDK import off the paths that do not need it.
     module = sys.modules.get("sdk.client")

@@ -38,7 +38,8 @@ META_AGENT_COMMAND = "meta"
 class _ExecGroup(TyperGroup):
     """`exec agent NAME PROMPT` is a subcommand; `exec PROMPT` goes to the meta agent."""
 
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+    # typer hands its own Context (a click.Context subclass) to every group it builds.
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # pyright: ignore[reportIncompatibleMethodOverride]
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = [META_AGENT_COMMAND, *args]
         return super().parse_args(ctx, args)

@@ -53,7 +53,7 @@ FOLLOWS = ToolAnnotations(
 
 def answer_model(q: Question) -> type[BaseModel]:
     """The elicitation form for a question: one `answer` field, an enum when there are choices."""
-    kind: Any = Literal[tuple(q.choices)] if q.choices else str  # type: ignore[valid-type]
+    kind: Any = Literal[tuple(q.choices)] if q.choices else str
     hint = "Pick one." if q.choices else "Your answer."
     field = Field(title="Answer", description=hint, min_length=1) if not q.choices else Field(title="Answer")
     return create_model("TaskAnswer", answer=(kind, field))
