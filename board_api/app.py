@@ -9,17 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from board_api import errors as problems
 from board_api.bodylimit import BodyLimit
-from board_api.deps import KeyCache
 from board_api.feeds import Feeds
 from board_api.hostguard import HostGuard, HostRule
 from board_api.limits import ConnectionLimiter
@@ -27,11 +29,13 @@ from board_api.metrics import Metrics
 from board_api.plugins import ChatFactory, Plugin
 from board_api.routes import catalog, ops, streams, tasks, workers
 from board_api.routes import chat as chat_routes
+from board_api.state import BoardState, state_of
 from kernel import __version__, errors
 from kernel.llm import close_clients as close_llm_clients
 from kernel.settings import Settings
 from store import artifacts
 from store import tasks as task_service
+from store.auth import Gate
 from store.db import Database, libpq_dsn
 from store.hub import listen_postgres
 
@@ -43,8 +47,14 @@ NO_CACHE = {"Cache-Control": "no-cache"}
 class NoCacheStatic(StaticFiles):
     """The board's modules and styles, revalidated on every load (they are small)."""
 
-    def file_response(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        resp = super().file_response(*args, **kwargs)
+    def file_response(
+        self,
+        full_path: str | os.PathLike[str],
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        resp = super().file_response(full_path, stat_result, scope, status_code)
         resp.headers.update(NO_CACHE)
         return resp
 
@@ -84,7 +94,7 @@ async def _reaper(db: Database, interval: float, stop: asyncio.Event) -> None:
 
 
 def create_app(
-    settings: Settings | None = None,
+    settings: Settings,
     *,
     db: Database | None = None,
     worker_token: str | None = None,
@@ -94,75 +104,13 @@ def create_app(
     """The REST API, the streams and the board. `worker_token`: the credential `serve` minted
     for its embedded worker (worker scope). `plugins` (MCP, Slack) and `chat` (the meta
     agent) come from the entry point: `cli.compose.create_app` is the whole control plane."""
-    settings = settings or Settings()
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        database = db or Database(settings.database_url)
-        database.hub.bind(asyncio.get_running_loop())
-        app.state.db = database
-        app.state.feeds = Feeds(database)
-        background: list[asyncio.Task[None]] = []
-        if not database.is_sqlite:
-            ready = asyncio.Event()
-            background.append(
-                asyncio.create_task(listen_postgres(database.hub, libpq_dsn(settings.database_url), ready))
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ready.wait(), 5)
-        stopping = asyncio.Event()
-        reaper = asyncio.create_task(_reaper(database, settings.reaper_interval, stopping))
-        app.state.chat = chat(database) if chat is not None else None
-        try:
-            async with contextlib.AsyncExitStack() as running:
-                for plugin in plugins:
-                    await running.enter_async_context(plugin.running(database))
-                yield
-        finally:
-            try:
-                app.state.feeds.close()
-                stopping.set()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(reaper), 10)
-            finally:
-                # Torn down without a lifespan shutdown (uvicorn's forced exit, where every
-                # task is cancelled at once), the waits above raise CancelledError: the rest
-                # must run all the same, or the pool is never closed.
-                background.append(reaper)  # cancelled below only if it did not stop in time
-                for t in background:
-                    t.cancel()
-                try:
-                    for t in background:
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await t
-                    await close_llm_clients()  # the meta agent's (chat), if a model was ever called
-                finally:
-                    if db is None:  # whatever failed above, the pool's connections get closed
-                        await database.dispose()
-
     app = FastAPI(
         title="meta-agent control plane",
         version=__version__,
         description="Durable tasks for agents: REST + SSE, worker protocol. See docs/protocol.md.",
-        lifespan=lifespan,
+        lifespan=_lifespan(settings, db, plugins, chat),
     )
-    app.state.settings = settings
-    app.state.key_cache = KeyCache()
-    app.state.worker_token = worker_token
-    app.state.metrics = Metrics()
-    app.state.worker_seen = {}
-    app.state.limiter = ConnectionLimiter(settings.max_streams_per_key)
-    # Set when the server is stopping: parked claims answer "nothing" at once instead of
-    # holding the shutdown for up to their wait_seconds.
-    app.state.draining = False
-
-    def drain() -> None:
-        app.state.draining = True
-        if hasattr(app.state, "db"):
-            app.state.db.hub.publish_all()
-
-    app.state.drain = drain
-    app.state.open_mode = settings.open_mode_allowed()
+    app.state = _state(settings, worker_token)
     problems.install(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, artifact_limit=settings.max_artifact_bytes)
     app.add_middleware(HostGuard, rule=HostRule.of(settings))  # outermost: before any body is read
@@ -177,6 +125,106 @@ def create_app(
 
     for plugin in plugins:
         plugin.install(app)
+    _board(app)
+    return app
+
+
+def _state(settings: Settings, worker_token: str | None) -> BoardState:
+    """What the routes share, before the lifespan adds the database and what needs it."""
+    state = BoardState()
+    state.settings = settings
+    state.gate = Gate(open_mode=settings.open_mode_allowed(), worker_token=worker_token)
+    state.key_cache = state.gate.cache
+    state.metrics = Metrics()
+    state.worker_seen = {}
+    state.limiter = ConnectionLimiter(settings.max_streams_per_key)
+    state.chat_limiter = ConnectionLimiter(
+        settings.max_chat_turns_per_key,
+        what=f"this key already runs {settings.max_chat_turns_per_key} meta-agent turns; wait for one to end",
+    )
+    state.draining = False
+
+    def drain() -> None:
+        state.draining = True
+        database = state.database()
+        if database is not None:
+            database.hub.publish_all()  # wakes the parked claims, which see `draining`
+
+    state.drain = drain
+    return state
+
+
+def _lifespan(
+    settings: Settings, db: Database | None, plugins: Sequence[Plugin], chat: ChatFactory | None
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Opens the database (unless `db` is handed in, which the caller then owns), starts the
+    LISTEN relay, the reaper and the plugins; stops them all, whatever fails on the way."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncGenerator[None]:
+        state = state_of(app)
+        database = db or Database(settings.database_url)
+        database.hub.bind(asyncio.get_running_loop())
+        state.db = database
+        state.feeds = Feeds(database)
+        background = await _listen(database, settings)
+        stopping = asyncio.Event()
+        reaper = asyncio.create_task(_reaper(database, settings.reaper_interval, stopping))
+        state.chat = chat(database) if chat is not None else None
+        try:
+            async with contextlib.AsyncExitStack() as running:
+                for plugin in plugins:
+                    await running.enter_async_context(plugin.running(database))
+                yield
+        finally:
+            await _stop(state, stopping, reaper, background, dispose=db is None)
+
+    return lifespan
+
+
+async def _listen(database: Database, settings: Settings) -> list[asyncio.Task[None]]:
+    """PostgreSQL's LISTEN relay (other replicas' notifications), up within 5 s or late."""
+    if database.is_sqlite:
+        return []
+    ready = asyncio.Event()
+    relay = asyncio.create_task(listen_postgres(database.hub, libpq_dsn(settings.database_url), ready))
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(ready.wait(), 5)
+    return [relay]
+
+
+async def _stop(
+    state: BoardState,
+    stopping: asyncio.Event,
+    reaper: asyncio.Task[None],
+    background: list[asyncio.Task[None]],
+    *,
+    dispose: bool,
+) -> None:
+    try:
+        state.feeds.close()
+        stopping.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(reaper), 10)
+    finally:
+        # Torn down without a lifespan shutdown (uvicorn's forced exit, where every
+        # task is cancelled at once), the waits above raise CancelledError: the rest
+        # must run all the same, or the pool is never closed.
+        background.append(reaper)  # cancelled below only if it did not stop in time
+        for t in background:
+            t.cancel()
+        try:
+            for t in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+            await close_llm_clients()  # the meta agent's (chat), if a model was ever called
+        finally:
+            if dispose:  # whatever failed above, the pool's connections get closed
+                await state.db.dispose()
+
+
+def _board(app: FastAPI) -> None:
+    """The board (a static page and its modules) and the API's index."""
 
     @app.get("/", include_in_schema=False)
     async def index() -> Response:
@@ -188,5 +236,3 @@ def create_app(
     @app.get("/api/v1", include_in_schema=False)
     async def api_root(request: Request) -> dict[str, str]:
         return {"docs": str(request.url_for("swagger_ui_html")), "openapi": str(request.url_for("openapi"))}
-
-    return app

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from board_api import errors as problems
 from board_api.deps import AUTHENTICATED, principal
+from board_api.state import app_state
 from kernel.errors import MetaAgentError
 
 __all__ = ["SLACK_MAX_BODY", "BodyLimit"]
@@ -64,7 +65,8 @@ class BodyLimit:
             return
         if scope["path"].startswith("/api/"):
             try:
-                scope[AUTHENTICATED] = await principal(Request(scope), scope["app"].state.db)
+                request = Request(scope)
+                scope[AUTHENTICATED] = await principal(request, app_state(request).db)
             except MetaAgentError as exc:
                 await _send(problems.domain_problem(exc), scope, send)
                 return

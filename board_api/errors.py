@@ -61,7 +61,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errs = exc.errors()
-        first = errs[0] if errs else {}
+        first: dict[str, Any] = errs[0] if errs else {}
         if first.get("type") == "json_invalid":
             return problem(400, "malformed_json", "Malformed JSON", "the request body is not valid JSON")
         detail = "; ".join(f"{_loc(tuple(e.get('loc', ())))}: {e.get('msg', 'invalid')}" for e in errs[:5])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,11 +21,17 @@ from kernel.statuses import TERMINAL
 from store import tasks
 from store.db import Database
 from store.events import list_after
+from store.models import TaskEvent
 
 PAGE = 500
 WINDOW = 2000  # frames kept per feed; older ones are re-read from the database
 RECHECK_SECONDS = 5.0  # a lost cross-replica notification costs at most this much delay
 log = logging.getLogger(__name__)
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# What an SSE route declares in the OpenAPI spec (its response is not a JSON model).
+SSE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}
+}
 
 
 def sse(data: str, event: str | None = None, id: str | None = None) -> bytes:
@@ -38,7 +44,9 @@ def sse(data: str, event: str | None = None, id: str | None = None) -> bytes:
 class Feed:
     task_id: str
     last: int = 0  # highest seq read
-    frames: list[tuple[int, bytes]] = field(default_factory=list)  # (seq, frame), ascending
+    frames: list[tuple[int, bytes]] = field(
+        default_factory=list[tuple[int, bytes]]
+    )  # (seq, frame), ascending
     end: bytes | None = None  # the `end` frame, once the task finished and all is read
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     followers: int = 0
@@ -59,7 +67,7 @@ class Feeds:
         self.gap_reads = asyncio.Semaphore(max_gap_reads)
 
     @contextlib.asynccontextmanager
-    async def follow(self, task_id: str) -> AsyncIterator[Feed]:
+    async def follow(self, task_id: str) -> AsyncGenerator[Feed]:
         feed = self.feeds.get(task_id)
         if feed is None:
             # The pump starts from seq 0, so followers of a task with a short log (most of
@@ -112,7 +120,7 @@ class Feeds:
             self.db.hub.publish(f"task:{feed.task_id}")
         self.feeds.clear()
 
-    async def _read(self, task_id: str, after: int, limit: int) -> list[Any]:
+    async def _read(self, task_id: str, after: int, limit: int) -> list[TaskEvent]:
         async with self.db.read() as s:
             return await list_after(s, task_id, after, limit)
 

@@ -179,7 +179,7 @@ class HostGuard:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        headers = {}
+        headers: dict[bytes, str] = {}
         for name, value in scope.get("headers", ()):
             if name in (b"host", b"origin"):
                 headers.setdefault(name, value.decode("latin-1"))

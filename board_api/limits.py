@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any
 
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from board_api.deps import Principal
 from kernel import errors
+from store.auth import Principal
 
 
 class ConnectionLimiter:
@@ -44,7 +44,7 @@ class ConnectionLimiter:
         return release
 
     @contextlib.contextmanager
-    def slot(self, who: Principal) -> Iterator[None]:
+    def slot(self, who: Principal) -> Generator[None]:
         release = self.acquire(who)
         try:
             yield

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from store import gauges
 from store.db import Database
@@ -105,5 +107,5 @@ class _Static:
     def __init__(self, families: list[GaugeMetricFamily]) -> None:
         self.families = families
 
-    def collect(self):  # type: ignore[no-untyped-def]
+    def collect(self) -> Iterator[Metric]:
         return iter(self.families)

@@ -9,14 +9,20 @@ nothing is imported and nothing is traced.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
 from board_api import wire
+from sdk.schemas import TaskOut
+from store.models import Task
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter
 
 
-def exporter_for(name: str) -> Any:
+def exporter_for(name: str) -> SpanExporter:
     if name == "otlp":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
@@ -28,7 +34,7 @@ def exporter_for(name: str) -> Any:
     raise ValueError(f"unknown OTel exporter {name!r}: use 'otlp' or 'console'")
 
 
-def instrument(app: FastAPI, exporter: Any, *, batch: bool = True) -> Any:
+def instrument(app: FastAPI, exporter: SpanExporter, *, batch: bool = True) -> TracerProvider:
     """Trace `app`'s requests into `exporter`; returns the tracer provider (to shut down)."""
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
     from opentelemetry.sdk.resources import Resource
@@ -58,7 +64,7 @@ def annotate(task_id: str, status: str | None = None) -> None:
             span.set_attribute("task.status", status)
 
 
-def task_out(task: Any) -> Any:
+def task_out(task: Task) -> TaskOut:
     """The API shape of a task a route acted on, noting the task on the request's span."""
 
     annotate(task.id, task.status)

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from board_api.app import create_app as create_rest_app
 from board_api.plugins import Plugin
+from board_api.state import state_of
 from integrations.slack import plugin as slack_plugin
 from kernel.chat import Chat
 from kernel.settings import Settings
@@ -32,10 +33,12 @@ class McpEndpoint:
         # Imported here: the MCP SDK takes ~0.6 s to import, and only the server needs it.
         from tools.http import McpHttp
 
-        async def is_open() -> bool:  # open mode, and still no key: /mcp answers without one
-            return bool(app.state.open_mode) and not await app.state.key_cache.any(app.state.db)
+        state = state_of(app)
 
-        self.http = McpHttp(self.settings, db=lambda: app.state.db, is_open=is_open)
+        async def is_open() -> bool:  # open mode, and still no key: /mcp answers without one
+            return await state.gate.is_open(state.db)
+
+        self.http = McpHttp(self.settings, db=lambda: state.db, is_open=is_open)
         self.http.install(app)  # exactly /mcp, plus its OAuth protected-resource metadata
 
     def running(self, db: Database) -> AbstractAsyncContextManager[None]:

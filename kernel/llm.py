@@ -24,7 +24,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from kernel.deltas import DeltaCoalescer
 from kernel.llm_errors import BrokenStream, ModelCallFailed, classify, overflow, short
@@ -101,7 +101,9 @@ class ModelReply:
     """One assistant turn: its text, its tool calls and what it cost."""
 
     content: str
-    tool_calls: list[dict[str, Any]] = field(default_factory=list)  # {id, name, arguments (str)}
+    tool_calls: list[dict[str, Any]] = field(
+        default_factory=list[dict[str, Any]]
+    )  # {id, name, arguments (str)}
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0
@@ -145,6 +147,7 @@ async def complete(
     kw = _request(config, messages, tools)
     delay = config.backoff
     whole = False
+    reply: ModelReply | None = None
     for attempt in range(config.retries + 1):
         streamed = False
 
@@ -175,6 +178,7 @@ async def complete(
             on_log(f"{why}; retry {attempt + 1} of {config.retries} in {delay:.1f} s")
             await asyncio.sleep(delay)
             delay = min(delay * 2, config.backoff_cap)
+    assert reply is not None  # the last attempt either replied (break) or raised
     if reply.finish_reason == "length" and not truncated_ok:
         raise ModelCallFailed("max_tokens", cut_message(config))
     return reply
@@ -246,7 +250,7 @@ async def _stream_once(
     litellm: Any, config: ProviderConfig, kw: dict[str, Any], on_delta: Callable[[str], None]
 ) -> ModelReply:
     coalescer = DeltaCoalescer(on_delta)
-    chunks = []
+    chunks: list[Any] = []  # litellm's chunk objects (untyped), for its cost reckoning
     content: list[str] = []
     calls: dict[int, dict[str, Any]] = {}
     usage: Any = None
@@ -358,4 +362,4 @@ def tool_arguments(raw: str) -> dict[str, Any]:
     value = json.loads(raw)
     if not isinstance(value, dict):
         raise ValueError("tool arguments must be a JSON object")
-    return value
+    return cast(dict[str, Any], value)  # JSON object keys are strings

@@ -14,9 +14,12 @@ import dataclasses
 import os
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from kernel.llm import ProviderConfig
+
+if TYPE_CHECKING:
+    from kernel.settings import Settings
 
 __all__ = [
     "FIELDS",
@@ -69,17 +72,19 @@ def provider_problem(provider: Any) -> str | None:
     """What is wrong with an agent's `provider` mapping (catalog files; the API has a schema)."""
     if not isinstance(provider, Mapping):
         return "provider must be a mapping"
-    if "api_key" in provider:
+    # A mapping read from a catalog file: isinstance leaves its key and value types unknown.
+    spec = cast(Mapping[Any, Any], provider)
+    if "api_key" in spec:
         return "provider.api_key: never store a key; set api_key_env to the NAME of its variable"
-    unknown = set(provider) - {*FIELDS, "api_base", "api_key_env"}
+    unknown = set(spec) - {*FIELDS, "api_base", "api_key_env"}
     if unknown:
         return f"provider: unknown field(s) {', '.join(sorted(unknown))}"
-    if provider.get("api_key_env") is not None:
-        problem = key_env_problem(str(provider["api_key_env"]))
+    if spec.get("api_key_env") is not None:
+        problem = key_env_problem(str(spec["api_key_env"]))
         if problem:
             return f"provider.api_key_env: {problem}"
     for k in ("tool_choice", "first_tool_choice"):
-        problem = provider.get(k) is not None and tool_choice_problem(str(provider[k]))
+        problem = spec.get(k) is not None and tool_choice_problem(str(spec[k]))
         if problem:
             return f"provider.{k}: {problem}"
     return None
@@ -114,7 +119,7 @@ def keyless(config: ProviderConfig, environ: Mapping[str, str]) -> ProviderConfi
 
 
 def meta_agent_config(
-    settings: Any,
+    settings: Settings,
     model: str | None = None,
     api_base: str | None = None,
     api_key: str | None = None,
@@ -122,15 +127,13 @@ def meta_agent_config(
 ) -> ProviderConfig:
     """The meta agent's model client from `META_AGENT_MODEL_*` (explicit arguments win)."""
 
-    def get(name: str) -> Any:  # stand-ins for Settings (tests, embedders) may lack fields
-        return getattr(settings, name, None)
-
     config = ProviderConfig(
-        model or get("model") or "",
-        api_base=api_base or get("model_api_base") or get("llm_api_base"),
-        api_key=api_key or get("model_api_key") or get("llm_api_key"),
+        model or settings.model or "",
+        api_base=api_base or settings.model_api_base or settings.llm_api_base,
+        api_key=api_key or settings.model_api_key or settings.llm_api_key,
     )
-    changes = {k: get(f"model_{k}") for k in FIELDS}
+    # Settings has a `model_<field>` for every field of FIELDS.
+    changes: dict[str, Any] = {k: getattr(settings, f"model_{k}") for k in FIELDS}
     for k in ("tool_choice", "first_tool_choice"):
         problem = changes[k] and tool_choice_problem(changes[k])
         if problem:

@@ -34,7 +34,7 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httpcore
@@ -104,7 +104,8 @@ class _Rules:
 
     @classmethod
     def of(cls, items: Iterable[Any], rule: str) -> _Rules:
-        hosts, nets = [], []
+        hosts: list[str] = []
+        nets: list[Network] = []
         for raw in items:
             item = str(raw).strip().lower()
             try:
@@ -236,7 +237,9 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
 
     def __init__(self, guard: NetGuard) -> None:
         self._guard = guard
-        self._inner = httpcore.AnyIOBackend()
+        # httpcore defines AnyIOBackend only if anyio imports, with a bare stand-in
+        # otherwise; type checkers see the stand-in. anyio is a dependency of httpx.
+        self._inner = cast(httpcore.AsyncNetworkBackend, httpcore.AnyIOBackend())
 
     async def connect_tcp(
         self,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["MASK", "redact", "redact_data", "register"]
 
@@ -82,12 +82,13 @@ def redact_data(value: Any) -> Any:
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
+        obj = cast("dict[Any, Any]", value)  # isinstance leaves a JSON object's types unknown
         return {
             k: MASK
             if isinstance(v, str) and len(v) >= 4 and isinstance(k, str) and _CREDENTIAL_KEY.fullmatch(k)
             else redact_data(v)
-            for k, v in value.items()
+            for k, v in obj.items()
         }
     if isinstance(value, list | tuple):
-        return [redact_data(v) for v in value]
+        return [redact_data(v) for v in cast("list[Any] | tuple[Any, ...]", value)]
     return value

@@ -3,7 +3,7 @@ holds a whole file in memory.
 
 An upload is staged first: `stage()` writes each chunk in its own short transaction as the
 body arrives (a slow uploader must not hold SQLite's one writer for the whole upload),
-hashing as it goes. `store.tasks.save_artifact` then turns the staged chunks into the
+hashing as it goes. `store.work.save_artifact` then turns the staged chunks into the
 artifact in one transaction, fenced by the lease, dropping the chunks of the artifact it
 replaces. Staged chunks that never become an artifact (a body cut off or refused, a stale
 lease) are discarded.
@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -85,7 +85,7 @@ async def stage(db: Database, body: AsyncIterable[bytes], *, limit: int) -> Stag
 
 
 @contextlib.asynccontextmanager
-async def upload(db: Database, body: AsyncIterable[bytes], *, limit: int) -> AsyncIterator[Staged]:
+async def upload(db: Database, body: AsyncIterable[bytes], *, limit: int) -> AsyncGenerator[Staged]:
     """`stage(body)` for a block that makes it an artifact; if the block fails, the chunks go."""
     staged = await stage(db, body, limit=limit)
     try:
@@ -125,7 +125,7 @@ async def forget_orphans(tx: Tx, older_than_seconds: float = 86400, now: float |
     await tx.execute(
         sa.delete(ArtifactChunk).where(
             col(ArtifactChunk.artifact_id) < cutoff,
-            col(ArtifactChunk.artifact_id).not_in(sa.select(Artifact.id)),
+            col(ArtifactChunk.artifact_id).not_in(sa.select(col(Artifact.id))),
         )
     )
 
@@ -137,7 +137,7 @@ async def chunks(db: Database, artifact_id: str) -> AsyncIterator[bytes]:
         async with db.read() as s:
             row = (
                 await s.execute(
-                    sa.select(ArtifactChunk.idx, ArtifactChunk.data)
+                    sa.select(col(ArtifactChunk.idx), col(ArtifactChunk.data))
                     .where(col(ArtifactChunk.artifact_id) == artifact_id, col(ArtifactChunk.idx) > after)
                     .order_by(col(ArtifactChunk.idx))
                     .limit(1)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from kernel import errors
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 RUNTIMES = ("llm", "command", "noop")
+_Named = TypeVar("_Named", Agent, Team, WorkerQueue)
 SLUG = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # A worker that has not been heard from for this long is not "live".
 WORKER_LIVE_SECONDS = 45.0
@@ -65,9 +67,9 @@ def _check_agent(agent: Agent) -> None:
         raise errors.Invalid("timeout_seconds must be positive", code="validation_error")
 
 
-async def _lookup(session: Any, model: Any, key: str, what: str) -> Any:
+async def _lookup(session: AsyncSession, model: type[_Named], key: str, what: str) -> _Named:
     row = (
-        (await session.execute(select(model).where(sa.or_(model.id == key, model.name == key))))
+        (await session.execute(select(model).where(sa.or_(col(model.id) == key, col(model.name) == key))))
         .scalars()
         .first()
     )
@@ -76,17 +78,19 @@ async def _lookup(session: Any, model: Any, key: str, what: str) -> Any:
     return row
 
 
-async def get_agent(session: Any, key: str) -> Agent:
+async def get_agent(session: AsyncSession, key: str) -> Agent:
     """An agent by id or name."""
-    return await _lookup(session, Agent, key, "agent")  # type: ignore[no-any-return]
+    return await _lookup(session, Agent, key, "agent")
 
 
-async def agent_routing(session: Any, key: str) -> tuple[str, str | None]:
+async def agent_routing(session: AsyncSession, key: str) -> tuple[str, str | None]:
     """(name, default queue) of an agent by id or name: all a new task needs, read without
     loading the whole agent (task creation is a hot path)."""
     row = (
         await session.execute(
-            sa.select(Agent.name, Agent.default_queue).where(sa.or_(Agent.id == key, Agent.name == key))
+            sa.select(col(Agent.name), col(Agent.default_queue)).where(
+                sa.or_(col(Agent.id) == key, col(Agent.name) == key)
+            )
         )
     ).first()
     if row is None:
@@ -94,7 +98,7 @@ async def agent_routing(session: Any, key: str) -> tuple[str, str | None]:
     return row.name, row.default_queue
 
 
-async def list_agents(session: Any, q: str | None = None) -> list[Agent]:
+async def list_agents(session: AsyncSession, q: str | None = None) -> list[Agent]:
     stmt = select(Agent).order_by(col(Agent.name))
     if q:
         like = f"%{q.lower()}%"
@@ -142,7 +146,7 @@ async def upsert_agent(tx: Tx, data: dict[str, Any]) -> tuple[Agent, bool]:
     return await update_agent(tx, existing.id, data), False
 
 
-async def _unfinished(tx: Tx, where: Any) -> int:
+async def _unfinished(tx: Tx, where: sa.ColumnElement[bool]) -> int:
     """How many pending, running or requires_input tasks match `where`."""
     unfinished = [TaskStatus.pending.value, TaskStatus.running.value, TaskStatus.requires_input.value]
     n = await tx.session.scalar(
@@ -153,7 +157,7 @@ async def _unfinished(tx: Tx, where: Any) -> int:
 
 async def delete_agent(tx: Tx, key: str) -> None:
     agent = await get_agent(tx.session, key)
-    active = await _unfinished(tx, Task.agent == agent.name)
+    active = await _unfinished(tx, col(Task.agent) == agent.name)
     if active:
         raise errors.Conflict(
             f"agent {agent.name!r} has {active} unfinished task(s); cancel them first", code="agent_in_use"
@@ -161,11 +165,11 @@ async def delete_agent(tx: Tx, key: str) -> None:
     await tx.session.delete(agent)
 
 
-async def get_team(session: Any, key: str) -> Team:
-    return await _lookup(session, Team, key, "team")  # type: ignore[no-any-return]
+async def get_team(session: AsyncSession, key: str) -> Team:
+    return await _lookup(session, Team, key, "team")
 
 
-async def list_teams(session: Any) -> list[Team]:
+async def list_teams(session: AsyncSession) -> list[Team]:
     return list((await session.execute(select(Team).order_by(col(Team.name)))).scalars().all())
 
 
@@ -184,11 +188,11 @@ async def create_team(tx: Tx, team: Team) -> Team:
     return team
 
 
-async def get_queue(session: Any, key: str) -> WorkerQueue:
-    return await _lookup(session, WorkerQueue, key, "queue")  # type: ignore[no-any-return]
+async def get_queue(session: AsyncSession, key: str) -> WorkerQueue:
+    return await _lookup(session, WorkerQueue, key, "queue")
 
 
-async def list_queues(session: Any) -> list[WorkerQueue]:
+async def list_queues(session: AsyncSession) -> list[WorkerQueue]:
     return list((await session.execute(select(WorkerQueue).order_by(col(WorkerQueue.name)))).scalars().all())
 
 
@@ -214,7 +218,7 @@ async def delete_queue(tx: Tx, key: str) -> None:
     Finished tasks keep the queue's name; workers still polling it get `queue_not_found`.
     """
     queue = await get_queue(tx.session, key)
-    unfinished = await _unfinished(tx, Task.queue == queue.name)
+    unfinished = await _unfinished(tx, col(Task.queue) == queue.name)
     if unfinished:
         raise errors.Conflict(
             f"queue {queue.name!r} has {unfinished} unfinished task(s) (pending, running or "
@@ -244,7 +248,7 @@ def live_since(now: datetime | None = None) -> datetime:
     return (now or utcnow()) - timedelta(seconds=WORKER_LIVE_SECONDS)
 
 
-async def queue_stats(session: Any) -> dict[str, dict[str, int]]:
+async def queue_stats(session: AsyncSession) -> dict[str, dict[str, int]]:
     """Per queue: live workers, their capacity, pending and running tasks."""
     stats: dict[str, dict[str, int]] = {}
     workers = await session.execute(
@@ -298,7 +302,9 @@ async def touch_worker(tx: Tx, worker_id: str, queue: str, info: dict[str, Any] 
             worker.running = int(info["running"])
 
 
-async def list_workers(session: Any, queue: str | None = None, live_only: bool = True) -> list[Worker]:
+async def list_workers(
+    session: AsyncSession, queue: str | None = None, live_only: bool = True
+) -> list[Worker]:
     stmt = select(Worker).order_by(col(Worker.queue), col(Worker.id))
     if queue:
         stmt = stmt.where(Worker.queue == queue)

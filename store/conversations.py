@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from kernel import errors
 from store.db import Tx
@@ -42,8 +43,8 @@ async def find_or_create(
     found = (
         await tx.session.execute(
             select(Conversation)
-            .where(Conversation.external_id == external_id)
-            .order_by(Conversation.created_at, Conversation.id)
+            .where(col(Conversation.external_id) == external_id)
+            .order_by(col(Conversation.created_at), col(Conversation.id))
             .limit(1)
         )
     ).scalar_one_or_none()

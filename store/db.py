@@ -21,20 +21,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncGenerator, Coroutine, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVarTuple, overload
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.sql.selectable import TypedReturnsRows
 
 from kernel import errors
 from store import sqlite_inline
 from store.hub import CHANNEL, Hub, encode
 
 __all__ = ["Database", "Tx", "async_url", "sync_url"]
+
+_Ts = TypeVarTuple("_Ts")
+# Bound parameters of one statement, or of an executemany (a list of rows).
+Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
 
 
 def async_url(url: str) -> str:
@@ -64,13 +69,18 @@ def libpq_dsn(url: str) -> str:
 class Tx:
     session: AsyncSession
     db: Database
-    notes: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list[tuple[str, str]])
 
     def notify(self, topic: str, payload: str = "") -> None:
         """Publish `topic` to followers once this transaction has committed."""
         self.notes.append((topic, payload))
 
-    async def execute(self, stmt: Any, params: Any = None) -> sa.Result[Any]:
+    @overload
+    async def execute(self, stmt: TypedReturnsRows[*_Ts], params: Params = None) -> sa.Result[*_Ts]: ...
+    @overload
+    async def execute(self, stmt: sa.Executable, params: Params = None) -> sa.Result[*tuple[Any, ...]]: ...
+    async def execute(self, stmt: sa.Executable, params: Params = None) -> sa.Result[*tuple[Any, ...]]:
+        """The session's `execute`, typed like it (rows of a typed select are typed)."""
         return await self.session.execute(stmt, params)
 
 
@@ -117,7 +127,7 @@ class Database:
         return "sqlite" if self.is_sqlite else "postgresql"
 
     @contextlib.asynccontextmanager
-    async def tx(self) -> AsyncIterator[Tx]:
+    async def tx(self) -> AsyncGenerator[Tx]:
         """A write transaction; commits on success, then publishes its notes."""
         lock = self._write_lock or contextlib.nullcontext()
         with self._unit():
@@ -136,7 +146,7 @@ class Database:
             self.hub.publish(topic, payload)
 
     @contextlib.asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncSession]:
+    async def read(self) -> AsyncGenerator[AsyncSession]:
         """A read-only session (no lock on SQLite: WAL readers never block the writer)."""
         with self._unit(), _unavailable_on_connection_errors():
             # Closing (not rolling back) ends the read transaction without expiring the
@@ -176,7 +186,7 @@ class Database:
             await self.read_engine.dispose()
 
     @contextlib.contextmanager
-    def _unit(self) -> Iterator[None]:
+    def _unit(self) -> Generator[None]:
         """Count a unit of work until its session is closed (the session's own exit runs to
         completion even when its task is cancelled, so this ends after the connection is back)."""
         self._in_flight += 1
@@ -219,7 +229,7 @@ async def _to_completion(coro: Coroutine[Any, Any, None]) -> None:
 
 
 @contextlib.contextmanager
-def _unavailable_on_connection_errors() -> Any:
+def _unavailable_on_connection_errors() -> Generator[None]:
     try:
         yield
     except (OperationalError, DBAPIError) as exc:

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from kernel import errors
@@ -43,8 +44,8 @@ EVENT_KINDS = frozenset(
 # Only the state machine writes these; a worker posting one is refused.
 RESERVED_KINDS = frozenset({"status", "input_requested", "input_received"})
 
-_tasks = Task.__table__  # type: ignore[attr-defined]
-_events = TaskEvent.__table__  # type: ignore[attr-defined]
+_tasks = Task.__table__
+_events = TaskEvent.__table__
 
 
 async def append(
@@ -76,7 +77,7 @@ async def append(
         if lease is not None:
             raise await refusal(tx, task_id, lease)
         raise errors.NotFound(f"task {task_id} not found", code="task_not_found")
-    last, attempt, cancel_requested = row  # type: ignore[misc]
+    last, attempt, cancel_requested = row
     await insert_rows(tx, task_id, last, attempt, now, events)
     return int(last), bool(cancel_requested)
 
@@ -112,7 +113,9 @@ async def insert_rows(
     tx.notify(f"task:{task_id}", str(last))
 
 
-async def list_after(session: Any, task_id: str, after: int = 0, limit: int = 1000) -> list[TaskEvent]:
+async def list_after(
+    session: AsyncSession, task_id: str, after: int = 0, limit: int = 1000
+) -> list[TaskEvent]:
     """Events with seq > `after`, in order."""
     stmt = (
         select(TaskEvent)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Generator
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -34,12 +35,19 @@ class Subscription:
         self.overflowed = False
         self._event = asyncio.Event()
 
-    def _push(self, payload: str) -> None:
+    def push(self, payload: str) -> None:
+        """Queue `payload` (the hub calls this); a full mailbox turns into a resync."""
         if len(self.items) >= self.maxsize:
             self.items.clear()
             self.overflowed = True
         else:
             self.items.append(payload)
+        self._event.set()
+
+    def resync(self) -> None:
+        """Drop what is queued and make the follower resynchronise from the database."""
+        self.items.clear()
+        self.overflowed = True
         self._event.set()
 
     async def get(self, timeout: float) -> list[str] | None:
@@ -92,7 +100,7 @@ class Hub:
                 if not fut.done():
                     fut.set_result(None)
         for sub in self._subs.get(topic, ()):
-            sub._push(payload)
+            sub.push(payload)
 
     def publish_all(self) -> None:
         """`wake_all` from any thread."""
@@ -108,9 +116,7 @@ class Hub:
             self._publish(topic, "")
         for subs in list(self._subs.values()):
             for sub in subs:
-                sub.items.clear()
-                sub.overflowed = True
-                sub._event.set()
+                sub.resync()
 
     async def wait(self, topic: str, since: int, timeout: float) -> bool:
         """Wait until `topic` moves past version `since`. True if it did, False on timeout."""
@@ -133,7 +139,7 @@ class Hub:
                     self._waiters.pop(topic, None)
 
     @contextlib.contextmanager
-    def subscribe(self, topic: str, maxsize: int = 1000):  # type: ignore[no-untyped-def]
+    def subscribe(self, topic: str, maxsize: int = 1000) -> Generator[Subscription]:
         sub = Subscription(self, topic, maxsize)
         self._subs[topic].add(sub)
         try:

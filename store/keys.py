@@ -10,9 +10,9 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Sequence
-from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from kernel import errors
@@ -67,7 +67,7 @@ async def create_key(tx: Tx, name: str, scopes: list[str], queues: Sequence[str]
     return row, f"ma_{prefix}_{secret}"
 
 
-async def verify_key(session: Any, key: str) -> ApiKey | None:
+async def verify_key(session: AsyncSession, key: str) -> ApiKey | None:
     parts = key.split("_", 2)
     if len(parts) != 3 or parts[0] != "ma":
         return None
@@ -78,7 +78,7 @@ async def verify_key(session: Any, key: str) -> ApiKey | None:
         return None
     if not hmac.compare_digest(_hash(parts[2]), row.hash):
         return None
-    return row  # type: ignore[no-any-return]
+    return row
 
 
 # A browser's EventSource cannot send headers, so a stream's credential rides in its URL,
@@ -98,7 +98,7 @@ def stream_token(row: ApiKey, now: float) -> tuple[str, int]:
     return f"mst_{row.prefix}_{expires}_{_stream_sig(row, expires)}", expires
 
 
-async def verify_stream_token(session: Any, token: str, now: float) -> ApiKey | None:
+async def verify_stream_token(session: AsyncSession, token: str, now: float) -> ApiKey | None:
     """The key a live, well-signed stream token was made for; None otherwise."""
     parts = token.split("_")
     if len(parts) != 4 or parts[0] != "mst" or not parts[2].isdigit():
@@ -109,17 +109,17 @@ async def verify_stream_token(session: Any, token: str, now: float) -> ApiKey | 
     row = (await session.execute(select(ApiKey).where(ApiKey.prefix == parts[1]))).scalars().first()
     if row is None or row.revoked_at is not None:
         return None
-    return row if hmac.compare_digest(_stream_sig(row, expires), parts[3]) else None  # type: ignore[no-any-return]
+    return row if hmac.compare_digest(_stream_sig(row, expires), parts[3]) else None
 
 
-async def has_active_keys(session: Any) -> bool:
+async def has_active_keys(session: AsyncSession) -> bool:
     n = await session.scalar(
         select(sa.func.count()).select_from(ApiKey).where(col(ApiKey.revoked_at).is_(None))
     )
     return bool(n)
 
 
-async def list_keys(session: Any) -> list[ApiKey]:
+async def list_keys(session: AsyncSession) -> list[ApiKey]:
     return list((await session.execute(select(ApiKey).order_by(col(ApiKey.created_at)))).scalars().all())
 
 
@@ -131,7 +131,7 @@ async def revoke_key(tx: Tx, key_id: str) -> ApiKey:
         if "admin" in row.scopes:
             await _keep_an_admin(tx, row)
         row.revoked_at = utcnow()
-    return row  # type: ignore[no-any-return]
+    return row
 
 
 async def _keep_an_admin(tx: Tx, leaving: ApiKey) -> None:

@@ -14,7 +14,6 @@ import hashlib
 import secrets
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -22,9 +21,9 @@ from kernel import errors
 from store.db import Tx
 from store.models import Task, TaskStatus
 
-__all__ = ["Lease", "hash_token", "new_token", "refusal"]
+__all__ = ["Lease", "fenced", "hash_token", "new_token", "refusal"]
 
-_tasks = Task.__table__  # type: ignore[attr-defined]
+_tasks = Task.__table__
 
 
 def new_token() -> tuple[str, str]:
@@ -43,13 +42,13 @@ class Lease:
     is bound to (empty: any queue)."""
 
     token: str
-    queues: Collection[str] = field(default_factory=frozenset)
+    queues: Collection[str] = field(default_factory=frozenset[str])
 
     @property
     def hash(self) -> str:
         return hash_token(self.token)
 
-    def where(self, table: Any = _tasks) -> list[Any]:
+    def where(self, table: sa.FromClause = _tasks) -> list[sa.ColumnElement[bool]]:
         """The conditions that fence a write on `table` (tasks, or an alias of it)."""
         conds = [table.c.lease_token_hash == self.hash, table.c.status == TaskStatus.running.value]
         if self.queues:
@@ -74,6 +73,21 @@ async def refusal(tx: Tx, task_id: str, lease: Lease) -> errors.MetaAgentError:
         status_now=row.status,
         attempt=row.attempt,
     )
+
+
+async def fenced(tx: Tx, task_id: str, lease: Lease) -> Task:
+    """Read the task, refusing a stale lease (the write that follows is fenced again)."""
+    task = await tx.session.get(Task, task_id)
+    if task is None:
+        raise errors.NotFound(f"task {task_id} not found", code="task_not_found")
+    conds_hold = (
+        task.lease_token_hash == lease.hash
+        and task.status == TaskStatus.running.value
+        and (not lease.queues or task.queue in lease.queues)
+    )
+    if not conds_hold:
+        raise await refusal(tx, task_id, lease)
+    return task
 
 
 def queue_refused(queue: str) -> errors.Forbidden:

@@ -8,21 +8,23 @@ JSON columns are replaced, never mutated in place (SQLAlchemy does not see in-pl
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-from kernel.statuses import TERMINAL, TaskStatus  # noqa: F401  (re-exported: the tables' statuses)
+from kernel.statuses import TERMINAL, TaskStatus  # re-exported: the tables' statuses
 from store.ids import new_id
 
 __all__ = [
+    "TERMINAL",
     "Agent",
     "ApiKey",
     "Artifact",
     "ArtifactChunk",
     "Conversation",
+    "Table",
     "Task",
     "TaskEvent",
     "TaskStatus",
@@ -31,6 +33,21 @@ __all__ = [
     "WorkerQueue",
     "utcnow",
 ]
+
+
+if TYPE_CHECKING:
+
+    class Table(SQLModel):
+        """What a table model has, as type checkers should see it: SQLModel declares
+        `__tablename__` as its own `declared_attr` default, so assigning a name is an error
+        to pyright (fastapi/sqlmodel#98), and leaves out `__table__`, which SQLAlchemy sets."""
+
+        __tablename__: ClassVar[str]  # pyright: ignore[reportIncompatibleVariableOverride]
+        __table__: ClassVar[sa.Table]
+
+else:
+    # At run time the tables derive from SQLModel itself, exactly as before.
+    Table = SQLModel
 
 
 def utcnow() -> datetime:
@@ -61,7 +78,7 @@ def _json(default: Any = None) -> Any:
     return Field(default_factory=lambda: type(default)(default), sa_type=sa.JSON, nullable=False)
 
 
-class Agent(SQLModel, table=True):
+class Agent(Table, table=True):
     __tablename__ = "agents"
     id: str = Field(default_factory=new_id, primary_key=True)
     name: str = Field(unique=True, max_length=64)
@@ -82,7 +99,7 @@ class Agent(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
-class Team(SQLModel, table=True):
+class Team(Table, table=True):
     __tablename__ = "teams"
     id: str = Field(default_factory=new_id, primary_key=True)
     name: str = Field(unique=True, max_length=64)
@@ -93,7 +110,7 @@ class Team(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
-class WorkerQueue(SQLModel, table=True):
+class WorkerQueue(Table, table=True):
     __tablename__ = "worker_queues"
     id: str = Field(default_factory=new_id, primary_key=True)
     name: str = Field(unique=True, max_length=64)
@@ -102,7 +119,7 @@ class WorkerQueue(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
-class Worker(SQLModel, table=True):
+class Worker(Table, table=True):
     __tablename__ = "workers"
     id: str = Field(primary_key=True, max_length=64)  # chosen by the worker process
     queue: str = Field(index=True)
@@ -115,7 +132,7 @@ class Worker(SQLModel, table=True):
     last_heartbeat_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
 
 
-class Task(SQLModel, table=True):
+class Task(Table, table=True):
     __tablename__ = "tasks"
     __table_args__ = (
         sa.Index("ix_tasks_claim", "queue", "status", "id"),
@@ -156,7 +173,7 @@ class Task(SQLModel, table=True):
     finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
-class TaskEvent(SQLModel, table=True):
+class TaskEvent(Table, table=True):
     __tablename__ = "task_events"
     task_id: str = Field(primary_key=True, foreign_key="tasks.id", ondelete="CASCADE")
     seq: int = Field(primary_key=True)
@@ -166,7 +183,7 @@ class TaskEvent(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
-class Artifact(SQLModel, table=True):
+class Artifact(Table, table=True):
     __tablename__ = "artifacts"
     __table_args__ = (sa.UniqueConstraint("task_id", "name"),)
     id: str = Field(default_factory=new_id, primary_key=True)
@@ -178,7 +195,7 @@ class Artifact(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
-class ArtifactChunk(SQLModel, table=True):
+class ArtifactChunk(Table, table=True):
     """A piece of an artifact's bytes (store/artifacts.py), in order of `idx`.
 
     No foreign key to `artifacts`: the chunks are written as the upload arrives, each in its
@@ -192,7 +209,7 @@ class ArtifactChunk(SQLModel, table=True):
     data: bytes = Field(sa_type=sa.LargeBinary)
 
 
-class ApiKey(SQLModel, table=True):
+class ApiKey(Table, table=True):
     __tablename__ = "api_keys"
     id: str = Field(default_factory=new_id, primary_key=True)
     name: str = ""
@@ -206,7 +223,7 @@ class ApiKey(SQLModel, table=True):
     revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
-class Conversation(SQLModel, table=True):
+class Conversation(Table, table=True):
     """One chat with the meta agent (a CLI session, a Slack thread, a web chat).
 
     `messages` is the model's conversation (OpenAI format, system prompt excluded), replaced

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from kernel import errors
 from kernel.llm_settings import provider_problem
@@ -42,20 +42,22 @@ def read_catalog(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(text)
     if not isinstance(data, dict):
         raise errors.Invalid(f"{path}: expected a mapping with `queues` and/or `agents`", code="bad_catalog")
-    return data
+    return cast(dict[str, Any], data)  # a YAML/JSON mapping: isinstance leaves its types unknown
 
 
 async def apply_catalog(tx: Tx, data: dict[str, Any]) -> dict[str, list[str]]:
     """Create missing queues, then create or replace each agent. Returns what changed."""
     done: dict[str, list[str]] = {"queues": [], "agents_created": [], "agents_updated": []}
-    for q in data.get("queues") or []:
+    queues: list[dict[str, Any]] = data.get("queues") or []
+    agents: list[dict[str, Any]] = data.get("agents") or []
+    for q in queues:
         row = await catalog.create_queue(
             tx,
             WorkerQueue(**{k: v for k, v in q.items() if k in ("name", "description", "environment")}),
             exist_ok=True,
         )
         done["queues"].append(row.name)
-    for a in data.get("agents") or []:
+    for a in agents:
         unknown = set(a) - AGENT_FIELDS
         if unknown:
             raise errors.Invalid(

@@ -21,9 +21,12 @@ from store.models import UTCDateTime, utcnow
 
 __all__ = ["SlackBinding", "SlackEventSeen", "SlackThread"]
 
+# SQLModel types `__tablename__` as the `declared_attr` of its default; assigning a str, the
+# documented way to name a table, is what pyright's ignore below each one is about.
+
 
 class SlackThread(SQLModel, table=True):
-    __tablename__ = "slack_threads"
+    __tablename__ = "slack_threads"  # pyright: ignore[reportAssignmentType]  (see above)
     key: str = Field(primary_key=True, max_length=255)  # "slack:TEAM:CHANNEL:THREAD_TS"
     team_id: str = Field(default="", max_length=32)
     channel: str = Field(max_length=32)
@@ -35,7 +38,7 @@ class SlackThread(SQLModel, table=True):
 
 
 class SlackBinding(SQLModel, table=True):
-    __tablename__ = "slack_bindings"
+    __tablename__ = "slack_bindings"  # pyright: ignore[reportAssignmentType]  (see above)
     __table_args__ = (sa.Index("ix_slack_bindings_status_lease", "status", "lease_until"),)
     task_id: str = Field(primary_key=True, foreign_key="tasks.id", ondelete="CASCADE")
     thread_key: str = Field(index=True, max_length=255)
@@ -54,6 +57,6 @@ class SlackBinding(SQLModel, table=True):
 
 
 class SlackEventSeen(SQLModel, table=True):
-    __tablename__ = "slack_events"
+    __tablename__ = "slack_events"  # pyright: ignore[reportAssignmentType]  (see above)
     event_id: str = Field(primary_key=True, max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)

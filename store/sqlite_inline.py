@@ -85,7 +85,8 @@ class _Now:
 class InlineConnection:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-        self._connection = conn  # aiosqlite's "is open" marker, checked by SQLAlchemy
+        # aiosqlite's "is open" marker, checked by SQLAlchemy; None once closed.
+        self._connection: sqlite3.Connection | None = conn
         self._tx = _Now()
 
     @property
@@ -106,7 +107,7 @@ class InlineConnection:
 
     async def close(self) -> None:
         self._conn.close()
-        self._connection = None  # type: ignore[assignment]
+        self._connection = None
 
     async def create_function(self, *args: Any, **kw: Any) -> None:
         self._conn.create_function(*args, **kw)

@@ -37,8 +37,8 @@ ALLOWED: dict[TaskStatus, frozenset[TaskStatus]] = {
     S.cancelled: frozenset(),
 }
 
-_tasks = Task.__table__  # type: ignore[attr-defined]
-_events = TaskEvent.__table__  # type: ignore[attr-defined]
+_tasks = Task.__table__
+_events = TaskEvent.__table__
 
 
 def _notify_status(tx: Tx, task_id: str, queue: str, to: TaskStatus) -> None:

@@ -1,7 +1,11 @@
-"""Task services: create, list, act on tasks, and the worker-side calls.
+"""Task services for people: create, read, cancel, retry and answer tasks.
 
 Services take a `Tx` (writes) or a session (reads), flush only, and leave the commit to the
 caller's `Database.tx()`. Status changes go through `store.statemachine`.
+
+The worker's calls (`store.work`) and the reaper's (`store.reaper`) live in modules of
+their own; they are re-exported here so that `store.tasks` stays the one name callers use
+for the task service.
 """
 
 from __future__ import annotations
@@ -9,34 +13,54 @@ from __future__ import annotations
 import base64
 import hmac
 import json
-import secrets
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from kernel import errors
-from kernel.redact import redact, redact_data
-from store import artifacts, catalog
+from store import catalog
 from store.db import Tx
-from store.events import EVENT_KINDS, RESERVED_KINDS, append, insert_rows
-from store.leases import Lease, new_token, refusal
-from store.models import TERMINAL, Agent, Artifact, Task, TaskEvent, TaskStatus, Worker, utcnow
-from store.statemachine import claim, create, transition, transition_many
+from store.events import insert_rows
+from store.leases import Lease, fenced, refusal
+from store.models import TERMINAL, Artifact, Task, TaskStatus, utcnow
+from store.reaper import forget_dead_workers, has_expired_leases, reap_expired, worker_gone
+from store.statemachine import create, transition, transition_many
+from store.work import (
+    Claimed,
+    claim_tasks,
+    complete,
+    fail,
+    heartbeat,
+    release,
+    request_input,
+    save_artifact,
+    save_checkpoint,
+    worker_events,
+    worker_heartbeat,
+)
 
 __all__ = [
+    "BOARD_COUNT_CAP",
+    "SOURCES",
     "Claimed",
     "NewTask",
     "cancel",
     "claim_tasks",
     "complete",
+    "count_by_status",
+    "count_by_status_capped",
     "create_task",
     "fail",
+    "forget_dead_workers",
+    "get_artifact",
     "get_task",
+    "has_expired_leases",
     "heartbeat",
+    "list_artifacts",
     "list_tasks",
     "reap_expired",
     "release",
@@ -46,13 +70,15 @@ __all__ = [
     "save_artifact",
     "save_checkpoint",
     "worker_events",
+    "worker_gone",
+    "worker_heartbeat",
 ]
 
 S = TaskStatus
+_Select = TypeVar("_Select", bound=sa.Select[*tuple[Any, ...]])
 ACTIVE = (S.pending.value, S.running.value, S.requires_input.value)
 SOURCES = frozenset({"api", "sdk", "cli", "mcp", "slack", "board", "meta_agent", "worker"})
-WorkerEvents = Sequence[tuple[str, dict[str, Any]]]
-_tasks = Task.__table__  # type: ignore[attr-defined]
+_tasks = Task.__table__
 
 
 @dataclass
@@ -170,11 +196,11 @@ async def _worker_child(tx: Tx, new: NewTask, lease: Lease) -> None:
     new.requested_by = row.requested_by
 
 
-async def get_task(session: Any, task_id: str) -> Task:
+async def get_task(session: AsyncSession, task_id: str) -> Task:
     task = await session.get(Task, task_id)
     if task is None:
         raise errors.NotFound(f"task {task_id} not found", code="task_not_found")
-    return task  # type: ignore[no-any-return]
+    return task
 
 
 def encode_cursor(task_id: str) -> str:
@@ -192,7 +218,7 @@ def decode_cursor(cursor: str) -> str:
 
 
 def filter_tasks(
-    stmt: Any,
+    stmt: _Select,
     *,
     status: Sequence[str] | None = None,
     agent: str | None = None,
@@ -201,7 +227,7 @@ def filter_tasks(
     type: str | None = None,
     source: str | None = None,
     q: str | None = None,
-) -> Any:
+) -> _Select:
     if status:
         bad = [s for s in status if s not in S.__members__]
         if bad:
@@ -210,24 +236,24 @@ def filter_tasks(
             )
         stmt = stmt.where(col(Task.status).in_(list(status)))
     if agent:
-        stmt = stmt.where(Task.agent == agent)
+        stmt = stmt.where(col(Task.agent) == agent)
     if team:
-        stmt = stmt.where(Task.team == team)
+        stmt = stmt.where(col(Task.team) == team)
     if queue:
-        stmt = stmt.where(Task.queue == queue)
+        stmt = stmt.where(col(Task.queue) == queue)
     if type:
         if type not in ("agent", "team"):
             raise errors.Invalid("type must be 'agent' or 'team'", code="invalid_type")
         stmt = stmt.where(col(Task.team).is_(None) if type == "agent" else col(Task.team).is_not(None))
     if source:
-        stmt = stmt.where(Task.source == source)
+        stmt = stmt.where(col(Task.source) == source)
     if q:
-        stmt = stmt.where(sa.func.lower(Task.prompt).contains(q.lower(), autoescape=True))
+        stmt = stmt.where(sa.func.lower(col(Task.prompt)).contains(q.lower(), autoescape=True))
     return stmt
 
 
 async def list_tasks(
-    session: Any, *, limit: int = 50, cursor: str | None = None, **filters: Any
+    session: AsyncSession, *, limit: int = 50, cursor: str | None = None, **filters: Any
 ) -> tuple[list[Task], str | None]:
     """Newest first; returns (page, next_cursor)."""
     if not 1 <= limit <= 200:
@@ -240,7 +266,7 @@ async def list_tasks(
     return rows[:limit], nxt
 
 
-async def count_by_status(session: Any, **filters: Any) -> dict[str, int]:
+async def count_by_status(session: AsyncSession, **filters: Any) -> dict[str, int]:
     stmt = filter_tasks(select(Task.status, sa.func.count()).group_by(Task.status), **filters)
     counts = {s.value: 0 for s in S}
     for status, n in (await session.execute(stmt)).all():
@@ -252,7 +278,7 @@ BOARD_COUNT_CAP = 1_000
 
 
 async def count_by_status_capped(
-    session: Any, *, cap: int | None = None, **filters: Any
+    session: AsyncSession, *, cap: int | None = None, **filters: Any
 ) -> dict[str, tuple[int, bool]]:
     """Per status: (count, capped). A count stops at `cap` (capped=True: "cap or more").
 
@@ -274,9 +300,6 @@ async def count_by_status_capped(
     for status, n in (await session.execute(sa.union_all(*parts))).all():
         out[status] = (min(int(n), cap), int(n) > cap)
     return out
-
-
-# --- people's actions -------------------------------------------------------------------
 
 
 async def cancel(tx: Tx, task_id: str, *, by: str | None = None) -> Task:
@@ -387,7 +410,7 @@ async def respond(
             raise errors.Forbidden(
                 "a worker key answers only its own delegated tasks", code="insufficient_scope"
             )
-        await _fenced(tx, task.parent_id, parent_lease)
+        await fenced(tx, task.parent_id, parent_lease)
     if task.status != S.requires_input.value:
         raise errors.InvalidTransition(
             f"task {task_id} is {task.status}, not waiting for input", code="not_waiting_for_input"
@@ -413,304 +436,13 @@ async def respond(
     )
 
 
-# --- workers ------------------------------------------------------------------------------
-
-
-@dataclass
-class Claimed:
-    task: Task
-    agent: Agent | None
-    token: str  # the lease token: given to the claiming worker only, stored hashed
-
-
-async def claim_tasks(
-    tx: Tx,
-    queue: str,
-    worker_id: str,
-    limit: int,
-    lease_seconds: float,
-    info: dict[str, Any] | None = None,
-    *,
-    touch: bool = True,
-) -> list[Claimed]:
-    """Claim up to `limit` tasks with their agents; `touch` records the worker as alive."""
-    if touch:
-        await catalog.touch_worker(tx, worker_id, queue, info)
-    token, token_hash = new_token()
-    tasks = await claim(tx, queue, worker_id, limit, lease_seconds, token_hash)
-    names = {t.agent for t in tasks if t.agent}
-    agents: dict[str, Agent] = {}
-    if names:
-        rows = await tx.session.execute(select(Agent).where(col(Agent.name).in_(names)))
-        agents = {a.name: a for a in rows.scalars().all()}
-    return [Claimed(t, agents.get(t.agent or ""), token) for t in tasks]
-
-
-def _check_worker_events(events: WorkerEvents) -> list[tuple[str, dict[str, Any]]]:
-    out = []
-    for kind, data in events:
-        if kind not in EVENT_KINDS:
-            raise errors.Invalid(f"unknown event kind {kind!r}", code="invalid_event_kind")
-        if kind in RESERVED_KINDS:
-            raise errors.Invalid(
-                f"event kind {kind!r} is written by the control plane only", code="reserved_event_kind"
-            )
-        out.append((kind, data))
-    return out
-
-
-PHASES = ("planning", "executing")
-
-
-async def worker_events(
-    tx: Tx, task_id: str, lease: Lease, events: WorkerEvents, *, phase: str | None = None
-) -> tuple[int, bool]:
-    """Append a worker's batch (fenced), optionally moving its `phase`; returns
-    (last_seq, cancel_requested)."""
-    if phase is not None and phase not in PHASES:
-        raise errors.Invalid(f"phase must be one of {', '.join(PHASES)}", code="invalid_phase")
-    values = {"phase": phase} if phase else None
-    last, cancel_requested = await append(
-        tx, task_id, _check_worker_events(events), lease=lease, values=values
-    )
-    if phase:
-        tx.notify("board", task_id)
-    return last, cancel_requested
-
-
-async def _fenced(tx: Tx, task_id: str, lease: Lease) -> Task:
-    """Read the task, refusing a stale lease (the write that follows is fenced again)."""
-    task = await get_task(tx.session, task_id)
-    conds_hold = (
-        task.lease_token_hash == lease.hash
-        and task.status == S.running.value
-        and (not lease.queues or task.queue in lease.queues)
-    )
-    if not conds_hold:
-        raise await refusal(tx, task_id, lease)
-    return task
-
-
-async def heartbeat(tx: Tx, task_id: str, lease: Lease, lease_seconds: float) -> tuple[bool, datetime]:
-    """Extend a held lease; returns (cancel requested, new expiry): whether to stop."""
-    expires = utcnow() + timedelta(seconds=lease_seconds)
-    stmt = (
-        sa.update(_tasks)
-        .where(_tasks.c.id == task_id, *lease.where())
-        .values(lease_expires_at=expires)
-        .returning(_tasks.c.cancel_requested)
-    )
-    row = (await tx.execute(stmt)).first()
-    if row is None:
-        raise await refusal(tx, task_id, lease)
-    return bool(row.cancel_requested), expires
-
-
-async def worker_heartbeat(
-    tx: Tx,
-    worker_id: str,
-    queue: str,
-    running: int,
-    held: Sequence[tuple[str, str]],
-    lease_seconds: float,
-    queues: Collection[str] = (),
-) -> tuple[list[str], list[str]]:
-    """Extend every lease the worker still holds (`held`: task id, token). Returns (to
-    cancel, lost). One UPDATE, fenced per task by its token (and the key's `queues`)."""
-    await catalog.touch_worker(tx, worker_id, queue, {"running": running})
-    if not held:
-        return [], []
-    by_hash: dict[str, list[str]] = {}
-    for tid, token in held:
-        by_hash.setdefault(Lease(token).hash, []).append(tid)
-    # Tokens are per claim, so the worker's tasks group into a few (hash, ids) pairs.
-    fence = sa.or_(
-        *(sa.and_(_tasks.c.lease_token_hash == h, _tasks.c.id.in_(ids)) for h, ids in by_hash.items())
-    )
-    stmt = sa.update(_tasks).where(fence, _tasks.c.status == S.running.value)
-    if queues:
-        stmt = stmt.where(_tasks.c.queue.in_(sorted(queues)))
-    expires = utcnow() + timedelta(seconds=lease_seconds)
-    stmt = stmt.values(lease_expires_at=expires).returning(_tasks.c.id, _tasks.c.cancel_requested)
-    kept = {r.id: bool(r.cancel_requested) for r in (await tx.execute(stmt)).all()}
-    cancel = [tid for tid, _ in held if kept.get(tid)]
-    lost = [tid for tid, _ in held if tid not in kept]
-    return cancel, lost
-
-
-async def request_input(
-    tx: Tx,
-    task_id: str,
-    lease: Lease,
-    *,
-    question: str,
-    choices: list[str] | None = None,
-    key: str | None = None,
-    checkpoint: Any = None,
-    events: WorkerEvents = (),
-) -> Task:
-    """Park the task in Requires Input and release its worker."""
-    if not question.strip():
-        raise errors.Invalid("question must not be empty", code="validation_error")
-    # `key` is issued here, new for every question: the worker's own name for it (`ref`, a
-    # model's tool-call id that providers reuse every turn) cannot tell two questions apart.
-    pending = {
-        "question": redact(question),
-        "choices": redact_data(choices or []),
-        "key": f"q_{secrets.token_hex(8)}",
-        "ref": key or "answer",
-    }
-    values: dict[str, Any] = {"pending_input": pending}
-    if checkpoint is not None:
-        values["checkpoint"] = redact_data(checkpoint)
-    return await transition(
-        tx,
-        task_id,
-        S.requires_input,
-        lease=lease,
-        values=values,
-        extra_events=[*_check_worker_events(events), ("input_requested", pending)],
-    )
-
-
-async def complete(
-    tx: Tx,
-    task_id: str,
-    lease: Lease,
-    *,
-    result: Any,
-    usage: dict[str, Any] | None = None,
-    events: WorkerEvents = (),
-) -> Task:
-    values: dict[str, Any] = {"result": redact_data(result)}
-    if usage:
-        values["usage"] = usage
-    return await transition(
-        tx, task_id, S.completed, lease=lease, values=values, extra_events=_check_worker_events(events)
-    )
-
-
-async def fail(
-    tx: Tx, task_id: str, lease: Lease, *, code: str, message: str, events: WorkerEvents = ()
-) -> Task:
-    """The worker gave up on the task; after a cancel request this is how it acknowledges.
-    The task keeps what it used: the last `usage` totals its runtime reported."""
-    message = redact(message)  # shown on the board and in chats: mask what a runtime quoted
-    task = await _fenced(tx, task_id, lease)
-    extra = _check_worker_events(events)
-    used = await _reported_usage(tx, task_id, extra)
-    spent = {"usage": used} if used else {}
-    if task.cancel_requested:
-        return await transition(
-            tx,
-            task_id,
-            S.cancelled,
-            lease=lease,
-            values=spent,
-            event={"reason": "cancelled"},
-            extra_events=extra,
-        )
-    return await transition(
-        tx,
-        task_id,
-        S.failed,
-        lease=lease,
-        values={"error_code": code[:64], "error_message": message[:4000], **spent},
-        event={"error": {"code": code[:64], "message": message[:4000]}},
-        extra_events=extra,
-    )
-
-
-async def _reported_usage(
-    tx: Tx, task_id: str, events: list[tuple[str, dict[str, Any]]]
-) -> dict[str, Any] | None:
-    """The last `usage` event's running totals: in this batch, else already stored."""
-    for kind, data in reversed(events):
-        if kind == "usage":
-            return data
-    last = await tx.session.execute(
-        select(TaskEvent.data)
-        .where(col(TaskEvent.task_id) == task_id, col(TaskEvent.kind) == "usage")
-        .order_by(col(TaskEvent.seq).desc())
-        .limit(1)
-    )
-    found = last.scalar_one_or_none()
-    return found if isinstance(found, dict) else None
-
-
-async def release(tx: Tx, task_id: str, lease: Lease, *, events: WorkerEvents = ()) -> Task:
-    """A worker shutting down hands the task back; this costs the task no attempt."""
-    task = await _fenced(tx, task_id, lease)
-    if task.cancel_requested:
-        return await transition(
-            tx,
-            task_id,
-            S.cancelled,
-            lease=lease,
-            event={"reason": "cancelled"},
-            extra_events=_check_worker_events(events),
-        )
-    return await transition(
-        tx,
-        task_id,
-        S.pending,
-        lease=lease,
-        event={"reason": "released by worker"},
-        extra_events=_check_worker_events(events),
-    )
-
-
-async def save_checkpoint(tx: Tx, task_id: str, lease: Lease, checkpoint: Any) -> None:
-    """Store the model's memory, masked like the event log: a secret stays in the running
-    worker's memory only, and a resumed model reads `[redacted]` where its log does too."""
-    stmt = (
-        sa.update(_tasks)
-        .where(_tasks.c.id == task_id, *lease.where())
-        .values(checkpoint=redact_data(checkpoint), updated_at=utcnow())
-        .returning(_tasks.c.id)
-    )
-    if (await tx.execute(stmt)).first() is None:
-        raise await refusal(tx, task_id, lease)
-
-
-async def save_artifact(
-    tx: Tx, task_id: str, lease: Lease, *, name: str, media_type: str, content: artifacts.Staged
-) -> Artifact:
-    """Make the staged upload `content` the task's artifact `name` (replacing one by that name)."""
-    artifacts.check_name(name)
-    # The fenced append comes first: it refuses a stale lease before anything is written,
-    # and holds the task row (PostgreSQL) so no re-claim slips in before the commit.
-    meta = {"name": name, "media_type": media_type, "size": content.size, "sha256": content.sha256}
-    await append(tx, task_id, [("artifact", meta)], lease=lease)
-    existing = (
-        (await tx.session.execute(select(Artifact).where(Artifact.task_id == task_id, Artifact.name == name)))
-        .scalars()
-        .first()
-    )
-    if existing is not None:
-        await artifacts.drop_chunks(tx, existing.id)
-        await tx.session.delete(existing)
-        await tx.session.flush()
-    art = Artifact(
-        id=content.id,
-        task_id=task_id,
-        name=name,
-        media_type=media_type,
-        size=content.size,
-        sha256=content.sha256,
-    )
-    tx.session.add(art)
-    await tx.session.flush()
-    return art
-
-
-async def list_artifacts(session: Any, task_id: str) -> list[Artifact]:
+async def list_artifacts(session: AsyncSession, task_id: str) -> list[Artifact]:
     await get_task(session, task_id)
     stmt = select(Artifact).where(Artifact.task_id == task_id).order_by(col(Artifact.name))
     return list((await session.execute(stmt)).scalars().all())
 
 
-async def get_artifact(session: Any, task_id: str, name: str) -> Artifact:
+async def get_artifact(session: AsyncSession, task_id: str, name: str) -> Artifact:
     art = (
         (await session.execute(select(Artifact).where(Artifact.task_id == task_id, Artifact.name == name)))
         .scalars()
@@ -718,92 +450,4 @@ async def get_artifact(session: Any, task_id: str, name: str) -> Artifact:
     )
     if art is None:
         raise errors.NotFound(f"task {task_id} has no artifact {name!r}", code="artifact_not_found")
-    return art  # type: ignore[no-any-return]
-
-
-# --- the reaper ---------------------------------------------------------------------------
-
-
-async def has_expired_leases(session: Any, now: datetime | None = None) -> bool:
-    """Whether any running task's lease has run out (a cheap indexed read)."""
-    stmt = (
-        sa.select(Task.id)
-        .where(Task.status == S.running.value, col(Task.lease_expires_at) < (now or utcnow()))
-        .limit(1)
-    )
-    return (await session.execute(stmt)).first() is not None
-
-
-async def reap_expired(tx: Tx, now: datetime | None = None, batch: int = 100) -> list[Task]:
-    """Tasks whose lease ran out go back to pending, or fail as `worker_lost` when they have
-    used their attempts, or end cancelled when a cancel was requested. Safe on many replicas
-    at once: rows are picked with SKIP LOCKED and re-checked by the state machine."""
-    now = now or utcnow()
-    stmt = (
-        sa.select(Task.id, Task.lost_leases, Task.max_attempts, Task.cancel_requested)
-        .where(Task.status == S.running.value, col(Task.lease_expires_at) < now)
-        .order_by(Task.lease_expires_at)
-        .limit(batch)
-        .with_for_update(skip_locked=True)
-    )
-    out = []
-    for tid, lost, max_attempts, cancel_requested in (await tx.execute(stmt)).all():
-        lost += 1
-        if cancel_requested:
-            t = await transition(
-                tx,
-                tid,
-                S.cancelled,
-                expect=frozenset({S.running}),
-                values={"lost_leases": lost},
-                event={"reason": "lease expired after cancel"},
-            )
-        elif lost >= max_attempts:
-            msg = f"the worker stopped responding {lost} time(s); giving up"
-            t = await transition(
-                tx,
-                tid,
-                S.failed,
-                expect=frozenset({S.running}),
-                values={"lost_leases": lost, "error_code": "worker_lost", "error_message": msg},
-                event={"error": {"code": "worker_lost", "message": msg}},
-            )
-        else:
-            t = await transition(
-                tx,
-                tid,
-                S.pending,
-                expect=frozenset({S.running}),
-                values={"lost_leases": lost},
-                event={"reason": "lease expired"},
-            )
-        out.append(t)
-    return out
-
-
-async def worker_gone(tx: Tx, worker_id: str) -> list[str]:
-    """A worker said goodbye: hand back anything still leased to it, then forget it.
-
-    A claim can be granted just as the worker stops polling; without this such a task
-    would wait for its lease to run out.
-    """
-    rows = (
-        await tx.execute(
-            sa.select(Task.id)
-            .where(Task.worker_id == worker_id, Task.status == S.running.value)
-            .with_for_update()
-        )
-    ).all()
-    released = []
-    for (tid,) in rows:
-        await transition(
-            tx, tid, S.pending, expect=frozenset({S.running}), event={"reason": "worker shut down"}
-        )
-        released.append(tid)
-    await catalog.forget_worker(tx, worker_id)
-    return released
-
-
-async def forget_dead_workers(tx: Tx, older_than_seconds: float = 3600) -> None:
-    cutoff = utcnow() - timedelta(seconds=older_than_seconds)
-    await tx.execute(sa.delete(Worker).where(col(Worker.last_heartbeat_at) < cutoff))
+    return art

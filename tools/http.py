@@ -20,19 +20,20 @@ import asyncio
 import ipaddress
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
-from typing import Any
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken, TokenVerifier
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import AnyHttpUrl
 from sqlalchemy.engine import make_url
+from starlette.applications import Starlette
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kernel.settings import Settings
-from store import keys
+from store.auth import key_principal
 from store.db import Database
 from tools.backend import Backend, Connection, current_request
 from tools.server import build_server
@@ -48,7 +49,9 @@ REQUESTER_HEADER = "x-meta-agent-requested-by"
 
 
 class ApiKeyVerifier(TokenVerifier):
-    """Bearer tokens are the control plane's API keys (unknown or revoked ones fail)."""
+    """Bearer tokens are the control plane's API keys, checked by the rule the REST API uses
+    (`store.auth`): unknown, revoked or mistyped ones fail. The SDK's middleware has already
+    read the token from the `Authorization` header."""
 
     def __init__(self, db: Callable[[], Database]) -> None:
         self._db = db
@@ -56,16 +59,13 @@ class ApiKeyVerifier(TokenVerifier):
     async def verify_token(self, token: str) -> AccessToken | None:
         # Shielded: the MCP transport cancels a request's task when its client goes away,
         # and a query cut off mid-way strands its pooled connection.
-        row = await asyncio.shield(self._lookup(token))
-        if row is None:
+        caller = await asyncio.shield(key_principal(self._db(), token))
+        if caller is None:
             return None
+        # Sorted: the order the key's row keeps its scopes in.
         return AccessToken(
-            token=token, client_id=row.name or row.prefix, scopes=list(row.scopes), subject=row.id
+            token=token, client_id=caller.name, scopes=sorted(caller.scopes), subject=caller.key_id
         )
-
-    async def _lookup(self, token: str) -> Any:
-        async with self._db().read() as s:
-            return await keys.verify_key(s, token)
 
 
 def _url_host(host: str) -> str:
@@ -149,8 +149,8 @@ class McpHttp:
             token_verifier=ApiKeyVerifier(db),
             # No authorization server of our own: clients send an API key as the bearer token.
             auth=AuthSettings(
-                issuer_url=resource.removesuffix(MCP_PATH),  # type: ignore[arg-type]
-                resource_server_url=resource,  # type: ignore[arg-type]
+                issuer_url=AnyHttpUrl(resource.removesuffix(MCP_PATH)),
+                resource_server_url=AnyHttpUrl(resource),
                 validate_token_resource=False,
             ),
             state_keys=settings.mcp_state_keys or None,
@@ -172,7 +172,7 @@ class McpHttp:
                 return
         await self._guarded(scope, receive, send)
 
-    def install(self, app: Any) -> None:
+    def install(self, app: Starlette) -> None:
         """Add `/mcp` (exactly: no redirect to `/mcp/`) and the resource metadata to `app`."""
         endpoint: ASGIApp = self
         app.router.routes.append(Route(MCP_PATH, endpoint=endpoint))

@@ -12,14 +12,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, Protocol
 
 __all__ = ["EventBatcher"]
 
 log = logging.getLogger(__name__)
 
-Post = Callable[[list[dict[str, Any]]], Awaitable[Any]]
+
+class Post(Protocol):
+    """Sends one batch of `{kind, data}` events, with the phase to move to if there is one."""
+
+    def __call__(self, events: list[dict[str, Any]], phase: str | None = None) -> Awaitable[object]: ...
 
 
 def _sized(data: dict[str, Any]) -> tuple[dict[str, Any], int]:

@@ -25,6 +25,23 @@ import stat
 import struct
 import sys
 
+# Not `typing.TYPE_CHECKING`: the launcher does not import typing at all (it starts before
+# every tool process); the checker treats any constant of this name the same way.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Literal, NotRequired, TypedDict
+
+    class Spec(TypedDict):
+        """What the worker (worker.sandbox) tells the launcher, as JSON."""
+
+        mode: Literal["root", "userns"]
+        uid: int
+        gid: int
+        cwd: str
+        hide: NotRequired[list[str]]
+        expose: NotRequired[list[str]]
+
+
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
@@ -131,7 +148,7 @@ def _clone(path: str, idmap: tuple[int, int, int, int] | None, readonly: bool) -
     return tree
 
 
-def prepare_view(spec: dict) -> None:
+def prepare_view(spec: Spec) -> None:
     """Cover `hide` and the directories the tool's user may not pass with empty tmpfs, and
     put back at their own paths: the working directory (read-write; in root mode idmapped,
     so its owner's files are the sandbox user's while on disk they stay the owner's) and the
@@ -162,7 +179,7 @@ def prepare_view(spec: dict) -> None:
         os.close(tree)
 
 
-def tool(spec: dict, argv: list[str]) -> None:
+def tool(spec: Spec, argv: list[str]) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
         signal.signal(sig, signal.SIG_DFL)
     try:
@@ -178,7 +195,7 @@ def tool(spec: dict, argv: list[str]) -> None:
         os._exit(127 if isinstance(exc, FileNotFoundError) else 126)
 
 
-def init(spec: dict, argv: list[str], report: int) -> None:
+def init(spec: Spec, argv: list[str], report: int) -> None:
     """PID 1: the tool's status goes to the launcher through `report`."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)  # the tool decides; we follow its end
@@ -201,7 +218,8 @@ def init(spec: dict, argv: list[str], report: int) -> None:
 
 
 def main() -> None:
-    spec, argv = json.loads(sys.argv[1]), sys.argv[2:]
+    spec: Spec = json.loads(sys.argv[1])
+    argv = sys.argv[2:]
     worker = os.getppid()
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # a tool never outlives its worker
     if os.getppid() != worker:

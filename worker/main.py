@@ -327,7 +327,7 @@ async def run_worker(
                 log.info("stop requested; finishing running tasks (signal again to hand them back now)")
                 stop.set()
 
-        installed = []
+        installed: list[signal.Signals] = []
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
                 loop.add_signal_handler(sig, on_signal)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from worker.runtime import TaskFailed
+from worker.shapes import as_dict
 
 __all__ = ["Policy"]
 
@@ -41,7 +42,7 @@ def _number(policy: dict[str, Any], key: str) -> float | None:
 @dataclass
 class Policy:
     allowed_tools: frozenset[str] | None = None
-    deny_commands: list[re.Pattern[str]] = field(default_factory=list)
+    deny_commands: list[re.Pattern[str]] = field(default_factory=list[re.Pattern[str]])
     require_approval: frozenset[str] = frozenset()
     max_steps: int | None = None
     max_seconds: float | None = None
@@ -50,10 +51,10 @@ class Policy:
     @classmethod
     def of(cls, agent: dict[str, Any]) -> Policy:
         """The agent's policy; `TaskFailed("invalid_policy")` when it cannot be read."""
-        raw = agent.get("policy") or {}
-        if not isinstance(raw, dict):
+        raw = as_dict(agent.get("policy") or {})
+        if raw is None:
             raise TaskFailed("invalid_policy", "the agent's policy must be an object")
-        patterns = []
+        patterns: list[re.Pattern[str]] = []
         for pattern in raw.get("deny_commands") or ():
             try:
                 patterns.append(re.compile(str(pattern)))

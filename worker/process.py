@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +25,7 @@ KILL_GRACE_SECONDS = 2.0
 # A process that left the group (setsid) can keep our pipes open; we stop reading after this.
 DRAIN_SECONDS = 1.0
 
-Pump = Callable[[asyncio.StreamReader, str], Awaitable[None]]
+Pump = Callable[[asyncio.StreamReader, str], Coroutine[object, object, None]]
 
 
 def base_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -21,9 +21,12 @@ import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from kernel.llm import ModelCallFailed
+
+if TYPE_CHECKING:
+    from sdk.client import AsyncControlPlaneClient
 
 __all__ = [
     "InputRequested",
@@ -66,12 +69,12 @@ class Outcome:
 
 
 EmitFn = Callable[[str, dict[str, Any]], None]
-ArtifactFn = Callable[[str, bytes, str], Awaitable[Any]]
-CheckpointFn = Callable[[Any], Awaitable[Any]]
+ArtifactFn = Callable[[str, bytes, str], Awaitable[object]]
+CheckpointFn = Callable[[Any], Awaitable[object]]
 PhaseFn = Callable[[str], None]
 
 
-async def _discard(*_: Any) -> None:
+async def _discard(*_: object) -> None:
     return None
 
 
@@ -87,7 +90,7 @@ class TaskContext:
     agent: dict[str, Any]
     token: str  # the lease token of the claim: every call on this task carries it
     workspace: Path
-    inputs: dict[str, Any] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict[str, Any])
     checkpoint: Any = None
     cancelled: asyncio.Event = field(default_factory=asyncio.Event)
     on_event: EmitFn | None = None
@@ -96,7 +99,7 @@ class TaskContext:
     on_phase: PhaseFn | None = None
     # The worker's AsyncControlPlaneClient, for runtimes that act on other tasks (a team
     # coordinator's delegations); None when the runtime runs outside a worker.
-    client: Any = None
+    client: AsyncControlPlaneClient | None = None
 
     @property
     def id(self) -> str:

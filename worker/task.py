@@ -19,9 +19,9 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sdk.client import ApiError, WorkerApi
+from sdk.client import ApiError, AsyncControlPlaneClient, WorkerApi
 from worker.batcher import EventBatcher
 from worker.runtime import InputRequested, Outcome, Runtime, TaskContext, TaskFailed, get_runtime
 
@@ -29,11 +29,19 @@ __all__ = ["CANCEL_GRACE", "HeldTask", "Lost"]
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+P = ParamSpec("P")
+
 BACKOFF_START = 0.05
 BACKOFF_CAP = 2.0
 # After ctx.cancelled is set, a runtime gets this long to stop by itself (the command
 # runtime needs up to ~2 s to kill a process group) before it is cancelled outright.
 CANCEL_GRACE = 5.0
+
+
+def _as_outcome(result: object) -> Outcome:
+    """A runtime registered from elsewhere may return its bare result instead of an Outcome."""
+    return result if isinstance(result, Outcome) else Outcome(result)
 
 
 class Lost(Exception):
@@ -51,7 +59,7 @@ class HeldTask:
         *,
         cancel_grace: float = CANCEL_GRACE,
         runtimes: Mapping[str, Runtime] | None = None,
-        client: Any = None,
+        client: AsyncControlPlaneClient | None = None,
     ) -> None:
         task = item["task"]
         self.api = api
@@ -93,7 +101,9 @@ class HeldTask:
         self.abort = self.abort or "release"
         self.ctx.cancelled.set()
 
-    async def call(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kw: Any) -> Any:
+    async def call(
+        self, fn: Callable[Concatenate[str, str, P], Awaitable[T]], *args: P.args, **kw: P.kwargs
+    ) -> T:
         """`fn(task_id, token, *args, **kw)`, retried while the control plane is away."""
         delay = BACKOFF_START
         while True:
@@ -120,7 +130,7 @@ class HeldTask:
         if answer.cancel_requested:
             self.ctx.cancelled.set()
 
-    async def _put_artifact(self, name: str, content: bytes, media_type: str) -> Any:
+    async def _put_artifact(self, name: str, content: bytes, media_type: str) -> object:
         await self.batcher.flush()  # the events before the artifact come first in the log
         try:
             return await self.call(self.api.put_artifact, name, content, media_type)
@@ -174,8 +184,7 @@ class HeldTask:
             return TaskFailed("cancelled", "the runtime did not stop by itself and was cancelled")
         exc = runner.exception()
         if exc is None:
-            result = runner.result()
-            outcome = result if isinstance(result, Outcome) else Outcome(result)
+            outcome = _as_outcome(runner.result())
             try:  # found out here, not as a crash inside the HTTP call that reports it
                 json.dumps([outcome.result, outcome.usage])
             except (TypeError, ValueError) as bad:
@@ -209,7 +218,7 @@ class HeldTask:
             self.finished = True
             log.debug("task %s: failed (%s)", self.id, code)
 
-    async def _final(self, what: str, fn: Callable[..., Awaitable[Any]], *args: Any, **kw: Any) -> None:
+    async def _final(self, what: str, fn: Callable[..., Awaitable[object]], *args: Any, **kw: Any) -> None:
         """Send the report; if the control plane refuses it (not 409), fail the task instead."""
         try:
             await self.call(fn, *args, **kw)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Response
 from board_api import wire
 from board_api.deps import Admin, DbDep, Operator, SettingsDep, Viewer
 from kernel import errors
+from kernel.settings import Settings
 from sdk.schemas import (
     AgentIn,
     AgentList,
@@ -25,6 +26,7 @@ from sdk.schemas import (
     WorkerList,
 )
 from store import catalog, tasks
+from store.db import Database
 from store.models import Agent, Team, WorkerQueue
 
 router = APIRouter()
@@ -91,7 +93,7 @@ async def delete_agent(key: str, db: DbDep, _: Operator) -> Response:
 
 
 async def _execute(
-    db: Any, settings: Any, body: ExecuteBody, *, agent: str | None = None, team: str | None = None
+    db: Database, settings: Settings, body: ExecuteBody, *, agent: str | None = None, team: str | None = None
 ) -> ExecuteOut:
     new = tasks.NewTask(
         prompt=body.prompt,

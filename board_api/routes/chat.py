@@ -31,17 +31,16 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, model_validator
 
-from board_api.deps import Operator, SettingsDep
-from board_api.feeds import sse
-from board_api.limits import ConnectionLimiter, LimitedStream
+from board_api.deps import Operator
+from board_api.feeds import SSE_HEADERS, SSE_RESPONSES, sse
+from board_api.limits import LimitedStream
+from board_api.state import app_state
 from kernel import errors
-from kernel.chat import Chat, Decision, PreparedTurn
+from kernel.chat import Decision, PreparedTurn
+from store.auth import bearer_token
 from store.tasks import SOURCES
 
 router = APIRouter()
-
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-SSE_RESPONSES = {200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}}
 
 
 class DecisionIn(BaseModel):
@@ -73,16 +72,16 @@ class ChatIn(BaseModel):
 
 
 @router.post("/chat", response_class=StreamingResponse, responses=SSE_RESPONSES)
-async def chat(body: ChatIn, request: Request, settings: SettingsDep, p: Operator) -> StreamingResponse:
+async def chat(body: ChatIn, request: Request, p: Operator) -> StreamingResponse:
     """Send a message (or a decision on a plan) to the meta agent; its reply and actions
     stream back as SSE."""
     if body.source is not None and body.source not in SOURCES:
         raise errors.Invalid(f"source must be one of {', '.join(sorted(SOURCES))}", code="invalid_source")
-    header = request.headers.get("authorization", "")
-    api_key = header[7:].strip() if header.lower().startswith("bearer ") else None
+    api_key = bearer_token(request.headers.get("authorization", ""))
     base = str(request.base_url).rstrip("/")
     requester = body.requested_by or p.name
-    chat: Chat | None = getattr(request.app.state, "chat", None)
+    state = app_state(request)
+    chat = state.chat
     if chat is None:
         raise errors.Unavailable("this server runs without the meta agent", code="chat_unavailable")
     prepared = await chat.prepare(
@@ -100,18 +99,8 @@ async def chat(body: ChatIn, request: Request, settings: SettingsDep, p: Operato
         source=body.source or "board",
         requested_by=body.requested_by or (None if body.conversation_id else p.name),
     )
-    release = _limiter(request, settings).acquire(p)
+    release = state.chat_limiter.acquire(p)
     return LimitedStream(_frames(prepared), release, media_type="text/event-stream", headers=SSE_HEADERS)
-
-
-def _limiter(request: Request, settings: Any) -> ConnectionLimiter:
-    limiter = getattr(request.app.state, "chat_limiter", None)
-    if limiter is None:
-        limiter = request.app.state.chat_limiter = ConnectionLimiter(
-            settings.max_chat_turns_per_key,
-            what=f"this key already runs {settings.max_chat_turns_per_key} meta-agent turns; wait for one to end",
-        )
-    return limiter
 
 
 async def _frames(prepared: PreparedTurn) -> AsyncIterator[bytes]:

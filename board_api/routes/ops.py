@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 
 from board_api.deps import Admin, DbDep, Principal, Viewer, principal
+from board_api.state import app_state
 from kernel import __version__, errors
 from sdk.schemas import KeyIn, KeyList, KeyOut
 from store import keys
@@ -38,7 +39,7 @@ async def readyz(db: DbDep) -> Response:
 @ops.get("/metrics")
 async def metrics(request: Request, db: DbDep, _: Viewer) -> Response:
     """Prometheus metrics; once keys exist, scrape with one (any scope) as a bearer token."""
-    body = await request.app.state.metrics.render(db)
+    body = await app_state(request).metrics.render(db)
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
@@ -82,7 +83,7 @@ async def create_key(body: KeyIn, request: Request, db: DbDep, _: Admin) -> KeyO
     """Create an API key; the key itself is in this answer only."""
     async with db.tx() as tx:
         row, key = await keys.create_key(tx, body.name, list(body.scopes), body.queues)
-    request.app.state.key_cache.invalidate()
+    app_state(request).gate.cache.invalidate()
     return _key_out(row, key)
 
 
@@ -98,5 +99,5 @@ async def revoke_key(key_id: str, request: Request, db: DbDep, _: Admin) -> KeyO
     """Revoke an API key."""
     async with db.tx() as tx:
         row = await keys.revoke_key(tx, key_id)
-    request.app.state.key_cache.invalidate()
+    app_state(request).gate.cache.invalidate()
     return _key_out(row)

@@ -15,9 +15,10 @@ from fastapi.responses import StreamingResponse
 
 from board_api import wire
 from board_api.deps import DbDep, Viewer
-from board_api.feeds import Feeds, sse
+from board_api.feeds import SSE_HEADERS, SSE_RESPONSES, sse
 from board_api.limits import LimitedStream
 from board_api.routes.tasks import board_snapshot
+from board_api.state import app_state
 from kernel import errors
 from store import tasks
 
@@ -25,8 +26,6 @@ router = APIRouter()
 
 PAGE = 500
 KEEPALIVE_SECONDS = 15.0
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-SSE_RESPONSES = {200: {"content": {"text/event-stream": {}}, "description": "Server-sent events"}}
 
 
 PING = b": ping\n\n"
@@ -60,7 +59,8 @@ async def stream_task(
     start = _resume_point(after, last_event_id)
     async with db.read() as s:
         await tasks.get_task(s, task_id)  # 404 before the stream starts
-    feeds: Feeds = request.app.state.feeds
+    state = app_state(request)
+    feeds = state.feeds
 
     async def gen() -> AsyncIterator[bytes]:
         yield b"retry: 1000\n\n"
@@ -68,7 +68,7 @@ async def stream_task(
             async for frame in feeds.frames_after(feed, start, KEEPALIVE_SECONDS):
                 yield frame
 
-    release = request.app.state.limiter.acquire(p)
+    release = state.limiter.acquire(p)
     return LimitedStream(gen(), release, media_type="text/event-stream", headers=SSE_HEADERS)
 
 
@@ -83,7 +83,7 @@ async def stream_board(
     hub = db.hub
 
     async def cards(ids: list[str]) -> list[bytes]:
-        out = []
+        out: list[bytes] = []
         async with db.read() as s:
             for tid in dict.fromkeys(ids):  # de-duplicate, keep order
                 try:
@@ -112,5 +112,5 @@ async def stream_board(
                 for frame in await asyncio.shield(cards(ids)):
                     yield frame
 
-    release = request.app.state.limiter.acquire(p)
+    release = app_state(request).limiter.acquire(p)
     return LimitedStream(gen(), release, media_type="text/event-stream", headers=SSE_HEADERS)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, TypedDict
 from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Query, Response
@@ -24,6 +24,7 @@ from sdk.schemas import (
     TaskPage,
 )
 from store import artifacts, tasks
+from store.db import Database
 from store.events import list_after
 from store.leases import Lease
 from store.models import TaskStatus
@@ -226,14 +227,25 @@ async def board(
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> BoardOut:
     """Column counts and the newest cards of each column."""
-    filters = {"agent": agent, "team": team, "queue": queue, "type": type, "source": source, "q": q}
+    filters = BoardFilters(agent=agent, team=team, queue=queue, type=type, source=source, q=q)
     return await board_snapshot(db, limit, filters)
 
 
-async def board_snapshot(db: DbDep, limit: int, filters: dict[str, str | None]) -> BoardOut:
+class BoardFilters(TypedDict, total=False):
+    """The board's filters, as `store.tasks` takes them (None: no filter)."""
+
+    agent: str | None
+    team: str | None
+    queue: str | None
+    type: str | None
+    source: str | None
+    q: str | None
+
+
+async def board_snapshot(db: Database, limit: int, filters: BoardFilters) -> BoardOut:
     async with db.read() as s:
         counts = await tasks.count_by_status_capped(s, **filters)
-        columns = {}
+        columns: dict[str, BoardColumn] = {}
         for status in TaskStatus:
             items: list[TaskOut] = []
             n, capped = counts[status.value]

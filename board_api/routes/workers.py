@@ -16,6 +16,8 @@ from fastapi import APIRouter, Header, Request, Response
 
 from board_api import wire
 from board_api.deps import DbDep, Principal, SettingsDep, WorkerKey
+from board_api.metrics import Metrics
+from board_api.state import app_state
 from board_api.tracing import task_out
 from sdk.schemas import (
     ArtifactOut,
@@ -63,52 +65,31 @@ async def claim(
     """Long-poll for up to `max_tasks` tasks of the queue; answers at once when one arrives."""
     if p.queues and queue not in p.queues:
         raise queue_refused(queue)
+    state = app_state(request)
     info = body.model_dump(include={"name", "hostname", "capacity", "version"}, exclude_none=True)
     topic = f"queue:{queue}"
     deadline = time.monotonic() + body.wait_seconds
-    metrics = request.app.state.metrics
-    seen: dict[str, float] = request.app.state.worker_seen
     checked_queue = False
     release: Callable[[], None] | None = None
     try:
         while True:
             version = db.hub.version(topic)
-            # Recording liveness on every claim would add a write to the hot path; once every
-            # few seconds is plenty (the live window is 45 s).
-            now = time.monotonic()
-            touch = now - seen.get(body.worker_id, 0.0) > WORKER_TOUCH_SECONDS
-            if touch:
-                seen[body.worker_id] = now
+            touch = _due_touch(state.worker_seen, body.worker_id)
             async with db.tx() as tx:
                 claimed = await tasks.claim_tasks(
                     tx, queue, body.worker_id, body.max_tasks, settings.lease_seconds, info, touch=touch
                 )
             if claimed:
-                now = utcnow()
-                for c in claimed:
-                    if c.task.attempt == 1 and c.task.started_at:
-                        metrics.dispatch.observe(max(0.0, (now - c.task.created_at).total_seconds()))
-                return ClaimOut(
-                    tasks=[
-                        ClaimedOut(
-                            task=wire.task_out(c.task),
-                            agent=wire.agent_out(c.agent) if c.agent else None,
-                            token=c.token,
-                            lease_seconds=settings.lease_seconds,
-                            checkpoint=c.task.checkpoint,
-                        )
-                        for c in claimed
-                    ]
-                )
+                return _claimed(claimed, settings.lease_seconds, state.metrics)
             if not checked_queue:  # only an empty answer needs to know the queue exists
                 async with db.read() as s:
                     await catalog.get_queue(s, queue)
                 checked_queue = True
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or request.app.state.draining or await request.is_disconnected():
+            if remaining <= 0 or state.draining or await request.is_disconnected():
                 return ClaimOut(tasks=[])
             if release is None:  # parked: this long-poll now holds a connection slot
-                release = request.app.state.limiter.acquire(p)
+                release = state.limiter.acquire(p)
             await db.hub.wait(topic, version, min(remaining, CLAIM_RECHECK))
             # A worker that gave up on this long-poll (it is stopping) must not be granted a
             # task it will never run: that would cost a lease expiry and an attempt.
@@ -118,6 +99,36 @@ async def claim(
     finally:
         if release is not None:
             release()
+
+
+def _due_touch(seen: dict[str, float], worker_id: str) -> bool:
+    """Whether this claim records the worker's liveness. On every claim would add a write to
+    the hot path; once every few seconds is plenty (the live window is 45 s)."""
+    now = time.monotonic()
+    if now - seen.get(worker_id, 0.0) > WORKER_TOUCH_SECONDS:
+        seen[worker_id] = now
+        return True
+    return False
+
+
+def _claimed(claimed: list[tasks.Claimed], lease_seconds: float, metrics: Metrics) -> ClaimOut:
+    """The claim's answer; a first attempt's wait in the queue goes to the dispatch metric."""
+    now = utcnow()
+    for c in claimed:
+        if c.task.attempt == 1 and c.task.started_at:
+            metrics.dispatch.observe(max(0.0, (now - c.task.created_at).total_seconds()))
+    return ClaimOut(
+        tasks=[
+            ClaimedOut(
+                task=wire.task_out(c.task),
+                agent=wire.agent_out(c.agent) if c.agent else None,
+                token=c.token,
+                lease_seconds=lease_seconds,
+                checkpoint=c.task.checkpoint,
+            )
+            for c in claimed
+        ]
+    )
 
 
 @router.post("/workers/{worker_id}/heartbeat", response_model=WorkerHeartbeatOut)
@@ -163,7 +174,7 @@ async def post_events(task_id: str, body: EventsBody, request: Request, db: DbDe
         last, cancel = await tasks.worker_events(
             tx, task_id, lease(p, body.token), _events(body.events), phase=body.phase
         )
-    request.app.state.metrics.events.inc(len(body.events))
+    app_state(request).metrics.events.inc(len(body.events))
     return EventsOut(last_seq=last, cancel_requested=cancel)
 
 
@@ -196,7 +207,7 @@ async def complete(task_id: str, body: CompleteBody, request: Request, db: DbDep
             usage=body.usage,
             events=_events(body.events),
         )
-    request.app.state.metrics.finished(task)
+    app_state(request).metrics.finished(task)
     return task_out(task)
 
 
@@ -212,7 +223,7 @@ async def fail(task_id: str, body: FailBody, request: Request, db: DbDep, p: Wor
             message=body.error.message,
             events=_events(body.events),
         )
-    request.app.state.metrics.finished(task)
+    app_state(request).metrics.finished(task)
     return task_out(task)
 
 

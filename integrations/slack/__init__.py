@@ -13,25 +13,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, Callable
+from typing import TYPE_CHECKING
 
 from kernel.chat import Chat
+from kernel.settings import Settings
 from store.db import Database
+
+if TYPE_CHECKING:  # imported when Slack starts (slack_bolt is heavy)
+    from fastapi import FastAPI
+    from slack_bolt.adapter.fastapi.async_handler import AsyncSlackRequestHandler
+
+    from integrations.slack.service import SlackService
+    from integrations.slack.socket import SocketMode
 
 log = logging.getLogger("integrations.slack")
 
 __all__ = ["SlackIntegration", "configured", "mode", "plugin"]
 
 
-def mode(settings: Any) -> str:
+def mode(settings: Settings) -> str:
     chosen = (settings.slack_mode or "").strip().lower()
     if chosen in ("http", "socket"):
         return chosen
     return "socket" if settings.slack_app_token else "http"
 
 
-def configured(settings: Any) -> bool:
+def configured(settings: Settings) -> bool:
     if not settings.slack_bot_token:
         return False
     if mode(settings) == "socket":
@@ -39,7 +47,7 @@ def configured(settings: Any) -> bool:
     return bool(settings.slack_signing_secret)
 
 
-def plugin(settings: Any, chat: Callable[[Database], Chat]) -> SlackIntegration | None:
+def plugin(settings: Settings, chat: Callable[[Database], Chat]) -> SlackIntegration | None:
     """The Slack plugin, or None (with a warning when it is half-configured)."""
     if not configured(settings):
         if settings.slack_bot_token:
@@ -55,23 +63,23 @@ def plugin(settings: Any, chat: Callable[[Database], Chat]) -> SlackIntegration 
 
 
 class SlackIntegration:
-    def __init__(self, settings: Any, chat: Callable[[Database], Chat]) -> None:
+    def __init__(self, settings: Settings, chat: Callable[[Database], Chat]) -> None:
         self.settings = settings
         self.chat = chat
         self.mode = mode(settings)
-        self.service: Any = None
-        self.handler: Any = None  # the HTTP request handler (HTTP mode)
-        self.socket: Any = None
+        self.service: SlackService | None = None
+        self.handler: AsyncSlackRequestHandler | None = None  # the HTTP request handler (HTTP mode)
+        self.socket: SocketMode | None = None
         self._warm: asyncio.Task[None] | None = None
 
-    def install(self, app: Any) -> None:
+    def install(self, app: FastAPI) -> None:
         from integrations.slack.routes import router
 
         app.state.slack = self
         app.include_router(router)
 
     @contextlib.asynccontextmanager
-    async def running(self, db: Database) -> AsyncIterator[None]:
+    async def running(self, db: Database) -> AsyncGenerator[None]:
         await self.start(db)
         try:
             yield

@@ -11,20 +11,39 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar, cast
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from integrations.slack import render
 from integrations.slack.service import SlackService
 from kernel.chat import Decision
-from store import slack as slack_store
 from store.slack import ThreadRef
 
 log = logging.getLogger("integrations.slack")
 MENTION = re.compile(r"<@[UW][A-Z0-9]+>")
+NOT_LISTED = "You are not on this bot's allow-list."
+
+Payload = dict[str, Any]  # a Slack JSON payload (event, body, action, command)
+_L = TypeVar("_L", bound=Callable[..., Awaitable[Any]])
+
+
+class _Listeners(Protocol):
+    """How listeners are registered on the Bolt app. Bolt declares its decorators with
+    untyped `*args`/`Pattern`, which pyright strict reports as partially unknown at every
+    use; the app is seen through this protocol while the listeners are added."""
+
+    def middleware(self, fn: _L, /) -> _L: ...
+
+    def event(self, event: str, /) -> Callable[[_L], _L]: ...
+
+    def action(self, constraints: str | re.Pattern[str], /) -> Callable[[_L], _L]: ...
+
+    def command(self, command: str | re.Pattern[str], /) -> Callable[[_L], _L]: ...
 
 
 def build(
@@ -39,69 +58,89 @@ def build(
         request_verification_enabled=http,
         raise_error_for_unhandled_request=False,
     )
+    listeners = cast(_Listeners, bolt)  # the same object; see `_Listeners`
+    _dedupe(listeners, service)
+    _conversations(listeners, service)
+    _assistant(listeners, service)
+    _answers(listeners, service)
+    _plans(listeners, service)
+    _command(listeners, service)
+    return bolt
 
+
+def _dedupe(bolt: _Listeners, service: SlackService) -> None:
     @bolt.middleware
-    async def dedupe(body: dict[str, Any], req: Any, next: Any) -> Any:
+    async def dedupe(body: Payload, req: AsyncBoltRequest | None, next: Callable[[], Awaitable[Any]]) -> Any:
         """Slack redelivers an event it thinks was not received (`X-Slack-Retry-Num`, or an
         envelope's `retry_attempt`); its `event_id` is stored, so it runs once anywhere."""
         event_id = body.get("event_id") if body.get("type") == "event_callback" else None
-        if event_id and not await slack_store.first_sight(service.db, str(event_id)):
+        if event_id and not await service.first_sight(str(event_id)):
             retry = (req.headers.get("x-slack-retry-num") or [None])[0] if req is not None else None
             log.info("slack: event %s already taken in (retry %s); skipped", event_id, retry)
             return BoltResponse(status=200, body="")
         return await next()
 
+
+def _conversations(bolt: _Listeners, service: SlackService) -> None:
+    """Mentions in channels, direct messages, and replies in the bot's threads."""
+
     @bolt.event("app_mention")
-    async def on_mention(event: dict[str, Any], body: dict[str, Any], context: AsyncBoltContext) -> None:
+    async def on_mention(event: Payload, body: Payload, context: AsyncBoltContext) -> None:
         user, channel = event.get("user"), event.get("channel")
         if not user or not channel or event.get("bot_id"):
             return
         ref = ThreadRef(_team(body, event), channel, event.get("thread_ts") or event["ts"])
         if not service.may_talk(user):
-            await service.ephemeral(channel, user, "You are not on this bot's allow-list.", ref.thread_ts)
+            await service.ephemeral(channel, user, NOT_LISTED, ref.thread_ts)
             return
-        await slack_store.touch_thread(service.db, ref, user)
+        await service.touch_thread(ref, user)
         text = MENTION.sub("", event.get("text") or "").strip() or "hello"
         service.spawn(service.converse(ref, user, text, message_ts=event["ts"]), "a conversation")
 
     @bolt.event("message")
-    async def on_message(event: dict[str, Any], body: dict[str, Any], context: AsyncBoltContext) -> None:
+    async def on_message(event: Payload, body: Payload, context: AsyncBoltContext) -> None:
         user, channel = event.get("user"), event.get("channel")
         if event.get("subtype") or event.get("bot_id") or not user or not channel:
             return  # edits, joins, bots (ourselves included)
         if user == context.bot_user_id:
             return
-        text = event.get("text") or ""
-        team = _team(body, event)
+        text: str = event.get("text") or ""
         if event.get("channel_type") == "im":
-            known = await slack_store.get_thread(
-                service.db, ThreadRef(team, channel, event.get("thread_ts") or event["ts"]).key
-            )
-            kind = known.kind if known is not None else "im"
-            ref = ThreadRef(team, channel, event.get("thread_ts") or event["ts"], kind)
-            if event.get("thread_ts") and await slack_store.waiting_in_thread(service.db, ref.key):
-                service.spawn(service.thread_reply(ref, user, text, event["ts"]), "a thread reply")
-                return
-            if not service.may_talk(user):
-                await service.ephemeral(channel, user, "You are not on this bot's allow-list.")
-                return
-            await slack_store.touch_thread(service.db, ref, user)
-            service.spawn(service.converse(ref, user, text, message_ts=event["ts"]), "a conversation")
+            await _direct_message(service, event, _team(body, event), user, text)
             return
         if not event.get("thread_ts"):
             return  # channel chatter
         if context.bot_user_id and f"<@{context.bot_user_id}>" in text:
             return  # the app_mention listener has it
-        ref = ThreadRef(team, channel, event["thread_ts"])
+        ref = ThreadRef(_team(body, event), channel, event["thread_ts"])
         service.spawn(service.thread_reply(ref, user, text, event["ts"]), "a thread reply")
 
+
+async def _direct_message(service: SlackService, event: Payload, team: str, user: str, text: str) -> None:
+    channel: str = event["channel"]
+    thread_ts: str = event.get("thread_ts") or event["ts"]
+    known = await service.thread(ThreadRef(team, channel, thread_ts).key)
+    ref = ThreadRef(team, channel, thread_ts, known.kind if known is not None else "im")
+    if event.get("thread_ts") and await service.waits_for_answer(ref.key):
+        service.spawn(service.thread_reply(ref, user, text, event["ts"]), "a thread reply")
+        return
+    if not service.may_talk(user):
+        await service.ephemeral(channel, user, NOT_LISTED)
+        return
+    await service.touch_thread(ref, user)
+    service.spawn(service.converse(ref, user, text, message_ts=event["ts"]), "a conversation")
+
+
+def _assistant(bolt: _Listeners, service: SlackService) -> None:
+    """Slack's assistant threads (the AI app pane)."""
+
     @bolt.event("assistant_thread_started")
-    async def on_assistant_thread(event: dict[str, Any], body: dict[str, Any]) -> None:
-        thread = event.get("assistant_thread") or {}
+    async def on_assistant_thread(event: Payload, body: Payload) -> None:
+        thread = _obj(event, "assistant_thread")
         if not thread.get("channel_id") or not thread.get("thread_ts"):
             return
         ref = ThreadRef(_team(body, event), thread["channel_id"], thread["thread_ts"], "assistant")
-        await slack_store.touch_thread(service.db, ref, thread.get("user_id"))
+        await service.touch_thread(ref, thread.get("user_id"))
 
         async def greet() -> None:
             await service.client.assistant_threads_setSuggestedPrompts(
@@ -119,12 +158,16 @@ def build(
     async def on_context_changed() -> None:
         return None  # the channel the person looks at does not change what we do
 
+
+def _answers(bolt: _Listeners, service: SlackService) -> None:
+    """The buttons on a task's question, and Retry on a failed task's result."""
+
     @bolt.action(re.compile(rf"^{render.ANSWER}_\d+$"))
-    async def on_answer(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+    async def on_answer(ack: AsyncAck, body: Payload, action: Payload) -> None:
         await ack()
-        user = body["user"]["id"]
-        channel = (body.get("channel") or {}).get("id") or ""
-        thread_ts = (body.get("message") or {}).get("thread_ts")
+        user: str = body["user"]["id"]
+        channel: str = _obj(body, "channel").get("id") or ""
+        thread_ts: str | None = _obj(body, "message").get("thread_ts")
         try:
             value = json.loads(action.get("value") or "{}")
             task_id, seq, answer = str(value["t"]), int(value["s"]), str(value["a"])
@@ -140,11 +183,11 @@ def build(
         service.spawn(run(), "an answer")
 
     @bolt.action(render.RETRY)
-    async def on_retry(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+    async def on_retry(ack: AsyncAck, body: Payload, action: Payload) -> None:
         await ack()
-        user = body["user"]["id"]
-        channel = (body.get("channel") or {}).get("id") or ""
-        message = body.get("message") or {}
+        user: str = body["user"]["id"]
+        channel: str = _obj(body, "channel").get("id") or ""
+        message = _obj(body, "message")
 
         async def run() -> None:
             refusal = await service.retry(str(action.get("value")), user)
@@ -152,7 +195,8 @@ def build(
                 await service.ephemeral(channel, user, refusal, message.get("thread_ts"))
                 return
             # The Retry button goes: the new task's progress follows in the thread.
-            blocks = [b for b in message.get("blocks") or [] if b.get("type") != "actions"]
+            old: list[Payload] = message.get("blocks") or []
+            blocks = [b for b in old if b.get("type") != "actions"]
             blocks.append(
                 {"type": "context", "elements": [{"type": "mrkdwn", "text": f"<@{user}> retried it"}]}
             )
@@ -162,14 +206,18 @@ def build(
 
         service.spawn(run(), "a retry")
 
+
+def _plans(bolt: _Listeners, service: SlackService) -> None:
+    """Approve / Reject on a plan the meta agent holds for approval."""
+
     @bolt.action(re.compile(rf"^({render.APPROVE}|{render.REJECT})$"))
-    async def on_plan(ack: AsyncAck, body: dict[str, Any], action: dict[str, Any]) -> None:
+    async def on_plan(ack: AsyncAck, body: Payload, action: Payload) -> None:
         await ack()
-        user = body["user"]["id"]
-        channel = (body.get("channel") or {}).get("id") or ""
-        message = body.get("message") or {}
+        user: str = body["user"]["id"]
+        channel: str = _obj(body, "channel").get("id") or ""
+        message = _obj(body, "message")
         ref = ThreadRef(_team(body, {}), channel, message.get("thread_ts") or message.get("ts") or "")
-        thread = await slack_store.get_thread(service.db, ref.key)
+        thread = await service.thread(ref.key)
         if thread is None:
             return
         ref = ThreadRef(thread.team_id, thread.channel, thread.thread_ts, thread.kind)
@@ -188,13 +236,16 @@ def build(
 
         service.spawn(run(), "a plan decision")
 
+
+def _command(bolt: _Listeners, service: SlackService) -> None:
     @bolt.command(re.compile(r"^/meta-agent"))
-    async def on_command(ack: AsyncAck, command: dict[str, Any]) -> None:
-        user, channel = command.get("user_id") or "", command.get("channel_id") or ""
+    async def on_command(ack: AsyncAck, command: Payload) -> None:
+        user: str = command.get("user_id") or ""
+        channel: str = command.get("channel_id") or ""
         text = (command.get("text") or "").strip()
         verb, _, rest = text.partition(" ")
         if not service.may_talk(user):
-            await ack(text="You are not on this bot's allow-list.")
+            await ack(text=NOT_LISTED)
         elif verb.lower() in ("", "help"):
             await ack(text="`/meta-agent tasks` · `/meta-agent cancel TASK_ID` · `/meta-agent <request>`")
         elif verb.lower() == "tasks":
@@ -205,9 +256,13 @@ def build(
             refusal = await service.start_from_command(command.get("team_id") or "", channel, user, text)
             await ack(text=refusal or "On it: follow the thread.")
 
-    return bolt
+
+def _obj(payload: Payload, key: str) -> Payload:
+    """A nested object of a payload; {} when it is absent or null."""
+    inner: Payload = payload.get(key) or {}
+    return inner
 
 
-def _team(body: dict[str, Any], event: dict[str, Any]) -> str:
-    team = body.get("team_id") or (body.get("team") or {}).get("id") or event.get("team") or ""
+def _team(body: Payload, event: Payload) -> str:
+    team = body.get("team_id") or _obj(body, "team").get("id") or event.get("team") or ""
     return str(team)

@@ -33,10 +33,8 @@ import socket
 import time
 from typing import Any
 
-from slack_sdk.web.async_client import AsyncWebClient
-
 from integrations.slack import render
-from integrations.slack.web import error_code, fatal
+from integrations.slack.web import SlackApi, error_code, fatal
 from store import artifacts as artifact_store
 from store import events as event_log
 from store import slack as slack_store
@@ -60,9 +58,7 @@ class LeaseLost(Exception):
 
 
 class Relay:
-    def __init__(
-        self, db: Database, client: AsyncWebClient, board_base: str, *, interval: float = 1.0
-    ) -> None:
+    def __init__(self, db: Database, client: SlackApi, board_base: str, *, interval: float = 1.0) -> None:
         self.db, self.client, self.board_base = db, client, board_base.rstrip("/")
         self.interval = interval
         self.owner = f"{socket.gethostname()[:30]}-{os.getpid()}-{secrets.token_hex(3)}"
@@ -103,11 +99,14 @@ class Relay:
         last_prune = 0.0
         while not self._stopping.is_set():
             try:
-                for task_id in await slack_store.claimable(self.db, self.owner):
+                async with self.db.read() as s:
+                    claimable = await slack_store.claimable(s, self.owner)
+                for task_id in claimable:
                     self.wake(task_id)
                 if time.monotonic() - last_prune > 3600:
                     last_prune = time.monotonic()
-                    await slack_store.forget_events(self.db)
+                    async with self.db.tx() as tx:
+                        await slack_store.forget_events(tx)
             except Exception:
                 log.exception("slack relay: sweep failed; will retry")
             with contextlib.suppress(TimeoutError):
@@ -116,7 +115,7 @@ class Relay:
     # --- one binding ------------------------------------------------------------------------
 
     async def _follow(self, task_id: str) -> None:
-        binding = await slack_store.lease(self.db, task_id, self.owner, LEASE_SECONDS)
+        binding = await self._lease(task_id)
         if binding is None:
             return  # another replica has it, or it is finished
         follower = _Follower(self, binding)
@@ -145,14 +144,22 @@ class Relay:
                     )
                     timeout, backoff = backoff, min(backoff * 2, 60.0)
                 if time.monotonic() > follower.lease_renew_at:
-                    if await slack_store.lease(self.db, task_id, self.owner, LEASE_SECONDS) is None:
+                    if await self._lease(task_id) is None:
                         return
                     follower.lease_renew_at = time.monotonic() + LEASE_SECONDS / 3
                 await self._wait(topic, version, timeout)
         finally:
             if not follower.finished:
                 with contextlib.suppress(Exception):
-                    await asyncio.shield(slack_store.release(self.db, task_id, self.owner))
+                    await asyncio.shield(self._release(task_id))
+
+    async def _lease(self, task_id: str) -> SlackBinding | None:
+        async with self.db.tx() as tx:
+            return await slack_store.lease(tx, task_id, self.owner, LEASE_SECONDS)
+
+    async def _release(self, task_id: str) -> None:
+        async with self.db.tx() as tx:
+            await slack_store.release(tx, task_id, self.owner)
 
     async def _wait(self, topic: str, version: int, timeout: float) -> None:
         """Until the task has new events, the timeout passes, or the relay stops."""
@@ -192,7 +199,9 @@ class _Follower:
         return self.b.task_id
 
     async def _save(self, **values: Any) -> None:
-        if not await slack_store.save(self.db, self.task_id, self.relay.owner, **values):
+        async with self.db.tx() as tx:
+            saved = await slack_store.save(tx, self.task_id, self.relay.owner, **values)
+        if not saved:
             raise LeaseLost()
 
     def next_wait(self) -> float:
@@ -247,7 +256,7 @@ class _Follower:
 
     async def _post_once(self, key: str, text: str, blocks: list[dict[str, Any]]) -> str:
         """Post a message to the thread once, whatever crashes or restarts happen around it."""
-        entry = self.posts.get(key) or {}
+        entry: dict[str, Any] = self.posts.get(key) or {}
         if entry.get("ts"):
             return str(entry["ts"])
         ts = await self._find(key) if entry.get("pending") else None
@@ -278,12 +287,14 @@ class _Follower:
                 limit=200,
                 cursor=cursor,
             )
-            for m in resp.get("messages") or []:
-                meta = m.get("metadata") or {}
-                payload = meta.get("event_payload") or {}
+            messages: list[dict[str, Any]] = resp.get("messages") or []
+            for m in messages:
+                meta: dict[str, Any] = m.get("metadata") or {}
+                payload: dict[str, Any] = meta.get("event_payload") or {}
                 if payload.get("task_id") == self.task_id and payload.get("post") == key:
                     return str(m["ts"])
-            cursor = (resp.get("response_metadata") or {}).get("next_cursor")
+            paging: dict[str, Any] = resp.get("response_metadata") or {}
+            cursor = paging.get("next_cursor")
             if not cursor:
                 return None
         return None
@@ -294,7 +305,7 @@ class _Follower:
         if not force and time.monotonic() - self.last_update < self.relay.interval:
             return  # throttled: next_wait() brings us back when the interval has passed
         text, blocks = render.progress(self.task, self.posts.get("tool"), self.relay.board_url(self.task_id))
-        entry = self.posts.get("progress") or {}
+        entry: dict[str, Any] = self.posts.get("progress") or {}
         if entry.get("ts"):
             await self.client.chat_update(channel=self.b.channel, ts=entry["ts"], text=text, blocks=blocks)
         else:
@@ -315,8 +326,9 @@ class _Follower:
         self.posts["question"] = {"key": key, "text": str(data.get("question") or "")}
 
     async def _answered(self, data: dict[str, Any]) -> None:
-        q = self.posts.get("question") or {}
-        ts = (self.posts.get(q.get("key") or "") or {}).get("ts")
+        q: dict[str, Any] = self.posts.get("question") or {}
+        post: dict[str, Any] = self.posts.get(q.get("key") or "") or {}
+        ts = post.get("ts")
         if not ts:
             return
         text, blocks = render.answered(str(q.get("text") or ""), str(data.get("answer")), data.get("by"))
@@ -359,7 +371,8 @@ class _Follower:
             filename=name,
             title=name,
         )
-        self.posts[key] = {"id": (resp.get("file") or {}).get("id")}
+        file: dict[str, Any] = resp.get("file") or {}
+        self.posts[key] = {"id": file.get("id")}
         await self._save(posts=dict(self.posts))
 
     async def give_up(self, exc: BaseException) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from store.models import Task, utcnow
 
@@ -72,7 +72,7 @@ def question(
     that a reply in the thread answers it too."""
     blocks = [_section(f":raising_hand: *The task needs an answer*\n{text}")]
     if choices:
-        buttons = []
+        buttons: list[dict[str, Any]] = []
         for i, choice in enumerate(choices[:25]):
             button: dict[str, Any] = {
                 "type": "button",
@@ -107,13 +107,21 @@ def _person(by: str | None) -> str:
     return f"{by} (on the board)" if by else "someone"
 
 
+def _output(result: Any) -> object:
+    """What a completed task produced: its result's `output` field, or the result itself."""
+    if isinstance(result, dict):
+        fields = cast(dict[str, object], result)  # JSON from the database: string keys
+        return fields.get("output")
+    return result
+
+
 def result(task: Task, board_url: str, files: int = 0) -> tuple[str, list[dict[str, Any]]]:
     """The closing message: the result summary or the error, the board link, Retry on failure."""
     icon = ICONS.get(task.status, "")
     head = f"{icon} {_who(task)} *{task.status}* after {elapsed(task)}"
     body = ""
     if task.status == "completed":
-        out = task.result.get("output") if isinstance(task.result, dict) else task.result
+        out = _output(task.result)
         body = f"```{clip(str(out).strip(), 2800)}```" if out not in (None, "") else ""
     elif task.error_code or task.error_message:
         body = f"*{task.error_code or 'error'}*: {clip(task.error_message or '', 2500)}"

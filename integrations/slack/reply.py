@@ -12,14 +12,14 @@ import asyncio
 import logging
 import time
 
-from slack_sdk.web.async_client import AsyncWebClient
+from integrations.slack.web import SlackApi
 
 log = logging.getLogger("integrations.slack")
 MAX_CHARS = 3900  # chat.update's text is cut at 4000; longer replies continue in a new message
 
 
 class ReplyStream:
-    def __init__(self, client: AsyncWebClient, channel: str, thread_ts: str, interval: float = 1.0) -> None:
+    def __init__(self, client: SlackApi, channel: str, thread_ts: str, interval: float = 1.0) -> None:
         self.client, self.channel, self.thread_ts, self.interval = client, channel, thread_ts, interval
         self.text = ""  # everything received
         self._base = 0  # where the current message's text starts in `text`

@@ -13,21 +13,20 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-import sqlalchemy as sa
 from slack_sdk.web.async_client import AsyncWebClient
-from sqlmodel import col, select
 
 from integrations.slack import render
 from integrations.slack.relay import Relay
 from integrations.slack.reply import ReplyStream
-from integrations.slack.web import error_code
+from integrations.slack.web import api, error_code
 from kernel import errors
-from kernel.chat import Chat, ModelNotConfigured
+from kernel.chat import Chat, Decision, ModelNotConfigured
+from kernel.settings import Settings
 from store import slack as slack_store
 from store import tasks as task_service
 from store.db import Database
-from store.models import Task, TaskEvent
 from store.slack import ThreadRef
+from store.slack_models import SlackThread
 
 log = logging.getLogger("integrations.slack")
 
@@ -38,19 +37,21 @@ SURFACE_NOTE = (
     "and do NOT call stream_task. Slack formatting: *bold*, `code`, <url|text> links."
 )
 NOT_ALLOWED = "Only people in this conversation can answer its questions."
+ANSWERED = "That question was already answered."
 
 
 class SlackService:
     def __init__(
-        self, db: Database, settings: Any, client: AsyncWebClient, base_url: str, chat: Chat
+        self, db: Database, settings: Settings, client: AsyncWebClient, base_url: str, chat: Chat
     ) -> None:
-        self.db, self.settings, self.client, self.chat = db, settings, client, chat
+        self.db, self.settings, self.chat = db, settings, chat
+        self.client = api(client)
         self.base_url = base_url  # this control plane, for the meta agent's tools
         self.board_base = (settings.public_url or base_url).rstrip("/")
         raw = settings.slack_allowed_users or ""
         self.allowed = {u.strip() for u in raw.replace(";", ",").split(",") if u.strip()}
-        self.relay = Relay(db, client, self.board_base, interval=settings.slack_update_interval)
-        self._jobs: set[asyncio.Task[Any]] = set()
+        self.relay = Relay(db, self.client, self.board_base, interval=settings.slack_update_interval)
+        self._jobs: set[asyncio.Task[None]] = set()
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -70,7 +71,7 @@ class SlackService:
                     await job
         await self.relay.stop()
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
+    def spawn(self, coro: Coroutine[Any, Any, object], what: str) -> None:
         async def guarded() -> None:
             try:
                 await coro
@@ -89,11 +90,31 @@ class SlackService:
         """With an allow-list, only the people on it; without, anyone who can reach the bot."""
         return not self.allowed or user in self.allowed
 
-    def may_answer(self, thread: Any, user: str) -> bool:
+    def may_answer(self, thread: SlackThread | None, user: str) -> bool:
         """The allow-list when set, else the people in the conversation (who spoke to the bot)."""
         if self.allowed:
             return user in self.allowed
         return thread is not None and user in (thread.participants or [])
+
+    # --- the threads' state, for the listeners ----------------------------------------------
+
+    async def first_sight(self, event_id: str) -> bool:
+        """Record a Slack event id; False for a retried delivery of one already taken in."""
+        async with self.db.tx() as tx:
+            return await slack_store.first_sight(tx, event_id)
+
+    async def touch_thread(self, ref: ThreadRef, speaker: str | None) -> None:
+        async with self.db.tx() as tx:
+            await slack_store.touch_thread(tx, ref, speaker)
+
+    async def thread(self, key: str) -> SlackThread | None:
+        async with self.db.read() as s:
+            return await slack_store.get_thread(s, key)
+
+    async def waits_for_answer(self, key: str) -> bool:
+        """Whether a task bound to this thread waits for an answer."""
+        async with self.db.read() as s:
+            return await slack_store.waiting_in_thread(s, key) is not None
 
     async def ephemeral(self, channel: str, user: str, text: str, thread_ts: str | None = None) -> None:
         try:
@@ -109,7 +130,7 @@ class SlackService:
         user: str,
         message: str | None,
         *,
-        decision: Any = None,
+        decision: Decision | None = None,
         message_ts: str | None = None,
     ) -> None:
         """One meta-agent turn in a thread: shows it is working, streams the reply, binds the
@@ -125,7 +146,8 @@ class SlackService:
                 reply.reset()
             elif kind == "task" and event.get("task_id"):
                 # Bound durably now, not after the turn: the task may already be running.
-                await slack_store.bind(self.db, str(event["task_id"]), ref)
+                async with self.db.tx() as tx:
+                    await slack_store.bind(tx, str(event["task_id"]), ref)
                 self.relay.wake(str(event["task_id"]))
             elif kind == "approval":
                 await reply.flush()
@@ -155,7 +177,8 @@ class SlackService:
                 surface_note=SURFACE_NOTE,
             )
             result = await turn.run(emit)
-            await slack_store.set_conversation(self.db, result.task_ids, result.conversation_id)
+            async with self.db.tx() as tx:
+                await slack_store.set_conversation(tx, result.task_ids, result.conversation_id)
         except ModelNotConfigured as exc:
             reply.add(f":warning: {exc}")
         except errors.MetaAgentError as exc:
@@ -187,38 +210,31 @@ class SlackService:
     # --- answers ----------------------------------------------------------------------------
 
     async def answer(self, task_id: str, answer: str, user: str, seq: int | None = None) -> str | None:
-        """Answer a task's question for `user`; None when done, else why not (for the person)."""
-        thread = await slack_store.thread_of_task(self.db, task_id)
-        if not self.may_answer(thread, user):
-            return NOT_ALLOWED
-        if seq is not None and seq != await self._question_seq(task_id):
-            return "That question was already answered."
+        """Answer a task's question for `user`; None when done, else why not (for the person).
+        One transaction: who may answer, which question is open, and the answer itself."""
         try:
             async with self.db.tx() as tx:
+                thread = await slack_store.thread_of_task(tx.session, task_id)
+                if not self.may_answer(thread, user):
+                    return NOT_ALLOWED
+                if seq is not None and seq != await slack_store.question_seq(tx.session, task_id):
+                    return ANSWERED
                 await task_service.respond(tx, task_id, answer, by=f"slack:{user}")
         except errors.InvalidTransition:
-            return "That question was already answered."
+            return ANSWERED
         except errors.MetaAgentError as exc:
             return str(exc)
         return None
-
-    async def _question_seq(self, task_id: str) -> int | None:
-        async with self.db.read() as s:
-            row = await s.execute(
-                select(sa.func.max(TaskEvent.seq)).where(
-                    TaskEvent.task_id == task_id, TaskEvent.kind == "input_requested"
-                )
-            )
-            return row.scalar()
 
     async def thread_reply(self, ref: ThreadRef, user: str, text: str, message_ts: str) -> None:
         """A message in a thread the bot is in (no mention): it answers the question a task
         there waits on. Otherwise, in a channel it is people talking among themselves (they
         mention the bot to address it); in a DM it continues the conversation."""
-        thread = await slack_store.get_thread(self.db, ref.key)
+        async with self.db.read() as s:
+            thread = await slack_store.get_thread(s, ref.key)
+            waiting = None if thread is None else await slack_store.waiting_in_thread(s, ref.key)
         if thread is None:
             return  # not one of ours
-        waiting = await slack_store.waiting_in_thread(self.db, ref.key)
         if waiting is not None:
             refusal = await self.answer(waiting.id, text, user)
             if refusal == NOT_ALLOWED:
@@ -230,12 +246,14 @@ class SlackService:
             await self.converse(ref, user, text, message_ts=message_ts)
 
     async def retry(self, task_id: str, user: str) -> str | None:
-        thread = await slack_store.thread_of_task(self.db, task_id)
-        binding = await slack_store.get_binding(self.db, task_id)
-        if binding is None or not self.may_answer(thread, user):
-            return "Only people in this conversation can retry its tasks."
+        """A new attempt at a task, bound to the same thread: the task and its binding commit
+        together (a crash between them would leave a task nobody relays)."""
         try:
             async with self.db.tx() as tx:
+                binding = await slack_store.get_binding(tx.session, task_id)
+                thread = await slack_store.thread_of_task(tx.session, task_id)
+                if binding is None or not self.may_answer(thread, user):
+                    return "Only people in this conversation can retry its tasks."
                 new = await task_service.retry(
                     tx,
                     task_id,
@@ -244,10 +262,10 @@ class SlackService:
                     max_prompt_chars=self.settings.max_prompt_chars,
                     max_attempts=self.settings.max_attempts,
                 )
+                ref = ThreadRef(binding.team_id, binding.channel, binding.thread_ts)
+                await slack_store.bind(tx, new.id, ref, binding.conversation_id)
         except errors.MetaAgentError as exc:
             return str(exc)
-        ref = ThreadRef(binding.team_id, binding.channel, binding.thread_ts)
-        await slack_store.bind(self.db, new.id, ref, binding.conversation_id)
         self.relay.wake(new.id)
         return None
 
@@ -255,27 +273,20 @@ class SlackService:
 
     async def list_tasks(self) -> str:
         async with self.db.read() as s:
-            rows = await s.execute(
-                select(Task)
-                .where(col(Task.status).in_(["running", "requires_input", "pending"]))
-                .order_by(col(Task.id).desc())
-                .limit(20)
-            )
-            tasks = list(rows.scalars().all())
+            tasks = await slack_store.unfinished_tasks(s, limit=20)
         return render.task_list(tasks, self.board_base)
 
     async def cancel(self, task_id: str, user: str) -> str:
-        async with self.db.read() as s:
-            task = await s.get(Task, task_id)
-        if task is None:
-            return f"No task `{task_id}`."
-        thread = await slack_store.thread_of_task(self.db, task_id)
-        if not (self.allowed and user in self.allowed) and not (
-            task.requested_by == user or self.may_answer(thread, user)
-        ):
-            return "You can cancel the tasks you asked for, or those of a conversation you are in."
         try:
             async with self.db.tx() as tx:
+                task = await slack_store.find_task(tx.session, task_id)
+                if task is None:
+                    return f"No task `{task_id}`."
+                thread = await slack_store.thread_of_task(tx.session, task_id)
+                if not (self.allowed and user in self.allowed) and not (
+                    task.requested_by == user or self.may_answer(thread, user)
+                ):
+                    return "You can cancel the tasks you asked for, or those of a conversation you are in."
                 task = await task_service.cancel(tx, task_id, by=f"slack:{user}")
         except errors.MetaAgentError as exc:
             return f"Cannot cancel `{task_id}`: {exc}"
@@ -294,6 +305,6 @@ class SlackService:
             return f"I cannot post in this channel ({error_code(exc)}); invite me or DM me."
         kind = "im" if channel.startswith("D") else "channel"
         ref = ThreadRef(team, channel, str(resp["ts"]), kind)
-        await slack_store.touch_thread(self.db, ref, user)
+        await self.touch_thread(ref, user)
         self.spawn(self.converse(ref, user, text), "a conversation")
         return None

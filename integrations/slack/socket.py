@@ -7,15 +7,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING
+
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
+
+if TYPE_CHECKING:
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
 log = logging.getLogger("integrations.slack")
 
 
 class SocketMode:
-    def __init__(self, bolt: Any, app_token: str, client: Any, ping_interval: float = 10) -> None:
+    def __init__(
+        self, bolt: AsyncApp, app_token: str | None, client: AsyncWebClient, ping_interval: float = 10
+    ) -> None:
         self.bolt, self.app_token, self.client, self.ping_interval = bolt, app_token, client, ping_interval
-        self.handler: Any = None
+        self.handler: AsyncSocketModeHandler | None = None
         self._connecting: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -25,11 +33,11 @@ class SocketMode:
         self.handler = AsyncSocketModeHandler(
             self.bolt, app_token=self.app_token, web_client=self.client, ping_interval=self.ping_interval
         )
-        self._connecting = asyncio.create_task(self._connect())
+        self._connecting = asyncio.create_task(self._connect(self.handler))
 
-    async def _connect(self) -> None:
+    async def _connect(self, handler: AsyncSocketModeHandler) -> None:
         try:
-            await self.handler.connect_async()  # retries by itself until connected or closed
+            await handler.connect_async()  # retries by itself until connected or closed
         except Exception:
             log.exception("Slack Socket Mode: connecting failed")
 

@@ -9,7 +9,8 @@ the bot left will not come back by itself).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol, cast
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -40,7 +41,68 @@ FATAL = frozenset(
 )
 
 
-def client(token: str, base_url: str, timeout: int = 15) -> AsyncWebClient:
+class Response(Protocol):
+    """A Web API response (`AsyncSlackResponse`): its JSON fields by name."""
+
+    def __getitem__(self, key: str) -> Any: ...
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+
+Blocks = Sequence[dict[str, Any]]
+
+
+class SlackApi(Protocol):
+    """The Web API calls this integration makes, typed. slack_sdk declares its methods with
+    untyped `**kwargs`, which pyright strict reports as partially unknown at every call; the
+    client is seen through this protocol instead (`api(client)`)."""
+
+    async def chat_postMessage(
+        self,
+        *,
+        channel: str,
+        text: str,
+        thread_ts: str | None = None,
+        blocks: Blocks | None = None,
+        metadata: dict[str, Any] | None = None,
+        unfurl_links: bool | None = None,
+    ) -> Response: ...
+
+    async def chat_update(
+        self, *, channel: str, ts: str, text: str, blocks: Blocks | None = None
+    ) -> Response: ...
+
+    async def chat_postEphemeral(
+        self, *, channel: str, user: str, text: str, thread_ts: str | None = None
+    ) -> Response: ...
+
+    async def reactions_add(self, *, channel: str, timestamp: str, name: str) -> Response: ...
+
+    async def reactions_remove(self, *, channel: str, timestamp: str, name: str) -> Response: ...
+
+    async def assistant_threads_setStatus(
+        self, *, channel_id: str, thread_ts: str, status: str
+    ) -> Response: ...
+
+    async def assistant_threads_setSuggestedPrompts(
+        self, *, channel_id: str, thread_ts: str, prompts: list[dict[str, str]]
+    ) -> Response: ...
+
+    async def conversations_replies(
+        self, *, channel: str, ts: str, include_all_metadata: bool, limit: int, cursor: str | None
+    ) -> Response: ...
+
+    async def files_upload_v2(
+        self, *, channel: str, thread_ts: str, content: bytes, filename: str, title: str
+    ) -> Response: ...
+
+
+def api(client: AsyncWebClient) -> SlackApi:
+    """`client` as the typed `SlackApi` (the same object; see `SlackApi` for why a cast)."""
+    return cast(SlackApi, client)
+
+
+def client(token: str | None, base_url: str, timeout: int = 15) -> AsyncWebClient:
     base = base_url if base_url.endswith("/") else base_url + "/"
     return AsyncWebClient(
         token=token,
@@ -56,10 +118,14 @@ def client(token: str, base_url: str, timeout: int = 15) -> AsyncWebClient:
 
 def error_code(exc: BaseException) -> str:
     if isinstance(exc, SlackApiError):
-        data: Any = getattr(exc.response, "data", None)
-        if isinstance(data, dict) and data.get("error"):
-            return str(data["error"])
-        return f"http_{getattr(exc.response, 'status_code', 'error')}"
+        # slack_sdk leaves `SlackApiError.response` untyped: read it as a plain object.
+        response: object = getattr(exc, "response", None)
+        data: object = getattr(response, "data", None)
+        if isinstance(data, dict):
+            error: object = cast(dict[str, object], data).get("error")
+            if error:
+                return str(error)
+        return f"http_{getattr(response, 'status_code', 'error')}"
     return type(exc).__name__
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool
-from sqlmodel import SQLModel
 
-import store.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from store.models import Table  # importing the models registers the tables on the metadata
 
 config = context.config
-target_metadata = SQLModel.metadata
+target_metadata = Table.metadata  # SQLModel.metadata
 
 
 def run_migrations_offline() -> None:

@@ -139,7 +139,8 @@ def _binding_status(plane: LiveServer, task_id: str) -> str | None:
     async def read() -> str | None:
         db = Database(plane.settings.database_url)
         try:
-            b = await slack_store.get_binding(db, task_id)
+            async with db.read() as s:
+                b = await slack_store.get_binding(s, task_id)
             return None if b is None else b.status
         finally:
             await db.dispose()

@@ -53,7 +53,8 @@ async def _answer_on_the_board(db_url: str, task_id: str, answer: str) -> None:
 async def _binding(db_url: str, task_id: str) -> Any:
     db = Database(db_url)
     try:
-        return await slack_store.get_binding(db, task_id)
+        async with db.read() as s:
+            return await slack_store.get_binding(s, task_id)
     finally:
         await db.dispose()
 
@@ -142,19 +143,21 @@ def test_a_post_made_just_before_a_crash_is_found_not_repeated(
     async def forget_the_record() -> None:  # as if the process died right after posting
         db = Database(slack_db)
         try:
-            b = await slack_store.get_binding(db, task_id)
-            assert b is not None
-            await slack_store.lease(db, task_id, "crashed", 30)
-            # Back to before the question's event was taken in, with only the intent kept.
-            await slack_store.save(
-                db,
-                task_id,
-                "crashed",
-                posts={**b.posts, key: {"pending": True}},
-                last_seq=b.last_seq - 2,
-                lease_owner=None,
-                lease_until=None,
-            )
+            async with db.tx() as tx:
+                b = await slack_store.get_binding(tx.session, task_id)
+                assert b is not None
+                await slack_store.lease(tx, task_id, "crashed", 30)
+            async with db.tx() as tx:
+                # Back to before the question's event was taken in, with only the intent kept.
+                await slack_store.save(
+                    tx,
+                    task_id,
+                    "crashed",
+                    posts={**b.posts, key: {"pending": True}},
+                    last_seq=b.last_seq - 2,
+                    lease_owner=None,
+                    lease_until=None,
+                )
         finally:
             await db.dispose()
 

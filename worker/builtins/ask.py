@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from worker.builtins.base import ToolEnv, ToolError
+from worker.shapes import as_list
 
 __all__ = ["AskUser", "question_of"]
 
@@ -15,10 +16,11 @@ def question_of(args: dict[str, Any]) -> tuple[str, list[str] | None]:
     question = args.get("question")
     if not isinstance(question, str) or not question.strip():
         raise ToolError("`question` must be a non-empty string")
-    choices = args.get("choices")
-    if choices is not None and not (isinstance(choices, list) and all(isinstance(c, str) for c in choices)):
+    raw = args.get("choices")
+    choices = as_list(raw)
+    if raw is not None and not (choices is not None and all(isinstance(c, str) for c in choices)):
         raise ToolError("`choices` must be a list of strings")
-    return question, choices or None
+    return question, [str(c) for c in choices or ()] or None
 
 
 class AskUser:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from worker.runtime import TaskContext
 
-__all__ = ["Tool", "ToolEnv", "ToolError", "schema"]
+__all__ = ["Prepare", "Tool", "ToolEnv", "ToolError", "schema"]
 
 
 class ToolError(Exception):
@@ -24,7 +24,7 @@ class ToolEnv:
     output: Callable[[str], None]
     # The call's own record in the checkpoint: a `resumable` tool keeps what it needs to
     # pick up again after a crash or a question (e.g. the child task it created).
-    state: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict[str, Any])
 
 
 class Tool(Protocol):
@@ -33,6 +33,11 @@ class Tool(Protocol):
     parameters: dict[str, Any]
 
     async def run(self, args: dict[str, Any], env: ToolEnv) -> str: ...
+
+
+# The optional `prepare(args, env)` of a resumable tool (looked up with getattr: most tools
+# have none, and the Tool protocol stays what every tool has).
+Prepare = Callable[[dict[str, Any], ToolEnv], Coroutine[Any, Any, None]]
 
 
 def schema(tool: Tool) -> dict[str, Any]:

@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sdk.client import ApiError
+from sdk.client import ApiError, AsyncControlPlaneClient
 from sdk.schemas import StreamEnd
 from worker.builtins.base import ToolEnv, ToolError
 from worker.builtins.shell import clip
 from worker.runtime import InputRequested
+from worker.shapes import as_dict
 
 __all__ = ["Delegate"]
 
@@ -27,6 +28,12 @@ def _short(value: Any, width: int = 120) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     text = text.replace("\n", " ")
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _client(env: ToolEnv) -> AsyncControlPlaneClient:
+    if env.ctx.client is None:  # the tool is only handed out with one (runtimes.llm)
+        raise ToolError("delegation needs a worker connected to the control plane")
+    return env.ctx.client
 
 
 class Delegate:
@@ -61,10 +68,9 @@ class Delegate:
             )
         if not isinstance(prompt, str) or not prompt.strip():
             raise ToolError("`prompt` must be a non-empty string")
-        if env.ctx.client is None:
-            raise ToolError("delegation needs a worker connected to the control plane")
+        client = _client(env)
         try:
-            child = await env.ctx.client.executions.create(
+            child = await client.executions.create(
                 agent=agent, prompt=prompt, parent_id=env.ctx.id, lease_token=env.ctx.token
             )
         except ApiError as exc:
@@ -74,7 +80,7 @@ class Delegate:
 
     async def run(self, args: dict[str, Any], env: ToolEnv) -> str:
         await self.prepare(args, env)
-        client, child_id, agent = env.ctx.client, env.state["child"], env.state["agent"]
+        client, child_id, agent = _client(env), env.state["child"], env.state["agent"]
         # As plain JSON, like the task the stream's end carries.
         task = (await client.executions.get(child_id)).model_dump(mode="json")
         if task["status"] == "requires_input":
@@ -98,21 +104,22 @@ class Delegate:
         if answer is not None and env.state.get("answered") != key:
             env.state["answered"] = key
             try:
-                await env.ctx.client.executions.respond(child["id"], str(answer), lease_token=env.ctx.token)
+                await _client(env).executions.respond(child["id"], str(answer), lease_token=env.ctx.token)
             except ApiError as exc:  # answered elsewhere meanwhile (on the child itself): fine
                 if exc.status != 409:
                     raise ToolError(
                         f"could not pass the answer on to {child['agent']}: {exc.detail}"
                     ) from exc
             return
-        pending = child.get("pending_input") or {}
+        pending: dict[str, Any] = child.get("pending_input") or {}
         env.state["asked"] = asked + 1
         question = f"{child['agent']} asks (task {child['id']}): {pending.get('question') or '?'}"
         raise InputRequested(question, pending.get("choices") or None, f"{env.call_id}:{asked + 1}")
 
     @staticmethod
     def _forward(agent: str, event: dict[str, Any], env: ToolEnv) -> None:
-        kind, data = event["kind"], event.get("data") or {}
+        kind = event["kind"]
+        data: dict[str, Any] = event.get("data") or {}
         if kind == "message_delta":
             env.output(str(data.get("text") or ""))
         elif kind == "tool_started":
@@ -127,10 +134,11 @@ class Delegate:
         status = task.get("status")
         if status == "completed":
             result = task.get("result")
-            output = result.get("output") if isinstance(result, dict) and "output" in result else result
+            shaped = as_dict(result)
+            output = shaped["output"] if shaped is not None and "output" in shaped else result
             text = output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)
             return clip(f"{agent} completed (task {task['id']}):\n{text}")
-        error = task.get("error") or {}
+        error: dict[str, Any] = task.get("error") or {}
         raise ToolError(
             f"{agent}'s task {task['id']} ended {status}: {error.get('code')}: {error.get('message')}"
         )

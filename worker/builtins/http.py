@@ -11,6 +11,7 @@ from kernel.redact import redact
 from worker.builtins.base import ToolEnv, ToolError
 from worker.builtins.shell import clip
 from worker.runtime import TaskFailed
+from worker.shapes import as_dict
 
 __all__ = ["HttpRequest"]
 
@@ -45,11 +46,11 @@ class HttpRequest:
         method = str(args.get("method") or "GET").upper()
         if method not in METHODS:
             raise ToolError(f"`method` must be one of {', '.join(METHODS)}")
-        headers = args.get("headers") or {}
-        if not isinstance(headers, dict):
+        headers = as_dict(args.get("headers") or {})
+        if headers is None:
             raise ToolError("`headers` must be an object of strings")
         body = args.get("body")
-        plane = getattr(env.ctx.client, "url", None)
+        plane = None if env.ctx.client is None else env.ctx.client.url
         try:
             guard = NetGuard((env.ctx.agent or {}).get("policy"), control_plane=plane)
         except ValueError as exc:

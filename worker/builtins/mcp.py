@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import re
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from worker.builtins.base import Tool, ToolEnv, ToolError
 from worker.builtins.shell import clip
 from worker.process import base_environment
 from worker.runtime import TaskFailed
+from worker.shapes import as_list
+
+if TYPE_CHECKING:  # mcp loads only when an agent lists a server
+    from mcp import Client, StdioServerParameters
+    from mcp.types import Tool as RemoteTool
 
 __all__ = ["McpTool", "connect_mcp_servers"]
 
@@ -28,7 +33,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]{1,30}$")
 class McpTool:
     """One tool of a connected MCP server."""
 
-    def __init__(self, server: str, client: Any, tool: Any) -> None:
+    def __init__(self, server: str, client: Client, tool: RemoteTool) -> None:
         self.name = f"{server}__{tool.name}"[:64]
         self.remote_name = tool.name
         self.description = (tool.description or f"{tool.name} (MCP server {server})")[:1024]
@@ -39,7 +44,7 @@ class McpTool:
 
     async def run(self, args: dict[str, Any], env: ToolEnv) -> str:
         result = await self._client.call_tool(self.remote_name, args)
-        parts = []
+        parts: list[str] = []
         for item in result.content or ():
             text = getattr(item, "text", None)
             parts.append(text if isinstance(text, str) else f"[{getattr(item, 'type', 'content')}]")
@@ -51,20 +56,20 @@ class McpTool:
         return clip(text)
 
 
-def _target(spec: dict[str, Any]) -> Any:
+def _target(spec: dict[str, Any]) -> str | StdioServerParameters:
     from mcp import StdioServerParameters
 
     if spec.get("url"):
         return str(spec["url"])
-    command = spec.get("command")
-    if isinstance(command, str):
-        command = [command]
-    if not command or not isinstance(command, list):
+    raw = spec.get("command")
+    command = [raw] if isinstance(raw, str) else as_list(raw)
+    if not command:
         raise TaskFailed(
             "invalid_mcp_server", f"MCP server {spec.get('name')!r} needs a `command` (list) or a `url`"
         )
     env = base_environment()
-    env.update({str(k): str(v) for k, v in (spec.get("env") or {}).items()})
+    extra: dict[str, Any] = spec.get("env") or {}
+    env.update({str(k): str(v) for k, v in extra.items()})
     return StdioServerParameters(command=str(command[0]), args=[str(a) for a in command[1:]], env=env)
 
 
@@ -96,7 +101,16 @@ async def connect_mcp_servers(specs: list[dict[str, Any]], stack: AsyncExitStack
     return tools
 
 
+def _first(exc: BaseException) -> BaseException | None:
+    """The first exception inside `exc` when it is a group."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return None
+    # isinstance cannot tell the checker what a group holds: exceptions, by definition.
+    inner = cast("BaseExceptionGroup[BaseException]", exc).exceptions
+    return inner[0] if inner else None
+
+
 def _reason(exc: BaseException) -> str:
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
+    while (inner := _first(exc)) is not None:
+        exc = inner
     return f"{type(exc).__name__}: {exc}"[:300]

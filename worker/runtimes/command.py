@@ -27,6 +27,7 @@ from kernel.argv import embedded, env_name, whole
 from worker.process import KILL_GRACE_SECONDS, base_environment, run_in_group
 from worker.runtime import Outcome, TaskContext, TaskFailed
 from worker.sandbox import SandboxUnavailable
+from worker.shapes import as_dict, as_list
 
 __all__ = ["CommandRuntime", "render_argv", "resolve_parameters"]
 
@@ -48,9 +49,10 @@ def _missing(value: Any) -> bool:
 
 def resolve_parameters(ctx: TaskContext) -> dict[str, Any]:
     """Declared defaults < task parameters < answers in `ctx.inputs`; asks for missing required ones."""
+    declared: dict[str, Any] = ctx.agent.get("parameters") or {}
     spec = {
-        name: meta if isinstance(meta, dict) else {"description": str(meta)}
-        for name, meta in (ctx.agent.get("parameters") or {}).items()
+        name: shaped if (shaped := as_dict(meta)) is not None else {"description": str(meta)}
+        for name, meta in declared.items()
     }
     values: dict[str, Any] = {name: meta.get("default") for name, meta in spec.items()}
     values.update(ctx.parameters)
@@ -73,7 +75,7 @@ def render_argv(template: list[str], values: Mapping[str, Any]) -> list[str]:
     reason = embedded(template, values)
     if reason:
         raise TaskFailed("unsafe_command", reason)
-    argv = []
+    argv: list[str] = []
     for arg in template:
         placeholder = whole(arg)
         if placeholder is None or placeholder[0] not in values:
@@ -154,8 +156,8 @@ class CommandRuntime:
 
     def argv(self, ctx: TaskContext) -> tuple[list[str], dict[str, Any]]:
         """The argv to run and the resolved parameters (may raise InputRequested)."""
-        template = ctx.agent.get("command")
-        if not template or not isinstance(template, list):
+        template = as_list(ctx.agent.get("command"))
+        if not template:
             raise TaskFailed(
                 "invalid_command", f"agent {ctx.agent.get('name')!r} has no command (a list of argv strings)"
             )

@@ -24,18 +24,20 @@ import os
 import time
 from collections.abc import Coroutine, Mapping
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import Any, NotRequired, TypedDict, TypeVar
 
 from kernel.llm import cut_message
 from kernel.llm_settings import KeyMissing, keyless, with_agent_provider
 from sdk.client import ApiError
 from worker.builtins import BUILTIN, Tool, ToolEnv, ToolError, schema, toolkit
 from worker.builtins.ask import question_of
+from worker.builtins.base import Prepare
 from worker.builtins.delegate import Delegate
 from worker.builtins.mcp import connect_mcp_servers
 from worker.policy import Policy
 from worker.provider import ModelReply, ProviderConfig, complete, load_litellm, tool_arguments
 from worker.runtime import InputRequested, Outcome, TaskContext, TaskFailed
+from worker.shapes import as_dict
 
 __all__ = ["LlmRuntime"]
 
@@ -45,7 +47,25 @@ INTERRUPTED = (
     "interrupted: the worker running this tool call stopped before it finished, so its result is "
     "unknown. It was not run again; check its effects before repeating it."
 )
+T = TypeVar("T")
 _EXECUTING_KINDS = frozenset({"message_delta", "message", "tool_started", "tool_completed"})
+
+
+class Usage(TypedDict):
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float  # USD, as litellm prices it
+
+
+class LoopState(TypedDict):
+    """What the checkpoint of an `llm` task holds (JSON; `v` is CHECKPOINT_VERSION)."""
+
+    v: int
+    messages: list[dict[str, Any]]  # the conversation, in the OpenAI format
+    calls: list[dict[str, Any]]  # the open tool calls of the last turn: {id, name, arguments, state}
+    steps: int
+    usage: Usage
+    seconds: NotRequired[float]  # active run time so far (older checkpoints lack it)
 
 
 class LlmRuntime:
@@ -98,7 +118,7 @@ class LlmRuntime:
         if ctx.task.get("team") and policy.allows_tool("delegate"):
             tools["delegate"] = await _delegate_tool(ctx)
         async with AsyncExitStack() as stack:
-            servers = [s for s in ctx.agent.get("mcp_servers") or () if isinstance(s, dict)]
+            servers = [d for s in ctx.agent.get("mcp_servers") or () if (d := as_dict(s)) is not None]
             lent = await connect_mcp_servers(servers, stack)
             tools.update({n: t for n, t in lent.items() if policy.allows_tool(n)})
             return await _Loop(ctx, config, tools, policy).run()
@@ -115,7 +135,7 @@ async def _delegate_tool(ctx: TaskContext) -> Delegate:
         raise TaskFailed("team_unavailable", "a team task needs a worker connected to the control plane")
     try:
         team = await ctx.client.teams.get(str(ctx.task["team"]))
-        members = {}
+        members: dict[str, str] = {}
         for name in team.members:
             members[name] = (await ctx.client.agents.get(name)).description
     except ApiError as exc:
@@ -126,7 +146,7 @@ async def _delegate_tool(ctx: TaskContext) -> Delegate:
 
 
 def _first_messages(ctx: TaskContext) -> list[dict[str, Any]]:
-    messages = []
+    messages: list[dict[str, Any]] = []
     instructions = str(ctx.agent.get("instructions") or "").strip()
     if ctx.task.get("team"):
         instructions += (
@@ -155,14 +175,14 @@ class _Loop:
         self.tools = tools
         self.schemas = [schema(t) for t in tools.values()]
         self.policy = policy
-        saved = ctx.checkpoint
-        if isinstance(saved, dict) and saved.get("v") == CHECKPOINT_VERSION:
-            self.state: dict[str, Any] = json.loads(json.dumps(saved))
+        saved = as_dict(ctx.checkpoint)
+        if saved is not None and saved.get("v") == CHECKPOINT_VERSION:
+            self.state: LoopState = json.loads(json.dumps(saved))
         else:
             self.state = {
                 "v": CHECKPOINT_VERSION,
                 "messages": _first_messages(ctx),
-                "calls": [],  # the open tool calls of the last turn: {id, name, arguments, state}
+                "calls": [],
                 "steps": 0,
                 "usage": {"prompt_tokens": 0, "completion_tokens": 0, "cost": 0.0},
                 "seconds": 0.0,
@@ -192,7 +212,7 @@ class _Loop:
     def ask(self, question: str, choices: list[str] | None, key: str) -> InputRequested:
         return InputRequested(question, choices, key, checkpoint=self.snapshot())
 
-    async def guard(self, coro: Coroutine[Any, Any, Any], what: str) -> Any:
+    async def guard(self, coro: Coroutine[Any, Any, T], what: str) -> T:
         """Await `coro`, stopping it at once on a cancel or when `max_seconds` runs out."""
         work = asyncio.ensure_future(coro)
         stop = asyncio.ensure_future(self.ctx.cancelled.wait())
@@ -263,7 +283,7 @@ class _Loop:
         prepared = False
         for call in calls:
             tool = self.tools.get(call["name"])
-            prepare = getattr(tool, "prepare", None)
+            prepare: Prepare | None = getattr(tool, "prepare", None)
             if prepare is None or call.get("state") != "queued" or self.policy.needs_approval(call["name"]):
                 continue
             try:

@@ -12,7 +12,7 @@ worker crash. Drain workers first to avoid that.
 from __future__ import annotations
 
 import sqlalchemy as sa
-import sqlmodel
+import sqlmodel.sql.sqltypes
 from alembic import op
 
 revision = "0005"
@@ -21,11 +21,15 @@ branch_labels = None
 depends_on = None
 
 
+def _text(length: int | None = None) -> sa.types.TypeEngine[str]:
+    """sqlmodel's AutoString (VARCHAR), as autogenerate wrote it, with its Python type
+    declared (sqlmodel leaves it unknown to type checkers)."""
+    return sqlmodel.sql.sqltypes.AutoString(length=length)
+
+
 def upgrade() -> None:
     with op.batch_alter_table("tasks") as batch:
-        batch.add_column(
-            sa.Column("lease_token_hash", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True)
-        )
+        batch.add_column(sa.Column("lease_token_hash", _text(64), nullable=True))
     with op.batch_alter_table("api_keys") as batch:
         batch.add_column(sa.Column("queues", sa.JSON(), nullable=False, server_default=sa.text("'[]'")))
 

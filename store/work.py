@@ -1,0 +1,321 @@
+"""The worker's side of a task: claim it, then act on it under the claim's lease.
+
+Every call here is fenced by the lease (store.leases): a worker whose lease was lost or
+replaced changes nothing. Like the rest of the store, calls take a `Tx`, flush only, and
+leave the commit to the caller; status changes go through `store.statemachine`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import col, select
+
+from kernel import errors
+from kernel.redact import redact, redact_data
+from store import artifacts, catalog
+from store.db import Tx
+from store.events import EVENT_KINDS, RESERVED_KINDS, append
+from store.leases import Lease, fenced, new_token, refusal
+from store.models import Agent, Artifact, Task, TaskEvent, TaskStatus, utcnow
+from store.statemachine import claim, transition
+
+__all__ = [
+    "PHASES",
+    "Claimed",
+    "WorkerEvents",
+    "claim_tasks",
+    "complete",
+    "fail",
+    "heartbeat",
+    "release",
+    "request_input",
+    "save_artifact",
+    "save_checkpoint",
+    "worker_events",
+    "worker_heartbeat",
+]
+
+S = TaskStatus
+WorkerEvents = Sequence[tuple[str, dict[str, Any]]]
+_tasks = Task.__table__
+
+
+@dataclass
+class Claimed:
+    task: Task
+    agent: Agent | None
+    token: str  # the lease token: given to the claiming worker only, stored hashed
+
+
+async def claim_tasks(
+    tx: Tx,
+    queue: str,
+    worker_id: str,
+    limit: int,
+    lease_seconds: float,
+    info: dict[str, Any] | None = None,
+    *,
+    touch: bool = True,
+) -> list[Claimed]:
+    """Claim up to `limit` tasks with their agents; `touch` records the worker as alive."""
+    if touch:
+        await catalog.touch_worker(tx, worker_id, queue, info)
+    token, token_hash = new_token()
+    tasks = await claim(tx, queue, worker_id, limit, lease_seconds, token_hash)
+    names = {t.agent for t in tasks if t.agent}
+    agents: dict[str, Agent] = {}
+    if names:
+        rows = await tx.session.execute(select(Agent).where(col(Agent.name).in_(names)))
+        agents = {a.name: a for a in rows.scalars().all()}
+    return [Claimed(t, agents.get(t.agent or ""), token) for t in tasks]
+
+
+def _check_worker_events(events: WorkerEvents) -> list[tuple[str, dict[str, Any]]]:
+    out: list[tuple[str, dict[str, Any]]] = []
+    for kind, data in events:
+        if kind not in EVENT_KINDS:
+            raise errors.Invalid(f"unknown event kind {kind!r}", code="invalid_event_kind")
+        if kind in RESERVED_KINDS:
+            raise errors.Invalid(
+                f"event kind {kind!r} is written by the control plane only", code="reserved_event_kind"
+            )
+        out.append((kind, data))
+    return out
+
+
+PHASES = ("planning", "executing")
+
+
+async def worker_events(
+    tx: Tx, task_id: str, lease: Lease, events: WorkerEvents, *, phase: str | None = None
+) -> tuple[int, bool]:
+    """Append a worker's batch (fenced), optionally moving its `phase`; returns
+    (last_seq, cancel_requested)."""
+    if phase is not None and phase not in PHASES:
+        raise errors.Invalid(f"phase must be one of {', '.join(PHASES)}", code="invalid_phase")
+    values = {"phase": phase} if phase else None
+    last, cancel_requested = await append(
+        tx, task_id, _check_worker_events(events), lease=lease, values=values
+    )
+    if phase:
+        tx.notify("board", task_id)
+    return last, cancel_requested
+
+
+async def heartbeat(tx: Tx, task_id: str, lease: Lease, lease_seconds: float) -> tuple[bool, datetime]:
+    """Extend a held lease; returns (cancel requested, new expiry): whether to stop."""
+    expires = utcnow() + timedelta(seconds=lease_seconds)
+    stmt = (
+        sa.update(_tasks)
+        .where(_tasks.c.id == task_id, *lease.where())
+        .values(lease_expires_at=expires)
+        .returning(_tasks.c.cancel_requested)
+    )
+    row = (await tx.execute(stmt)).first()
+    if row is None:
+        raise await refusal(tx, task_id, lease)
+    return bool(row.cancel_requested), expires
+
+
+async def worker_heartbeat(
+    tx: Tx,
+    worker_id: str,
+    queue: str,
+    running: int,
+    held: Sequence[tuple[str, str]],
+    lease_seconds: float,
+    queues: Collection[str] = (),
+) -> tuple[list[str], list[str]]:
+    """Extend every lease the worker still holds (`held`: task id, token). Returns (to
+    cancel, lost). One UPDATE, fenced per task by its token (and the key's `queues`)."""
+    await catalog.touch_worker(tx, worker_id, queue, {"running": running})
+    if not held:
+        return [], []
+    by_hash: dict[str, list[str]] = {}
+    for tid, token in held:
+        by_hash.setdefault(Lease(token).hash, []).append(tid)
+    # Tokens are per claim, so the worker's tasks group into a few (hash, ids) pairs.
+    fence = sa.or_(
+        *(sa.and_(_tasks.c.lease_token_hash == h, _tasks.c.id.in_(ids)) for h, ids in by_hash.items())
+    )
+    stmt = sa.update(_tasks).where(fence, _tasks.c.status == S.running.value)
+    if queues:
+        stmt = stmt.where(_tasks.c.queue.in_(sorted(queues)))
+    expires = utcnow() + timedelta(seconds=lease_seconds)
+    stmt = stmt.values(lease_expires_at=expires).returning(_tasks.c.id, _tasks.c.cancel_requested)
+    kept = {r.id: bool(r.cancel_requested) for r in (await tx.execute(stmt)).all()}
+    cancel = [tid for tid, _ in held if kept.get(tid)]
+    lost = [tid for tid, _ in held if tid not in kept]
+    return cancel, lost
+
+
+async def request_input(
+    tx: Tx,
+    task_id: str,
+    lease: Lease,
+    *,
+    question: str,
+    choices: list[str] | None = None,
+    key: str | None = None,
+    checkpoint: Any = None,
+    events: WorkerEvents = (),
+) -> Task:
+    """Park the task in Requires Input and release its worker."""
+    if not question.strip():
+        raise errors.Invalid("question must not be empty", code="validation_error")
+    # `key` is issued here, new for every question: the worker's own name for it (`ref`, a
+    # model's tool-call id that providers reuse every turn) cannot tell two questions apart.
+    pending = {
+        "question": redact(question),
+        "choices": redact_data(choices or []),
+        "key": f"q_{secrets.token_hex(8)}",
+        "ref": key or "answer",
+    }
+    values: dict[str, Any] = {"pending_input": pending}
+    if checkpoint is not None:
+        values["checkpoint"] = redact_data(checkpoint)
+    return await transition(
+        tx,
+        task_id,
+        S.requires_input,
+        lease=lease,
+        values=values,
+        extra_events=[*_check_worker_events(events), ("input_requested", pending)],
+    )
+
+
+async def complete(
+    tx: Tx,
+    task_id: str,
+    lease: Lease,
+    *,
+    result: Any,
+    usage: dict[str, Any] | None = None,
+    events: WorkerEvents = (),
+) -> Task:
+    values: dict[str, Any] = {"result": redact_data(result)}
+    if usage:
+        values["usage"] = usage
+    return await transition(
+        tx, task_id, S.completed, lease=lease, values=values, extra_events=_check_worker_events(events)
+    )
+
+
+async def fail(
+    tx: Tx, task_id: str, lease: Lease, *, code: str, message: str, events: WorkerEvents = ()
+) -> Task:
+    """The worker gave up on the task; after a cancel request this is how it acknowledges.
+    The task keeps what it used: the last `usage` totals its runtime reported."""
+    message = redact(message)  # shown on the board and in chats: mask what a runtime quoted
+    task = await fenced(tx, task_id, lease)
+    extra = _check_worker_events(events)
+    used = await _reported_usage(tx, task_id, extra)
+    spent = {"usage": used} if used else {}
+    if task.cancel_requested:
+        return await transition(
+            tx,
+            task_id,
+            S.cancelled,
+            lease=lease,
+            values=spent,
+            event={"reason": "cancelled"},
+            extra_events=extra,
+        )
+    return await transition(
+        tx,
+        task_id,
+        S.failed,
+        lease=lease,
+        values={"error_code": code[:64], "error_message": message[:4000], **spent},
+        event={"error": {"code": code[:64], "message": message[:4000]}},
+        extra_events=extra,
+    )
+
+
+async def _reported_usage(
+    tx: Tx, task_id: str, events: list[tuple[str, dict[str, Any]]]
+) -> dict[str, Any] | None:
+    """The last `usage` event's running totals: in this batch, else already stored."""
+    for kind, data in reversed(events):
+        if kind == "usage":
+            return data
+    last = await tx.session.execute(
+        sa.select(col(TaskEvent.data))
+        .where(col(TaskEvent.task_id) == task_id, col(TaskEvent.kind) == "usage")
+        .order_by(col(TaskEvent.seq).desc())
+        .limit(1)
+    )
+    found = last.scalar_one_or_none()
+    return found if isinstance(found, dict) else None
+
+
+async def release(tx: Tx, task_id: str, lease: Lease, *, events: WorkerEvents = ()) -> Task:
+    """A worker shutting down hands the task back; this costs the task no attempt."""
+    task = await fenced(tx, task_id, lease)
+    if task.cancel_requested:
+        return await transition(
+            tx,
+            task_id,
+            S.cancelled,
+            lease=lease,
+            event={"reason": "cancelled"},
+            extra_events=_check_worker_events(events),
+        )
+    return await transition(
+        tx,
+        task_id,
+        S.pending,
+        lease=lease,
+        event={"reason": "released by worker"},
+        extra_events=_check_worker_events(events),
+    )
+
+
+async def save_checkpoint(tx: Tx, task_id: str, lease: Lease, checkpoint: Any) -> None:
+    """Store the model's memory, masked like the event log: a secret stays in the running
+    worker's memory only, and a resumed model reads `[redacted]` where its log does too."""
+    stmt = (
+        sa.update(_tasks)
+        .where(_tasks.c.id == task_id, *lease.where())
+        .values(checkpoint=redact_data(checkpoint), updated_at=utcnow())
+        .returning(_tasks.c.id)
+    )
+    if (await tx.execute(stmt)).first() is None:
+        raise await refusal(tx, task_id, lease)
+
+
+async def save_artifact(
+    tx: Tx, task_id: str, lease: Lease, *, name: str, media_type: str, content: artifacts.Staged
+) -> Artifact:
+    """Make the staged upload `content` the task's artifact `name` (replacing one by that name)."""
+    artifacts.check_name(name)
+    # The fenced append comes first: it refuses a stale lease before anything is written,
+    # and holds the task row (PostgreSQL) so no re-claim slips in before the commit.
+    meta = {"name": name, "media_type": media_type, "size": content.size, "sha256": content.sha256}
+    await append(tx, task_id, [("artifact", meta)], lease=lease)
+    existing = (
+        (await tx.session.execute(select(Artifact).where(Artifact.task_id == task_id, Artifact.name == name)))
+        .scalars()
+        .first()
+    )
+    if existing is not None:
+        await artifacts.drop_chunks(tx, existing.id)
+        await tx.session.delete(existing)
+        await tx.session.flush()
+    art = Artifact(
+        id=content.id,
+        task_id=task_id,
+        name=name,
+        media_type=media_type,
+        size=content.size,
+        sha256=content.sha256,
+    )
+    tx.session.add(art)
+    await tx.session.flush()
+    return art
