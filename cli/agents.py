@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from cli.common import JsonOption, client, escape, is_api_error
+from cli.common import JsonOption, as_dict, as_list, client, escape, is_api_error, wire, wire_list
 from cli.output import console, first_line, one_line_columns, plain, print_json, table
+
+if TYPE_CHECKING:
+    from sdk.schemas import AgentOut
 
 __all__ = ["agents_app", "load_manifest"]
 
@@ -26,7 +29,7 @@ def list_agents(
     """List agents."""
     items = client(ctx).agents.list(q=q)
     if json_out:
-        print_json(items)
+        print_json(wire_list(items))
         return
     out = console()
     if not items:
@@ -38,14 +41,14 @@ def list_agents(
         "NAME", *(["RUNTIME"] if wide else []), "MODEL / COMMAND", *(["QUEUE"] if wide else []), "DESCRIPTION"
     )
     for agent in items:
-        runtime = [escape(str(agent.get("runtime") or "-"))] if wide else []
-        queue = [escape(str(agent.get("default_queue") or "-"))] if wide else []
+        runtime = [escape(agent.runtime or "-")] if wide else []
+        queue = [escape(agent.default_queue or "-")] if wide else []
         t.add_row(
-            escape(str(agent.get("name"))),
+            escape(agent.name),
             *runtime,
             escape(_what_runs(agent)),
             *queue,
-            escape(first_line(agent.get("description"))),
+            escape(first_line(agent.description)),
         )
     one_line_columns(t)
     out.print(t)
@@ -58,7 +61,7 @@ def get_agent(
     json_out: JsonOption = False,
 ) -> None:
     """Show one agent."""
-    agent = client(ctx).agents.get(name)
+    agent = wire(client(ctx).agents.get(name))
     if json_out:
         print_json(agent)
         return
@@ -85,13 +88,11 @@ def get_agent(
         value = agent.get(key)
         if value not in (None, "", [], {}):
             grid.add_row(label, escape(plain(value)))
-    params = agent.get("parameters")
-    if isinstance(params, dict):
-        for pname, spec in params.items():
-            spec = spec if isinstance(spec, dict) else {}
-            flags = " (required)" if spec.get("required") else ""
-            default = f" [default: {plain(spec['default'])}]" if spec.get("default") is not None else ""
-            grid.add_row(f"--param {pname}", escape(f"{spec.get('description') or ''}{flags}{default}"))
+    for pname, value in as_dict(agent.get("parameters")).items():
+        spec = as_dict(value)
+        flags = " (required)" if spec.get("required") else ""
+        default = f" [default: {plain(spec['default'])}]" if spec.get("default") is not None else ""
+        grid.add_row(f"--param {pname}", escape(f"{spec.get('description') or ''}{flags}{default}"))
     console().print(grid)
 
 
@@ -126,10 +127,9 @@ def apply(
                 raise
             action = "exists"
         report["queues"].append({"name": str(queue["name"]), "action": action})
-    existing = {a.get("name") for a in c.agents.list()} if agents else set()
+    existing = {a.name for a in c.agents.list()} if agents else set[str]()
     for agent in agents:
-        applied = c.agents.apply(agent)
-        name = str(applied.get("name") or agent["name"])
+        name = c.agents.apply(agent).name
         report["agents"].append({"name": name, "action": "updated" if name in existing else "created"})
     if json_out:
         print_json(report)
@@ -164,23 +164,26 @@ def load_manifest(file: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
         except yaml.YAMLError as exc:
             raise typer.BadParameter(f"{file} is not valid YAML: {exc}", param_hint=hint) from None
     # Accept the manifest shape, a bare list of agents, or a single agent.
-    if isinstance(data, list):
-        data = {"agents": data}
-    elif isinstance(data, dict) and "name" in data and "agents" not in data:
-        data = {"agents": [data]}
-    if not isinstance(data, dict):
+    doc: object = data
+    single, listed = as_dict(doc), as_list(doc)
+    if isinstance(doc, list):
+        manifest: dict[str, Any] = {"agents": listed}
+    elif "name" in single and "agents" not in single:
+        manifest = {"agents": [single]}
+    elif isinstance(doc, dict):
+        manifest = single
+    else:
         raise typer.BadParameter(f"{file} should hold `agents: [...]`", param_hint=hint)
-    queues = [{"name": q} if isinstance(q, str) else q for q in data.get("queues") or []]
-    agents = list(data.get("agents") or [])
+    queues: list[Any] = [{"name": q} if isinstance(q, str) else q for q in as_list(manifest.get("queues"))]
+    agents = as_list(manifest.get("agents"))
     for kind, entries in (("queue", queues), ("agent", agents)):
         for i, entry in enumerate(entries):
-            if not isinstance(entry, dict) or not entry.get("name"):
+            if not as_dict(entry).get("name"):
                 raise typer.BadParameter(f"{kind} #{i + 1} in {file} has no name", param_hint=hint)
     return queues, agents
 
 
-def _what_runs(agent: dict[str, Any]) -> str:
-    if agent.get("runtime") == "command" and agent.get("command"):
-        command = agent["command"]
-        return first_line(" ".join(map(str, command)) if isinstance(command, list) else command, 40)
-    return str(agent.get("model") or "-")
+def _what_runs(agent: AgentOut) -> str:
+    if agent.runtime == "command" and agent.command:
+        return first_line(" ".join(agent.command), 40)
+    return agent.model or "-"

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeGuard, cast
 
 import typer
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from pydantic import BaseModel
+
     from sdk.client import ApiError, ControlPlaneClient
 
 __all__ = [
@@ -20,12 +24,15 @@ __all__ = [
     "JsonOption",
     "State",
     "as_dict",
+    "as_list",
     "client",
     "escape",
     "is_api_error",
     "parse_params",
     "report_api_error",
     "state",
+    "wire",
+    "wire_list",
 ]
 
 # Same default as `Settings.url`; repeated here because importing the settings module pulls
@@ -100,7 +107,7 @@ def parse_params(values: list[str] | None) -> dict[str, str]:
     return params
 
 
-def is_api_error(exc: BaseException) -> bool:
+def is_api_error(exc: BaseException) -> TypeGuard[ApiError]:
     # If the SDK module was never imported, nothing could have raised its error; looking it
     # up in sys.modules keeps the SDK import off the paths that do not need it.
     module = sys.modules.get("sdk.client")
@@ -128,8 +135,24 @@ def report_api_error(exc: ApiError, url: str) -> None:
         err.print("[dim]allow longer with --timeout or META_AGENT_TIMEOUT[/]")
 
 
-def as_dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
+def wire(model: BaseModel) -> dict[str, Any]:
+    """An SDK answer as the JSON the API sent: what `--json` prints, and what the views read
+    (times as the server wrote them)."""
+    return model.model_dump(mode="json")
+
+
+def wire_list(models: Sequence[BaseModel]) -> list[dict[str, Any]]:
+    return [wire(m) for m in models]
+
+
+def as_dict(value: object) -> dict[str, Any]:
+    """`value` if it is a JSON object, else {} (JSON is untyped: the cast names what isinstance found)."""
+    return cast(dict[str, Any], value) if isinstance(value, dict) else {}
+
+
+def as_list(value: object) -> list[Any]:
+    """`value` if it is a JSON array, else []."""
+    return cast(list[Any], value) if isinstance(value, list) else []
 
 
 def escape(text: str) -> str:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from typer.core import TyperGroup
 
-from cli.common import JsonOption, client, escape, parse_params, state
+from cli.common import JsonOption, client, escape, parse_params, state, wire
 from cli.follow import EventPrinter, exit_code, follow_and_exit, hint_respond
 from cli.output import (
     age,
@@ -25,6 +25,11 @@ from cli.output import (
 )
 from kernel.statuses import TaskStatus
 
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from sdk.schemas import TaskOut
+
 __all__ = ["chat", "exec_app", "execution_app"]
 
 META_AGENT_COMMAND = "meta"
@@ -33,7 +38,8 @@ META_AGENT_COMMAND = "meta"
 class _ExecGroup(TyperGroup):
     """`exec agent NAME PROMPT` is a subcommand; `exec PROMPT` goes to the meta agent."""
 
-    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # type: ignore[override]
+    # typer hands its own Context (a click.Context subclass) to every group it builds.
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:  # pyright: ignore[reportIncompatibleMethodOverride]
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = [META_AGENT_COMMAND, *args]
         return super().parse_args(ctx, args)
@@ -248,15 +254,14 @@ def _start(
 ) -> None:
     c = client(ctx)
     task = c.executions.create(agent=name, queue=queue, prompt=prompt, parameters=parameters or None)
-    task_id = str(task["id"])
+    task_id = task.id
     if json_out and not follow:
-        print_json(task)
+        print_json(wire(task))
         return
     if not json_out:
         out = console()
         out.print(
-            f"execution [bold]{task_id}[/] {status_text(task.get('status'))} "
-            f"on queue {escape(str(task.get('queue') or '-'))}",
+            f"execution [bold]{task_id}[/] {status_text(task.status)} on queue {escape(task.queue or '-')}",
             highlight=False,
         )
         out.print(f"board: {state(ctx).board_link(task_id)}", markup=False, highlight=False)
@@ -298,19 +303,19 @@ def list_executions(
         cursor=cursor,
     )
     if json_out:
-        print_json(page)
+        print_json(wire(page))
         return
-    items = page.get("items") or []
+    items = page.items
     out = console()
     if not items:
         out.print("no executions match", style="dim")
         return
     out.print(executions_table(items, width=out.width))
-    if page.get("next_cursor"):
-        out.print(f"[dim]more: meta-agent execution list --cursor {page['next_cursor']}[/]", soft_wrap=True)
+    if page.next_cursor:
+        out.print(f"[dim]more: meta-agent execution list --cursor {page.next_cursor}[/]", soft_wrap=True)
 
 
-def executions_table(items: list[dict[str, Any]], *, width: int) -> Any:
+def executions_table(items: list[TaskOut], *, width: int) -> Table:
     """Ids stay whole (commands take full ids only): on a narrow terminal the queue and
     source columns go and the prompt is cut to the space left."""
     wide = width >= 120
@@ -323,15 +328,15 @@ def executions_table(items: list[dict[str, Any]], *, width: int) -> Any:
     prompt = t.columns[-1]
     prompt.ratio, prompt.no_wrap, prompt.overflow, prompt.min_width = 1, True, "ellipsis", 10
     for task in items:
-        who = task.get("agent") or (f"team:{task['team']}" if task.get("team") else "-")
-        where = [str(task.get("queue") or "-"), str(task.get("source") or "-")] if wide else []
+        who = task.agent or (f"team:{task.team}" if task.team else "-")
+        where = [task.queue or "-", task.source or "-"] if wide else []
         t.add_row(
-            str(task.get("id")),
-            status_text(task.get("status")),
+            task.id,
+            status_text(task.status),
             escape(who),
             *map(escape, where),
-            age(task.get("created_at")),
-            escape(first_line(task.get("prompt"), 80)),
+            age(task.created_at),
+            escape(first_line(task.prompt, 80)),
         )
     return t
 
@@ -341,7 +346,7 @@ def get_execution(ctx: typer.Context, task_id: IdArg, json_out: JsonOption = Fal
     """Show one execution: status, question, result or error."""
     task = client(ctx).executions.get(task_id)
     if json_out:
-        print_json(task)
+        print_json(wire(task))
         return
     print_task(task, link=state(ctx).board_link(task_id))
 
@@ -361,43 +366,40 @@ def logs(
     after, status = 0, None
     while True:
         page = c.executions.events(task_id, after=after)
-        items = page.get("items") or []
-        status = page.get("status")
-        for event in items:
+        status = page.status
+        for event in page.items:
             if printer is None:
-                print_json_line(event)
+                print_json_line(wire(event))
             else:
-                printer(event)
-            after = max(after, int(event.get("seq") or after))
-        if not items or after >= int(page.get("last_seq") or 0):
+                printer(wire(event))
+            after = max(after, event.seq)
+        if not page.items or after >= page.last_seq:
             break
     if printer is not None:
         printer.end_line()
         if status == "requires_input":
-            task = c.executions.get(task_id)
-            hint_respond(task_id, task.get("pending_input") or {})
+            pending = c.executions.get(task_id).pending_input
+            hint_respond(task_id, pending.model_dump(mode="json") if pending else {})
     raise typer.Exit(exit_code(status))
 
 
-def _action_output(ctx: typer.Context, task: dict[str, Any], message: str, json_out: bool) -> None:
+def _action_output(ctx: typer.Context, task: TaskOut, message: str, json_out: bool) -> None:
     if json_out:
-        print_json(task)
+        print_json(wire(task))
         return
     out = console()
     out.print(message, highlight=False)
-    out.print(f"board: {state(ctx).board_link(str(task.get('id')))}", markup=False, highlight=False)
+    out.print(f"board: {state(ctx).board_link(task.id)}", markup=False, highlight=False)
 
 
 @execution_app.command("cancel")
 def cancel(ctx: typer.Context, task_id: IdArg, json_out: JsonOption = False) -> None:
     """Cancel an execution (a running one stops when its worker sees the request)."""
     task = client(ctx).executions.cancel(task_id)
-    if task.get("status") == "cancelled":
+    if task.status == "cancelled":
         message = f"{escape(task_id)} {status_text('cancelled')}"
     else:
-        message = (
-            f"{escape(task_id)}: cancel requested; its worker stops it ({status_text(task.get('status'))})"
-        )
+        message = f"{escape(task_id)}: cancel requested; its worker stops it ({status_text(task.status)})"
     _action_output(ctx, task, message, json_out)
 
 
@@ -405,9 +407,7 @@ def cancel(ctx: typer.Context, task_id: IdArg, json_out: JsonOption = False) -> 
 def retry(ctx: typer.Context, task_id: IdArg, json_out: JsonOption = False) -> None:
     """Run a finished execution again, as a new execution."""
     task = client(ctx).executions.retry(task_id)
-    message = (
-        f"execution [bold]{task.get('id')}[/] {status_text(task.get('status'))} (retry of {escape(task_id)})"
-    )
+    message = f"execution [bold]{task.id}[/] {status_text(task.status)} (retry of {escape(task_id)})"
     _action_output(ctx, task, message, json_out)
 
 
@@ -420,5 +420,5 @@ def respond(
 ) -> None:
     """Answer an execution waiting in requires_input; it goes back to its queue."""
     task = client(ctx).executions.respond(task_id, answer)
-    message = f"{escape(task_id)} answered, now {status_text(task.get('status'))}"
+    message = f"{escape(task_id)} answered, now {status_text(task.status)}"
     _action_output(ctx, task, message, json_out)

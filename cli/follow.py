@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
-from cli.common import as_dict, client, escape, is_api_error, state
+from cli.common import as_dict, as_list, client, escape, is_api_error, state, wire
 from cli.output import console, err_console, plain, print_json_line, status_text
 
 if TYPE_CHECKING:
@@ -62,11 +62,13 @@ def follow(
     The SDK's stream reconnects by itself (resuming from the last seq) and ends with the
     `end` item; an iterator that stops without one gets the task's current state.
     """
+    from sdk.schemas import StreamEnd  # loaded with the client already
+
     for event in c.executions.stream(task_id, after=after):
-        if event.get("kind") == "end":
-            return as_dict(event.get("task"))
-        on_event(event)
-    return as_dict(c.executions.get(task_id))
+        if isinstance(event, StreamEnd):
+            return wire(event.task) if event.task else {}
+        on_event(wire(event))
+    return wire(c.executions.get(task_id))
 
 
 class EventPrinter:
@@ -191,8 +193,8 @@ class EventPrinter:
 
     def _on_input_requested(self, data: dict[str, Any], _event: dict[str, Any]) -> None:
         self.out.print(f"[bold magenta]?[/] {escape(plain(data.get('question')))}", soft_wrap=True)
-        choices = data.get("choices")
-        if isinstance(choices, list) and choices:
+        choices = as_list(data.get("choices"))
+        if choices:
             self._dim("  choices: " + ", ".join(str(c) for c in choices))
 
     def _on_input_received(self, data: dict[str, Any], _event: dict[str, Any]) -> None:
@@ -203,11 +205,11 @@ class EventPrinter:
         self._dim(f"artifact {data.get('name')}" + (f" ({size} bytes)" if size is not None else ""))
 
     def _on_plan(self, data: dict[str, Any], _event: dict[str, Any]) -> None:
-        steps = data.get("steps")
+        steps: object = data.get("steps")
         if isinstance(steps, list):
             self._dim("plan:")
-            for step in steps:
-                self._dim(f"  - {plain(step.get('title', step) if isinstance(step, dict) else step)}")
+            for step in as_list(data.get("steps")):
+                self._dim(f"  - {plain(_title(step))}")
         else:
             self._dim(f"plan: {_short(data)}")
 
@@ -231,11 +233,12 @@ class EventPrinter:
         error = as_dict(task.get("error"))
         if status == "failed" and error and not self.error_shown:
             self._error(error)
-        result = task.get("result")
+        result: object = task.get("result")
         if status != "completed" or result in (None, "", {}, []):
             return
-        text = _text(result) if isinstance(result, dict) else plain(result)
-        if isinstance(result, dict) and not any(k in result for k in TEXT_KEYS):
+        fields = as_dict(result)
+        text = _text(fields) if isinstance(result, dict) else plain(result)
+        if isinstance(result, dict) and not any(k in fields for k in TEXT_KEYS):
             text = plain(result)  # structured result with no text: show it as JSON
         if text.strip() and not self._already_shown(text):
             self.out.print(text.rstrip("\n"), markup=False, highlight=False, soft_wrap=True)
@@ -260,7 +263,7 @@ class InputPrompter:
 
     def __call__(self, _event: dict[str, Any]) -> None:
         # The stream replays history, so this status may be long answered: ask the task.
-        task = self.c.executions.get(self.task_id)
+        task = wire(self.c.executions.get(self.task_id))
         pending = as_dict(task.get("pending_input"))
         if task.get("status") != "requires_input" or not pending:
             return
@@ -289,8 +292,7 @@ class InputPrompter:
 def ask(pending: dict[str, Any]) -> str | None:
     """Ask the person; None when they decline (end of input), so the caller prints a hint."""
     question = plain(pending.get("question"))
-    raw_choices = pending.get("choices")
-    choices = [str(c) for c in raw_choices] if isinstance(raw_choices, list) else []
+    choices = [str(c) for c in as_list(pending.get("choices"))]
     typer.echo(typer.style(f"? {question}", bold=True))
     for number, choice in enumerate(choices, start=1):
         typer.echo(f"  {number}) {choice}")
@@ -321,8 +323,8 @@ def _pick(reply: str, choices: list[str]) -> str | None:
 
 
 def hint_respond(task_id: str, pending: dict[str, Any]) -> None:
-    choices = pending.get("choices")
-    example = str(choices[0]) if isinstance(choices, list) and choices else "..."
+    choices = as_list(pending.get("choices"))
+    example = str(choices[0]) if choices else "..."
     err_console().print(
         f"[magenta]waiting for an answer[/]; answer with: "
         f"[bold]{escape(f'meta-agent execution respond {task_id} {json.dumps(example)}')}[/]",
@@ -330,19 +332,24 @@ def hint_respond(task_id: str, pending: dict[str, Any]) -> None:
     )
 
 
-def _text(data: Any) -> str:
+def _text(data: object) -> str:
     """The text of a message, delta or result, whatever key the runtime used."""
     if isinstance(data, str):
         return data
-    if not isinstance(data, dict):
-        return ""
+    fields = as_dict(data)
     for key in TEXT_KEYS:
-        value = data.get(key)
+        value: object = fields.get(key)
         if isinstance(value, str):
             return value
         if isinstance(value, list):  # content blocks: [{"type": "text", "text": ...}]
-            return "".join(str(b.get("text", "")) for b in value if isinstance(b, dict))
+            return "".join(str(block.get("text", "")) for block in map(as_dict, as_list(fields.get(key))))
     return ""
+
+
+def _title(step: object) -> object:
+    """A plan step: its title, or the step itself."""
+    fields = as_dict(step)
+    return fields.get("title", fields) if isinstance(step, dict) else step
 
 
 def _tool_name(data: dict[str, Any]) -> str:
@@ -366,7 +373,7 @@ def follow_and_exit(ctx: typer.Context, task_id: str, *, json_out: bool, may_ask
             printer(event)
             return
         print_json_line(event)
-        if event.get("kind") == "status" and (event.get("data") or {}).get("status") == "requires_input":
+        if event.get("kind") == "status" and as_dict(event.get("data")).get("status") == "requires_input":
             prompter(event)
 
     try:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import JsonOption, client, escape
+from cli.common import JsonOption, client, escape, wire, wire_list
 from cli.output import age, console, err_console, print_json, table
 
 __all__ = ["keys_app"]
@@ -42,10 +42,10 @@ def create_key(
         )
     created = client(ctx).keys.create(name, [s.value for s in dict.fromkeys(scope)], queue)
     if json_out:
-        print_json(created)
+        print_json(wire(created))
         return
-    console().print(created.get("key", ""), markup=False, highlight=False, soft_wrap=True)
-    about = f"{created.get('id')} ({created.get('name', name)}: {', '.join(created.get('scopes') or [])})"
+    console().print(created.key or "", markup=False, highlight=False, soft_wrap=True)
+    about = f"{created.id} ({created.name}: {', '.join(created.scopes)})"
     err_console().print(
         f"[yellow]key {escape(about)} is shown only now: store it; it cannot be shown again[/]"
     )
@@ -54,10 +54,9 @@ def create_key(
 @keys_app.command("list")
 def list_keys(ctx: typer.Context, json_out: JsonOption = False) -> None:
     """List keys (their prefixes, never the secrets)."""
-    page = client(ctx).keys.list()
-    items = page.get("items", []) if isinstance(page, dict) else page
+    items = client(ctx).keys.list()
     if json_out:
-        print_json(items)
+        print_json(wire_list(items))
         return
     out = console()
     if not items:
@@ -67,13 +66,13 @@ def list_keys(ctx: typer.Context, json_out: JsonOption = False) -> None:
     t.columns[0].no_wrap = True
     for key in items:
         t.add_row(
-            escape(str(key.get("id"))),
-            escape(str(key.get("name") or "-")),
-            escape(str(key.get("prefix") or "-")),
-            escape(", ".join(key.get("scopes") or [])),
-            escape(", ".join(key.get("queues") or []) or "-"),
-            age(key.get("created_at")),
-            age(key.get("last_used_at")),
+            escape(key.id),
+            escape(key.name or "-"),
+            escape(key.prefix or "-"),
+            escape(", ".join(key.scopes)),
+            escape(", ".join(key.queues) or "-"),
+            age(key.created_at),
+            "-",  # the API does not report a key's last use (yet)
         )
     out.print(t)
 

@@ -127,7 +127,7 @@ class LocalWorker:
         while time.monotonic() < deadline:
             if not self._thread.is_alive():
                 raise typer.Exit(self._report_worker_error())
-            if c.queues.get(self.queue).get("active_workers"):
+            if c.queues.get(self.queue).active_workers:
                 return
             time.sleep(0.05)
         err_console().print(f"[red]error: the local worker did not start within {READY_TIMEOUT:.0f} s[/]")
@@ -157,13 +157,13 @@ class LocalWorker:
 
         c = client(self.ctx)
         try:
-            items = c.executions.list(queue=self.queue, status=list(UNFINISHED), limit=200).get("items") or []
+            items = c.executions.list(queue=self.queue, status=list(UNFINISHED), limit=200).items
             for task in items:
                 if say:
                     err_console().print(
-                        f"[dim]cancelling execution {escape(str(task['id']))}: its local worker stops[/]"
+                        f"[dim]cancelling execution {escape(task.id)}: its local worker stops[/]"
                     )
-                c.executions.cancel(str(task["id"]))
+                c.executions.cancel(task.id)
         except ApiError as exc:
             err_console().print(f"[yellow]warning: could not cancel executions on {self.queue}: {exc}[/]")
 

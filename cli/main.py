@@ -25,13 +25,14 @@ __all__ = ["app"]
 class _RootGroup(TyperGroup):
     """Turns SDK errors from any command into one readable line and exit code 1."""
 
-    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+    # typer hands its own Context (a click.Context subclass) to every group it builds.
+    def invoke(self, ctx: typer.Context) -> Any:  # pyright: ignore[reportIncompatibleMethodOverride]
         try:
             return super().invoke(ctx)
         except Exception as exc:
             if not is_api_error(exc):
                 raise
-            report_api_error(exc, state(ctx).url)  # type: ignore[arg-type]
+            report_api_error(exc, state(ctx).url)
             raise typer.Exit(1) from None
 
 

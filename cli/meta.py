@@ -22,7 +22,7 @@ from typing import Any
 import typer
 
 from cli import follow as follow_module
-from cli.common import client, escape, state
+from cli.common import as_dict, as_list, client, escape, state, wire
 from cli.output import console, err_console, print_json_line, status_text
 from kernel.statuses import TERMINAL
 
@@ -112,7 +112,7 @@ def _exec(
         screen.result("".join(reply), agent.task_ids, None, 0)
         return 0
     task_id = agent.task_ids[-1]
-    task = client(ctx).executions.get(task_id)
+    task = wire(client(ctx).executions.get(task_id))
     if task.get("status") not in TERMINAL:
         if isinstance(screen, _JsonScreen):
             task = screen.follow(ctx, task_id)
@@ -309,9 +309,9 @@ class _Screen:
         from mcp import types
 
         self.end_line()
-        schema = getattr(params, "requested_schema", None) or {}
-        field = (schema.get("properties") or {}).get("answer") or {}
-        pending = {"question": params.message, "choices": field.get("enum") or []}
+        schema = as_dict(getattr(params, "requested_schema", None))
+        field = as_dict(as_dict(schema.get("properties")).get("answer"))
+        pending = {"question": params.message, "choices": as_list(field.get("enum"))}
         answer = await asyncio.to_thread(follow_module.ask, pending)
         if answer is None:
             return types.ElicitResult(action="decline")
@@ -346,7 +346,7 @@ class _JsonScreen(_Screen):
 
         def on_event(event: dict[str, Any]) -> None:
             print_json_line({"type": "event", "event": event})
-            if event.get("kind") == "status" and (event.get("data") or {}).get("status") == "requires_input":
+            if event.get("kind") == "status" and as_dict(event.get("data")).get("status") == "requires_input":
                 prompter(event)
 
         try:

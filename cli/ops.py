@@ -50,70 +50,88 @@ def serve(
     run_server(_settings(host=host, port=port, database_url=database_url, embedded_worker=embedded_worker))
 
 
+# The options of `worker start` (named here to keep the command readable).
+_QueueOption = Annotated[
+    str, typer.Option("--queue", "-q", envvar="META_AGENT_WORKER_QUEUE", help="Queue to serve.")
+]
+
+_ConcurrencyOption = Annotated[
+    int, typer.Option(min=1, envvar="META_AGENT_WORKER_CONCURRENCY", help="Executions at once.")
+]
+
+_WorkspaceOption = Annotated[
+    str,
+    typer.Option(envvar="META_AGENT_WORKSPACE_ROOT", help="Where executions get their working directories."),
+]
+
+_WorkdirOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="META_AGENT_WORKER_WORKDIR",
+        help="Run every execution in this directory (it must exist) instead of a fresh "
+        "workspace per execution; for one local worker at concurrency 1.",
+        show_default=False,
+    ),
+]
+
+_GraceOption = Annotated[
+    float,
+    typer.Option(
+        min=0,
+        envvar="META_AGENT_WORKER_GRACE_SECONDS",
+        help="On stop, seconds running executions get to finish before being handed back.",
+    ),
+]
+
+_LlmApiBaseOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="META_AGENT_LLM_API_BASE",
+        help="Base URL of the model provider for llm agents (any OpenAI-compatible server); "
+        "default: litellm's own per-provider settings.",
+        show_default=False,
+    ),
+]
+
+_LlmApiKeyOption = Annotated[
+    str | None,
+    typer.Option(
+        envvar="META_AGENT_LLM_API_KEY",
+        help="API key for the model provider of llm agents; default: the provider's usual "
+        "variable (OPENAI_API_KEY, ANTHROPIC_API_KEY, ...).",
+        show_default=False,
+    ),
+]
+
+_SandboxOption = Annotated[
+    str,
+    typer.Option(
+        envvar="META_AGENT_SANDBOX",
+        help="`auto`: agents' processes run sandboxed, or not at all where no sandbox can be had; "
+        "`off`: they run with this worker's own rights.",
+    ),
+]
+
+_SandboxUserOption = Annotated[
+    str,
+    typer.Option(
+        envvar="META_AGENT_SANDBOX_USER", help="When run as root: the user agents' processes run as."
+    ),
+]
+
+
 @worker_app.command("start")
 def start_worker(
     ctx: typer.Context,
-    queue: Annotated[
-        str, typer.Option("--queue", "-q", envvar="META_AGENT_WORKER_QUEUE", help="Queue to serve.")
-    ],
-    concurrency: Annotated[
-        int, typer.Option(min=1, envvar="META_AGENT_WORKER_CONCURRENCY", help="Executions at once.")
-    ] = 4,
-    workspace: Annotated[
-        str,
-        typer.Option(
-            envvar="META_AGENT_WORKSPACE_ROOT", help="Where executions get their working directories."
-        ),
-    ] = ".meta-agent/workspaces",
-    workdir: Annotated[
-        str | None,
-        typer.Option(
-            envvar="META_AGENT_WORKER_WORKDIR",
-            help="Run every execution in this directory (it must exist) instead of a fresh "
-            "workspace per execution; for one local worker at concurrency 1.",
-            show_default=False,
-        ),
-    ] = None,
-    grace: Annotated[
-        float,
-        typer.Option(
-            min=0,
-            envvar="META_AGENT_WORKER_GRACE_SECONDS",
-            help="On stop, seconds running executions get to finish before being handed back.",
-        ),
-    ] = 20.0,
-    llm_api_base: Annotated[
-        str | None,
-        typer.Option(
-            envvar="META_AGENT_LLM_API_BASE",
-            help="Base URL of the model provider for llm agents (any OpenAI-compatible server); "
-            "default: litellm's own per-provider settings.",
-            show_default=False,
-        ),
-    ] = None,
-    llm_api_key: Annotated[
-        str | None,
-        typer.Option(
-            envvar="META_AGENT_LLM_API_KEY",
-            help="API key for the model provider of llm agents; default: the provider's usual "
-            "variable (OPENAI_API_KEY, ANTHROPIC_API_KEY, ...).",
-            show_default=False,
-        ),
-    ] = None,
-    sandbox: Annotated[
-        str,
-        typer.Option(
-            envvar="META_AGENT_SANDBOX",
-            help="`auto`: agents' processes run sandboxed, or not at all where no sandbox can be had; "
-            "`off`: they run with this worker's own rights.",
-        ),
-    ] = "auto",
-    sandbox_user: Annotated[
-        str,
-        typer.Option(
-            envvar="META_AGENT_SANDBOX_USER", help="When run as root: the user agents' processes run as."
-        ),
-    ] = "nobody",
+    queue: _QueueOption,
+    concurrency: _ConcurrencyOption = 4,
+    workspace: _WorkspaceOption = ".meta-agent/workspaces",
+    workdir: _WorkdirOption = None,
+    grace: _GraceOption = 20.0,
+    llm_api_base: _LlmApiBaseOption = None,
+    llm_api_key: _LlmApiKeyOption = None,
+    sandbox: _SandboxOption = "auto",
+    sandbox_user: _SandboxUserOption = "nobody",
 ) -> None:
     """Claim executions from a queue and run them.
 

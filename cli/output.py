@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
+    from sdk.schemas import TaskOut
+
 __all__ = [
     "STATUS_STYLES",
     "age",
@@ -80,7 +82,7 @@ def one_line_columns(t: Table, *, whole: int = 0) -> None:
     for column in t.columns:
         column.no_wrap, column.overflow = True, "ellipsis"
     key = t.columns[whole]
-    key.min_width = max([len(str(c)) for c in key._cells] + [len(str(key.header))])
+    key.min_width = max([len(str(c)) for c in key.cells] + [len(str(key.header))])
     for column in t.columns[:-1]:
         if column is not key:
             column.max_width = 30
@@ -95,7 +97,9 @@ def status_text(status: str | None) -> str:
     return f"[{STATUS_STYLES.get(value, 'white')}]{escape(value)}[/]"
 
 
-def parse_time(value: Any) -> datetime | None:
+def parse_time(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     if not isinstance(value, str) or not value:
         return None
     try:
@@ -133,7 +137,7 @@ def plain(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-def print_task(task: dict[str, Any], *, link: str) -> None:
+def print_task(task: TaskOut, *, link: str) -> None:
     """The overview of one execution: what, where, how it went, what it waits for."""
     from rich.table import Table
 
@@ -142,56 +146,59 @@ def print_task(task: dict[str, Any], *, link: str) -> None:
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column(overflow="fold")
 
-    def row(label: str, value: Any) -> None:
+    def row(label: str, value: object) -> None:
         if value not in (None, "", [], {}):
             grid.add_row(label, escape(plain(value)))
 
-    grid.add_row("id", escape(str(task.get("id"))))
-    grid.add_row("status", status_text(task.get("status")) + _phase(task))
-    row("agent", task.get("agent"))
-    row("team", task.get("team"))
-    row("queue", task.get("queue"))
-    row("source", task.get("source"))
-    row("requested by", task.get("requested_by"))
-    attempt, max_attempts = task.get("attempt"), task.get("max_attempts")
-    if attempt:
-        row("attempt", f"{attempt} of {max_attempts}" if max_attempts else attempt)
-    row("worker", task.get("worker_id"))
-    row("retry of", task.get("retry_of"))
-    row("parent", task.get("parent_id"))
-    row("created", _when(task.get("created_at")))
-    row("started", _when(task.get("started_at")))
-    row("finished", _when(task.get("finished_at")))
-    duration = task.get("duration_seconds")
-    if isinstance(duration, int | float):
-        row("duration", f"{duration:.1f}s")
-    row("prompt", task.get("prompt"))
-    row("parameters", task.get("parameters"))
-    if task.get("cancel_requested") and task.get("status") == "running":
+    grid.add_row("id", escape(task.id))
+    grid.add_row("status", status_text(task.status) + _phase(task.phase))
+    row("agent", task.agent)
+    row("team", task.team)
+    row("queue", task.queue)
+    row("source", task.source)
+    row("requested by", task.requested_by)
+    if task.attempt:
+        row("attempt", f"{task.attempt} of {task.max_attempts}" if task.max_attempts else task.attempt)
+    row("worker", task.worker_id)
+    row("retry of", task.retry_of)
+    row("parent", task.parent_id)
+    row("created", _when(task.created_at))
+    row("started", _when(task.started_at))
+    row("finished", _when(task.finished_at))
+    if task.duration_seconds is not None:
+        row("duration", f"{task.duration_seconds:.1f}s")
+    row("prompt", task.prompt)
+    row("parameters", task.parameters)
+    if task.cancel_requested and task.status == "running":
         grid.add_row("cancel", "[yellow]requested; the worker stops it[/]")
-    pending = task.get("pending_input")
-    if isinstance(pending, dict):
-        row("question", pending.get("question"))
-        if pending.get("choices"):
-            row("choices", ", ".join(str(c) for c in pending["choices"]))
-        grid.add_row("answer with", escape(f'meta-agent execution respond {task.get("id")} "..."'))
-    error = task.get("error")
-    if isinstance(error, dict):
+    if task.pending_input is not None:
+        row("question", task.pending_input.question)
+        if task.pending_input.choices:
+            row("choices", ", ".join(task.pending_input.choices))
+        grid.add_row("answer with", escape(f'meta-agent execution respond {task.id} "..."'))
+    if task.error is not None:
         grid.add_row(
-            "error", f"[red]{escape(plain(error.get('message')))}[/] ({escape(plain(error.get('code')))})"
+            "error", f"[red]{escape(plain(task.error.message))}[/] ({escape(plain(task.error.code))})"
         )
-    row("result", task.get("result"))
-    row("usage", task.get("usage"))
+    row("result", task.result)
+    row("usage", task.usage)
     grid.add_row("board", escape(link))
     out.print(grid)
 
 
-def _phase(task: dict[str, Any]) -> str:
-    phase = task.get("phase")
-    return f" [dim]({escape(str(phase))})[/]" if phase else ""
+def _phase(phase: str | None) -> str:
+    return f" [dim]({escape(phase)})[/]" if phase else ""
 
 
-def _when(value: Any) -> str | None:
-    if not value:
+def json_time(value: datetime) -> str:
+    """A time as the API's JSON spells it (what the views have always shown)."""
+    from pydantic import TypeAdapter
+
+    return str(TypeAdapter(datetime).dump_python(value, mode="json"))
+
+
+def _when(value: datetime | None) -> str | None:
+    if value is None:
         return None
-    return f"{value} ({age(value)} ago)"
+    text = json_time(value)
+    return f"{text} ({age(text)} ago)"

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cli.common import JsonOption, client, escape
+from cli.common import JsonOption, client, escape, wire, wire_list
 from cli.output import console, first_line, print_json, table
 
 __all__ = ["queues_app"]
@@ -19,7 +19,7 @@ def list_queues(ctx: typer.Context, json_out: JsonOption = False) -> None:
     """List worker queues with their live workers and waiting work."""
     items = client(ctx).queues.list()
     if json_out:
-        print_json(items)
+        print_json(wire_list(items))
         return
     out = console()
     if not items:
@@ -32,15 +32,15 @@ def list_queues(ctx: typer.Context, json_out: JsonOption = False) -> None:
     t.columns[6].overflow = "ellipsis"
     t.columns[6].no_wrap = True
     for queue in items:
-        workers = queue.get("active_workers") or 0
+        workers = queue.active_workers
         t.add_row(
-            escape(str(queue.get("name"))),
-            escape(str(queue.get("environment") or "-")),
+            escape(queue.name),
+            escape(queue.environment or "-"),
             str(workers) if workers else "[yellow]0[/]",
-            str(queue.get("capacity") if queue.get("capacity") is not None else "-"),
-            str(queue.get("pending_tasks") or 0),
-            str(queue.get("running_tasks") or 0),
-            escape(first_line(queue.get("description"), 40)),
+            str(queue.capacity),
+            str(queue.pending_tasks),
+            str(queue.running_tasks),
+            escape(first_line(queue.description, 40)),
         )
     out.print(t)
 
@@ -56,10 +56,10 @@ def create_queue(
     """Create a worker queue; start workers on it with `meta-agent worker start --queue NAME`."""
     queue = client(ctx).queues.create(name, description=description, environment=environment)
     if json_out:
-        print_json(queue)
+        print_json(wire(queue))
         return
     out = console()
-    created = escape(str(queue.get("name", name)))
+    created = escape(queue.name)
     out.print(f"queue [bold]{created}[/] [green]created[/]", highlight=False)
     out.print(f"[dim]start a worker: meta-agent worker start --queue {created}[/]")
 

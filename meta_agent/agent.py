@@ -35,11 +35,16 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from kernel.llm import ModelCallFailed, ProviderConfig, complete, tool_arguments
+
+if TYPE_CHECKING:
+    from mcp.types import CallToolResult
+
+    from tools.backend import Backend
 
 __all__ = [
     "DEFER",
@@ -50,6 +55,7 @@ __all__ = [
     "MetaAgent",
     "ModelCallFailed",
     "chat_backend",
+    "emit_event",
 ]
 
 Emit = Callable[[dict[str, Any]], Awaitable[None] | None]
@@ -90,62 +96,12 @@ MAX_RESULT_CHARS = 12_000
 
 def chat_backend(
     url: str, api_key: str | None, *, source: str, requested_by: str | None, public_url: str | None = None
-) -> Any:
+) -> Backend:
     """A `tools.backend.Backend` whose tasks carry `source` and `requested_by`."""
-    return _backend_class()(url, api_key, public_url, source=source, requested_by=requested_by)
+    # Imported here: tools.backend imports the MCP SDK (~0.6 s).
+    from tools.backend import Backend
 
-
-_BACKEND: Any = None
-
-
-def _backend_class() -> Any:
-    # Defined on first use: tools.backend imports the MCP SDK (~0.6 s).
-    global _BACKEND
-    if _BACKEND is not None:
-        return _BACKEND
-    from sdk.client import ApiError, AsyncControlPlaneClient
-    from tools.backend import Backend, explain
-
-    class _ChatBackend(Backend):
-        """The caller's control plane and key, with the chat's source and requester on tasks."""
-
-        def __init__(
-            self,
-            url: str,
-            api_key: str | None,
-            public_url: str | None,
-            *,
-            source: str,
-            requested_by: str | None,
-        ) -> None:
-            super().__init__(url, api_key, public_url)
-            self.source = source
-            self.requested_by = requested_by
-
-        @asynccontextmanager
-        async def client(self, doing: str = "call the control plane") -> AsyncIterator[Any]:
-            from mcp.server.mcpserver.exceptions import ToolError
-
-            conn = self.connection()
-            c = AsyncControlPlaneClient(
-                url=conn.url, api_key=conn.api_key or "", timeout=self.timeout, source=self.source
-            )
-            if self.requested_by:
-                create = c.executions.create
-
-                def create_as_requester(**kw: Any) -> Any:
-                    return create(**{"requested_by": self.requested_by, **kw})
-
-                c.executions.create = create_as_requester  # type: ignore[method-assign]
-            try:
-                yield c
-            except ApiError as exc:
-                raise ToolError(explain(exc, doing, conn.url)) from None
-            finally:
-                await c.aclose()
-
-    _BACKEND = _ChatBackend
-    return _BACKEND
+    return Backend(url, api_key, public_url, source=source, requested_by=requested_by)
 
 
 class MetaAgent:
@@ -275,10 +231,16 @@ class MetaAgent:
         # The model's words go out while it streams (a chat shows them as they come), in
         # order, one emit after the other, without holding up the stream's reader.
         out = _InOrder(emit)
-        on_delta = lambda text: out.send({"type": "text", "text": text})  # noqa: E731
-        on_log = lambda text: out.send({"type": "log", "message": text})  # noqa: E731
-        # A call retried after its text went out: the chat drops that text (it is asked again).
-        on_reset = lambda why: out.send({"type": "text_reset", "reason": why})  # noqa: E731
+
+        def on_delta(text: str) -> None:
+            out.send({"type": "text", "text": text})
+
+        def on_log(text: str) -> None:
+            out.send({"type": "log", "message": text})
+
+        def on_reset(why: str) -> None:
+            # A call retried after its text went out: the chat drops that text (it is asked again).
+            out.send({"type": "text_reset", "reason": why})
 
         for _ in range(self.max_steps):
             messages = [{"role": "system", "content": self.system_prompt}, *history, *added]
@@ -303,7 +265,7 @@ class MetaAgent:
                 return
         note = f"(stopped after {self.max_steps} steps; ask me to go on)"
         added.append({"role": "assistant", "content": note})
-        await _emit(emit, {"type": "text", "text": note})
+        await emit_event(emit, {"type": "text", "text": note})
 
     async def _call(
         self, mcp: Any, call: dict[str, Any], plan: str, emit: Emit, *, approved: bool = False
@@ -313,7 +275,7 @@ class MetaAgent:
             args = tool_arguments(call["arguments"])
         except ValueError as exc:
             return f"Error: the arguments of {name} are not a JSON object ({exc}); call it again."
-        await _emit(emit, {"type": "tool_call", "id": call["id"], "name": name, "arguments": args})
+        await emit_event(emit, {"type": "tool_call", "id": call["id"], "name": name, "arguments": args})
         if name in ("create_task", "retry_task") and self.approve is not None and not approved:
             verdict = await self.approve(name, args, plan)
             if verdict == DEFER:
@@ -323,7 +285,7 @@ class MetaAgent:
                     "arguments": args,
                     "plan": plan or "",
                 }
-                await _emit(emit, {"type": "approval", **self.pending})
+                await emit_event(emit, {"type": "approval", **self.pending})
                 return (
                     "Waiting: this plan needs the person's approval before it runs. They have been "
                     "asked; their decision comes as their next message."
@@ -333,7 +295,7 @@ class MetaAgent:
                     "The person did not approve this plan, so no task was created. Ask them "
                     "what to change; do not create the task unless they agree."
                 )
-                await _emit(
+                await emit_event(
                     emit,
                     {"type": "tool_result", "id": call["id"], "name": name, "is_error": True, "text": text},
                 )
@@ -342,11 +304,11 @@ class MetaAgent:
 
         async def on_progress(progress: float, total: float | None, message: str | None) -> None:
             if message:
-                await _emit(emit, {"type": "progress", "task_id": task_id, "message": message})
+                await emit_event(emit, {"type": "progress", "task_id": task_id, "message": message})
 
         result = await mcp.call_tool(name, args, progress_callback=on_progress)
         text = _result_text(result)
-        await _emit(
+        await emit_event(
             emit,
             {
                 "type": "tool_result",
@@ -356,10 +318,10 @@ class MetaAgent:
                 "text": text[:2000],
             },
         )
-        data = result.structured_content or {}
+        data: dict[str, Any] = result.structured_content or {}
         if name in ("create_task", "retry_task") and not result.is_error and data.get("id"):
             self.task_ids.append(str(data["id"]))
-            await _emit(
+            await emit_event(
                 emit,
                 {
                     "type": "task",
@@ -387,7 +349,7 @@ class _InOrder:
 
     async def _run(self) -> None:
         while self.queue:
-            await _emit(self.emit, self.queue.pop(0))
+            await emit_event(self.emit, self.queue.pop(0))
 
     async def drain(self) -> None:
         while self.worker is not None and not self.worker.done():
@@ -401,7 +363,7 @@ class _InOrder:
             self.worker.cancel()
 
 
-async def _emit(emit: Emit, event: dict[str, Any]) -> None:
+async def emit_event(emit: Emit, event: dict[str, Any]) -> None:
     out = emit(event)
     if out is not None:
         await out
@@ -429,33 +391,34 @@ def compact_schema(schema: Any) -> Any:
     """A JSON schema without what a model does not need: titles, length limits, a default
     `additionalProperties: true`, and the `anyOf [X, null]` + `default: null` pydantic
     writes for an optional argument (left out of `required`, it is optional already)."""
+    # JSON schema is plain JSON: the casts only name what isinstance found.
     if isinstance(schema, list):
-        return [compact_schema(s) for s in schema]
+        return [compact_schema(s) for s in cast(list[Any], schema)]
     if not isinstance(schema, dict):
         return schema
     out: dict[str, Any] = {}
-    for key, value in schema.items():
+    for key, value in cast(dict[str, Any], schema).items():
         if key in _DROPPED_KEYS or (key == "additionalProperties" and value is True):
             continue
         if key == "properties" and isinstance(value, dict):  # names, not schema keywords
-            out[key] = {name: compact_schema(prop) for name, prop in value.items()}
+            out[key] = {name: compact_schema(prop) for name, prop in cast(dict[str, Any], value).items()}
         else:
             out[key] = compact_schema(value)
     variants = out.get("anyOf")
     if isinstance(variants, list) and {"type": "null"} in variants and out.get("default", 0) is None:
-        rest = [v for v in variants if v != {"type": "null"}]
+        rest = [v for v in cast(list[Any], variants) if v != {"type": "null"}]
         if len(rest) == 1:
             del out["anyOf"], out["default"]
             out = {**rest[0], **out}
     return out
 
 
-def _result_text(result: Any) -> str:
+def _result_text(result: CallToolResult) -> str:
     """What the model reads: the structured result as JSON, else the text content."""
     if result.structured_content is not None and not result.is_error:
         text = json.dumps(result.structured_content, default=str)
     else:
-        parts = [getattr(c, "text", "") for c in result.content or []]
+        parts = [str(getattr(c, "text", "")) for c in result.content]
         text = "\n".join(p for p in parts if p) or ("(error)" if result.is_error else "(no output)")
         if result.is_error:
             text = f"Error: {text}"

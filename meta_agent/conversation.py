@@ -110,10 +110,13 @@ class ConversationChat:
         self.db, self.settings = db, settings
 
     def warm(self) -> None:
-        import mcp  # noqa: F401
+        import importlib
 
-        import meta_agent.agent  # noqa: F401
         from kernel.llm import load_litellm
+
+        # Loaded now (at startup) so the first chat turn does not pay for them.
+        importlib.import_module("mcp")
+        importlib.import_module("meta_agent.agent")
 
         load_litellm()  # with the bundled cost map: a bare `import litellm` fetches it over the network
 
@@ -141,10 +144,10 @@ class PreparedTurn:
 
     async def run(self, emit: Any) -> TurnResult:
         """Run the turn; every event goes to `emit` (sync or async), first `conversation`."""
-        from meta_agent.agent import _emit
+        from meta_agent.agent import emit_event
 
         async def out(event: dict[str, Any]) -> None:
-            await _emit(emit, event)
+            await emit_event(emit, event)
 
         await out({"type": "conversation", "conversation_id": self.conversation_id})
         async with _lock(self.conversation_id):
@@ -154,19 +157,7 @@ class PreparedTurn:
         from kernel.llm_settings import meta_agent_config
         from meta_agent.agent import SYSTEM_PROMPT, MetaAgent, ModelCallFailed, chat_backend
 
-        async with self.db.read() as session:  # re-read under the lock: a turn may just have ended
-            conv = await conversations.get_conversation(session, self.conversation_id)
-            history, pending = list(conv.messages), conv.pending
-        decision = self.decision
-        if decision is not None and (pending or {}).get("approval_id") != decision.approval_id:
-            raise errors.Conflict("that plan was already decided", code="approval_not_pending")
-        if decision is None and pending is not None and self.message is not None:
-            # A plain yes/no answers the plan; anything else sets it aside.
-            if _YES.match(self.message):
-                decision = Decision(pending["approval_id"], True, by=self.requested_by)
-            elif _NO.match(self.message):
-                decision = Decision(pending["approval_id"], False, by=self.requested_by, reason=self.message)
-
+        history, pending, decision = await self._load()
         backend = chat_backend(
             self.base_url,
             self.api_key,
@@ -233,6 +224,22 @@ class PreparedTurn:
         )
         return result
 
+    async def _load(self) -> tuple[list[dict[str, Any]], dict[str, Any] | None, Decision | None]:
+        """The history, the plan awaiting a decision, and the decision this turn brings."""
+        async with self.db.read() as session:  # re-read under the lock: a turn may just have ended
+            conv = await conversations.get_conversation(session, self.conversation_id)
+            history, pending = list(conv.messages), conv.pending
+        decision = self.decision
+        if decision is not None and (pending or {}).get("approval_id") != decision.approval_id:
+            raise errors.Conflict("that plan was already decided", code="approval_not_pending")
+        if decision is None and pending is not None and self.message is not None:
+            # A plain yes/no answers the plan; anything else sets it aside.
+            if _YES.match(self.message):
+                decision = Decision(pending["approval_id"], True, by=self.requested_by)
+            elif _NO.match(self.message):
+                decision = Decision(pending["approval_id"], False, by=self.requested_by, reason=self.message)
+        return history, pending, decision
+
     async def _save(self, history: list[dict[str, Any]], added: list[dict[str, Any]], agent: Any) -> None:
         if not added and self.message is not None:
             added.append({"role": "user", "content": self.message})
@@ -250,7 +257,7 @@ def _close_open_calls(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Give every tool call a result: a turn cut off mid-call must not leave the stored
     history invalid for the next model call."""
     out: list[dict[str, Any]] = []
-    open_ids: list[str] = []
+    open_ids: list[Any] = []  # the ids as the stored messages hold them
     for m in messages:
         if open_ids and m.get("role") != "tool":
             out += [{"role": "tool", "tool_call_id": i, "content": "(interrupted)"} for i in open_ids]
@@ -285,16 +292,16 @@ async def _risky(backend: Any, tool: str, args: dict[str, Any]) -> bool:
         async with backend.client("look up the agent") as c:
             if tool == "retry_task":
                 task = await c.executions.get(str(args.get("task_id")))
-                names = [task.get("agent")] if task.get("agent") else []
-                team = task.get("team")
+                names = [task.agent] if task.agent else []
+                team = task.team
             else:
-                names = [args["agent"]] if args.get("agent") else []
+                names = [str(args["agent"])] if args.get("agent") else []
                 team = args.get("team")
             if team:
                 t = await c.teams.get(str(team))
-                names += [t.get("coordinator"), *(t.get("members") or [])]
+                names += [t.coordinator, *t.members]
             for name in filter(None, names):
-                if (await c.agents.get(str(name))).get("risky"):
+                if (await c.agents.get(name)).risky:
                     return True
     except Exception as exc:  # ToolError and friends: let the tool call report the problem
         log.debug("risk lookup failed: %s", exc)

@@ -20,9 +20,9 @@ in the body from any caller allowed to create tasks.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Any, cast
 
 __all__ = [
     "REQUESTER_HEADER",
@@ -70,7 +70,8 @@ def _problem(exc: BaseException, last_status: int | None) -> str | None:
     from mcp.shared.exceptions import MCPError
 
     if isinstance(exc, BaseExceptionGroup):
-        found = [_problem(e, last_status) for e in exc.exceptions]
+        group = cast(BaseExceptionGroup[BaseException], exc)  # isinstance cannot name the members' type
+        found = [_problem(e, last_status) for e in group.exceptions]
         return found[0] if found and all(found) else None
     if isinstance(exc, httpx2.HTTPStatusError):
         return _status_problem(exc.response.status_code)
@@ -104,7 +105,7 @@ def http_tools(
         headers["Authorization"] = f"Bearer {api_key}"
 
     @asynccontextmanager
-    async def connect() -> AsyncIterator[Any]:
+    async def connect() -> AsyncGenerator[Any]:
         import httpx2
         from mcp import Client
         from mcp.client.streamable_http import streamable_http_client
@@ -172,7 +173,7 @@ def pin_queue(factory: McpFactory, queue: str) -> McpFactory:
     """`factory`'s clients, with every new task created on `queue`."""
 
     @asynccontextmanager
-    async def connect() -> AsyncIterator[Any]:
+    async def connect() -> AsyncGenerator[Any]:
         async with factory() as client:
             yield _PinnedQueue(client, queue)
 

@@ -120,6 +120,13 @@ class EventOut(BaseModel):
     created_at: datetime
 
 
+class StreamEnd(BaseModel):
+    """The last item of a task's event stream (SSE `event: end`): the task as it ended."""
+
+    kind: Literal["end"] = "end"
+    task: TaskOut | None = None
+
+
 class EventPage(BaseModel):
     items: list[EventOut]
     last_seq: int
@@ -148,16 +155,22 @@ class AgentPolicy(Strict):
     """What an `llm` agent may do (enforced by the worker: worker/policy.py). Checked here
     too, so a typo is a 422 when the agent is saved, not a failed task later."""
 
-    allowed_tools: list[str] | None = Field(None, description="the only tools it may call")
-    deny_commands: list[str] = Field([], description="regexes; a bash command matching one fails the task")
-    require_approval: list[str] = Field([], description="tools whose calls wait for a human's approve/deny")
-    max_steps: int | None = Field(None, ge=1, le=100_000, description="model calls per task")
-    max_seconds: float | None = Field(None, gt=0, description="active run time per task")
-    max_cost: float | None = Field(None, ge=0, description="model cost per task, USD")
-    http_allow: list[str] | None = Field(
-        None, description="the only http_request destinations (hosts, networks)"
+    allowed_tools: list[str] | None = Field(default=None, description="the only tools it may call")
+    deny_commands: list[str] = Field(
+        default=[], description="regexes; a bash command matching one fails the task"
     )
-    http_deny: list[str] = Field([], description="http_request destinations refused (hosts, networks)")
+    require_approval: list[str] = Field(
+        default=[], description="tools whose calls wait for a human's approve/deny"
+    )
+    max_steps: int | None = Field(default=None, ge=1, le=100_000, description="model calls per task")
+    max_seconds: float | None = Field(default=None, gt=0, description="active run time per task")
+    max_cost: float | None = Field(default=None, ge=0, description="model cost per task, USD")
+    http_allow: list[str] | None = Field(
+        default=None, description="the only http_request destinations (hosts, networks)"
+    )
+    http_deny: list[str] = Field(
+        default=[], description="http_request destinations refused (hosts, networks)"
+    )
 
     @field_validator("deny_commands")
     @classmethod
@@ -182,19 +195,29 @@ class AgentProvider(Strict):
     The key is never stored here: `api_key_env` names a variable of the worker."""
 
     api_base: Annotated[str, StringConstraints(max_length=2000)] | None = Field(
-        None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1"
+        default=None, description="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1"
     )
-    api_key: None = Field(None, description="refused: name the key's variable in api_key_env")
-    api_key_env: str | None = Field(None, description="NAME of the worker's variable holding the key")
-    tool_choice: str | None = Field(None, description="auto (default), required, none, omit or a tool name")
-    first_tool_choice: str | None = Field(None, description="tool_choice of the first answer to the prompt")
-    max_tokens: int | None = Field(None, ge=1, le=1_000_000, description="output tokens per call (4096)")
-    temperature: float | None = Field(None, ge=0, le=2)
-    timeout: float | None = Field(None, gt=0, le=3600, description="seconds per model call (600)")
-    retries: int | None = Field(None, ge=0, le=20, description="retries of a failed call (4)")
-    backoff: float | None = Field(None, ge=0, le=60, description="first retry delay in s, doubling")
-    input_cost_per_token: float | None = Field(None, ge=0, description="USD; replaces litellm's price")
-    output_cost_per_token: float | None = Field(None, ge=0, description="USD; replaces litellm's price")
+    api_key: None = Field(default=None, description="refused: name the key's variable in api_key_env")
+    api_key_env: str | None = Field(default=None, description="NAME of the worker's variable holding the key")
+    tool_choice: str | None = Field(
+        default=None, description="auto (default), required, none, omit or a tool name"
+    )
+    first_tool_choice: str | None = Field(
+        default=None, description="tool_choice of the first answer to the prompt"
+    )
+    max_tokens: int | None = Field(
+        default=None, ge=1, le=1_000_000, description="output tokens per call (4096)"
+    )
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    timeout: float | None = Field(default=None, gt=0, le=3600, description="seconds per model call (600)")
+    retries: int | None = Field(default=None, ge=0, le=20, description="retries of a failed call (4)")
+    backoff: float | None = Field(default=None, ge=0, le=60, description="first retry delay in s, doubling")
+    input_cost_per_token: float | None = Field(
+        default=None, ge=0, description="USD; replaces litellm's price"
+    )
+    output_cost_per_token: float | None = Field(
+        default=None, ge=0, description="USD; replaces litellm's price"
+    )
 
     @field_validator("api_key", mode="before")
     @classmethod
@@ -247,7 +270,7 @@ class AgentIn(Strict):
     policy: AgentPolicy = AgentPolicy()
     provider: AgentProvider = AgentProvider()
     default_queue: Name | None = None
-    timeout_seconds: int = Field(600, ge=1, le=7 * 24 * 3600)
+    timeout_seconds: int = Field(default=600, ge=1, le=7 * 24 * 3600)
     risky: bool = False
 
 
@@ -264,7 +287,7 @@ class AgentPatch(Strict):
     policy: AgentPolicy | None = None
     provider: AgentProvider | None = None
     default_queue: Name | None = None
-    timeout_seconds: int | None = Field(None, ge=1, le=7 * 24 * 3600)
+    timeout_seconds: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
     risky: bool | None = None
 
 
@@ -355,7 +378,7 @@ class WorkerList(BaseModel):
 class BoardColumn(BaseModel):
     count: int
     count_capped: bool = Field(
-        False, description="The column holds at least `count` tasks (counts stop at 1,000)."
+        default=False, description="The column holds at least `count` tasks (counts stop at 1,000)."
     )
     items: list[TaskOut]
 
@@ -367,7 +390,7 @@ class BoardOut(BaseModel):
 class KeyIn(Strict):
     name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
     scopes: list[Literal["admin", "operator", "viewer", "worker"]] = Field(min_length=1)
-    queues: list[Name] = Field([], max_length=100, description="bind a worker key to these queues")
+    queues: list[Name] = Field(default=[], max_length=100, description="bind a worker key to these queues")
 
 
 class KeyOut(BaseModel):
@@ -395,11 +418,11 @@ class EventIn(Strict):
 
 class ClaimBody(Strict):
     worker_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    max_tasks: int = Field(1, ge=1, le=100)
-    wait_seconds: float = Field(30.0, ge=0, le=120)
+    max_tasks: int = Field(default=1, ge=1, le=100)
+    wait_seconds: float = Field(default=30.0, ge=0, le=120)
     name: str | None = None
     hostname: str | None = None
-    capacity: int | None = Field(None, ge=0, le=10_000)
+    capacity: int | None = Field(default=None, ge=0, le=10_000)
     version: str | None = None
 
 
@@ -422,8 +445,8 @@ class HeldTask(Strict):
 
 class WorkerHeartbeatBody(Strict):
     queue: Name
-    running: int = Field(0, ge=0, le=100_000)
-    tasks: list[HeldTask] = Field([], max_length=10_000)
+    running: int = Field(default=0, ge=0, le=100_000)
+    tasks: list[HeldTask] = Field(default=[], max_length=10_000)
 
 
 class WorkerHeartbeatOut(BaseModel):
@@ -455,28 +478,30 @@ class EventsOut(BaseModel):
 class RequestInputBody(Strict):
     token: Token
     question: Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
-    choices: list[Annotated[str, StringConstraints(max_length=500)]] | None = Field(None, max_length=50)
+    choices: list[Annotated[str, StringConstraints(max_length=500)]] | None = Field(
+        default=None, max_length=50
+    )
     key: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
     checkpoint: Any = None
-    events: list[EventIn] = Field([], max_length=5000)
+    events: list[EventIn] = Field(default=[], max_length=5000)
 
 
 class CompleteBody(Strict):
     token: Token
     result: Any = None
     usage: dict[str, Any] | None = None
-    events: list[EventIn] = Field([], max_length=5000)
+    events: list[EventIn] = Field(default=[], max_length=5000)
 
 
 class FailBody(Strict):
     token: Token
     error: ErrorOut
-    events: list[EventIn] = Field([], max_length=5000)
+    events: list[EventIn] = Field(default=[], max_length=5000)
 
 
 class ReleaseBody(Strict):
     token: Token
-    events: list[EventIn] = Field([], max_length=5000)
+    events: list[EventIn] = Field(default=[], max_length=5000)
 
 
 class CheckpointBody(Strict):

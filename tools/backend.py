@@ -10,7 +10,7 @@ says what went wrong and what to do next, never a protocol error.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -22,7 +22,9 @@ from mcp.server.mcpserver.exceptions import ToolError
 from kernel.statuses import TaskStatus
 from sdk.client import ApiError, AsyncControlPlaneClient
 
-__all__ = ["Backend", "Connection", "current_request", "explain", "remember_request"]
+__all__ = ["Backend", "Client", "Connection", "current_request", "explain", "remember_request"]
+
+Client = AsyncControlPlaneClient
 
 # The transport's request (a Starlette request over HTTP, None on stdio and in-process) of
 # the MCP message being handled: static resources get no `Context`, so they find it here.
@@ -53,25 +55,35 @@ class Connection:
 
 
 class Backend:
-    """A control plane at `url`, called with `api_key`; links point at `public_url` (or `url`)."""
+    """A control plane at `url`, called with `api_key`; links point at `public_url` (or `url`).
+    Tasks created through it carry `source` and `requested_by` (the chat's person)."""
 
     def __init__(
-        self, url: str, api_key: str | None = None, public_url: str | None = None, timeout: float = 30.0
+        self,
+        url: str,
+        api_key: str | None = None,
+        public_url: str | None = None,
+        timeout: float = 30.0,
+        *,
+        source: str = "mcp",
+        requested_by: str | None = None,
     ) -> None:
         self.url = url.rstrip("/")
         self.api_key = api_key or None
         self.public_url = (public_url or url).rstrip("/")
         self.timeout = timeout
+        self.source = source
+        self.requested_by = requested_by
 
     def connection(self) -> Connection:
         """Where and as whom the current request calls the API (fixed here; per request over HTTP)."""
-        return Connection(self.url, self.api_key, self.public_url)
+        return Connection(self.url, self.api_key, self.public_url, self.source, self.requested_by)
 
     def board_link(self, task_id: str) -> str:
         return f"{self.connection().board}/#/tasks/{task_id}"
 
     @asynccontextmanager
-    async def client(self, doing: str = "call the control plane") -> AsyncIterator[Any]:
+    async def client(self, doing: str = "call the control plane") -> AsyncGenerator[Client]:
         """An SDK client for this request; an `ApiError` inside becomes an explained `ToolError`."""
         conn = self.connection()
         # "" rather than None: the SDK would otherwise fall back to META_AGENT_API_KEY.

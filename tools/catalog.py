@@ -16,7 +16,7 @@ from tools.models import AgentCatalog, AgentInfo, QueueInfo, QueueList, TeamInfo
 __all__ = ["READ_ONLY", "register"]
 
 READ_ONLY = ToolAnnotations(
-    readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False
+    read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
 )
 
 Query = Annotated[
@@ -35,9 +35,7 @@ async def agent_catalog(backend: Backend, query: str | None = None) -> AgentCata
         teams = await c.teams.list()
     words = (query or "").lower().split()
     team_infos = [
-        TeamInfo.of(t)
-        for t in teams
-        if all(w in f"{t.get('name', '')} {t.get('description', '')}".lower() for w in words)
+        TeamInfo.of(t) for t in teams if all(w in f"{t.name} {t.description}".lower() for w in words)
     ]
     return AgentCatalog(agents=[AgentInfo.of(a) for a in agents], teams=team_infos)
 

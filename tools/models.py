@@ -1,17 +1,20 @@
 """What the MCP tools return: pydantic models, published as each tool's output schema.
 
-The control plane's JSON (docs/protocol.md) is trimmed to what an assistant needs to act;
-every task carries `board_url`, the page where a person can watch it.
+The SDK's models (`sdk.schemas`, what the API serves) are trimmed to what an assistant needs
+to act; every task carries `board_url`, the page where a person can watch it.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any, Literal, cast
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 
 from kernel.statuses import TERMINAL, TaskStatus
+from sdk.schemas import AgentOut, ErrorOut, PendingInput, QueueOut, TaskOut, TeamOut
+from sdk.transport import json_object
 
 __all__ = [
     "AgentCatalog",
@@ -34,6 +37,13 @@ __all__ = [
 Status = TaskStatus
 FINISHED = TERMINAL
 
+_TIME = TypeAdapter(datetime)
+
+
+def _time(value: datetime | None) -> str | None:
+    """A time as the API's JSON spells it (the tools' output has always carried that string)."""
+    return None if value is None else str(_TIME.dump_python(value, mode="json"))
+
 
 class ParameterInfo(BaseModel):
     description: str = ""
@@ -54,23 +64,24 @@ class AgentInfo(BaseModel):
     risky: bool = Field(False, description="Changes things: a plan using it needs the person's approval.")
 
     @classmethod
-    def of(cls, a: dict[str, Any]) -> AgentInfo:
+    def of(cls, a: AgentOut) -> AgentInfo:
         return cls(
-            name=a["name"],
-            description=a.get("description") or "",
-            runtime=a.get("runtime") or "",
-            model=a.get("model"),
-            tools=a.get("tools") or [],
-            default_queue=a.get("default_queue"),
-            parameters={k: ParameterInfo(**_known(v)) for k, v in (a.get("parameters") or {}).items()},
-            risky=bool(a.get("risky")),
+            name=a.name,
+            description=a.description,
+            runtime=a.runtime,
+            model=a.model,
+            tools=a.tools,
+            default_queue=a.default_queue,
+            parameters={k: _parameter(v) for k, v in a.parameters.items()},
+            risky=a.risky,
         )
 
 
-def _known(spec: Any) -> dict[str, Any]:
+def _parameter(spec: object) -> ParameterInfo:
+    # `AgentOut.parameters` is stored JSON: a spec written by hand may lack fields, or not be one.
     if not isinstance(spec, dict):
-        return {}
-    return {k: spec[k] for k in ("description", "required", "default") if k in spec}
+        return ParameterInfo()
+    return ParameterInfo.model_validate(spec)
 
 
 class TeamInfo(BaseModel):
@@ -81,13 +92,13 @@ class TeamInfo(BaseModel):
     default_queue: str | None = None
 
     @classmethod
-    def of(cls, t: dict[str, Any]) -> TeamInfo:
+    def of(cls, t: TeamOut) -> TeamInfo:
         return cls(
-            name=t["name"],
-            description=t.get("description") or "",
-            coordinator=t.get("coordinator") or "",
-            members=t.get("members") or [],
-            default_queue=t.get("default_queue"),
+            name=t.name,
+            description=t.description,
+            coordinator=t.coordinator,
+            members=t.members,
+            default_queue=t.default_queue,
         )
 
 
@@ -105,14 +116,14 @@ class QueueInfo(BaseModel):
     running_tasks: int
 
     @classmethod
-    def of(cls, q: dict[str, Any]) -> QueueInfo:
+    def of(cls, q: QueueOut) -> QueueInfo:
         return cls(
-            name=q["name"],
-            description=q.get("description") or "",
-            environment=q.get("environment") or "",
-            active_workers=int(q.get("active_workers") or 0),
-            pending_tasks=int(q.get("pending_tasks") or 0),
-            running_tasks=int(q.get("running_tasks") or 0),
+            name=q.name,
+            description=q.description,
+            environment=q.environment,
+            active_workers=q.active_workers,
+            pending_tasks=q.pending_tasks,
+            running_tasks=q.running_tasks,
         )
 
 
@@ -126,15 +137,21 @@ class Question(BaseModel):
     key: str = "answer"
 
     @classmethod
-    def of(cls, pending: dict[str, Any]) -> Question:
+    def of(cls, pending: PendingInput) -> Question:
         # `key` names what is asked (a parameter, a tool call): the worker's `ref`. The id the
         # server issued for the question is sent back by respond_to_task itself.
-        return cls(**{**pending, "key": pending.get("ref") or pending.get("key") or "answer"})
+        return cls(
+            question=pending.question, choices=pending.choices, key=pending.ref or pending.key or "answer"
+        )
 
 
 class ErrorInfo(BaseModel):
     code: str
     message: str
+
+    @classmethod
+    def of(cls, error: ErrorOut | None) -> ErrorInfo | None:
+        return None if error is None else cls(code=error.code, message=error.message)
 
 
 class TaskInfo(BaseModel):
@@ -162,28 +179,27 @@ class TaskInfo(BaseModel):
     board_url: str
 
     @classmethod
-    def of(cls, t: dict[str, Any], board_url: str) -> TaskInfo:
-        pending = t.get("pending_input")
+    def of(cls, t: TaskOut, board_url: str) -> TaskInfo:
         return cls(
-            id=t["id"],
-            agent=t.get("agent"),
-            team=t.get("team"),
-            queue=t.get("queue") or "",
-            status=t["status"],
-            phase=t.get("phase"),
-            prompt=t.get("prompt") or "",
-            parameters=t.get("parameters") or {},
-            source=t.get("source") or "",
-            attempt=int(t.get("attempt") or 0),
-            cancel_requested=bool(t.get("cancel_requested")),
-            retry_of=t.get("retry_of"),
-            result=t.get("result"),
-            error=ErrorInfo(**t["error"]) if t.get("error") else None,
-            pending_input=Question.of(pending) if pending else None,
-            last_seq=int(t.get("last_seq") or 0),
-            created_at=str(t.get("created_at") or ""),
-            started_at=t.get("started_at"),
-            finished_at=t.get("finished_at"),
+            id=t.id,
+            agent=t.agent,
+            team=t.team,
+            queue=t.queue,
+            status=t.status,
+            phase=t.phase,
+            prompt=t.prompt,
+            parameters=t.parameters,
+            source=t.source,
+            attempt=t.attempt,
+            cancel_requested=t.cancel_requested,
+            retry_of=t.retry_of,
+            result=t.result,
+            error=ErrorInfo.of(t.error),
+            pending_input=Question.of(t.pending_input) if t.pending_input else None,
+            last_seq=t.last_seq,
+            created_at=_time(t.created_at) or "",
+            started_at=_time(t.started_at),
+            finished_at=_time(t.finished_at),
             board_url=board_url,
         )
 
@@ -199,16 +215,16 @@ class TaskSummary(BaseModel):
     board_url: str
 
     @classmethod
-    def of(cls, t: dict[str, Any], board_url: str) -> TaskSummary:
-        prompt = t.get("prompt") or ""
+    def of(cls, t: TaskOut, board_url: str) -> TaskSummary:
+        prompt = t.prompt
         return cls(
-            id=t["id"],
-            agent=t.get("agent"),
-            team=t.get("team"),
-            queue=t.get("queue") or "",
-            status=t["status"],
+            id=t.id,
+            agent=t.agent,
+            team=t.team,
+            queue=t.queue,
+            status=t.status,
             prompt=prompt if len(prompt) <= 200 else prompt[:199] + "…",
-            created_at=str(t.get("created_at") or ""),
+            created_at=_time(t.created_at) or "",
             board_url=board_url,
         )
 
@@ -227,6 +243,19 @@ class TaskCreated(BaseModel):
     retry_of: str | None = None
     board_url: str = Field(description="Where a person can watch the task live.")
     note: str | None = None
+
+    @classmethod
+    def of(cls, t: TaskOut, board_url: str, note: str | None = None) -> TaskCreated:
+        return cls(
+            id=t.id,
+            status=t.status,
+            agent=t.agent,
+            team=t.team,
+            queue=t.queue,
+            retry_of=t.retry_of,
+            board_url=board_url,
+            note=note,
+        )
 
 
 class EventLine(BaseModel):
@@ -252,34 +281,42 @@ class StreamResult(BaseModel):
     board_url: str
 
 
-def describe_event(event: dict[str, Any], limit: int = 500) -> str:
-    """One line for a person or a model: what the event says, without its JSON envelope."""
-    kind = str(event.get("kind", ""))
-    data = event.get("data") or {}
-    if not isinstance(data, dict):
-        text = str(data)
-    elif kind == "status":
+def describe_event(kind: str, payload: object, limit: int = 500) -> str:
+    """One line for a person or a model: what an event (its kind and data) says, without its
+    JSON envelope."""
+    text = _say(kind, payload or {})
+    return _cut(" ".join(text.split()) if kind != "message_delta" else text, limit)
+
+
+def _say(kind: str, payload: object) -> str:
+    if not isinstance(payload, dict):
+        return str(payload)
+    data = cast(dict[str, Any], payload)  # event data is free-form JSON: each kind has its fields
+    if kind == "status":
         text = f"status: {data.get('status')}"
-        err = data.get("error")
-        if isinstance(err, dict) and err.get("message"):
+        err = json_object(data.get("error"))
+        if err is not None and err.get("message"):
             text += f" ({err.get('code')}: {err['message']})"
-    elif kind == "input_requested":
+        return text
+    if kind == "input_requested":
         text = f"needs input: {data.get('question', '')}"
         if data.get("choices"):
             text += f" [{' / '.join(map(str, data['choices']))}]"
-    elif kind == "input_received":
-        text = f"answer received ({data.get('ref') or data.get('key', 'answer')})"
-    elif kind.startswith("tool_"):
+        return text
+    if kind == "input_received":
+        return f"answer received ({data.get('ref') or data.get('key', 'answer')})"
+    if kind.startswith("tool_"):
         name = data.get("name") or data.get("tool") or data.get("tool_call_id") or ""
         detail = next((data[k] for k in ("output", "line", "result", "arguments", "args") if k in data), "")
-        text = f"{kind.removeprefix('tool_')} {name}: {_flat(detail)}".rstrip(": ")
-    else:
-        picked = next(
-            (data[k] for k in ("line", "message", "text", "delta", "content", "output", "name") if k in data),
-            None,
-        )
-        text = _flat(picked if picked is not None else data)
-    text = " ".join(text.split()) if kind != "message_delta" else text
+        return f"{kind.removeprefix('tool_')} {name}: {_flat(detail)}".rstrip(": ")
+    picked = next(
+        (data[k] for k in ("line", "message", "text", "delta", "content", "output", "name") if k in data),
+        None,
+    )
+    return _flat(picked if picked is not None else data)
+
+
+def _cut(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -33,10 +33,12 @@ from mcp.types import (
     ToolAnnotations,
 )
 from mcp_types.version import is_version_at_least
-from pydantic import BaseModel, Field, create_model
+from pydantic import BaseModel, Field, ValidationError, create_model
 
+from kernel.statuses import TaskStatus
 from sdk.client import ApiError
-from tools.backend import Backend
+from sdk.schemas import EventOut, StreamEnd, TaskOut
+from tools.backend import Backend, Client
 from tools.models import FINISHED, ErrorInfo, EventLine, Question, StreamResult, describe_event
 from tools.tasks import TaskId
 
@@ -45,16 +47,26 @@ __all__ = ["MAX_TIMEOUT", "register"]
 MAX_TIMEOUT = 300.0
 INPUT_KEY = "answer"
 FOLLOWS = ToolAnnotations(
-    readOnlyHint=False, destructiveHint=False, idempotentHint=False, openWorldHint=False
+    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
 )
 
 
 def answer_model(q: Question) -> type[BaseModel]:
     """The elicitation form for a question: one `answer` field, an enum when there are choices."""
-    kind: Any = Literal[tuple(q.choices)] if q.choices else str  # type: ignore[valid-type]
+    kind: Any = Literal[tuple(q.choices)] if q.choices else str
     hint = "Pick one." if q.choices else "Your answer."
     field = Field(title="Answer", description=hint, min_length=1) if not q.choices else Field(title="Answer")
     return create_model("TaskAnswer", answer=(kind, field))
+
+
+class _RoundState(BaseModel):
+    """What a 2026-07-28 round carries to the next (`request_state`, sealed by the MCP SDK)."""
+
+    task: str
+    after: int = 0
+    q: str | None = None
+    answers: list[str] = []
+    lines: list[EventLine] = []
 
 
 class _Follow:
@@ -68,7 +80,12 @@ class _Follow:
         self.answers: list[str] = []
         self.note: str | None = None
         self.declined = False
-        self.c: Any = None
+        self._c: Client | None = None
+
+    @property
+    def c(self) -> Client:
+        assert self._c is not None, "only inside run()"
+        return self._c
 
     @property
     def modern(self) -> bool:
@@ -77,16 +94,16 @@ class _Follow:
 
     async def run(self) -> StreamResult | InputRequiredResult:
         async with self.backend.client(f"follow task {self.task_id!r}") as c:
-            self.c = c
+            self._c = c
             task = await c.executions.get(self.task_id)
             if self.ctx.request_state:
                 task = await self._take_answer(task)
             deadline = time.monotonic() + self.timeout
             while True:
-                if task["status"] in FINISHED:
+                if task.status in FINISHED:
                     await self._catch_up()
                     return self._result("finished", task)
-                if task["status"] == "requires_input":
+                if task.status == TaskStatus.requires_input:
                     await self._catch_up()
                     answer = await self._ask(task)
                     if isinstance(answer, InputRequiredResult):
@@ -102,13 +119,12 @@ class _Follow:
 
     # --- following -----------------------------------------------------------------------
 
-    async def _report(self, event: dict[str, Any]) -> None:
-        seq = event.get("seq")
-        if not isinstance(seq, int) or seq <= self.last_seq:
+    async def _report(self, event: EventOut) -> None:
+        seq, kind = event.seq, event.kind
+        if seq <= self.last_seq:
             return
         self.last_seq = seq
-        kind = str(event.get("kind", ""))
-        text = describe_event(event)
+        text = describe_event(kind, event.data)
         if kind != "message_delta":
             self.lines.append(EventLine(seq=seq, kind=kind, text=text))
         await self.ctx.report_progress(seq, None, text)
@@ -117,27 +133,26 @@ class _Follow:
         """Report the events written since `last_seq` (the task is not moving, or is done)."""
         while True:
             page = await self.c.executions.events(self.task_id, after=self.last_seq, limit=1000)
-            for event in page["items"]:
+            for event in page.items:
                 await self._report(event)
-            if not page["items"] or self.last_seq >= int(page.get("last_seq") or 0):
+            if not page.items or self.last_seq >= page.last_seq:
                 return
 
-    async def _follow(self, deadline: float) -> tuple[dict[str, Any], bool]:
+    async def _follow(self, deadline: float) -> tuple[TaskOut, bool]:
         """Stream until the task ends or waits for input: (task, False); or the deadline: (task, True)."""
         stream = self.c.executions.stream(self.task_id, self.last_seq)
         try:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                 async for item in stream:
-                    if item.get("kind") == "end":
-                        if item.get("task"):
-                            return item["task"], False
+                    if isinstance(item, StreamEnd):
+                        if item.task:
+                            return item.task, False
                         break
                     await self._report(item)
-                    data = item.get("data") or {}
-                    if item.get("kind") == "status" and data.get("status") == "requires_input":
+                    if item.kind == "status" and item.data.get("status") == "requires_input":
                         # The log may be replaying an old question: only the current state counts.
                         task = await self.c.executions.get(self.task_id)
-                        if task["status"] == "requires_input":
+                        if task.status == TaskStatus.requires_input:
                             return task, False
         except TimeoutError:
             return await self.c.executions.get(self.task_id), True
@@ -154,9 +169,9 @@ class _Follow:
             return False
         return self.modern or bool(getattr(self.ctx.session, "can_send_request", True))
 
-    async def _ask(self, task: dict[str, Any]) -> str | InputRequiredResult | None:
+    async def _ask(self, task: TaskOut) -> str | InputRequiredResult | None:
         """Ask the user through the client; None when it cannot (or they would not) answer."""
-        pending = task.get("pending_input")
+        pending = task.pending_input
         if not pending or self.declined or not self._can_elicit():
             return None
         q = Question.of(pending)
@@ -181,7 +196,7 @@ class _Follow:
             self.note = f"Asking the user through the client failed ({exc}); ask them yourself."
             return None
         if isinstance(outcome, AcceptedElicitation):
-            return str(outcome.data.answer)
+            return str(outcome.data.model_dump()["answer"])  # the form `answer_model` made
         self._declined(outcome.action)
         return None
 
@@ -192,49 +207,47 @@ class _Follow:
             "or cancel the task if they no longer want it."
         )
 
-    async def _take_answer(self, task: dict[str, Any]) -> dict[str, Any]:
+    async def _take_answer(self, task: TaskOut) -> TaskOut:
         """A retry round (2026-07-28): send the answer the client collected, if still wanted."""
         try:
-            state = json.loads(self.ctx.request_state or "")
-        except ValueError:
+            state = _RoundState.model_validate_json(self.ctx.request_state or "")
+        except ValidationError:
             return task
-        if not isinstance(state, dict) or state.get("task") != self.task_id:
+        if state.task != self.task_id:
             return task
-        self.last_seq = max(self.last_seq, int(state.get("after") or 0))
-        self.answers = [str(a) for a in state.get("answers") or []]
-        self.lines.extend(EventLine(**line) for line in state.get("lines") or [])
+        self.last_seq = max(self.last_seq, state.after)
+        self.answers = state.answers
+        self.lines.extend(state.lines)
         response = (self.ctx.input_responses or {}).get(INPUT_KEY)
         if not isinstance(response, ElicitResult):
             return task
         if response.action != "accept" or not response.content:
             self._declined(response.action)
             return task
-        pending = task.get("pending_input") or {}
-        if task["status"] != "requires_input" or pending.get("question") != state.get("q"):
+        question = task.pending_input.question if task.pending_input else None
+        if task.status != TaskStatus.requires_input or question != state.q:
             self.note = "The question was answered elsewhere before the user's answer arrived."
             return task
         return await self._respond(task, str(response.content.get(INPUT_KEY, "")))
 
-    async def _respond(self, task: dict[str, Any], answer: str) -> dict[str, Any]:
+    async def _respond(self, task: TaskOut, answer: str) -> TaskOut:
         try:
             task = await self.c.executions.respond(self.task_id, answer)
         except ApiError as exc:
             if exc.code != "not_waiting_for_input":
                 raise
             self.note = "The question was answered elsewhere before the user's answer arrived."
-            return await self.c.executions.get(self.task_id)  # type: ignore[no-any-return]
+            return await self.c.executions.get(self.task_id)
         self.answers.append(answer)
         return task
 
     # --- the result ----------------------------------------------------------------------
 
-    def _result(
-        self, outcome: Literal["finished", "needs_input", "timeout"], task: dict[str, Any]
-    ) -> StreamResult:
-        status = task["status"]
-        pending = task.get("pending_input") if status == "requires_input" else None
+    def _result(self, outcome: Literal["finished", "needs_input", "timeout"], task: TaskOut) -> StreamResult:
+        status = task.status
+        pending = task.pending_input if status == TaskStatus.requires_input else None
         question = Question.of(pending) if pending else None
-        error = ErrorInfo(**task["error"]) if task.get("error") else None
+        error = ErrorInfo.of(task.error)
         tid, after = self.task_id, self.last_seq
         if outcome == "needs_input" and question is not None:
             choices = f" (choices: {', '.join(question.choices)})" if question.choices else ""
@@ -261,7 +274,7 @@ class _Follow:
             status=status,
             last_seq=after,
             question=question,
-            result=task.get("result") if status == "completed" else None,
+            result=task.result if status == TaskStatus.completed else None,
             error=error,
             answers=self.answers,
             events=list(self.lines),

@@ -10,7 +10,7 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
-from tools.backend import Backend
+from tools.backend import Backend, Client
 from tools.catalog import READ_ONLY
 from tools.models import EventLine, Status, TaskCreated, TaskInfo, TaskList, TaskSummary, describe_event
 
@@ -19,35 +19,26 @@ __all__ = ["TaskId", "register"]
 TaskId = Annotated[str, Field(min_length=1, max_length=100)]
 Name = Annotated[str, Field(min_length=1, max_length=64)]
 
-WRITES = ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=False, openWorldHint=True)
-CANCELS = ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=True, openWorldHint=False)
+WRITES = ToolAnnotations(
+    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True
+)
+CANCELS = ToolAnnotations(
+    read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
+)
 ANSWERS = ToolAnnotations(
-    readOnlyHint=False, destructiveHint=False, idempotentHint=False, openWorldHint=False
+    read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False
 )
 RECENT_EVENTS = 50
 
 
-def _created(backend: Backend, t: dict[str, Any], note: str | None = None) -> TaskCreated:
-    return TaskCreated(
-        id=t["id"],
-        status=t["status"],
-        agent=t.get("agent"),
-        team=t.get("team"),
-        queue=t.get("queue") or "",
-        retry_of=t.get("retry_of"),
-        board_url=backend.board_link(t["id"]),
-        note=note,
-    )
-
-
-async def _pick_queue(c: Any, agent: str | None, team: str | None) -> str:
+async def _pick_queue(c: Client, agent: str | None, team: str | None) -> str:
     """The agent's (or team's) default queue, else the only queue with live workers."""
-    owner = await (c.agents.get(agent) if agent else c.teams.get(team))
-    if owner.get("default_queue"):
-        return str(owner["default_queue"])
-    live = [q["name"] for q in await c.queues.list() if q.get("active_workers")]
+    owner = await c.agents.get(agent) if agent else await c.teams.get(team or "")
+    if owner.default_queue:
+        return owner.default_queue
+    live = [q.name for q in await c.queues.list() if q.active_workers]
     if len(live) == 1:
-        return str(live[0])
+        return live[0]
     who = f"agent {agent!r}" if agent else f"team {team!r}"
     if not live:
         raise ToolError(
@@ -61,9 +52,9 @@ async def _pick_queue(c: Any, agent: str | None, team: str | None) -> str:
     )
 
 
-async def _waiting_note(c: Any, queue: str) -> str | None:
+async def _waiting_note(c: Client, queue: str) -> str | None:
     q = await c.queues.get(queue)
-    if q.get("active_workers"):
+    if q.active_workers:
         return None
     return (
         f"No worker is live on queue {queue!r} yet: the task waits as pending until one starts "
@@ -72,6 +63,14 @@ async def _waiting_note(c: Any, queue: str) -> str | None:
 
 
 def register(mcp: MCPServer, backend: Backend) -> None:
+    # In this order: clients list the tools as they were registered.
+    _register_create(mcp, backend)
+    _register_reads(mcp, backend)
+    _register_actions(mcp, backend)
+    _register_resource(mcp, backend)
+
+
+def _register_create(mcp: MCPServer, backend: Backend) -> None:
     @mcp.tool(title="Create a task", annotations=WRITES)
     async def create_task(
         prompt: Annotated[
@@ -102,15 +101,17 @@ def register(mcp: MCPServer, backend: Backend) -> None:
             task = await c.executions.create(
                 agent=agent, team=team, queue=target, prompt=prompt, parameters=parameters
             )
-            note = await _waiting_note(c, task["queue"])
-        return _created(backend, task, note)
+            note = await _waiting_note(c, task.queue)
+        return TaskCreated.of(task, backend.board_link(task.id), note)
 
+
+def _register_reads(mcp: MCPServer, backend: Backend) -> None:
     @mcp.tool(title="Get a task", annotations=READ_ONLY)
     async def get_task(task_id: TaskId) -> TaskInfo:
         """Show one task: status, pending question, result or error, timings."""
         async with backend.client(f"get task {task_id!r}") as c:
             task = await c.executions.get(task_id)
-        return TaskInfo.of(task, backend.board_link(task["id"]))
+        return TaskInfo.of(task, backend.board_link(task.id))
 
     @mcp.tool(title="List tasks", annotations=READ_ONLY)
     async def list_tasks(
@@ -128,16 +129,18 @@ def register(mcp: MCPServer, backend: Backend) -> None:
                 status=status, agent=agent, queue=queue, limit=limit, cursor=cursor
             )
         return TaskList(
-            tasks=[TaskSummary.of(t, backend.board_link(t["id"])) for t in page["items"]],
-            next_cursor=page.get("next_cursor"),
+            tasks=[TaskSummary.of(t, backend.board_link(t.id)) for t in page.items],
+            next_cursor=page.next_cursor,
         )
 
+
+def _register_actions(mcp: MCPServer, backend: Backend) -> None:
     @mcp.tool(title="Cancel a task", annotations=CANCELS)
     async def cancel_task(task_id: TaskId) -> TaskInfo:
         """Cancel an unfinished task (a running one stops within seconds)."""
         async with backend.client(f"cancel task {task_id!r}") as c:
             task = await c.executions.cancel(task_id)
-        return TaskInfo.of(task, backend.board_link(task["id"]))
+        return TaskInfo.of(task, backend.board_link(task.id))
 
     @mcp.tool(title="Answer a task's question", annotations=ANSWERS)
     async def respond_to_task(
@@ -155,9 +158,10 @@ def register(mcp: MCPServer, backend: Backend) -> None:
         Then call stream_task again."""
         async with backend.client(f"answer task {task_id!r}") as c:
             task = await c.executions.get(task_id)
-            pending = task.get("pending_input") or {}
-            choices = [str(x) for x in pending.get("choices") or []]
-            if task["status"] == "requires_input" and choices:
+            waiting = task.status == "requires_input"
+            pending = task.pending_input
+            choices = pending.choices if pending else []
+            if waiting and choices:
                 match = next((ch for ch in choices if ch.strip().lower() == answer.strip().lower()), None)
                 if match is None:
                     raise ToolError(
@@ -165,17 +169,19 @@ def register(mcp: MCPServer, backend: Backend) -> None:
                         "Ask the user to pick one of them."
                     )
                 answer = match
-            key = pending.get("key") if task["status"] == "requires_input" else None
+            key = pending.key if waiting and pending else None
             task = await c.executions.respond(task_id, answer, key=key)
-        return TaskInfo.of(task, backend.board_link(task["id"]))
+        return TaskInfo.of(task, backend.board_link(task.id))
 
     @mcp.tool(title="Retry a task", annotations=WRITES)
     async def retry_task(task_id: TaskId) -> TaskCreated:
         """Run a finished task again as a new task (its retry_of is the old one)."""
         async with backend.client(f"retry task {task_id!r}") as c:
             task = await c.executions.retry(task_id)
-        return _created(backend, task)
+        return TaskCreated.of(task, backend.board_link(task.id))
 
+
+def _register_resource(mcp: MCPServer, backend: Backend) -> None:
     @mcp.resource(
         "task://{task_id}",
         name="task",
@@ -187,13 +193,13 @@ def register(mcp: MCPServer, backend: Backend) -> None:
         try:
             async with backend.client(f"read task {task_id!r}") as c:
                 task = await c.executions.get(task_id)
-                after = max(0, int(task.get("last_seq") or 0) - RECENT_EVENTS)
+                after = max(0, task.last_seq - RECENT_EVENTS)
                 page = await c.executions.events(task_id, after=after, limit=RECENT_EVENTS)
         except ToolError as exc:
             if "task_not_found" in str(exc):
                 raise ResourceNotFoundError(str(exc)) from None
             raise ResourceError(str(exc)) from None
-        info = TaskInfo.of(task, backend.board_link(task["id"]))
-        events = [EventLine(seq=e["seq"], kind=e["kind"], text=describe_event(e)) for e in page["items"]]
+        info = TaskInfo.of(task, backend.board_link(task.id))
+        events = [EventLine(seq=e.seq, kind=e.kind, text=describe_event(e.kind, e.data)) for e in page.items]
         body = {"task": info.model_dump(mode="json"), "events": [e.model_dump() for e in events]}
         return json.dumps(body, indent=1, default=str)

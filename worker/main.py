@@ -180,7 +180,7 @@ class Worker:
                     continue
                 delay = BACKOFF_START
                 for item in items:
-                    self._start(item)
+                    self._start(item.model_dump(mode="json"))  # the task runs on the claim's plain JSON
         finally:
             stopping.cancel()
 
@@ -237,11 +237,11 @@ class Worker:
             except ApiError as exc:
                 log.warning("heartbeat failed: %s", exc)
                 continue
-            for task_id in answer.get("cancel") or ():
+            for task_id in answer.cancel:
                 if h := self._held.get(task_id):
                     log.info("task %s: cancel requested", task_id)
                     h.ctx.cancelled.set()
-            for task_id in answer.get("lost") or ():
+            for task_id in answer.lost:
                 if h := self._held.get(task_id):
                     log.warning("task %s: lease lost, abandoning it", task_id)
                     h.lose()

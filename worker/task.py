@@ -127,7 +127,7 @@ class HeldTask:
         except ApiError as exc:  # refused outright (too big, a reserved kind): not worth the task
             log.warning("task %s: %d events refused: %s", self.id, len(events), exc)
             return
-        if answer and answer.get("cancel_requested"):
+        if answer.cancel_requested:
             self.ctx.cancelled.set()
 
     async def _put_artifact(self, name: str, content: bytes, media_type: str) -> object:

@@ -205,14 +205,17 @@ def test_db_upgrade_uses_the_database_url(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_agents_list_at_80_columns_keeps_every_name_whole(standin: StandIn) -> None:
     # The key column must never collapse to "…"; the description gives way instead.
-    standin.agents["kubernetes-cluster-health"] = {
-        "id": "a-k8s",
-        "name": "kubernetes-cluster-health",
-        "runtime": "llm",
-        "model": "openai/gpt-4.1-mini-2025-04-14",
-        "default_queue": "production-east-1",
-        "description": "Checks nodes, pods and events across every namespace and reports what is wrong " * 2,
-    }
+    standin.agents["kubernetes-cluster-health"] = standin.agent_out(
+        "kubernetes-cluster-health",
+        {
+            "id": "a-k8s",
+            "runtime": "llm",
+            "model": "openai/gpt-4.1-mini-2025-04-14",
+            "default_queue": "production-east-1",
+            "description": "Checks nodes, pods and events across every namespace and reports what is wrong "
+            * 2,
+        },
+    )
     narrow = run(standin, "agents", "list", columns=80)
 
     assert narrow.exit_code == 0, narrow.output

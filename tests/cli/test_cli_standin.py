@@ -44,12 +44,7 @@ class StandIn:
         self.tasks: dict[str, dict[str, Any]] = {}
         self.events: dict[str, list[dict[str, Any]]] = {}
         self.agents: dict[str, dict[str, Any]] = {
-            name: {
-                "id": str(uuid.uuid4()),
-                "name": name,
-                "runtime": "noop",
-                "description": f"the {name} agent",
-            }
+            name: self.agent_out(name, {"runtime": "noop", "description": f"the {name} agent"})
             for name in ("echo", "broken", "asker")
         }
         self.queues: dict[str, dict[str, Any]] = {"default": self._queue("default")}
@@ -59,6 +54,28 @@ class StandIn:
         # When set, a GET of a task waiting for input answers it (as a person on the board would).
         self.board_answer: str | None = None
         self.url = ""  # set once the socket is bound
+
+    @staticmethod
+    def agent_out(name: str, body: dict[str, Any]) -> dict[str, Any]:
+        """An agent as the API answers it (`AgentOut`): every field, defaults filled in."""
+        agent = {
+            "id": str(uuid.uuid4()),
+            "description": "",
+            "model": None,
+            "instructions": None,
+            "command": None,
+            "parameters": {},
+            "tools": [],
+            "mcp_servers": [],
+            "policy": {},
+            "provider": {},
+            "default_queue": None,
+            "timeout_seconds": 600,
+            "risky": False,
+            "created_at": _now(),
+            "updated_at": _now(),
+        }
+        return {**agent, **body, "name": name}
 
     @staticmethod
     def _queue(name: str, **extra: Any) -> dict[str, Any]:
@@ -99,7 +116,8 @@ class StandIn:
             "result": None,
             "error": None,
             "pending_input": None,
-            "usage": None,
+            "inputs": {},
+            "usage": {},
             "last_seq": 0,
             "created_at": _now(),
             "updated_at": _now(),
@@ -234,7 +252,7 @@ class StandIn:
                     raise Problem(404, "agent_not_found", f"agent {name} not found")
                 return 200, self.agents[name]
             case "PUT", ["agents", name]:
-                self.agents[name] = {"id": str(uuid.uuid4()), **body, "name": name}
+                self.agents[name] = self.agent_out(name, body)
                 return 200, self.agents[name]
             case "GET", ["worker-queues"]:
                 return 200, {"items": list(self.queues.values())}
@@ -250,14 +268,15 @@ class StandIn:
                     "prefix": "ma_1234",
                     "scopes": body["scopes"],
                     "queues": body.get("queues", []),
+                    "created_at": _now(),
+                    "revoked_at": None,
                 }
                 self.keys[key["id"]] = key
                 return 201, {**key, "key": "ma_1234_secret"}
             case "GET", ["keys"]:
                 return 200, {"items": list(self.keys.values())}
             case "DELETE", ["keys", key_id]:
-                self.keys.pop(key_id)
-                return 204, None
+                return 200, {**self.keys.pop(key_id), "revoked_at": _now()}
         raise Problem(404, "not_found", f"no route {method} {path}")
 
     @staticmethod

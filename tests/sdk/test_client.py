@@ -11,6 +11,7 @@ import pytest
 
 from sdk import client as client_mod
 from sdk.client import ApiError, AsyncControlPlaneClient, ControlPlaneClient, SSEParser
+from sdk.schemas import EventOut, StreamEnd
 
 URL = "http://plane.test:8080"
 
@@ -36,6 +37,29 @@ class Recorder:
 
     def body(self, i: int = -1) -> Any:
         return json.loads(self.requests[i].content)
+
+
+NOW = "2026-01-02T03:04:05Z"
+
+
+def task(**fields: Any) -> dict[str, Any]:
+    """A task as the API serves it (`TaskOut`)."""
+    base = dict.fromkeys(
+        ("agent", "team", "requested_by", "parent_id", "retry_of", "phase", "worker_id", "lease_expires_at",
+         "result", "error", "pending_input", "started_at", "finished_at", "duration_seconds")
+    )  # fmt: skip
+    base |= {"id": "t1", "queue": "default", "prompt": "p", "parameters": {}, "source": "api",
+             "status": "pending", "attempt": 0, "max_attempts": 3, "cancel_requested": False,
+             "inputs": {}, "usage": {}, "last_seq": 0, "created_at": NOW, "updated_at": NOW}  # fmt: skip
+    return base | fields
+
+
+def agent(**fields: Any) -> dict[str, Any]:
+    """An agent as the API serves it (`AgentOut`)."""
+    base = {"id": "a1", "name": "a", "description": "", "runtime": "noop", "model": None, "instructions": None,
+            "command": None, "parameters": {}, "tools": [], "mcp_servers": [], "policy": {}, "provider": {},
+            "default_queue": None, "timeout_seconds": 600, "risky": False, "created_at": NOW, "updated_at": NOW}  # fmt: skip
+    return base | fields
 
 
 def sync_client(routes: dict[tuple[str, str], Any], **kw: Any) -> tuple[ControlPlaneClient, Recorder]:
@@ -72,6 +96,21 @@ def test_a_validation_list_becomes_readable_detail():
     assert err.value.code == "http_422" and "field required" in err.value.detail
 
 
+def test_an_answer_that_is_not_the_routes_model_is_invalid_response():
+    c, _ = sync_client({("GET", "/api/v1/tasks/t1"): {"id": "t1"}})
+    with pytest.raises(ApiError) as err:
+        c.executions.get("t1")
+    assert (err.value.status, err.value.code) == (200, "invalid_response")
+    assert "/api/v1/tasks/t1" in err.value.detail and not err.value.retryable
+
+
+def test_answers_are_the_models_the_api_serves():
+    c, _ = sync_client({("GET", "/api/v1/tasks/t1"): task(id="t1", status="running", agent="a")})
+    got = c.executions.get("t1")
+    assert (got.id, got.status, got.agent) == ("t1", "running", "a")
+    assert got.model_dump(mode="json") == task(id="t1", status="running", agent="a")  # --json prints this
+
+
 def test_transport_failures_are_status_zero_and_name_the_url():
     def down(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused")
@@ -105,9 +144,9 @@ def test_a_read_timeout_is_its_own_code():
 def test_url_and_key_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("META_AGENT_URL", "http://env.test:9")
     monkeypatch.setenv("META_AGENT_API_KEY", "mak_123")
-    rec = Recorder({("GET", "/api/v1/agents"): {"items": [{"name": "a"}]}})
+    rec = Recorder({("GET", "/api/v1/agents"): {"items": [agent(name="a")]}})
     c = ControlPlaneClient(transport=httpx.MockTransport(rec))
-    assert c.agents.list() == [{"name": "a"}]
+    assert [a.name for a in c.agents.list()] == ["a"]
     req = rec.requests[0]
     assert str(req.url) == "http://env.test:9/api/v1/agents"
     assert req.headers["authorization"] == "Bearer mak_123"
@@ -123,15 +162,20 @@ def test_no_key_sends_no_authorization(monkeypatch):
 def test_requests_carry_source_and_drop_unset_fields():
     c, rec = sync_client(
         {
-            ("POST", "/api/v1/tasks"): {"id": "t1"},
+            ("POST", "/api/v1/tasks"): task(id="t1"),
             ("GET", "/api/v1/tasks"): {"items": [], "next_cursor": None},
-            ("POST", "/api/v1/agents/k8s health/execute"): {"execution_id": "t2", "status": "pending"},
+            ("POST", "/api/v1/agents/k8s health/execute"): {
+                "execution_id": "t2",
+                "status": "pending",
+                "task": task(id="t2"),
+            },
         },
         source="cli",
     )
     c.executions.create(agent="k8s", prompt="check", parameters={"ns": "prod"})
     assert rec.body() == {"agent": "k8s", "prompt": "check", "parameters": {"ns": "prod"}, "source": "cli"}
-    assert c.executions.list(status=["running", "pending"], limit=10) == {"items": [], "next_cursor": None}
+    page = c.executions.list(status=["running", "pending"], limit=10)
+    assert page.model_dump() == {"items": [], "next_cursor": None}
     assert rec.requests[-1].url.params.multi_items() == [
         ("status", "running"),
         ("status", "pending"),
@@ -150,15 +194,18 @@ def test_artifacts_come_back_as_bytes_with_names_escaped():
     assert rec.requests[0].url.raw_path == b"/api/v1/tasks/t1/artifacts/a%20b%2Fc.bin"
 
 
+ARTIFACT = {"name": "out.txt", "media_type": "text/plain", "size": 2, "sha256": "ab", "created_at": NOW}
+
+
 async def test_the_worker_protocol_shapes():
     rec = Recorder(
         {
             ("POST", "/api/v1/worker-queues/default/claim"): {
-                "tasks": [{"task": {"id": "t1"}, "token": "tok"}]
+                "tasks": [{"task": task(id="t1"), "agent": None, "token": "tok", "lease_seconds": 60}]
             },
-            ("POST", "/api/v1/tasks/t1/complete"): {"id": "t1", "status": "completed"},
-            ("POST", "/api/v1/tasks/t1/fail"): {"id": "t1"},
-            ("PUT", "/api/v1/tasks/t1/artifacts/out.txt"): httpx.Response(201, json={"name": "out.txt"}),
+            ("POST", "/api/v1/tasks/t1/complete"): task(id="t1", status="completed"),
+            ("POST", "/api/v1/tasks/t1/fail"): task(id="t1", status="failed"),
+            ("PUT", "/api/v1/tasks/t1/artifacts/out.txt"): httpx.Response(201, json=ARTIFACT),
             ("DELETE", "/api/v1/workers/w1"): httpx.Response(204),
         }
     )
@@ -166,7 +213,7 @@ async def test_the_worker_protocol_shapes():
         items = await c.worker.claim(
             "default", "w1", max_tasks=4, wait_seconds=30, info={"name": "n", "version": None}
         )
-        assert items == [{"task": {"id": "t1"}, "token": "tok"}]
+        assert [(i.task.id, i.token) for i in items] == [("t1", "tok")]
         assert rec.body() == {"name": "n", "worker_id": "w1", "max_tasks": 4, "wait_seconds": 30}
         assert rec.requests[-1].extensions["timeout"]["read"] > 30  # the long poll must not time out first
         await c.worker.complete("t1", "tok", {"ok": True}, events=[])
@@ -174,7 +221,8 @@ async def test_the_worker_protocol_shapes():
         await c.worker.fail("t1", "tok", "timeout", "too slow", events=[{"kind": "log", "data": {}}])
         assert rec.body() == {"token": "tok", "error": {"code": "timeout", "message": "too slow"},
                               "events": [{"kind": "log", "data": {}}]}  # fmt: skip
-        assert await c.worker.put_artifact("t1", "tok", "out.txt", b"hi", "text/plain") == {"name": "out.txt"}
+        artifact = await c.worker.put_artifact("t1", "tok", "out.txt", b"hi", "text/plain")
+        assert artifact.model_dump(mode="json") == ARTIFACT
         put = rec.requests[-1]
         # The token goes in a header: a query string ends up in access logs.
         assert (put.content, put.headers["content-type"], put.headers["x-lease-token"], put.url.query) == (
@@ -207,11 +255,11 @@ def test_sse_parser_handles_any_chunking_line_endings_and_comments():
 
 
 def frame(seq: int, kind: str = "log") -> bytes:
-    event = {"task_id": "t1", "seq": seq, "kind": kind, "data": {"n": seq}, "attempt": 1}
+    event = {"task_id": "t1", "seq": seq, "kind": kind, "data": {"n": seq}, "attempt": 1, "created_at": NOW}
     return f"id: {seq}\nevent: {kind}\ndata: {json.dumps(event)}\n\n".encode()
 
 
-END = b'event: end\ndata: {"id": "t1", "status": "completed"}\n\n'
+END = b"event: end\ndata: " + json.dumps(task(id="t1", status="completed")).encode() + b"\n\n"
 
 
 class Flaky:
@@ -253,8 +301,10 @@ def test_stream_resumes_after_drops_without_losing_or_repeating_events(monkeypat
     )
     c = ControlPlaneClient(URL, transport=httpx.MockTransport(flaky))
     items = list(c.executions.stream("t1"))
-    assert [i.get("seq") for i in items[:-1]] == [1, 2, 3, 4]
-    assert items[-1] == {"kind": "end", "task": {"id": "t1", "status": "completed"}}
+    assert [i.seq for i in items[:-1] if isinstance(i, EventOut)] == [1, 2, 3, 4]
+    end = items[-1]
+    assert isinstance(end, StreamEnd) and end.task is not None
+    assert (end.task.id, end.task.status) == ("t1", "completed")
     resume = [r.headers.get("last-event-id") for r in flaky.requests]
     assert resume == [None, "1", "1", "1", "3"]
     assert delays == [0.0, 0.2, 0.4, 0.0]  # at once after a working connection, else backoff
@@ -265,7 +315,7 @@ def test_a_stream_cut_while_quiet_reconnects_without_spinning(monkeypatch):
     monkeypatch.setattr(client_mod.time, "sleep", delays.append)
     flaky = Flaky([[b"retry: 1000\n\n: ping\n\n"]] * 20 + [[frame(1), END]])
     c = ControlPlaneClient(URL, transport=httpx.MockTransport(flaky))
-    assert [i["kind"] for i in c.executions.stream("t1")] == ["log", "end"]
+    assert [i.kind for i in c.executions.stream("t1")] == ["log", "end"]
     assert delays == [client_mod.STREAM_QUIET_RECONNECT] * 20  # never gives up on a live server
 
 
@@ -303,6 +353,6 @@ async def test_async_stream_resumes_too(monkeypatch):
     flaky = Flaky([[frame(5), httpx.ReadError("reset")], [frame(6), END]])
     async with AsyncControlPlaneClient(URL, transport=httpx.MockTransport(handler)) as c:
         items = [item async for item in c.executions.stream("t1", after=4)]
-    assert [i.get("seq", i["kind"]) for i in items] == [5, 6, "end"]
+    assert [i.seq if isinstance(i, EventOut) else i.kind for i in items] == [5, 6, "end"]
     assert flaky.requests[0].url.params["after"] == "4"
     assert flaky.requests[1].headers["last-event-id"] == "5"

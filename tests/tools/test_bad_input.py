@@ -35,7 +35,7 @@ async def park_with_choices(url: str) -> str:
         tid = (await api.post("/tasks", json={"agent": "approver", "prompt": "deploy"})).json()["id"]
     async with AsyncControlPlaneClient(url, api_key="") as w:
         [claimed] = await w.worker.claim("manual", "w-test", wait_seconds=5)
-        await w.worker.request_input(tid, claimed["token"], "Deploy to prod?", choices=["approve", "deny"])
+        await w.worker.request_input(tid, claimed.token, "Deploy to prod?", choices=["approve", "deny"])
     return tid
 
 

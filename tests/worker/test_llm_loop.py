@@ -42,8 +42,8 @@ def test_llm_task_streams_runs_tools_saves_artifact_and_completes(
         seen: list[str] = []
         with ControlPlaneClient(url=server.url) as sdk:
             for ev in sdk.executions.stream(tid):
-                if ev["kind"] == "message_delta" and ANSWER.startswith(ev["data"]["text"]):
-                    seen.append(ev["data"]["text"])
+                if ev.kind == "message_delta" and ANSWER.startswith(ev.data["text"]):
+                    seen.append(ev.data["text"])
                     break
         assert seen
         gate.wait_reached()

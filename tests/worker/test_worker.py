@@ -17,10 +17,34 @@ import httpx
 import pytest
 
 from sdk.client import ApiError, AsyncControlPlaneClient
+from sdk.schemas import AgentOut
 from worker.main import Worker
 from worker.runtime import Outcome, TaskContext, TaskFailed, register_runtime
 
 FINAL = ("complete", "fail", "request-input", "release")
+NOW = "2026-01-02T03:04:05Z"
+
+
+def task_out(task_id: str, **fields: Any) -> dict[str, Any]:
+    """A task as the API serves it (`TaskOut`)."""
+    none = ("agent", "team", "requested_by", "parent_id", "retry_of", "phase", "worker_id", "lease_expires_at",
+            "result", "error", "pending_input", "started_at", "finished_at", "duration_seconds")  # fmt: skip
+    base = dict.fromkeys(none) | {
+        "id": task_id, "queue": "q1", "prompt": "p", "parameters": {}, "source": "api", "status": "running",
+        "attempt": 1, "max_attempts": 3, "cancel_requested": False, "inputs": {}, "usage": {}, "last_seq": 0,
+        "created_at": NOW, "updated_at": NOW,
+    }  # fmt: skip
+    return base | fields
+
+
+def agent_out(runtime: str, **fields: Any) -> dict[str, Any]:
+    """An agent as the API serves it (`AgentOut`); the probe runtimes' knobs ride in `policy`
+    (the wire model keeps only its own fields, and only `llm` agents enforce a policy)."""
+    knobs = {k: fields.pop(k) for k in list(fields) if k not in AgentOut.model_fields}
+    base = {"id": "a1", "name": "a", "description": "", "runtime": runtime, "model": None, "instructions": None,
+            "command": None, "parameters": {}, "tools": [], "mcp_servers": [], "policy": knobs, "provider": {},
+            "default_queue": None, "timeout_seconds": 600, "risky": False, "created_at": NOW, "updated_at": NOW}  # fmt: skip
+    return base | fields
 
 
 class FakePlane:
@@ -43,10 +67,10 @@ class FakePlane:
             await asyncio.wait_for(self.changed.wait_for(check), 10)
 
     def add(self, task_id: str, runtime: str, prompt: str = "p", **agent: Any) -> None:
-        task = {"id": task_id, "prompt": prompt, "parameters": agent.pop("params", {}), "inputs": {}}
+        task = task_out(task_id, prompt=prompt, parameters=agent.pop("params", {}))
         item = {
             "task": task,
-            "agent": {"name": "a", "runtime": runtime, **agent},
+            "agent": agent_out(runtime, **agent),
             "token": "tok-1",  # the claim's lease token (a string)
             "lease_seconds": 30,
         }
@@ -92,13 +116,20 @@ class FakePlane:
         task_id = parts[1]
         if action in FINAL:
             self.reports[task_id].set_result((action, body))
-            return httpx.Response(200, json={"id": task_id})
+            return httpx.Response(200, json=task_out(task_id))
         if action == "events":
             return httpx.Response(
                 200, json={"last_seq": 1, "cancel_requested": task_id in self.cancel_on_events}
             )
         if request.method == "PUT":
-            return httpx.Response(201, json={"name": parts[-1]})
+            artifact = {
+                "name": parts[-1],
+                "media_type": "text/plain",
+                "size": 2,
+                "sha256": "",
+                "created_at": NOW,
+            }
+            return httpx.Response(201, json=artifact)
         return httpx.Response(200, json={"ok": True})
 
     async def _claim(self, body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -135,7 +166,7 @@ def runtimes(probe: Probe) -> None:
         async def run(self, ctx: TaskContext) -> Outcome:
             for n in range(3):
                 ctx.emit("log", {"stream": "stdout", "line": f"line {n}"})
-            if ctx.agent.get("artifact"):
+            if ctx.agent["policy"].get("artifact"):
                 await ctx.save_artifact("out.txt", b"hi", "text/plain")
             return Outcome({"ok": True}, usage={"tokens": 3})
 
@@ -143,9 +174,9 @@ def runtimes(probe: Probe) -> None:
         async def run(self, ctx: TaskContext) -> Outcome:
             probe._mark(ctx, probe.started)
             try:
-                if ctx.agent.get("emit"):
+                if ctx.agent["policy"].get("emit"):
                     ctx.emit("log", {"line": "working"})
-                if ctx.agent.get("stubborn"):
+                if ctx.agent["policy"].get("stubborn"):
                     await asyncio.Event().wait()
                 stop = asyncio.create_task(ctx.cancelled.wait())
                 gate = asyncio.create_task(probe.gate.wait())
@@ -160,7 +191,7 @@ def runtimes(probe: Probe) -> None:
 
     class Broken:
         async def run(self, ctx: TaskContext) -> Outcome:
-            if ctx.agent.get("crash"):
+            if ctx.agent["policy"].get("crash"):
                 raise ZeroDivisionError("division by zero")
             return Outcome({"ids": {1, 2}})  # a set: not JSON
 

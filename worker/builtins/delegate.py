@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from sdk.client import ApiError, AsyncControlPlaneClient
+from sdk.schemas import StreamEnd
 from worker.builtins.base import ToolEnv, ToolError
 from worker.builtins.shell import clip
 from worker.runtime import InputRequested
@@ -74,23 +75,24 @@ class Delegate:
             )
         except ApiError as exc:
             raise ToolError(f"could not create a task for {agent}: {exc.detail}") from exc
-        env.state.update(child=child["id"], agent=agent, after=0)
-        env.output(f"[{agent}] delegated as task {child['id']}\n")
+        env.state.update(child=child.id, agent=agent, after=0)
+        env.output(f"[{agent}] delegated as task {child.id}\n")
 
     async def run(self, args: dict[str, Any], env: ToolEnv) -> str:
         await self.prepare(args, env)
         client, child_id, agent = _client(env), env.state["child"], env.state["agent"]
-        task = await client.executions.get(child_id)
+        # As plain JSON, like the task the stream's end carries.
+        task = (await client.executions.get(child_id)).model_dump(mode="json")
         if task["status"] == "requires_input":
             await self._answer_or_ask(task, env)
         async for event in client.executions.stream(child_id, after=int(env.state.get("after") or 0)):
-            if event.get("kind") == "end":
-                task = event["task"]
+            if isinstance(event, StreamEnd):
+                task = event.task.model_dump(mode="json") if event.task else None
                 break
-            env.state["after"] = event["seq"]
-            self._forward(agent, event, env)
-            if event["kind"] == "status" and event["data"].get("status") == "requires_input":
-                now = await client.executions.get(child_id)
+            env.state["after"] = event.seq
+            self._forward(agent, event.model_dump(mode="json"), env)
+            if event.kind == "status" and event.data.get("status") == "requires_input":
+                now = (await client.executions.get(child_id)).model_dump(mode="json")
                 if now["status"] == "requires_input":
                     await self._answer_or_ask(now, env)
         return self._result(agent, task)

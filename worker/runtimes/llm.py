@@ -136,13 +136,13 @@ async def _delegate_tool(ctx: TaskContext) -> Delegate:
     try:
         team = await ctx.client.teams.get(str(ctx.task["team"]))
         members: dict[str, str] = {}
-        for name in team.get("members") or ():
-            members[str(name)] = str((await ctx.client.agents.get(name)).get("description") or "")
+        for name in team.members:
+            members[name] = (await ctx.client.agents.get(name)).description
     except ApiError as exc:
         raise TaskFailed("team_unavailable", f"cannot load team {ctx.task['team']!r}: {exc.detail}") from exc
     if not members:
-        raise TaskFailed("team_unavailable", f"team {team['name']!r} has no members to delegate to")
-    return Delegate(team["name"], members)
+        raise TaskFailed("team_unavailable", f"team {team.name!r} has no members to delegate to")
+    return Delegate(team.name, members)
 
 
 def _first_messages(ctx: TaskContext) -> list[dict[str, Any]]:
