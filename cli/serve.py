@@ -13,7 +13,9 @@ import sys
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 
+from board_api.state import state_of
 from kernel.redact import register
 from kernel.settings import Settings
 
@@ -67,15 +69,15 @@ def _url_host(host: str) -> str:
 class _Server(uvicorn.Server):
     """On the first SIGINT/SIGTERM, let the embedded worker hand its tasks back first."""
 
-    def __init__(self, config: uvicorn.Config, stop_worker: asyncio.Event | None) -> None:
+    def __init__(self, config: uvicorn.Config, app: FastAPI, stop_worker: asyncio.Event | None) -> None:
         super().__init__(config)
-        self.stop_worker = stop_worker
+        self.app, self.stop_worker = app, stop_worker
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         if self.stop_worker is not None and not self.stop_worker.is_set():
             self.stop_worker.set()
             return
-        self.config.app.state.drain()
+        state_of(self.app).drain()
         super().handle_exit(sig, frame)
 
 
@@ -108,7 +110,7 @@ async def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=5,
     )
     stop_worker = asyncio.Event() if settings.embedded_worker else None
-    server = _Server(config, stop_worker)
+    server = _Server(config, app, stop_worker)
     base = f"http://{_url_host(settings.host or '0.0.0.0')}:{settings.port}"
     print(f"meta-agent control plane on {base}", file=sys.stderr)
     print(f"  board:    {base}/", file=sys.stderr)

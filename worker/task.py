@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sdk.client import ApiError, AsyncControlPlaneClient, WorkerApi
+from sdk.resources import Async
 from worker.batcher import EventBatcher
 from worker.runtime import InputRequested, Outcome, Runtime, TaskContext, TaskFailed, get_runtime
 
@@ -53,7 +54,7 @@ class HeldTask:
 
     def __init__(
         self,
-        api: WorkerApi,
+        api: WorkerApi[Async],
         item: dict[str, Any],
         workspace: Path,
         *,

@@ -130,7 +130,9 @@ class Delegate:
             env.output(f"\n[{agent}] {data.get('status')}\n")
 
     @staticmethod
-    def _result(agent: str, task: dict[str, Any]) -> str:
+    def _result(agent: str, task: dict[str, Any] | None) -> str:
+        if task is None:  # the stream ended without the task (the control plane went away)
+            raise ToolError(f"{agent}'s task: its stream ended before the task did; ask again later")
         status = task.get("status")
         if status == "completed":
             result = task.get("result")
