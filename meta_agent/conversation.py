@@ -3,7 +3,8 @@
     prepared = await prepare_turn(db, settings, message="check the cluster", source="board", ...)
     result = await prepared.run(emit)          # TurnResult(conversation_id, reply, task_ids, ...)
 
-`POST /chat` and Slack call this; the CLI drives `MetaAgent` directly because it can ask at
+`POST /chat` and Slack call this through the chat port (`kernel.chat`, implemented here by
+`ConversationChat`); the CLI drives `MetaAgent` directly because it can ask at
 the terminal. A turn loads the stored conversation (by id, or by `external_id` such as a Slack
 thread, created on first use), runs the agent with the person's message (or their decision
 on a plan waiting for approval), and stores the conversation again, also when the turn
@@ -28,11 +29,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from kernel import errors
-from kernel.chat import Decision, ModelNotConfigured, TurnResult
+from kernel.chat import Decision, Emit, ModelNotConfigured, TurnResult
+from kernel.settings import Settings
 from store import conversations
 from store.db import Database
 
-__all__ = ["ConversationChat", "PreparedTurn", "prepare_turn", "run_turn"]
+__all__ = ["ConversationChat", "PreparedTurn", "prepare_turn"]
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +55,8 @@ def _lock(conversation_id: str) -> asyncio.Lock:
 
 
 async def prepare_turn(
-    db: Any,
-    settings: Any,
+    db: Database,
+    settings: Settings,
     *,
     base_url: str,
     api_key: str | None,
@@ -106,7 +108,7 @@ async def prepare_turn(
 class ConversationChat:
     """The meta agent behind the chat port (`kernel.chat.Chat`), bound to one database."""
 
-    def __init__(self, db: Database, settings: Any) -> None:
+    def __init__(self, db: Database, settings: Settings) -> None:
         self.db, self.settings = db, settings
 
     def warm(self) -> None:
@@ -124,15 +126,10 @@ class ConversationChat:
         return await prepare_turn(self.db, self.settings, **kw)
 
 
-async def run_turn(db: Any, settings: Any, *, emit: Any, **kw: Any) -> TurnResult:
-    """`prepare_turn(...)` then `.run(emit)`."""
-    return await (await prepare_turn(db, settings, **kw)).run(emit)
-
-
 @dataclass
 class PreparedTurn:
-    db: Any
-    settings: Any
+    db: Database
+    settings: Settings
     base_url: str
     api_key: str | None
     conversation_id: str
@@ -142,7 +139,7 @@ class PreparedTurn:
     requested_by: str | None
     surface_note: str | None
 
-    async def run(self, emit: Any) -> TurnResult:
+    async def run(self, emit: Emit) -> TurnResult:
         """Run the turn; every event goes to `emit` (sync or async), first `conversation`."""
         from meta_agent.agent import emit_event
 

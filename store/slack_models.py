@@ -15,18 +15,15 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field
 
-from store.models import UTCDateTime, utcnow
+from store.models import Table, UTCDateTime, utcnow
 
 __all__ = ["SlackBinding", "SlackEventSeen", "SlackThread"]
 
-# SQLModel types `__tablename__` as the `declared_attr` of its default; assigning a str, the
-# documented way to name a table, is what pyright's ignore below each one is about.
 
-
-class SlackThread(SQLModel, table=True):
-    __tablename__ = "slack_threads"  # pyright: ignore[reportAssignmentType]  (see above)
+class SlackThread(Table, table=True):
+    __tablename__ = "slack_threads"
     key: str = Field(primary_key=True, max_length=255)  # "slack:TEAM:CHANNEL:THREAD_TS"
     team_id: str = Field(default="", max_length=32)
     channel: str = Field(max_length=32)
@@ -37,8 +34,8 @@ class SlackThread(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
-class SlackBinding(SQLModel, table=True):
-    __tablename__ = "slack_bindings"  # pyright: ignore[reportAssignmentType]  (see above)
+class SlackBinding(Table, table=True):
+    __tablename__ = "slack_bindings"
     __table_args__ = (sa.Index("ix_slack_bindings_status_lease", "status", "lease_until"),)
     task_id: str = Field(primary_key=True, foreign_key="tasks.id", ondelete="CASCADE")
     thread_key: str = Field(index=True, max_length=255)
@@ -56,7 +53,7 @@ class SlackBinding(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
-class SlackEventSeen(SQLModel, table=True):
-    __tablename__ = "slack_events"  # pyright: ignore[reportAssignmentType]  (see above)
+class SlackEventSeen(Table, table=True):
+    __tablename__ = "slack_events"
     event_id: str = Field(primary_key=True, max_length=64)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
