@@ -95,6 +95,9 @@ class NewTask:
 
 
 async def _resolve_queue(tx: Tx, requested: str | None, default: str | None, owner: str) -> str:
+    """Which queue a new task goes to: the one rule, whichever surface creates the task (REST,
+    CLI, MCP, Slack). The queue asked for, else the owner's default queue, else the only queue
+    there is (the task waits there for a worker), else the one queue with live workers."""
     if requested:
         return (await catalog.get_queue(tx.session, requested)).name
     if default:
@@ -102,12 +105,20 @@ async def _resolve_queue(tx: Tx, requested: str | None, default: str | None, own
     queues = await catalog.list_queues(tx.session)
     if len(queues) == 1:
         return queues[0].name
-    live = {w.queue for w in await catalog.list_workers(tx.session)}
-    live_queues = [q.name for q in queues if q.name in live]
-    if len(live_queues) == 1:
-        return live_queues[0]
+    live_names = {w.queue for w in await catalog.list_workers(tx.session)}
+    live = [q.name for q in queues if q.name in live_names]
+    if len(live) == 1:
+        return live[0]
+    if live:
+        raise errors.Invalid(
+            f"{owner} has no default queue and several queues have live workers ({', '.join(live)}); "
+            "name one with `queue`",
+            code="queue_required",
+        )
     raise errors.Invalid(
-        f"{owner} has no default queue and there are {len(queues)} queues; name one with `queue`",
+        f"No worker is live on any queue, and {owner} has no default queue, so nothing would run "
+        "the task: start a worker (`meta-agent worker start --queue NAME`), or name a queue with "
+        "`queue` to leave the task waiting there until one starts",
         code="queue_required",
     )
 

@@ -31,27 +31,6 @@ ANSWERS = ToolAnnotations(
 RECENT_EVENTS = 50
 
 
-async def _pick_queue(c: Client, agent: str | None, team: str | None) -> str:
-    """The agent's (or team's) default queue, else the only queue with live workers."""
-    owner = await c.agents.get(agent) if agent else await c.teams.get(team or "")
-    if owner.default_queue:
-        return owner.default_queue
-    live = [q.name for q in await c.queues.list() if q.active_workers]
-    if len(live) == 1:
-        return live[0]
-    who = f"agent {agent!r}" if agent else f"team {team!r}"
-    if not live:
-        raise ToolError(
-            f"No worker is live on any queue, and {who} has no default queue, so nothing would run "
-            "the task. Ask the user to start a worker (`meta-agent worker start --queue NAME`), or "
-            "pass `queue` to leave the task waiting on that queue until one starts."
-        )
-    raise ToolError(
-        f"{who} has no default queue and several queues have live workers ({', '.join(live)}); "
-        "pass `queue` with one of them."
-    )
-
-
 async def _waiting_note(c: Client, queue: str) -> str | None:
     q = await c.queues.get(queue)
     if q.active_workers:
@@ -97,9 +76,9 @@ def _register_create(mcp: MCPServer, backend: Backend) -> None:
         if bool(agent) == bool(team):
             raise ToolError("Give exactly one of `agent` or `team` (call list_agents to see the names).")
         async with backend.client("create the task") as c:
-            target = queue or await _pick_queue(c, agent, team)
+            # No queue: the control plane's rule picks one (store/tasks.py `_resolve_queue`).
             task = await c.executions.create(
-                agent=agent, team=team, queue=target, prompt=prompt, parameters=parameters
+                agent=agent, team=team, queue=queue, prompt=prompt, parameters=parameters
             )
             note = await _waiting_note(c, task.queue)
         return TaskCreated.of(task, backend.board_link(task.id), note)

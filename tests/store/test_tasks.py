@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from kernel import errors
 from store import tasks
-from store.catalog import create_agent, create_queue
+from store.catalog import create_agent, create_queue, touch_worker
 from store.db import Database
 from store.events import list_after
 from store.leases import Lease
@@ -195,6 +195,33 @@ async def test_unknown_agent_queue_and_oversized_prompt_are_refused(db: Database
         assert info.value.code == code
     async with db.read() as s:
         assert await s.scalar(sa.select(sa.func.count()).select_from(TaskEvent)) == 0
+
+
+async def test_the_queue_rule_for_an_owner_without_a_default_queue(db: Database) -> None:
+    async def queue_of() -> str:
+        async with db.tx() as tx:
+            return (await tasks.create_task(tx, tasks.NewTask(prompt="x", agent="roamer"))).queue
+
+    async def refused() -> str:
+        with pytest.raises(errors.MetaAgentError) as info:
+            await queue_of()
+        assert info.value.code == "queue_required"
+        return str(info.value)
+
+    async with db.tx() as tx:
+        await create_queue(tx, WorkerQueue(name="q1"))
+        await create_agent(tx, Agent(name="roamer", runtime="noop"))
+    assert await queue_of() == "q1"  # the only queue: the task waits there
+    async with db.tx() as tx:
+        await create_queue(tx, WorkerQueue(name="q2"))
+        await create_queue(tx, WorkerQueue(name="q3"))
+    assert "No worker is live on any queue" in await refused()
+    async with db.tx() as tx:
+        await touch_worker(tx, "w2", "q2")
+    assert await queue_of() == "q2"  # the one queue with a live worker
+    async with db.tx() as tx:
+        await touch_worker(tx, "w3", "q3")
+    assert "several queues have live workers (q2, q3)" in await refused()
 
 
 async def test_concurrent_claimers_get_each_task_exactly_once(db_url: str) -> None:

@@ -128,13 +128,20 @@ async def test_bad_input_to_every_tool(
 async def test_no_live_worker_anywhere_is_an_error_that_says_how_to_start_one(
     sqlite_plane: LiveServer, connect: Connect
 ) -> None:
+    # The queue comes from the control plane's one rule (store/tasks.py `_resolve_queue`), not
+    # from a second guess in the MCP tool: with a single queue the task waits there, and says so.
     with sqlite_plane.client() as api:
         api.post("/agents", json={"name": "roamer", "runtime": "noop"})  # no default queue
     async with connect("inprocess", sqlite_plane.url) as c:
+        created = await ok(c, "create_task", agent="roamer", prompt="x")
+        assert created["queue"] == "q1" and "meta-agent worker start --queue q1" in created["note"]
+        with sqlite_plane.client() as api:
+            api.post("/worker-queues", json={"name": "q2"})
+            before = api.get("/tasks").json()["items"]
         text = await error(c, "create_task", agent="roamer", prompt="x")
     assert "No worker is live on any queue" in text and "meta-agent worker start" in text
     with sqlite_plane.client() as api:
-        assert api.get("/tasks").json()["items"] == []
+        assert api.get("/tasks").json()["items"] == before
 
 
 async def test_an_unreachable_control_plane_is_an_error_result(connect: Connect) -> None:
