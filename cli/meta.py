@@ -113,14 +113,15 @@ def _exec(
         return 0
     task_id = agent.task_ids[-1]
     task = wire(client(ctx).executions.get(task_id))
-    if task.get("status") not in TERMINAL:
-        if isinstance(screen, _JsonScreen):
-            task = screen.follow(ctx, task_id)
-        else:
-            console().print(f"[dim]following execution {escape(task_id)} until it ends[/]")
-            from cli.follow import follow_and_exit
+    if isinstance(screen, _JsonScreen):
+        # Always: a task that already ended still has its events to print (the stream replays
+        # them and ends at once); skipping them when the worker was quick made the output racy.
+        task = screen.follow(ctx, task_id)
+    elif task.get("status") not in TERMINAL:
+        console().print(f"[dim]following execution {escape(task_id)} until it ends[/]")
+        from cli.follow import follow_and_exit
 
-            follow_and_exit(ctx, task_id, json_out=False, may_ask=True)
+        follow_and_exit(ctx, task_id, json_out=False, may_ask=True)
     code = follow_module.exit_code(task.get("status"))
     screen.result("".join(reply), agent.task_ids, task, code)
     return code
