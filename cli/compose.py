@@ -18,6 +18,7 @@ from integrations.slack import plugin as slack_plugin
 from kernel.chat import Chat
 from kernel.settings import Settings
 from meta_agent.conversation import ConversationChat
+from store.auth import key_principal
 from store.db import Database
 
 __all__ = ["create_app"]
@@ -38,7 +39,9 @@ class McpEndpoint:
         async def is_open() -> bool:  # open mode, and still no key: /mcp answers without one
             return await state.gate.is_open(state.db)
 
-        self.http = McpHttp(self.settings, db=lambda: state.db, is_open=is_open)
+        self.http = McpHttp(
+            self.settings, verify=lambda token: key_principal(state.db, token), is_open=is_open
+        )
         self.http.install(app)  # exactly /mcp, plus its OAuth protected-resource metadata
 
     def running(self, db: Database) -> AbstractAsyncContextManager[None]:

@@ -6,8 +6,9 @@ so an arrow back up fails here the day it is written, whoever writes it.
 
 `kernel` holds what every floor shares (settings, errors, statuses, redaction, network
 rules, the model call); `sdk` is the typed HTTP client and the wire models. Two rules on
-top of the floors: the worker reaches the control plane only over HTTP (no `store`), and
-the SDK does not need the store's database code to talk to the API.
+top of the floors: the worker and the MCP tools reach the control plane only over HTTP (no
+`store`; `/mcp`'s key check is handed in by cli/compose.py), and the SDK does not need the
+store's database code to talk to the API.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ FLOORS: list[set[str]] = [
     {"cli"},
 ]
 LEVEL = {pkg: i for i, floor in enumerate(FLOORS) for pkg in floor}
-FORBIDDEN = {("worker", "store"), ("sdk", "store")}
+FORBIDDEN = {("worker", "store"), ("sdk", "store"), ("tools", "store")}
 
 
 def module_name(path: Path) -> str:

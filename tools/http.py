@@ -1,6 +1,6 @@
 """The MCP server over Streamable HTTP, mounted in the control plane at exactly `/mcp`.
 
-    mcp_http = McpHttp(settings, db=lambda: app.state.db, is_open=open_check)
+    mcp_http = McpHttp(settings, verify=lookup, is_open=open_check)   # lookup: token -> caller
     mcp_http.install(app)                   # routes /mcp and its OAuth resource metadata
     async with mcp_http.run(): ...          # in the app's lifespan (the session manager)
 
@@ -20,6 +20,7 @@ import asyncio
 import ipaddress
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
+from typing import Protocol
 
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken, TokenVerifier
@@ -33,8 +34,6 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from kernel.settings import Settings
-from store.auth import key_principal
-from store.db import Database
 from tools.backend import Backend, Connection, current_request
 from tools.server import build_server
 
@@ -48,18 +47,34 @@ SOURCE_HEADER = "x-meta-agent-source"
 REQUESTER_HEADER = "x-meta-agent-requested-by"
 
 
+class Caller(Protocol):
+    """Who an API key is (the store's `Principal`, seen from here without importing it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def scopes(self) -> frozenset[str]: ...
+    @property
+    def key_id(self) -> str | None: ...
+
+
+# The key check itself: handed in by the entry point (cli/compose.py, on `store.auth`), so
+# the MCP server never reaches the database itself.
+KeyLookup = Callable[[str], Awaitable[Caller | None]]
+
+
 class ApiKeyVerifier(TokenVerifier):
     """Bearer tokens are the control plane's API keys, checked by the rule the REST API uses
-    (`store.auth`): unknown, revoked or mistyped ones fail. The SDK's middleware has already
+    (`lookup`): unknown, revoked or mistyped ones fail. The SDK's middleware has already
     read the token from the `Authorization` header."""
 
-    def __init__(self, db: Callable[[], Database]) -> None:
-        self._db = db
+    def __init__(self, lookup: KeyLookup) -> None:
+        self._lookup = lookup
 
     async def verify_token(self, token: str) -> AccessToken | None:
         # Shielded: the MCP transport cancels a request's task when its client goes away,
         # and a query cut off mid-way strands its pooled connection.
-        caller = await asyncio.shield(key_principal(self._db(), token))
+        caller = await asyncio.shield(self._lookup(token))
         if caller is None:
             return None
         # Sorted: the order the key's row keeps its scopes in.
@@ -141,12 +156,12 @@ class McpHttp:
     """The `/mcp` endpoint of the control plane, with its session manager."""
 
     def __init__(
-        self, settings: Settings, *, db: Callable[[], Database], is_open: Callable[[], Awaitable[bool]]
+        self, settings: Settings, *, verify: KeyLookup, is_open: Callable[[], Awaitable[bool]]
     ) -> None:
         resource = f"{(settings.public_url or base_url(settings)).rstrip('/')}{MCP_PATH}"
         self.server: MCPServer = build_server(
             HttpBackend(settings),
-            token_verifier=ApiKeyVerifier(db),
+            token_verifier=ApiKeyVerifier(verify),
             # No authorization server of our own: clients send an API key as the bearer token.
             auth=AuthSettings(
                 issuer_url=AnyHttpUrl(resource.removesuffix(MCP_PATH)),
