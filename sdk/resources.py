@@ -24,6 +24,7 @@ from sdk.schemas import (
     EventOut,
     EventPage,
     EventsOut,
+    ExchangeOut,
     ExecuteOut,
     KeyList,
     KeyOut,
@@ -400,6 +401,34 @@ class WorkerApi(_Resource[M]):
             lambda d: ClaimOut.model_validate(d).tasks,
             json=body,
             timeout=wait_seconds + self._margin,
+        )
+
+    @endpoint
+    def exchange(
+        self,
+        queue: str,
+        worker_id: str,
+        reports: list[dict[str, Any]],
+        max_tasks: int = 1,
+        wait_seconds: float = 30.0,
+        info: dict[str, Any] | None = None,
+    ) -> Call[ExchangeOut]:
+        """Report finished tasks (`{id, token, result, usage?, events?}` or `{id, token, error:
+        {code, message}, events?}`) and claim up to `max_tasks`, in one call. With reports it
+        answers at once; without, it long-polls like `claim`."""
+        body = {
+            **clean(info),
+            "worker_id": worker_id,
+            "reports": reports,
+            "max_tasks": max_tasks,
+            "wait_seconds": wait_seconds,
+        }
+        return Call(
+            "POST",
+            f"{API}/worker-queues/{seg(queue)}/exchange",
+            ExchangeOut.model_validate,
+            json=body,
+            timeout=(0 if reports else wait_seconds) + self._margin,
         )
 
     @endpoint

@@ -90,14 +90,14 @@ class Database:
         self.hub = hub or Hub()
         self.is_sqlite = sa.make_url(url).get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"echo": echo}
+        database = sa.make_url(url).database or ""
         if self.is_sqlite:
-            database = sa.make_url(url).database or ""
             if database in ("", ":memory:"):
                 raise errors.Invalid(
                     "SQLite needs a file path (an in-memory database is per connection)",
                     code="bad_database_url",
                 )
-            kwargs["async_creator"] = sqlite_inline.connect(database)
+            kwargs["async_creator"] = sqlite_inline.connect(database, immediate=True)
         else:
             # No pre-ping: it costs a round trip per checkout. A dropped connection is
             # detected on use, invalidates the pool, and that request gets a 503.
@@ -109,9 +109,8 @@ class Database:
         if self.is_sqlite:
             # Readers get their own engine with deferred BEGIN, so they never queue behind
             # the writer (WAL lets them read the last committed state meanwhile).
-            _sqlite_setup(self.engine, immediate=True)
+            kwargs["async_creator"] = sqlite_inline.connect(database, immediate=False)
             self.read_engine = create_async_engine(async_url(url), **kwargs)
-            _sqlite_setup(self.read_engine, immediate=False)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False, autoflush=False)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
@@ -238,22 +237,3 @@ def _unavailable_on_connection_errors() -> Generator[None]:
                 "the database is unavailable; retry shortly", code="database_unavailable"
             ) from exc
         raise
-
-
-def _sqlite_setup(engine: AsyncEngine, *, immediate: bool) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Take over transaction control from the driver so BEGIN IMMEDIATE is ours.
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
-        cur.execute("PRAGMA foreign_keys=ON")
-        # Short: statements run inline on the event loop (see sqlite_inline), and the only
-        # other writers are brief (`db upgrade`, a CLI); a long wait would stall the loop.
-        cur.execute("PRAGMA busy_timeout=5000")
-        cur.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

@@ -7,8 +7,9 @@ JSON columns are replaced, never mutated in place (SQLAlchemy does not see in-pl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
@@ -31,6 +32,8 @@ __all__ = [
     "Team",
     "Worker",
     "WorkerQueue",
+    "build",
+    "from_row",
     "utcnow",
 ]
 
@@ -52,6 +55,41 @@ else:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+_M = TypeVar("_M", bound=SQLModel)
+
+
+def build(cls: type[_M], **values: Any) -> _M:
+    """`cls(**values)` with the fields' defaults, without SQLModel's slow constructor (see
+    `from_row`); for rows the caller inserts itself. Values are not validated."""
+    row: dict[str, Any] = {}
+    for name, field in cls.model_fields.items():
+        if name in values:
+            row[name] = values[name]
+        elif field.default_factory is not None:
+            row[name] = field.default_factory()  # pyright: ignore[reportCallIssue]
+        else:
+            row[name] = field.default
+    return from_row(cls, row)
+
+
+def from_row(cls: type[_M], row: Mapping[Any, Any]) -> _M:
+    """A table model holding a row the caller read itself (an UPDATE ... RETURNING), not
+    attached to any session.
+
+    `cls(**row)` runs SQLModel's constructor, which sets every field through SQLAlchemy's
+    instrumentation: ~100 µs for a task, paid on every claim and completion. This builds the
+    same object (SQLAlchemy state, pydantic's bookkeeping, the values) in ~10 µs. The values
+    are taken as they are: they come from the database, already valid."""
+    manager: Any = getattr(cls, "_sa_class_manager")  # noqa: B009 (set by SQLAlchemy's mapper)
+    obj: _M = manager.new_instance()
+    values: dict[str, Any] = vars(obj)
+    values.update(row)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(values) - {"_sa_instance_state"})
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -19,10 +19,11 @@ __all__ = ["connect"]
 
 
 class _Cursor:
-    __slots__ = ("_cur",)
+    __slots__ = ("_cur", "_owner")
 
-    def __init__(self, cur: sqlite3.Cursor) -> None:
+    def __init__(self, cur: sqlite3.Cursor, owner: InlineConnection) -> None:
         self._cur = cur
+        self._owner = owner
 
     async def __aenter__(self) -> _Cursor:
         return self
@@ -51,10 +52,12 @@ class _Cursor:
         self._cur.arraysize = value
 
     async def execute(self, sql: str, parameters: Any = ()) -> _Cursor:
+        self._owner.begin()
         self._cur.execute(sql, parameters)
         return self
 
     async def executemany(self, sql: str, seq: Any) -> _Cursor:
+        self._owner.begin()
         self._cur.executemany(sql, seq)
         return self
 
@@ -83,8 +86,9 @@ class _Now:
 
 
 class InlineConnection:
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, begin: str) -> None:
         self._conn = conn
+        self._begin = begin
         # aiosqlite's "is open" marker, checked by SQLAlchemy; None once closed.
         self._connection: sqlite3.Connection | None = conn
         self._tx = _Now()
@@ -93,11 +97,22 @@ class InlineConnection:
     def isolation_level(self) -> str | None:
         return self._conn.isolation_level
 
+    def begin(self) -> None:
+        """Open the transaction the first statement after a commit or rollback runs in.
+
+        The driver is in autocommit mode (`isolation_level=None`), so the transaction is
+        ours to begin, with the statement we choose (`BEGIN IMMEDIATE` for the writer). Doing
+        it here, not in SQLAlchemy's `begin` event, keeps the engine free of connection
+        events: with one registered, every statement pays for looking up its listeners."""
+        if not self._conn.in_transaction:
+            self._conn.execute(self._begin)
+
     def cursor(self) -> _Cursor:
-        return _Cursor(self._conn.cursor())
+        return _Cursor(self._conn.cursor(), self)
 
     async def execute(self, sql: str, parameters: Any = ()) -> _Cursor:
-        return _Cursor(self._conn.execute(sql, parameters))
+        self.begin()
+        return _Cursor(self._conn.execute(sql, parameters), self)
 
     async def commit(self) -> None:
         self._conn.commit()
@@ -116,11 +131,19 @@ class InlineConnection:
         self._conn.close()
 
 
-def connect(path: str, timeout: float = 5.0) -> Callable[[], Any]:
-    """An `async_creator` for `create_async_engine` opening `path` inline."""
+def connect(path: str, *, immediate: bool, timeout: float = 5.0) -> Callable[[], Any]:
+    """An `async_creator` for `create_async_engine` opening `path` inline; its transactions
+    begin with `BEGIN IMMEDIATE` (the writer: it takes the write lock up front, so it never
+    fails to upgrade a read lock half-way) or a deferred `BEGIN` (readers)."""
 
     async def creator() -> InlineConnection:
         conn = sqlite3.connect(path, timeout=timeout, check_same_thread=False, isolation_level=None)
-        return InlineConnection(conn)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+        conn.execute("PRAGMA foreign_keys=ON")
+        # Short: statements run inline on the event loop, and the only other writers are
+        # brief (`db upgrade`, a CLI); a long wait would stall the loop.
+        conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        return InlineConnection(conn, "BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return creator

@@ -26,16 +26,18 @@ from store import catalog
 from store.db import Tx
 from store.events import insert_rows
 from store.leases import Lease, fenced, refusal
-from store.models import TERMINAL, Artifact, Task, TaskStatus, utcnow
+from store.models import TERMINAL, Artifact, Task, TaskStatus, build, utcnow
 from store.reaper import forget_dead_workers, has_expired_leases, reap_expired, worker_gone
 from store.statemachine import create, transition, transition_many
 from store.work import (
     Claimed,
+    Report,
     claim_tasks,
     complete,
     fail,
     heartbeat,
     release,
+    report,
     request_input,
     save_artifact,
     save_checkpoint,
@@ -48,6 +50,7 @@ __all__ = [
     "SOURCES",
     "Claimed",
     "NewTask",
+    "Report",
     "cancel",
     "claim_tasks",
     "complete",
@@ -64,6 +67,7 @@ __all__ = [
     "list_tasks",
     "reap_expired",
     "release",
+    "report",
     "request_input",
     "respond",
     "retry",
@@ -160,7 +164,8 @@ async def create_task(
     )
     if new.parent_id:
         await get_task(tx.session, new.parent_id)
-    task = Task(
+    task = build(
+        Task,
         agent=agent_name,
         team=team_name,
         queue=queue,

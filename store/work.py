@@ -28,12 +28,14 @@ from store.statemachine import claim, transition
 __all__ = [
     "PHASES",
     "Claimed",
+    "Report",
     "WorkerEvents",
     "claim_tasks",
     "complete",
     "fail",
     "heartbeat",
     "release",
+    "report",
     "request_input",
     "save_artifact",
     "save_checkpoint",
@@ -236,6 +238,38 @@ async def fail(
         event={"error": {"code": code[:64], "message": message[:4000]}},
         extra_events=extra,
     )
+
+
+@dataclass
+class Report:
+    """A worker's end of one task, as an exchange carries it: `error` (code, message) fails
+    it, else it completes with `result`."""
+
+    task_id: str
+    lease: Lease
+    result: Any = None
+    usage: dict[str, Any] | None = None
+    error: tuple[str, str] | None = None
+    events: WorkerEvents = ()
+
+
+async def report(tx: Tx, reports: Sequence[Report]) -> list[Task | errors.MetaAgentError]:
+    """Apply each report in the caller's transaction (one commit for the whole batch); a
+    refused one (a stale lease, a bad event) is returned as its error and writes nothing:
+    every refusal is raised before the fenced UPDATE or by it."""
+    out: list[Task | errors.MetaAgentError] = []
+    for r in reports:
+        try:
+            if r.error is not None:
+                code, message = r.error
+                out.append(await fail(tx, r.task_id, r.lease, code=code, message=message, events=r.events))
+            else:
+                out.append(
+                    await complete(tx, r.task_id, r.lease, result=r.result, usage=r.usage, events=r.events)
+                )
+        except errors.MetaAgentError as exc:
+            out.append(exc)
+    return out
 
 
 async def _reported_usage(

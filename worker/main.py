@@ -27,6 +27,7 @@ from typing import Any
 
 from kernel import __version__
 from sdk.client import ApiError, AsyncControlPlaneClient
+from worker.exchange import Exchanger
 from worker.runtime import Runtime
 from worker.sandbox import not_dumpable
 from worker.task import CANCEL_GRACE, HeldTask
@@ -35,8 +36,6 @@ __all__ = ["Worker", "run_worker"]
 
 log = logging.getLogger(__name__)
 
-BACKOFF_START = 0.05
-BACKOFF_CAP = 2.0
 # After the shutdown grace, how long hand-backs may take (retries included) before we quit.
 RELEASE_DEADLINE = 10.0
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -98,8 +97,17 @@ class Worker:
         }
         self._held: dict[str, HeldTask] = {}
         self._runners: dict[str, asyncio.Task[None]] = {}
-        self._slot_free = asyncio.Event()
         self._hurry = asyncio.Event()
+        self._exchanger = Exchanger(
+            client.worker,
+            queue,
+            self.worker_id,
+            self._info,
+            room=lambda: self.concurrency - len(self._held),
+            start=lambda item: self._start(item.model_dump(mode="json")),  # tasks run on plain JSON
+            claim_wait=claim_wait,
+        )
+        self._exchanging: asyncio.Task[None]
 
     @property
     def running(self) -> int:
@@ -120,6 +128,7 @@ class Worker:
         log.info("worker %s serving queue %s (concurrency %d)", self.worker_id, self.queue, self.concurrency)
         heartbeats_done = asyncio.Event()
         heartbeat = asyncio.create_task(self._heartbeat_loop(heartbeats_done))
+        self._exchanging = asyncio.create_task(self._exchanger.run())
         try:
             await self._claim_loop(stop)
         except asyncio.CancelledError:
@@ -127,6 +136,8 @@ class Worker:
             raise
         finally:
             await self._shutdown()
+            self._exchanger.close()
+            await asyncio.wait({self._exchanging})
             await self._close_runtimes()
             heartbeats_done.set()
             await asyncio.wait({heartbeat})
@@ -148,41 +159,21 @@ class Worker:
     # --- claiming ------------------------------------------------------------------------
 
     async def _claim_loop(self, stop: asyncio.Event) -> None:
+        """Claim until `stop`: the exchanger keeps a claim open while slots are free (and
+        goes on carrying reports until `run` closes it, after the shutdown)."""
+        ex = self._exchanger
         stopping = asyncio.create_task(stop.wait())
-        delay = BACKOFF_START
+        refused = asyncio.create_task(ex.refused.wait())
         try:
-            while not stop.is_set():
-                self._slot_free.clear()
-                free = self.concurrency - len(self._held)
-                if free <= 0:
-                    slot = asyncio.create_task(self._slot_free.wait())
-                    await asyncio.wait({slot, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                    slot.cancel()
-                    continue
-                claim = asyncio.create_task(
-                    self.client.worker.claim(self.queue, self.worker_id, free, self.claim_wait, self._info)
-                )
-                await asyncio.wait({claim, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if not claim.done():
-                    # Stop claiming at once; a task the server granted in this very moment
-                    # comes back through its lease expiry.
-                    claim.cancel()
-                    await asyncio.wait({claim})
-                    return
-                try:
-                    items = claim.result()
-                except ApiError as exc:
-                    if exc.status in (401, 403):
-                        raise  # a wrong key or scope will not fix itself
-                    log.warning("claim on %s failed: %s; retrying in %.2f s", self.queue, exc, delay)
-                    await _wait_or(stop, delay)
-                    delay = min(delay * 2, BACKOFF_CAP)
-                    continue
-                delay = BACKOFF_START
-                for item in items:
-                    self._start(item.model_dump(mode="json"))  # the task runs on the claim's plain JSON
+            await asyncio.wait({stopping, refused, self._exchanging}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopping.cancel()
+            refused.cancel()
+            ex.stop_claiming()
+        if self._exchanging.done():
+            self._exchanging.result()  # its crash is ours
+        if ex.fatal is not None:
+            raise ex.fatal
 
     def _workspace(self, task_id: str) -> Path:
         if self.workdir is not None:
@@ -199,6 +190,7 @@ class Worker:
             cancel_grace=self.cancel_grace,
             runtimes=self.runtimes,
             client=self.client,
+            reporter=self._exchanger.report,
         )
         self._held[held.id] = held
         self._runners[held.id] = asyncio.create_task(self._supervise(held), name=f"task-{held.id}")
@@ -210,7 +202,7 @@ class Worker:
         finally:
             self._held.pop(held.id, None)
             self._runners.pop(held.id, None)
-            self._slot_free.set()
+            self._exchanger.wake()
         if self.workdir is not None:
             self._tidy_workdir()
         elif held.finished and not self.keep_workspaces and held.ctx.workspace.exists():

@@ -23,6 +23,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sdk.client import ApiError, AsyncControlPlaneClient, WorkerApi
 from sdk.resources import Async
+from sdk.schemas import ReportOut
 from worker.batcher import EventBatcher
 from worker.runtime import InputRequested, Outcome, Runtime, TaskContext, TaskFailed, get_runtime
 
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 P = ParamSpec("P")
+# Sends one task's end in the worker's next exchange (worker.exchange) and returns its answer.
+Reporter = Callable[[dict[str, Any]], Awaitable[ReportOut]]
 
 BACKOFF_START = 0.05
 BACKOFF_CAP = 2.0
@@ -61,9 +64,11 @@ class HeldTask:
         cancel_grace: float = CANCEL_GRACE,
         runtimes: Mapping[str, Runtime] | None = None,
         client: AsyncControlPlaneClient | None = None,
+        reporter: Reporter | None = None,
     ) -> None:
         task = item["task"]
         self.api = api
+        self.reporter = reporter
         self.runtimes = runtimes or {}
         self.cancel_grace = cancel_grace
         self.abort: str | None = None  # None | "lost" | "release"
@@ -199,11 +204,11 @@ class HeldTask:
         api = self.api
         events = await self.batcher.drain()
         if isinstance(outcome, Outcome):
-            await self._final("complete", api.complete, outcome.result, usage=outcome.usage, events=events)
+            await self._final("complete", outcome.result, usage=outcome.usage, events=events)
         elif isinstance(outcome, InputRequested) and not (self.ctx.cancelled.is_set() and self.abort is None):
             checkpoint = outcome.checkpoint if outcome.checkpoint is not None else self.ctx.checkpoint
             kw = {"choices": outcome.choices, "key": outcome.key, "checkpoint": checkpoint, "events": events}
-            await self._final("request-input", api.request_input, outcome.question, **kw)
+            await self._final("request-input", outcome.question, **kw)
         elif self.abort == "release":
             await self.call(api.release, events=events)
             log.info("task %s: released back to the queue", self.id)
@@ -215,14 +220,17 @@ class HeldTask:
                 code, message = outcome.code, outcome.message
             else:
                 code, message = "runtime_error", f"{type(outcome).__name__}: {outcome}"
-            await self.call(api.fail, code, message, events=events)
+            await self._fail(code, message, events)
             self.finished = True
             log.debug("task %s: failed (%s)", self.id, code)
 
-    async def _final(self, what: str, fn: Callable[..., Awaitable[object]], *args: Any, **kw: Any) -> None:
+    async def _final(self, what: str, *args: Any, **kw: Any) -> None:
         """Send the report; if the control plane refuses it (not 409), fail the task instead."""
         try:
-            await self.call(fn, *args, **kw)
+            if what == "complete":
+                await self._complete(*args, **kw)
+            else:
+                await self.call(self.api.request_input, *args, **kw)
             self.finished = what == "complete"
             log.debug("task %s: %s", self.id, what)
             return
@@ -231,8 +239,38 @@ class HeldTask:
             message = f"the control plane refused the worker's {what}: {exc.detail}"
         for events in (kw.get("events"), None):  # the events may be what it refused
             try:
-                await self.call(self.api.fail, "worker_error", message, events=events)
+                await self._fail("worker_error", message, events)
                 self.finished = True
                 return
             except ApiError as again:
                 log.error("task %s: fail refused too: %s", self.id, again)
+
+    async def _complete(
+        self, result: Any, usage: dict[str, Any] | None, events: list[dict[str, Any]]
+    ) -> None:
+        if self.reporter is None:
+            await self.call(self.api.complete, result, usage=usage, events=events)
+            return
+        body: dict[str, Any] = {"result": result, "events": events}
+        if usage is not None:
+            body["usage"] = usage
+        await self._send(body)
+
+    async def _fail(self, code: str, message: str, events: list[dict[str, Any]] | None) -> None:
+        if self.reporter is None:
+            await self.call(self.api.fail, code, message, events=events)
+            return
+        await self._send({"error": {"code": code, "message": message}, "events": events or []})
+
+    async def _send(self, body: dict[str, Any]) -> None:
+        """One report through the worker's exchange; its refusal raised as the call's would be."""
+        if self.abort == "lost" or self.reporter is None:
+            raise Lost
+        answer = await self.reporter({"id": self.id, "token": self.token, **body})
+        problem = answer.problem
+        if problem is None:
+            return
+        if problem.status == 409:
+            self.lose()
+            raise Lost
+        raise ApiError(problem.status, problem.code, problem.detail)

@@ -19,6 +19,8 @@ from board_api.deps import DbDep, Principal, SettingsDep, WorkerKey
 from board_api.metrics import Metrics
 from board_api.state import app_state
 from board_api.tracing import task_out
+from kernel.errors import MetaAgentError
+from kernel.settings import Settings
 from sdk.schemas import (
     ArtifactOut,
     CheckpointBody,
@@ -29,8 +31,12 @@ from sdk.schemas import (
     EventIn,
     EventsBody,
     EventsOut,
+    ExchangeBody,
+    ExchangeOut,
     FailBody,
+    Problem,
     ReleaseBody,
+    ReportOut,
     RequestInputBody,
     TaskHeartbeatOut,
     TaskOut,
@@ -40,8 +46,9 @@ from sdk.schemas import (
     WorkerHeartbeatOut,
 )
 from store import artifacts, catalog, tasks
+from store.db import Database
 from store.leases import Lease, queue_refused
-from store.models import utcnow
+from store.models import Task, utcnow
 
 router = APIRouter()
 # Even with no wake-up, an idle claim re-checks the queue this often (a lost cross-replica
@@ -63,6 +70,54 @@ async def claim(
     queue: str, body: ClaimBody, request: Request, db: DbDep, settings: SettingsDep, p: WorkerKey
 ) -> ClaimOut:
     """Long-poll for up to `max_tasks` tasks of the queue; answers at once when one arrives."""
+    _, claimed = await _poll(queue, body, [], request, db, settings, p)
+    return ClaimOut(tasks=claimed)
+
+
+@router.post("/worker-queues/{queue}/exchange", response_model=ExchangeOut)
+async def exchange(
+    queue: str, body: ExchangeBody, request: Request, db: DbDep, settings: SettingsDep, p: WorkerKey
+) -> ExchangeOut:
+    """Report finished tasks and claim up to `max_tasks` more, in one transaction.
+
+    The worker's one call per round (complete-and-claim-next): each report is applied or
+    refused on its own (`reports[i].problem`; 409 `stale_lease` means the task is no longer
+    the worker's), all of them committed before the answer. With reports it answers at once;
+    without, it long-polls like `claim`."""
+    reports = [
+        tasks.Report(
+            r.id,
+            lease(p, r.token),
+            result=r.result,
+            usage=r.usage,
+            error=(r.error.code, r.error.message) if r.error else None,
+            events=_events(r.events),
+        )
+        for r in body.reports
+    ]
+    done, claimed = await _poll(queue, body, reports, request, db, settings, p)
+    metrics = app_state(request).metrics
+    outs: list[ReportOut] = []
+    for r, d in zip(body.reports, done, strict=True):
+        if isinstance(d, MetaAgentError):
+            outs.append(ReportOut(id=r.id, problem=Problem(status=d.status, code=d.code, detail=d.detail)))
+        else:
+            metrics.finished(d)
+            outs.append(ReportOut(id=r.id, status=d.status))
+    return ExchangeOut(reports=outs, tasks=claimed)
+
+
+async def _poll(
+    queue: str,
+    body: ClaimBody,
+    reports: list[tasks.Report],
+    request: Request,
+    db: Database,
+    settings: Settings,
+    p: Principal,
+) -> tuple[list[Task | MetaAgentError], list[ClaimedOut]]:
+    """Apply `reports` and claim in one transaction; with nothing claimed and nothing
+    reported, wait for the queue's wake-up (or `wait_seconds`) and claim again."""
     if p.queues and queue not in p.queues:
         raise queue_refused(queue)
     state = app_state(request)
@@ -71,30 +126,35 @@ async def claim(
     deadline = time.monotonic() + body.wait_seconds
     checked_queue = False
     release: Callable[[], None] | None = None
+    done: list[Task | MetaAgentError] = []
     try:
         while True:
             version = db.hub.version(topic)
             touch = _due_touch(state.worker_seen, body.worker_id)
+            claimed: list[tasks.Claimed] = []
             async with db.tx() as tx:
-                claimed = await tasks.claim_tasks(
-                    tx, queue, body.worker_id, body.max_tasks, settings.lease_seconds, info, touch=touch
-                )
-            if claimed:
-                return _claimed(claimed, settings.lease_seconds, state.metrics)
+                if reports:
+                    done = await tasks.report(tx, reports)
+                if body.max_tasks:
+                    claimed = await tasks.claim_tasks(
+                        tx, queue, body.worker_id, body.max_tasks, settings.lease_seconds, info, touch=touch
+                    )
+            if claimed or reports:
+                return done, _claimed(claimed, settings.lease_seconds, state.metrics)
             if not checked_queue:  # only an empty answer needs to know the queue exists
                 async with db.read() as s:
                     await catalog.get_queue(s, queue)
                 checked_queue = True
             remaining = deadline - time.monotonic()
             if remaining <= 0 or state.draining or await request.is_disconnected():
-                return ClaimOut(tasks=[])
+                return done, []
             if release is None:  # parked: this long-poll now holds a connection slot
                 release = state.limiter.acquire(p)
             await db.hub.wait(topic, version, min(remaining, CLAIM_RECHECK))
             # A worker that gave up on this long-poll (it is stopping) must not be granted a
             # task it will never run: that would cost a lease expiry and an attempt.
             if await request.is_disconnected():
-                return ClaimOut(tasks=[])
+                return done, []
             info = {}
     finally:
         if release is not None:
@@ -111,24 +171,22 @@ def _due_touch(seen: dict[str, float], worker_id: str) -> bool:
     return False
 
 
-def _claimed(claimed: list[tasks.Claimed], lease_seconds: float, metrics: Metrics) -> ClaimOut:
+def _claimed(claimed: list[tasks.Claimed], lease_seconds: float, metrics: Metrics) -> list[ClaimedOut]:
     """The claim's answer; a first attempt's wait in the queue goes to the dispatch metric."""
     now = utcnow()
     for c in claimed:
         if c.task.attempt == 1 and c.task.started_at:
             metrics.dispatch.observe(max(0.0, (now - c.task.created_at).total_seconds()))
-    return ClaimOut(
-        tasks=[
-            ClaimedOut(
-                task=wire.task_out(c.task),
-                agent=wire.agent_out(c.agent) if c.agent else None,
-                token=c.token,
-                lease_seconds=lease_seconds,
-                checkpoint=c.task.checkpoint,
-            )
-            for c in claimed
-        ]
-    )
+    return [
+        ClaimedOut(
+            task=wire.task_out(c.task),
+            agent=wire.agent_out(c.agent) if c.agent else None,
+            token=c.token,
+            lease_seconds=lease_seconds,
+            checkpoint=c.task.checkpoint,
+        )
+        for c in claimed
+    ]
 
 
 @router.post("/workers/{worker_id}/heartbeat", response_model=WorkerHeartbeatOut)

@@ -84,7 +84,8 @@ class FakePlane:
         return [p.rsplit("/", 1)[-1] for _, p, _ in self.calls if p.startswith(f"/tasks/{task_id}/")]
 
     def claims(self) -> list[Any]:
-        return [body for _, p, body in self.calls if p.endswith("/claim")]
+        """Every call that asked for tasks (a claim, or an exchange with room)."""
+        return [b for _, p, b in self.calls if p.endswith("/claim") or (p.endswith("/exchange") and b["max_tasks"])]
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         raw = await request.aread()
@@ -100,6 +101,8 @@ class FakePlane:
             if isinstance(fault, Exception):
                 raise fault
             return fault
+        if action == "exchange":
+            return await self._exchange(body)
         if action == "claim":
             return httpx.Response(200, json={"tasks": await self._claim(body)})
         if parts[0] == "workers" and request.method == "DELETE":
@@ -132,11 +135,38 @@ class FakePlane:
             return httpx.Response(201, json=artifact)
         return httpx.Response(200, json={"ok": True})
 
+    async def _exchange(self, body: dict[str, Any]) -> httpx.Response:
+        """Each report is recorded as the per-task call it replaces (`/tasks/ID/complete` or
+        `/fail`), and its faults apply to it: a 4xx refuses that report, a 5xx or a
+        transport error fails the whole exchange (as a database outage would)."""
+        outs: list[dict[str, Any]] = []
+        for r in body["reports"]:
+            action = "fail" if "error" in r else "complete"
+            legacy = {k: v for k, v in r.items() if k != "id" and (k != "events" or v)}
+            self.calls.append(("POST", f"/tasks/{r['id']}/{action}", legacy))
+            if self.faults.get(action):
+                fault = self.faults[action].pop(0)
+                if isinstance(fault, Exception):
+                    raise fault
+                if fault.status_code >= 500:
+                    return fault
+                p = fault.json()
+                outs.append({"id": r["id"], "problem": {k: p[k] for k in ("status", "code", "detail")}})
+                continue
+            self.reports[r["id"]].set_result((action, legacy))
+            outs.append({"id": r["id"], "status": "failed" if action == "fail" else "completed"})
+        tasks = await self._claim(body) if body["max_tasks"] else []
+        return httpx.Response(200, json={"reports": outs, "tasks": tasks})
+
     async def _claim(self, body: dict[str, Any]) -> list[dict[str, Any]]:
-        try:
-            items = [await asyncio.wait_for(self.queue.get(), body["wait_seconds"])]
-        except TimeoutError:
-            return []
+        items: list[dict[str, Any]] = []
+        if not self.queue.empty():
+            items.append(self.queue.get_nowait())
+        elif body["wait_seconds"] > 0:
+            try:
+                items.append(await asyncio.wait_for(self.queue.get(), body["wait_seconds"]))
+            except TimeoutError:
+                return []
         while len(items) < body["max_tasks"] and not self.queue.empty():
             items.append(self.queue.get_nowait())
         return items
@@ -298,7 +328,7 @@ async def test_a_runtime_ignoring_the_cancel_is_cancelled_after_the_grace(tmp_pa
 
 async def test_the_task_survives_a_control_plane_outage(tmp_path, probe):
     plane = FakePlane()
-    plane.faults["claim"] = [problem(503, "database_unavailable")]
+    plane.faults["exchange"] = [problem(503, "database_unavailable")]
     plane.faults["complete"] = [
         httpx.ConnectError("refused"),
         problem(503, "database_unavailable"),
@@ -374,7 +404,7 @@ async def test_a_missing_parameter_parks_the_task_with_its_question(tmp_path, pr
 
 async def test_a_bad_key_stops_the_worker(tmp_path, probe):
     plane = FakePlane()
-    plane.faults["claim"] = [problem(401, "unauthorized")]
+    plane.faults["exchange"] = [problem(401, "unauthorized")]
     async with worker_for(plane, tmp_path, expect_error=True) as (_, _stop, run):
         with pytest.raises(ApiError) as err:
             await asyncio.wait_for(run, 10)
@@ -393,3 +423,31 @@ async def test_a_crashing_runtime_or_a_bad_result_fails_the_task_not_the_worker(
         )
         action, body = await plane.report("t2")
         assert action == "fail" and body["error"]["code"] == "invalid_result"
+
+
+async def test_reports_finishing_together_share_a_call_with_the_next_claim(tmp_path, probe):
+    plane = FakePlane()
+    for n in range(4):
+        plane.add(f"t{n}", "noop")
+    async with worker_for(plane, tmp_path, concurrency=4):
+        for n in range(4):
+            assert (await plane.report(f"t{n}"))[0] == "complete"
+    pushes = [b for _, p, b in plane.calls if p.endswith("/exchange") and b["reports"]]
+    assert sum(len(b["reports"]) for b in pushes) == 4
+    assert len(pushes) < 4  # the four tasks ended together: their reports were batched
+    assert not any(p.endswith(("/complete", "/claim")) for _, p, _ in plane.calls if p.startswith("/worker"))
+
+
+async def test_a_refused_report_drops_a_stale_task_and_fails_a_refused_one(tmp_path, probe):
+    plane = FakePlane()
+    plane.faults["complete"] = [problem(409, "stale_lease"), problem(422, "payload_invalid")]
+    plane.add("t1", "noop")
+    async with worker_for(plane, tmp_path):
+        await plane.until(lambda: plane.task_calls("t1") == ["complete"])
+        plane.add("t2", "noop")
+        action, body = await plane.report("t2")  # refused (422): the worker fails it instead
+        assert action == "fail" and body["error"]["code"] == "worker_error"
+        assert "payload_invalid" in body["error"]["message"]
+    assert plane.task_calls("t1") == ["complete"]  # stale: no other call for it
+    assert not plane.reports["t1"].done()
+    assert plane.task_calls("t2") == ["complete", "fail"]

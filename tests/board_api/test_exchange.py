@@ -1,0 +1,119 @@
+"""`POST /worker-queues/{queue}/exchange`: a worker reports finished tasks and claims more in
+one call (complete-and-claim-next). Each report stands alone: a stale one is refused and
+writes nothing while the others commit; everything is committed before the answer."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import httpx
+
+from tests.board_api.test_api import claim, problem, seed
+from tests.board_api.test_worker_fencing import keyed
+from tests.support import LiveServer
+
+
+def exchange(c: httpx.Client, reports: list[dict[str, Any]], n: int = 1, wait: float = 0, **kw: Any) -> Any:
+    body = {"worker_id": "w1", "reports": reports, "max_tasks": n, "wait_seconds": wait, **kw}
+    r = c.post("/worker-queues/q1/exchange", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_reports_and_the_next_claim_go_in_one_call(server: LiveServer) -> None:
+    with server.client() as c:
+        seed(c)
+        ids = [c.post("/tasks", json={"agent": "echo", "prompt": f"p{i}"}).json()["id"] for i in range(4)]
+        a, b = claim(c, n=2)
+        events = [{"kind": "log", "data": {"line": "done"}}]
+        out = exchange(
+            c,
+            [
+                {"id": a["task"]["id"], "token": a["token"], "result": {"output": "A"}, "usage": {"tokens": 2}},
+                {"id": b["task"]["id"], "token": b["token"], "error": {"code": "tool_error", "message": "boom"},
+                 "events": events},
+            ],  # fmt: skip
+            n=2,
+        )
+        assert out["reports"] == [
+            {"id": a["task"]["id"], "status": "completed", "problem": None},
+            {"id": b["task"]["id"], "status": "failed", "problem": None},
+        ]
+        assert sorted(t["task"]["id"] for t in out["tasks"]) == ids[2:]
+        assert all(t["task"]["status"] == "running" and t["token"] for t in out["tasks"])
+        done = c.get(f"/tasks/{a['task']['id']}").json()
+        assert (done["status"], done["result"], done["usage"]) == ("completed", {"output": "A"}, {"tokens": 2})
+        failed = c.get(f"/tasks/{b['task']['id']}").json()
+        assert (failed["status"], failed["error"]["code"]) == ("failed", "tool_error")
+        kinds = [e["kind"] for e in c.get(f"/tasks/{b['task']['id']}/events").json()["items"]]
+        assert kinds == ["status", "status", "log", "status"]
+        # Nothing left to claim and nothing to report: it long-polls like `claim` ...
+        assert exchange(c, [], wait=0) == {"reports": [], "tasks": []}
+        # ... and a report answers at once even with nothing to claim.
+        (x,) = [t for t in out["tasks"] if t["task"]["id"] == ids[2]]
+        assert exchange(c, [{"id": ids[2], "token": x["token"], "result": 1}], wait=30)["tasks"] == []
+
+
+def test_a_stale_report_is_refused_alone_and_writes_nothing(server: LiveServer) -> None:
+    cs = keyed(server)
+    admin, w1, w2 = cs["admin"], cs["w1"], cs["w2"]
+    t1 = admin.post("/tasks", json={"agent": "echo", "prompt": "p"}).json()["id"]
+    t2 = admin.post("/tasks", json={"agent": "echo", "prompt": "q"}).json()["id"]
+    (i1, i2) = claim(w1, n=2)
+    forged = {"id": t1, "token": "1", "result": "forged"}
+    out = exchange(w2, [forged, {"id": t2, "token": i2["token"], "result": "ok"}], n=0)
+    (refused, applied) = out["reports"]
+    assert refused["status"] is None and refused["problem"]["status"] == 409
+    assert refused["problem"]["code"] == "stale_lease" and i1["token"] not in str(out)
+    assert applied == {"id": t2, "status": "completed", "problem": None}
+    t = admin.get(f"/tasks/{t1}").json()
+    assert (t["status"], t["result"], t["last_seq"]) == ("running", None, 2)
+    # A report sent twice (its answer lost) is refused the second time, not applied twice.
+    again = exchange(w1, [{"id": t2, "token": i2["token"], "result": "twice"}], n=0)
+    assert again["reports"][0]["problem"]["code"] == "stale_lease"
+    assert admin.get(f"/tasks/{t2}").json()["result"] == "ok"
+    # A bad event kind refuses that report only.
+    bad = exchange(w1, [{"id": t1, "token": i1["token"], "result": 1, "events": [{"kind": "status"}]}], n=0)
+    assert bad["reports"][0]["problem"]["status"] == 422
+    assert admin.get(f"/tasks/{t1}").json()["status"] == "running"
+    for c in cs.values():
+        c.close()
+
+
+def test_a_queue_bound_key_cannot_exchange_elsewhere_and_bad_bodies_are_422(server: LiveServer) -> None:
+    with server.client() as c:
+        seed(c)
+        admin = c.post("/keys", json={"name": "admin", "scopes": ["admin"]}).json()["key"]
+    with server.client(headers={"Authorization": f"Bearer {admin}"}) as a:
+        key = a.post("/keys", json={"name": "bound", "scopes": ["worker"], "queues": ["q2"]}).json()["key"]
+        with server.client(headers={"Authorization": f"Bearer {key}"}) as w:
+            problem(w.post("/worker-queues/q1/exchange", json={"worker_id": "w"}), 403, "queue_not_allowed")
+        too_many = [{"id": f"t{i}", "token": "x"} for i in range(101)]
+        for body in (
+            {"worker_id": "w", "reports": too_many},
+            {"worker_id": "w", "max_tasks": 101},
+            {"worker_id": "w", "reports": [{"id": "t", "token": "x", "extra": 1}]},
+        ):
+            problem(a.post("/worker-queues/q1/exchange", json=body), 422, "validation_error")
+        r = a.post("/worker-queues/nope/exchange", json={"worker_id": "w", "wait_seconds": 0})
+        problem(r, 404, "queue_not_found")
+
+
+def test_a_parked_exchange_answers_when_a_task_arrives(server: LiveServer) -> None:
+    with server.client() as c:
+        seed(c)
+        got: dict[str, Any] = {}
+
+        def park() -> None:
+            with server.client() as w:
+                got.update(exchange(w, [], wait=30))
+
+        t = threading.Thread(target=park)
+        t.start()
+        # The create's notification wakes the parked exchange; no sleep decides the order: a
+        # create before the park is claimed at once, after it by the wake-up.
+        tid = c.post("/tasks", json={"agent": "echo", "prompt": "p"}).json()["id"]
+        t.join(20)
+        assert not t.is_alive()
+        assert [x["task"]["id"] for x in got["tasks"]] == [tid]
