@@ -27,15 +27,10 @@ def test_reports_and_the_next_claim_go_in_one_call(server: LiveServer) -> None:
         ids = [c.post("/tasks", json={"agent": "echo", "prompt": f"p{i}"}).json()["id"] for i in range(4)]
         a, b = claim(c, n=2)
         events = [{"kind": "log", "data": {"line": "done"}}]
-        out = exchange(
-            c,
-            [
-                {"id": a["task"]["id"], "token": a["token"], "result": {"output": "A"}, "usage": {"tokens": 2}},
-                {"id": b["task"]["id"], "token": b["token"], "error": {"code": "tool_error", "message": "boom"},
-                 "events": events},
-            ],  # fmt: skip
-            n=2,
-        )
+        ok = {"id": a["task"]["id"], "token": a["token"], "result": {"output": "A"}, "usage": {"tokens": 2}}
+        error = {"code": "tool_error", "message": "boom"}
+        bad = {"id": b["task"]["id"], "token": b["token"], "error": error, "events": events}
+        out = exchange(c, [ok, bad], n=2)
         assert out["reports"] == [
             {"id": a["task"]["id"], "status": "completed", "problem": None},
             {"id": b["task"]["id"], "status": "failed", "problem": None},
@@ -43,7 +38,11 @@ def test_reports_and_the_next_claim_go_in_one_call(server: LiveServer) -> None:
         assert sorted(t["task"]["id"] for t in out["tasks"]) == ids[2:]
         assert all(t["task"]["status"] == "running" and t["token"] for t in out["tasks"])
         done = c.get(f"/tasks/{a['task']['id']}").json()
-        assert (done["status"], done["result"], done["usage"]) == ("completed", {"output": "A"}, {"tokens": 2})
+        assert (done["status"], done["result"], done["usage"]) == (
+            "completed",
+            {"output": "A"},
+            {"tokens": 2},
+        )
         failed = c.get(f"/tasks/{b['task']['id']}").json()
         assert (failed["status"], failed["error"]["code"]) == ("failed", "tool_error")
         kinds = [e["kind"] for e in c.get(f"/tasks/{b['task']['id']}/events").json()["items"]]

@@ -85,7 +85,11 @@ class FakePlane:
 
     def claims(self) -> list[Any]:
         """Every call that asked for tasks (a claim, or an exchange with room)."""
-        return [b for _, p, b in self.calls if p.endswith("/claim") or (p.endswith("/exchange") and b["max_tasks"])]
+        return [
+            b
+            for _, p, b in self.calls
+            if p.endswith("/claim") or (p.endswith("/exchange") and b["max_tasks"])
+        ]
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         raw = await request.aread()
