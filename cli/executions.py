@@ -23,6 +23,7 @@ from cli.output import (
     status_text,
     table,
 )
+from kernel.failures import FailureClass
 from kernel.statuses import TaskStatus
 
 if TYPE_CHECKING:
@@ -288,6 +289,10 @@ def list_executions(
     q: Annotated[str | None, typer.Option("--q", help="Text search in prompts.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=200, help="How many, newest first.")] = 50,
     cursor: Annotated[str | None, typer.Option(help="The next page, from a previous list.")] = None,
+    failure: Annotated[
+        FailureClass | None,
+        typer.Option(help="Only failed executions of this failure class.", show_default=False),
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """List executions, newest first."""
@@ -301,6 +306,7 @@ def list_executions(
         q=q,
         limit=limit,
         cursor=cursor,
+        failure=failure.value if failure else None,
     )
     if json_out:
         print_json(wire(page))

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from cli.common import escape
+from kernel.failures import label as failure_label
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -180,6 +181,9 @@ def print_task(task: TaskOut, *, link: str) -> None:
         grid.add_row(
             "error", f"[red]{escape(plain(task.error.message))}[/] ({escape(plain(task.error.code))})"
         )
+    if task.failure_class:
+        grid.add_row("failure", f"[red]{escape(failure_label(task.failure_class))}[/]")
+        row("next step", task.failure_hint)
     row("result", task.result)
     row("usage", task.usage)
     grid.add_row("board", escape(link))

@@ -307,8 +307,10 @@ class Executions(_Resource[M]):
         q: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        failure: str | None = None,
     ) -> Call[TaskPage]:
-        """One page, newest first: `items` and `next_cursor`."""
+        """One page, newest first: `items` and `next_cursor`. `failure`: a failure class
+        (kernel/failures.py), i.e. failed tasks whose error code is of that class."""
         params = {
             "status": status,
             "agent": agent,
@@ -319,6 +321,7 @@ class Executions(_Resource[M]):
             "q": q,
             "limit": limit,
             "cursor": cursor,
+            "failure": failure,
         }
         return Call("GET", f"{API}/tasks", TaskPage.model_validate, params=params)
 

@@ -6,8 +6,17 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 
+from kernel import failures
 from kernel.statuses import TaskStatus
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -65,6 +74,23 @@ class TaskOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     duration_seconds: float | None
+
+    # Computed from the error code (kernel/failures.py), never stored: a failed task's class
+    # and the sentence that says what to do next. None unless the task failed.
+    @computed_field
+    @property
+    def failure_class(self) -> str | None:
+        error = self._failure()
+        return failures.failure_class(error.code) if error else None
+
+    @computed_field
+    @property
+    def failure_hint(self) -> str | None:
+        error = self._failure()
+        return failures.failure_hint(error.code, error.message) if error else None
+
+    def _failure(self) -> ErrorOut | None:
+        return self.error if self.status == TaskStatus.failed else None
 
 
 class TaskPage(BaseModel):

@@ -25,6 +25,7 @@ from kernel import errors
 from store import catalog
 from store.db import Tx
 from store.events import insert_rows
+from store.failure_filter import failure_clause
 from store.leases import Lease, fenced, refusal
 from store.models import TERMINAL, Artifact, Task, TaskStatus, utcnow
 from store.reaper import forget_dead_workers, has_expired_leases, reap_expired, worker_gone
@@ -238,6 +239,7 @@ def filter_tasks(
     type: str | None = None,
     source: str | None = None,
     q: str | None = None,
+    failure: str | None = None,
 ) -> _Select:
     if status:
         bad = [s for s in status if s not in S.__members__]
@@ -260,6 +262,8 @@ def filter_tasks(
         stmt = stmt.where(col(Task.source) == source)
     if q:
         stmt = stmt.where(sa.func.lower(col(Task.prompt)).contains(q.lower(), autoescape=True))
+    if failure:  # kanban: failure classes (store/failure_filter.py)
+        stmt = stmt.where(failure_clause(failure))
     return stmt
 
 

@@ -10,6 +10,7 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
+from kernel.failures import FailureClass
 from tools.backend import Backend, Client
 from tools.catalog import READ_ONLY
 from tools.models import EventLine, Status, TaskCreated, TaskInfo, TaskList, TaskSummary, describe_event
@@ -101,11 +102,15 @@ def _register_reads(mcp: MCPServer, backend: Backend) -> None:
         cursor: Annotated[
             str | None, Field(description="next_cursor of the previous page.", max_length=200)
         ] = None,
+        failure: Annotated[
+            FailureClass | None,
+            Field(description="Only failed tasks of this failure class (e.g. policy_violation)."),
+        ] = None,
     ) -> TaskList:
         """List tasks, newest first, optionally filtered."""
         async with backend.client("list the tasks") as c:
             page = await c.executions.list(
-                status=status, agent=agent, queue=queue, limit=limit, cursor=cursor
+                status=status, agent=agent, queue=queue, limit=limit, cursor=cursor, failure=failure
             )
         return TaskList(
             tasks=[TaskSummary.of(t, backend.board_link(t.id)) for t in page.items],
