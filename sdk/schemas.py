@@ -29,6 +29,27 @@ Token = Annotated[
 Prompt = Annotated[str, StringConstraints(max_length=100_000)]
 
 
+class DictLike(BaseModel):
+    """A response model that also reads like the JSON object it came from, so code written
+    for dict answers (Kubiya's SDK: `result.get("execution_id")`, `result["status"]`) runs
+    as it is. Values come as JSON would give them (nested models as dicts, times as text)."""
+
+    def _json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._json().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._json()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._json()
+
+    def keys(self) -> list[str]:
+        return list(self._json())
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -45,7 +66,7 @@ class PendingInput(BaseModel):
     ref: str | None = None  # the worker's own name for the question (a parameter, a tool call)
 
 
-class TaskOut(BaseModel):
+class TaskOut(DictLike):
     id: str
     agent: str | None
     team: str | None
@@ -119,7 +140,7 @@ class ExecuteBody(Strict):
     requested_by: str | None = None
 
 
-class ExecuteOut(BaseModel):
+class ExecuteOut(DictLike):
     execution_id: str
     status: str
     task: TaskOut
