@@ -19,7 +19,6 @@ from cli.output import (
     first_line,
     print_json,
     print_json_line,
-    print_task,
     status_text,
     table,
 )
@@ -349,12 +348,17 @@ def executions_table(items: list[TaskOut], *, width: int) -> Table:
 
 @execution_app.command("get")
 def get_execution(ctx: typer.Context, task_id: IdArg, json_out: JsonOption = False) -> None:
-    """Show one execution: status, question, result or error."""
-    task = client(ctx).executions.get(task_id)
+    """Show one execution: status, question, error, the plan, the steps (tool calls and
+    sub-tasks, with durations), the environment and the result (--json: under `detail`)."""
+    from cli.detail import execution_detail, print_detail
+
+    c = client(ctx)
+    task = c.executions.get(task_id)
+    detail = execution_detail(c, task)
     if json_out:
-        print_json(wire(task))
+        print_json({**wire(task), "detail": detail})
         return
-    print_task(task, link=state(ctx).board_link(task_id))
+    print_detail(task, detail, link=state(ctx).board_link(task_id))
 
 
 @execution_app.command("logs")

@@ -84,11 +84,11 @@ def one_line_columns(t: Table, *, width: int, whole: int = 0) -> None:
     for column in t.columns:
         column.no_wrap, column.overflow = True, "ellipsis"
     key = t.columns[whole]
-    key.min_width = max([len(str(c)) for c in key.cells] + [len(str(key.header))])
+    key_width = key.min_width = max([len(str(c)) for c in key.cells] + [len(str(key.header))])
     last = t.columns[-1]
 
     def left() -> int:  # what the columns other than the key may share
-        return width - key.min_width - _GAP * (len(t.columns) - 1)
+        return width - key_width - _GAP * (len(t.columns) - 1)
 
     middle = [c for c in t.columns[:-1] if c is not key]
     while middle and left() < ROOM * (len(middle) + 1):
@@ -152,7 +152,7 @@ def plain(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-def print_task(task: TaskOut, *, link: str) -> None:
+def print_task(task: TaskOut, *, link: str, result: bool = True) -> None:
     """The overview of one execution: what, where, how it went, what it waits for."""
     from rich.table import Table
 
@@ -198,7 +198,8 @@ def print_task(task: TaskOut, *, link: str) -> None:
     if task.failure_class:
         grid.add_row("failure", f"[red]{escape(failure_label(task.failure_class))}[/]")
         row("next step", task.failure_hint)
-    row("result", task.result)
+    if result:
+        row("result", task.result)
     row("usage", task.usage)
     grid.add_row("board", escape(link))
     out.print(grid)

@@ -273,6 +273,7 @@ class Executions(_Resource[M]):
         requested_by: str | None = None,
         parent_id: str | None = None,
         lease_token: str | None = None,
+        plan: dict[str, Any] | None = None,
     ) -> Call[TaskOut]:
         """Create a task for an agent or a team; `source` (and by default `requested_by`) are the client's.
 
@@ -286,6 +287,7 @@ class Executions(_Resource[M]):
             "source": self._source,
             "requested_by": requested_by or self._requested_by,
             "parent_id": parent_id,
+            "plan": plan,  # the meta agent's plan: {"text": ...}
         }
         return Call(
             "POST",

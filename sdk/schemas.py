@@ -95,6 +95,7 @@ class TaskOut(DictLike):
     started_at: datetime | None
     finished_at: datetime | None
     duration_seconds: float | None
+    plan: dict[str, Any] | None = None  # PlanIn's fields, when the meta agent created the task
 
     # Computed from the error code (kernel/failures.py), never stored: a failed task's class
     # and the sentence that says what to do next. None unless the task failed.
@@ -119,6 +120,13 @@ class TaskPage(BaseModel):
     next_cursor: str | None
 
 
+class PlanIn(Strict):
+    """What the meta agent planned for a task it creates: its stated plan (agent, queue, what
+    it does, the risk), ending with who approved it when approval was asked."""
+
+    text: Annotated[str, StringConstraints(max_length=8000)]
+
+
 class TaskCreate(Strict):
     agent: Name | None = None
     team: Name | None = None
@@ -128,6 +136,7 @@ class TaskCreate(Strict):
     source: str = "api"
     requested_by: Annotated[str, StringConstraints(max_length=200)] | None = None
     parent_id: str | None = None
+    plan: PlanIn | None = None
 
 
 class ExecuteBody(Strict):

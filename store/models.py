@@ -166,6 +166,8 @@ class Task(Table, table=True):
     inputs: dict[str, Any] = _json({})
     checkpoint: Any = _json()
     usage: dict[str, Any] = _json({})
+    # What the meta agent planned when it created the task ({"text": ...}), or None.
+    plan: dict[str, Any] | None = _json()
     last_seq: int = 0
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -93,6 +93,7 @@ class NewTask:
     requested_by: str | None = None
     parent_id: str | None = None
     retry_of: str | None = None
+    plan: dict[str, Any] | None = None  # the meta agent's plan (sdk.schemas.PlanIn)
 
 
 async def _resolve_queue(tx: Tx, requested: str | None, default: str | None, owner: str) -> str:
@@ -172,6 +173,7 @@ async def create_task(
         parent_id=new.parent_id,
         retry_of=new.retry_of,
         max_attempts=max_attempts,
+        plan=new.plan,
     )
     return await create(tx, task)
 

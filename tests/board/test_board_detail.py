@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import expect
 
-from tests.board.helpers import RawWorker, create, setup_catalog
+from tests.board.helpers import create, setup_catalog
 from tests.support import LiveServer
 
 

@@ -114,7 +114,7 @@ def test_cli_lists_by_failure_class_and_names_bad_ones(server: LiveServer) -> No
     assert ids[item["id"]] == "provider_auth_failed" and item["failure_class"] == "provider_error"
 
     table = run(None, "execution", "list", "--failure", "timeout", url=server.url)
-    assert table.exit_code == 0 and [t for t, code in ids.items() if code == "timeout"][0] in table.stdout
+    assert table.exit_code == 0 and next(t for t, code in ids.items() if code == "timeout") in table.stdout
 
     bad = run(None, "execution", "list", "--failure", "gremlins", url=server.url)
     assert bad.exit_code == 2 and "gremlins" in bad.output and "policy_violation" in bad.output
