@@ -66,6 +66,7 @@ export class Detail {
     this.agentInfo = null;
     this.artifacts = null;
     this.workerId = null; // of the last claim: the task row forgets it once the task ends
+    this.children = new Map(); // delegate call id → the sub-task it created
     this.stepsEl = h("ol.steps", { "aria-label": "Steps" });
     this.heading = h("h2", { id: "panel-title", tabindex: "-1", text: "Loading…" });
     this.pill = h("span.pill");
@@ -210,12 +211,14 @@ export class Detail {
       if (c) calls.add(c);
       this.#logRow(e);
       if (e.kind === "status" && e.data?.worker_id) this.workerId = e.data.worker_id;
+      const child = e.kind === "tool_output" && /delegated as task (\S+)/.exec(e.data?.chunk || "");
+      if (child) this.children.set(String(e.data.tool_call_id), child[1]);
       if (["status", "input_requested", "input_received", "usage"].includes(e.kind)) refresh = true;
       if (e.kind === "artifact") this.#loadArtifacts();
     }
     for (const i of msgs) this.#renderMessage(i);
     for (const c of calls) this.#renderCall(c);
-    if (calls.size) renderSteps(this.stepsEl, this.calls);
+    if (calls.size) renderSteps(this.stepsEl, this.calls, this.children);
     this.#counts();
     if (refresh) this.#refreshTask();
   }
@@ -386,9 +389,9 @@ export class Detail {
 }
 
 /** The steps: tool calls and sub-tasks (`delegate` calls) in the order they started. */
-function renderSteps(el, calls) {
+function renderSteps(el, calls, children) {
   el.replaceChildren(...[...calls.calls.values()].map((c) => {
-    const child = c.name === "delegate" ? /delegated as task (\S+)/.exec(c.output || "")?.[1] : null;
+    const child = children.get(c.id);
     const what = c.name === "delegate"
       ? [`sub-task → ${c.args?.agent ?? "?"} `, child ? h("a", { href: `#/tasks/${child}`, text: child.slice(0, 8) }) : null]
       : [c.name];
