@@ -1,8 +1,9 @@
 """`GET /tasks?failure=CLASS` as SQL: failed tasks whose error code is one of the class's.
 
-A pure function of the code (kernel/failures.py), so nothing is stored and no index is added:
-`status = 'failed'` leads, and `ix_tasks_status_id` (status, id) serves the newest-first page
-while the code test filters what it reads (see docs/operations.md for the measurement).
+A pure function of the code (kernel/failures.py), so nothing is stored. A common class is
+served by `ix_tasks_status_id` (status, id), newest first, filtering as it reads; a rare one
+by the partial `ix_tasks_error_code` (error_code, id) (migration 0010 has the figures). The
+explicit `error_code IS NOT NULL` lets the planner use that partial index.
 """
 
 from __future__ import annotations

@@ -138,6 +138,14 @@ class Task(Table, table=True):
         sa.Index("ix_tasks_claim", "queue", "status", "id"),
         sa.Index("ix_tasks_status_id", "status", "id"),
         sa.Index("ix_tasks_lease", "status", "lease_expires_at"),
+        # GET /tasks?failure=CLASS (store/failure_filter.py): failed tasks only, by code.
+        sa.Index(
+            "ix_tasks_error_code",
+            "error_code",
+            "id",
+            postgresql_where=sa.text("error_code IS NOT NULL"),
+            sqlite_where=sa.text("error_code IS NOT NULL"),
+        ),
     )
     id: str = Field(default_factory=new_id, primary_key=True)
     agent: str | None = Field(default=None, index=True)
