@@ -139,3 +139,9 @@ async def test_mcp_list_tasks_takes_failure(server: LiveServer) -> None:
         assert bad.is_error
         tool = next(t for t in (await mcp.list_tools()).tools if t.name == "list_tasks")
         assert "worker_lost" in json.dumps(tool.input_schema)
+        got = await mcp.call_tool("get_task", {"task_id": task["id"]})
+        assert isinstance(got.structured_content, dict)
+        assert got.structured_content["failure_class"] == "policy_violation"
+        assert got.structured_content["failure_hint"].startswith(
+            "Check the agent's policy: rule `deny_commands`"
+        )
