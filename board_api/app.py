@@ -59,7 +59,7 @@ class NoCacheStatic(StaticFiles):
         return resp
 
 
-async def _reaper(db: Database, interval: float, stop: asyncio.Event) -> None:
+async def _reaper(db: Database, interval: float, stop: asyncio.Event, metrics: Metrics) -> None:
     """Runs until `stop` is set; stopped that way rather than cancelled, so a shutdown never
     cuts a query off with a pooled connection checked out."""
     last_sweep = 0.0
@@ -79,6 +79,7 @@ async def _reaper(db: Database, interval: float, stop: asyncio.Event) -> None:
                     await task_service.forget_dead_workers(tx)
                     await artifacts.forget_orphans(tx)
             for t in reaped:
+                metrics.failed(t)  # worker_lost, counted by failure class
                 log.info(
                     "lease expired: task %s is now %s",
                     t.id,
@@ -169,7 +170,7 @@ def _lifespan(
         state.feeds = Feeds(database)
         background = await _listen(database, settings)
         stopping = asyncio.Event()
-        reaper = asyncio.create_task(_reaper(database, settings.reaper_interval, stopping))
+        reaper = asyncio.create_task(_reaper(database, settings.reaper_interval, stopping, state.metrics))
         state.chat = chat(database) if chat is not None else None
         try:
             async with contextlib.AsyncExitStack() as running:

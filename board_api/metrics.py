@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from kernel import failures
 from store import gauges
 from store.db import Database
 from store.models import Task
@@ -38,6 +39,16 @@ class Metrics:
             ["status"],
             registry=self.registry,
         )
+        # Counted as tasks fail (here and in the reaper), never by reading the table: a
+        # scrape stays as cheap at a million failed tasks as at none.
+        self.failures = Counter(
+            "meta_agent_tasks_failed",
+            "Tasks this process saw fail, by failure class (kernel/failures.py)",
+            ["failure_class"],
+            registry=self.registry,
+        )
+        for cls in failures.CLASSES:  # every class shows, at 0 until one fails
+            self.failures.labels(cls)
         self.events = Counter(
             "meta_agent_events_ingested", "Events posted by workers", registry=self.registry
         )
@@ -54,8 +65,14 @@ class Metrics:
             registry=self.registry,
         )
 
+    def failed(self, task: Task) -> None:
+        """Count a failed task by its class (the worker's fail, or the reaper's worker_lost)."""
+        if task.status == "failed" and task.error_code:
+            self.failures.labels(failures.failure_class(task.error_code)).inc()
+
     def finished(self, task: Task) -> None:
         self.finishes.labels(task.status).inc()
+        self.failed(task)
         if task.started_at and task.finished_at:
             self.duration.labels(task.status).observe((task.finished_at - task.started_at).total_seconds())
         usage = task.usage or {}

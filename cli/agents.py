@@ -50,7 +50,7 @@ def list_agents(
             *queue,
             escape(first_line(agent.description)),
         )
-    one_line_columns(t)
+    one_line_columns(t, width=out.width)
     out.print(t)
 
 

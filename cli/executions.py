@@ -19,10 +19,10 @@ from cli.output import (
     first_line,
     print_json,
     print_json_line,
-    print_task,
     status_text,
     table,
 )
+from kernel.failures import FailureClass
 from kernel.statuses import TaskStatus
 
 if TYPE_CHECKING:
@@ -288,6 +288,10 @@ def list_executions(
     q: Annotated[str | None, typer.Option("--q", help="Text search in prompts.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=200, help="How many, newest first.")] = 50,
     cursor: Annotated[str | None, typer.Option(help="The next page, from a previous list.")] = None,
+    failure: Annotated[
+        FailureClass | None,
+        typer.Option(help="Only failed executions of this failure class.", show_default=False),
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """List executions, newest first."""
@@ -301,6 +305,7 @@ def list_executions(
         q=q,
         limit=limit,
         cursor=cursor,
+        failure=failure.value if failure else None,
     )
     if json_out:
         print_json(wire(page))
@@ -343,12 +348,17 @@ def executions_table(items: list[TaskOut], *, width: int) -> Table:
 
 @execution_app.command("get")
 def get_execution(ctx: typer.Context, task_id: IdArg, json_out: JsonOption = False) -> None:
-    """Show one execution: status, question, result or error."""
-    task = client(ctx).executions.get(task_id)
+    """Show one execution: status, question, error, the plan, the steps (tool calls and
+    sub-tasks, with durations), the environment and the result (--json: under `detail`)."""
+    from cli.detail import execution_detail, print_detail
+
+    c = client(ctx)
+    task = c.executions.get(task_id)
+    detail = execution_detail(c, task)
     if json_out:
-        print_json(wire(task))
+        print_json({**wire(task), "detail": detail})
         return
-    print_task(task, link=state(ctx).board_link(task_id))
+    print_detail(task, detail, link=state(ctx).board_link(task_id))
 
 
 @execution_app.command("logs")

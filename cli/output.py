@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from cli.common import escape
+from kernel.failures import label as failure_label
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -76,19 +77,33 @@ def table(*columns: str) -> Table:
     return t
 
 
-def one_line_columns(t: Table, *, whole: int = 0) -> None:
+def one_line_columns(t: Table, *, width: int, whole: int = 0) -> None:
     """Cells on one line each, clipped with "…"; but the `whole` column (the name people
-    type next) never clips: the others give way."""
+    type next) never clips: the others give way. The last column (a description) takes what
+    is left; a middle column that would leave it under `ROOM` characters is dropped."""
     for column in t.columns:
         column.no_wrap, column.overflow = True, "ellipsis"
     key = t.columns[whole]
-    key.min_width = max([len(str(c)) for c in key.cells] + [len(str(key.header))])
-    for column in t.columns[:-1]:
-        if column is not key:
-            column.max_width = 30
+    key_width = key.min_width = max([len(str(c)) for c in key.cells] + [len(str(key.header))])
+    last = t.columns[-1]
+
+    def left() -> int:  # what the columns other than the key may share
+        return width - key_width - _GAP * (len(t.columns) - 1)
+
+    middle = [c for c in t.columns[:-1] if c is not key]
+    while middle and left() < ROOM * (len(middle) + 1):
+        t.columns.remove(middle.pop())  # rightmost first: the leftmost say most
+    for column in middle:
+        column.max_width = max(ROOM, min(30, left() // (len(middle) + 1)))
     # rich never narrows a no_wrap column to fit; the last one takes what is left instead.
     t.expand = True
-    t.columns[-1].ratio, t.columns[-1].min_width = 1, 10
+    if last is not key:
+        last.ratio, last.min_width = 1, max(1, min(ROOM, left() - sum(c.max_width or 0 for c in middle)))
+
+
+# Between two columns of `table()`: one space of border and one of padding on each side.
+_GAP = 3
+ROOM = 10
 
 
 def status_text(status: str | None) -> str:
@@ -137,7 +152,7 @@ def plain(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-def print_task(task: TaskOut, *, link: str) -> None:
+def print_task(task: TaskOut, *, link: str, result: bool = True) -> None:
     """The overview of one execution: what, where, how it went, what it waits for."""
     from rich.table import Table
 
@@ -180,7 +195,11 @@ def print_task(task: TaskOut, *, link: str) -> None:
         grid.add_row(
             "error", f"[red]{escape(plain(task.error.message))}[/] ({escape(plain(task.error.code))})"
         )
-    row("result", task.result)
+    if task.failure_class:
+        grid.add_row("failure", f"[red]{escape(failure_label(task.failure_class))}[/]")
+        row("next step", task.failure_hint)
+    if result:
+        row("result", task.result)
     row("usage", task.usage)
     grid.add_row("board", escape(link))
     out.print(grid)

@@ -179,6 +179,8 @@ class MetaAgent:
                 "id": f"call_{secrets.token_hex(8)}",
                 "name": pending["tool"],
                 "arguments": json.dumps(pending["arguments"]),  # as a model sends them
+                # The task's plan (tasks.plan) says who approved it.
+                "plan": f"{pending.get('plan') or ''}\n\nApproved{f' by {by}' if by else ''}.".strip(),
             }
             added.append(
                 {
@@ -211,7 +213,8 @@ class MetaAgent:
             tools = [_openai_tool(t) for t in (await mcp.list_tools()).tools]
             try:
                 if approved_call is not None:
-                    content = await self._call(mcp, approved_call, "", emit, approved=True)
+                    plan = str(approved_call.get("plan") or "")
+                    content = await self._call(mcp, approved_call, plan, emit, approved=True)
                     added.append({"role": "tool", "tool_call_id": approved_call["id"], "content": content})
                 await self._loop(mcp, tools, history, added, emit)
             except ModelCallFailed as exc:
@@ -306,6 +309,10 @@ class MetaAgent:
             if message:
                 await emit_event(emit, {"type": "progress", "task_id": task_id, "message": message})
 
+        if name == "create_task" and plan and plan.strip():
+            # The plan the model stated goes with the task (tasks.plan), so the execution's
+            # detail shows what was planned, its risk, and who approved it.
+            args = {**args, "plan": plan.strip()[:8000]}
         result = await mcp.call_tool(name, args, progress_callback=on_progress)
         text = _result_text(result)
         await emit_event(

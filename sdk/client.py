@@ -6,6 +6,12 @@
         for event in c.executions.stream(task.id):  # EventOut items, then a StreamEnd
             print(event.kind)
 
+Kubiya-style code runs as it is (`from sdk import ControlPlaneClient`)::
+
+    client = ControlPlaneClient(api_key=..., base_url="http://127.0.0.1:8080")
+    result = client.agents.execute(agent_id, {"worker_queue_id": queue_id, "prompt": "..."})
+    print(result.get("execution_id"))   # the models also read like the JSON dicts they came from
+
 Every call answers the pydantic model of `sdk.schemas` that its route serves (`TaskOut`,
 `list[AgentOut]`, ...; None for a 204). Each resource (`sdk.resources`) is written once: the
 sync client's methods return the answer, the async client's a coroutine of it, so
@@ -164,6 +170,13 @@ def _parse(call: Call[T], resp: httpx.Response) -> T:
         raise ApiError(resp.status_code, "invalid_response", f"{call.method} {call.path}: {exc}") from exc
 
 
+def _one_url(url: str | None, base_url: str | None) -> str | None:
+    """`url`, or `base_url` (the keyword Kubiya's SDK and most HTTP clients use): either works."""
+    if url and base_url and url.rstrip("/") != base_url.rstrip("/"):
+        raise TypeError(f"give url or base_url, not two different ones ({url!r}, {base_url!r})")
+    return url or base_url
+
+
 class _Base:
     def __init__(self, url: str | None, api_key: str | None, timeout: float, source: str) -> None:
         self.url = (url or os.environ.get("META_AGENT_URL") or DEFAULT_URL).rstrip("/")
@@ -201,7 +214,8 @@ class _Base:
 
 
 class ControlPlaneClient(_Base):
-    """Blocking client. `url`/`api_key` default to META_AGENT_URL / META_AGENT_API_KEY."""
+    """Blocking client. `url` (or `base_url`) and `api_key` default to META_AGENT_URL /
+    META_AGENT_API_KEY."""
 
     def __init__(
         self,
@@ -212,8 +226,9 @@ class ControlPlaneClient(_Base):
         *,
         transport: httpx.BaseTransport | None = None,
         requested_by: str | None = None,
+        base_url: str | None = None,
     ) -> None:
-        super().__init__(url, api_key, timeout, source)
+        super().__init__(_one_url(url, base_url), api_key, timeout, source)
         self._http = httpx.Client(transport=transport, **self._http_options())
         send = self._send
         self.agents = Agents[Blocking](send, source)
@@ -278,8 +293,9 @@ class AsyncControlPlaneClient(_Base):
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         requested_by: str | None = None,
+        base_url: str | None = None,
     ) -> None:
-        super().__init__(url, api_key, timeout, source)
+        super().__init__(_one_url(url, base_url), api_key, timeout, source)
         self._http = httpx.AsyncClient(transport=transport, **self._http_options())
         send = self._send
         self.agents = Agents[Async](send, source)

@@ -274,6 +274,7 @@ class Executions(_Resource[M]):
         requested_by: str | None = None,
         parent_id: str | None = None,
         lease_token: str | None = None,
+        plan: dict[str, Any] | None = None,
     ) -> Call[TaskOut]:
         """Create a task for an agent or a team; `source` (and by default `requested_by`) are the client's.
 
@@ -287,6 +288,7 @@ class Executions(_Resource[M]):
             "source": self._source,
             "requested_by": requested_by or self._requested_by,
             "parent_id": parent_id,
+            "plan": plan,  # the meta agent's plan: {"text": ...}
         }
         return Call(
             "POST",
@@ -308,8 +310,10 @@ class Executions(_Resource[M]):
         q: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        failure: str | None = None,
     ) -> Call[TaskPage]:
-        """One page, newest first: `items` and `next_cursor`."""
+        """One page, newest first: `items` and `next_cursor`. `failure`: a failure class
+        (kernel/failures.py), i.e. failed tasks whose error code is of that class."""
         params = {
             "status": status,
             "agent": agent,
@@ -320,6 +324,7 @@ class Executions(_Resource[M]):
             "q": q,
             "limit": limit,
             "cursor": cursor,
+            "failure": failure,
         }
         return Call("GET", f"{API}/tasks", TaskPage.model_validate, params=params)
 

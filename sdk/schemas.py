@@ -6,8 +6,17 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 
+from kernel import failures
 from kernel.statuses import TaskStatus
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -18,6 +27,27 @@ Token = Annotated[
     str, StringConstraints(min_length=1, max_length=128), Field(description="the lease token from the claim")
 ]
 Prompt = Annotated[str, StringConstraints(max_length=100_000)]
+
+
+class DictLike(BaseModel):
+    """A response model that also reads like the JSON object it came from, so code written
+    for dict answers (Kubiya's SDK: `result.get("execution_id")`, `result["status"]`) runs
+    as it is. Values come as JSON would give them (nested models as dicts, times as text)."""
+
+    def _json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._json().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._json()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._json()
+
+    def keys(self) -> list[str]:
+        return list(self._json())
 
 
 class Strict(BaseModel):
@@ -36,7 +66,7 @@ class PendingInput(BaseModel):
     ref: str | None = None  # the worker's own name for the question (a parameter, a tool call)
 
 
-class TaskOut(BaseModel):
+class TaskOut(DictLike):
     id: str
     agent: str | None
     team: str | None
@@ -65,11 +95,36 @@ class TaskOut(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     duration_seconds: float | None
+    plan: dict[str, Any] | None = None  # PlanIn's fields, when the meta agent created the task
+
+    # Computed from the error code (kernel/failures.py), never stored: a failed task's class
+    # and the sentence that says what to do next. None unless the task failed.
+    @computed_field
+    @property
+    def failure_class(self) -> str | None:
+        error = self._failure()
+        return failures.failure_class(error.code) if error else None
+
+    @computed_field
+    @property
+    def failure_hint(self) -> str | None:
+        error = self._failure()
+        return failures.failure_hint(error.code, error.message) if error else None
+
+    def _failure(self) -> ErrorOut | None:
+        return self.error if self.status == TaskStatus.failed else None
 
 
 class TaskPage(BaseModel):
     items: list[TaskOut]
     next_cursor: str | None
+
+
+class PlanIn(Strict):
+    """What the meta agent planned for a task it creates: its stated plan (agent, queue, what
+    it does, the risk), ending with who approved it when approval was asked."""
+
+    text: Annotated[str, StringConstraints(max_length=8000)]
 
 
 class TaskCreate(Strict):
@@ -81,6 +136,7 @@ class TaskCreate(Strict):
     source: str = "api"
     requested_by: Annotated[str, StringConstraints(max_length=200)] | None = None
     parent_id: str | None = None
+    plan: PlanIn | None = None
 
 
 class ExecuteBody(Strict):
@@ -93,7 +149,7 @@ class ExecuteBody(Strict):
     requested_by: str | None = None
 
 
-class ExecuteOut(BaseModel):
+class ExecuteOut(DictLike):
     execution_id: str
     status: str
     task: TaskOut

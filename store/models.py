@@ -176,6 +176,14 @@ class Task(Table, table=True):
         sa.Index("ix_tasks_claim", "queue", "status", "id"),
         sa.Index("ix_tasks_status_id", "status", "id"),
         sa.Index("ix_tasks_lease", "status", "lease_expires_at"),
+        # GET /tasks?failure=CLASS (store/failure_filter.py): failed tasks only, by code.
+        sa.Index(
+            "ix_tasks_error_code",
+            "error_code",
+            "id",
+            postgresql_where=sa.text("error_code IS NOT NULL"),
+            sqlite_where=sa.text("error_code IS NOT NULL"),
+        ),
     )
     id: str = Field(default_factory=new_id, primary_key=True)
     agent: str | None = Field(default=None, index=True)
@@ -204,6 +212,8 @@ class Task(Table, table=True):
     inputs: dict[str, Any] = _json({})
     checkpoint: Any = _json()
     usage: dict[str, Any] = _json({})
+    # What the meta agent planned when it created the task ({"text": ...}), or None.
+    plan: dict[str, Any] | None = _json()
     last_seq: int = 0
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -25,6 +25,7 @@ from kernel import errors
 from store import catalog
 from store.db import Tx
 from store.events import insert_rows
+from store.failure_filter import failure_clause
 from store.leases import Lease, fenced, refusal
 from store.models import TERMINAL, Artifact, Task, TaskStatus, build, utcnow
 from store.reaper import forget_dead_workers, has_expired_leases, reap_expired, worker_gone
@@ -96,6 +97,7 @@ class NewTask:
     requested_by: str | None = None
     parent_id: str | None = None
     retry_of: str | None = None
+    plan: dict[str, Any] | None = None  # the meta agent's plan (sdk.schemas.PlanIn)
 
 
 async def _resolve_queue(tx: Tx, requested: str | None, default: str | None, owner: str) -> str:
@@ -176,6 +178,7 @@ async def create_task(
         parent_id=new.parent_id,
         retry_of=new.retry_of,
         max_attempts=max_attempts,
+        plan=new.plan,
     )
     return await create(tx, task)
 
@@ -243,6 +246,7 @@ def filter_tasks(
     type: str | None = None,
     source: str | None = None,
     q: str | None = None,
+    failure: str | None = None,
 ) -> _Select:
     if status:
         bad = [s for s in status if s not in S.__members__]
@@ -265,6 +269,8 @@ def filter_tasks(
         stmt = stmt.where(col(Task.source) == source)
     if q:
         stmt = stmt.where(sa.func.lower(col(Task.prompt)).contains(q.lower(), autoescape=True))
+    if failure:  # kanban: failure classes (store/failure_filter.py)
+        stmt = stmt.where(failure_clause(failure))
     return stmt
 
 

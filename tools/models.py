@@ -169,6 +169,10 @@ class TaskInfo(BaseModel):
     retry_of: str | None = None
     result: Any = None
     error: ErrorInfo | None = None
+    failure_class: str | None = Field(
+        None, description="A failed task's class (policy_violation, tool_error, ...)."
+    )
+    failure_hint: str | None = Field(None, description="What to do next about the failure, in one sentence.")
     pending_input: Question | None = Field(None, description="The question, while status is requires_input.")
     last_seq: int = Field(
         description="Seq of the task's latest event; stream_task(after=...) goes on from it."
@@ -195,6 +199,8 @@ class TaskInfo(BaseModel):
             retry_of=t.retry_of,
             result=t.result,
             error=ErrorInfo.of(t.error),
+            failure_class=t.failure_class,
+            failure_hint=t.failure_hint,
             pending_input=Question.of(t.pending_input) if t.pending_input else None,
             last_seq=t.last_seq,
             created_at=_time(t.created_at) or "",

@@ -10,6 +10,7 @@ from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 from mcp.types import ToolAnnotations
 from pydantic import Field
 
+from kernel.failures import FailureClass
 from tools.backend import Backend, Client
 from tools.catalog import READ_ONLY
 from tools.models import EventLine, Status, TaskCreated, TaskInfo, TaskList, TaskSummary, describe_event
@@ -41,6 +42,12 @@ async def _waiting_note(c: Client, queue: str) -> str | None:
     )
 
 
+def _plan(text: str | None) -> dict[str, Any] | None:
+    """The task's `plan` (sdk.schemas.PlanIn): the text the meta agent stated, with its
+    approval line when a person approved it."""
+    return {"text": text.strip()} if text and text.strip() else None
+
+
 def register(mcp: MCPServer, backend: Backend) -> None:
     # In this order: clients list the tools as they were registered.
     _register_create(mcp, backend)
@@ -70,6 +77,14 @@ def _register_create(mcp: MCPServer, backend: Backend) -> None:
             dict[str, Any] | None,
             Field(description='The agent\'s parameters, e.g. {"namespace": "prod"}.'),
         ] = None,
+        plan: Annotated[
+            str | None,
+            Field(
+                description="The plan you stated to the user (agent, queue, what it does, the risk); "
+                "shown with the task.",
+                max_length=8000,
+            ),
+        ] = None,
     ) -> TaskCreated:
         """Start a durable task: an agent (or team) runs `prompt` on a worker. Give exactly
         one of agent or team. Returns the task id and board_url; follow it with stream_task."""
@@ -78,7 +93,12 @@ def _register_create(mcp: MCPServer, backend: Backend) -> None:
         async with backend.client("create the task") as c:
             # No queue: the control plane's rule picks one (store/tasks.py `_resolve_queue`).
             task = await c.executions.create(
-                agent=agent, team=team, queue=queue, prompt=prompt, parameters=parameters
+                agent=agent,
+                team=team,
+                queue=queue,
+                prompt=prompt,
+                parameters=parameters,
+                plan=_plan(plan),
             )
             note = await _waiting_note(c, task.queue)
         return TaskCreated.of(task, backend.board_link(task.id), note)
@@ -101,11 +121,15 @@ def _register_reads(mcp: MCPServer, backend: Backend) -> None:
         cursor: Annotated[
             str | None, Field(description="next_cursor of the previous page.", max_length=200)
         ] = None,
+        failure: Annotated[
+            FailureClass | None,
+            Field(description="Only failed tasks of this failure class (e.g. policy_violation)."),
+        ] = None,
     ) -> TaskList:
         """List tasks, newest first, optionally filtered."""
         async with backend.client("list the tasks") as c:
             page = await c.executions.list(
-                status=status, agent=agent, queue=queue, limit=limit, cursor=cursor
+                status=status, agent=agent, queue=queue, limit=limit, cursor=cursor, failure=failure
             )
         return TaskList(
             tasks=[TaskSummary.of(t, backend.board_link(t.id)) for t in page.items],

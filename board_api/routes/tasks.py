@@ -32,6 +32,7 @@ from store.models import TaskStatus
 router = APIRouter()
 
 StatusQ = Annotated[list[str] | None, Query(description="one or more statuses (repeat or comma-separate)")]
+FailureQ = Annotated[str | None, Query(max_length=64, description="a failure class, e.g. tool_error")]
 
 
 def _statuses(status: list[str] | None) -> list[str] | None:
@@ -98,6 +99,7 @@ async def list_tasks(
     type: str | None = None,
     source: str | None = None,
     q: Annotated[str | None, Query(max_length=500)] = None,
+    failure: FailureQ = None,
     # Range-checked by the store (`invalid_limit`); the bound is stated here for the schema.
     limit: Annotated[int, Query(json_schema_extra={"minimum": 1, "maximum": 200})] = 50,
     cursor: str | None = None,
@@ -115,6 +117,7 @@ async def list_tasks(
             type=type,
             source=source,
             q=q,
+            failure=failure,
         )
     return TaskPage(items=[wire.task_out(t) for t in items], next_cursor=nxt)
 
@@ -224,10 +227,12 @@ async def board(
     type: str | None = None,
     source: str | None = None,
     q: Annotated[str | None, Query(max_length=500)] = None,
+    failure: FailureQ = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> BoardOut:
     """Column counts and the newest cards of each column."""
     filters = BoardFilters(agent=agent, team=team, queue=queue, type=type, source=source, q=q)
+    filters["failure"] = failure
     return await board_snapshot(db, limit, filters)
 
 
@@ -240,6 +245,7 @@ class BoardFilters(TypedDict, total=False):
     type: str | None
     source: str | None
     q: str | None
+    failure: str | None
 
 
 async def board_snapshot(db: Database, limit: int, filters: BoardFilters) -> BoardOut:

@@ -6,7 +6,7 @@
 
 import { api, streamUrl } from "./api.js";
 import { STATUSES, STATUS_LABEL, FINISHED, h, duration, since, firstLine, announce } from "./dom.js";
-import { apiParams, isFiltered, matches } from "./filters.js";
+import { FAILURE_LABEL, apiParams, isFiltered, matches } from "./filters.js";
 import { ToolWatch } from "./toolwatch.js";
 
 const SNAPSHOT = 30; // cards per column in a snapshot
@@ -266,7 +266,10 @@ export function renderCard(li, t, tool) {
       t.cancel_requested ? h("span.badge.warn", { text: "cancelling…" }) : null));
   }
   if (t.status === "requires_input" && t.pending_input) parts.push(h("p.question", { text: t.pending_input.question }));
-  if (t.error && t.status !== "completed") parts.push(h("p.error", { text: `${t.error.code}: ${t.error.message}` }));
+  if (t.failure_class) {
+    // The class in words and the next step (kernel/failures.py builds the sentence).
+    parts.push(h("p.error", h("strong.failure-class", { text: FAILURE_LABEL[t.failure_class] || t.failure_class }), " ", t.failure_hint));
+  } else if (t.error && t.status !== "completed") parts.push(h("p.error", { text: `${t.error.code}: ${t.error.message}` }));
   parts.push(h("div.card-meta",
     h("span.source", { text: t.source }),
     t.requested_by ? h("span.who", { text: t.requested_by }) : null,

@@ -7,6 +7,7 @@ import { confirmDialog } from "./actions.js";
 import { FINISHED, STATUS_LABEL, announce, duration, firstLine, h, pretty, stamp } from "./dom.js";
 import { Output, ToolCalls, summary } from "./events.js";
 import { renderMarkdown } from "./markdown.js";
+import { FAILURE_LABEL } from "./filters.js";
 
 export const TABS = [
   ["overview", "Overview"],
@@ -64,6 +65,9 @@ export class Detail {
     this.events = [];
     this.agentInfo = null;
     this.artifacts = null;
+    this.workerId = null; // of the last claim: the task row forgets it once the task ends
+    this.children = new Map(); // delegate call id → the sub-task it created
+    this.stepsEl = h("ol.steps", { "aria-label": "Steps" });
     this.heading = h("h2", { id: "panel-title", tabindex: "-1", text: "Loading…" });
     this.pill = h("span.pill");
     this.actions = h("div.actions");
@@ -206,11 +210,15 @@ export class Detail {
       const c = this.calls.add(e);
       if (c) calls.add(c);
       this.#logRow(e);
+      if (e.kind === "status" && e.data?.worker_id) this.workerId = e.data.worker_id;
+      const child = e.kind === "tool_output" && /delegated as task (\S+)/.exec(e.data?.chunk || "");
+      if (child) this.children.set(String(e.data.tool_call_id), child[1]);
       if (["status", "input_requested", "input_received", "usage"].includes(e.kind)) refresh = true;
       if (e.kind === "artifact") this.#loadArtifacts();
     }
     for (const i of msgs) this.#renderMessage(i);
     for (const c of calls) this.#renderCall(c);
+    if (calls.size) renderSteps(this.stepsEl, this.calls, this.children);
     this.#counts();
     if (refresh) this.#refreshTask();
   }
@@ -285,16 +293,17 @@ export class Detail {
     this.root.dataset.status = t.status;
     this.#renderActions(t);
     this.#renderQuestion(t);
-    this.panels.overview.replaceChildren(overview(t));
-    if (!this.agentInfo && t.agent) {
+    const show = () => this.task && this.panels.overview.replaceChildren(
+      overview(this.task, { ...(this.agentInfo?.agent ? this.agentInfo : {}), workerId: this.workerId }, this.stepsEl));
+    show();
+    if (!this.agentInfo) {
       this.agentInfo = "loading";
-      Promise.all([api(`/agents/${t.agent}`).catch(() => null), api(`/worker-queues/${t.queue}`).catch(() => null)])
-        .then(([agent, queue]) => {
-          this.agentInfo = { agent, queue };
-          if (this.task) this.panels.overview.replaceChildren(overview(this.task, this.agentInfo));
+      const get = (path) => api(path).catch(() => null);
+      Promise.all([t.agent ? get(`/agents/${t.agent}`) : null, get(`/worker-queues/${t.queue}`), get("/workers")])
+        .then(([agent, queue, workers]) => {
+          this.agentInfo = { agent: agent || {}, queue, workers: workers?.items || [] };
+          show();
         });
-    } else if (this.agentInfo && this.agentInfo !== "loading") {
-      this.panels.overview.replaceChildren(overview(t, this.agentInfo));
     }
   }
 
@@ -379,15 +388,38 @@ export class Detail {
   }
 }
 
-function overview(t, info = {}) {
+/** The steps: tool calls and sub-tasks (`delegate` calls) in the order they started. */
+function renderSteps(el, calls, children) {
+  el.replaceChildren(...[...calls.calls.values()].map((c) => {
+    const child = children.get(c.id);
+    const what = c.name === "delegate"
+      ? [`sub-task → ${c.args?.agent ?? "?"} `, child ? h("a", { href: `#/tasks/${child}`, text: child.slice(0, 8) }) : null]
+      : [c.name];
+    const label = { running: "Running", success: "Success", failed: "Failed" }[c.status];
+    return h("li", { dataset: { status: c.status } }, h("span.step-name", what),
+      h(`span.pill.st-${c.status}`, { text: label }),
+      h("span.muted", { text: c.duration != null ? duration(c.duration) : "" }));
+  }));
+}
+
+/** A result as text where it is text (a command's stdout, an llm agent's answer), not JSON. */
+function resultView(result) {
+  const output = typeof result === "string" ? result : typeof result?.output === "string" ? result.output : null;
+  if (output == null) return [h("pre", { text: pretty(result) })];
+  const rest = typeof result === "object" ? Object.fromEntries(Object.entries(result).filter(([k]) => k !== "output")) : {};
+  return [h("pre.result-text", { text: output || "(empty)" }),
+    Object.keys(rest).length ? h("p.muted", { text: Object.entries(rest).map(([k, v]) => `${k}: ${pretty(v)}`).join(" · ") }) : null];
+}
+
+function overview(t, info = {}, stepsEl = null) {
   const usage = t.usage || {};
   const tokens = usage.total_tokens ?? ((usage.prompt_tokens || usage.input_tokens || 0) + (usage.completion_tokens || usage.output_tokens || 0));
   const rows = [
-    ["Agent", t.agent || "—"], ["Team", t.team], ["Runtime", info.agent ? `${info.agent.runtime}${info.agent.model ? ` · ${info.agent.model}` : ""}` : null],
+    ["Agent", t.agent || "—"], ["Team", t.team], ["Runtime", info.agent?.runtime ? `${info.agent.runtime}${info.agent.model ? ` · ${info.agent.model}` : ""}` : null],
     ["Queue", t.queue], ["Environment", info.queue?.environment || null],
     ["Execution id", h("code", { text: t.id })],
     ["Status", `${STATUS_LABEL[t.status]}${t.phase ? ` (${t.phase})` : ""}`],
-    ["Attempt", `${t.attempt} of ${t.max_attempts}`], ["Worker", t.worker_id],
+    ["Attempt", `${t.attempt} of ${t.max_attempts}`], ["Worker", workerText(t.worker_id || info.workerId, info.workers)],
     ["Source", t.source], ["Requested by", t.requested_by],
     ["Retry of", t.retry_of ? h("a", { href: `#/tasks/${t.retry_of}`, text: t.retry_of }) : null],
     ["Parent", t.parent_id ? h("a", { href: `#/tasks/${t.parent_id}`, text: t.parent_id }) : null],
@@ -399,9 +431,22 @@ function overview(t, info = {}) {
   ];
   const dl = h("dl.overview");
   for (const [k, v] of rows) if (v != null && v !== "") dl.append(h("dt", { text: k }), h("dd", v));
-  const out = [dl, h("h3", { text: "Prompt" }), h("pre.prompt", { text: t.prompt })];
+  const out = [];
+  if (t.failure_class) {
+    out.push(h("div.failure", { role: "note" }, h("h3", { text: `Failed: ${FAILURE_LABEL[t.failure_class] || t.failure_class}` }),
+      h("p.error", { text: t.failure_hint }), h("p.muted", h("code", { text: t.error.code }), ` ${t.error.message}`)));
+  }
+  out.push(dl, h("h3", { text: "Prompt" }), h("pre.prompt", { text: t.prompt }));
   if (Object.keys(t.parameters || {}).length) out.push(h("h3", { text: "Parameters" }), h("pre", { text: pretty(t.parameters) }));
-  if (t.error) out.push(h("h3", { text: "Error" }), h("p.error", { text: `${t.error.code}: ${t.error.message}` }));
-  if (t.result != null) out.push(h("h3", { text: "Result" }), h("pre", { text: pretty(t.result) }));
+  if (t.plan?.text) out.push(h("h3", { text: "Plan" }), h("div.markdown.plan", renderMarkdown(t.plan.text)));
+  if (stepsEl) out.push(h("h3", { text: "Steps" }), stepsEl); // empty: board.css says "no tool calls"
+  if (t.error && !t.failure_class) out.push(h("h3", { text: "Error" }), h("p.error", { text: `${t.error.code}: ${t.error.message}` }));
+  if (t.result != null) out.push(h("h3", { text: "Result" }), ...resultView(t.result));
   return h("div", out);
+}
+
+function workerText(id, workers = []) {
+  if (!id) return null;
+  const host = workers.find((w) => w.id === id)?.hostname;
+  return host ? `${id} on ${host}` : id;
 }

@@ -1,7 +1,7 @@
 // Pure views over a task's event log: the agent's output as messages, and its tool calls
 // paired by `tool_call_id`. Runtimes name fields a little differently; accept the usual keys.
 
-const TEXT_KEYS = ["text", "delta", "content", "message", "output"];
+const TEXT_KEYS = ["text", "delta", "content", "message", "output", "chunk"]; // chunk: a tool_output piece
 
 /** The text of a message, delta or output, whatever key the runtime used. */
 export function textOf(data) {
@@ -84,7 +84,7 @@ export class ToolCalls {
       const out = d.output ?? d.result;
       if (out != null) c.output = typeof out === "string" ? out : JSON.stringify(out, null, 2);
       c.ended = e.created_at;
-      const secs = d.duration_seconds ?? d.duration;
+      const secs = d.duration_seconds ?? d.duration ?? (typeof d.duration_ms === "number" ? d.duration_ms / 1000 : null);
       c.duration = typeof secs === "number" ? secs : (Date.parse(c.ended) - Date.parse(c.started)) / 1000;
     }
     return c;

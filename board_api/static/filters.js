@@ -39,5 +39,20 @@ export function matches(t, f) {
   if (f.type === "team" && !t.team) return false;
   if (f.source && t.source !== f.source) return false;
   if (f.q && !(t.prompt || "").toLowerCase().includes(f.q.toLowerCase())) return false;
+  if (f.failure && t.failure_class !== f.failure) return false; // failure classes, below
   return true;
 }
+
+// --- failure classes (kernel/failures.py): `?failure=tool_error` shows failed tasks whose
+// error code is of that class; the API filters the same way (`failure=`).
+export const FAILURE_CLASSES = [
+  ["policy_violation", "Policy violation"],
+  ["missing_prerequisites", "Missing prerequisites"],
+  ["tool_error", "Tool error"],
+  ["worker_lost", "Worker lost"],
+  ["provider_error", "Model provider error"],
+  ["timeout", "Timeout"],
+  ["invalid_input", "Invalid input"],
+];
+export const FAILURE_LABEL = Object.fromEntries(FAILURE_CLASSES);
+FIELDS.push("failure");

@@ -46,7 +46,8 @@ def task(**fields: Any) -> dict[str, Any]:
     """A task as the API serves it (`TaskOut`)."""
     base = dict.fromkeys(
         ("agent", "team", "requested_by", "parent_id", "retry_of", "phase", "worker_id", "lease_expires_at",
-         "result", "error", "pending_input", "started_at", "finished_at", "duration_seconds")
+         "result", "error", "pending_input", "started_at", "finished_at", "duration_seconds",
+         "plan", "failure_class", "failure_hint")
     )  # fmt: skip
     base |= {"id": "t1", "queue": "default", "prompt": "p", "parameters": {}, "source": "api",
              "status": "pending", "attempt": 0, "max_attempts": 3, "cancel_requested": False,
