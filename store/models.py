@@ -149,6 +149,7 @@ class Task(Table, table=True):
     requested_by: str | None = None
     parent_id: str | None = Field(default=None, index=True)
     retry_of: str | None = None
+    schedule_id: str | None = Field(default=None, index=True, max_length=36)  # started by a schedule
     status: str = TaskStatus.pending.value
     phase: str | None = None
     attempt: int = 0  # +1 on every claim
