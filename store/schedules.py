@@ -227,9 +227,12 @@ def _cursor(name: str) -> str:
 
 def _after(cursor: str) -> str:
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        name = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
     except (ValueError, UnicodeDecodeError) as exc:
         raise errors.Invalid("cursor is not one this server issued", code="invalid_cursor") from exc
+    if not catalog.SLUG.match(name):  # cursors are schedule names
+        raise errors.Invalid("cursor is not one this server issued", code="invalid_cursor")
+    return name
 
 
 async def list_schedules(
