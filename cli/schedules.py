@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cli.common import JsonOption, client, escape, parse_params, state, wire
-from cli.output import console, first_line, print_json, status_text, table
+from cli.output import console, first_line, one_line_columns, print_json, status_text, table
 
 if TYPE_CHECKING:
     from sdk.schedules import ScheduleOut
@@ -22,11 +22,11 @@ schedules_app = typer.Typer(
 NameArg = Annotated[str, typer.Argument(help="Schedule name or id.")]
 
 
-def _when(value: datetime | None) -> str:
+def _when(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M %Z") -> str:
     """A time in the reader's local zone (the schedule's own zone is shown beside it)."""
     if value is None:
         return "-"
-    return value.astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    return value.astimezone().strftime(fmt)
 
 
 @schedules_app.command("create")
@@ -83,7 +83,7 @@ def list_schedules(
     limit: Annotated[int, typer.Option(min=1, max=200, help="At most this many.")] = 100,
     json_out: JsonOption = False,
 ) -> None:
-    """List schedules with their next and last run."""
+    """List schedules: next run (in your time zone) and how the last run went."""
     page = client(ctx).schedules.list(limit=limit)
     if json_out:
         print_json(wire(page))
@@ -92,19 +92,17 @@ def list_schedules(
     if not page.items:
         out.print('no schedules yet: `meta-agent schedules create NAME --agent A --cron "0 8 * * 1-5" ...`')
         return
-    t = table("NAME", "AGENT", "CRON", "TZ", "NEXT RUN", "LAST RUN", "LAST", "STATE")
-    t.columns[0].no_wrap = True
+    # Narrow enough for 80 columns; `get` shows the rest (agent, last run's time and task).
+    t = table("NAME", "CRON", "TZ", "NEXT RUN", "LAST RUN")
     for s in page.items:
         t.add_row(
             escape(s.name),
-            escape(s.agent),
             escape(s.cron),
             escape(s.timezone),
-            _when(s.next_run_at),
-            _when(s.last_run_at),
-            status_text(s.last_task_status) if s.last_task_status else escape(s.last_outcome or "-"),
-            "[yellow]paused[/]" if s.paused else "active",
+            "[yellow]paused[/]" if s.paused else _when(s.next_run_at, "%m-%d %H:%M"),
+            status_text(s.last_task_status) if s.last_task_status else escape(s.last_outcome or "never"),
         )
+    one_line_columns(t)
     out.print(t)
 
 

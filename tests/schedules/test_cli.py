@@ -58,6 +58,8 @@ def test_schedules_commands_json_and_tables(server: LiveServer, db_url: str) -> 
     assert got["last_task_id"] in shown.stdout and "0 8 * * 1-5 (Europe/Berlin)" in shown.stdout
     table = run(None, "schedules", "list", url=server.url)
     assert "ops-report" in table.stdout and "Europe/Berlin" in table.stdout and "pending" in table.stdout
+    narrow = run(None, "schedules", "list", url=server.url, columns=80)
+    assert "ops-report" in narrow.stdout and all(len(line) <= 80 for line in narrow.stdout.splitlines())
 
     assert cli(server, "schedules", "pause", "ops-report")["paused"] is True
     assert "paused" in run(None, "schedules", "list", url=server.url).stdout
