@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -153,7 +154,7 @@ def next_after(cron: str, zone: str, after: datetime) -> datetime:
             when = candidate.replace(tzinfo=tz, fold=0).astimezone(UTC)
             if when > after:
                 return when
-    except CroniterError as exc:
+    except (CroniterError, ValueError, OverflowError) as exc:  # CroniterError is a ValueError
         raise _invalid("cron", f"cron {cron!r} never falls due", "invalid_cron") from exc
     raise _invalid("cron", f"cron {cron!r} never falls due", "invalid_cron")
 
@@ -184,6 +185,8 @@ async def create_schedule(tx: Tx, new: NewSchedule, *, max_prompt_chars: int = 1
     _check(new)
     if len(new.prompt) > max_prompt_chars:
         raise _invalid("prompt", f"prompt is longer than {max_prompt_chars} characters", "prompt_too_long")
+    if len(json.dumps(new.parameters, default=str)) > max_prompt_chars:
+        raise _invalid("parameters", "parameters are too large", "parameters_too_large")
     agent = await _known(tx, "agent", new.agent)
     queue = await _known(tx, "queue", new.queue) if new.queue else None
     taken = await tx.execute(select(col(Schedule.id)).where(col(Schedule.name) == new.name))

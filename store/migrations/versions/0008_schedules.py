@@ -46,7 +46,11 @@ def upgrade() -> None:
     op.create_index("ix_schedules_due", "schedules", ["paused", "next_run_at"])
     with op.batch_alter_table("tasks") as batch:
         batch.add_column(sa.Column("schedule_id", sa.String(36), nullable=True))
-    op.create_index("ix_tasks_schedule_id", "tasks", ["schedule_id"])
+    # Partial: only scheduled tasks are indexed, so other inserts do not maintain it.
+    scheduled = sa.text("schedule_id IS NOT NULL")
+    op.create_index(
+        "ix_tasks_schedule_id", "tasks", ["schedule_id"], postgresql_where=scheduled, sqlite_where=scheduled
+    )
 
 
 def downgrade() -> None:
