@@ -285,3 +285,30 @@ async def test_list_pages_and_delete_keeps_the_tasks(db: Database) -> None:
         await get(db, "s0")
     async with db.read() as s:
         assert (await tasks.get_task(s, fired.task_id or "")).source == "schedule"
+
+
+async def test_the_ticker_wakes_on_a_change_not_on_its_poll(db: Database) -> None:
+    """With a 30 s poll, a schedule made due (and announced, as every schedule change is)
+    fires within a couple of seconds: the ticker waits on the `schedules` notification."""
+    await seed(db)
+    row = await make(db)
+    stop = asyncio.Event()
+    ticker = asyncio.create_task(schedules.run_ticker(db, stop, poll=30))
+    try:
+        for _ in range(500):  # bounded: until it has read the (future) due time and parked
+            if db.hub.follower_count(schedules.TOPIC):
+                break
+            await asyncio.sleep(0.01)
+        assert db.hub.follower_count(schedules.TOPIC) == 1
+        async with db.tx() as tx:
+            await tx.execute(sa.update(Schedule).values(next_run_at=utcnow() - timedelta(seconds=1)))
+            tx.notify(schedules.TOPIC, row.id)
+        for _ in range(200):  # bounded: at most ~2 s
+            if await scheduled_tasks(db, row.id):
+                break
+            await asyncio.sleep(0.01)
+        assert len(await scheduled_tasks(db, row.id)) == 1
+    finally:
+        stop.set()
+        db.hub.publish(schedules.TOPIC)
+        await asyncio.wait_for(ticker, 5)
