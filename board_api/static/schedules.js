@@ -25,7 +25,9 @@ export class Schedules {
     clearInterval(this.timer);
   }
 
-  async #load() {
+  /** `refocus`: the schedule whose button was pressed (disabled while its call ran, so
+   *  it lost focus); its new button gets it back after the re-render. */
+  async #load(refocus) {
     let page;
     try {
       page = await api("/schedules", { params: { limit: 200 } });
@@ -44,8 +46,8 @@ export class Schedules {
     const table = h("table.workers.schedules", { "aria-labelledby": "schedules-title" },
       h("thead", h("tr", cols.map((c) => h("th", { scope: "col", text: c })))),
       h("tbody", page.items.map((s) => this.#row(s))));
-    // Keep keyboard focus on the button that was pressed across the re-render.
-    const focused = document.activeElement?.dataset?.schedule;
+    // Keep keyboard focus on the row's button across the re-render.
+    const focused = refocus || document.activeElement?.dataset?.schedule;
     this.root.replaceChildren(heading, table);
     if (focused) $(`button[data-schedule="${CSS.escape(focused)}"]`, this.root)?.focus();
   }
@@ -78,7 +80,7 @@ export class Schedules {
       } catch (err) {
         alert(err.message);
       }
-      await this.#load();
+      await this.#load(s.name);
     });
     return button;
   }

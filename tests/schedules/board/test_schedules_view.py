@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from playwright.sync_api import expect
 
 from tests.board.helpers import create, setup_catalog
@@ -67,3 +68,39 @@ def test_schedules_view_pause_resume_and_the_scheduled_card(
     panel = page.locator("#panel")
     expect(panel).to_contain_text("Write the nightly report")
     expect(panel.locator("dl.overview")).to_contain_text("Schedule")
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_viewer_sees_schedules_without_buttons_and_keyboard_keeps_focus(
+    page: Any, server: LiveServer
+) -> None:
+    with server.client() as c:
+        setup_catalog(c, agents=("reporter",))
+        admin = c.post("/keys", json={"name": "admin-key", "scopes": ["admin"]}).json()["key"]
+    with server.client(headers={"Authorization": f"Bearer {admin}"}) as c:
+        viewer = c.post("/keys", json={"name": "viewer-key", "scopes": ["viewer"]}).json()["key"]
+        assert (
+            c.post("/schedules", json=schedule_body("weekly", agent="reporter", cron="0 9 * * 1")).status_code
+            == 201
+        )
+
+    def sign_in(key: str) -> None:
+        dialog = page.get_by_role("dialog", name="API key required")
+        dialog.get_by_label("API key").fill(key)
+        dialog.get_by_role("button", name="Sign in").click()
+        expect(page.locator("#schedule-weekly")).to_be_visible()
+
+    page.goto(server.url + "/#/schedules")
+    sign_in(viewer)
+    row = page.locator("#schedule-weekly")
+    expect(row.locator("td.state")).to_have_text("active")
+    expect(row.get_by_role("button")).to_have_count(0)
+
+    page.evaluate("sessionStorage.clear()")  # sign out
+    page.reload()
+    sign_in(admin)
+    # Keyboard: Enter on Pause pauses, and focus stays on the row's button (now Resume).
+    row.get_by_role("button", name="Pause schedule weekly").focus()
+    page.keyboard.press("Enter")
+    expect(row.locator("td.state")).to_have_text("paused")
+    expect(row.get_by_role("button", name="Resume schedule weekly")).to_be_focused()
