@@ -104,6 +104,8 @@ def list_schedules(
         )
     one_line_columns(t)
     out.print(t)
+    if page.next_cursor:
+        out.print(f"[dim]more than {limit}: raise --limit (up to 200) or use the API's cursor[/]")
 
 
 @schedules_app.command("get")
