@@ -27,13 +27,14 @@ from board_api.hostguard import HostGuard, HostRule
 from board_api.limits import ConnectionLimiter
 from board_api.metrics import Metrics
 from board_api.plugins import ChatFactory, Plugin
-from board_api.routes import catalog, ops, streams, tasks, workers
+from board_api.routes import catalog, ops, schedules, streams, tasks, workers
 from board_api.routes import chat as chat_routes
 from board_api.state import BoardState, state_of
 from kernel import __version__, errors
 from kernel.llm import close_clients as close_llm_clients
 from kernel.settings import Settings
 from store import artifacts
+from store import schedules as schedule_service
 from store import tasks as task_service
 from store.auth import Gate
 from store.db import Database, libpq_dsn
@@ -118,6 +119,7 @@ def create_app(
 
     for r in (catalog.router, tasks.router, streams.router, workers.router, ops.router, chat_routes.router):
         app.include_router(r, prefix="/api/v1")
+    app.include_router(schedules.router, prefix="/api/v1")
     app.include_router(ops.ops)
     if settings.otel_exporter:
         from board_api.tracing import exporter_for, instrument
@@ -171,6 +173,10 @@ def _lifespan(
         background = await _listen(database, settings)
         stopping = asyncio.Event()
         reaper = asyncio.create_task(_reaper(database, settings.reaper_interval, stopping, state.metrics))
+        # Every replica runs one; the database decides which fires a due time (store/schedules.py).
+        limits = {"max_prompt_chars": settings.max_prompt_chars, "max_attempts": settings.max_attempts}
+        ticker = asyncio.create_task(schedule_service.run_ticker(database, stopping, limits=limits))
+        background.append(ticker)
         state.chat = chat(database) if chat is not None else None
         try:
             async with contextlib.AsyncExitStack() as running:

@@ -18,6 +18,7 @@ from cli.keys import keys_app
 from cli.mcp import mcp
 from cli.ops import db_app, serve, worker_app
 from cli.queues import queues_app
+from cli.schedules import schedules_app
 
 __all__ = ["app"]
 
@@ -74,6 +75,7 @@ app.command("chat")(chat)
 app.add_typer(execution_app, name="execution")
 app.add_typer(agents_app, name="agents")
 app.add_typer(queues_app, name="queues")
+app.add_typer(schedules_app, name="schedules")
 app.add_typer(keys_app, name="keys")
 app.add_typer(worker_app, name="worker")
 app.command("mcp")(mcp)

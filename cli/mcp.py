@@ -80,4 +80,4 @@ def mcp(ctx: typer.Context) -> None:
     from tools.backend import Backend
     from tools.server import build_server
 
-    build_server(Backend(url, api_key, public_url, timeout=st.timeout)).run("stdio")
+    build_server(Backend(url, api_key, public_url, timeout=st.timeout), with_schedules=True).run("stdio")

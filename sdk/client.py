@@ -50,6 +50,7 @@ from sdk.resources import (
     Executions,
     Keys,
     Queues,
+    Schedules,
     StreamItem,
     Teams,
     WorkerApi,
@@ -238,6 +239,7 @@ class ControlPlaneClient(_Base):
         self.executions = Executions[Blocking](send, self._stream, source, requested_by)
         self.keys = Keys[Blocking](send)
         self.board = Board[Blocking](send)
+        self.schedules = Schedules[Blocking](send)
 
     def _send(self, call: Call[T]) -> T:
         try:
@@ -305,6 +307,7 @@ class AsyncControlPlaneClient(_Base):
         self.executions = Executions[Async](send, self._stream, source, requested_by)
         self.keys = Keys[Async](send)
         self.board = Board[Async](send)
+        self.schedules = Schedules[Async](send)
         self.worker = WorkerApi[Async](send, margin=max(timeout, 5.0))
 
     async def _send(self, call: Call[T]) -> T:

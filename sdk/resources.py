@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Mappi
 from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
+from sdk.schedules import ScheduleList, ScheduleOut
 from sdk.schemas import (
     AgentList,
     AgentOut,
@@ -522,3 +523,37 @@ class WorkerApi(_Resource[M]):
         path = f"{API}/tasks/{seg(task_id)}/artifacts/{seg(name)}"
         headers = {"Content-Type": media_type, "X-Lease-Token": token}
         return Call("PUT", path, ArtifactOut.model_validate, content=content, headers=headers)
+
+
+class Schedules(_Resource[M]):
+    """Schedules: `GET/POST /schedules`, `GET/DELETE /schedules/{id or name}`, pause, resume."""
+
+    @endpoint
+    def list(self, limit: int = 100, cursor: str | None = None) -> Call[ScheduleList]:
+        return Call(
+            "GET",
+            f"{API}/schedules",
+            ScheduleList.model_validate,
+            params=clean({"limit": limit, "cursor": cursor}),
+        )
+
+    @endpoint
+    def get(self, key: str) -> Call[ScheduleOut]:
+        return Call("GET", f"{API}/schedules/{seg(key)}", ScheduleOut.model_validate)
+
+    @endpoint
+    def create(self, data: dict[str, Any]) -> Call[ScheduleOut]:
+        """A new schedule (see `sdk.schedules.ScheduleCreate` for the fields)."""
+        return Call("POST", f"{API}/schedules", ScheduleOut.model_validate, json=data)
+
+    @endpoint
+    def pause(self, key: str) -> Call[ScheduleOut]:
+        return Call("POST", f"{API}/schedules/{seg(key)}/pause", ScheduleOut.model_validate)
+
+    @endpoint
+    def resume(self, key: str) -> Call[ScheduleOut]:
+        return Call("POST", f"{API}/schedules/{seg(key)}/resume", ScheduleOut.model_validate)
+
+    @endpoint
+    def delete(self, key: str) -> Call[None]:
+        return Call("DELETE", f"{API}/schedules/{seg(key)}", _none)

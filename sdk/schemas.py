@@ -77,6 +77,7 @@ class TaskOut(DictLike):
     requested_by: str | None
     parent_id: str | None
     retry_of: str | None
+    schedule_id: str | None = None  # the schedule that started it (source "schedule")
     status: TaskStatus
     phase: str | None
     attempt: int

@@ -195,6 +195,9 @@ class Task(Table, table=True):
     requested_by: str | None = None
     parent_id: str | None = Field(default=None, index=True)
     retry_of: str | None = None
+    # The schedule that started it (store/schedules.py); a partial index (migration 0008)
+    # covers only such tasks, so creating any other task pays nothing for it.
+    schedule_id: str | None = Field(default=None, max_length=36)
     status: str = TaskStatus.pending.value
     phase: str | None = None
     attempt: int = 0  # +1 on every claim

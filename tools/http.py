@@ -169,6 +169,7 @@ class McpHttp:
                 validate_token_resource=False,
             ),
             state_keys=settings.mcp_state_keys or None,
+            with_schedules=True,
         )
         # Streamed (SSE) replies always: progress notifications travel on the response of
         # the request they belong to, stateless or not.

@@ -19,7 +19,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.request_state import RequestStateSecurity
 
 from kernel import __version__
-from tools import catalog, stream, tasks
+from tools import catalog, schedules, stream, tasks
 from tools.backend import Backend, remember_request
 
 __all__ = ["INSTRUCTIONS", "build_server"]
@@ -50,12 +50,14 @@ def build_server(
     auth: AuthSettings | None = None,
     log_level: Any = "WARNING",
     state_keys: list[str] | None = None,
+    with_schedules: bool = False,
 ) -> MCPServer:
     """An MCP server whose tools call the control plane as `backend` says.
 
     `state_keys` seal the state an elicitation round trip carries (2026-07-28); replicas
     behind one load balancer need the same keys, or a retry landing on another replica is
-    refused. Without them each process uses its own key.
+    refused. Without them each process uses its own key. `with_schedules` adds the schedule
+    tools (tools/schedules.py): for assistants (stdio, /mcp), not the meta agent.
     """
     mcp: MCPServer = MCPServer(
         "meta-agent",
@@ -71,4 +73,6 @@ def build_server(
     catalog.register(mcp, backend)
     tasks.register(mcp, backend)
     stream.register(mcp, backend)
+    if with_schedules:
+        schedules.register(mcp, backend)
     return mcp

@@ -9,8 +9,9 @@ import { Detail } from "./detail.js";
 import { $, STATUSES, h } from "./dom.js";
 import { FIELDS, readFilters, writeFilters } from "./filters.js";
 import { Ops } from "./ops.js";
+import { Schedules } from "./schedules.js";
 
-const SOURCES = ["api", "sdk", "cli", "mcp", "slack", "board", "meta_agent"];
+const SOURCES = ["api", "sdk", "cli", "mcp", "slack", "board", "meta_agent", "schedule", "worker"];
 let who = { name: "", scopes: [] };
 const canAct = () => who.scopes.includes("admin") || who.scopes.includes("operator");
 
@@ -71,6 +72,7 @@ function seen(t) {
   addOption($("#f-agent"), t.agent);
   addOption($("#f-team"), t.team);
   addOption($("#f-queue"), t.queue);
+  addOption($("#f-source"), t.source); // sources added later (webhook, a2a, ...) too
 }
 
 function setupFilters(board) {
@@ -115,14 +117,17 @@ function setupFilters(board) {
 
 // --- routing ---------------------------------------------------------------------------
 
-function route(detail, ops) {
+function route(detail, ops, schedules) {
   const path = location.hash.replace(/^#/, "") || "/";
   const task = path.match(/^\/tasks\/([\w-]+)(?:\/(\w+))?$/);
   const onOps = path === "/ops";
-  $("#view-board").hidden = onOps;
-  $("#filters").hidden = onOps;
+  const onSchedules = path === "/schedules";
+  $("#view-board").hidden = onOps || onSchedules;
+  $("#filters").hidden = onOps || onSchedules;
   onOps ? ops.show() : ops.hide();
-  for (const a of document.querySelectorAll("nav a")) a.toggleAttribute("aria-current", a.getAttribute("href") === (onOps ? "#/ops" : "#/"));
+  onSchedules ? schedules.show() : schedules.hide();
+  const here = onOps ? "#/ops" : onSchedules ? "#/schedules" : "#/";
+  for (const a of document.querySelectorAll("nav a")) a.toggleAttribute("aria-current", a.getAttribute("href") === here);
   if (task) detail.open(task[1], task[2] || "overview");
   else detail.close();
 }
@@ -162,9 +167,10 @@ async function main() {
   });
   const detail = new Detail($("#panel"), { canAct });
   const ops = new Ops($("#view-ops"));
+  const schedules = new Schedules($("#view-schedules"), { canAct });
   setupFilters(board);
-  addEventListener("hashchange", () => route(detail, ops));
-  route(detail, ops);
+  addEventListener("hashchange", () => route(detail, ops, schedules));
+  route(detail, ops, schedules);
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && !document.querySelector("dialog[open]") && location.hash.startsWith("#/tasks/")) location.hash = "#/";
   });

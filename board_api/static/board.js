@@ -275,6 +275,7 @@ export function renderCard(li, t, tool) {
     t.requested_by ? h("span.who", { text: t.requested_by }) : null,
     h("time.elapsed", time.live ? { dataset: { since: time.since, prefix: time.prefix } } : {}, time.text)));
   if (t.retry_of) parts.push(h("span.badge", { text: "retry" }));
+  if (t.schedule_id) parts.push(h("span.badge.scheduled", { title: `started by schedule ${t.schedule_id}`, text: "scheduled" }));
   // Keep the link element itself, so a focused card stays focused through updates.
   let link = li.firstElementChild;
   if (!link) li.append((link = h("a.card", { href: `#/tasks/${t.id}` })));

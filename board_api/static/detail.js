@@ -423,6 +423,7 @@ function overview(t, info = {}, stepsEl = null) {
     ["Source", t.source], ["Requested by", t.requested_by],
     ["Retry of", t.retry_of ? h("a", { href: `#/tasks/${t.retry_of}`, text: t.retry_of }) : null],
     ["Parent", t.parent_id ? h("a", { href: `#/tasks/${t.parent_id}`, text: t.parent_id }) : null],
+    ["Schedule", t.schedule_id ? h("a", { href: "#/schedules", text: t.schedule_id }) : null],
     ["Created", stamp(t.created_at)], ["Started", t.started_at ? stamp(t.started_at) : null],
     ["Finished", t.finished_at ? stamp(t.finished_at) : null],
     ["Duration", t.duration_seconds != null ? duration(t.duration_seconds) : null],

@@ -53,7 +53,7 @@ async def test_stdout_carries_json_rpc_only(tmp_path: Path) -> None:
     await send({"jsonrpc": "2.0", "method": "notifications/initialized"})
     await send({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
     listed = await reply()
-    assert listed["id"] == 2 and len(listed["result"]["tools"]) == 9
+    assert listed["id"] == 2 and len(listed["result"]["tools"]) == 13  # 9 + the schedule tools
     proc.stdin.close()
     rest, _ = await asyncio.wait_for(proc.communicate(), 30)
     assert rest == b"" and proc.returncode == 0
