@@ -102,7 +102,7 @@ def list_schedules(
             "[yellow]paused[/]" if s.paused else _when(s.next_run_at, "%m-%d %H:%M"),
             status_text(s.last_task_status) if s.last_task_status else escape(s.last_outcome or "never"),
         )
-    one_line_columns(t)
+    one_line_columns(t, width=out.width)
     out.print(t)
     if page.next_cursor:
         out.print(f"[dim]more than {limit}: raise --limit (up to 200) or use the API's cursor[/]")
