@@ -70,6 +70,8 @@ class Tx:
     session: AsyncSession
     db: Database
     notes: list[tuple[str, str]] = field(default_factory=list[tuple[str, str]])
+    # The connection's driver-level wrapper, once store.fastpath has asked for it.
+    driver: Any = None
 
     def notify(self, topic: str, payload: str = "") -> None:
         """Publish `topic` to followers once this transaction has committed."""

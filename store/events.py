@@ -11,15 +11,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from kernel import errors
 from kernel.redact import redact_data
+from store import fastpath
 from store.db import Tx
 from store.leases import Lease, refusal
-from store.models import Task, TaskEvent, utcnow
+from store.models import Task, TaskEvent, TaskStatus, utcnow
 
 __all__ = ["EVENT_KINDS", "append", "list_after"]
 
@@ -66,18 +66,20 @@ async def append(
         raise errors.Invalid("no events to append", code="empty_batch")
     n = len(events)
     now = utcnow()
-    stmt = sa.update(_tasks).where(_tasks.c.id == task_id)
-    if lease is not None:
-        stmt = stmt.where(*lease.where())
-    stmt = stmt.values(last_seq=_tasks.c.last_seq + n, updated_at=now, **(values or {})).returning(
-        _tasks.c.last_seq, _tasks.c.attempt, _tasks.c.cancel_requested
+    row = await fastpath.update_task(
+        tx,
+        task_id,
+        {"updated_at": now, **(values or {})},
+        seq_plus=n,
+        status=TaskStatus.running.value if lease is not None else None,
+        lease_hash=lease.hash if lease is not None else None,
+        queues=lease.queues if lease is not None else (),
     )
-    row = (await tx.execute(stmt)).first()
     if row is None:
         if lease is not None:
             raise await refusal(tx, task_id, lease)
         raise errors.NotFound(f"task {task_id} not found", code="task_not_found")
-    last, attempt, cancel_requested = row
+    last, attempt, cancel_requested = row["last_seq"], row["attempt"], row["cancel_requested"]
     await insert_rows(tx, task_id, last, attempt, now, events)
     return int(last), bool(cancel_requested)
 
@@ -96,17 +98,10 @@ async def insert_rows(
     Secrets are masked here, at ingest (kernel.redact): what a model, a tool or a
     command printed is then masked in the log, every stream and every page of it alike."""
     first = last - len(events) + 1
-    await tx.execute(
-        sa.insert(_events),
+    await fastpath.insert_events(
+        tx,
         [
-            {
-                "task_id": task_id,
-                "seq": first + i,
-                "kind": kind,
-                "data": redact_data(data),
-                "attempt": attempt,
-                "created_at": now,
-            }
+            (task_id, first + i, kind, redact_data(data), attempt, now)
             for i, (kind, data) in enumerate(events)
         ],
     )

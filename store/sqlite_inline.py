@@ -110,6 +110,15 @@ class InlineConnection:
     def cursor(self) -> _Cursor:
         return _Cursor(self._conn.cursor(), self)
 
+    def run(self, sql: str, parameters: Any = ()) -> sqlite3.Cursor:
+        """Execute in the current transaction (store.fastpath: no async wrapper needed)."""
+        self.begin()
+        return self._conn.execute(sql, parameters)
+
+    def run_many(self, sql: str, seq: Any) -> None:
+        self.begin()
+        self._conn.executemany(sql, seq)
+
     async def execute(self, sql: str, parameters: Any = ()) -> _Cursor:
         self.begin()
         return _Cursor(self._conn.execute(sql, parameters), self)

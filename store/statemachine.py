@@ -14,12 +14,14 @@ caller's transaction, and queues the after-commit notifications. Nothing else wr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from kernel import errors
+from store import fastpath
 from store.db import Tx
 from store.events import insert_rows
 from store.leases import Lease, refusal
@@ -51,21 +53,9 @@ async def create(tx: Tx, task: Task) -> Task:
     """Insert a new task as `pending` with its first `status` event (seq 1)."""
     task.status = S.pending.value
     task.last_seq = 1
-    # Core, not `session.add`: the unit of work's flush costs more than the insert itself.
-    await tx.execute(sa.insert(_tasks), [{c.name: getattr(task, c.name) for c in _tasks.c}])
-    await tx.execute(
-        sa.insert(_events),
-        [
-            {
-                "task_id": task.id,
-                "seq": 1,
-                "kind": "status",
-                "data": {"status": "pending", "from": None},
-                "attempt": 0,
-                "created_at": task.created_at,
-            }
-        ],
-    )
+    await fastpath.insert_task(tx, {c: getattr(task, c) for c in fastpath.COLS})
+    status = {"status": "pending", "from": None}
+    await fastpath.insert_events(tx, [(task.id, 1, "status", status, 0, task.created_at)])
     tx.notify(f"task:{task.id}", "1")
     _notify_status(tx, task.id, task.queue, S.pending)
     return task
@@ -112,10 +102,22 @@ async def transition(
     if to in (S.pending, S.requires_input):
         vals.update(worker_id=None, lease_expires_at=None, phase=None)
     vals.update(values or {})
-    stmt = sa.update(_tasks).where(_tasks.c.id == task_id, _tasks.c.status == current.value)
+    row: Mapping[Any, Any] | None
     if lease is not None:
-        stmt = stmt.where(*lease.where())
-    row = (await tx.execute(stmt.values(**vals).returning(*_tasks.c))).mappings().first()
+        # A worker's report (the hot path): plain values, fenced by the lease.
+        del vals["last_seq"]
+        row = await fastpath.update_task(
+            tx,
+            task_id,
+            vals,
+            seq_plus=len(batch),
+            status=current.value,
+            lease_hash=lease.hash,
+            queues=lease.queues,
+        )
+    else:
+        stmt = sa.update(_tasks).where(_tasks.c.id == task_id, _tasks.c.status == current.value)
+        row = (await tx.execute(stmt.values(**vals).returning(*_tasks.c))).mappings().first()
     if row is None:
         now_status = await _current(tx, task_id, lease)
         raise _refusal(task_id, to, now_status)
@@ -231,48 +233,22 @@ async def claim(
     answer, and any later claim of one of them replaces its hash.
     """
     now = now or utcnow()
-    pick = (
-        sa.select(_tasks.c.id)
-        .where(_tasks.c.queue == queue, _tasks.c.status == S.pending.value)
-        .order_by(_tasks.c.id)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-        .scalar_subquery()
-    )
+    values = {
+        "status": S.running.value,
+        "phase": "planning",
+        "lease_token_hash": token_hash,
+        "worker_id": worker_id,
+        "lease_expires_at": now + timedelta(seconds=lease_seconds),
+        "updated_at": now,
+    }
     # The status event's seq is taken in the same UPDATE (last_seq + 1), so a claim of N
     # tasks is two statements: this one and one multi-row INSERT of their status events.
-    stmt = (
-        sa.update(_tasks)
-        .where(_tasks.c.id.in_(pick))
-        .values(
-            status=S.running.value,
-            phase="planning",
-            attempt=_tasks.c.attempt + 1,
-            lease_token_hash=token_hash,
-            worker_id=worker_id,
-            lease_expires_at=now + timedelta(seconds=lease_seconds),
-            started_at=sa.func.coalesce(_tasks.c.started_at, now),
-            updated_at=now,
-            last_seq=_tasks.c.last_seq + 1,
-        )
-        .returning(*_tasks.c)
-    )
-    rows = sorted((await tx.execute(stmt)).mappings().all(), key=lambda r: r["id"])
+    rows = sorted(await fastpath.claim(tx, queue, limit, values, now), key=lambda r: r["id"])
     if not rows:
         return []
-    await tx.execute(
-        sa.insert(_events),
-        [
-            {
-                "task_id": r["id"],
-                "seq": r["last_seq"],
-                "kind": "status",
-                "attempt": r["attempt"],
-                "created_at": now,
-                "data": {"status": "running", "from": "pending", "worker_id": worker_id},
-            }
-            for r in rows
-        ],
+    data = {"status": "running", "from": "pending", "worker_id": worker_id}
+    await fastpath.insert_events(
+        tx, [(r["id"], r["last_seq"], "status", data, r["attempt"], now) for r in rows]
     )
     for r in rows:
         tx.notify(f"task:{r['id']}", str(r["last_seq"]))

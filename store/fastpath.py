@@ -1,0 +1,219 @@
+"""The hot path's statements, run on the transaction's own driver connection.
+
+A task's common life is a handful of statements: insert it and its first event, claim it,
+finish it and log its status. Through SQLAlchemy each costs ~0.3 ms of Python (building
+the statement, its cache key, the execution context, result processing, the ORM session)
+for a few tens of µs of SQLite work; on a 2-core box that Python was most of the control
+plane's time per task. Here they are plain SQL, prepared once per dialect from the table
+metadata (a column added to the model joins them), run on the DBAPI connection of the
+caller's unit of work (`Tx`), with the conversions the column types need (JSON, UTC
+timestamps, booleans) done the way SQLAlchemy does them, so rows written here and there
+read back the same.
+
+Semantics are store.statemachine's; it calls in here and keeps the rules. The store tests
+run every path on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from store.db import Tx
+from store.models import Task, TaskEvent, UTCDateTime
+
+__all__ = ["claim", "insert_events", "insert_task", "update_task"]
+
+_tasks = Task.__table__
+COLS: tuple[str, ...] = tuple(c.name for c in _tasks.c)
+_JSON = frozenset(c.name for c in _tasks.c if isinstance(c.type, sa.JSON))
+_TIME = frozenset(c.name for c in _tasks.c if isinstance(c.type, UTCDateTime))
+_BOOL = frozenset(c.name for c in _tasks.c if isinstance(c.type, sa.Boolean))
+_EVENT_COLS = ("task_id", "seq", "kind", "data", "attempt", "created_at")
+assert set(_EVENT_COLS) == {c.name for c in TaskEvent.__table__.c}
+
+
+class _SQLite:
+    """sqlite3 through store.sqlite_inline: statements run inline, like the rest."""
+
+    ph = "?"
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn  # sqlite_inline.InlineConnection
+
+    async def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return self.conn.run(sql, params).fetchall()
+
+    async def run(self, sql: str, params: Sequence[Any]) -> None:
+        self.conn.run(sql, params)
+
+    async def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.conn.run_many(sql, rows)
+
+    def time(self, value: datetime | None) -> Any:
+        # SQLAlchemy's SQLite DATETIME storage format, in UTC (models.UTCDateTime).
+        return None if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+    def json(self, value: Any) -> Any:
+        return json.dumps(value)
+
+    def load(self, row: Sequence[Any]) -> dict[str, Any]:
+        out = dict(zip(COLS, row, strict=True))
+        for k in _JSON:
+            v = out[k]
+            out[k] = json.loads(v) if isinstance(v, str) else v
+        for k in _TIME:
+            v = out[k]
+            out[k] = datetime.fromisoformat(v).replace(tzinfo=UTC) if isinstance(v, str) else v
+        for k in _BOOL:
+            out[k] = bool(out[k])
+        return out
+
+
+class _Postgres:
+    """psycopg 3's async connection; it prepares a statement run often on its own."""
+
+    ph = "%s"
+
+    def __init__(self, conn: Any) -> None:
+        from psycopg.types.json import Json
+
+        self.conn = conn
+        self._json = Json
+
+    async def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        async with self.conn.cursor() as cur:
+            await cur.execute(sql, params)
+            return await cur.fetchall()
+
+    async def run(self, sql: str, params: Sequence[Any]) -> None:
+        async with self.conn.cursor() as cur:
+            await cur.execute(sql, params)
+
+    async def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        async with self.conn.cursor() as cur:
+            await cur.executemany(sql, rows)
+
+    def time(self, value: datetime | None) -> Any:
+        return value
+
+    def json(self, value: Any) -> Any:
+        return self._json(value)
+
+    def load(self, row: Sequence[Any]) -> dict[str, Any]:
+        out = dict(zip(COLS, row, strict=True))
+        for k in _TIME:
+            v = out[k]
+            if v is not None:
+                out[k] = v.astimezone(UTC)
+        return out
+
+
+async def _driver(tx: Tx) -> _SQLite | _Postgres:
+    if tx.driver is None:
+        conn = await tx.session.connection()
+        raw = await conn.get_raw_connection()
+        drv = raw.driver_connection
+        tx.driver = _SQLite(drv) if tx.db.is_sqlite else _Postgres(drv)
+    d: _SQLite | _Postgres = tx.driver
+    return d
+
+
+def _sql(d: _SQLite | _Postgres, template: str) -> str:
+    return template.replace("?", d.ph) if d.ph != "?" else template
+
+
+_SQL: dict[tuple[Any, ...], str] = {}
+_RETURNING = ", ".join(COLS)
+
+
+def _bind(d: _SQLite | _Postgres, name: str, value: Any) -> Any:
+    if name in _JSON:
+        return d.json(value)
+    if name in _TIME:
+        return d.time(value)
+    return value
+
+
+async def insert_task(tx: Tx, row: dict[str, Any]) -> None:
+    d = await _driver(tx)
+    key = ("insert_task", d.ph)
+    sql = _SQL.get(key)
+    if sql is None:
+        sql = _SQL[key] = _sql(d, f"INSERT INTO tasks ({_RETURNING}) VALUES ({', '.join('?' for _ in COLS)})")
+    await d.run(sql, [_bind(d, c, row[c]) for c in COLS])
+
+
+async def insert_events(tx: Tx, rows: Sequence[tuple[str, int, str, Any, int, datetime]]) -> None:
+    """Rows of (task_id, seq, kind, data, attempt, created_at)."""
+    d = await _driver(tx)
+    key = ("insert_events", d.ph)
+    sql = _SQL.get(key)
+    if sql is None:
+        cols = ", ".join(_EVENT_COLS)
+        sql = _SQL[key] = _sql(d, f"INSERT INTO task_events ({cols}) VALUES (?, ?, ?, ?, ?, ?)")
+    await d.many(sql, [(t, s, k, d.json(data), a, d.time(at)) for t, s, k, data, a, at in rows])
+
+
+async def claim(
+    tx: Tx, queue: str, limit: int, values: dict[str, Any], now: datetime
+) -> list[dict[str, Any]]:
+    """Move up to `limit` pending tasks of `queue` (oldest id first) to the `values` given
+    (status, lease, worker...), `attempt` and `last_seq` +1, `started_at` kept if set."""
+    d = await _driver(tx)
+    names = tuple(values)
+    key = ("claim", d.ph, names)
+    sql = _SQL.get(key)
+    if sql is None:
+        sets = ", ".join(f"{n} = ?" for n in names)
+        lock = " FOR UPDATE SKIP LOCKED" if isinstance(d, _Postgres) else ""
+        sql = _SQL[key] = _sql(
+            d,
+            f"UPDATE tasks SET {sets}, attempt = attempt + 1, last_seq = last_seq + 1, "
+            "started_at = COALESCE(started_at, ?) "
+            "WHERE id IN (SELECT id FROM tasks WHERE queue = ? AND status = 'pending' "
+            f"ORDER BY id LIMIT ?{lock}) RETURNING {_RETURNING}",
+        )
+    params = [*(_bind(d, n, values[n]) for n in names), d.time(now), queue, limit]
+    return [d.load(r) for r in await d.fetch(sql, params)]
+
+
+async def update_task(
+    tx: Tx,
+    task_id: str,
+    values: dict[str, Any],
+    *,
+    seq_plus: int,
+    status: str | None,
+    lease_hash: str | None = None,
+    queues: Collection[str] = (),
+) -> dict[str, Any] | None:
+    """Set `values` and `last_seq += seq_plus` on the task if it is in `status` (any when
+    None; and holds the lease `lease_hash`, on one of `queues`); the row after, or None when
+    nothing matched."""
+    d = await _driver(tx)
+    names = tuple(values)
+    fence = lease_hash is not None
+    key = ("update", d.ph, names, status is not None, fence, len(queues))
+    sql = _SQL.get(key)
+    if sql is None:
+        sets = "".join(f"{n} = ?, " for n in names)
+        where = "id = ?" + (" AND status = ?" if status is not None else "")
+        where += " AND lease_token_hash = ?" if fence else ""
+        if queues:
+            where += f" AND queue IN ({', '.join('?' for _ in queues)})"
+        sql = _SQL[key] = _sql(
+            d, f"UPDATE tasks SET {sets}last_seq = last_seq + ? WHERE {where} RETURNING {_RETURNING}"
+        )
+    params = [*(_bind(d, n, values[n]) for n in names), seq_plus, task_id]
+    if status is not None:
+        params.append(status)
+    if fence:
+        params.append(lease_hash)
+    params.extend(sorted(queues))
+    rows = await d.fetch(sql, params)
+    return d.load(rows[0]) if rows else None
