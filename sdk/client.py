@@ -42,6 +42,7 @@ from sdk.resources import (
     Board,
     Call,
     Executions,
+    Hooks,
     Keys,
     Queues,
     StreamItem,
@@ -222,6 +223,7 @@ class ControlPlaneClient(_Base):
         self.workers = Workers[Blocking](send)
         self.executions = Executions[Blocking](send, self._stream, source, requested_by)
         self.keys = Keys[Blocking](send)
+        self.hooks = Hooks[Blocking](send)
         self.board = Board[Blocking](send)
 
     def _send(self, call: Call[T]) -> T:
@@ -288,6 +290,7 @@ class AsyncControlPlaneClient(_Base):
         self.workers = Workers[Async](send)
         self.executions = Executions[Async](send, self._stream, source, requested_by)
         self.keys = Keys[Async](send)
+        self.hooks = Hooks[Async](send)
         self.board = Board[Async](send)
         self.worker = WorkerApi[Async](send, margin=max(timeout, 5.0))
 

@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Mappi
 from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
+from sdk.hooks import DeliveryList, DeliveryOut, HookList, HookOut
 from sdk.schemas import (
     AgentList,
     AgentOut,
@@ -488,3 +489,38 @@ class WorkerApi(_Resource[M]):
         path = f"{API}/tasks/{seg(task_id)}/artifacts/{seg(name)}"
         headers = {"Content-Type": media_type, "X-Lease-Token": token}
         return Call("PUT", path, ArtifactOut.model_validate, content=content, headers=headers)
+
+
+class Hooks(_Resource[M]):
+    """Webhooks in (admin): `/hooks`, each one `POST /hooks/{name}` for other servers."""
+
+    @endpoint
+    def create(self, data: dict[str, Any]) -> Call[HookOut]:
+        """A new hook; the answer's `secret` is shown only this once."""
+        return Call("POST", f"{API}/hooks", HookOut.model_validate, json=data)
+
+    @endpoint
+    def list(self) -> Call[list[HookOut]]:
+        return Call("GET", f"{API}/hooks", lambda d: HookList.model_validate(d).items)
+
+    @endpoint
+    def get(self, key: str) -> Call[HookOut]:
+        return Call("GET", f"{API}/hooks/{seg(key)}", HookOut.model_validate)
+
+    @endpoint
+    def delete(self, key: str) -> Call[None]:
+        return Call("DELETE", f"{API}/hooks/{seg(key)}", _none)
+
+    @endpoint
+    def rotate_secret(self, key: str) -> Call[HookOut]:
+        """A new secret (in the answer, once); the old one stops working at once."""
+        return Call("POST", f"{API}/hooks/{seg(key)}/rotate-secret", HookOut.model_validate)
+
+    @endpoint
+    def deliveries(self, key: str, limit: int = 50) -> Call[list[DeliveryOut]]:
+        return Call(
+            "GET",
+            f"{API}/hooks/{seg(key)}/deliveries",
+            lambda d: DeliveryList.model_validate(d).items,
+            params={"limit": limit},
+        )
