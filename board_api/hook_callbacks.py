@@ -103,6 +103,10 @@ class HookCallbacks:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        try:  # checked when the app is built: a typo must not surface as failed callbacks
+            self.guard = CallbackGuard(settings.hook_callback_allow)
+        except ValueError as exc:
+            raise ValueError(f"META_AGENT_HOOK_CALLBACK_ALLOW: {exc}") from None
         self.watched: set[str] = set()
         self.inflight: set[asyncio.Task[None]] = set()
         self.slots = asyncio.Semaphore(MAX_IN_FLIGHT)
@@ -195,9 +199,8 @@ class HookCallbacks:
         """(status, attempts, error) of posting the task's outcome, retried with backoff."""
         url = cb.hook.callback_url or ""
         body = json.dumps(_outcome(cb), default=str).encode()
-        guard = CallbackGuard(self.settings.hook_callback_allow)
         delay, error = FIRST_DELAY, None
-        transport = GuardedTransport(guard)
+        transport = GuardedTransport(self.guard)
         async with httpx.AsyncClient(timeout=TIMEOUT, transport=transport, trust_env=False) as client:
             for attempt in range(1, ATTEMPTS + 1):
                 headers = {

@@ -10,7 +10,7 @@ import { $, STATUSES, h } from "./dom.js";
 import { FIELDS, readFilters, writeFilters } from "./filters.js";
 import { Ops } from "./ops.js";
 
-const SOURCES = ["api", "sdk", "cli", "mcp", "slack", "board", "meta_agent"];
+const SOURCES = ["api", "sdk", "cli", "mcp", "slack", "board", "meta_agent", "webhook", "a2a"];
 let who = { name: "", scopes: [] };
 const canAct = () => who.scopes.includes("admin") || who.scopes.includes("operator");
 

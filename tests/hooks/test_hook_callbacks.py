@@ -90,3 +90,24 @@ def test_a_callback_to_a_refused_address_is_not_sent_and_the_refusal_is_recorded
         assert rx.got == []
         refusals = [r for r in caplog.records if "refused" in r.getMessage() and task_id in r.getMessage()]
         assert refusals, "the refusal is logged"
+
+
+async def test_the_callback_guard_refuses_private_networks_unless_allowed() -> None:
+    from board_api.hook_callbacks import CallbackGuard, HookCallbacks
+    from kernel.netguard import Blocked
+    from kernel.settings import Settings
+
+    default = CallbackGuard(None)
+    for host in ("10.0.0.5", "192.168.1.1", "172.16.0.1", "fd00::1", "127.0.0.1", "169.254.169.254"):
+        with pytest.raises(Blocked):
+            await default.check(host)
+    assert [str(ip) for ip in await default.check("93.184.216.34")] == ["93.184.216.34"]
+
+    opened = CallbackGuard("10.20.0.0/16, 127.0.0.1")
+    assert [str(ip) for ip in await opened.check("10.20.1.2")] == ["10.20.1.2"]
+    assert [str(ip) for ip in await opened.check("127.0.0.1")] == ["127.0.0.1"]
+    with pytest.raises(Blocked):
+        await opened.check("10.30.0.1")  # a private address outside the allowed network
+
+    with pytest.raises(ValueError, match="META_AGENT_HOOK_CALLBACK_ALLOW"):
+        HookCallbacks(Settings(hook_callback_allow="10.0.0.0/33/x"))
