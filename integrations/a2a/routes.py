@@ -24,20 +24,19 @@ from a2a.types.a2a_pb2 import (
     SecurityScheme,
     StringList,
 )
-from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH, PROTOCOL_VERSION_1_0, TransportProtocol
-from fastapi import FastAPI
+from a2a.utils.constants import PROTOCOL_VERSION_1_0, TransportProtocol
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from integrations.a2a.handler import BASE_URL, PRINCIPAL, MetaAgentHandler
+from integrations.a2a.paths import RPC_PATH
 from kernel import __version__
 from kernel.settings import Settings
 from store import catalog
 from store.auth import OPEN, Principal, bearer_token
 
-__all__ = ["RPC_PATH", "Routes"]
+__all__ = ["Routes"]
 
-RPC_PATH = "/a2a"
 SCOPE_KEY = "meta_agent.a2a_principal"
 
 
@@ -89,10 +88,6 @@ class Routes:
         self.dispatcher = JsonRpcDispatcher(
             request_handler=handler, context_builder=_Context(settings.public_url), enable_v0_3_compat=True
         )
-
-    def install(self, app: FastAPI) -> None:
-        app.add_route(AGENT_CARD_WELL_KNOWN_PATH, self.card, methods=["GET"], include_in_schema=False)
-        app.add_route(RPC_PATH, self.rpc, methods=["POST"], include_in_schema=False)
 
     async def _caller(self, request: Request) -> Principal | str:
         """The caller, or why it is refused."""
