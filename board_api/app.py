@@ -23,6 +23,7 @@ from starlette.types import Scope
 from board_api import errors as problems
 from board_api.bodylimit import BodyLimit
 from board_api.feeds import Feeds
+from board_api.hook_callbacks import HookCallbacks
 from board_api.hostguard import HostGuard, HostRule
 from board_api.limits import ConnectionLimiter
 from board_api.metrics import Metrics
@@ -106,6 +107,7 @@ def create_app(
     """The REST API, the streams and the board. `worker_token`: the credential `serve` minted
     for its embedded worker (worker scope). `plugins` (MCP, Slack) and `chat` (the meta
     agent) come from the entry point: `cli.compose.create_app` is the whole control plane."""
+    plugins = [HookCallbacks(settings), *plugins]  # webhooks in: routes and result callbacks
     app = FastAPI(
         title="meta-agent control plane",
         version=__version__,

@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from board_api.app import create_app as create_rest_app
 from board_api.plugins import Plugin
 from board_api.state import state_of
+from integrations.a2a import A2AEndpoint
 from integrations.slack import plugin as slack_plugin
 from kernel.chat import Chat
 from kernel.settings import Settings
@@ -48,6 +49,27 @@ class McpEndpoint:
         return self.http.run()  # the session manager's task group
 
 
+class A2aEndpoint:
+    """A2A (`POST /a2a`, the agent card), with the same key rule as `/mcp`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def install(self, app: FastAPI) -> None:
+        state = state_of(app)
+
+        async def is_open() -> bool:
+            return await state.gate.is_open(state.db)
+
+        self.a2a = A2AEndpoint(
+            self.settings, verify=lambda token: key_principal(state.db, token), is_open=is_open
+        )
+        self.a2a.install(app)
+
+    def running(self, db: Database) -> AbstractAsyncContextManager[None]:
+        return self.a2a.running(db)
+
+
 def create_app(
     settings: Settings | None = None, *, db: Database | None = None, worker_token: str | None = None
 ) -> FastAPI:
@@ -56,7 +78,7 @@ def create_app(
     def chat(database: Database) -> Chat:
         return ConversationChat(database, settings)
 
-    plugins: list[Plugin] = [McpEndpoint(settings)]
+    plugins: list[Plugin] = [McpEndpoint(settings), A2aEndpoint(settings)]
     slack = slack_plugin(settings, chat)  # POST /slack/events, only when Slack is configured
     if slack is not None:
         plugins.insert(0, slack)  # started before /mcp, stopped after it

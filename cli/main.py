@@ -14,6 +14,7 @@ from typer.core import TyperGroup
 from cli.agents import agents_app
 from cli.common import DEFAULT_URL, State, is_api_error, report_api_error, state
 from cli.executions import chat, exec_app, execution_app
+from cli.hooks import hooks_app
 from cli.keys import keys_app
 from cli.mcp import mcp
 from cli.ops import db_app, serve, worker_app
@@ -77,6 +78,7 @@ app.add_typer(agents_app, name="agents")
 app.add_typer(queues_app, name="queues")
 app.add_typer(schedules_app, name="schedules")
 app.add_typer(keys_app, name="keys")
+app.add_typer(hooks_app, name="hooks")
 app.add_typer(worker_app, name="worker")
 app.command("mcp")(mcp)
 app.add_typer(db_app, name="db")

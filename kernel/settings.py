@@ -99,6 +99,12 @@ class Settings(BaseSettings):
         default=None, description="`otlp` or `console`: trace requests (needs the otel extra)"
     )
 
+    hook_callback_allow: str | None = Field(
+        default=None,
+        description="webhook callbacks: hosts or networks (comma-separated) opened beyond the "
+        "default, which refuses loopback, private and link-local addresses (docs/webhooks.md)",
+    )
+
     # --- Slack (integrations/slack). The tokens also take Slack's conventional unprefixed names.
     slack_bot_token: str | None = Field(
         default=None,

@@ -48,6 +48,7 @@ from sdk.resources import (
     Board,
     Call,
     Executions,
+    Hooks,
     Keys,
     Queues,
     Schedules,
@@ -238,6 +239,7 @@ class ControlPlaneClient(_Base):
         self.workers = Workers[Blocking](send)
         self.executions = Executions[Blocking](send, self._stream, source, requested_by)
         self.keys = Keys[Blocking](send)
+        self.hooks = Hooks[Blocking](send)
         self.board = Board[Blocking](send)
         self.schedules = Schedules[Blocking](send)
 
@@ -306,6 +308,7 @@ class AsyncControlPlaneClient(_Base):
         self.workers = Workers[Async](send)
         self.executions = Executions[Async](send, self._stream, source, requested_by)
         self.keys = Keys[Async](send)
+        self.hooks = Hooks[Async](send)
         self.board = Board[Async](send)
         self.schedules = Schedules[Async](send)
         self.worker = WorkerApi[Async](send, margin=max(timeout, 5.0))

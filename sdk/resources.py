@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Mappi
 from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
+from sdk.hooks import DeliveryList, DeliveryOut, HookList, HookOut
 from sdk.schedules import ScheduleList, ScheduleOut
 from sdk.schemas import (
     AgentList,
@@ -557,3 +558,38 @@ class Schedules(_Resource[M]):
     @endpoint
     def delete(self, key: str) -> Call[None]:
         return Call("DELETE", f"{API}/schedules/{seg(key)}", _none)
+
+
+class Hooks(_Resource[M]):
+    """Webhooks in (admin): `/hooks`, each one `POST /hooks/{name}` for other servers."""
+
+    @endpoint
+    def create(self, data: dict[str, Any]) -> Call[HookOut]:
+        """A new hook; the answer's `secret` is shown only this once."""
+        return Call("POST", f"{API}/hooks", HookOut.model_validate, json=data)
+
+    @endpoint
+    def list(self) -> Call[list[HookOut]]:
+        return Call("GET", f"{API}/hooks", lambda d: HookList.model_validate(d).items)
+
+    @endpoint
+    def get(self, key: str) -> Call[HookOut]:
+        return Call("GET", f"{API}/hooks/{seg(key)}", HookOut.model_validate)
+
+    @endpoint
+    def delete(self, key: str) -> Call[None]:
+        return Call("DELETE", f"{API}/hooks/{seg(key)}", _none)
+
+    @endpoint
+    def rotate_secret(self, key: str) -> Call[HookOut]:
+        """A new secret (in the answer, once); the old one stops working at once."""
+        return Call("POST", f"{API}/hooks/{seg(key)}/rotate-secret", HookOut.model_validate)
+
+    @endpoint
+    def deliveries(self, key: str, limit: int = 50) -> Call[list[DeliveryOut]]:
+        return Call(
+            "GET",
+            f"{API}/hooks/{seg(key)}/deliveries",
+            lambda d: DeliveryList.model_validate(d).items,
+            params={"limit": limit},
+        )

@@ -82,7 +82,9 @@ __all__ = [
 S = TaskStatus
 _Select = TypeVar("_Select", bound=sa.Select[*tuple[Any, ...]])
 ACTIVE = (S.pending.value, S.running.value, S.requires_input.value)
-SOURCES = frozenset({"api", "sdk", "cli", "mcp", "slack", "board", "meta_agent", "worker", "schedule"})
+SOURCES = frozenset(
+    {"api", "sdk", "cli", "mcp", "slack", "board", "meta_agent", "worker", "schedule", "webhook", "a2a"}
+)
 _tasks = Task.__table__
 
 

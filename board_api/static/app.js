@@ -11,7 +11,7 @@ import { FIELDS, readFilters, writeFilters } from "./filters.js";
 import { Ops } from "./ops.js";
 import { Schedules } from "./schedules.js";
 
-const SOURCES = ["api", "sdk", "cli", "mcp", "slack", "board", "meta_agent", "schedule", "worker"];
+const SOURCES = ["api", "sdk", "cli", "mcp", "slack", "board", "meta_agent", "schedule", "webhook", "a2a", "worker"];
 let who = { name: "", scopes: [] };
 const canAct = () => who.scopes.includes("admin") || who.scopes.includes("operator");
 

@@ -92,6 +92,10 @@ def _claimed_task(api: str, admin: str, worker: str) -> tuple[str, int]:
         assert c.post("/worker-queues", json={"name": "q1"}).status_code == 201
         r = c.post("/agents", json={"name": "echo", "runtime": "noop", "default_queue": "q1"})
         assert r.status_code == 201, r.text
+        assert (
+            c.post("/hooks", json={"name": "alerts", "agent": "echo", "prompt_template": "p"}).status_code
+            == 201
+        )
         tid = c.post("/tasks", json={"agent": "echo", "prompt": "p"}).json()["id"]
         r = c.post(
             "/worker-queues/q1/claim",
@@ -147,12 +151,13 @@ def _route(plane: Plane, route: str) -> tuple[str, str, dict[str, str], str]:
         "chat": ("POST", api + "/chat", json_, plane.admin),
         "mcp": ("POST", plane.url + "/mcp", MCP_HEADERS, plane.admin),
         "slack": ("POST", plane.url + "/slack/events", SLACK_HEADERS, ""),
+        "hook": ("POST", plane.url + "/hooks/alerts", {"X-Hub-Signature-256": "sha256=00"}, ""),
     }[route]
 
 
 ROUTES = ["tasks", "events", "artifact", "chat", "mcp"]
-# Slack's requests carry no key (its signature covers the body): refused by a small limit.
-CASES = [(r, keyed) for r in ROUTES for keyed in (False, True)] + [("slack", False)]
+# Slack's and webhooks' requests carry no key (a signature covers the body): refused by the limit.
+CASES = [(r, keyed) for r in ROUTES for keyed in (False, True)] + [("slack", False), ("hook", False)]
 
 
 @pytest.mark.parametrize(("route", "keyed"), CASES, ids=[f"{r}-{'key' if k else 'no-key'}" for r, k in CASES])
@@ -167,7 +172,7 @@ def test_a_300_mb_chunked_body_is_refused_in_bounded_memory(plane: Plane, route:
 
     resp, growth = measured(plane.pid, send)
     assert growth < GROWTH, f"the server grew by {growth / MB:.0f} MB"
-    expected = 413 if keyed or route == "slack" else 401
+    expected = 413 if keyed or route in ("slack", "hook") else 401
     assert resp.status_code == expected, resp.text[:300]
     if expected == 413:
         assert resp.json()["code"] == "payload_too_large"
