@@ -24,15 +24,26 @@ from typing import Any
 import sqlalchemy as sa
 
 from store.db import Tx
-from store.models import Task, TaskEvent, UTCDateTime
+from store.models import Agent, Task, TaskEvent, UTCDateTime
 
-__all__ = ["claim", "insert_events", "insert_task", "update_task"]
+__all__ = ["agents", "claim", "insert_events", "insert_task", "update_task"]
 
-_tasks = Task.__table__
-COLS: tuple[str, ...] = tuple(c.name for c in _tasks.c)
-_JSON = frozenset(c.name for c in _tasks.c if isinstance(c.type, sa.JSON))
-_TIME = frozenset(c.name for c in _tasks.c if isinstance(c.type, UTCDateTime))
-_BOOL = frozenset(c.name for c in _tasks.c if isinstance(c.type, sa.Boolean))
+
+class _Cols:
+    """A table's columns, and which of them need converting."""
+
+    def __init__(self, table: sa.Table) -> None:
+        self.names: tuple[str, ...] = tuple(c.name for c in table.c)
+        self.json = frozenset(c.name for c in table.c if isinstance(c.type, sa.JSON))
+        self.time = frozenset(c.name for c in table.c if isinstance(c.type, UTCDateTime))
+        self.bool = frozenset(c.name for c in table.c if isinstance(c.type, sa.Boolean))
+        self.listed = ", ".join(self.names)
+
+
+TASKS = _Cols(Task.__table__)
+AGENTS = _Cols(Agent.__table__)
+COLS = TASKS.names
+_JSON, _TIME = TASKS.json, TASKS.time
 _EVENT_COLS = ("task_id", "seq", "kind", "data", "attempt", "created_at")
 assert set(_EVENT_COLS) == {c.name for c in TaskEvent.__table__.c}
 
@@ -61,15 +72,15 @@ class _SQLite:
     def json(self, value: Any) -> Any:
         return json.dumps(value)
 
-    def load(self, row: Sequence[Any]) -> dict[str, Any]:
-        out = dict(zip(COLS, row, strict=True))
-        for k in _JSON:
+    def load(self, row: Sequence[Any], cols: _Cols = TASKS) -> dict[str, Any]:
+        out = dict(zip(cols.names, row, strict=True))
+        for k in cols.json:
             v = out[k]
             out[k] = json.loads(v) if isinstance(v, str) else v
-        for k in _TIME:
+        for k in cols.time:
             v = out[k]
             out[k] = datetime.fromisoformat(v).replace(tzinfo=UTC) if isinstance(v, str) else v
-        for k in _BOOL:
+        for k in cols.bool:
             out[k] = bool(out[k])
         return out
 
@@ -104,9 +115,9 @@ class _Postgres:
     def json(self, value: Any) -> Any:
         return self._json(value)
 
-    def load(self, row: Sequence[Any]) -> dict[str, Any]:
-        out = dict(zip(COLS, row, strict=True))
-        for k in _TIME:
+    def load(self, row: Sequence[Any], cols: _Cols = TASKS) -> dict[str, Any]:
+        out = dict(zip(cols.names, row, strict=True))
+        for k in cols.time:
             v = out[k]
             if v is not None:
                 out[k] = v.astimezone(UTC)
@@ -217,3 +228,19 @@ async def update_task(
     params.extend(sorted(queues))
     rows = await d.fetch(sql, params)
     return d.load(rows[0]) if rows else None
+
+
+async def agents(tx: Tx, keys: Collection[str], *, by_id: bool = False) -> list[dict[str, Any]]:
+    """The agents named in `keys` (by name, and by id too with `by_id`), as rows."""
+    if not keys:
+        return []
+    d = await _driver(tx)
+    keys = sorted(keys)
+    marks = ", ".join("?" for _ in keys)
+    where = f"name IN ({marks})" + (f" OR id IN ({marks})" if by_id else "")
+    key = ("agents", d.ph, len(keys), by_id)
+    sql = _SQL.get(key)
+    if sql is None:
+        sql = _SQL[key] = _sql(d, f"SELECT {AGENTS.listed} FROM agents WHERE {where}")
+    rows = await d.fetch(sql, [*keys, *keys] if by_id else keys)
+    return [d.load(r, AGENTS) for r in rows]

@@ -374,10 +374,9 @@ async def _run(tx: Tx, row: sa.RowMapping, due: datetime, limits: dict[str, Any]
                 parameters=dict(row["parameters"] or {}),
                 source="schedule",
                 requested_by=row["created_by"],
+                schedule_id=row["id"],
             )
             task = await task_service.create_task(tx, new, **limits)
-            task.schedule_id = row["id"]
-            await tx.session.flush()
     except errors.MetaAgentError as exc:
         return Fired(name, due, "failed", error=exc.detail)
     outcome = "cancelled_previous" if previous and row["overlap"] == "cancel" else "started"

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from kernel import errors
-from store import catalog
+from store import catalog, fastpath
 from store.db import Tx
 from store.events import insert_rows
 from store.failure_filter import failure_clause
@@ -100,6 +100,7 @@ class NewTask:
     parent_id: str | None = None
     retry_of: str | None = None
     plan: dict[str, Any] | None = None  # the meta agent's plan (sdk.schemas.PlanIn)
+    schedule_id: str | None = None  # the schedule that started it (store.schedules)
 
 
 async def _resolve_queue(tx: Tx, requested: str | None, default: str | None, owner: str) -> str:
@@ -157,7 +158,7 @@ async def create_task(
     if len(json.dumps(params, default=str)) > max_prompt_chars:
         raise errors.Invalid("parameters are too large", code="parameters_too_large")
     if new.agent:
-        owner_name, default_queue = await catalog.agent_routing(tx.session, new.agent)
+        owner_name, default_queue = await _agent_routing(tx, new.agent)
         agent_name, team_name = owner_name, None
     else:
         team = await catalog.get_team(tx.session, new.team or "")
@@ -181,8 +182,17 @@ async def create_task(
         retry_of=new.retry_of,
         max_attempts=max_attempts,
         plan=new.plan,
+        schedule_id=new.schedule_id,
     )
     return await create(tx, task)
+
+
+async def _agent_routing(tx: Tx, key: str) -> tuple[str, str | None]:
+    """(name, default queue) of an agent by id or name: all a new task needs."""
+    rows = await fastpath.agents(tx, [key], by_id=True)
+    if not rows:
+        raise errors.NotFound(f"agent {key!r} not found", code="agent_not_found")
+    return rows[0]["name"], rows[0]["default_queue"]
 
 
 async def _worker_child(tx: Tx, new: NewTask, lease: Lease) -> None:

@@ -18,11 +18,11 @@ from sqlmodel import col, select
 
 from kernel import errors
 from kernel.redact import redact, redact_data
-from store import artifacts, catalog
+from store import artifacts, catalog, fastpath
 from store.db import Tx
 from store.events import EVENT_KINDS, RESERVED_KINDS, append
 from store.leases import Lease, fenced, new_token, refusal
-from store.models import Agent, Artifact, Task, TaskEvent, TaskStatus, utcnow
+from store.models import Agent, Artifact, Task, TaskEvent, TaskStatus, from_row, utcnow
 from store.statemachine import claim, transition
 
 __all__ = [
@@ -71,10 +71,7 @@ async def claim_tasks(
     token, token_hash = new_token()
     tasks = await claim(tx, queue, worker_id, limit, lease_seconds, token_hash)
     names = {t.agent for t in tasks if t.agent}
-    agents: dict[str, Agent] = {}
-    if names:
-        rows = await tx.session.execute(select(Agent).where(col(Agent.name).in_(names)))
-        agents = {a.name: a for a in rows.scalars().all()}
+    agents = {r["name"]: from_row(Agent, r) for r in await fastpath.agents(tx, names)}
     return [Claimed(t, agents.get(t.agent or ""), token) for t in tasks]
 
 

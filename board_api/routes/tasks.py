@@ -72,7 +72,7 @@ def _parent_lease(p: Principal, token: str | None) -> Lease | None:
 @router.post("/tasks", response_model=TaskOut, status_code=201)
 async def create_task(
     body: TaskCreate, db: DbDep, settings: SettingsDep, p: Viewer, lease_token: LeaseHeader = None
-) -> TaskOut:
+) -> Response:
     """Create a task for an agent or a team."""
     parent_lease = _parent_lease(p, lease_token)
     new = tasks.NewTask(**body.model_dump())
@@ -85,7 +85,7 @@ async def create_task(
             max_attempts=settings.max_attempts,
             parent_lease=parent_lease,
         )
-    return task_out(task)
+    return wire.json_response(task_out(task), 201)
 
 
 @router.get("/tasks", response_model=TaskPage)

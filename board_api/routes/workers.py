@@ -68,16 +68,16 @@ def lease(p: Principal, token: str) -> Lease:
 @router.post("/worker-queues/{queue}/claim", response_model=ClaimOut)
 async def claim(
     queue: str, body: ClaimBody, request: Request, db: DbDep, settings: SettingsDep, p: WorkerKey
-) -> ClaimOut:
+) -> Response:
     """Long-poll for up to `max_tasks` tasks of the queue; answers at once when one arrives."""
     _, claimed = await _poll(queue, body, [], request, db, settings, p)
-    return ClaimOut(tasks=claimed)
+    return wire.json_response(ClaimOut(tasks=claimed))
 
 
 @router.post("/worker-queues/{queue}/exchange", response_model=ExchangeOut)
 async def exchange(
     queue: str, body: ExchangeBody, request: Request, db: DbDep, settings: SettingsDep, p: WorkerKey
-) -> ExchangeOut:
+) -> Response:
     """Report finished tasks and claim up to `max_tasks` more, in one transaction.
 
     The worker's one call per round (complete-and-claim-next): each report is applied or
@@ -104,7 +104,7 @@ async def exchange(
         else:
             metrics.finished(d)
             outs.append(ReportOut(id=r.id, status=d.status))
-    return ExchangeOut(reports=outs, tasks=claimed)
+    return wire.json_response(ExchangeOut(reports=outs, tasks=claimed))
 
 
 async def _poll(

@@ -14,7 +14,8 @@ from sdk.schemas import ErrorOut, TaskOut
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ["kernel", "store", "sdk", "tools", "worker", "integrations", "board_api", "meta_agent", "cli"]
-RAISERS = {"TaskFailed", "ModelCallFailed", "BrokenStream"}
+# ... and the worker's own `_fail(code, message)` (worker/task.py), which reports a failure.
+RAISERS = {"TaskFailed", "ModelCallFailed", "BrokenStream", "_fail"}
 # The worker reports a cancel as `fail(code="cancelled")`; the server records it as cancelled.
 NOT_FAILURES = {"cancelled"}
 # Listed so that a runtime from elsewhere may fail with a class's own name as its code.
