@@ -25,6 +25,7 @@ from board_api.bodylimit import BodyLimit
 from board_api.feeds import Feeds
 from board_api.hook_callbacks import HookCallbacks
 from board_api.hostguard import HostGuard, HostRule
+from board_api.hotroutes import HotRoutes
 from board_api.limits import ConnectionLimiter
 from board_api.metrics import Metrics
 from board_api.plugins import ChatFactory, Plugin
@@ -116,10 +117,13 @@ def create_app(
     )
     app.state = _state(settings, worker_token)
     problems.install(app)
+    app.add_middleware(HotRoutes)  # innermost: the caller is known and the body counted
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, artifact_limit=settings.max_artifact_bytes)
     app.add_middleware(HostGuard, rule=HostRule.of(settings))  # outermost: before any body is read
 
-    for r in (catalog.router, tasks.router, streams.router, workers.router, ops.router, chat_routes.router):
+    # Routes are matched in order, one by one: the worker protocol and tasks (the hot path:
+    # a call per task) go first, so most requests stop looking after a few.
+    for r in (workers.router, tasks.router, catalog.router, streams.router, ops.router, chat_routes.router):
         app.include_router(r, prefix="/api/v1")
     app.include_router(schedules.router, prefix="/api/v1")
     app.include_router(ops.ops)

@@ -1,0 +1,124 @@
+"""The two calls made once per task, served without FastAPI's per-request machinery.
+
+`POST /api/v1/tasks` (a client creating a task) and `POST /api/v1/worker-queues/{queue}/exchange`
+(a worker reporting and claiming) are most of a busy control plane's requests. FastAPI spends
+more Python on each than the handler does: matching ~120 routes in turn, solving the
+dependency graph, parsing the JSON and then validating the dicts, and an exit stack. Here
+the body is validated from its bytes by pydantic and the very same endpoint functions are
+called with their dependencies in hand.
+
+Only the plain case is taken: a body that does not validate, or anything unusual, goes on to
+FastAPI with the bytes already read, so every error keeps its one shape. The routes stay
+declared in FastAPI too (OpenAPI, docs, schemathesis). This sits inside `BodyLimit`, which
+has already counted the body and authenticated the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import Request
+from pydantic import BaseModel, ValidationError
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from board_api import errors as problems
+from board_api.deps import AUTHENTICATED, Principal
+from board_api.routes import tasks as task_routes
+from board_api.routes import workers as worker_routes
+from board_api.state import app_state
+from kernel import errors
+from kernel.errors import MetaAgentError
+from sdk.schemas import ExchangeBody, TaskCreate
+
+__all__ = ["HotRoutes"]
+
+_EXCHANGE = ("/api/v1/worker-queues/", "/exchange")
+Handler = Callable[[BaseModel, Request, Principal, str], Awaitable[Response]]
+
+
+async def _create(body: BaseModel, request: Request, p: Principal, _: str) -> Response:
+    assert isinstance(body, TaskCreate)
+    _need(p, "viewer")
+    state = app_state(request)
+    lease_token = request.headers.get("x-lease-token")
+    if lease_token is not None and len(lease_token) > 128:
+        raise _Unusual
+    return await task_routes.create_task(body, state.db, state.settings, p, lease_token)
+
+
+async def _exchange(body: BaseModel, request: Request, p: Principal, queue: str) -> Response:
+    assert isinstance(body, ExchangeBody)
+    _need(p, "worker")
+    state = app_state(request)
+    return await worker_routes.exchange(queue, body, request, state.db, state.settings, p)
+
+
+def _need(p: Principal, scope: str) -> None:
+    if not p.can(scope):  # as board_api.deps.require
+        raise errors.Forbidden(f"this key lacks the {scope!r} scope", code="insufficient_scope")
+
+
+class _Unusual(Exception):
+    """Not for the fast path: FastAPI serves it."""
+
+
+def _route(scope: Scope) -> tuple[type[BaseModel], Handler, str] | None:
+    if scope["type"] != "http" or scope["method"] != "POST":
+        return None
+    path: str = scope["path"]
+    if path == "/api/v1/tasks":
+        return TaskCreate, _create, ""
+    head, tail = _EXCHANGE
+    if path.startswith(head) and path.endswith(tail):
+        queue = path[len(head) : -len(tail)]
+        if queue and "/" not in queue:
+            return ExchangeBody, _exchange, queue
+    return None
+
+
+class HotRoutes:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = _route(scope)
+        principal = scope.get(AUTHENTICATED)
+        if route is None or principal is None:
+            await self.app(scope, receive, send)
+            return
+        model, handler, arg = route
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client left (or BodyLimit refused the body and has answered)
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        raw = b"".join(chunks)
+        try:
+            body = model.model_validate_json(raw)
+            response = await handler(body, Request(scope, receive), principal, arg)
+        except (ValidationError, _Unusual):
+            await self.app(scope, _replay(raw, receive), send)
+            return
+        except MetaAgentError as exc:
+            response = problems.domain_problem(exc)
+        await response(scope, receive, send)
+
+
+def _replay(raw: bytes, receive: Receive) -> Receive:
+    """A `receive` that gives the body once more, then whatever the client sends next."""
+    sent = False
+
+    async def again() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            message: dict[str, Any] = {"type": "http.request", "body": raw, "more_body": False}
+            return message
+        return await receive()
+
+    return again
