@@ -75,7 +75,10 @@ def plane(server: LiveServer) -> LiveServer:
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 @pytest.mark.parametrize("transport", ["inprocess", "http"])
 async def test_plain_clients_get_todays_tools_resources_and_results(
-    transport: str, mode: str, plane: LiveServer, connect: Connect  # noqa: F811
+    transport: str,
+    mode: str,
+    plane: LiveServer,
+    connect: Connect,  # noqa: F811
 ) -> None:
     with plane.client() as api:
         tid = api.get("/tasks").json()["items"][0]["id"]
@@ -128,7 +131,12 @@ async def test_the_views_are_self_contained_mcp_app_resources(
             assert content["mimeType"] == APP_MIME_TYPE
             csp = content["_meta"]["ui"]["csp"]
             # Declared, and empty: no origin to connect to, load from, frame or base on.
-            assert csp == {"connectDomains": [], "resourceDomains": [], "frameDomains": [], "baseUriDomains": []}
+            assert csp == {
+                "connectDomains": [],
+                "resourceDomains": [],
+                "frameDomains": [],
+                "baseUriDomains": [],
+            }
             assert content["_meta"]["ui"]["prefersBorder"] is True
             html = content["text"]
             assert html.startswith("<!DOCTYPE html>") and "{{" not in html  # parts inlined
