@@ -43,11 +43,14 @@ def apps_client(mcp_url: str, http: httpx2.AsyncClient) -> Client:
 class HostBridge:
     """host.html plus `/rpc` (tools/list, tools/call, resources/read), on its own port."""
 
-    def __init__(self, plane_url: str) -> None:
+    def __init__(self, plane_url: str, api_key: str | None = None) -> None:
         self.mcp_url = f"{plane_url}/mcp"
+        # The host's connection is made with one API key: its scope bounds what a view can do.
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.url = f"http://127.0.0.1:{free_port()}"
         # What the views asked the server for: (method, tool name or resource uri).
         self.calls: list[tuple[str, str]] = []
+        self.keys: dict[str, str] = {}  # keys the test itself may use on the plane
         app = Starlette(routes=[Route("/host.html", self._page), Route("/rpc", self._rpc, methods=["POST"])])
         port = int(self.url.rsplit(":", 1)[1])
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -78,7 +81,10 @@ class HostBridge:
         result: Any = None
         failure: str | None = None
         try:
-            async with httpx2.AsyncClient(timeout=60) as http, apps_client(self.mcp_url, http) as c:
+            async with (
+                httpx2.AsyncClient(timeout=60, headers=self.headers) as http,
+                apps_client(self.mcp_url, http) as c,
+            ):
                 result = await self._forward(c, method, params)
         except* MCPError as group:
             failure = str(group.exceptions[0])

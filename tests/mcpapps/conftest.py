@@ -25,8 +25,18 @@ def plane(server: LiveServer) -> LiveServer:  # noqa: F811
 
 
 @pytest.fixture
-def host(plane: LiveServer) -> Iterator[HostBridge]:
-    bridge = HostBridge(plane.url)
+def host(plane: LiveServer, request: pytest.FixtureRequest) -> Iterator[HostBridge]:
+    """The test host, connected to `plane`; parametrised "viewer", the plane gets keys (an
+    admin's in `host.keys`) and the host connects with a viewer key."""
+    keys: dict[str, str] = {}
+    if getattr(request, "param", None) == "viewer":
+        with plane.client() as open_api:
+            keys["admin"] = open_api.post("/keys", json={"name": "admin", "scopes": ["admin"]}).json()["key"]
+        with plane.client(headers={"Authorization": f"Bearer {keys['admin']}"}) as api:
+            made = api.post("/keys", json={"name": "viewer", "scopes": ["viewer"]})
+            keys["viewer"] = made.json()["key"]
+    bridge = HostBridge(plane.url, api_key=keys.get("viewer"))
+    bridge.keys = keys
     bridge.start()
     yield bridge
     bridge.stop()

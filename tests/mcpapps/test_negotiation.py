@@ -73,7 +73,7 @@ def plane(server: LiveServer) -> LiveServer:
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-@pytest.mark.parametrize("transport", ["inprocess", "http"])
+@pytest.mark.parametrize("transport", ["inprocess", "http", "stdio"])
 async def test_plain_clients_get_todays_tools_resources_and_results(
     transport: str,
     mode: str,
@@ -89,7 +89,7 @@ async def test_plain_clients_get_todays_tools_resources_and_results(
         plain_tools, plain_resources = await lists(plain)
         host_tools, host_resources = await lists(host)
         # Today's lists, to the letter: no `_meta` on any tool, no ui:// resource.
-        expected = TODAYS_TOOLS if transport == "inprocess" else TODAYS_TOOLS | SCHEDULE_TOOLS
+        expected = TODAYS_TOOLS if transport == "inprocess" else TODAYS_TOOLS | SCHEDULE_TOOLS  # stdio, /mcp
         assert set(plain_tools) == expected
         assert [name for name, tool in plain_tools.items() if "_meta" in tool] == []
         assert plain_resources == ["agents://catalog"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from playwright.sync_api import expect
 
 from tests.board.helpers import RawWorker, create
@@ -140,3 +141,19 @@ def test_board_counts_columns_live_and_acts_on_cards(page: Any, host: HostBridge
             what="the board's retry",
         )
         expect(count("cancelled")).to_have_text("2")
+
+
+@pytest.mark.parametrize("host", ["viewer"], indirect=True)
+def test_a_viewer_keys_card_shows_the_task_but_cannot_cancel_it(
+    page: Any, host: HostBridge, plane: LiveServer
+) -> None:
+    with plane.client(headers={"Authorization": f"Bearer {host.keys['admin']}"}) as c:
+        tid = create(c, "Drain the node")
+        card = open_view(page, host, "stream_task", {"task_id": tid, "timeout": 1})
+        expect(card.locator("#status")).to_have_text("pending")
+        card.locator("#cancel").click()
+        # The view's action is the host's tool call, with the host's key: refused, and said so.
+        expect(card.locator("#error")).to_contain_text("operator scope")
+        assert host.called("tools/call", "cancel_task")
+        assert status_of(c, tid) == "pending"
+        expect(card.locator("#status")).to_have_text("pending")
