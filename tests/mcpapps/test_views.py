@@ -67,6 +67,13 @@ def test_card_follows_a_task_live_and_answers_its_question(
         assert host.called("tools/call", "respond_to_task")
         assert host.called("resources/read", f"task://{tid}")
 
+        w.claim(tid)
+        w.complete(tid, {"cleaned": "sdb"})
+        expect(card.locator("#status")).to_have_text("completed")
+        expect(card.locator("#result")).to_contain_text('"cleaned": "sdb"')
+        expect(card.locator("#cancel")).to_be_hidden()
+        expect(card.locator("#retry")).to_be_hidden()
+
 
 def test_card_cancels_then_retries_and_follows_the_new_task(
     page: Any, host: HostBridge, plane: LiveServer
