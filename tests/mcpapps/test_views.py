@@ -6,6 +6,7 @@ the real `/mcp` (the `page` fixture fails on any other request, and on any CSP v
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -37,6 +38,8 @@ def test_card_follows_a_task_live_and_answers_its_question(
         card = open_view(page, host, "stream_task", {"task_id": tid, "timeout": 1})
         expect(card.locator("#status")).to_have_text("pending")
         expect(card.locator("#title")).to_contain_text("Check the disks")
+        # The view told the host its size (ui/notifications/size-changed), and the host used it.
+        expect(page.locator("#view")).to_have_attribute("style", re.compile(r"height: \d+px"))
         assert host.called("tools/call", "stream_task")  # the model's own call opened the card
 
         w = RawWorker(c)
@@ -67,6 +70,10 @@ def test_card_follows_a_task_live_and_answers_its_question(
         assert host.called("tools/call", "respond_to_task")
         assert host.called("resources/read", f"task://{tid}")
 
+        w.claim(tid)
+        w.ask(tid, "Empty the trash too?", ["yes", "no"])
+        card.get_by_role("button", name="no", exact=True).click()  # a question with choices: one button each
+        wait_for(lambda: status_of(c, tid) == "pending", what="the task to resume after the choice")
         w.claim(tid)
         w.complete(tid, {"cleaned": "sdb"})
         expect(card.locator("#status")).to_have_text("completed")

@@ -79,16 +79,17 @@ const app = (() => {
     for (const [name, value] of Object.entries(variables)) if (value) root.style.setProperty(name, value);
   }
 
+  // The content's own size (the body's box: the document itself is as tall as the iframe).
   function reportSize() {
     let last = "";
     const observer = new ResizeObserver(() => {
-      const el = document.documentElement;
-      const size = { width: Math.ceil(el.scrollWidth), height: Math.ceil(el.scrollHeight) };
+      const box = document.body.getBoundingClientRect();
+      const size = { width: Math.ceil(box.width), height: Math.ceil(box.height) };
       const key = `${size.width}x${size.height}`;
       if (key !== last) notify("ui/notifications/size-changed", size);
       last = key;
     });
-    observer.observe(document.documentElement);
+    observer.observe(document.body);
   }
 
   // Handlers first, then the handshake: the host may send tool-input right after `initialized`.
