@@ -107,7 +107,9 @@ async def hide_from_plain_clients(ctx: ServerRequestContext[Any, Any], call_next
     """
     result = await call_next(ctx)
     # Below the middleware the runner has already shaped the result for the wire: a dict.
-    if not isinstance(result, dict) or client_supports_apps(ctx):
+    if ctx.method not in ("tools/list", "resources/list") or not isinstance(result, dict):
+        return result
+    if client_supports_apps(ctx):
         return result
     if ctx.method == "tools/list" and isinstance(result.get("tools"), list):
         return {**result, "tools": _plain_tools(cast(list[dict[str, Any]], result["tools"]))}
