@@ -20,6 +20,7 @@ from mcp.server.request_state import RequestStateSecurity
 
 from kernel import __version__
 from tools import catalog, schedules, stream, tasks
+from tools.apps import TaskApps, hide_from_plain_clients
 from tools.backend import Backend, remember_request
 
 __all__ = ["INSTRUCTIONS", "build_server"]
@@ -67,7 +68,9 @@ def build_server(
         token_verifier=token_verifier,
         auth=auth,
         log_level=log_level,
-        middleware=[remember_request],
+        # MCP Apps (tools/apps.py): the task card and board views, for hosts that declare them.
+        middleware=[remember_request, hide_from_plain_clients],
+        extensions=[TaskApps()],
         request_state_security=state_security(state_keys),
     )
     catalog.register(mcp, backend)

@@ -38,6 +38,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model
 from kernel.statuses import TaskStatus
 from sdk.client import ApiError
 from sdk.schemas import EventOut, StreamEnd, TaskOut
+from tools.apps import CARD_URI, ui_meta
 from tools.backend import Backend, Client
 from tools.models import FINISHED, ErrorInfo, EventLine, Question, StreamResult, describe_event
 from tools.tasks import TaskId
@@ -284,7 +285,7 @@ class _Follow:
 
 
 def register(mcp: MCPServer, backend: Backend) -> None:
-    @mcp.tool(title="Follow a task", annotations=FOLLOWS)
+    @mcp.tool(title="Follow a task", annotations=FOLLOWS, meta=ui_meta(CARD_URI))  # MCP Apps card
     async def stream_task(
         ctx: Context,
         task_id: TaskId,

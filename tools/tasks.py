@@ -11,6 +11,7 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from kernel.failures import FailureClass
+from tools.apps import BOARD_URI, ui_meta
 from tools.backend import Backend, Client
 from tools.catalog import READ_ONLY
 from tools.models import EventLine, Status, TaskCreated, TaskInfo, TaskList, TaskSummary, describe_event
@@ -112,7 +113,7 @@ def _register_reads(mcp: MCPServer, backend: Backend) -> None:
             task = await c.executions.get(task_id)
         return TaskInfo.of(task, backend.board_link(task.id))
 
-    @mcp.tool(title="List tasks", annotations=READ_ONLY)
+    @mcp.tool(title="List tasks", annotations=READ_ONLY, meta=ui_meta(BOARD_URI))  # MCP Apps board
     async def list_tasks(
         status: Status | None = None,
         agent: Name | None = None,
