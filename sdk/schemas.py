@@ -314,6 +314,13 @@ class AgentProvider(Strict):
         return value
 
 
+# The named secrets (store/secrets.py) an agent's processes get as environment variables.
+SecretNames = Annotated[
+    list[Annotated[str, StringConstraints(min_length=1, max_length=128)]],
+    Field(max_length=64, description="Names of secrets its processes get as environment variables"),
+]
+
+
 class AgentIn(Strict):
     name: Name
     description: Annotated[str, StringConstraints(max_length=4000)] = ""
@@ -326,6 +333,7 @@ class AgentIn(Strict):
     mcp_servers: list[dict[str, Any]] = []
     policy: AgentPolicy = AgentPolicy()
     provider: AgentProvider = AgentProvider()
+    secrets: SecretNames = []
     default_queue: Name | None = None
     timeout_seconds: int = Field(default=600, ge=1, le=7 * 24 * 3600)
     risky: bool = False
@@ -343,6 +351,7 @@ class AgentPatch(Strict):
     mcp_servers: list[dict[str, Any]] | None = None
     policy: AgentPolicy | None = None
     provider: AgentProvider | None = None
+    secrets: SecretNames | None = None
     default_queue: Name | None = None
     timeout_seconds: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
     risky: bool | None = None
@@ -361,6 +370,7 @@ class AgentOut(BaseModel):
     mcp_servers: list[dict[str, Any]]
     policy: dict[str, Any]
     provider: dict[str, Any]
+    secrets: list[str] = []
     default_queue: str | None
     timeout_seconds: int
     risky: bool

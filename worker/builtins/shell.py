@@ -87,6 +87,7 @@ class Bash:
         ctx.workspace.mkdir(parents=True, exist_ok=True)
         variables = base_environment(self._base_env)
         variables.update(TASK_ID=ctx.id, TASK_WORKSPACE=str(ctx.workspace))
+        variables.update(ctx.secrets)  # the agent's named secrets (worker.secrets)
         out = _Collect(env)
         # Cancellation reaches us as asyncio cancellation (the loop races every tool against
         # the task's cancel); run_in_group then kills the whole group at once.
