@@ -52,13 +52,13 @@ from sdk.resources import (
     Keys,
     Queues,
     Schedules,
-    Secrets,
     StreamItem,
     Teams,
     WorkerApi,
     Workers,
 )
 from sdk.schemas import EventOut, StreamEnd, TaskOut
+from sdk.secret_api import Secrets
 from sdk.transport import (
     API,
     DEFAULT_URL,

@@ -42,7 +42,7 @@ from sdk.schemas import (
     WorkerList,
     WorkerOut,
 )
-from sdk.secrets import SecretList, SecretOut, TaskSecretsOut
+from sdk.secrets import TaskSecretsOut
 from sdk.transport import API, clean, json_object, seg
 
 T = TypeVar("T")
@@ -519,8 +519,7 @@ class WorkerApi(_Resource[M]):
         return self._task(task_id, "checkpoint", {"token": token, "checkpoint": checkpoint}, _flags)
 
     @endpoint
-    def secrets(self, task_id: str, token: str) -> Call[TaskSecretsOut]:
-        """The secrets the task's agent lists (values, env references, missing names)."""
+    def secrets(self, task_id: str, token: str) -> Call[TaskSecretsOut]:  # the agent's (worker.secrets)
         return self._task(task_id, "secrets", {"token": token}, TaskSecretsOut.model_validate)
 
     @endpoint
@@ -599,21 +598,3 @@ class Hooks(_Resource[M]):
             lambda d: DeliveryList.model_validate(d).items,
             params={"limit": limit},
         )
-
-
-class Secrets(_Resource[M]):
-    """Named secrets (admin): list names, set, delete. Values go in, never out."""
-
-    @endpoint
-    def list(self) -> Call[list[SecretOut]]:
-        return Call("GET", f"{API}/secrets", lambda d: SecretList.model_validate(d).items)
-
-    @endpoint
-    def set(self, name: str, value: str | None = None, env: str | None = None) -> Call[SecretOut]:
-        """Store `value` (encrypted), or reference the worker's variable `env`."""
-        body = {"value": value} if env is None else {"env": env}
-        return Call("PUT", f"{API}/secrets/{seg(name)}", SecretOut.model_validate, json=body)
-
-    @endpoint
-    def delete(self, name: str) -> Call[None]:
-        return Call("DELETE", f"{API}/secrets/{seg(name)}", _none)

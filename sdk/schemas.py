@@ -18,6 +18,7 @@ from pydantic import (
 
 from kernel import failures
 from kernel.statuses import TaskStatus
+from sdk.secrets import SecretNames
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 # Database integers are 64-bit signed (SQLite, BIGINT) and `tasks.attempt` is 32-bit: bound
@@ -312,13 +313,6 @@ class AgentProvider(Strict):
         if problem:
             raise ValueError(problem)
         return value
-
-
-# The named secrets (store/secrets.py) an agent's processes get as environment variables.
-SecretNames = Annotated[
-    list[Annotated[str, StringConstraints(min_length=1, max_length=128)]],
-    Field(max_length=64, description="Names of secrets its processes get as environment variables"),
-]
 
 
 class AgentIn(Strict):

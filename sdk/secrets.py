@@ -1,5 +1,5 @@
-"""Wire models of named secrets (`/api/v1/secrets`, admin only); the
-resource is `sdk.resources.Secrets`.
+"""Wire models of named secrets (`/api/v1/secrets`, admin only); the resource is
+`sdk.secret_api.Secrets`.
 
 No model here carries a stored value out of the server except `TaskSecretsOut`, the answer
 of the lease-fenced worker route `POST /tasks/{id}/secrets`.
@@ -10,16 +10,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from sdk.schemas import Strict
-
-__all__ = ["SecretList", "SecretOut", "SecretSet", "TaskSecretsOut"]
+__all__ = ["SecretList", "SecretNames", "SecretOut", "SecretSet", "TaskSecretsOut"]
 
 EnvName = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
-class SecretSet(Strict):
+# An agent's `secrets`: the names its processes get as environment variables.
+SecretNames = Annotated[
+    list[Annotated[str, StringConstraints(min_length=1, max_length=128)]],
+    Field(max_length=64, description="Names of secrets its processes get as environment variables"),
+]
+
+
+class SecretSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # as sdk.schemas.Strict (which imports this module)
+
     """`PUT /secrets/{name}`: a value to store (encrypted), or the worker's variable to read."""
 
     value: Annotated[str, StringConstraints(max_length=65_536)] | None = Field(

@@ -14,7 +14,6 @@ from tests.board_api.test_api import problem, seed
 from tests.secrets.helpers import KEY, fresh
 from tests.support import LiveServer
 
-
 Keyed = Callable[[LiveServer], dict[str, httpx.Client]]
 
 
