@@ -244,13 +244,11 @@ async def for_task(tx: Tx, task_id: str, lease: Lease, key: str | None) -> TaskS
     return out
 
 
-async def register_stored(session: AsyncSession, key: str | None) -> int:
+async def register_stored(session: AsyncSession, key: str | None) -> tuple[int, list[str]]:
     """Register every stored value that `key` decrypts with kernel.redact (at start), so this
-    process masks them at ingest before any worker asked for them. Returns how many."""
-    box = cipher(key)
-    if box is None:
-        return 0
+    process masks them at ingest before any worker asked for them. Returns how many, and the
+    names it could not decrypt (a wrong or missing key: their tasks will fail)."""
     rows = (await session.execute(select(Secret).where(col(Secret.kind) == "stored"))).scalars().all()
     out = TaskSecrets()
-    _decrypt(rows, box, out)
-    return len(out.values)
+    _decrypt(rows, cipher(key), out)
+    return len(out.values), sorted(out.missing)

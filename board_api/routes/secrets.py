@@ -90,7 +90,13 @@ class SecretStore:
     @contextlib.asynccontextmanager
     async def running(self, db: Database) -> AsyncGenerator[None]:
         async with db.read() as s:
-            n = await secrets.register_stored(s, self.key)
+            n, unreadable = await secrets.register_stored(s, self.key)
         if n:
             log.info("masking %d stored secret(s) at ingest", n)
+        if unreadable:  # said at start, not first by a failed task
+            log.warning(
+                "%s cannot decrypt stored secret(s) %s: tasks needing them fail with missing_secret",
+                "no META_AGENT_SECRET_KEY" if self.key is None else "META_AGENT_SECRET_KEY",
+                ", ".join(unreadable),
+            )
         yield

@@ -168,3 +168,20 @@ def test_values_a_worker_did_not_mask_are_masked_at_ingest(server_factory: Any, 
         ]
 
     assert all(value not in text and "[redacted]" in text for text in stored), stored
+
+
+def test_a_value_the_server_cannot_decrypt_is_reported_missing(server_factory: Any, db_url: str) -> None:
+    with server_factory(db_url, secret_key=KEY).client() as c:
+        seed(c)
+        c.put("/secrets/DEPLOY_TOKEN", json={"value": fresh()})
+        c.patch("/agents/echo", json={"secrets": ["DEPLOY_TOKEN"]})
+    # A replica started without the key (or with another one) on the same database.
+    with server_factory(db_url).client() as c:
+        tid = c.post("/tasks", json={"agent": "echo", "prompt": "p"}).json()["id"]
+        item = c.post("/worker-queues/q1/claim", json={"worker_id": "w", "wait_seconds": 0}).json()["tasks"][
+            0
+        ]
+        got = c.post(f"/tasks/{tid}/secrets", json={"token": item["token"]})
+
+    assert got.status_code == 200 and got.json()["values"] == {}
+    assert "META_AGENT_SECRET_KEY" in got.json()["missing"]["DEPLOY_TOKEN"]

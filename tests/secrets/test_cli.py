@@ -61,3 +61,13 @@ def test_errors_name_the_problem(server_factory: Any, db_url: str) -> None:
     assert no_key.exit_code == 1 and "META_AGENT_SECRET_KEY" in no_key.output
     assert empty.exit_code == 2 and "value is empty" in empty.output
     assert missing.exit_code == 1 and "NOPE" in missing.output and "Traceback" not in missing.output
+
+
+def test_a_value_is_never_an_argument(server_factory: Any, db_url: str) -> None:
+    server = server_factory(db_url, secret_key=KEY)
+    value = fresh()
+
+    as_argument = cli(server, "secrets", "set", "DEPLOY_TOKEN", value)
+
+    assert as_argument.exit_code == 2 and "unexpected extra argument" in as_argument.output.lower()
+    assert json.loads(cli(server, "secrets", "list", "--json").stdout) == []

@@ -114,10 +114,14 @@ async def test_stored_values_are_masked_by_the_process_that_loads_them(db: Datab
         tx.session.add(Secret(name="ELSEWHERE", kind="stored", ciphertext=token))
     before = redact(f"printed {value}")
     async with db.read() as s:
-        count = await secrets.register_stored(s, KEY)
+        without_key = await secrets.register_stored(s, None)
+        wrong_key = await secrets.register_stored(s, Fernet.generate_key().decode())
+        after_wrong = redact(f"printed {value}")
+        right_key = await secrets.register_stored(s, KEY)
 
-    assert before == f"printed {value}"
-    assert count == 1 and redact(f"printed {value}") == f"printed {MASK}"
+    assert before == after_wrong == f"printed {value}"
+    assert without_key == wrong_key == (0, ["ELSEWHERE"])
+    assert right_key == (1, []) and redact(f"printed {value}") == f"printed {MASK}"
 
 
 def test_a_malformed_key_is_refused_naming_the_setting() -> None:
