@@ -26,7 +26,12 @@ def test_the_provider_key_and_the_bash_tool_get_the_agents_secrets(
 ) -> None:
     server = server_factory(db_url, secret_key=KEY)
     provider_key, tool_token = fresh("provider"), fresh("tool")
-    script = 'echo "token $TOOL_TOKEN"; printf %s "$TOOL_TOKEN" | sha256sum | cut -c1-64'
+    # The last line reaches the pipe in two writes, the value cut between them, so the worker
+    # reads it in two pieces: the mask must see the line whole.
+    script = (
+        'echo "token $TOOL_TOKEN"; printf %s "$TOOL_TOKEN" | sha256sum | cut -c1-64; '
+        'printf "cut %s" "${TOOL_TOKEN:0:10}"; sleep 0.3; printf "%s\\n" "${TOOL_TOKEN:10}"'
+    )
     with FakeLLM() as own, FakeLLM() as workers:
         own.script(tool_call("bash", {"command": script}), text("done"))
         with server.client() as c:
@@ -47,5 +52,9 @@ def test_the_provider_key_and_the_bash_tool_get_the_agents_secrets(
 
     assert task["status"] == "completed", task
     assert auth == [f"Bearer {provider_key}"] * 2 and workers.requests == []
-    assert output.splitlines() == ["token [redacted]", hashlib.sha256(tool_token.encode()).hexdigest()]
+    assert output.splitlines() == [
+        "token [redacted]",
+        hashlib.sha256(tool_token.encode()).hexdigest(),
+        "cut [redacted]",
+    ]
     assert tool_token not in stored and provider_key not in stored
