@@ -49,6 +49,8 @@ def test_set_from_stdin_list_and_delete(server_factory: Any, db_url: str) -> Non
         assert c.post(f"/tasks/{tid}/secrets", json={"token": token}).json()["values"] == {
             "DEPLOY_TOKEN": value
         }
+    shown = cli(server, "agents", "get", "a")
+    assert "secrets" in shown.stdout and "DEPLOY_TOKEN" in shown.stdout and value not in shown.stdout
 
 
 def test_errors_name_the_problem(server_factory: Any, db_url: str) -> None:
