@@ -31,6 +31,7 @@ from board_api.metrics import Metrics
 from board_api.plugins import ChatFactory, Plugin
 from board_api.routes import catalog, ops, schedules, streams, tasks, workers
 from board_api.routes import chat as chat_routes
+from board_api.routes.secrets import SecretStore
 from board_api.state import BoardState, state_of
 from kernel import __version__, errors
 from kernel.llm import close_clients as close_llm_clients
@@ -109,6 +110,7 @@ def create_app(
     for its embedded worker (worker scope). `plugins` (MCP, Slack) and `chat` (the meta
     agent) come from the entry point: `cli.compose.create_app` is the whole control plane."""
     plugins = [HookCallbacks(settings), *plugins]  # webhooks in: routes and result callbacks
+    plugins.insert(0, SecretStore(settings))  # named secrets: routes, masking of stored values
     app = FastAPI(
         title="meta-agent control plane",
         version=__version__,

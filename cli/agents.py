@@ -81,6 +81,7 @@ def get_agent(
         ("timeout", "timeout_seconds"),
         ("risky", "risky"),
         ("tools", "tools"),
+        ("secrets", "secrets"),
         ("mcp servers", "mcp_servers"),
         ("policy", "policy"),
         ("instructions", "instructions"),

@@ -20,6 +20,7 @@ from cli.mcp import mcp
 from cli.ops import db_app, serve, worker_app
 from cli.queues import queues_app
 from cli.schedules import schedules_app
+from cli.secrets import secrets_app
 
 __all__ = ["app"]
 
@@ -78,6 +79,7 @@ app.add_typer(agents_app, name="agents")
 app.add_typer(queues_app, name="queues")
 app.add_typer(schedules_app, name="schedules")
 app.add_typer(keys_app, name="keys")
+app.add_typer(secrets_app, name="secrets")
 app.add_typer(hooks_app, name="hooks")
 app.add_typer(worker_app, name="worker")
 app.command("mcp")(mcp)

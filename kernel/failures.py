@@ -54,6 +54,7 @@ _TABLE: dict[str, tuple[str, tuple[str, ...]]] = {
             "sandbox_unavailable",
             "command_not_found",
             "mcp_unavailable",
+            "missing_secret",
         ),
     ),
     "tool_error": ("Tool error", ("tool_error", "command_failed", "runtime_error", "invalid_result")),
@@ -122,6 +123,7 @@ _BY_CODE: dict[str, str] = {
     "model_not_found": "Check the agent's model name, then retry",
     "model_not_configured": "Set the agent's model, then retry",
     "command_not_found": "Install the command on the worker's machine, then retry",
+    "missing_secret": "Set the secret (`meta-agent secrets set`) or the worker's variable, then retry",
     "max_tokens": "Raise max_tokens in the agent's provider settings, or ask for a shorter answer",
     "context_overflow": "Shorten the prompt or use a model with a larger context, then retry",
 }

@@ -84,6 +84,11 @@ class Settings(BaseSettings):
         default="nobody", description="the user agents' processes run as when the worker is root"
     )
     examples: str | None = Field(default=None, description="YAML file of agents/queues to load at start")
+    secret_key: str | None = Field(
+        default=None,
+        description="Fernet key(s) encrypting stored secrets (comma-separated: the first encrypts, "
+        "all decrypt); unset: only env-referenced secrets (store/secrets.py)",
+    )
 
     mcp_state_keys: list[str] = Field(
         default=[], description="secrets sealing MCP elicitation state; the same on every replica (JSON list)"
@@ -157,6 +162,7 @@ class Settings(BaseSettings):
             self.slack_api_key,
             None if password is None else unquote(password),
             *self.mcp_state_keys,
+            *(self.secret_key or "").split(","),
         )
 
     def open_mode_allowed(self) -> bool:

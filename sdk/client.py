@@ -58,6 +58,7 @@ from sdk.resources import (
     Workers,
 )
 from sdk.schemas import EventOut, StreamEnd, TaskOut
+from sdk.secret_api import Secrets
 from sdk.transport import (
     API,
     DEFAULT_URL,
@@ -242,6 +243,7 @@ class ControlPlaneClient(_Base):
         self.hooks = Hooks[Blocking](send)
         self.board = Board[Blocking](send)
         self.schedules = Schedules[Blocking](send)
+        self.secrets = Secrets[Blocking](send)
 
     def _send(self, call: Call[T]) -> T:
         try:
@@ -311,6 +313,7 @@ class AsyncControlPlaneClient(_Base):
         self.hooks = Hooks[Async](send)
         self.board = Board[Async](send)
         self.schedules = Schedules[Async](send)
+        self.secrets = Secrets[Async](send)
         self.worker = WorkerApi[Async](send, margin=max(timeout, 5.0))
 
     async def _send(self, call: Call[T]) -> T:

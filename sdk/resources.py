@@ -42,6 +42,7 @@ from sdk.schemas import (
     WorkerList,
     WorkerOut,
 )
+from sdk.secrets import TaskSecretsOut
 from sdk.transport import API, clean, json_object, seg
 
 T = TypeVar("T")
@@ -516,6 +517,10 @@ class WorkerApi(_Resource[M]):
     @endpoint
     def checkpoint(self, task_id: str, token: str, checkpoint: Any) -> Call[dict[str, bool]]:
         return self._task(task_id, "checkpoint", {"token": token, "checkpoint": checkpoint}, _flags)
+
+    @endpoint
+    def secrets(self, task_id: str, token: str) -> Call[TaskSecretsOut]:  # the agent's (worker.secrets)
+        return self._task(task_id, "secrets", {"token": token}, TaskSecretsOut.model_validate)
 
     @endpoint
     def put_artifact(

@@ -18,6 +18,7 @@ from pydantic import (
 
 from kernel import failures
 from kernel.statuses import TaskStatus
+from sdk.secrets import SecretNames
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 # Database integers are 64-bit signed (SQLite, BIGINT) and `tasks.attempt` is 32-bit: bound
@@ -326,6 +327,7 @@ class AgentIn(Strict):
     mcp_servers: list[dict[str, Any]] = []
     policy: AgentPolicy = AgentPolicy()
     provider: AgentProvider = AgentProvider()
+    secrets: SecretNames = []
     default_queue: Name | None = None
     timeout_seconds: int = Field(default=600, ge=1, le=7 * 24 * 3600)
     risky: bool = False
@@ -343,6 +345,7 @@ class AgentPatch(Strict):
     mcp_servers: list[dict[str, Any]] | None = None
     policy: AgentPolicy | None = None
     provider: AgentProvider | None = None
+    secrets: SecretNames | None = None
     default_queue: Name | None = None
     timeout_seconds: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
     risky: bool | None = None
@@ -361,6 +364,7 @@ class AgentOut(BaseModel):
     mcp_servers: list[dict[str, Any]]
     policy: dict[str, Any]
     provider: dict[str, Any]
+    secrets: list[str] = []
     default_queue: str | None
     timeout_seconds: int
     risky: bool

@@ -14,6 +14,7 @@ from sqlmodel import col, select
 
 from kernel import errors
 from kernel.argv import embedded
+from store import secrets
 from store.db import Tx
 from store.models import Agent, Task, TaskStatus, Team, Worker, WorkerQueue, utcnow
 
@@ -110,6 +111,7 @@ async def list_agents(session: AsyncSession, q: str | None = None) -> list[Agent
 
 async def create_agent(tx: Tx, agent: Agent) -> Agent:
     _check_agent(agent)
+    await secrets.check_names(tx.session, agent.secrets or [])
     if agent.default_queue:
         await get_queue(tx.session, agent.default_queue)
     tx.session.add(agent)
@@ -127,6 +129,7 @@ async def update_agent(tx: Tx, key: str, changes: dict[str, Any]) -> Agent:
         setattr(agent, k, v)
     agent.updated_at = utcnow()
     _check_agent(agent)
+    await secrets.check_names(tx.session, agent.secrets or [])
     if agent.default_queue:
         await get_queue(tx.session, agent.default_queue)
     try:

@@ -130,6 +130,7 @@ class Agent(Table, table=True):
     mcp_servers: list[dict[str, Any]] = _json([])
     policy: dict[str, Any] = _json({})
     provider: dict[str, Any] = _json({})  # how an llm agent calls its model (no keys: names)
+    secrets: list[str] = _json([])  # names of store.secret_models.Secret its processes get
     default_queue: str | None = None
     timeout_seconds: int = 600
     risky: bool = False

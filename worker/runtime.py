@@ -100,6 +100,9 @@ class TaskContext:
     # The worker's AsyncControlPlaneClient, for runtimes that act on other tasks (a team
     # coordinator's delegations); None when the runtime runs outside a worker.
     client: AsyncControlPlaneClient | None = None
+    # The named secrets the agent lists (worker.secrets), by name: they reach its processes
+    # as environment variables, and only them.
+    secrets: dict[str, str] = field(default_factory=dict[str, str])
 
     @property
     def id(self) -> str:

@@ -26,6 +26,7 @@ from sdk.resources import Async
 from sdk.schemas import ReportOut
 from worker.batcher import EventBatcher
 from worker.runtime import InputRequested, Outcome, Runtime, TaskContext, TaskFailed, get_runtime
+from worker.secrets import Masker, fetch
 
 __all__ = ["CANCEL_GRACE", "HeldTask", "Lost"]
 
@@ -74,6 +75,7 @@ class HeldTask:
         self.abort: str | None = None  # None | "lost" | "release"
         self.finished = False  # completed or failed: the workspace can go
         self.batcher = EventBatcher(self._post_events)
+        self.mask = Masker()  # the task's secret values, out of everything sent (worker.secrets)
         self.ctx = TaskContext(
             task=task,
             agent=item.get("agent") or {},
@@ -129,7 +131,7 @@ class HeldTask:
 
     async def _post_events(self, events: list[dict[str, Any]], phase: str | None = None) -> None:
         try:
-            answer = await self.call(self.api.post_events, events, phase=phase)
+            answer = await self.call(self.api.post_events, self.mask.data(events), phase=phase)
         except ApiError as exc:  # refused outright (too big, a reserved kind): not worth the task
             log.warning("task %s: %d events refused: %s", self.id, len(events), exc)
             return
@@ -139,7 +141,7 @@ class HeldTask:
     async def _put_artifact(self, name: str, content: bytes, media_type: str) -> object:
         await self.batcher.flush()  # the events before the artifact come first in the log
         try:
-            return await self.call(self.api.put_artifact, name, content, media_type)
+            return await self.call(self.api.put_artifact, name, self.mask.bytes(content), media_type)
         except ApiError as exc:
             self.batcher.add(
                 "log", {"level": "warning", "message": f"artifact {name} was refused: {exc.detail}"}
@@ -148,7 +150,7 @@ class HeldTask:
 
     async def _checkpoint(self, data: Any) -> None:
         await self.batcher.flush()
-        await self.call(self.api.checkpoint, data)
+        await self.call(self.api.checkpoint, self.mask.data(data))
 
     async def run(self) -> None:
         """Run the task and report its end (`finished` says whether it reached a final state)."""
@@ -171,6 +173,12 @@ class HeldTask:
             runtime = self.runtimes.get(name) or get_runtime(name)
         except TaskFailed as exc:
             return exc
+        if ctx.agent.get("secrets"):
+            try:
+                ctx.secrets = await fetch(lambda: self.call(self.api.secrets))
+            except (TaskFailed, ApiError) as exc:
+                return exc if isinstance(exc, TaskFailed) else TaskFailed("missing_secret", exc.detail)
+            self.mask = Masker(ctx.secrets.values())
         runner = asyncio.create_task(runtime.run(ctx))
         stop = asyncio.create_task(ctx.cancelled.wait())
         try:
@@ -202,13 +210,13 @@ class HeldTask:
 
     async def _report(self, outcome: Outcome | BaseException) -> None:
         api = self.api
-        events = await self.batcher.drain()
+        events = self.mask.data(await self.batcher.drain())
         if isinstance(outcome, Outcome):
             await self._final("complete", outcome.result, usage=outcome.usage, events=events)
         elif isinstance(outcome, InputRequested) and not (self.ctx.cancelled.is_set() and self.abort is None):
             checkpoint = outcome.checkpoint if outcome.checkpoint is not None else self.ctx.checkpoint
             kw = {"choices": outcome.choices, "key": outcome.key, "checkpoint": checkpoint, "events": events}
-            await self._final("request-input", outcome.question, **kw)
+            await self._final("request-input", self.mask.text(outcome.question), **self.mask.data(kw))
         elif self.abort == "release":
             await self.call(api.release, events=events)
             log.info("task %s: released back to the queue", self.id)
@@ -248,6 +256,7 @@ class HeldTask:
     async def _complete(
         self, result: Any, usage: dict[str, Any] | None, events: list[dict[str, Any]]
     ) -> None:
+        result = self.mask.data(result)
         if self.reporter is None:
             await self.call(self.api.complete, result, usage=usage, events=events)
             return
@@ -257,6 +266,7 @@ class HeldTask:
         await self._send(body)
 
     async def _fail(self, code: str, message: str, events: list[dict[str, Any]] | None) -> None:
+        message = self.mask.text(message)
         if self.reporter is None:
             await self.call(self.api.fail, code, message, events=events)
             return

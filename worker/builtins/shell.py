@@ -42,6 +42,7 @@ class _Collect:
         self.streamed = 0
 
     async def pump(self, reader: asyncio.StreamReader, _stream: str) -> None:
+        carry = ""
         while chunk := await reader.read(65536):
             text = chunk.decode("utf-8", "replace")
             # The model sees head and tail; keep a bounded amount of both.
@@ -51,7 +52,21 @@ class _Collect:
                 self.size -= len(self.parts.pop(1))
             if self.streamed < STREAM_OUTPUT_BYTES:
                 self.streamed += len(chunk)
-                self.env.output(text)
+                if self.env.ctx.secrets:  # a value cut by two reads would slip past the mask
+                    text, carry = _whole_lines(carry + text)
+                if text:
+                    self.env.output(text)
+        if carry:
+            self.env.output(carry)
+
+
+def _whole_lines(text: str, hold: int = 65536) -> tuple[str, str]:
+    """`text` up to its last newline, and the rest to send with the next read (all of it once
+    the rest is longer than `hold`: an endless line still streams)."""
+    cut = text.rfind("\n") + 1
+    if cut == 0:
+        return ("", text) if len(text) <= hold else (text, "")
+    return text[:cut], text[cut:]
 
 
 class Bash:
@@ -87,6 +102,7 @@ class Bash:
         ctx.workspace.mkdir(parents=True, exist_ok=True)
         variables = base_environment(self._base_env)
         variables.update(TASK_ID=ctx.id, TASK_WORKSPACE=str(ctx.workspace))
+        variables.update(ctx.secrets)  # the agent's named secrets (worker.secrets)
         out = _Collect(env)
         # Cancellation reaches us as asyncio cancellation (the loop races every tool against
         # the task's cancel); run_in_group then kills the whole group at once.

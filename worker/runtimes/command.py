@@ -166,7 +166,7 @@ class CommandRuntime:
         return render_argv([str(arg) for arg in template], values), params
 
     def environment(self, ctx: TaskContext, params: Mapping[str, Any]) -> dict[str, str]:
-        """Allow-listed variables of the worker plus PARAM_* and TASK_*; nothing else leaks."""
+        """Allow-listed variables of the worker, PARAM_*, TASK_* and the agent's secrets; nothing else."""
         env = base_environment(self._base_env)
         env.update({env_name(k): _text(v) for k, v in params.items()})
         env.update(
@@ -175,6 +175,7 @@ class CommandRuntime:
             TASK_WORKSPACE=str(ctx.workspace),
             TASK_ARTIFACTS=str(ctx.workspace / "artifacts"),
         )
+        env.update(ctx.secrets)  # the agent's named secrets (worker.secrets)
         return env
 
     async def run(self, ctx: TaskContext) -> Outcome:

@@ -105,11 +105,13 @@ class LlmRuntime:
         if unknown:
             ctx.emit("log", {"level": "warning", "message": f"unknown tools ignored: {', '.join(unknown)}"})
         tools = {n: t for n, t in toolkit(names).items() if policy.allows_tool(n)}
+        # The agent's named secrets can hold its provider key (`provider.api_key_env`).
+        environ = {**self.environ, **ctx.secrets} if ctx.secrets else self.environ
         defaults = keyless(
-            ProviderConfig(model, self.api_base, self.api_key, self.retries, self.backoff), self.environ
+            ProviderConfig(model, self.api_base, self.api_key, self.retries, self.backoff), environ
         )
         try:
-            config = with_agent_provider(defaults, ctx.agent.get("provider"), self.environ)
+            config = with_agent_provider(defaults, ctx.agent.get("provider"), environ)
         except KeyMissing as exc:
             raise TaskFailed("provider_key_missing", str(exc)) from None
         # Importing litellm takes seconds; in a thread, the worker's heartbeats keep going.
