@@ -28,13 +28,14 @@ from board_api.hostguard import HostGuard, HostRule
 from board_api.limits import ConnectionLimiter
 from board_api.metrics import Metrics
 from board_api.plugins import ChatFactory, Plugin
+from board_api.routes import audit as audit_routes
 from board_api.routes import catalog, ops, schedules, streams, tasks, workers
 from board_api.routes import chat as chat_routes
 from board_api.state import BoardState, state_of
 from kernel import __version__, errors
 from kernel.llm import close_clients as close_llm_clients
 from kernel.settings import Settings
-from store import artifacts
+from store import artifacts, retention
 from store import schedules as schedule_service
 from store import tasks as task_service
 from store.auth import Gate
@@ -119,6 +120,7 @@ def create_app(
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, artifact_limit=settings.max_artifact_bytes)
     app.add_middleware(HostGuard, rule=HostRule.of(settings))  # outermost: before any body is read
 
+    app.include_router(audit_routes.router, prefix="/api/v1")  # before tasks: /tasks/export
     for r in (catalog.router, tasks.router, streams.router, workers.router, ops.router, chat_routes.router):
         app.include_router(r, prefix="/api/v1")
     app.include_router(schedules.router, prefix="/api/v1")
@@ -179,6 +181,8 @@ def _lifespan(
         limits = {"max_prompt_chars": settings.max_prompt_chars, "max_attempts": settings.max_attempts}
         ticker = asyncio.create_task(schedule_service.run_ticker(database, stopping, limits=limits))
         background.append(ticker)
+        days, every = settings.retention_days, settings.retention_interval
+        background.append(asyncio.create_task(retention.run_pruner(database, days, stopping, every)))
         state.chat = chat(database) if chat is not None else None
         try:
             async with contextlib.AsyncExitStack() as running:
