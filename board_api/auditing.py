@@ -4,7 +4,7 @@ and records in its own transaction.
 The actor is the caller's credential: a key (by its name), the open loopback server's
 anonymous caller, or `serve`'s embedded worker. The source is the surface it came through:
 the SDK sends `X-Meta-Agent-Source` (cli, mcp, slack, meta_agent...), the board sends
-`board`; anything else is `api`. A task's own `source` field overrides it for task.create.
+`board`; anything else is `api`, and then a new task's own `source` field names it.
 """
 
 from __future__ import annotations

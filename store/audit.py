@@ -56,8 +56,11 @@ class Actor:
     source: str = "api"
 
     def via(self, source: str | None) -> Actor:
-        """The same actor, acting through `source` when one is known."""
-        return self if not source or source == self.source else Actor(self.name, self.kind, source[:32])
+        """The same actor, acting through `source` (a task's own) when the request named no
+        surface of its own (`api`)."""
+        if not source or self.source != "api":
+            return self
+        return Actor(self.name, self.kind, source[:32])
 
 
 # The control plane itself (the retention pruner).
