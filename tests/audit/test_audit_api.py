@@ -79,7 +79,9 @@ def test_actions_are_recorded_with_their_actor_admin_only(server: LiveServer) ->
         assert admin.get("/audit", params={"since": future}).json()["items"] == []
         page = admin.get("/audit", params={"limit": 2}).json()
         nxt = admin.get("/audit", params={"limit": 2, "cursor": page["next_cursor"]}).json()
-        assert [e["id"] for e in page["items"]] + [e["id"] for e in nxt["items"]] == [e["id"] for e in items[:4]]
+        assert [e["id"] for e in page["items"]] + [e["id"] for e in nxt["items"]] == [
+            e["id"] for e in items[:4]
+        ]
 
         problem(admin.get("/audit", params={"limit": 201}), 422, "validation_error")
         problem(admin.get("/audit", params={"since": future, "until": "2020-01-01"}), 422, "invalid_range")
@@ -96,7 +98,17 @@ def test_exports_stream_jsonl_and_csv(server: LiveServer) -> None:
         r = c.get("/audit/export", params={"format": "csv", "action": "task.*"})
         assert r.headers["content-type"].startswith("text/csv")
         rows = list(csv.reader(io.StringIO(r.text)))
-        assert rows[0] == ["id", "at", "actor", "actor_kind", "source", "action", "target_kind", "target_id", "details"]
+        assert rows[0] == [
+            "id",
+            "at",
+            "actor",
+            "actor_kind",
+            "source",
+            "action",
+            "target_kind",
+            "target_id",
+            "details",
+        ]
         assert [row[5] for row in rows[1:]] == ["task.create", "task.cancel"]
         assert json.loads(rows[1][8])["agent"] == "echo"
         problem(c.get("/audit/export", params={"format": "xml"}), 422, "validation_error")

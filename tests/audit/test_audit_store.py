@@ -43,7 +43,12 @@ async def test_a_record_commits_with_its_action_or_not_at_all(db: Database) -> N
             tx, ALICE, "task.create", "task", task.id, {"api_key": "sk-live-1234567890", "note": "n" * 900}
         )
     (entry,) = await _entries(db)
-    assert (entry.actor, entry.actor_kind, entry.source, entry.action) == ("alice", "key", "cli", "task.create")
+    assert (entry.actor, entry.actor_kind, entry.source, entry.action) == (
+        "alice",
+        "key",
+        "cli",
+        "task.create",
+    )
     assert (entry.target_kind, entry.target_id) == ("task", task.id)
     assert entry.details["api_key"] == MASK  # a credential never lands in the log
     assert len(entry.details["note"]) == audit.MAX_DETAIL_CHARS + 1  # shortened, with "…"
