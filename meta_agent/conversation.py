@@ -261,7 +261,10 @@ class PreparedTurn:
 
     async def _audit(self, tx: Tx, decision: Decision, plan: dict[str, Any]) -> None:
         who = decision.by or self.requested_by or "anonymous"
-        actor = Actor(who, "slack" if self.source == "slack" else "person", self.source)
+        if self.source == "slack":  # a Slack user id, named as the Slack actions name it
+            actor = Actor(who if who.startswith("slack:") else f"slack:{who}", "slack", "slack")
+        else:
+            actor = Actor(who, "person", self.source)
         details = {"approval_id": decision.approval_id, "tool": plan.get("tool"), "reason": decision.reason}
         action = "plan.approve" if decision.approve else "plan.reject"
         await record(tx, actor, action, "conversation", self.conversation_id, details)
