@@ -125,7 +125,8 @@ def id_floor(at: datetime) -> str:
     """The smallest UUIDv7 string of the millisecond `at`: ids sort by creation time, and an
     id is never older than its row's `at` (store.ids never goes backwards), so `id >= this`
     keeps every row with `at >= at` and turns a `since` into a primary-key range."""
-    h = f"{int(at.timestamp() * 1000) & 0xFFFF_FFFF_FFFF:012x}"
+    ms = min(max(int(at.timestamp() * 1000), 0), 0xFFFF_FFFF_FFFF)  # before 1970: no bound
+    h = f"{ms:012x}"
     return f"{h[:8]}-{h[8:12]}"
 
 

@@ -24,6 +24,7 @@ from fastapi.responses import StreamingResponse
 
 from board_api import wire
 from board_api.deps import Admin, DbDep, Viewer
+from kernel import errors
 from sdk.audit import CSV_COLUMNS, AuditOut, AuditPage
 from sdk.schemas import TaskPage
 from store import audit, history
@@ -43,7 +44,10 @@ StatusQ = Annotated[list[str] | None, Query(description="one or more statuses (r
 def _utc(value: datetime | None) -> datetime | None:
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before the first representable instant
+        raise errors.Invalid(f"{value.isoformat()} is out of range", code="invalid_time") from None
 
 
 def _filter(

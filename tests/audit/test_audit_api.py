@@ -145,3 +145,15 @@ def test_the_control_plane_prunes_old_finished_tasks(server_factory, db_url: str
         (entry,) = c.get("/audit", params={"action": "retention.prune"}).json()["items"]
         assert entry["details"]["tasks"] == 1 and entry["details"]["retention_days"] == 7
         assert entry["actor_kind"] == "system"
+
+
+def test_edge_times_are_answered_not_crashed_on(server: LiveServer) -> None:
+    with server.client() as c:
+        seed(c)
+        t = c.post("/tasks", json={"agent": "echo", "prompt": "x"}).json()
+        ids = lambda r: [x["id"] for x in r.json()["items"]]  # noqa: E731
+        assert ids(c.get("/tasks/history", params={"since": "0001-01-01T00:00:00Z"})) == [t["id"]]
+        assert ids(c.get("/tasks/history", params={"until": "9999-12-31T23:59:59Z"})) == [t["id"]]
+        problem(c.get("/audit", params={"since": "0001-01-01T00:00:00+01:00"}), 422, "invalid_time")
+        problem(c.get("/tasks/export", params={"since": "not a time"}), 422, "validation_error")
+        problem(c.get("/tasks/history", params={"cursor": "zz"}), 422, "invalid_cursor")
