@@ -16,24 +16,14 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from board_api.deps import principal
-from store.audit import Actor
-from store.auth import EMBEDDED_WORKER, OPEN, Principal
+from store.audit import Actor, actor_of
+from store.auth import Principal
 from store.models import Task
 
 __all__ = ["SOURCE_HEADER", "Who", "actor_of", "change", "task_details", "who"]
 
 SOURCE_HEADER = "X-Meta-Agent-Source"
 _SOURCE = re.compile(r"[a-z][a-z0-9_-]{0,31}")
-
-
-def actor_of(p: Principal, source: str = "api") -> Actor:
-    if p == OPEN:
-        kind = "open"
-    elif p == EMBEDDED_WORKER:
-        kind = "embedded_worker"
-    else:
-        kind = "key"
-    return Actor(p.name, kind, source)
 
 
 async def who(request: Request, p: Annotated[Principal, Depends(principal)]) -> Actor:

@@ -25,6 +25,7 @@ from sqlmodel import col
 from kernel import errors
 from kernel.redact import redact_data
 from store.audit_models import AuditEntry
+from store.auth import EMBEDDED_WORKER, OPEN, Principal
 from store.db import Database, Tx
 from store.ids import new_id
 from store.models import utcnow
@@ -33,6 +34,7 @@ __all__ = [
     "SYSTEM",
     "Actor",
     "AuditFilter",
+    "actor_of",
     "check_range",
     "id_floor",
     "iter_entries",
@@ -65,6 +67,19 @@ class Actor:
 
 # The control plane itself (the retention pruner).
 SYSTEM = Actor("control-plane", "system", "control_plane")
+
+
+def actor_of(p: Principal, source: str = "api") -> Actor:
+    """A caller's credential as an actor: a key by its name, the open server's anonymous
+    caller, `serve`'s embedded worker."""
+    if p == OPEN:
+        kind = "open"
+    elif p == EMBEDDED_WORKER:
+        kind = "embedded_worker"
+    else:
+        kind = "key"
+    return Actor(p.name, kind, source)
+
 
 _table = AuditEntry.__table__
 _INSERT = sa.insert(_table)
