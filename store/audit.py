@@ -24,6 +24,7 @@ from sqlmodel import col
 
 from kernel import errors
 from kernel.redact import redact_data
+from store import fastpath
 from store.audit_models import AuditEntry
 from store.auth import EMBEDDED_WORKER, OPEN, Principal
 from store.db import Database, Tx
@@ -81,8 +82,7 @@ def actor_of(p: Principal, source: str = "api") -> Actor:
     return Actor(p.name, kind, source)
 
 
-_table = AuditEntry.__table__
-_INSERT = sa.insert(_table)
+assert fastpath.AUDIT_COLS == tuple(c.name for c in AuditEntry.__table__.c)
 
 
 def _compact(value: Any) -> Any:
@@ -106,22 +106,23 @@ async def record(
     target_id: str | None = None,
     details: Mapping[str, Any] | None = None,
 ) -> str:
-    """Append one entry in `tx`; its id."""
+    """Append one entry in `tx`; its id. A plain prepared INSERT on the transaction's own
+    connection (store.fastpath), paid by every task creation: a serial loop of creates
+    measured +140 µs per create with it on SQLite (+230 µs through a SQLAlchemy Core
+    insert), +290 µs on a local PostgreSQL (+450 µs)."""
     entry_id = new_id()
-    await tx.execute(
-        _INSERT,
-        {
-            "id": entry_id,
-            "at": utcnow(),
-            "actor": actor.name[:200],
-            "actor_kind": actor.kind[:32],
-            "source": actor.source[:32],
-            "action": action,
-            "target_kind": target_kind,
-            "target_id": None if target_id is None else target_id[:200],
-            "details": redact_data(_compact(dict(details or {}))),
-        },
+    row = (
+        entry_id,
+        utcnow(),
+        actor.name[:200],
+        actor.kind[:32],
+        actor.source[:32],
+        action,
+        target_kind,
+        None if target_id is None else target_id[:200],
+        redact_data(_compact(dict(details or {}))),
     )
+    await fastpath.insert_audit(tx, row)
     return entry_id
 
 

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from store.db import Tx
 from store.models import Task, TaskEvent, UTCDateTime
 
-__all__ = ["claim", "insert_events", "insert_task", "update_task"]
+__all__ = ["AUDIT_COLS", "claim", "insert_audit", "insert_events", "insert_task", "update_task"]
 
 _tasks = Task.__table__
 COLS: tuple[str, ...] = tuple(c.name for c in _tasks.c)
@@ -217,3 +217,18 @@ async def update_task(
     params.extend(sorted(queues))
     rows = await d.fetch(sql, params)
     return d.load(rows[0]) if rows else None
+
+
+# The audit log's row (store/audit.py), written beside every task creation.
+AUDIT_COLS = ("id", "at", "actor", "actor_kind", "source", "action", "target_kind", "target_id", "details")
+
+
+async def insert_audit(tx: Tx, row: Sequence[Any]) -> None:
+    """One `audit_log` row, its values in `AUDIT_COLS` order."""
+    d = await _driver(tx)
+    key = ("insert_audit", d.ph)
+    sql = _SQL.get(key)
+    if sql is None:
+        cols, marks = ", ".join(AUDIT_COLS), ", ".join("?" for _ in AUDIT_COLS)
+        sql = _SQL[key] = _sql(d, f"INSERT INTO audit_log ({cols}) VALUES ({marks})")
+    await d.run(sql, [row[0], d.time(row[1]), *row[2:8], d.json(row[8])])
