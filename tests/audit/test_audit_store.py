@@ -11,9 +11,10 @@ import sqlalchemy as sa
 
 from kernel import errors
 from kernel.redact import MASK
-from store import audit, retention, tasks
+from store import audit, retention, tasks, work
 from store.audit_models import AuditEntry
 from store.db import Database
+from store.leases import Lease
 from store.models import Artifact, ArtifactChunk, Task, TaskEvent, utcnow
 from tests.audit.helpers import finished_days_ago, new_task, seed_catalog
 
@@ -97,11 +98,17 @@ async def test_prune_deletes_old_finished_tasks_in_batches_and_spares_unfinished
     await seed_catalog(db)
     old_done = [(await new_task(db, f"old {i}", cancel=True)).id for i in range(5)]
     recent_done = (await new_task(db, "recent", cancel=True)).id
-    old_pending = (await new_task(db, "still waiting")).id
+    running, asking = (await new_task(db, "running")).id, (await new_task(db, "asking")).id
+    async with db.tx() as tx:
+        claimed = {c.task.id: c.token for c in await work.claim_tasks(tx, "q1", "w1", 10, 60)}
+    async with db.tx() as tx:
+        await work.request_input(tx, asking, Lease(claimed[asking]), question="which one?")
+    old_pending = (await new_task(db, "still waiting")).id  # after the claim: it stays pending
     finished_days_ago(db_url, old_done, 40)
     finished_days_ago(db_url, [recent_done], 5)
-    # An unfinished task with an old finished_at (never the case, but the rule is the status).
-    finished_days_ago(db_url, [old_pending], 40)
+    # Unfinished tasks with an old finished_at (never the case, but the rule is the status).
+    unfinished = [old_pending, running, asking]
+    finished_days_ago(db_url, unfinished, 40)
     art_id = "a-" + old_done[0][:30]
     async with db.tx() as tx:
         await tx.execute(sa.insert(ArtifactChunk).values(artifact_id=art_id, idx=0, data=b"xx"))
@@ -116,8 +123,11 @@ async def test_prune_deletes_old_finished_tasks_in_batches_and_spares_unfinished
         events_left = set((await s.execute(sa.select(TaskEvent.task_id))).scalars().all())
         chunks = (await s.execute(sa.select(sa.func.count()).select_from(ArtifactChunk))).scalar_one()
         arts = (await s.execute(sa.select(sa.func.count()).select_from(Artifact))).scalar_one()
-    assert left == {recent_done, old_pending}
-    assert events_left <= left and old_pending in events_left
+    assert left == {recent_done, *unfinished}
+    async with db.read() as s:
+        statuses = {t: (await tasks.get_task(s, t)).status for t in unfinished}
+    assert statuses == {old_pending: "pending", running: "running", asking: "requires_input"}
+    assert events_left <= left and set(unfinished) <= events_left
     assert (chunks, arts) == (0, 0)
     batches = await _entries(db, action="retention.prune")
     assert sorted(e.details["tasks"] for e in batches) == [1, 2, 2]  # bounded batches, each recorded
