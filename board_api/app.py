@@ -29,6 +29,7 @@ from board_api.hotroutes import HotRoutes
 from board_api.limits import ConnectionLimiter
 from board_api.metrics import Metrics
 from board_api.plugins import ChatFactory, Plugin
+from board_api.routes import audit as audit_routes
 from board_api.routes import catalog, ops, schedules, streams, tasks, workers
 from board_api.routes import chat as chat_routes
 from board_api.routes.secrets import SecretStore
@@ -36,7 +37,7 @@ from board_api.state import BoardState, state_of
 from kernel import __version__, errors
 from kernel.llm import close_clients as close_llm_clients
 from kernel.settings import Settings
-from store import artifacts
+from store import artifacts, retention
 from store import schedules as schedule_service
 from store import tasks as task_service
 from store.auth import Gate
@@ -124,8 +125,10 @@ def create_app(
     app.add_middleware(HostGuard, rule=HostRule.of(settings))  # outermost: before any body is read
 
     # Routes are matched in order, one by one: the worker protocol and tasks (the hot path:
-    # a call per task) go first, so most requests stop looking after a few.
-    for r in (workers.router, tasks.router, catalog.router, streams.router, ops.router, chat_routes.router):
+    # a call per task) go first, so most requests stop looking after a few. The audit routes
+    # come before tasks' (`/tasks/export` is not a task id).
+    hot_first = (workers.router, audit_routes.router, tasks.router, catalog.router, streams.router)
+    for r in (*hot_first, ops.router, chat_routes.router):
         app.include_router(r, prefix="/api/v1")
     app.include_router(schedules.router, prefix="/api/v1")
     app.include_router(ops.ops)
@@ -185,6 +188,8 @@ def _lifespan(
         limits = {"max_prompt_chars": settings.max_prompt_chars, "max_attempts": settings.max_attempts}
         ticker = asyncio.create_task(schedule_service.run_ticker(database, stopping, limits=limits))
         background.append(ticker)
+        days, every = settings.retention_days, settings.retention_interval
+        background.append(asyncio.create_task(retention.run_pruner(database, days, stopping, every)))
         state.chat = chat(database) if chat is not None else None
         try:
             async with contextlib.AsyncExitStack() as running:

@@ -24,6 +24,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from board_api import errors as problems
+from board_api.auditing import who
 from board_api.deps import AUTHENTICATED, Principal
 from board_api.routes import tasks as task_routes
 from board_api.routes import workers as worker_routes
@@ -45,7 +46,8 @@ async def _create(body: BaseModel, request: Request, p: Principal, _: str) -> Re
     lease_token = request.headers.get("x-lease-token")
     if lease_token is not None and len(lease_token) > 128:
         raise _Unusual
-    return await task_routes.create_task(body, state.db, state.settings, p, lease_token)
+    actor = await who(request, p)
+    return await task_routes.create_task(body, state.db, state.settings, p, actor, lease_token)
 
 
 async def _exchange(body: BaseModel, request: Request, p: Principal, queue: str) -> Response:

@@ -12,6 +12,7 @@ import typer
 from typer.core import TyperGroup
 
 from cli.agents import agents_app
+from cli.audit import audit_app, export_executions
 from cli.common import DEFAULT_URL, State, is_api_error, report_api_error, state
 from cli.executions import chat, exec_app, execution_app
 from cli.hooks import hooks_app
@@ -81,6 +82,8 @@ app.add_typer(schedules_app, name="schedules")
 app.add_typer(keys_app, name="keys")
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(hooks_app, name="hooks")
+app.add_typer(audit_app, name="audit")
+execution_app.command("export")(export_executions)
 app.add_typer(worker_app, name="worker")
 app.command("mcp")(mcp)
 app.add_typer(db_app, name="db")

@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=30.0, description="how long a claim lasts without a heartbeat")
     max_attempts: int = Field(default=3, description="claims a task gets before lost leases fail it")
     reaper_interval: float = 1.0
+    # Retention (store/retention.py): 0 keeps finished tasks forever.
+    retention_days: int = Field(
+        default=0,
+        ge=0,
+        le=36_500,
+        description="delete finished tasks (with events, artifacts) older than this",
+    )
+    retention_interval: float = Field(default=3600.0, gt=0, description="seconds between retention rounds")
     max_prompt_chars: int = 100_000
     max_body_bytes: int = 2_000_000
     max_artifact_bytes: int = 10_000_000

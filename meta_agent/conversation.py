@@ -32,7 +32,8 @@ from kernel import errors
 from kernel.chat import Decision, Emit, ModelNotConfigured, TurnResult
 from kernel.settings import Settings
 from store import conversations
-from store.db import Database
+from store.audit import Actor, record
+from store.db import Database, Tx
 
 __all__ = ["ConversationChat", "PreparedTurn", "prepare_turn"]
 
@@ -193,7 +194,7 @@ class PreparedTurn:
             result.error = {"code": "internal_error", "message": "the meta agent failed; it has been logged"}
         finally:
             # Stored also when cancelled (the person left mid-turn): shielded so it completes.
-            save = asyncio.ensure_future(self._save(history, added, agent))
+            save = asyncio.ensure_future(self._save(history, added, agent, decision, pending))
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(save)
             if not save.done():
@@ -237,7 +238,14 @@ class PreparedTurn:
                 decision = Decision(pending["approval_id"], False, by=self.requested_by, reason=self.message)
         return history, pending, decision
 
-    async def _save(self, history: list[dict[str, Any]], added: list[dict[str, Any]], agent: Any) -> None:
+    async def _save(
+        self,
+        history: list[dict[str, Any]],
+        added: list[dict[str, Any]],
+        agent: Any,
+        decision: Decision | None = None,
+        pending: dict[str, Any] | None = None,
+    ) -> None:
         if not added and self.message is not None:
             added.append({"role": "user", "content": self.message})
         async with self.db.tx() as tx:
@@ -248,6 +256,18 @@ class PreparedTurn:
                 agent.task_ids,
                 pending=agent.pending,
             )
+            if decision is not None:  # recorded with the turn that applied it
+                await self._audit(tx, decision, pending or {})
+
+    async def _audit(self, tx: Tx, decision: Decision, plan: dict[str, Any]) -> None:
+        who = decision.by or self.requested_by or "anonymous"
+        if self.source == "slack":  # a Slack user id, named as the Slack actions name it
+            actor = Actor(who if who.startswith("slack:") else f"slack:{who}", "slack", "slack")
+        else:
+            actor = Actor(who, "person", self.source)
+        details = {"approval_id": decision.approval_id, "tool": plan.get("tool"), "reason": decision.reason}
+        action = "plan.approve" if decision.approve else "plan.reject"
+        await record(tx, actor, action, "conversation", self.conversation_id, details)
 
 
 def _close_open_calls(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -41,6 +41,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from kernel import __version__
+from sdk.audit import Audit
 from sdk.resources import (
     Agents,
     Async,
@@ -187,6 +188,8 @@ class _Base:
         self.timeout = timeout
         self.source = source
         self._headers = {"User-Agent": f"meta-agent-sdk/{__version__}", "Accept": "application/json"}
+        # The surface this client speaks for (cli, mcp, slack...), for the audit log.
+        self._headers["X-Meta-Agent-Source"] = source
         if key:
             self._headers["Authorization"] = f"Bearer {key}"
 
@@ -244,6 +247,7 @@ class ControlPlaneClient(_Base):
         self.board = Board[Blocking](send)
         self.schedules = Schedules[Blocking](send)
         self.secrets = Secrets[Blocking](send)
+        self.audit = Audit[Blocking](send)
 
     def _send(self, call: Call[T]) -> T:
         try:
@@ -276,6 +280,17 @@ class ControlPlaneClient(_Base):
     def health(self) -> dict[str, str]:
         """`GET /healthz`."""
         return self._send(Call("GET", "/healthz", _health))
+
+    def download(self, path: str, params: dict[str, Any] | None = None) -> Iterator[bytes]:
+        """The body of a streamed GET (an export) in chunks, never all in memory."""
+        try:
+            with self._http.stream("GET", path, params=clean(params), timeout=self._stream_timeout()) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    raise error_from(resp)
+                yield from resp.iter_bytes()
+        except httpx.TransportError as exc:
+            raise transport_error(self.url, exc) from exc
 
     def close(self) -> None:
         self._http.close()
@@ -314,6 +329,7 @@ class AsyncControlPlaneClient(_Base):
         self.board = Board[Async](send)
         self.schedules = Schedules[Async](send)
         self.secrets = Secrets[Async](send)
+        self.audit = Audit[Async](send)
         self.worker = WorkerApi[Async](send, margin=max(timeout, 5.0))
 
     async def _send(self, call: Call[T]) -> T:

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from store.db import Tx
 from store.models import Agent, Task, TaskEvent, UTCDateTime
 
-__all__ = ["agents", "claim", "insert_events", "insert_task", "update_task"]
+__all__ = ["AUDIT_COLS", "agents", "claim", "insert_audit", "insert_events", "insert_task", "update_task"]
 
 
 class _Cols:
@@ -244,3 +244,18 @@ async def agents(tx: Tx, keys: Collection[str], *, by_id: bool = False) -> list[
         sql = _SQL[key] = _sql(d, f"SELECT {AGENTS.listed} FROM agents WHERE {where}")
     rows = await d.fetch(sql, [*keys, *keys] if by_id else keys)
     return [d.load(r, AGENTS) for r in rows]
+
+
+# The audit log's row (store/audit.py), written beside every task creation.
+AUDIT_COLS = ("id", "at", "actor", "actor_kind", "source", "action", "target_kind", "target_id", "details")
+
+
+async def insert_audit(tx: Tx, row: Sequence[Any]) -> None:
+    """One `audit_log` row, its values in `AUDIT_COLS` order."""
+    d = await _driver(tx)
+    key = ("insert_audit", d.ph)
+    sql = _SQL.get(key)
+    if sql is None:
+        cols, marks = ", ".join(AUDIT_COLS), ", ".join("?" for _ in AUDIT_COLS)
+        sql = _SQL[key] = _sql(d, f"INSERT INTO audit_log ({cols}) VALUES ({marks})")
+    await d.run(sql, [row[0], d.time(row[1]), *row[2:8], d.json(row[8])])

@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from board_api import wire
+from board_api.auditing import Who, change, task_details
 from board_api.deps import Admin, DbDep, Operator, SettingsDep, Viewer
 from kernel import errors
 from kernel.settings import Settings
@@ -26,6 +27,7 @@ from sdk.schemas import (
     WorkerList,
 )
 from store import catalog, tasks
+from store.audit import Actor, record
 from store.db import Database
 from store.models import Agent, Team, WorkerQueue
 
@@ -51,20 +53,26 @@ async def list_agents(db: DbDep, _: Viewer, q: str | None = None) -> AgentList:
 
 
 @router.post("/agents", response_model=AgentOut, status_code=201)
-async def create_agent(body: AgentIn, db: DbDep, _: Operator) -> AgentOut:
+async def create_agent(body: AgentIn, db: DbDep, _: Operator, who: Who) -> AgentOut:
     """Create an agent."""
+    fields = _agent_fields(body, partial=False)
     async with db.tx() as tx:
-        agent = await catalog.create_agent(tx, Agent(**_agent_fields(body, partial=False)))
+        agent = await catalog.create_agent(tx, Agent(**fields))
+        await record(tx, who, "agent.create", "agent", agent.name, fields)
     return wire.agent_out(agent)
 
 
 @router.put("/agents/{name}", response_model=AgentOut)
-async def apply_agent(name: str, body: AgentIn, db: DbDep, _: Operator, response: Response) -> AgentOut:
+async def apply_agent(
+    name: str, body: AgentIn, db: DbDep, _: Operator, who: Who, response: Response
+) -> AgentOut:
     """Create or replace the agent named in the path (declarative apply)."""
     if body.name != name:
         raise errors.Invalid(f"body name {body.name!r} differs from the path {name!r}", code="name_mismatch")
+    fields = _agent_fields(body, partial=False)
     async with db.tx() as tx:
-        agent, created = await catalog.upsert_agent(tx, _agent_fields(body, partial=False))
+        agent, created = await catalog.upsert_agent(tx, fields)
+        await record(tx, who, "agent.create" if created else "agent.apply", "agent", agent.name, fields)
     response.status_code = 201 if created else 200
     return wire.agent_out(agent)
 
@@ -77,23 +85,34 @@ async def get_agent(key: str, db: DbDep, _: Viewer) -> AgentOut:
 
 
 @router.patch("/agents/{key}", response_model=AgentOut)
-async def update_agent(key: str, body: AgentPatch, db: DbDep, _: Operator) -> AgentOut:
+async def update_agent(key: str, body: AgentPatch, db: DbDep, _: Operator, who: Who) -> AgentOut:
     """Change some fields of an agent."""
+    fields = _agent_fields(body, partial=True)
     async with db.tx() as tx:
-        agent = await catalog.update_agent(tx, key, _agent_fields(body, partial=True))
+        old = await catalog.get_agent(tx.session, key)
+        diff = change(old, fields)  # read before the update changes the same object
+        agent = await catalog.update_agent(tx, key, fields)
+        await record(tx, who, "agent.update", "agent", agent.name, diff)
     return wire.agent_out(agent)
 
 
 @router.delete("/agents/{key}", status_code=204)
-async def delete_agent(key: str, db: DbDep, _: Operator) -> Response:
+async def delete_agent(key: str, db: DbDep, _: Operator, who: Who) -> Response:
     """Delete an agent with no unfinished tasks."""
     async with db.tx() as tx:
         await catalog.delete_agent(tx, key)
+        await record(tx, who, "agent.delete", "agent", key)
     return Response(status_code=204)
 
 
 async def _execute(
-    db: Database, settings: Settings, body: ExecuteBody, *, agent: str | None = None, team: str | None = None
+    db: Database,
+    settings: Settings,
+    body: ExecuteBody,
+    who: Actor,
+    *,
+    agent: str | None = None,
+    team: str | None = None,
 ) -> ExecuteOut:
     new = tasks.NewTask(
         prompt=body.prompt,
@@ -108,15 +127,16 @@ async def _execute(
         task = await tasks.create_task(
             tx, new, max_prompt_chars=settings.max_prompt_chars, max_attempts=settings.max_attempts
         )
+        await record(tx, who.via(task.source), "task.create", "task", task.id, task_details(task))
     return ExecuteOut(execution_id=task.id, status=task.status, task=wire.task_out(task))
 
 
 @router.post("/agents/{key}/execute", response_model=ExecuteOut, status_code=201)
 async def execute_agent(
-    key: str, body: ExecuteBody, db: DbDep, settings: SettingsDep, _: Operator
+    key: str, body: ExecuteBody, db: DbDep, settings: SettingsDep, _: Operator, who: Who
 ) -> ExecuteOut:
     """Start an execution of an agent (Kubiya-compatible)."""
-    return await _execute(db, settings, body, agent=key)
+    return await _execute(db, settings, body, who, agent=key)
 
 
 @router.get("/teams", response_model=TeamList)
@@ -129,10 +149,11 @@ async def list_teams(db: DbDep, _: Viewer) -> TeamList:
 
 
 @router.post("/teams", response_model=TeamOut, status_code=201)
-async def create_team(body: TeamIn, db: DbDep, _: Operator) -> TeamOut:
+async def create_team(body: TeamIn, db: DbDep, _: Operator, who: Who) -> TeamOut:
     """Create a team of agents with a coordinator."""
     async with db.tx() as tx:
         team = await catalog.create_team(tx, Team(**body.model_dump()))
+        await record(tx, who, "team.create", "team", team.name, body.model_dump())
     return TeamOut.model_validate(team, from_attributes=True)
 
 
@@ -145,10 +166,10 @@ async def get_team(key: str, db: DbDep, _: Viewer) -> TeamOut:
 
 @router.post("/teams/{key}/execute", response_model=ExecuteOut, status_code=201)
 async def execute_team(
-    key: str, body: ExecuteBody, db: DbDep, settings: SettingsDep, _: Operator
+    key: str, body: ExecuteBody, db: DbDep, settings: SettingsDep, _: Operator, who: Who
 ) -> ExecuteOut:
     """Start an execution of a team (runs its coordinator)."""
-    return await _execute(db, settings, body, team=key)
+    return await _execute(db, settings, body, who, team=key)
 
 
 def _queue_out(q: WorkerQueue, stats: dict[str, dict[str, int]]) -> QueueOut:
@@ -171,10 +192,11 @@ async def list_queues(db: DbDep, _: Viewer) -> QueueList:
 
 
 @router.post("/worker-queues", response_model=QueueOut, status_code=201)
-async def create_queue(body: QueueIn, db: DbDep, _: Admin) -> QueueOut:
+async def create_queue(body: QueueIn, db: DbDep, _: Admin, who: Who) -> QueueOut:
     """Create a worker queue."""
     async with db.tx() as tx:
         q = await catalog.create_queue(tx, WorkerQueue(**body.model_dump()))
+        await record(tx, who, "queue.create", "queue", q.name, body.model_dump())
     return _queue_out(q, {})
 
 
@@ -187,10 +209,11 @@ async def get_queue(key: str, db: DbDep, _: Viewer) -> QueueOut:
 
 
 @router.delete("/worker-queues/{key}", status_code=204)
-async def delete_queue(key: str, db: DbDep, _: Admin) -> Response:
+async def delete_queue(key: str, db: DbDep, _: Admin, who: Who) -> Response:
     """Delete a worker queue; 409 `queue_in_use` while tasks on it are unfinished."""
     async with db.tx() as tx:
         await catalog.delete_queue(tx, key)
+        await record(tx, who, "queue.delete", "queue", key)
     return Response(status_code=204)
 
 

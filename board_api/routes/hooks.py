@@ -16,10 +16,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from board_api.auditing import Who, task_details
 from board_api.deps import Admin, DbDep, SettingsDep
 from kernel import errors
 from sdk.hooks import DeliveryList, DeliveryOut, HookAccepted, HookIn, HookList, HookOut
 from store import hooks
+from store.audit import Actor, record
 from store.hook_models import Hook, HookDelivery
 from store.tasks import get_task
 
@@ -59,7 +61,7 @@ def _delivery(row: HookDelivery) -> DeliveryOut:
 
 
 @router.post("/hooks", response_model=HookOut, status_code=201)
-async def create_hook(body: HookIn, db: DbDep, _: Admin) -> HookOut:
+async def create_hook(body: HookIn, db: DbDep, _: Admin, who: Who) -> HookOut:
     """Create a webhook; its secret is in this answer only."""
     spec = hooks.HookSpec(
         name=body.name,
@@ -72,6 +74,8 @@ async def create_hook(body: HookIn, db: DbDep, _: Admin) -> HookOut:
     )
     async with db.tx() as tx:
         hook, secret = await hooks.create_hook(tx, spec)
+        shown = {"agent": spec.agent, "queue": spec.queue, "scheme": spec.scheme}
+        await record(tx, who, "hook.create", "hook", hook.name, shown)  # never the secret
     return _out(hook, secret)
 
 
@@ -90,18 +94,20 @@ async def get_hook(key: str, db: DbDep, _: Admin) -> HookOut:
 
 
 @router.delete("/hooks/{key}", status_code=204)
-async def delete_hook(key: str, db: DbDep, _: Admin) -> Response:
+async def delete_hook(key: str, db: DbDep, _: Admin, who: Who) -> Response:
     """Delete a webhook; the tasks it made stay."""
     async with db.tx() as tx:
         await hooks.delete_hook(tx, key)
+        await record(tx, who, "hook.delete", "hook", key)
     return Response(status_code=204)
 
 
 @router.post("/hooks/{key}/rotate-secret", response_model=HookOut)
-async def rotate_secret(key: str, db: DbDep, _: Admin) -> HookOut:
+async def rotate_secret(key: str, db: DbDep, _: Admin, who: Who) -> HookOut:
     """A new secret for the webhook (in this answer only); the old one stops working."""
     async with db.tx() as tx:
         hook, secret = await hooks.rotate_secret(tx, key)
+        await record(tx, who, "hook.rotate_secret", "hook", hook.name)
     return _out(hook, secret)
 
 
@@ -148,6 +154,9 @@ async def receive(name: str, request: Request, db: DbDep, settings: SettingsDep)
             task, row = await hooks.deliver(
                 tx, hook, verified, prompt, params, max_prompt_chars=settings.max_prompt_chars
             )
+            # The sender proved the hook's secret: it acts as the hook.
+            sender = Actor(f"hook:{hook.name}", "hook", "hook")
+            await record(tx, sender, "task.create", "task", task.id, task_details(task))
     except hooks.Duplicate:  # a twin of this delivery committed first (a retry racing it)
         async with db.read() as s:
             seen = await hooks.find_delivery(s, hook, verified)

@@ -7,11 +7,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from board_api.auditing import Who
 from board_api.deps import Admin, DbDep, Principal, Viewer, principal
 from board_api.state import app_state
 from kernel import __version__, errors
 from sdk.schemas import KeyIn, KeyList, KeyOut
 from store import keys
+from store.audit import record
 from store.models import ApiKey
 
 ops = APIRouter()
@@ -79,10 +81,12 @@ def _key_out(row: ApiKey, key: str | None = None) -> KeyOut:
 
 
 @router.post("/keys", response_model=KeyOut, status_code=201)
-async def create_key(body: KeyIn, request: Request, db: DbDep, _: Admin) -> KeyOut:
+async def create_key(body: KeyIn, request: Request, db: DbDep, _: Admin, who: Who) -> KeyOut:
     """Create an API key; the key itself is in this answer only."""
     async with db.tx() as tx:
         row, key = await keys.create_key(tx, body.name, list(body.scopes), body.queues)
+        made = {"name": row.name, "prefix": row.prefix, "scopes": row.scopes, "queues": row.queues}
+        await record(tx, who, "key.create", "key", row.id, made)  # never the key itself
     app_state(request).gate.cache.invalidate()
     return _key_out(row, key)
 
@@ -95,9 +99,10 @@ async def list_keys(db: DbDep, _: Admin) -> KeyList:
 
 
 @router.delete("/keys/{key_id}", response_model=KeyOut)
-async def revoke_key(key_id: str, request: Request, db: DbDep, _: Admin) -> KeyOut:
+async def revoke_key(key_id: str, request: Request, db: DbDep, _: Admin, who: Who) -> KeyOut:
     """Revoke an API key."""
     async with db.tx() as tx:
         row = await keys.revoke_key(tx, key_id)
+        await record(tx, who, "key.revoke", "key", row.id, {"name": row.name, "prefix": row.prefix})
     app_state(request).gate.cache.invalidate()
     return _key_out(row)

@@ -6,9 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from board_api.auditing import Who
 from board_api.deps import DbDep, Operator, SettingsDep, Viewer
 from sdk.schedules import ScheduleCreate, ScheduleList, ScheduleOut
 from store import schedules
+from store.audit import record
 from store.schedule_models import Schedule
 
 router = APIRouter(tags=["schedules"])
@@ -40,11 +42,14 @@ async def list_schedules(
 
 
 @router.post("/schedules", response_model=ScheduleOut, status_code=201)
-async def create_schedule(body: ScheduleCreate, db: DbDep, settings: SettingsDep, p: Operator) -> ScheduleOut:
+async def create_schedule(
+    body: ScheduleCreate, db: DbDep, settings: SettingsDep, p: Operator, who: Who
+) -> ScheduleOut:
     """Create a schedule; its first run is the next due time of `cron` in `timezone`."""
     new = schedules.NewSchedule(**body.model_dump(), created_by=p.name if p.key_id else None)
     async with db.tx() as tx:
         row = await schedules.create_schedule(tx, new, max_prompt_chars=settings.max_prompt_chars)
+        await record(tx, who, "schedule.create", "schedule", row.name, body.model_dump())
     return schedule_out(row)
 
 
@@ -57,24 +62,27 @@ async def get_schedule(key: str, db: DbDep, _: Viewer) -> ScheduleOut:
 
 
 @router.post("/schedules/{key}/pause", response_model=ScheduleOut)
-async def pause_schedule(key: str, db: DbDep, _: Operator) -> ScheduleOut:
+async def pause_schedule(key: str, db: DbDep, _: Operator, who: Who) -> ScheduleOut:
     """Stop starting runs (idempotent); a running task is left alone."""
     async with db.tx() as tx:
         row = await schedules.pause(tx, key)
+        await record(tx, who, "schedule.pause", "schedule", row.name)
     return await _out(db, row)
 
 
 @router.post("/schedules/{key}/resume", response_model=ScheduleOut)
-async def resume_schedule(key: str, db: DbDep, _: Operator) -> ScheduleOut:
+async def resume_schedule(key: str, db: DbDep, _: Operator, who: Who) -> ScheduleOut:
     """Start runs again from the next due time after now (missed times are not made up)."""
     async with db.tx() as tx:
         row = await schedules.resume(tx, key)
+        await record(tx, who, "schedule.resume", "schedule", row.name)
     return await _out(db, row)
 
 
 @router.delete("/schedules/{key}", status_code=204)
-async def delete_schedule(key: str, db: DbDep, _: Operator) -> Response:
+async def delete_schedule(key: str, db: DbDep, _: Operator, who: Who) -> Response:
     """Delete a schedule; the tasks it started are kept."""
     async with db.tx() as tx:
         await schedules.delete_schedule(tx, key)
+        await record(tx, who, "schedule.delete", "schedule", key)
     return Response(status_code=204)

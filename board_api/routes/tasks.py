@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 
 from board_api import wire
+from board_api.auditing import Who, task_details
 from board_api.deps import DbDep, Operator, Principal, SettingsDep, Viewer
 from board_api.tracing import task_out
 from kernel import errors
@@ -24,6 +25,7 @@ from sdk.schemas import (
     TaskPage,
 )
 from store import artifacts, tasks
+from store.audit import record
 from store.db import Database
 from store.events import list_after
 from store.leases import Lease
@@ -71,7 +73,7 @@ def _parent_lease(p: Principal, token: str | None) -> Lease | None:
 
 @router.post("/tasks", response_model=TaskOut, status_code=201)
 async def create_task(
-    body: TaskCreate, db: DbDep, settings: SettingsDep, p: Viewer, lease_token: LeaseHeader = None
+    body: TaskCreate, db: DbDep, settings: SettingsDep, p: Viewer, who: Who, lease_token: LeaseHeader = None
 ) -> Response:
     """Create a task for an agent or a team."""
     parent_lease = _parent_lease(p, lease_token)
@@ -85,6 +87,7 @@ async def create_task(
             max_attempts=settings.max_attempts,
             parent_lease=parent_lease,
         )
+        await record(tx, who.via(task.source), "task.create", "task", task.id, task_details(task))
     return wire.json_response(task_out(task), 201)
 
 
@@ -145,16 +148,17 @@ async def list_events(
 
 
 @router.post("/tasks/{task_id}/cancel", response_model=TaskOut)
-async def cancel_task(task_id: str, db: DbDep, p: Operator) -> TaskOut:
+async def cancel_task(task_id: str, db: DbDep, p: Operator, who: Who) -> TaskOut:
     """Cancel: at once when pending or waiting for input; a running task's worker is told to stop."""
     async with db.tx() as tx:
         task = await tasks.cancel(tx, task_id, by=p.name)
+        await record(tx, who, "task.cancel", "task", task_id, {"status": task.status})
     return task_out(task)
 
 
 @router.post("/tasks/{task_id}/retry", response_model=TaskOut, status_code=201)
 async def retry_task(
-    task_id: str, db: DbDep, settings: SettingsDep, p: Operator, body: RetryBody | None = None
+    task_id: str, db: DbDep, settings: SettingsDep, p: Operator, who: Who, body: RetryBody | None = None
 ) -> TaskOut:
     """Run a finished task again as a new task linked by `retry_of`."""
     body = body or RetryBody()
@@ -167,12 +171,13 @@ async def retry_task(
             max_prompt_chars=settings.max_prompt_chars,
             max_attempts=settings.max_attempts,
         )
+        await record(tx, who.via(task.source), "task.retry", "task", task_id, {"new_task_id": task.id})
     return task_out(task)
 
 
 @router.post("/tasks/{task_id}/input", response_model=TaskOut)
 async def answer_task(
-    task_id: str, body: InputBody, db: DbDep, p: Viewer, lease_token: LeaseHeader = None
+    task_id: str, body: InputBody, db: DbDep, p: Viewer, who: Who, lease_token: LeaseHeader = None
 ) -> TaskOut:
     """Answer the question of a Requires Input task; it resumes on a worker."""
     parent_lease = _parent_lease(p, lease_token)
@@ -180,6 +185,8 @@ async def answer_task(
         task = await tasks.respond(
             tx, task_id, body.answer, by=p.name, parent_lease=parent_lease, key=body.key
         )
+        # The answer itself is the task's event log's (input_received), not the audit log's.
+        await record(tx, who, "task.answer", "task", task_id, {"key": body.key} if body.key else None)
     return task_out(task)
 
 

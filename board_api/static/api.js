@@ -18,7 +18,8 @@ export const auth = {
 };
 
 function headers(extra) {
-  const h = { Accept: "application/json", ...extra };
+  // The audit log names the surface an action came through.
+  const h = { Accept: "application/json", "X-Meta-Agent-Source": "board", ...extra };
   if (auth.key) h.Authorization = `Bearer ${auth.key}`;
   return h;
 }

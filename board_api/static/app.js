@@ -10,6 +10,7 @@ import { $, STATUSES, h } from "./dom.js";
 import { FIELDS, readFilters, writeFilters } from "./filters.js";
 import { Ops } from "./ops.js";
 import { Schedules } from "./schedules.js";
+import { History } from "./history.js";
 
 const SOURCES = ["api", "sdk", "cli", "mcp", "slack", "board", "meta_agent", "schedule", "webhook", "a2a", "worker"];
 let who = { name: "", scopes: [] };
@@ -117,16 +118,18 @@ function setupFilters(board) {
 
 // --- routing ---------------------------------------------------------------------------
 
-function route(detail, ops, schedules) {
+function route(detail, ops, schedules, history) {
   const path = location.hash.replace(/^#/, "") || "/";
   const task = path.match(/^\/tasks\/([\w-]+)(?:\/(\w+))?$/);
   const onOps = path === "/ops";
   const onSchedules = path === "/schedules";
-  $("#view-board").hidden = onOps || onSchedules;
-  $("#filters").hidden = onOps || onSchedules;
+  const onHistory = path === "/history";
+  $("#view-board").hidden = onOps || onSchedules || onHistory;
+  $("#filters").hidden = onOps || onSchedules || onHistory;
   onOps ? ops.show() : ops.hide();
   onSchedules ? schedules.show() : schedules.hide();
-  const here = onOps ? "#/ops" : onSchedules ? "#/schedules" : "#/";
+  onHistory ? history.show() : history.hide();
+  const here = onOps ? "#/ops" : onSchedules ? "#/schedules" : onHistory ? "#/history" : "#/";
   for (const a of document.querySelectorAll("nav a")) a.toggleAttribute("aria-current", a.getAttribute("href") === here);
   if (task) detail.open(task[1], task[2] || "overview");
   else detail.close();
@@ -168,9 +171,10 @@ async function main() {
   const detail = new Detail($("#panel"), { canAct });
   const ops = new Ops($("#view-ops"));
   const schedules = new Schedules($("#view-schedules"), { canAct });
+  const history = new History($("#view-history"));
   setupFilters(board);
-  addEventListener("hashchange", () => route(detail, ops, schedules));
-  route(detail, ops, schedules);
+  addEventListener("hashchange", () => route(detail, ops, schedules, history));
+  route(detail, ops, schedules, history);
   document.addEventListener("keydown", (e) => {
     if (e.key === "Escape" && !document.querySelector("dialog[open]") && location.hash.startsWith("#/tasks/")) location.hash = "#/";
   });

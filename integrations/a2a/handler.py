@@ -59,7 +59,7 @@ from google.protobuf.json_format import MessageToDict
 from integrations.a2a import convert
 from kernel import errors
 from kernel.settings import Settings
-from store import catalog, events, tasks
+from store import audit, catalog, events, tasks
 from store.auth import Principal
 from store.db import Database
 from store.models import Task as StoredTask
@@ -124,9 +124,11 @@ class MetaAgentHandler(RequestHandler):
                 if not text:
                     raise InvalidParamsError("the answer needs a text part")
                 async with db.tx() as tx:
-                    return await tasks.respond(
+                    task = await tasks.respond(
                         tx, msg.task_id, text, by=p.name, max_chars=self.settings.max_prompt_chars
                     )
+                    await audit.record(tx, audit.actor_of(p, "a2a"), "task.answer", "task", task.id)
+                    return task
             agent = await self._skill(params)
             parameters: dict[str, Any] = {}
             for data in get_data_parts(msg.parts):
@@ -140,12 +142,15 @@ class MetaAgentHandler(RequestHandler):
                 requested_by=p.name if p.key_id else None,
             )
             async with db.tx() as tx:
-                return await tasks.create_task(
+                task = await tasks.create_task(
                     tx,
                     new,
                     max_prompt_chars=self.settings.max_prompt_chars,
                     max_attempts=self.settings.max_attempts,
                 )
+                details = {"agent": agent, "requested_by": new.requested_by}
+                await audit.record(tx, audit.actor_of(p, "a2a"), "task.create", "task", task.id, details)
+                return task
         except errors.MetaAgentError as exc:
             _raise(exc)
 
@@ -257,6 +262,7 @@ class MetaAgentHandler(RequestHandler):
         try:
             async with self._database().tx() as tx:
                 task = await tasks.cancel(tx, params.id, by=p.name)
+                await audit.record(tx, audit.actor_of(p, "a2a"), "task.cancel", "task", task.id)
         except errors.MetaAgentError as exc:
             _raise(exc, cancelling=True)
         return await self._proto(task, context)

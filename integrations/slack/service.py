@@ -24,6 +24,7 @@ from kernel.chat import Chat, Decision, ModelNotConfigured
 from kernel.settings import Settings
 from store import slack as slack_store
 from store import tasks as task_service
+from store.audit import Actor, record
 from store.db import Database
 from store.slack import ThreadRef
 from store.slack_models import SlackThread
@@ -38,6 +39,11 @@ SURFACE_NOTE = (
 )
 NOT_ALLOWED = "Only people in this conversation can answer its questions."
 ANSWERED = "That question was already answered."
+
+
+def _slack(user: str) -> Actor:
+    """A Slack person, for the audit log (their Slack user id)."""
+    return Actor(f"slack:{user}", "slack", "slack")
 
 
 class SlackService:
@@ -220,6 +226,7 @@ class SlackService:
                 if seq is not None and seq != await slack_store.question_seq(tx.session, task_id):
                     return ANSWERED
                 await task_service.respond(tx, task_id, answer, by=f"slack:{user}")
+                await record(tx, _slack(user), "task.answer", "task", task_id)
         except errors.InvalidTransition:
             return ANSWERED
         except errors.MetaAgentError as exc:
@@ -264,6 +271,7 @@ class SlackService:
                 )
                 ref = ThreadRef(binding.team_id, binding.channel, binding.thread_ts)
                 await slack_store.bind(tx, new.id, ref, binding.conversation_id)
+                await record(tx, _slack(user), "task.retry", "task", task_id, {"new_task_id": new.id})
         except errors.MetaAgentError as exc:
             return str(exc)
         self.relay.wake(new.id)
@@ -288,6 +296,7 @@ class SlackService:
                 ):
                     return "You can cancel the tasks you asked for, or those of a conversation you are in."
                 task = await task_service.cancel(tx, task_id, by=f"slack:{user}")
+                await record(tx, _slack(user), "task.cancel", "task", task_id, {"status": task.status})
         except errors.MetaAgentError as exc:
             return f"Cannot cancel `{task_id}`: {exc}"
         return (
