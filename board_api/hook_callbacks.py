@@ -131,7 +131,10 @@ class HookCallbacks:
                     await t
 
     async def _follow(self, db: Database) -> None:
-        with db.hub.subscribe("board", maxsize=10_000) as board, db.hub.subscribe("hooks") as new:
+        with (
+            db.hub.subscribe("board", maxsize=10_000, internal=True) as board,
+            db.hub.subscribe("hooks", internal=True) as new,
+        ):
             await self._sweep(db, reload=True)
             last_sweep = time.monotonic()
             while True:

@@ -31,7 +31,8 @@ from board_api.routes import workers as worker_routes
 from board_api.state import app_state
 from kernel import errors
 from kernel.errors import MetaAgentError
-from sdk.schemas import ExchangeBody, TaskCreate
+from sdk.exchange import ExchangeBody
+from sdk.schemas import TaskCreate
 
 __all__ = ["HotRoutes"]
 

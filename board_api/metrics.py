@@ -11,7 +11,6 @@ from kernel import failures
 from store import gauges
 from store.db import Database
 from store.models import Task
-from store.schedules import TOPIC as SCHEDULES
 
 _LATENCY = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _DURATION = (0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600)
@@ -116,7 +115,7 @@ class Metrics:
             workers.add_metric([queue], live.get(queue, 0))
         followers = GaugeMetricFamily("meta_agent_stream_followers", "Open live streams and long-polls")
         # Less the schedule ticker, which waits on the hub too but is nobody's stream.
-        followers.add_metric([], db.hub.follower_count() - db.hub.follower_count(SCHEDULES))
+        followers.add_metric([], db.hub.follower_count())
         scrape = CollectorRegistry()
         scrape.register(_Static([by_status, capped, depth, workers, followers]))
         return generate_latest(self.registry) + generate_latest(scrape)

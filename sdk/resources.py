@@ -13,6 +13,7 @@ from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Mappi
 from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
+from sdk.exchange import ExchangeOut
 from sdk.hooks import DeliveryList, DeliveryOut, HookList, HookOut
 from sdk.schedules import ScheduleList, ScheduleOut
 from sdk.schemas import (
@@ -26,7 +27,6 @@ from sdk.schemas import (
     EventOut,
     EventPage,
     EventsOut,
-    ExchangeOut,
     ExecuteOut,
     KeyList,
     KeyOut,

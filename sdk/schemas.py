@@ -560,42 +560,6 @@ class FailBody(Strict):
     events: list[EventIn] = Field(default=[], max_length=5000)
 
 
-class ReportIn(Strict):
-    """One finished task in an exchange: a `result` (completed), or an `error` (failed; after
-    a cancel request, the acknowledgement that ends it `cancelled`)."""
-
-    id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    token: Token
-    result: Any = None
-    usage: dict[str, Any] | None = None
-    error: ErrorOut | None = None
-    events: list[EventIn] = Field(default=[], max_length=5000)
-
-
-class ExchangeBody(ClaimBody):
-    """A worker's one call per round: report what finished, claim what it has room for."""
-
-    reports: list[ReportIn] = Field(default=[], max_length=100)
-    max_tasks: int = Field(default=1, ge=0, le=100)
-
-
-class Problem(BaseModel):
-    status: int
-    code: str
-    detail: str
-
-
-class ReportOut(BaseModel):
-    id: str
-    status: str | None = None  # the state the report left the task in; None when refused
-    problem: Problem | None = None  # why it was refused (409 stale_lease: no longer yours)
-
-
-class ExchangeOut(BaseModel):
-    reports: list[ReportOut]
-    tasks: list[ClaimedOut]
-
-
 class ReleaseBody(Strict):
     token: Token
     events: list[EventIn] = Field(default=[], max_length=5000)

@@ -54,7 +54,8 @@ class Subscription:
         """Payloads received since the last call; [] on timeout; None after an overflow."""
         if not self.items and not self.overflowed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._event.wait(), timeout)
+                async with asyncio.timeout(timeout):  # see Hub.wait: not `wait_for`
+                    await self._event.wait()
         self._event.clear()
         if self.overflowed:
             self.overflowed = False
@@ -71,6 +72,9 @@ class Hub:
         self._versions: dict[str, int] = defaultdict(int)
         self._waiters: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
+        # The control plane's own followers (the schedule ticker, webhook callbacks): not
+        # counted as the streams and long-polls people and workers hold open.
+        self._internal: set[object] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -118,7 +122,7 @@ class Hub:
             for sub in subs:
                 sub.resync()
 
-    async def wait(self, topic: str, since: int, timeout: float) -> bool:
+    async def wait(self, topic: str, since: int, timeout: float, *, internal: bool = False) -> bool:
         """Wait until `topic` moves past version `since`. True if it did, False on timeout."""
         if self._versions[topic] != since:
             return True
@@ -126,12 +130,18 @@ class Hub:
             return False
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters[topic].add(fut)
+        if internal:
+            self._internal.add(fut)
         try:
-            await asyncio.wait_for(fut, timeout)
+            # `asyncio.timeout`, not `wait_for`: on 3.11 `wait_for` can swallow a cancel that
+            # lands as the future completes, and a cancelled follower then never stops.
+            async with asyncio.timeout(timeout):
+                await fut
             return True
         except TimeoutError:
             return self._versions[topic] != since
         finally:
+            self._internal.discard(fut)
             waiters = self._waiters.get(topic)
             if waiters is not None:
                 waiters.discard(fut)
@@ -139,19 +149,27 @@ class Hub:
                     self._waiters.pop(topic, None)
 
     @contextlib.contextmanager
-    def subscribe(self, topic: str, maxsize: int = 1000) -> Generator[Subscription]:
+    def subscribe(
+        self, topic: str, maxsize: int = 1000, *, internal: bool = False
+    ) -> Generator[Subscription]:
         sub = Subscription(self, topic, maxsize)
         self._subs[topic].add(sub)
+        if internal:
+            self._internal.add(sub)
         try:
             yield sub
         finally:
+            self._internal.discard(sub)
             self._subs[topic].discard(sub)
             if not self._subs[topic]:
                 self._subs.pop(topic, None)
 
-    def follower_count(self, prefix: str = "") -> int:
-        n = sum(len(w) for t, w in self._waiters.items() if t.startswith(prefix))
-        return n + sum(len(s) for t, s in self._subs.items() if t.startswith(prefix))
+    def follower_count(self, prefix: str = "", *, internal: bool = False) -> int:
+        """Open streams and long-polls on topics starting with `prefix`; the control plane's
+        own followers too with `internal`."""
+        skip: set[object] = set() if internal else self._internal
+        n = sum(len(w - skip) for t, w in self._waiters.items() if t.startswith(prefix))
+        return n + sum(len(s - skip) for t, s in self._subs.items() if t.startswith(prefix))
 
 
 def encode(notes: list[tuple[str, str]]) -> list[str]:

@@ -433,4 +433,4 @@ async def run_ticker(
         except Exception:
             log.exception("schedule ticker failed; will retry")
         if not stop.is_set():
-            await db.hub.wait(TOPIC, version, delay)
+            await db.hub.wait(TOPIC, version, delay, internal=True)

@@ -23,8 +23,9 @@ from collections.abc import Callable
 from typing import Any
 
 from sdk.client import ApiError, WorkerApi
+from sdk.exchange import ExchangeOut, ReportOut
 from sdk.resources import Async
-from sdk.schemas import ClaimedOut, ExchangeOut, ReportOut
+from sdk.schemas import ClaimedOut
 
 __all__ = ["Exchanger"]
 

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sdk.client import ApiError, AsyncControlPlaneClient, WorkerApi
+from sdk.exchange import ReportOut
 from sdk.resources import Async
-from sdk.schemas import ReportOut
 from worker.batcher import EventBatcher
 from worker.runtime import InputRequested, Outcome, Runtime, TaskContext, TaskFailed, get_runtime
 from worker.secrets import Masker, fetch

@@ -21,6 +21,7 @@ from board_api.state import app_state
 from board_api.tracing import task_out
 from kernel.errors import MetaAgentError
 from kernel.settings import Settings
+from sdk.exchange import ExchangeBody, ExchangeOut, Problem, ReportOut
 from sdk.schemas import (
     ArtifactOut,
     CheckpointBody,
@@ -31,12 +32,8 @@ from sdk.schemas import (
     EventIn,
     EventsBody,
     EventsOut,
-    ExchangeBody,
-    ExchangeOut,
     FailBody,
-    Problem,
     ReleaseBody,
-    ReportOut,
     RequestInputBody,
     TaskHeartbeatOut,
     TaskOut,
