@@ -24,6 +24,7 @@ from fastapi.responses import StreamingResponse
 
 from board_api import wire
 from board_api.deps import Admin, DbDep, Viewer
+from board_api.routes.tasks import StatusQ, split_statuses
 from kernel import errors
 from sdk.audit import CSV_COLUMNS, AuditOut, AuditPage
 from sdk.schemas import TaskPage
@@ -38,7 +39,6 @@ Long = Annotated[str | None, Query(max_length=200)]
 When = Annotated[datetime | None, Query(description="ISO 8601; without a zone it is UTC")]
 Limit = Annotated[int, Query(ge=1, le=200)]
 Cursor = Annotated[str | None, Query(max_length=64)]
-StatusQ = Annotated[list[str] | None, Query(description="one or more statuses (repeat or comma-separate)")]
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -128,12 +128,6 @@ async def _audit_csv(db: Database, f: audit.AuditFilter) -> AsyncIterator[bytes]
     yield buf.getvalue().encode()
 
 
-def _statuses(status: list[str] | None) -> list[str] | None:
-    if not status:
-        return None
-    return [s.strip() for item in status for s in item.split(",") if s.strip()]
-
-
 @router.get("/tasks/history", response_model=TaskPage)
 async def task_history(
     db: DbDep,
@@ -154,7 +148,7 @@ async def task_history(
         rng,
         limit=limit,
         cursor=cursor,
-        status=_statuses(status),
+        status=split_statuses(status),
         agent=agent,
         source=source,
         failure=failure,
@@ -178,7 +172,7 @@ async def export_tasks(
     object per line, `{"task": {...}, "events": [...]}`."""
     rng = history.Range(_utc(since), _utc(until))
     filters: dict[str, Any] = {
-        "status": _statuses(status),
+        "status": split_statuses(status),
         "agent": agent,
         "source": source,
         "failure": failure,

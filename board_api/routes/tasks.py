@@ -37,7 +37,8 @@ StatusQ = Annotated[list[str] | None, Query(description="one or more statuses (r
 FailureQ = Annotated[str | None, Query(max_length=64, description="a failure class, e.g. tool_error")]
 
 
-def _statuses(status: list[str] | None) -> list[str] | None:
+def split_statuses(status: list[str] | None) -> list[str] | None:
+    """`?status=a,b&status=c` as one list (None: no filter)."""
     if not status:
         return None
     return [s.strip() for item in status for s in item.split(",") if s.strip()]
@@ -113,7 +114,7 @@ async def list_tasks(
             s,
             limit=limit,
             cursor=cursor,
-            status=_statuses(status),
+            status=split_statuses(status),
             agent=agent,
             team=team,
             queue=queue,
