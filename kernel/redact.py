@@ -35,6 +35,7 @@ _PATTERNS = [
     re.compile(r"\bAKIA[0-9A-Z]{16}\b"),  # AWS access key ids
     re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"),  # GitHub tokens
     re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}"),  # GitHub fine-grained tokens
+    re.compile(r"\bwhsec_[A-Za-z0-9_\-]{16,}"),  # webhook signing secrets (ours: store/hooks.py)
 ]
 _KEY = r"[\w\-]*(?:password|passwd|secret|token|api[_\-]?key|apikey|access[_\-]?key)"
 # key=value (query strings, env, DSN options) and "key": "value" (JSON) for credential-ish

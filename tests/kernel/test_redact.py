@@ -24,6 +24,11 @@ LEAKY = [
     ("Authorization: Bearer ma_0123456789ab_abcdefghijklmnopqrstuvwxyz", "abcdefghijklmnopqrstuvwxyz"),
     ("slack answered invalid_auth for xoxb-1234-5678-abcdefgh", "xoxb-1234-5678-abcdefgh"),
     ("MY_SERVICE_TOKEN=tok_live_abcdefgh ./deploy.sh", "tok_live_abcdefgh"),
+    # A webhook signing secret (Stripe/Svix style, as `meta-agent hooks create` prints ours).
+    (
+        "verifying with whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw failed",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    ),
 ]
 
 
