@@ -119,6 +119,8 @@ def test_screenshots(page: Any, server: LiveServer, tmp_path: Path) -> None:
     page.goto(server.url + "/")
     expect(page.locator(".col-running .tool")).to_have_count(2)  # current tool calls shown
     expect(page.locator(".col-requires_input .question")).to_have_count(1)
+    # A failed card says why, in words, with the next step (issue #16).
+    expect(page.locator(".col-failed .failure-class").first).to_have_text("Tool error")
     page.screenshot(path=str(tmp_path / "board.png"))
 
     page.goto(f"{server.url}/#/tasks/{detail}/output")
@@ -127,9 +129,13 @@ def test_screenshots(page: Any, server: LiveServer, tmp_path: Path) -> None:
     expect(page.get_by_role("tab", name="Tool Calls 3")).to_be_visible()
     page.locator("#panel-title").blur()
     page.screenshot(path=str(tmp_path / "task-detail.png"))
+
+    page.goto(f"{server.url}/#/history")
+    expect(page.locator("table.history tbody tr")).to_have_count(9)  # this week: every task above
+    page.screenshot(path=str(tmp_path / "history.png"))
     update = os.environ.get("META_AGENT_UPDATE_SCREENSHOTS") == "1"
     SHOTS.mkdir(parents=True, exist_ok=True)
-    for name in ("board.png", "task-detail.png"):
+    for name in ("board.png", "task-detail.png", "history.png"):
         assert (tmp_path / name).stat().st_size > 10_000
         if update or not (SHOTS / name).exists():
             shutil.copy(tmp_path / name, SHOTS / name)
