@@ -28,6 +28,7 @@ __all__ = [
     "WorkerKey",
     "get_db",
     "get_settings",
+    "need",
     "principal",
     "require",
 ]
@@ -73,11 +74,16 @@ async def principal(request: Request, db: DbDep) -> Principal:
     return await gate.bearer(db, token)
 
 
+def need(p: Principal, scope: str) -> Principal:
+    """`p`, if it has `scope`; else 403 `insufficient_scope`."""
+    if not p.can(scope):
+        raise errors.Forbidden(f"this key lacks the {scope!r} scope", code="insufficient_scope")
+    return p
+
+
 def require(scope: str) -> DependsParam:
     async def check(p: Annotated[Principal, Depends(principal)]) -> Principal:
-        if not p.can(scope):
-            raise errors.Forbidden(f"this key lacks the {scope!r} scope", code="insufficient_scope")
-        return p
+        return need(p, scope)
 
     return Depends(check)
 

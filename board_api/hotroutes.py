@@ -25,11 +25,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from board_api import errors as problems
 from board_api.auditing import who
-from board_api.deps import AUTHENTICATED, Principal
+from board_api.deps import AUTHENTICATED, Principal, need
 from board_api.routes import tasks as task_routes
 from board_api.routes import workers as worker_routes
 from board_api.state import app_state
-from kernel import errors
 from kernel.errors import MetaAgentError
 from sdk.exchange import ExchangeBody
 from sdk.schemas import TaskCreate
@@ -42,7 +41,7 @@ Handler = Callable[[BaseModel, Request, Principal, str], Awaitable[Response]]
 
 async def _create(body: BaseModel, request: Request, p: Principal, _: str) -> Response:
     assert isinstance(body, TaskCreate)
-    _need(p, "viewer")
+    need(p, "viewer")
     state = app_state(request)
     lease_token = request.headers.get("x-lease-token")
     if lease_token is not None and len(lease_token) > 128:
@@ -53,14 +52,9 @@ async def _create(body: BaseModel, request: Request, p: Principal, _: str) -> Re
 
 async def _exchange(body: BaseModel, request: Request, p: Principal, queue: str) -> Response:
     assert isinstance(body, ExchangeBody)
-    _need(p, "worker")
+    need(p, "worker")
     state = app_state(request)
     return await worker_routes.exchange(queue, body, request, state.db, state.settings, p)
-
-
-def _need(p: Principal, scope: str) -> None:
-    if not p.can(scope):  # as board_api.deps.require
-        raise errors.Forbidden(f"this key lacks the {scope!r} scope", code="insufficient_scope")
 
 
 class _Unusual(Exception):

@@ -88,6 +88,10 @@ def test_a_queue_bound_key_cannot_exchange_elsewhere_and_bad_bodies_are_422(serv
         key = a.post("/keys", json={"name": "bound", "scopes": ["worker"], "queues": ["q2"]}).json()["key"]
         with server.client(headers={"Authorization": f"Bearer {key}"}) as w:
             problem(w.post("/worker-queues/q1/exchange", json={"worker_id": "w"}), 403, "queue_not_allowed")
+        viewer = a.post("/keys", json={"name": "eyes", "scopes": ["viewer"]}).json()["key"]
+        with server.client(headers={"Authorization": f"Bearer {viewer}"}) as v:
+            body = {"worker_id": "w", "wait_seconds": 0}
+            problem(v.post("/worker-queues/q1/exchange", json=body), 403, "insufficient_scope")
         too_many = [{"id": f"t{i}", "token": "x"} for i in range(101)]
         for body in (
             {"worker_id": "w", "reports": too_many},
