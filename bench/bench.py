@@ -29,6 +29,8 @@ from pathlib import Path
 import httpx
 import psycopg
 
+from bench.command import command_start
+
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("META_AGENT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -203,10 +205,10 @@ def last_finished(db_url: str) -> float:
     return float(newest.timestamp())
 
 
-async def wait_for_workers(base: str, workers: int) -> None:
+async def wait_for_workers(base: str, workers: int, queue: str = "bench") -> None:
     async with httpx.AsyncClient(base_url=base + "/api/v1", timeout=60) as c:
         deadline = time.monotonic() + 30
-        while len((await c.get("/workers", params={"queue": "bench"})).json()["items"]) < workers:
+        while len((await c.get("/workers", params={"queue": queue})).json()["items"]) < workers:
             if time.monotonic() > deadline:
                 raise SystemExit("workers did not come up")
             await asyncio.sleep(0.1)
@@ -327,6 +329,9 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=5000)
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument(
+        "--command-samples", type=int, default=100, help="tasks of the command-start phase (bench/command.py)"
+    )
     ap.add_argument("--json", action="store_true", help="print the results as JSON only")
     ap.add_argument(
         "--board", action="store_true", help="also measure the board's first paint (bench/board.py)"
@@ -366,7 +371,19 @@ def main() -> None:
                     throughput(base, url, args.tasks, start_workers(base, args.workers, args.concurrency))
                 )
                 cli = cli_list_time(base)
-                results[backend] = {"dispatch": d, "throughput": t, "cli_execution_list_ms": cli}
+                if not args.json:
+                    print(
+                        f"[{backend}] command start, {args.command_samples} tasks ...",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                cmd = command_start(base, args.command_samples)
+                results[backend] = {
+                    "dispatch": d,
+                    "throughput": t,
+                    "cli_execution_list_ms": cli,
+                    "command": cmd,
+                }
             finally:
                 stop(server)
         if args.board:
@@ -376,7 +393,9 @@ def main() -> None:
             print(
                 f"[{backend}] dispatch p50 {r['dispatch']['p50_ms']} ms, p99 {r['dispatch']['p99_ms']} ms | "
                 f"throughput {r['throughput']['tasks_per_s']} tasks/s ({r['throughput']['tasks']} tasks, "
-                f"{r['throughput']['seconds']} s) | `execution list` {r['cli_execution_list_ms']} ms",
+                f"{r['throughput']['seconds']} s) | `execution list` {r['cli_execution_list_ms']} ms | command "
+                f"process starts {r['command']['claim_to_process_p50_ms']} / {r['command']['claim_to_process_p99_ms']} ms "
+                f"after the claim (p50 / p99), {r['command']['call_to_process_p50_ms']} ms after the call",
                 flush=True,
             )
     if args.json:

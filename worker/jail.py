@@ -1,6 +1,7 @@
 """The launcher that puts one tool process in the sandbox (see worker.sandbox for the why).
 
-    python -I -S jail.py SPEC_JSON ARGV...
+    python -I -S jail.py SPEC_JSON ARGV...      one tool, then exit like it
+    python -I -S jail.py --serve FD             the launch server (worker.launcher)
 
 Standard library only, and never imported by the worker: it runs as its own small process
 between the worker and the tool. SPEC is {"mode": "root" | "userns", "uid", "gid", "cwd",
@@ -13,14 +14,25 @@ the group reaches them all):
                reachable for the tool's user, starts the tool, and on the tool's exit leaves,
                which makes the kernel kill whatever the tool left behind
     tool       drops to the sandbox user (root mode), sets no_new_privs, execs ARGV
+
+The launch server exists for speed: starting Python and creating the user namespace of an
+idmapped mount cost 15-80 ms per tool, most of a short command's life. The worker starts
+one server; for each tool it sends the tool's stdout/stderr pipes and a socket over FD, and
+the server forks a launcher that does what the command line form does, in its own session,
+reporting `P<pid>` when it starts and `S<wait status>` when the tool ends on that socket.
+The server keeps the idmap namespaces it made (one per owner/user pair) for the next tool,
+and exits when the worker's end of FD closes; its launchers die with it (PDEATHSIG).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import gc
 import json
 import os
 import signal
+import socket
 import stat
 import struct
 import sys
@@ -29,7 +41,7 @@ import sys
 # every tool process); the checker treats any constant of this name the same way.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Literal, NotRequired, TypedDict
+    from typing import Any, Literal, NotRequired, TypedDict
 
     class Spec(TypedDict):
         """What the worker (worker.sandbox) tells the launcher, as JSON."""
@@ -101,9 +113,29 @@ def _idmap_userns(uid_line: str, gid_line: str) -> int:
         return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
     finally:
         os.write(go_w, b"1")
-        os.waitpid(pid, 0)
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass  # the launch server ignores SIGCHLD: the kernel reaped it
         for fd in (ready_r, ready_w, go_r, go_w):
             os.close(fd)
+
+
+_USERNS: dict[tuple[int, int, int, int], int] = {}
+
+
+def _userns(idmap: tuple[int, int, int, int]) -> int:
+    """The idmap user namespace's fd for (owner, group, uid, gid), made once per process:
+    the launch server makes it before forking, so its launchers inherit it."""
+    fd = _USERNS.get(idmap)
+    if fd is None:
+        if len(_USERNS) >= 16:  # a bound, not a policy: real workers see one or two owners
+            for old in _USERNS.values():
+                os.close(old)
+            _USERNS.clear()
+        owner, group, uid, gid = idmap
+        fd = _USERNS[idmap] = _idmap_userns(f"{owner} {uid} 1", f"{group} {gid} 1")
+    return fd
 
 
 def _searchable(path: str, uid: int, gid: int) -> bool:
@@ -134,8 +166,7 @@ def _clone(path: str, idmap: tuple[int, int, int, int] | None, readonly: bool) -
     tree = _check(libc.syscall(SYS_OPEN_TREE, AT_FDCWD, _b(path), flags), f"open_tree {path}")
     attr_set, userns = (MOUNT_ATTR_RDONLY if readonly else 0), 0
     if idmap:
-        owner, group, uid, gid = idmap
-        userns = _idmap_userns(f"{owner} {uid} 1", f"{group} {gid} 1")
+        userns = _userns(idmap)
         attr_set |= MOUNT_ATTR_IDMAP
     if attr_set:
         attr = struct.pack("QQQQ", attr_set, 0, 0, userns)
@@ -143,9 +174,16 @@ def _clone(path: str, idmap: tuple[int, int, int, int] | None, readonly: bool) -
         _check(
             libc.syscall(SYS_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH | AT_RECURSIVE, attr, len(attr)), what
         )
-    if userns:
-        os.close(userns)
     return tree
+
+
+def cwd_idmap(spec: Spec) -> tuple[int, int, int, int] | None:
+    """(owner, group, uid, gid) when the working directory must be idmapped for the tool."""
+    if spec["mode"] != "root":
+        return None
+    st = os.stat(spec["cwd"])
+    owner = (st.st_uid, st.st_gid)
+    return (*owner, spec["uid"], spec["gid"]) if owner != (spec["uid"], spec["gid"]) else None
 
 
 def prepare_view(spec: Spec) -> None:
@@ -155,8 +193,7 @@ def prepare_view(spec: Spec) -> None:
     `expose` directories (read-only: the worker's own Python, which commands may run)."""
     cwd, uid, gid, root = spec["cwd"], spec["uid"], spec["gid"], spec["mode"] == "root"
     hide = [h for h in spec.get("hide") or () if os.path.isdir(h) and not _inside(h, cwd)]
-    st = os.stat(cwd)
-    idmap = (st.st_uid, st.st_gid, uid, gid) if root and (st.st_uid, st.st_gid) != (uid, gid) else None
+    idmap = cwd_idmap(spec)
     wanted = [(cwd, idmap, False)]
     wanted += [(e, None, True) for e in spec.get("expose") or () if os.path.isdir(e) and not _inside(e, cwd)]
     keep: list[tuple[str, int]] = []
@@ -179,8 +216,9 @@ def prepare_view(spec: Spec) -> None:
         os.close(tree)
 
 
-def tool(spec: Spec, argv: list[str]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE):
+def tool(spec: Spec, argv: list[str], env: dict[str, str]) -> None:
+    # Python ignores SIGPIPE and SIGXFSZ, the launch server SIGCHLD: the tool gets the defaults.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD):
         signal.signal(sig, signal.SIG_DFL)
     try:
         if spec["mode"] == "root":
@@ -189,13 +227,13 @@ def tool(spec: Spec, argv: list[str]) -> None:
             os.setuid(spec["uid"])
         _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
         os.chdir(spec["cwd"])
-        os.execvpe(argv[0], argv, os.environ)
+        os.execvpe(argv[0], argv, env)
     except (OSError, SetupError) as exc:
         print(f"{argv[0]}: {exc}", file=sys.stderr, flush=True)
         os._exit(127 if isinstance(exc, FileNotFoundError) else 126)
 
 
-def init(spec: Spec, argv: list[str], report: int) -> None:
+def init(spec: Spec, argv: list[str], env: dict[str, str], report: int) -> None:
     """PID 1: the tool's status goes to the launcher through `report`."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)  # the tool decides; we follow its end
@@ -209,7 +247,7 @@ def init(spec: Spec, argv: list[str], report: int) -> None:
     child = os.fork()
     if child == 0:
         os.close(report)
-        tool(spec, argv)
+        tool(spec, argv, env)
     while True:  # reap everything; the tool's end is ours
         pid, status = os.waitpid(-1, 0)
         if pid == child:
@@ -217,13 +255,8 @@ def init(spec: Spec, argv: list[str], report: int) -> None:
             os._exit(0)
 
 
-def main() -> None:
-    spec: Spec = json.loads(sys.argv[1])
-    argv = sys.argv[2:]
-    worker = os.getppid()
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # a tool never outlives its worker
-    if os.getppid() != worker:
-        sys.exit(EXIT_SANDBOX)
+def run(spec: Spec, argv: list[str], env: dict[str, str]) -> int:
+    """Run the tool in new namespaces; its wait status (EXIT_SANDBOX when setup failed)."""
     try:
         if spec["mode"] == "userns":
             uid, gid = os.getuid(), os.getgid()
@@ -236,26 +269,131 @@ def main() -> None:
         mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount leaks to the host
     except (OSError, SetupError) as exc:
         print(f"sandbox: {exc}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_SANDBOX)
+        return EXIT_SANDBOX << 8
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
-        init(spec, argv, write_end)
+        init(spec, argv, env, write_end)
     os.close(write_end)
     # The worker stops the group with SIGTERM: the tool gets it too; we wait for its end.
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     _, init_status = os.waitpid(pid, 0)
     reported = os.read(read_end, 64)
+    os.close(read_end)
     if not reported:
-        sys.exit(os.waitstatus_to_exitcode(init_status) if os.WIFEXITED(init_status) else EXIT_SANDBOX)
-    code = os.waitstatus_to_exitcode(int(reported))
+        return init_status if os.WIFEXITED(init_status) else EXIT_SANDBOX << 8
+    return int(reported)
+
+
+def main() -> None:
+    spec: Spec = json.loads(sys.argv[1])
+    argv = sys.argv[2:]
+    worker = os.getppid()
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # a tool never outlives its worker
+    if os.getppid() != worker:
+        sys.exit(EXIT_SANDBOX)
+    code = os.waitstatus_to_exitcode(run(spec, argv, dict(os.environ)))
     if code < 0:  # die of the same signal, so the worker sees what the tool saw
         signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     sys.exit(code)
 
 
+MAX_REQUEST = 64 << 20
+
+
+def _read_request(conn: socket.socket) -> dict[str, Any]:
+    """A 4-byte big-endian length, then that much JSON: {"spec", "argv", "env"}."""
+    conn.settimeout(10)  # a worker that stalls mid-request must not stall every launch
+    size = int.from_bytes(_recv_exactly(conn, 4), "big")
+    if size > MAX_REQUEST:
+        raise SetupError(f"a launch request of {size} bytes")
+    request = json.loads(_recv_exactly(conn, size))
+    conn.settimeout(None)
+    return request
+
+
+def _recv_exactly(conn: socket.socket, size: int) -> bytes:
+    chunks: list[bytes] = []
+    while size:
+        chunk = conn.recv(min(size, 1 << 20))
+        if not chunk:
+            raise SetupError("the worker closed the launch request early")
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _launcher(server: int, out_fd: int, err_fd: int, conn: socket.socket, request: dict[str, Any]) -> None:
+    """A forked launcher: its own session (the worker signals the group), the tool's pipes
+    as its stdout/stderr, then `run`; the status goes back on `conn`. Never returns."""
+    status = EXIT_SANDBOX << 8
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the server's SIG_IGN would reap init for us
+        os.setsid()
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != server:
+            os._exit(EXIT_SANDBOX)
+        conn.sendall(b"P%d\n" % os.getpid())
+        null = os.open(os.devnull, os.O_RDONLY)
+        for fd, target in ((null, 0), (out_fd, 1), (err_fd, 2)):
+            os.dup2(fd, target)
+            os.close(fd)
+        status = run(request["spec"], list(request["argv"]), dict(request["env"]))
+    except BaseException as exc:  # its last words go to the tool's stderr, whatever they are
+        print(f"sandbox: {exc}", file=sys.stderr, flush=True)
+    try:
+        conn.sendall(b"S%d\n" % status)
+    finally:
+        os._exit(0)
+
+
+def serve(ctl_fd: int) -> None:
+    """The launch server: one launcher per message on `ctl_fd` (a SOCK_SEQPACKET socket)
+    carrying three fds (stdout, stderr, the request socket), until the worker closes it."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)  # only the worker's end closing stops us
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # launchers are reaped by the kernel
+    ctl = socket.socket(fileno=ctl_fd)
+    me = os.getpid()
+    # Every launcher is a fork of this process: a collection in one would write to every
+    # object's page and copy them all; without it a launcher copies only what it touches.
+    gc.disable()
+    gc.freeze()
+    while True:
+        msg, fds, _, _ = socket.recv_fds(ctl, 16, 3, socket.MSG_CMSG_CLOEXEC)
+        if not msg:
+            os._exit(0)
+        if len(fds) != 3:
+            for fd in fds:
+                os.close(fd)
+            continue
+        out_fd, err_fd, conn_fd = fds
+        conn = socket.socket(fileno=conn_fd)
+        try:
+            request = _read_request(conn)
+            idmap = cwd_idmap(request["spec"])
+            if idmap:
+                _userns(idmap)  # made here once, inherited by every launcher after
+        except (OSError, ValueError, KeyError, TypeError, SetupError) as exc:
+            with contextlib.suppress(OSError):
+                conn.sendall(b"E%s\n" % str(exc).encode()[:500])
+            for fd in (out_fd, err_fd):
+                os.close(fd)
+            conn.close()
+            continue
+        if os.fork() == 0:
+            ctl.close()
+            _launcher(me, out_fd, err_fd, conn, request)
+        os.close(out_fd)
+        os.close(err_fd)
+        conn.close()
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--serve"]:
+        serve(int(sys.argv[2]))
+    else:
+        main()

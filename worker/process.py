@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker.sandbox import current
+from worker.launcher import LaunchFailed, shared
+from worker.sandbox import current, jail_argv
 
 __all__ = ["ENV_PASSTHROUGH", "GroupRun", "base_environment", "run_in_group", "signal_group"]
 
@@ -24,6 +26,8 @@ ENV_PASSTHROUGH = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER")
 KILL_GRACE_SECONDS = 2.0
 # A process that left the group (setsid) can keep our pipes open; we stop reading after this.
 DRAIN_SECONDS = 1.0
+
+log = logging.getLogger(__name__)
 
 Pump = Callable[[asyncio.StreamReader, str], Coroutine[object, object, None]]
 
@@ -81,10 +85,67 @@ async def run_in_group(
     worker's sandbox (worker.sandbox). Raises FileNotFoundError / OSError / ValueError when
     the process cannot start, SandboxUnavailable when no sandbox can be had.
     """
+    started = await _start(argv, cwd, env)
+    pgid = started.pgid
+    readers = [
+        asyncio.create_task(pump(started.stdout, "stdout")),
+        asyncio.create_task(pump(started.stderr, "stderr")),
+    ]
+    try:
+        ended = await _wait(started.exited, cancelled, timeout)
+        await _kill(pgid, started.exited, kill_grace if ended != "exit" else 0.0)
+        await asyncio.wait(readers, timeout=DRAIN_SECONDS)
+    finally:
+        if not started.exited.is_set():  # we are being cancelled ourselves: no time for grace
+            signal_group(pgid, signal.SIGKILL)
+            # Still reap it before letting go (a killed child exits at once): an unreaped
+            # one lingers as a zombie and surfaces later as a ResourceWarning.
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.shield(asyncio.wait_for(started.exited.wait(), 2.0))
+        for r in readers:
+            r.cancel()
+        started.close()
+    return GroupRun(ended, started.returncode())
+
+
+@dataclass
+class _Started:
+    """A started process group, however it was started."""
+
+    pgid: int
+    stdout: asyncio.StreamReader
+    stderr: asyncio.StreamReader
+    exited: asyncio.Event
+    returncode: Callable[[], int | None]
+    close: Callable[[], None]
+
+
+async def _start(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> _Started:
+    """Through the launch server when sandboxed (worker.launcher: no interpreter start per
+    tool); as its own `jail.py` process when the server fails; directly when the sandbox is off."""
+    spec = current().spec(argv, cwd, env)
+    if spec is not None:
+        try:
+            launched = await shared().start(spec, argv, env)
+        except LaunchFailed as exc:
+            log.warning("%s; starting the tool with its own launcher", exc)
+        else:
+            return _Started(
+                launched.pgid,
+                launched.stdout,
+                launched.stderr,
+                launched.exited,
+                lambda: launched.returncode,
+                launched.close,
+            )
+    return await _exec(argv if spec is None else jail_argv(spec, argv), cwd, env)
+
+
+async def _exec(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> _Started:
     loop = asyncio.get_running_loop()
     transport, proto = await loop.subprocess_exec(
         lambda: _Protocol(loop),
-        *current().wrap(argv, cwd, env),
+        *argv,
         cwd=cwd,
         env=dict(env),
         stdin=asyncio.subprocess.DEVNULL,
@@ -92,27 +153,16 @@ async def run_in_group(
         stderr=asyncio.subprocess.PIPE,
         start_new_session=True,
     )
-    pgid = transport.get_pid()  # == the group id, thanks to start_new_session
     assert proto.stdout is not None and proto.stderr is not None
-    readers = [
-        asyncio.create_task(pump(proto.stdout, "stdout")),
-        asyncio.create_task(pump(proto.stderr, "stderr")),
-    ]
-    try:
-        ended = await _wait(proto.exited, cancelled, timeout)
-        await _kill(pgid, proto.exited, kill_grace if ended != "exit" else 0.0)
-        await asyncio.wait(readers, timeout=DRAIN_SECONDS)
-    finally:
-        if not proto.exited.is_set():  # we are being cancelled ourselves: no time for grace
-            signal_group(pgid, signal.SIGKILL)
-            # Still reap it before letting go (a killed child exits at once): an unreaped
-            # one lingers as a zombie and surfaces later as a ResourceWarning.
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
-                await asyncio.shield(asyncio.wait_for(proto.exited.wait(), 2.0))
-        for r in readers:
-            r.cancel()
-        transport.close()
-    return GroupRun(ended, transport.get_returncode())
+    # == the group id, thanks to start_new_session
+    return _Started(
+        transport.get_pid(),
+        proto.stdout,
+        proto.stderr,
+        proto.exited,
+        transport.get_returncode,
+        transport.close,
+    )
 
 
 async def _wait(exited: asyncio.Event, cancelled: asyncio.Event, timeout: float | None) -> str:

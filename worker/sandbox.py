@@ -41,12 +41,15 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["Sandbox", "SandboxUnavailable", "configure", "current", "not_dumpable"]
+from worker import launcher
+
+__all__ = ["Sandbox", "SandboxUnavailable", "configure", "current", "jail_argv", "not_dumpable"]
 
 log = logging.getLogger(__name__)
 
-JAIL = Path(__file__).with_name("jail.py")
+JAIL = launcher.JAIL
 MODES = ("auto", "off")
 
 
@@ -117,29 +120,44 @@ class Sandbox:
             return
         self._kind = kind
 
-    def _wrap(self, kind: str, argv: Sequence[str], cwd: Path, hide: Sequence[str]) -> list[str]:
+    def _spec(self, kind: str, cwd: Path, hide: Sequence[str]) -> dict[str, Any]:
         uid, gid = self._ids()
         # The worker's own Python stays runnable (read-only): commands often are `python ...`.
         expose = sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)})
-        spec = {"mode": kind, "uid": uid, "gid": gid, "cwd": str(cwd), "hide": list(hide), "expose": expose}
-        return [sys.executable, "-I", "-S", str(JAIL), json.dumps(spec), *argv]
+        return {"mode": kind, "uid": uid, "gid": gid, "cwd": str(cwd), "hide": list(hide), "expose": expose}
 
-    def wrap(self, argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> list[str]:
-        """The argv that runs `argv` in `cwd` inside the sandbox (itself when off).
+    def _wrap(self, kind: str, argv: Sequence[str], cwd: Path, hide: Sequence[str]) -> list[str]:
+        return jail_argv(self._spec(kind, cwd, hide), argv)
+
+    def spec(self, argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> dict[str, Any] | None:
+        """What jail.py needs to run `argv` in `cwd` inside the sandbox; None when it is off.
 
         Raises FileNotFoundError for a program that is not there, as a direct start would.
         """
         kind = self.kind()
         if kind is None:
-            return list(argv)
+            return None
         program = argv[0]
         if "/" not in program and shutil.which(program, path=env.get("PATH", os.defpath)) is None:
             raise FileNotFoundError(2, "No such file or directory", program)
         if "/" in program and not (cwd / program).exists():
             raise FileNotFoundError(2, "No such file or directory", program)
-        cwd = cwd.resolve()
         hide = [] if kind == "root" else sorted({pwd.getpwuid(os.getuid()).pw_dir, str(Path.home())})
-        return self._wrap(kind, argv, cwd, hide)
+        return self._spec(kind, cwd.resolve(), hide)
+
+    def wrap(self, argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> list[str]:
+        """The argv that runs `argv` in `cwd` inside the sandbox (itself when off), as its own
+        `python jail.py` process (worker.process uses the launch server instead when it can).
+
+        Raises FileNotFoundError for a program that is not there, as a direct start would.
+        """
+        spec = self.spec(argv, cwd, env)
+        return list(argv) if spec is None else jail_argv(spec, argv)
+
+
+def jail_argv(spec: Mapping[str, Any], argv: Sequence[str]) -> list[str]:
+    """The command line of a launcher of its own for one tool (`python jail.py SPEC ARGV`)."""
+    return [sys.executable, "-I", "-S", str(JAIL), json.dumps(spec), *argv]
 
 
 _current = Sandbox()
@@ -175,6 +193,11 @@ def configure(sandbox: Sandbox) -> Sandbox:
         log.info("tool processes run sandboxed (%s)", sandbox.kind())
     except SandboxUnavailable as exc:
         log.error("no sandbox for tool processes: %s", exc)
+        return sandbox
+    try:
+        launcher.shared().prestart()  # so the first task's tool does not wait for its Python to start
+    except OSError as exc:
+        log.warning("the launch server did not start (%s): each tool gets a launcher of its own", exc)
     return sandbox
 
 

@@ -1,0 +1,184 @@
+"""The launch server (worker.launcher, `jail.py --serve`): one pre-started process forks a
+sandboxed launcher per tool, instead of a Python start per tool.
+
+Run for real: the server, its launchers and the tools are real processes in real namespaces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import wait_for
+from worker import launcher
+from worker.process import GroupRun, run_in_group
+from worker.sandbox import current
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def own_launcher() -> Iterator[launcher.Launcher]:
+    """A launch server of the test's own, stopped at the end."""
+    mine = launcher.Launcher()
+    old = launcher.use(mine)
+    try:
+        yield mine
+    finally:
+        launcher.use(old)
+        mine.stop()
+
+
+async def run(argv: list[str], cwd: Path) -> tuple[GroupRun, str, str]:
+    out: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
+
+    async def pump(reader: asyncio.StreamReader, name: str) -> None:
+        while line := await reader.readline():
+            out[name].append(line)
+
+    os.makedirs(cwd, exist_ok=True)
+    done = await asyncio.wait_for(
+        run_in_group(argv, cwd=cwd, env={"PATH": os.defpath}, pump=pump, cancelled=asyncio.Event()), 20
+    )
+    return done, b"".join(out["stdout"]).decode(), b"".join(out["stderr"]).decode()
+
+
+@pytest.fixture(autouse=True)
+def _sandboxed() -> None:
+    if current().kind() is None:  # pragma: no cover (the suite runs sandboxed)
+        pytest.fail("these tests need the sandbox (META_AGENT_SANDBOX is off)")
+
+
+async def test_tools_start_through_one_server_and_a_new_one_after_it_died(
+    own_launcher: launcher.Launcher, tmp_path: Path
+) -> None:
+    first, out, _ = await run(["sh", "-c", "echo $$"], tmp_path / "a")
+    server = own_launcher.pid
+    second, out2, _ = await run(["sh", "-c", "echo $$; exit 3"], tmp_path / "b")
+    assert (first.returncode, second.returncode) == (0, 3)
+    assert out.strip() == out2.strip() == "2"  # PID 2 of a new PID namespace: init is 1
+    assert server is not None and own_launcher.pid == server  # the same server for both
+
+    os.kill(server, signal.SIGKILL)
+    wait_for(lambda: own_launcher.pid is None, 5, "the killed server to be gone")
+    third, out3, _ = await run(["sh", "-c", "echo again"], tmp_path / "c")
+    assert (third.returncode, out3.strip()) == (0, "again")
+    assert own_launcher.pid not in (None, server)
+
+
+async def test_a_server_that_cannot_start_leaves_the_tool_to_a_launcher_of_its_own(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = launcher.Launcher(script=tmp_path / "missing-jail.py")
+    old = launcher.use(broken)
+    try:
+        done, out, _ = await run(["readlink", "/proc/self/ns/pid"], tmp_path / "ws")
+    finally:
+        launcher.use(old)
+        broken.stop()
+    assert done.returncode == 0
+    assert out.strip() != os.readlink("/proc/self/ns/pid")  # still in a PID namespace of its own
+    assert "starting the tool with its own launcher" in caplog.text
+
+
+async def test_a_tool_gets_default_signal_handling_and_can_wait_for_its_children(
+    own_launcher: launcher.Launcher, tmp_path: Path
+) -> None:
+    # The server ignores SIGCHLD (the kernel reaps its launchers); a tool inheriting that
+    # would see `wait` fail, and one inheriting an ignored SIGTERM could not be stopped.
+    script = "sleep 0.05 & wait $!; echo waited=$?; grep -E '^Sig(Ign|Cgt)' /proc/self/status"
+    done, out, _ = await run(["sh", "-c", script], tmp_path)
+    assert done.returncode == 0
+    assert "waited=0" in out
+    ignored = next(line for line in out.splitlines() if line.startswith("SigIgn"))
+    assert int(ignored.split()[1], 16) == 0, out  # grep itself ignores nothing
+
+
+async def test_a_tool_killed_by_a_signal_is_reported_so(
+    own_launcher: launcher.Launcher, tmp_path: Path
+) -> None:
+    done, _, _ = await run(["sh", "-c", "kill -TERM $$"], tmp_path)
+    assert done.returncode == -signal.SIGTERM
+
+
+async def test_a_tool_that_cannot_start_says_why_on_its_stderr(
+    own_launcher: launcher.Launcher, tmp_path: Path
+) -> None:
+    (tmp_path / "ws").mkdir()
+    script = tmp_path / "ws" / "not-executable.sh"
+    script.write_text("echo hi\n")
+    done, _, err = await run(["./not-executable.sh"], tmp_path / "ws")
+    assert done.returncode == 126
+    assert "Permission denied" in err
+
+
+WORKER = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    from pathlib import Path
+    from worker.launcher import shared
+    from worker.process import run_in_group
+
+    async def main():
+        async def pump(reader, name):
+            async for line in reader:
+                print(name, line.decode().strip(), flush=True)
+        os.environ["META_AGENT_API_KEY"] = "ma_not_for_the_server"
+        run = asyncio.create_task(run_in_group(
+            ["sh", "-c", "echo started; exec sleep 6061.5"], cwd=Path(sys.argv[1]),
+            env={"PATH": os.defpath}, pump=pump, cancelled=asyncio.Event()))
+        while shared().pid is None:
+            await asyncio.sleep(0.01)
+        print("server", shared().pid, flush=True)
+        await run
+
+    asyncio.run(main())
+    """
+)
+
+
+def _sleepers() -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"6061.5" in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_the_server_holds_no_secret_and_its_tools_die_with_the_worker(tmp_path: Path) -> None:
+    worker = subprocess.Popen(
+        [sys.executable, "-c", WORKER, str(tmp_path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "META_AGENT_API_KEY": "ma_not_for_the_server"},
+    )
+    try:
+        assert worker.stdout is not None
+        lines = [worker.stdout.readline() for _ in range(2)]
+        server = int(next(line for line in lines if line.startswith("server")).split()[1])
+        assert any("started" in line for line in lines), lines
+        environ = Path(f"/proc/{server}/environ").read_bytes().split(b"\0")
+        assert [v for v in environ if v] == [f"PATH={os.defpath}".encode()]
+        assert _sleepers(), "the tool should be running"
+        worker.kill()
+        worker.wait(10)
+        wait_for(lambda: not Path(f"/proc/{server}").exists(), 10, "the server to exit with its worker")
+        wait_for(lambda: not _sleepers(), 10, "the tool to die with its worker")
+    finally:
+        worker.kill()
+        worker.wait(10)
+        if worker.stdout is not None:
+            worker.stdout.close()
