@@ -1,7 +1,8 @@
 """The launcher that puts one tool process in the sandbox (see worker.sandbox for the why).
 
-    python -I -S jail.py SPEC_JSON ARGV...      one tool, then exit like it
-    python -I -S jail.py --serve FD             the launch server (worker.launcher)
+    python -I -S jail.py SPEC_JSON ARGV...
+
+(worker/jail_server.py does the same for many tools from one process: worker.launcher.)
 
 Standard library only, and never imported by the worker: it runs as its own small process
 between the worker and the tool. SPEC is {"mode": "root" | "userns", "uid", "gid", "cwd",
@@ -14,25 +15,14 @@ the group reaches them all):
                reachable for the tool's user, starts the tool, and on the tool's exit leaves,
                which makes the kernel kill whatever the tool left behind
     tool       drops to the sandbox user (root mode), sets no_new_privs, execs ARGV
-
-The launch server exists for speed: starting Python and creating the user namespace of an
-idmapped mount cost 15-80 ms per tool, most of a short command's life. The worker starts
-one server; for each tool it sends the tool's stdout/stderr pipes and a socket over FD, and
-the server forks a launcher that does what the command line form does, in its own session,
-reporting `P<pid>` when it starts and `S<wait status>` when the tool ends on that socket.
-The server keeps the idmap namespaces it made (one per owner/user pair) for the next tool,
-and exits when the worker's end of FD closes; its launchers die with it (PDEATHSIG).
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import gc
 import json
 import os
 import signal
-import socket
 import stat
 import struct
 import sys
@@ -41,7 +31,7 @@ import sys
 # every tool process); the checker treats any constant of this name the same way.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Literal, NotRequired, TypedDict
+    from typing import Literal, NotRequired, TypedDict
 
     class Spec(TypedDict):
         """What the worker (worker.sandbox) tells the launcher, as JSON."""
@@ -124,7 +114,7 @@ def _idmap_userns(uid_line: str, gid_line: str) -> int:
 _USERNS: dict[tuple[int, int, int, int], int] = {}
 
 
-def _userns(idmap: tuple[int, int, int, int]) -> int:
+def userns(idmap: tuple[int, int, int, int]) -> int:
     """The idmap user namespace's fd for (owner, group, uid, gid), made once per process:
     the launch server makes it before forking, so its launchers inherit it."""
     fd = _USERNS.get(idmap)
@@ -164,12 +154,12 @@ def _inside(path: str, root: str) -> bool:
 def _clone(path: str, idmap: tuple[int, int, int, int] | None, readonly: bool) -> int:
     flags = OPEN_TREE_CLONE | os.O_CLOEXEC | AT_RECURSIVE
     tree = _check(libc.syscall(SYS_OPEN_TREE, AT_FDCWD, _b(path), flags), f"open_tree {path}")
-    attr_set, userns = (MOUNT_ATTR_RDONLY if readonly else 0), 0
+    attr_set, ns = (MOUNT_ATTR_RDONLY if readonly else 0), 0
     if idmap:
-        userns = _userns(idmap)
+        ns = userns(idmap)
         attr_set |= MOUNT_ATTR_IDMAP
     if attr_set:
-        attr = struct.pack("QQQQ", attr_set, 0, 0, userns)
+        attr = struct.pack("QQQQ", attr_set, 0, 0, ns)
         what = f"idmapped mount of {path} (does its file system support it?)" if idmap else f"mount {path}"
         _check(
             libc.syscall(SYS_MOUNT_SETATTR, tree, b"", AT_EMPTY_PATH | AT_RECURSIVE, attr, len(attr)), what
@@ -255,18 +245,24 @@ def init(spec: Spec, argv: list[str], env: dict[str, str], report: int) -> None:
             os._exit(0)
 
 
+def enter(mode: str) -> None:
+    """Unshare the mount and PID namespaces (and the user namespace, `userns` mode): the
+    next child is PID 1 of the new one."""
+    if mode == "userns":
+        uid, gid = os.getuid(), os.getgid()
+        _check(libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID), "unshare")
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/uid_map", f"{uid} {uid} 1")
+        _write("/proc/self/gid_map", f"{gid} {gid} 1")
+    else:
+        _check(libc.unshare(CLONE_NEWNS | CLONE_NEWPID), "unshare")
+    mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount leaks to the host
+
+
 def run(spec: Spec, argv: list[str], env: dict[str, str]) -> int:
     """Run the tool in new namespaces; its wait status (EXIT_SANDBOX when setup failed)."""
     try:
-        if spec["mode"] == "userns":
-            uid, gid = os.getuid(), os.getgid()
-            _check(libc.unshare(CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID), "unshare")
-            _write("/proc/self/setgroups", "deny")
-            _write("/proc/self/uid_map", f"{uid} {uid} 1")
-            _write("/proc/self/gid_map", f"{gid} {gid} 1")
-        else:
-            _check(libc.unshare(CLONE_NEWNS | CLONE_NEWPID), "unshare")
-        mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount leaks to the host
+        enter(spec["mode"])
     except (OSError, SetupError) as exc:
         print(f"sandbox: {exc}", file=sys.stderr, flush=True)
         return EXIT_SANDBOX << 8
@@ -301,99 +297,5 @@ def main() -> None:
     sys.exit(code)
 
 
-MAX_REQUEST = 64 << 20
-
-
-def _read_request(conn: socket.socket) -> dict[str, Any]:
-    """A 4-byte big-endian length, then that much JSON: {"spec", "argv", "env"}."""
-    conn.settimeout(10)  # a worker that stalls mid-request must not stall every launch
-    size = int.from_bytes(_recv_exactly(conn, 4), "big")
-    if size > MAX_REQUEST:
-        raise SetupError(f"a launch request of {size} bytes")
-    request = json.loads(_recv_exactly(conn, size))
-    conn.settimeout(None)
-    return request
-
-
-def _recv_exactly(conn: socket.socket, size: int) -> bytes:
-    chunks: list[bytes] = []
-    while size:
-        chunk = conn.recv(min(size, 1 << 20))
-        if not chunk:
-            raise SetupError("the worker closed the launch request early")
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
-
-
-def _launcher(server: int, out_fd: int, err_fd: int, conn: socket.socket, request: dict[str, Any]) -> None:
-    """A forked launcher: its own session (the worker signals the group), the tool's pipes
-    as its stdout/stderr, then `run`; the status goes back on `conn`. Never returns."""
-    status = EXIT_SANDBOX << 8
-    try:
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the server's SIG_IGN would reap init for us
-        os.setsid()
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != server:
-            os._exit(EXIT_SANDBOX)
-        conn.sendall(b"P%d\n" % os.getpid())
-        null = os.open(os.devnull, os.O_RDONLY)
-        for fd, target in ((null, 0), (out_fd, 1), (err_fd, 2)):
-            os.dup2(fd, target)
-            os.close(fd)
-        status = run(request["spec"], list(request["argv"]), dict(request["env"]))
-    except BaseException as exc:  # its last words go to the tool's stderr, whatever they are
-        print(f"sandbox: {exc}", file=sys.stderr, flush=True)
-    try:
-        conn.sendall(b"S%d\n" % status)
-    finally:
-        os._exit(0)
-
-
-def serve(ctl_fd: int) -> None:
-    """The launch server: one launcher per message on `ctl_fd` (a SOCK_SEQPACKET socket)
-    carrying three fds (stdout, stderr, the request socket), until the worker closes it."""
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)  # only the worker's end closing stops us
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # launchers are reaped by the kernel
-    ctl = socket.socket(fileno=ctl_fd)
-    me = os.getpid()
-    # Every launcher is a fork of this process: a collection in one would write to every
-    # object's page and copy them all; without it a launcher copies only what it touches.
-    gc.disable()
-    gc.freeze()
-    while True:
-        msg, fds, _, _ = socket.recv_fds(ctl, 16, 3, socket.MSG_CMSG_CLOEXEC)
-        if not msg:
-            os._exit(0)
-        if len(fds) != 3:
-            for fd in fds:
-                os.close(fd)
-            continue
-        out_fd, err_fd, conn_fd = fds
-        conn = socket.socket(fileno=conn_fd)
-        try:
-            request = _read_request(conn)
-            idmap = cwd_idmap(request["spec"])
-            if idmap:
-                _userns(idmap)  # made here once, inherited by every launcher after
-        except (OSError, ValueError, KeyError, TypeError, SetupError) as exc:
-            with contextlib.suppress(OSError):
-                conn.sendall(b"E%s\n" % str(exc).encode()[:500])
-            for fd in (out_fd, err_fd):
-                os.close(fd)
-            conn.close()
-            continue
-        if os.fork() == 0:
-            ctl.close()
-            _launcher(me, out_fd, err_fd, conn, request)
-        os.close(out_fd)
-        os.close(err_fd)
-        conn.close()
-
-
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--serve"]:
-        serve(int(sys.argv[2]))
-    else:
-        main()
+    main()

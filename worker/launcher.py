@@ -1,4 +1,4 @@
-"""The worker's side of the launch server (`jail.py --serve`, see worker.jail).
+"""The worker's side of the launch server (worker/jail_server.py).
 
 Starting a sandboxed tool as its own `python jail.py` costs an interpreter start and a user
 namespace per tool (15-80 ms). The launch server is started once per worker process and
@@ -33,7 +33,7 @@ __all__ = ["LaunchFailed", "Launched", "Launcher", "shared", "use"]
 
 log = logging.getLogger(__name__)
 
-JAIL = Path(__file__).with_name("jail.py")
+SERVER = Path(__file__).with_name("jail_server.py")
 
 
 class LaunchFailed(OSError):
@@ -62,7 +62,7 @@ class Launched:
 class Launcher:
     """One launch server, started on first use and again if it died."""
 
-    def __init__(self, script: Path = JAIL) -> None:
+    def __init__(self, script: Path = SERVER) -> None:
         self.script = script
         self._lock = threading.Lock()
         self._server: subprocess.Popen[bytes] | None = None
@@ -82,7 +82,7 @@ class Launcher:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._server = subprocess.Popen(
-                [sys.executable, "-I", "-S", str(self.script), "--serve", str(theirs.fileno())],
+                [sys.executable, "-I", "-S", str(self.script), str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),),
                 env={"PATH": os.defpath},
                 stdin=subprocess.DEVNULL,

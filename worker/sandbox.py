@@ -49,7 +49,7 @@ __all__ = ["Sandbox", "SandboxUnavailable", "configure", "current", "jail_argv",
 
 log = logging.getLogger(__name__)
 
-JAIL = launcher.JAIL
+JAIL = Path(__file__).with_name("jail.py")
 MODES = ("auto", "off")
 
 
