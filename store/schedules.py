@@ -13,6 +13,9 @@ Cron times are wall-clock times in the schedule's zone, so daylight saving time 
 the way a person expects: a time that does not exist that day (02:30 when clocks jump from
 02:00 to 03:00) fires once, at the first instant after the jump; a time that happens twice
 (02:30 when clocks fall back) fires once, at its first occurrence. See `next_after`.
+
+`notify` (`parse_notify`): a run of a schedule with `slack:#ops` is bound to that channel in
+the transaction that starts it (`store.slack.bind_channel`); the Slack relay posts it.
 """
 
 from __future__ import annotations

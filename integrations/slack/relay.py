@@ -321,6 +321,7 @@ class _Follower:
         """A channel binding's first post: the root message its thread hangs from. Once, as
         `_post_once` does: the intent is recorded first, and a pending one found on a restart
         is looked for in the channel's history before it is posted again."""
+        team = await self.relay.team_id()  # before the post: nothing may fail between it and its record
         notify: dict[str, Any] = self.posts.get("notify") or {}
         to = str(notify.get("to") or self.b.channel)
         entry: dict[str, Any] = self.posts.get("root") or {}
@@ -337,7 +338,7 @@ class _Follower:
             )
             found = str(resp["channel"]), str(resp["ts"])  # Slack answers with the channel's id
         channel, ts = found
-        ref = ThreadRef(await self.relay.team_id(), channel, ts)
+        ref = ThreadRef(team, channel, ts)
         self.posts["root"] = {"ts": ts}
         async with self.db.tx() as tx:
             if not await slack_store.rooted(tx, self.task_id, self.relay.owner, ref, dict(self.posts)):

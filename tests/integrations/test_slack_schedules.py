@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from store import schedules
 from store import slack as slack_store
@@ -19,7 +20,7 @@ from tests.fakes.llm_server import FakeLLM
 from tests.fakes.slack_server import Call, FakeSlack
 from tests.integrations.slack_support import posted, text_of
 from tests.schedules.helpers import make_due, schedule_body
-from tests.support import LiveServer, wait_for
+from tests.support import ROOT, LiveServer, wait_for
 from tests.worker.llm_support import worker_thread
 
 OPS = "C0OPS"  # the fake's id of #ops
@@ -172,3 +173,11 @@ def test_two_replicas_post_a_scheduled_run_once(
     for key in ("progress", "result"):
         assert len(posted(slack, root.result["ts"], key)) == 1, key
     assert schedule(b)["runs"] == 1
+
+
+def test_the_manifest_lets_the_relay_resolve_a_channel_name() -> None:
+    """Finding a root post after a crash needs a `#name`'s id (conversations.list)."""
+    manifest = yaml.safe_load((ROOT / "integrations/slack/manifest.yaml").read_text())
+    assert {"channels:read", "groups:read", "channels:history", "groups:history"} <= set(
+        manifest["oauth_config"]["scopes"]["bot"]
+    )
