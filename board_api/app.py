@@ -186,7 +186,11 @@ def _lifespan(
         reaper = asyncio.create_task(_reaper(database, settings.reaper_interval, stopping, state.metrics))
         # Every replica runs one; the database decides which fires a due time (store/schedules.py).
         limits = {"max_prompt_chars": settings.max_prompt_chars, "max_attempts": settings.max_attempts}
-        ticker = asyncio.create_task(schedule_service.run_ticker(database, stopping, limits=limits))
+        # Notify targets this process can deliver: a plugin that relays them says which kinds.
+        deliver = {kind for plugin in plugins for kind in _notify_kinds(plugin)}
+        ticker = asyncio.create_task(
+            schedule_service.run_ticker(database, stopping, limits=limits, deliver=deliver)
+        )
         background.append(ticker)
         days, every = settings.retention_days, settings.retention_interval
         background.append(asyncio.create_task(retention.run_pruner(database, days, stopping, every)))
@@ -200,6 +204,12 @@ def _lifespan(
             await _stop(state, stopping, reaper, background, dispose=db is None)
 
     return lifespan
+
+
+def _notify_kinds(plugin: Plugin) -> tuple[str, ...]:
+    """The schedule notify kinds a plugin relays (Slack: "slack"); none for the others."""
+    kinds: tuple[str, ...] = getattr(plugin, "notify_kinds", ())
+    return kinds
 
 
 async def _listen(database: Database, settings: Settings) -> list[asyncio.Task[None]]:

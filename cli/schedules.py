@@ -52,6 +52,14 @@ def create_schedule(
         str, typer.Option(help="A run due while the previous is unfinished: skip | queue | cancel.")
     ] = "skip",
     paused: Annotated[bool, typer.Option("--paused", help="Create it paused.")] = False,
+    notify: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--notify",
+            help="Post each run to Slack: slack:#channel or slack:CHANNEL_ID (a message per run, "
+            "progress and result in its thread; needs Slack configured on the server).",
+        ),
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Create a schedule; its first run is the next due time of --cron in --tz."""
@@ -66,6 +74,7 @@ def create_schedule(
         "catchup": catchup,
         "overlap": overlap,
         "paused": paused,
+        "notify": notify or [],
     }
     made = client(ctx).schedules.create(body)
     if json_out:
@@ -75,6 +84,8 @@ def create_schedule(
     out.print(f"schedule [bold]{escape(made.name)}[/] [green]created[/]", highlight=False)
     if made.next_run_at:
         out.print(f"next run: {_when(made.next_run_at)} ({escape(made.cron)} in {escape(made.timezone)})")
+    if made.notify:
+        out.print(f"each run is posted to {escape(', '.join(made.notify))}", highlight=False)
 
 
 @schedules_app.command("list")
@@ -93,15 +104,19 @@ def list_schedules(
         out.print('no schedules yet: `meta-agent schedules create NAME --agent A --cron "0 8 * * 1-5" ...`')
         return
     # Narrow enough for 80 columns; `get` shows the rest (agent, last run's time and task).
-    t = table("NAME", "CRON", "TZ", "NEXT RUN", "LAST RUN")
+    notifies = any(s.notify for s in page.items)  # the column only when a schedule posts
+    t = table("NAME", "CRON", "TZ", "NEXT RUN", "LAST RUN", *(["NOTIFY"] if notifies else []))
     for s in page.items:
-        t.add_row(
+        row = [
             escape(s.name),
             escape(s.cron),
             escape(s.timezone),
             "[yellow]paused[/]" if s.paused else _when(s.next_run_at, "%m-%d %H:%M"),
             status_text(s.last_task_status) if s.last_task_status else escape(s.last_outcome or "never"),
-        )
+        ]
+        if notifies:
+            row.append(_notify_text(s))
+        t.add_row(*row)
     one_line_columns(t, width=out.width)
     out.print(t)
     if page.next_cursor:
@@ -136,6 +151,17 @@ def delete_schedule(ctx: typer.Context, name: NameArg, json_out: JsonOption = Fa
     console().print(f"schedule [bold]{escape(name)}[/] [green]deleted[/]", highlight=False)
 
 
+def _notify_text(s: ScheduleOut) -> str:
+    """Where runs are posted, and how the last one went when it did not simply work."""
+    if not s.notify:
+        return "-"
+    where = escape(", ".join(s.notify))
+    state = s.last_notify or ""
+    if state.startswith(("failed", "not delivered")):
+        return f"{where} [red]({escape(state)})[/]"
+    return f"{where} [dim]({state})[/]" if state else where
+
+
 def _show(ctx: typer.Context, s: ScheduleOut, json_out: bool) -> None:
     if json_out:
         print_json(wire(s))
@@ -152,6 +178,8 @@ def _show(ctx: typer.Context, s: ScheduleOut, json_out: bool) -> None:
         ("runs", str(s.runs)),
         ("prompt", escape(first_line(s.prompt, 80))),
     ]
+    if s.notify:
+        rows.append(("notify", _notify_text(s)))
     if s.last_task_id:
         status = status_text(s.last_task_status) if s.last_task_status else ""
         rows.append(("last task", f"{s.last_task_id} {status} {state(ctx).board_link(s.last_task_id)}"))

@@ -35,6 +35,11 @@ class ScheduleCreate(Strict):
         description="A run due while the previous is unfinished: skip it, queue it anyway, or cancel the previous",
     )
     paused: bool = False
+    notify: Annotated[list[Annotated[str, StringConstraints(max_length=200)]], Field(max_length=10)] = Field(
+        default=[],
+        description="Where each run's progress is posted: slack:#channel or slack:CHANNEL_ID "
+        "(a root message per run, progress and result in its thread)",
+    )
 
 
 class ScheduleOut(BaseModel):
@@ -56,6 +61,10 @@ class ScheduleOut(BaseModel):
     last_outcome: str | None
     last_error: str | None
     runs: int
+    notify: list[str] = []
+    # How the last run was posted to `notify`: posting, posted, "failed: <Slack error>" or
+    # "not delivered: <why>" (e.g. Slack is not configured); None without notify or a run.
+    last_notify: str | None = None
     created_by: str | None
     created_at: datetime
     updated_at: datetime

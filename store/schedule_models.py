@@ -49,6 +49,11 @@ class Schedule(Table, table=True):
     last_outcome: str | None = Field(default=None, max_length=32)
     last_error: str | None = None
     runs: int = 0  # tasks started so far
+    # Where each run's progress goes: ["slack:#ops"] (store/schedules.py `parse_notify`). A run
+    # is bound to the channel in the transaction that starts it (store/slack.py `bind_root`).
+    notify: list[str] = Field(default_factory=list, sa_type=sa.JSON, nullable=False)
+    # Why the last run's notification was not handed over (Slack not configured), else None.
+    notify_error: str | None = None
     created_by: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

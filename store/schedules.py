@@ -13,6 +13,9 @@ Cron times are wall-clock times in the schedule's zone, so daylight saving time 
 the way a person expects: a time that does not exist that day (02:30 when clocks jump from
 02:00 to 03:00) fires once, at the first instant after the jump; a time that happens twice
 (02:30 when clocks fall back) fires once, at its first occurrence. See `next_after`.
+
+`notify` (`parse_notify`): a run of a schedule with `slack:#ops` is bound to that channel in
+the transaction that starts it (`store.slack.bind_channel`); the Slack relay posts it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import asyncio
 import base64
 import json
 import logging
+import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +38,7 @@ from sqlmodel import col, select
 
 from kernel import errors
 from store import catalog
+from store import slack as slack_store
 from store import tasks as task_service
 from store.db import Database, Tx
 from store.models import TERMINAL, Task, utcnow
@@ -51,6 +57,8 @@ __all__ = [
     "last_task_statuses",
     "list_schedules",
     "next_after",
+    "notify_states",
+    "parse_notify",
     "parse_zone",
     "pause",
     "resume",
@@ -66,6 +74,10 @@ TOPIC = "schedules"
 # down): the schedule's `catchup` policy decides whether it still runs, once.
 MISSED_AFTER = timedelta(seconds=60)
 MAX_CRON_CHARS = 120
+# Notify targets: a Slack channel by name (lowercase letters, digits, - and _, at most 80, as
+# Slack allows) or by id (C0123ABCD; G... private, D... direct message).
+SLACK_TARGET = re.compile(r"^slack:(#[a-z0-9_\-]{1,80}|[CGD][A-Z0-9]{1,31})$")
+NOTIFY_FORMS = "slack:#channel-name or slack:CHANNEL_ID (e.g. slack:#ops, slack:C0123ABCD)"
 _TERMINAL = {s.value for s in TERMINAL}
 _sched = Schedule.__table__
 
@@ -83,6 +95,7 @@ class NewSchedule:
     overlap: str = "skip"
     paused: bool = False
     created_by: str | None = None
+    notify: list[str] = field(default_factory=list[str])
 
 
 @dataclass
@@ -94,6 +107,7 @@ class Fired:
     outcome: str  # started | skipped_overlap | skipped_missed | cancelled_previous | failed
     task_id: str | None = None
     error: str | None = None
+    notify_error: str | None = None  # the run started, but could not be posted where asked
 
 
 def _invalid(field_name: str, message: str, code: str) -> errors.Invalid:
@@ -159,6 +173,26 @@ def next_after(cron: str, zone: str, after: datetime) -> datetime:
     raise _invalid("cron", f"cron {cron!r} never falls due", "invalid_cron")
 
 
+def parse_notify(targets: list[str]) -> list[str]:
+    """Where a schedule's runs are posted, checked: today one Slack channel, `slack:#name` or
+    `slack:CHANNEL_ID` (a run's progress is a thread, and a thread lives in one channel).
+    Anything else is a 422 naming the `notify` field."""
+    out: list[str] = []
+    for raw in targets:
+        target = raw.strip()
+        if not SLACK_TARGET.match(target):
+            raise _invalid("notify", f"notify target {raw[:100]!r} is not {NOTIFY_FORMS}", "invalid_notify")
+        if target not in out:
+            out.append(target)
+    if len(out) > 1:
+        raise _invalid(
+            "notify",
+            f"notify names {len(out)} targets; a schedule posts its runs to one Slack channel",
+            "invalid_notify",
+        )
+    return out
+
+
 def _check(new: NewSchedule) -> None:
     catalog.check_slug("schedule", new.name)
     if new.catchup not in CATCHUP:
@@ -167,6 +201,7 @@ def _check(new: NewSchedule) -> None:
         raise _invalid("overlap", f"overlap must be one of {', '.join(OVERLAP)}", "invalid_overlap")
     new.cron = validate_cron(new.cron)
     parse_zone(new.timezone)
+    new.notify = parse_notify(new.notify)
 
 
 async def _known(tx: Tx, what: str, key: str) -> str:
@@ -204,6 +239,7 @@ async def create_schedule(tx: Tx, new: NewSchedule, *, max_prompt_chars: int = 1
         catchup=new.catchup,
         overlap=new.overlap,
         paused=new.paused,
+        notify=new.notify,
         next_run_at=None if new.paused else next_after(new.cron, new.timezone, now),
         created_by=new.created_by,
         created_at=now,
@@ -268,6 +304,25 @@ async def _locked(tx: Tx, key: str) -> Schedule:
     return row
 
 
+async def notify_states(session: AsyncSession, rows: list[Schedule]) -> dict[str, str]:
+    """How each schedule's last run was posted where `notify` asks, by schedule id:
+    `posting` (the relay has not posted it yet), `posted`, `failed: <Slack error>`, or
+    `not delivered: <why>` (e.g. Slack is not configured). Schedules without `notify` or
+    without a run are left out."""
+    asked = [r for r in rows if r.notify and r.last_task_id]
+    bindings = await slack_store.bindings_of(session, [r.last_task_id for r in asked if r.last_task_id])
+    out: dict[str, str] = {}
+    for r in asked:
+        b = bindings.get(r.last_task_id or "")
+        if b is None:
+            out[r.id] = f"not delivered: {r.notify_error}" if r.notify_error else "not delivered"
+        elif b.status == "failed":
+            out[r.id] = f"failed: {b.error or 'unknown error'}"
+        else:
+            out[r.id] = "posted" if b.thread_ts else "posting"
+    return out
+
+
 async def pause(tx: Tx, key: str) -> Schedule:
     """Stop starting tasks (idempotent); tasks already started are left alone."""
     row = await _locked(tx, key)
@@ -310,13 +365,16 @@ async def fire_due(
     batch: int = 50,
     missed_after: timedelta = MISSED_AFTER,
     limits: dict[str, Any] | None = None,
+    deliver: Collection[str] = (),
 ) -> list[Fired]:
     """Start the runs that are due at `now`, each exactly once across every replica.
 
     A due row is claimed by moving `next_run_at` from the value read to the next due time
     after `now` (so runs missed while everything was down collapse into this one); the
     `catchup` policy then says whether a missed run starts, and `overlap` what to do while
-    the previous run is unfinished. `limits` go to `store.tasks.create_task`."""
+    the previous run is unfinished. `limits` go to `store.tasks.create_task`. `deliver`: the
+    notify kinds this control plane can deliver ("slack" when Slack is configured); a run
+    whose target cannot be delivered still starts, and says so in `notify_error`."""
     now = now or utcnow()
     stmt = (
         sa.select(_sched)
@@ -350,15 +408,18 @@ async def fire_due(
             if now - due > missed_after and row["catchup"] == "skip":
                 outcome = Fired(row["name"], due, "skipped_missed")
             else:
-                outcome = await _run(tx, row, due, limits or {})
+                outcome = await _run(tx, row, due, limits or {}, deliver)
         await _record(tx, row["id"], outcome, now)
         fired.append(outcome)
     return fired
 
 
-async def _run(tx: Tx, row: sa.RowMapping, due: datetime, limits: dict[str, Any]) -> Fired:
+async def _run(
+    tx: Tx, row: sa.RowMapping, due: datetime, limits: dict[str, Any], deliver: Collection[str]
+) -> Fired:
     """Apply the overlap policy and start the task, inside a savepoint: a run that cannot
-    start (its agent was deleted since) is recorded as failed, and the schedule moves on."""
+    start (its agent was deleted since) is recorded as failed, and the schedule moves on.
+    The task's Slack binding is made in the same savepoint: started means bound."""
     name = row["name"]
     previous = await _unfinished(tx, row["last_task_id"])
     if previous and row["overlap"] == "skip":
@@ -377,10 +438,25 @@ async def _run(tx: Tx, row: sa.RowMapping, due: datetime, limits: dict[str, Any]
                 schedule_id=row["id"],
             )
             task = await task_service.create_task(tx, new, **limits)
+            undelivered = await _bind(tx, task.id, name, list(row["notify"] or []), deliver)
     except errors.MetaAgentError as exc:
         return Fired(name, due, "failed", error=exc.detail)
     outcome = "cancelled_previous" if previous and row["overlap"] == "cancel" else "started"
-    return Fired(name, due, outcome, task_id=task.id)
+    return Fired(name, due, outcome, task_id=task.id, notify_error=undelivered)
+
+
+async def _bind(tx: Tx, task_id: str, name: str, targets: list[str], deliver: Collection[str]) -> str | None:
+    """Hand the run to the relays of its notify targets; why not, when one cannot be."""
+    for target in targets:
+        kind, _, dest = target.partition(":")
+        if kind == "slack" and "slack" in deliver:
+            await slack_store.bind_channel(tx, task_id, dest, schedule=name)
+        else:
+            # Only Slack exists today (parse_notify), so this is "Slack is not configured".
+            return (
+                f"Slack is not configured on the control plane that started the run; not posted to {target}"
+            )
+    return None
 
 
 async def _unfinished(tx: Tx, task_id: str | None) -> str | None:
@@ -393,13 +469,23 @@ async def _unfinished(tx: Tx, task_id: str | None) -> str | None:
 async def _record(tx: Tx, schedule_id: str, fired: Fired, now: datetime) -> None:
     values: dict[str, Any] = {"last_outcome": fired.outcome, "last_error": fired.error}
     if fired.task_id:
-        values.update(last_task_id=fired.task_id, last_run_at=now, runs=_sched.c.runs + 1)
+        values.update(
+            last_task_id=fired.task_id,
+            last_run_at=now,
+            runs=_sched.c.runs + 1,
+            notify_error=fired.notify_error,
+        )
     await tx.execute(sa.update(_sched).where(_sched.c.id == schedule_id).values(**values))
     tx.notify(TOPIC, schedule_id)
 
 
 async def run_ticker(
-    db: Database, stop: asyncio.Event, *, poll: float = 1.0, limits: dict[str, Any] | None = None
+    db: Database,
+    stop: asyncio.Event,
+    *,
+    poll: float = 1.0,
+    limits: dict[str, Any] | None = None,
+    deliver: Collection[str] = (),
 ) -> None:
     """Fire due schedules until `stop` is set. Sleeps until the earliest due time, at most
     `poll` seconds (a schedule changed on another replica, or a clock jump, is seen within
@@ -414,7 +500,7 @@ async def run_ticker(
             now = utcnow()
             if due is not None and due <= now:
                 async with db.tx() as tx:
-                    fired = await fire_due(tx, now, limits=limits)
+                    fired = await fire_due(tx, now, limits=limits, deliver=deliver)
                 for f in fired:
                     log.info(
                         "schedule %s: %s%s",
@@ -423,6 +509,14 @@ async def run_ticker(
                         f" (task {f.task_id})" if f.task_id else f": {f.error}" if f.error else "",
                         extra={"schedule": f.schedule, "task_id": f.task_id},
                     )
+                    if f.notify_error:
+                        log.warning(
+                            "schedule %s: run %s not posted: %s",
+                            f.schedule,
+                            f.task_id,
+                            f.notify_error,
+                            extra={"schedule": f.schedule, "task_id": f.task_id},
+                        )
                 if fired:
                     continue  # re-plan at once: a full batch may have left more due
                 # Nothing claimed: another replica holds the due rows; its commit notifies.

@@ -29,6 +29,9 @@ from store.slack_models import SlackBinding, SlackEventSeen, SlackThread
 _bindings = SlackBinding.metadata.tables["slack_bindings"]
 _events = SlackEventSeen.metadata.tables["slack_events"]
 
+# Hub topic: a binding was made that no relay follows yet (the relays sweep at once).
+BINDINGS = "slack_bindings"
+
 
 @dataclass(frozen=True)
 class ThreadRef:
@@ -121,6 +124,64 @@ async def bind(tx: Tx, task_id: str, ref: ThreadRef, conversation_id: str | None
     )
     returning = stmt.on_conflict_do_nothing(index_elements=["task_id"]).returning(_bindings.c.task_id)
     return (await tx.execute(returning)).first() is not None
+
+
+async def bind_channel(tx: Tx, task_id: str, channel: str, *, schedule: str) -> bool:
+    """Bind a scheduled run to a channel where its thread does not exist yet: the relay posts
+    the root message ("Scheduled run of <schedule> started") first and threads under it
+    (`rooted`). `channel` is an id (C0123ABC) or a name (#ops); a name is kept in
+    `posts["notify"]` until the root post tells its id. Made in the transaction that creates
+    the task, so a crash cannot start the run without it."""
+    now = utcnow()
+    is_id = not channel.startswith("#")
+    stmt = _insert(tx, _bindings).values(
+        task_id=task_id,
+        thread_key="",  # set with thread_ts once the root message is posted
+        team_id="",
+        channel=channel if is_id else "",
+        thread_ts="",
+        conversation_id=None,
+        last_seq=0,
+        posts={"notify": {"to": channel, "schedule": schedule}},
+        status="active",
+        created_at=now,
+        updated_at=now,
+    )
+    returning = stmt.on_conflict_do_nothing(index_elements=["task_id"]).returning(_bindings.c.task_id)
+    bound = (await tx.execute(returning)).first() is not None
+    if bound:
+        tx.notify(BINDINGS, task_id)
+    return bound
+
+
+async def rooted(tx: Tx, task_id: str, owner: str, ref: ThreadRef, posts: dict[str, Any]) -> bool:
+    """The root message of a channel binding is posted: the binding now names its thread, and
+    the thread is one of ours (a reply in it can answer the run's questions). Fenced by the
+    lease like `save`; False when the lease is gone."""
+    stmt = (
+        sa.update(_bindings)
+        .where(_bindings.c.task_id == task_id, _bindings.c.lease_owner == owner)
+        .values(
+            thread_key=ref.key,
+            team_id=ref.team_id,
+            channel=ref.channel,
+            thread_ts=ref.thread_ts,
+            posts=posts,
+            updated_at=utcnow(),
+        )
+    )
+    if not await _changed(tx, stmt):
+        return False
+    await touch_thread(tx, ref, None)
+    return True
+
+
+async def bindings_of(session: AsyncSession, task_ids: list[str]) -> dict[str, SlackBinding]:
+    """The bindings of these tasks, by task id (one query for a page of schedules)."""
+    if not task_ids:
+        return {}
+    rows = await session.execute(select(SlackBinding).where(col(SlackBinding.task_id).in_(task_ids)))
+    return {b.task_id: b for b in rows.scalars().all()}
 
 
 async def set_conversation(tx: Tx, task_ids: list[str], conversation_id: str) -> None:

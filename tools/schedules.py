@@ -49,6 +49,11 @@ class ScheduleInfo(BaseModel):
         description="started, skipped_overlap, skipped_missed, cancelled_previous or failed"
     )
     runs: int
+    notify: list[str] = Field(default=[], description="Where each run is posted, e.g. slack:#ops.")
+    last_notify: str | None = Field(
+        default=None,
+        description="How the last run was posted: posting, posted, failed: <error> or not delivered: <why>.",
+    )
 
     @classmethod
     def of(cls, s: ScheduleOut) -> ScheduleInfo:
@@ -100,6 +105,14 @@ def register(mcp: MCPServer, backend: Backend) -> None:
             Literal["skip", "queue", "cancel"],
             Field(description="A run due while the previous is unfinished: skip, queue or cancel it."),
         ] = "skip",
+        notify: Annotated[
+            list[Annotated[str, Field(max_length=200)]] | None,
+            Field(
+                description="Post each run to Slack: slack:#channel or slack:CHANNEL_ID (a message per "
+                "run, its progress and result in the thread).",
+                max_length=10,
+            ),
+        ] = None,
     ) -> ScheduleInfo:
         """Start a task for `agent` at every time `cron` names in `timezone`. Confirm the
         times with the user first; the result's next_run_at says when the first run starts."""
@@ -113,6 +126,7 @@ def register(mcp: MCPServer, backend: Backend) -> None:
             "parameters": parameters or {},
             "catchup": catchup,
             "overlap": overlap,
+            "notify": notify or [],
         }
         async with backend.client(f"create schedule {name!r}") as c:
             return ScheduleInfo.of(await c.schedules.create(body))

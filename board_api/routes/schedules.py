@@ -16,14 +16,19 @@ from store.schedule_models import Schedule
 router = APIRouter(tags=["schedules"])
 
 
-def schedule_out(row: Schedule, last_status: str | None = None) -> ScheduleOut:
-    return ScheduleOut.model_validate({**row.model_dump(), "last_task_status": last_status})
+def schedule_out(
+    row: Schedule, last_status: str | None = None, last_notify: str | None = None
+) -> ScheduleOut:
+    return ScheduleOut.model_validate(
+        {**row.model_dump(), "last_task_status": last_status, "last_notify": last_notify}
+    )
 
 
 async def _out(db: DbDep, row: Schedule) -> ScheduleOut:
     async with db.read() as s:
         statuses = await schedules.last_task_statuses(s, [row])
-    return schedule_out(row, statuses.get(row.last_task_id or ""))
+        notified = await schedules.notify_states(s, [row])
+    return schedule_out(row, statuses.get(row.last_task_id or ""), notified.get(row.id))
 
 
 @router.get("/schedules", response_model=ScheduleList)
@@ -37,7 +42,8 @@ async def list_schedules(
     async with db.read() as s:
         rows, nxt = await schedules.list_schedules(s, limit=limit, cursor=cursor)
         statuses = await schedules.last_task_statuses(s, rows)
-    items = [schedule_out(r, statuses.get(r.last_task_id or "")) for r in rows]
+        notified = await schedules.notify_states(s, rows)
+    items = [schedule_out(r, statuses.get(r.last_task_id or ""), notified.get(r.id)) for r in rows]
     return ScheduleList(items=items, next_cursor=nxt)
 
 

@@ -1,6 +1,7 @@
 // Schedules (`#/schedules`): what starts tasks on a cron, when it runs next, how its last
 // run went (a link to that task), and pause/resume for operators. Schedules have no stream
-// of their own, so the view re-reads them every few seconds while it is on screen.
+// of their own, so the view re-reads them every few seconds while it is on screen. Notify:
+// where each run is posted (slack:#ops) and whether the last one got there.
 
 import { api } from "./api.js";
 import { $, STATUS_LABEL, announce, h, stamp } from "./dom.js";
@@ -42,7 +43,7 @@ export class Schedules {
       }));
       return;
     }
-    const cols = ["Name", "Agent", "Cron", "Time zone", "Next run", "Last run", "State", ""];
+    const cols = ["Name", "Agent", "Cron", "Time zone", "Next run", "Last run", "State", "Notify", ""];
     const table = h("table.workers.schedules", { "aria-labelledby": "schedules-title" },
       h("thead", h("tr", cols.map((c) => h("th", { scope: "col", text: c })))),
       h("tbody", page.items.map((s) => this.#row(s))));
@@ -61,6 +62,7 @@ export class Schedules {
       h("td.next", s.next_run_at ? h("time", { datetime: s.next_run_at, text: stamp(s.next_run_at) }) : "—"),
       h("td.last", lastRun(s)),
       h("td.state", s.paused ? h("span.pill.paused", { text: "paused" }) : h("span.pill", { text: "active" })),
+      h("td.notify", notify(s)),
       h("td", this.canAct() ? this.#toggle(s) : null));
   }
 
@@ -84,6 +86,18 @@ export class Schedules {
     });
     return button;
   }
+}
+
+/** The targets, and the last run's delivery when it did not simply work (its reason as a
+ *  tooltip): "not delivered" when Slack is not configured, "failed" on a Slack error. */
+function notify(s) {
+  if (!s.notify || !s.notify.length) return "—";
+  const state = s.last_notify || "";
+  const bad = state.startsWith("failed") || state.startsWith("not delivered");
+  return [
+    h("code", { text: s.notify.join(", ") }),
+    bad ? h("span.muted.notify-problem", { text: ` (${state.split(":")[0]})`, title: state }) : null,
+  ];
 }
 
 function lastRun(s) {

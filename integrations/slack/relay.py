@@ -10,6 +10,11 @@ truth; the hub only wakes it up) and turns it into Slack calls:
 - the end: the progress message's final state, the result (summary, board link, Retry on
   failure) and the task's small artifacts as files.
 
+A scheduled run (a schedule's `notify: slack:#ops`) is bound to a channel with no thread yet
+(`store.slack.bind_channel`): its follower first posts the root message, "Scheduled run of
+<schedule> started", and then relays into that message's thread like any other. The root
+post is made once the same way as the others, found after a crash in the channel's history.
+
 Exactly once across restarts: a post that creates a message is recorded in `posts` *before*
 it is made (`{"pending": true}`) and again with its `ts` after. Finding a pending one on a
 start means "posted, or crashed just before": the thread is searched for the message by its
@@ -31,6 +36,7 @@ import os
 import secrets
 import socket
 import time
+from datetime import timedelta
 from typing import Any
 
 from integrations.slack import render
@@ -41,6 +47,7 @@ from store import slack as slack_store
 from store import tasks as task_service
 from store.db import Database
 from store.models import Task
+from store.slack import ThreadRef
 from store.slack_models import SlackBinding
 
 log = logging.getLogger("integrations.slack.relay")
@@ -65,6 +72,35 @@ class Relay:
         self.followers: dict[str, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
         self._sweeper: asyncio.Task[None] | None = None
+        self._team: str | None = None
+        self._channels: dict[str, str] = {}  # channel name -> id, as Slack told us
+
+    async def team_id(self) -> str:
+        """The workspace's id (a thread's key names it), asked once."""
+        if self._team is None:
+            self._team = str((await self.client.auth_test())["team_id"])
+        return self._team
+
+    async def channel_id(self, name: str) -> str | None:
+        """The id of channel `#name` (conversations.list), or None when there is none."""
+        name = name.removeprefix("#")
+        if name in self._channels:
+            return self._channels[name]
+        cursor = None
+        for _ in range(50):
+            resp = await self.client.conversations_list(
+                types="public_channel,private_channel", exclude_archived=True, limit=1000, cursor=cursor
+            )
+            channels: list[dict[str, Any]] = resp.get("channels") or []
+            for c in channels:
+                self._channels[str(c.get("name"))] = str(c.get("id"))
+            if name in self._channels:
+                return self._channels[name]
+            paging: dict[str, Any] = resp.get("response_metadata") or {}
+            cursor = paging.get("next_cursor")
+            if not cursor:
+                break
+        return None
 
     def board_url(self, task_id: str) -> str:
         return f"{self.board_base}/#/tasks/{task_id}"
@@ -96,8 +132,12 @@ class Relay:
             self.followers[task_id] = asyncio.create_task(self._follow(task_id))
 
     async def _sweep(self) -> None:
+        """Follow the bindings nobody follows: every SWEEP seconds (a replica died), and at
+        once when one is made elsewhere (a schedule's run, bound by whichever replica's
+        ticker fired it: the `slack_bindings` notification)."""
         last_prune = 0.0
         while not self._stopping.is_set():
+            version = self.db.hub.version(slack_store.BINDINGS)
             try:
                 async with self.db.read() as s:
                     claimable = await slack_store.claimable(s, self.owner)
@@ -109,8 +149,7 @@ class Relay:
                         await slack_store.forget_events(tx)
             except Exception:
                 log.exception("slack relay: sweep failed; will retry")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), SWEEP)
+            await self._wait(slack_store.BINDINGS, version, SWEEP)
 
     # --- one binding ------------------------------------------------------------------------
 
@@ -211,6 +250,8 @@ class _Follower:
 
     async def step(self) -> bool:
         """Relay what is new; True when the binding is done."""
+        if not self.b.thread_ts:
+            await self._root()
         async with self.db.read() as s:
             events = await event_log.list_after(s, self.task_id, self.b.last_seq, limit=200)
             self.task = await task_service.get_task(s, self.task_id)
@@ -276,6 +317,63 @@ class _Follower:
         await self._save(posts=dict(self.posts))
         return ts
 
+    async def _root(self) -> None:
+        """A channel binding's first post: the root message its thread hangs from. Once, as
+        `_post_once` does: the intent is recorded first, and a pending one found on a restart
+        is looked for in the channel's history before it is posted again."""
+        team = await self.relay.team_id()  # before the post: nothing may fail between it and its record
+        notify: dict[str, Any] = self.posts.get("notify") or {}
+        to = str(notify.get("to") or self.b.channel)
+        entry: dict[str, Any] = self.posts.get("root") or {}
+        found = await self._find_root(to) if entry.get("pending") else None
+        if found is None:
+            self.posts["root"] = {"pending": True}
+            await self._save(posts=dict(self.posts))  # the intent, before the post
+            async with self.db.read() as s:
+                task = await task_service.get_task(s, self.task_id)
+            schedule = str(notify.get("schedule") or "")
+            text, blocks = render.scheduled(schedule, task, self.relay.board_url(self.task_id))
+            resp = await self.client.chat_postMessage(
+                channel=to, text=text, blocks=blocks, metadata=self._metadata("root"), unfurl_links=False
+            )
+            found = str(resp["channel"]), str(resp["ts"])  # Slack answers with the channel's id
+        channel, ts = found
+        ref = ThreadRef(team, channel, ts)
+        self.posts["root"] = {"ts": ts}
+        async with self.db.tx() as tx:
+            if not await slack_store.rooted(tx, self.task_id, self.relay.owner, ref, dict(self.posts)):
+                raise LeaseLost()
+        self.b.thread_key, self.b.team_id = ref.key, ref.team_id
+        self.b.channel, self.b.thread_ts = channel, ts
+
+    async def _find_root(self, to: str) -> tuple[str, str] | None:
+        """(channel id, ts) of the root message posted before a crash cut off its record."""
+        channel = await self.relay.channel_id(to) if to.startswith("#") else to
+        if channel is None:
+            return None  # no such channel (any more): posting again says so
+        oldest = (self.b.created_at - timedelta(minutes=1)).timestamp()
+        cursor = None
+        for _ in range(10):
+            resp = await self.client.conversations_history(
+                channel=channel, oldest=f"{oldest:.6f}", include_all_metadata=True, limit=200, cursor=cursor
+            )
+            ts = self._match(resp.get("messages") or [], "root")
+            if ts:
+                return channel, ts
+            paging: dict[str, Any] = resp.get("response_metadata") or {}
+            cursor = paging.get("next_cursor")
+            if not cursor:
+                return None
+        return None
+
+    def _match(self, messages: list[dict[str, Any]], key: str) -> str | None:
+        for m in messages:
+            meta: dict[str, Any] = m.get("metadata") or {}
+            payload: dict[str, Any] = meta.get("event_payload") or {}
+            if payload.get("task_id") == self.task_id and payload.get("post") == key:
+                return str(m["ts"])
+        return None
+
     async def _find(self, key: str) -> str | None:
         """The message posted for `key` before a crash cut off its record, if any."""
         cursor = None
@@ -287,12 +385,9 @@ class _Follower:
                 limit=200,
                 cursor=cursor,
             )
-            messages: list[dict[str, Any]] = resp.get("messages") or []
-            for m in messages:
-                meta: dict[str, Any] = m.get("metadata") or {}
-                payload: dict[str, Any] = meta.get("event_payload") or {}
-                if payload.get("task_id") == self.task_id and payload.get("post") == key:
-                    return str(m["ts"])
+            ts = self._match(resp.get("messages") or [], key)
+            if ts:
+                return ts
             paging: dict[str, Any] = resp.get("response_metadata") or {}
             cursor = paging.get("next_cursor")
             if not cursor:

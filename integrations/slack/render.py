@@ -65,6 +65,16 @@ def progress(task: Task, tool: str | None, board_url: str) -> tuple[str, list[di
     return f"{status}: {task.agent or task.team} ({task.id})", [_section(line), _context(ctx)]
 
 
+def scheduled(schedule: str, task: Task, board_url: str) -> tuple[str, list[dict[str, Any]]]:
+    """The root message of a scheduled run; its progress and result follow in its thread."""
+    prompt = task.prompt.splitlines()[0] if task.prompt else ""
+    blocks = [
+        _section(f":alarm_clock: Scheduled run of *{schedule}* started: <{board_url}|task `{task.id}`>"),
+        _context(f"{_who(task)} · {clip(prompt, 200)}"),
+    ]
+    return f"Scheduled run of {schedule} started: {board_url}", blocks
+
+
 def question(
     task_id: str, seq: int, text: str, choices: list[str], board_url: str
 ) -> tuple[str, list[dict[str, Any]]]:

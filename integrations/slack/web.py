@@ -92,6 +92,22 @@ class SlackApi(Protocol):
         self, *, channel: str, ts: str, include_all_metadata: bool, limit: int, cursor: str | None
     ) -> Response: ...
 
+    async def conversations_history(
+        self,
+        *,
+        channel: str,
+        oldest: str,
+        include_all_metadata: bool,
+        limit: int,
+        cursor: str | None,
+    ) -> Response: ...
+
+    async def conversations_list(
+        self, *, types: str, exclude_archived: bool, limit: int, cursor: str | None
+    ) -> Response: ...
+
+    async def auth_test(self) -> Response: ...
+
     async def files_upload_v2(
         self, *, channel: str, thread_ts: str, content: bytes, filename: str, title: str
     ) -> Response: ...

@@ -9,8 +9,10 @@ real socket (aiohttp in its own thread), answering in Slack's wire format.
         slack.socket_send("events_api", body)  # Socket Mode: an envelope; `acks` records replies
 
 Every call is recorded with its arguments (from JSON, form or query). `chat.postMessage`
-returns a fresh `ts`; messages are kept per channel, so `conversations.replies` (with their
-metadata) and `chat.update` behave as in Slack. Files: `files.getUploadURLExternal` hands
+returns a fresh `ts`; messages are kept per channel, so `conversations.replies` and
+`conversations.history` (with their metadata) and `chat.update` behave as in Slack. A channel
+may be named (`#ops`, listed by `conversations.list`): a post to a name lands in its id's
+channel and answers with the id; an unknown name is `channel_not_found`. Files: `files.getUploadURLExternal` hands
 out an upload URL on this server, the bytes are kept, `files.completeUploadExternal` shares
 them. `apps.connections.open` returns this server's ws:// URL, which sends `hello` first.
 """
@@ -54,12 +56,13 @@ class FakeSlack:
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self.messages: dict[str, list[dict[str, Any]]] = {}  # channel -> messages
+        self.channels: dict[str, str] = {"ops": "C0OPS", "general": "C0GENERAL"}  # name -> id
         self.uploads: dict[str, bytes] = {}
         self.acks: list[dict[str, Any]] = []  # what the Socket Mode client sent back
         self.socket_connects = 0
         self._failures: dict[str, list[_Failure]] = {}
         self._lock = threading.Lock()
-        self._ts = itertools.count(1)
+        self._last_ts = 0.0
         self._ids = itertools.count(1)
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
@@ -185,7 +188,10 @@ class FakeSlack:
         return web.json_response(body)
 
     def _new_ts(self) -> str:
-        return f"{1700000000 + next(self._ts)}.000100"
+        """The wall-clock time, as Slack's are (`oldest` filters compare them), made unique."""
+        with self._lock:
+            self._last_ts = max(time.time(), self._last_ts + 0.001)
+            return f"{self._last_ts:.6f}"
 
     def _find(self, channel: str, ts: str) -> dict[str, Any] | None:
         return next((m for m in self.messages.get(channel, []) if m["ts"] == ts), None)
@@ -204,6 +210,10 @@ class FakeSlack:
 
     def _m_chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
         channel = str(args.get("channel"))
+        if channel.startswith("#"):  # Slack takes a channel's name too, and answers with its id
+            if channel[1:] not in self.channels:
+                return {"ok": False, "error": "channel_not_found"}
+            channel = self.channels[channel[1:]]
         message = {
             "type": "message",
             "user": BOT_USER,
@@ -241,6 +251,31 @@ class FakeSlack:
                 dict(m) for m in self.messages.get(channel, []) if m["ts"] == ts or m.get("thread_ts") == ts
             ]
         return {"ok": True, "messages": thread, "has_more": False, "response_metadata": {"next_cursor": ""}}
+
+    def _m_conversations_history(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Top-level messages, newest first, after `oldest`; metadata only when asked for."""
+        channel, oldest = str(args.get("channel")), float(args.get("oldest") or 0)
+        if channel.startswith("#"):
+            return {"ok": False, "error": "channel_not_found"}  # the real one takes ids only
+        with self._lock:
+            top = [
+                dict(m)
+                for m in self.messages.get(channel, [])
+                if "thread_ts" not in m and float(m["ts"]) > oldest
+            ]
+        if str(args.get("include_all_metadata")).lower() not in ("true", "1"):
+            for m in top:
+                m.pop("metadata", None)
+        return {
+            "ok": True,
+            "messages": top[::-1],
+            "has_more": False,
+            "response_metadata": {"next_cursor": ""},
+        }
+
+    def _m_conversations_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        channels = [{"id": cid, "name": name, "is_channel": True} for name, cid in self.channels.items()]
+        return {"ok": True, "channels": channels, "response_metadata": {"next_cursor": ""}}
 
     def _ok(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True}

@@ -3,6 +3,7 @@ paused state, pause and resume), the scheduled task's card and detail, and the s
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -104,3 +105,25 @@ def test_a_viewer_sees_schedules_without_buttons_and_keyboard_keeps_focus(
     page.keyboard.press("Enter")
     expect(row.locator("td.state")).to_have_text("paused")
     expect(row.get_by_role("button", name="Resume schedule weekly")).to_be_focused()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_the_notify_column_says_where_runs_go_and_when_one_did_not(
+    board: Any, server: LiveServer, db_url: str
+) -> None:
+    """No Slack on this control plane: the run starts, and its row says it was not posted."""
+    page = board
+    with server.client() as c:
+        setup_catalog(c, agents=("reporter",))
+        body = schedule_body("posted-report", agent="reporter", notify=["slack:#ops"])
+        assert c.post("/schedules", json=body).status_code == 201
+        assert c.post("/schedules", json=schedule_body("quiet", agent="reporter")).status_code == 201
+    page.get_by_role("link", name="Schedules").click()
+    row = page.locator("#schedule-posted-report")
+    expect(row.locator("td.notify code")).to_have_text("slack:#ops")
+    expect(row.locator("td.notify .notify-problem")).to_have_count(0)
+    expect(page.locator("#schedule-quiet td.notify")).to_have_text("—")
+    make_due(db_url, "posted-report")
+    problem = row.locator("td.notify .notify-problem")
+    expect(problem).to_have_text(" (not delivered)")
+    expect(problem).to_have_attribute("title", re.compile(r"^not delivered: Slack is not configured"))
