@@ -49,17 +49,17 @@ def env(**kw: str) -> dict[str, str]:
     return e
 
 
-def fresh_database(backend: str, tmp: Path) -> str:
-    """An empty, migrated database: a SQLite file in `tmp`, or `meta_agent_bench` re-created."""
+def fresh_database(backend: str, tmp: Path, name: str = "meta_agent_bench") -> str:
+    """An empty, migrated database: a SQLite file in `tmp`, or PostgreSQL's `name` re-created."""
     from store import migrate
 
     if backend == "sqlite":
         url = f"sqlite:///{tmp / 'bench.db'}"
     else:
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute('DROP DATABASE IF EXISTS "meta_agent_bench" WITH (FORCE)')
-            conn.execute('CREATE DATABASE "meta_agent_bench"')
-        url = PG_ADMIN.rsplit("/", 1)[0] + "/meta_agent_bench"
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+        url = PG_ADMIN.rsplit("/", 1)[0] + "/" + name
     migrate.upgrade(url)
     return url
 

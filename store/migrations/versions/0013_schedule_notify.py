@@ -1,8 +1,8 @@
 """schedules.notify: where each run's progress is posted (e.g. ["slack:#ops"]), and
 schedules.notify_error: why the last run's notification could not be handed over.
 
-Revision ID: 0014
-Revises: 0012 (written beside 0013; the chain is set when both are merged)
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-04 10:00:00.000000
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
+revision = "0013"
 down_revision = "0012"
 branch_labels = None
 depends_on = None
