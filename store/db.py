@@ -93,13 +93,17 @@ class Database:
         self.is_sqlite = sa.make_url(url).get_backend_name() == "sqlite"
         kwargs: dict[str, Any] = {"echo": echo}
         database = sa.make_url(url).database or ""
+        self._checkpointer: sqlite_inline.Checkpointer | None = None
         if self.is_sqlite:
             if database in ("", ":memory:"):
                 raise errors.Invalid(
                     "SQLite needs a file path (an in-memory database is per connection)",
                     code="bad_database_url",
                 )
-            kwargs["async_creator"] = sqlite_inline.connect(database, immediate=True)
+            self._checkpointer = checkpointer = sqlite_inline.Checkpointer(database)
+            kwargs["async_creator"] = sqlite_inline.connect(
+                database, immediate=True, checkpointer=checkpointer
+            )
         else:
             # No pre-ping: it costs a round trip per checkout. A dropped connection is
             # detected on use, invalidates the pool, and that request gets a 503.
@@ -185,6 +189,8 @@ class Database:
         await self.engine.dispose()
         if self.is_sqlite:  # on PostgreSQL the read engine shares the pool
             await self.read_engine.dispose()
+            if self._checkpointer is not None:
+                await asyncio.to_thread(self._checkpointer.stop)
 
     @contextlib.contextmanager
     def _unit(self) -> Generator[None]:
