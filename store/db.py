@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Coroutine, Generator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVarTuple, overload
+from typing import Any, TypeVar, TypeVarTuple, overload
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -35,9 +35,10 @@ from kernel import errors
 from store import sqlite_inline
 from store.hub import CHANNEL, Hub, encode
 
-__all__ = ["Database", "Tx", "async_url", "sync_url"]
+__all__ = ["Database", "SessionNeeded", "Tx", "async_url", "sync_url"]
 
 _Ts = TypeVarTuple("_Ts")
+_T = TypeVar("_T")
 # Bound parameters of one statement, or of an executemany (a list of rows).
 Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
 
@@ -65,13 +66,26 @@ def libpq_dsn(url: str) -> str:
     return u.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+class SessionNeeded(Exception):
+    """Code running in a `Database.fast_tx()` asked for the ORM session, which it has not:
+    the caller rolls back and does the work again in a `Database.tx()`."""
+
+
 @dataclass
 class Tx:
-    session: AsyncSession
+    _session: AsyncSession | None
     db: Database
     notes: list[tuple[str, str]] = field(default_factory=list[tuple[str, str]])
     # The connection's driver-level wrapper, once store.fastpath has asked for it.
     driver: Any = None
+    # The driver connection itself, in a fast_tx (store.fastpath uses it as it is).
+    raw: Any = None
+
+    @property
+    def session(self) -> AsyncSession:
+        if self._session is None:
+            raise SessionNeeded
+        return self._session
 
     def notify(self, topic: str, payload: str = "") -> None:
         """Publish `topic` to followers once this transaction has committed."""
@@ -94,6 +108,7 @@ class Database:
         kwargs: dict[str, Any] = {"echo": echo}
         database = sa.make_url(url).database or ""
         self._checkpointer: sqlite_inline.Checkpointer | None = None
+        self._fast: sqlite_inline.FastWriter | None = None
         if self.is_sqlite:
             if database in ("", ":memory:"):
                 raise errors.Invalid(
@@ -104,6 +119,7 @@ class Database:
             kwargs["async_creator"] = sqlite_inline.connect(
                 database, immediate=True, checkpointer=checkpointer
             )
+            self._fast = sqlite_inline.FastWriter(database, checkpointer)
         else:
             # No pre-ping: it costs a round trip per checkout. A dropped connection is
             # detected on use, invalidates the pool, and that request gets a 503.
@@ -151,6 +167,42 @@ class Database:
             self.hub.publish(topic, payload)
 
     @contextlib.asynccontextmanager
+    async def fast_tx(self) -> AsyncGenerator[Tx]:
+        """A write transaction for store.fastpath statements only, without SQLAlchemy (on
+        SQLite; elsewhere it is `tx()`): on the hot routes SQLAlchemy's session, greenlet
+        hops and pool checkout cost more than the statements. Code that asks for
+        `tx.session` gets SessionNeeded, after which this transaction is rolled back: use
+        `fast_or_full`, which then runs the same work in a `tx()`."""
+        if self._fast is None:
+            async with self.tx() as tx:
+                yield tx
+            return
+        assert self._write_lock is not None
+        with self._unit():
+            async with self._write_lock:
+                conn = self._fast.connection()
+                tx = Tx(None, self, raw=conn)
+                try:
+                    yield tx
+                    conn.commit_now()
+                except BaseException:
+                    conn.rollback_now()
+                    raise
+        for topic, payload in tx.notes:
+            self.hub.publish(topic, payload)
+
+    async def fast_or_full(self, work: Callable[[Tx], Awaitable[_T]]) -> _T:
+        """`work(tx)` in a `fast_tx()`, or again in a `tx()` when it needed the session.
+        `work` must have no effect outside the transaction before it returns."""
+        try:
+            async with self.fast_tx() as tx:
+                return await work(tx)
+        except SessionNeeded:
+            pass
+        async with self.tx() as tx:
+            return await work(tx)
+
+    @contextlib.asynccontextmanager
     async def read(self) -> AsyncGenerator[AsyncSession]:
         """A read-only session (no lock on SQLite: WAL readers never block the writer)."""
         with self._unit(), _unavailable_on_connection_errors():
@@ -189,6 +241,8 @@ class Database:
         await self.engine.dispose()
         if self.is_sqlite:  # on PostgreSQL the read engine shares the pool
             await self.read_engine.dispose()
+            if self._fast is not None:
+                self._fast.close()
             if self._checkpointer is not None:
                 await asyncio.to_thread(self._checkpointer.stop)
 

@@ -126,9 +126,11 @@ class _Postgres:
 
 async def _driver(tx: Tx) -> _SQLite | _Postgres:
     if tx.driver is None:
-        conn = await tx.session.connection()
-        raw = await conn.get_raw_connection()
-        drv = raw.driver_connection
+        if tx.raw is not None:
+            drv = tx.raw
+        else:
+            conn = await tx.session.connection()
+            drv = (await conn.get_raw_connection()).driver_connection
         tx.driver = _SQLite(drv) if tx.db.is_sqlite else _Postgres(drv)
     d: _SQLite | _Postgres = tx.driver
     return d

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Checkpointer", "connect"]
+__all__ = ["Checkpointer", "FastWriter", "connect"]
 
 log = logging.getLogger(__name__)
 
@@ -129,11 +129,17 @@ class InlineConnection:
         return _Cursor(self._conn.execute(sql, parameters), self)
 
     async def commit(self) -> None:
+        self.commit_now()
+
+    async def rollback(self) -> None:
+        self._conn.rollback()
+
+    def commit_now(self) -> None:
         self._conn.commit()
         if self.committed is not None:
             self.committed()
 
-    async def rollback(self) -> None:
+    def rollback_now(self) -> None:
         self._conn.rollback()
 
     async def close(self) -> None:
@@ -228,18 +234,44 @@ def connect(
     `checkpointer` leaves checkpoints to it."""
 
     async def creator() -> InlineConnection:
-        conn = sqlite3.connect(path, timeout=timeout, check_same_thread=False, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
-        conn.execute("PRAGMA foreign_keys=ON")
-        # Short: statements run inline on the event loop, and the only other writers are
-        # brief (`db upgrade`, a CLI); a long wait would stall the loop.
-        conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-        inline = InlineConnection(conn, "BEGIN IMMEDIATE" if immediate else "BEGIN")
-        if checkpointer is not None:
-            conn.execute("PRAGMA wal_autocheckpoint=0")
-            inline.committed = checkpointer.committed
-            checkpointer.start()
-        return inline
+        return _open(path, immediate=immediate, timeout=timeout, checkpointer=checkpointer)
 
     return creator
+
+
+def _open(path: str, *, immediate: bool, timeout: float, checkpointer: Checkpointer | None) -> InlineConnection:
+    conn = sqlite3.connect(path, timeout=timeout, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+    conn.execute("PRAGMA foreign_keys=ON")
+    # Short: statements run inline on the event loop, and the only other writers are
+    # brief (`db upgrade`, a CLI); a long wait would stall the loop.
+    conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+    inline = InlineConnection(conn, "BEGIN IMMEDIATE" if immediate else "BEGIN")
+    if checkpointer is not None:
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        inline.committed = checkpointer.committed
+        checkpointer.start()
+    return inline
+
+
+class FastWriter:
+    """The writer connection of `Database.fast_tx()`: its own, beside SQLAlchemy's pool,
+    opened on first use. The database's in-process write lock serialises it with the pool's
+    writer, so the two never hold a write transaction at once."""
+
+    def __init__(self, path: str, checkpointer: Checkpointer | None, *, timeout: float = 5.0) -> None:
+        self.path = path
+        self.checkpointer = checkpointer
+        self.timeout = timeout
+        self._conn: InlineConnection | None = None
+
+    def connection(self) -> InlineConnection:
+        if self._conn is None:
+            self._conn = _open(self.path, immediate=True, timeout=self.timeout, checkpointer=self.checkpointer)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.stop()
+            self._conn = None

@@ -26,10 +26,10 @@ from sdk.schemas import (
 )
 from store import artifacts, tasks
 from store.audit import record
-from store.db import Database
+from store.db import Database, Tx
 from store.events import list_after
 from store.leases import Lease
-from store.models import TaskStatus
+from store.models import Task, TaskStatus
 
 router = APIRouter()
 
@@ -80,7 +80,8 @@ async def create_task(
     parent_lease = _parent_lease(p, lease_token)
     new = tasks.NewTask(**body.model_dump())
     new.requested_by = new.requested_by or (p.name if p.key_id else None)
-    async with db.tx() as tx:
+
+    async def work(tx: Tx) -> Task:
         task = await tasks.create_task(
             tx,
             new,
@@ -89,6 +90,9 @@ async def create_task(
             parent_lease=parent_lease,
         )
         await record(tx, who.via(task.source), "task.create", "task", task.id, task_details(task))
+        return task
+
+    task = await db.fast_or_full(work)
     return wire.json_response(task_out(task), 201)
 
 

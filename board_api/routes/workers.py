@@ -8,6 +8,7 @@ docs/protocol.md.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -43,7 +44,7 @@ from sdk.schemas import (
     WorkerHeartbeatOut,
 )
 from store import artifacts, catalog, tasks
-from store.db import Database
+from store.db import Database, Tx
 from store.leases import Lease, queue_refused
 from store.models import Task, utcnow
 
@@ -128,14 +129,11 @@ async def _poll(
         while True:
             version = db.hub.version(topic)
             touch = _due_touch(state.worker_seen, body.worker_id)
-            claimed: list[tasks.Claimed] = []
-            async with db.tx() as tx:
-                if reports:
-                    done = await tasks.report(tx, reports)
-                if body.max_tasks:
-                    claimed = await tasks.claim_tasks(
-                        tx, queue, body.worker_id, body.max_tasks, settings.lease_seconds, info, touch=touch
-                    )
+            work = functools.partial(
+                _report_and_claim, queue, body, reports, settings.lease_seconds, info, touch
+            )
+            applied, claimed = await db.fast_or_full(work)
+            done = applied if reports else done
             if claimed or reports:
                 return done, _claimed(claimed, settings.lease_seconds, state.metrics)
             if not checked_queue:  # only an empty answer needs to know the queue exists
@@ -156,6 +154,24 @@ async def _poll(
     finally:
         if release is not None:
             release()
+
+
+async def _report_and_claim(
+    queue: str,
+    body: ClaimBody,
+    reports: list[tasks.Report],
+    lease_seconds: float,
+    info: dict[str, Any],
+    touch: bool,
+    tx: Tx,
+) -> tuple[list[Task | MetaAgentError], list[tasks.Claimed]]:
+    applied = await tasks.report(tx, reports) if reports else []
+    if not body.max_tasks:
+        return applied, []
+    claimed = await tasks.claim_tasks(
+        tx, queue, body.worker_id, body.max_tasks, lease_seconds, info, touch=touch
+    )
+    return applied, claimed
 
 
 def _due_touch(seen: dict[str, float], worker_id: str) -> bool:
