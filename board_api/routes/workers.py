@@ -241,10 +241,10 @@ async def task_heartbeat(
 @router.post("/tasks/{task_id}/events", response_model=EventsOut)
 async def post_events(task_id: str, body: EventsBody, request: Request, db: DbDep, p: WorkerKey) -> EventsOut:
     """Append a batch of the worker's events to the task's log."""
-    async with db.tx() as tx:
-        last, cancel = await tasks.worker_events(
-            tx, task_id, lease(p, body.token), _events(body.events), phase=body.phase
-        )
+    held, events = lease(p, body.token), _events(body.events)
+    last, cancel = await db.fast_or_full(
+        lambda tx: tasks.worker_events(tx, task_id, held, events, phase=body.phase)
+    )
     app_state(request).metrics.events.inc(len(body.events))
     return EventsOut(last_seq=last, cancel_requested=cancel)
 
