@@ -9,7 +9,10 @@ store is checked: every event stored once, every follower saw all of its task's,
 On PostgreSQL, task i's events go to replica i % 2 and its follower reads replica (i + 1) % 2.
 
 Prints one markdown table; the JSON goes to bench/results/stream-<UTC>.json (or --out).
-Exit status 1 when the integrity check failed.
+Exit status 1 when the integrity check failed. PostgreSQL: the server named by
+$META_AGENT_TEST_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/test), where
+the database `meta_agent_bench` is dropped and re-created. Through make:
+`make bench-stream STREAM_ARGS="--stores sqlite --seconds 10"`.
 """
 
 from __future__ import annotations
@@ -27,16 +30,28 @@ from bench.stream.run import Options, run, say
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(
-        prog="python -m bench.stream", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m bench.stream",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("--tasks", type=int, default=200, help="streaming tasks (default 200)")
-    ap.add_argument("--rate", type=float, default=50.0, help="message_delta events per second per task (default 50)")
+    ap.add_argument(
+        "--rate", type=float, default=50.0, help="message_delta events per second per task (default 50)"
+    )
     ap.add_argument("--followers", type=int, default=100, help="SSE followers, one per task (default 100)")
     ap.add_argument("--seconds", type=float, default=20.0, help="measured seconds (default 20)")
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring (default 3)")
     ap.add_argument("--senders", type=int, default=4, help="load-generator processes (default 4)")
     ap.add_argument(
-        "--stores", default="sqlite,postgresql", help="comma-separated: sqlite (1 server), postgresql (2 replicas)"
+        "--stores",
+        default="sqlite,postgresql",
+        help="comma-separated: sqlite (1 server), postgresql (2 replicas)",
+    )
+    ap.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="py-spy each server over the window (collapsed stacks in DIR)",
     )
     ap.add_argument("--out", type=Path, help="the JSON file (default bench/results/stream-<UTC>.json)")
     ap.add_argument("--json", action="store_true", help="print the JSON instead of the table")
@@ -53,7 +68,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    o = Options(args.tasks, args.rate, args.followers, args.seconds, args.warmup, args.senders)
+    o = Options(args.tasks, args.rate, args.followers, args.seconds, args.warmup, args.senders, args.profile)
     raw = [run(store, o) for store in args.stores.split(",")]
     rows = [figures(r, o) for r in raw]
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

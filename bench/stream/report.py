@@ -38,6 +38,7 @@ def figures(r: dict[str, Any], o: Any) -> dict[str, Any]:
         "server_cpu_ms_per_1k_events": round(sum(cpu[k] for k in servers) / per_k, 1),
         "server_cores": round(sum(cpu[k] for k in servers) / (o.seconds * 1000), 2),
         "server_peak_rss_mb": r["server_peak_rss_mb"],
+        "machine": r["machine"],
         "integrity": r["integrity"],
         "ok": r["integrity"]["ok"] and not errors,
         "errors": errors,
@@ -52,8 +53,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| store | events/s (× target) | lag p50 / p95 / p99 / max ms | p99 × 250 ms | from post p99 ms "
         "| senders late p99 / max ms, drain s | events/post | CPU ms / 1,000 events: server (per replica) "
-        "| senders | followers | PostgreSQL | server peak RSS MB | stored once, all seen |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| senders | followers | PostgreSQL | server cores | other load, cores | server peak RSS MB "
+        "| stored once, all seen |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for f in rows:
         lag, c = f["lag_ms"], f["cpu_ms_per_1k_events"]
@@ -68,6 +70,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {f['events_per_post']:.1f} "
             f"| {f['server_cpu_ms_per_1k_events']:.1f}{f' ({per})' if f['replicas'] > 1 else ''} "
             f"| {_n(c.get('senders'), '.1f')} | {_n(c.get('followers'), '.1f')} | {_n(c.get('postgresql'), '.1f')} "
+            f"| {f['server_cores']:.2f} | {f['machine']['others_cores']:.2f} "
             f"| {' / '.join(_n(x) for x in f['server_peak_rss_mb'])} "
             f"| {'yes' if f['ok'] else 'NO'} ({i['stored']}/{i['sent']}, {i['followers_ok']} followers ok) |"
         )

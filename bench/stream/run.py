@@ -11,7 +11,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 
@@ -35,6 +35,37 @@ class Options:
     seconds: float
     warmup: float
     senders: int
+    profile: Path | None = None  # py-spy's collapsed stacks of each server, measured window
+
+
+def profilers(
+    servers: list[subprocess.Popen[bytes]], o: Options, store: str
+) -> list[subprocess.Popen[bytes]]:
+    """py-spy on every server for the measured window (`pip install py-spy` into .venv)."""
+    if o.profile is None:
+        return []
+    o.profile.mkdir(parents=True, exist_ok=True)
+    spy = Path(sys.executable).parent / "py-spy"
+    return [
+        subprocess.Popen(
+            [
+                str(spy),
+                "record",
+                "--nonblocking",
+                "--format",
+                "raw",
+                "--duration",
+                str(int(o.seconds)),
+                "--pid",
+                str(s.pid),
+                "-o",
+                str(o.profile / f"server-{store}-{i}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for i, s in enumerate(servers)
+    ]
 
 
 async def make_plan(bases: list[str], o: Options) -> Plan:
@@ -107,6 +138,12 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, all) CPU ticks of the whole machine, from /proc/stat's first line."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return sum(f) - f[3] - f[4], sum(f)  # idle and iowait are not busy
+
+
 def groups(servers: list[int], senders: list[int], followers: int, store: str) -> dict[str, list[int]]:
     g = {f"server_{i}": [pid] for i, pid in enumerate(servers)}
     g.update(senders=senders, followers=[followers], bench=[os.getpid()])
@@ -115,7 +152,9 @@ def groups(servers: list[int], senders: list[int], followers: int, store: str) -
     return g
 
 
-def measure(plan: Plan, path: Path, servers: list[subprocess.Popen[bytes]], o: Options, store: str) -> dict[str, Any]:
+def measure(
+    plan: Plan, path: Path, servers: list[subprocess.Popen[bytes]], o: Options, store: str
+) -> dict[str, Any]:
     logs = LOG_DIR / f"stream-{store}"
     logs.mkdir(parents=True, exist_ok=True)
     flog = logs / "followers.log"
@@ -134,10 +173,13 @@ def measure(plan: Plan, path: Path, servers: list[subprocess.Popen[bytes]], o: O
         g = groups([s.pid for s in servers], [s.pid for s in senders], fol.pid, store)
         w0, w1 = t0 + o.warmup, t0 + o.warmup + o.seconds
         time.sleep(max(0.0, w0 - time.monotonic()))
-        before = procstat.snapshot(g)
+        before, m0 = procstat.snapshot(g), machine_ticks()
+        spies = profilers(servers, o, store)
         time.sleep(max(0.0, w1 - time.monotonic()))
-        after = procstat.snapshot(g)
+        after, m1 = procstat.snapshot(g), machine_ticks()
         rss = [peak_rss_mb(s.pid) for s in servers]
+        for spy in spies:
+            spy.wait(30)
         bound = 120 + o.seconds
         sent = [result(p, bound, log) for p, log in zip(senders, slogs, strict=True)]
         seen = result(fol, 60, flog)
@@ -147,7 +189,20 @@ def measure(plan: Plan, path: Path, servers: list[subprocess.Popen[bytes]], o: O
                 os.killpg(p.pid, 9)
                 p.wait()
     cpu_ms = {name: round(procstat.ms(after[name] - before[name]), 1) for name in g}
-    return {"cpu_ms": cpu_ms, "server_peak_rss_mb": rss, "senders": sent, "followers": seen}
+    # The machine is shared: what the rest of it used in the window says how contended it was.
+    busy = procstat.ms(m1[0] - m0[0])
+    machine = {
+        "busy_cores": round(busy / (o.seconds * 1000), 2),
+        "cores": os.cpu_count(),
+        "others_cores": round((busy - sum(cpu_ms.values())) / (o.seconds * 1000), 2),
+    }
+    return {
+        "cpu_ms": cpu_ms,
+        "machine": machine,
+        "server_peak_rss_mb": rss,
+        "senders": sent,
+        "followers": seen,
+    }
 
 
 def run(store: str, o: Options) -> dict[str, Any]:
