@@ -36,6 +36,10 @@ def figures(r: dict[str, Any], o: Any) -> dict[str, Any]:
         "retries": sum(s["retries"] for s in senders),
         "cpu_ms_per_1k_events": {k: round(v / per_k, 1) for k, v in cpu.items()},
         "server_cpu_ms_per_1k_events": round(sum(cpu[k] for k in servers) / per_k, 1),
+        # Per request, not per event: what a batch costs whatever its size.
+        "server_cpu_ms_per_post": round(
+            sum(cpu[k] for k in servers) / max(1, sum(s["posts_in_window"] for s in senders)), 2
+        ),
         "server_cores": round(sum(cpu[k] for k in servers) / (o.seconds * 1000), 2),
         "server_peak_rss_mb": r["server_peak_rss_mb"],
         "machine": r["machine"],
@@ -52,7 +56,7 @@ def _n(v: Any, fmt: str = ".0f") -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| store | events/s (× target) | lag p50 / p95 / p99 / max ms | p99 × 250 ms | from post p99 ms "
-        "| senders late p99 / max ms, drain s | events/post | CPU ms / 1,000 events: server (per replica) "
+        "| senders late p99 / max ms, drain s | events/post (server CPU ms/post) | CPU ms / 1,000 events: server (per replica) "
         "| senders | followers | PostgreSQL | server cores | other load, cores | server peak RSS MB "
         "| stored once, all seen |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -67,7 +71,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {_n(lag.get('p50_ms'))} / {_n(lag.get('p95_ms'))} / {_n(lag.get('p99_ms'))} / {_n(lag.get('max_ms'))} "
             f"| {f['p99_vs_250ms']:.2f} | {_n(f['lag_from_post_ms'].get('p99_ms'))} "
             f"| {_n(f['sender_late_p99_ms'])} / {_n(f['sender_late_max_ms'])}, {_n(f['drain_s'], '.1f')} "
-            f"| {f['events_per_post']:.1f} "
+            f"| {f['events_per_post']:.1f} ({f['server_cpu_ms_per_post']:.1f}) "
             f"| {f['server_cpu_ms_per_1k_events']:.1f}{f' ({per})' if f['replicas'] > 1 else ''} "
             f"| {_n(c.get('senders'), '.1f')} | {_n(c.get('followers'), '.1f')} | {_n(c.get('postgresql'), '.1f')} "
             f"| {f['server_cores']:.2f} | {f['machine']['others_cores']:.2f} "

@@ -28,7 +28,7 @@ from sdk.transport import ApiError
 from worker.batcher import EventBatcher
 
 TICK = 0.005
-HEARTBEAT = 10.0
+HEARTBEAT = 5.0  # a third of the shortest lease worth running this with (the default is 30 s)
 WORDS = [" the", " quick", " brown", " fox", " jumps", " over", " a", " lazy", " dog", "."]
 
 
@@ -40,11 +40,14 @@ class Stats:
         self.acked_in_window = 0
         self.added_in_window = 0
         self.posts = 0
+        self.posts_in_window = 0
         self.retries = 0
         self.post_s: list[float] = []
         self.late_s: list[float] = []
         self.backlog_max = 0
         self.errors: list[str] = []
+        self.retried: list[str] = []  # the first few reasons a call was retried
+        self.heartbeat_s: list[float] = []
 
     def ack(self, n: int, started: float) -> None:
         now = time.monotonic()
@@ -53,6 +56,7 @@ class Stats:
         self.post_s.append(now - started)
         if self.window[0] <= now < self.window[1]:
             self.acked_in_window += n
+            self.posts_in_window += 1
 
 
 class Stream:
@@ -77,6 +81,8 @@ class Stream:
                     self.stats.errors.append(f"{what} {self.t.id}: {exc}")
                     raise
                 self.stats.retries += 1
+                if len(self.stats.retried) < 10:
+                    self.stats.retried.append(f"{what}: {exc}")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
@@ -107,11 +113,24 @@ class Stream:
         self.stats.ack(len(rest), started)
 
 
-async def heartbeats(api: AsyncControlPlaneClient, worker_id: str, plan: Plan, mine: list[Planned]) -> None:
-    """The worker's heartbeat: one call extends every lease it holds."""
+async def heartbeats(
+    api: AsyncControlPlaneClient, worker_id: str, plan: Plan, mine: list[Planned], stats: Stats
+) -> None:
+    """The worker's heartbeat: one call extends every lease it holds; a failed one is retried
+    soon (a heartbeat loop that died on one 503 let every lease lapse under load)."""
     held = [{"id": t.id, "token": t.token} for t in mine]
     while True:
-        await api.worker.heartbeat(worker_id, plan.queue, len(held), held)
+        started = time.monotonic()
+        try:
+            out = await api.worker.heartbeat(worker_id, plan.queue, len(held), held)
+        except ApiError as exc:
+            if len(stats.retried) < 10:
+                stats.retried.append(f"heartbeat: {exc}")
+            await asyncio.sleep(0.5)
+            continue
+        stats.heartbeat_s.append(time.monotonic() - started)
+        if out.lost:
+            stats.errors.append(f"heartbeat: {len(out.lost)} leases lost")
         await asyncio.sleep(HEARTBEAT)
 
 
@@ -122,7 +141,7 @@ async def run(plan: Plan, k: int) -> dict[str, Any]:
     window = (t0 + plan.warmup, t0 + plan.warmup + plan.seconds)
     stats = Stats(window)
     streams = [Stream(plan, t, clients[t.ingest], stats) for t in mine]
-    beat = asyncio.create_task(heartbeats(clients[mine[0].ingest], f"stream-{k}", plan, mine))
+    beat = asyncio.create_task(heartbeats(clients[mine[0].ingest], f"stream-{k}", plan, mine, stats))
     total = plan.per_task
     next_backlog = t0
     while any(s.n < total for s in streams):
@@ -151,6 +170,7 @@ async def run(plan: Plan, k: int) -> dict[str, Any]:
         "added_in_window": stats.added_in_window,
         "acked_in_window": stats.acked_in_window,
         "posts": stats.posts,
+        "posts_in_window": stats.posts_in_window,
         "events_per_post": round(stats.acked / max(1, stats.posts), 1),
         "retries": stats.retries,
         "post": summary(stats.post_s),
@@ -159,6 +179,8 @@ async def run(plan: Plan, k: int) -> dict[str, Any]:
         "backlog_at_schedule_end": backlog_at_end,
         "schedule_overrun_s": round(schedule_end - (t0 + plan.warmup + plan.seconds), 3),
         "drain_s": round(drained - schedule_end, 3),
+        "heartbeat": summary(stats.heartbeat_s),
+        "retried": stats.retried[:10],
         "errors": stats.errors[:20],
     }
 
