@@ -68,6 +68,7 @@ class Stream:
         self.rate = plan.rate
         self.n = 0
         self.lost = False
+        self.done = False  # completed: no longer held, so no longer heartbeated
         self.batcher = EventBatcher(self._post)
 
     async def _call(self, what: str, fn: Any, *args: Any, **kw: Any) -> Any:
@@ -110,16 +111,17 @@ class Stream:
         for e in rest:
             e["data"]["p"] = started
         await self._call("complete", self.api.worker.complete, {"events": self.n}, events=rest)
+        self.done = True
         self.stats.ack(len(rest), started)
 
 
 async def heartbeats(
-    api: AsyncControlPlaneClient, worker_id: str, plan: Plan, mine: list[Planned], stats: Stats
+    api: AsyncControlPlaneClient, worker_id: str, plan: Plan, streams: list[Stream], stats: Stats
 ) -> None:
-    """The worker's heartbeat: one call extends every lease it holds; a failed one is retried
-    soon (a heartbeat loop that died on one 503 let every lease lapse under load)."""
-    held = [{"id": t.id, "token": t.token} for t in mine]
+    """The worker's heartbeat: one call extends every lease it still holds; a failed one is
+    retried soon (a heartbeat loop that died on one 500 let every lease lapse under load)."""
     while True:
+        held = [{"id": s.t.id, "token": s.t.token} for s in streams if not s.done]
         started = time.monotonic()
         try:
             out = await api.worker.heartbeat(worker_id, plan.queue, len(held), held)
@@ -129,8 +131,9 @@ async def heartbeats(
             await asyncio.sleep(0.5)
             continue
         stats.heartbeat_s.append(time.monotonic() - started)
-        if out.lost:
-            stats.errors.append(f"heartbeat: {len(out.lost)} leases lost")
+        done = {s.t.id for s in streams if s.done}  # completed while the call was in flight
+        if lost := [tid for tid in out.lost if tid not in done]:
+            stats.errors.append(f"heartbeat: {len(lost)} leases lost")
         await asyncio.sleep(HEARTBEAT)
 
 
@@ -141,7 +144,7 @@ async def run(plan: Plan, k: int) -> dict[str, Any]:
     window = (t0 + plan.warmup, t0 + plan.warmup + plan.seconds)
     stats = Stats(window)
     streams = [Stream(plan, t, clients[t.ingest], stats) for t in mine]
-    beat = asyncio.create_task(heartbeats(clients[mine[0].ingest], f"stream-{k}", plan, mine, stats))
+    beat = asyncio.create_task(heartbeats(clients[mine[0].ingest], f"stream-{k}", plan, streams, stats))
     total = plan.per_task
     next_backlog = t0
     while any(s.n < total for s in streams):
