@@ -43,6 +43,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring (default 3)")
     ap.add_argument("--senders", type=int, default=4, help="load-generator processes (default 4)")
     ap.add_argument(
+        "--sender-nice",
+        type=int,
+        default=10,
+        help="the senders' nice value (default 10): on a small shared machine the load generator "
+        "then yields the CPU to the server it measures, as workers on other machines would; 0 to compete",
+    )
+    ap.add_argument(
         "--stores",
         default="sqlite,postgresql",
         help="comma-separated: sqlite (1 server), postgresql (2 replicas)",
@@ -68,7 +75,16 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    o = Options(args.tasks, args.rate, args.followers, args.seconds, args.warmup, args.senders, args.profile)
+    o = Options(
+        args.tasks,
+        args.rate,
+        args.followers,
+        args.seconds,
+        args.warmup,
+        args.senders,
+        args.sender_nice,
+        args.profile,
+    )
     raw = [run(store, o) for store in args.stores.split(",")]
     rows = [figures(r, o) for r in raw]
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")

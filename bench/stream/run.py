@@ -35,6 +35,7 @@ class Options:
     seconds: float
     warmup: float
     senders: int
+    sender_nice: int = 0
     profile: Path | None = None  # py-spy's collapsed stacks of each server, measured window
 
 
@@ -99,10 +100,10 @@ async def make_plan(bases: list[str], o: Options) -> Plan:
     return plan
 
 
-def child(module: str, args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def child(module: str, args: list[str], log: Path, nice: int = 0) -> subprocess.Popen[bytes]:
     with open(log, "wb") as err:
         return subprocess.Popen(
-            [sys.executable, "-m", module, *args],
+            [*(["nice", "-n", str(nice)] if nice else []), sys.executable, "-m", module, *args],
             env=env(),
             cwd=ROOT,
             stdin=subprocess.PIPE,
@@ -160,7 +161,9 @@ def measure(
     flog = logs / "followers.log"
     fol = child("bench.stream.follower", [str(path), str(o.followers)], flog)
     slogs = [logs / f"sender-{k}.log" for k in range(o.senders)]
-    senders = [child("bench.stream.sender", [str(path), str(k)], slogs[k]) for k in range(o.senders)]
+    senders = [
+        child("bench.stream.sender", [str(path), str(k)], slogs[k], o.sender_nice) for k in range(o.senders)
+    ]
     procs = [fol, *senders]
     try:
         for p, log in zip(procs, [flog, *slogs], strict=True):
@@ -219,7 +222,7 @@ def run(store: str, o: Options) -> dict[str, Any]:
             plan.save(path)
             say(
                 f"[{store}] {o.tasks} tasks × {o.rate:g} events/s, {o.followers} followers, "
-                f"{replicas} replica(s), {o.senders} sender process(es): {o.warmup:g} s warm-up + {o.seconds:g} s ..."
+                f"{replicas} replica(s), {o.senders} sender process(es) at nice {o.sender_nice}: {o.warmup:g} s warm-up + {o.seconds:g} s ..."
             )
             r = measure(plan, path, servers, o, store)
         finally:
