@@ -68,6 +68,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error(f"--stores: sqlite and/or postgresql, not {args.stores!r}")
     if args.followers > args.tasks or min(args.tasks, args.senders) < 1 or args.followers < 0:
         ap.error("need --tasks >= 1, --senders >= 1 and 0 <= --followers <= --tasks")
+    if args.rate <= 0 or args.seconds <= 0 or args.warmup < 0:
+        ap.error("need --rate > 0, --seconds > 0 and --warmup >= 0")
     if args.senders > args.tasks:
         ap.error("--senders must not exceed --tasks")
     return args
