@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: run test test-model lint fmt bench bench-peers cluster clean
+.PHONY: run test test-model lint fmt bench bench-stream bench-peers cluster clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,10 +59,14 @@ fmt: $(VENV)/.installed-dev
 cluster: $(VENV)/.installed
 	$(BIN)/python scripts/cluster.py
 
-## bench: dispatch latency and throughput on SQLite and PostgreSQL (see bench/README.md)
+## bench: dispatch latency and throughput on SQLite and PostgreSQL (see bench/README.md); streaming: make bench-stream
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.scale $(SCALE_ARGS)
+
+## bench-stream: 200 tasks x 50 message_delta/s, 100 SSE followers: lag, CPU per 1,000 events, every event stored once (bench/README.md)
+bench-stream: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.stream $(STREAM_ARGS)
 
 ## bench-peers: meta-agent beside Celery + Redis and procrastinate + PostgreSQL in one run, alternating (bench/README.md)
 bench-peers: $(VENV)/.installed-dev
