@@ -28,6 +28,7 @@ from typing import Any, TypeVar, TypeVarTuple, overload
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.sql.selectable import TypedReturnsRows
 
@@ -101,7 +102,15 @@ class Tx:
 
 
 class Database:
-    def __init__(self, url: str, *, hub: Hub | None = None, echo: bool = False, pool_size: int = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        hub: Hub | None = None,
+        echo: bool = False,
+        pool_size: int = 10,
+        pool_timeout: float = 10.0,
+    ) -> None:
         self.url = url
         self.hub = hub or Hub()
         self.is_sqlite = sa.make_url(url).get_backend_name() == "sqlite"
@@ -123,7 +132,7 @@ class Database:
         else:
             # No pre-ping: it costs a round trip per checkout. A dropped connection is
             # detected on use, invalidates the pool, and that request gets a 503.
-            kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_timeout=10)
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_timeout=pool_timeout)
         self.engine: AsyncEngine = create_async_engine(async_url(url), **kwargs)
         # PostgreSQL reads run in autocommit: one round trip per query instead of three
         # (BEGIN, query, ROLLBACK). Each read statement still sees one consistent snapshot.
@@ -299,3 +308,7 @@ def _unavailable_on_connection_errors() -> Generator[None]:
                 "the database is unavailable; retry shortly", code="database_unavailable"
             ) from exc
         raise
+    except PoolTimeout as exc:  # every pooled connection busy for pool_timeout: overloaded
+        raise errors.Unavailable(
+            "the database is busy (no free connection); retry shortly", code="database_busy"
+        ) from exc

@@ -239,7 +239,9 @@ def connect(
     return creator
 
 
-def _open(path: str, *, immediate: bool, timeout: float, checkpointer: Checkpointer | None) -> InlineConnection:
+def _open(
+    path: str, *, immediate: bool, timeout: float, checkpointer: Checkpointer | None
+) -> InlineConnection:
     conn = sqlite3.connect(path, timeout=timeout, check_same_thread=False, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
@@ -268,7 +270,9 @@ class FastWriter:
 
     def connection(self) -> InlineConnection:
         if self._conn is None:
-            self._conn = _open(self.path, immediate=True, timeout=self.timeout, checkpointer=self.checkpointer)
+            self._conn = _open(
+                self.path, immediate=True, timeout=self.timeout, checkpointer=self.checkpointer
+            )
         return self._conn
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kernel import errors
 from store.db import Database
 
 pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
@@ -91,3 +92,32 @@ async def test_a_query_cancelled_during_dispose_leaves_no_connection_open(db_url
     with pytest.raises(asyncio.CancelledError):
         await t
     assert conns[0].closed
+
+
+async def test_no_free_connection_is_unavailable_not_a_crash(db_url: str) -> None:
+    """Every pooled connection busy past pool_timeout: a 503-shaped error (retryable), not
+    SQLAlchemy's TimeoutError escaping as a 500 (seen under `make bench-stream`)."""
+    db = Database(db_url, pool_size=1, pool_timeout=0.2)  # 1 + 2 overflow connections
+    held, release = asyncio.Event(), asyncio.Event()
+    holding = 0
+
+    async def hold() -> None:
+        nonlocal holding
+        async with db.read() as s:
+            await s.execute(sa.text("SELECT 1"))
+            holding += 1
+            if holding == 3:
+                held.set()
+            await release.wait()
+
+    holders = [asyncio.create_task(hold()) for _ in range(3)]
+    try:
+        await asyncio.wait_for(held.wait(), 10)
+        with pytest.raises(errors.Unavailable) as err:
+            async with db.tx() as tx:
+                await tx.execute(sa.text("SELECT 1"))
+        assert err.value.code == "database_busy"
+    finally:
+        release.set()
+        await asyncio.gather(*holders)
+        await db.dispose()
