@@ -141,6 +141,9 @@ def _sql(d: _SQLite | _Postgres, template: str) -> str:
 
 
 _SQL: dict[tuple[Any, ...], str] = {}
+# Rows per multi-row INSERT on PostgreSQL; batches are cut to this, so at most this many
+# statement texts are cached (a worker's batch is up to 100 events, 600 parameters).
+_MULTI_ROWS = 100
 _RETURNING = ", ".join(COLS)
 
 
@@ -164,12 +167,28 @@ async def insert_task(tx: Tx, row: dict[str, Any]) -> None:
 async def insert_events(tx: Tx, rows: Sequence[tuple[str, int, str, Any, int, datetime]]) -> None:
     """Rows of (task_id, seq, kind, data, attempt, created_at)."""
     d = await _driver(tx)
+    times: dict[datetime, Any] = {}  # a batch shares one time: format it once
+    values = [
+        (t, s, k, d.json(data), a, times[at] if at in times else times.setdefault(at, d.time(at)))
+        for t, s, k, data, a, at in rows
+    ]
+    if isinstance(d, _Postgres) and len(values) > 1:
+        # One INSERT of n rows: psycopg's executemany sends a Bind/Execute per row.
+        for start in range(0, len(values), _MULTI_ROWS):
+            chunk = values[start : start + _MULTI_ROWS]
+            key = ("insert_events", d.ph, len(chunk))
+            sql = _SQL.get(key)
+            if sql is None:
+                marks = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(chunk))
+                sql = _SQL[key] = f"INSERT INTO task_events ({', '.join(_EVENT_COLS)}) VALUES {marks}"
+            await d.run(sql, [v for row in chunk for v in row])
+        return
     key = ("insert_events", d.ph)
     sql = _SQL.get(key)
     if sql is None:
         cols = ", ".join(_EVENT_COLS)
         sql = _SQL[key] = _sql(d, f"INSERT INTO task_events ({cols}) VALUES (?, ?, ?, ?, ?, ?)")
-    await d.many(sql, [(t, s, k, d.json(data), a, d.time(at)) for t, s, k, data, a, at in rows])
+    await d.many(sql, values)
 
 
 async def claim(

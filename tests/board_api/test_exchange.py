@@ -120,3 +120,38 @@ def test_a_parked_exchange_answers_when_a_task_arrives(server: LiveServer) -> No
         t.join(20)
         assert not t.is_alive()
         assert [x["task"]["id"] for x in got["tasks"]] == [tid]
+
+
+def test_events_served_by_the_fast_route_answer_like_fastapi(server: LiveServer) -> None:
+    """`POST /tasks/{id}/events` is a hot route (board_api/hotroutes.py): each refusal keeps
+    the shape and status FastAPI's route gives."""
+    with server.client() as c:
+        seed(c)
+        tid = c.post("/tasks", json={"agent": "echo", "prompt": "p"}).json()["id"]
+        (item,) = claim(c)
+        token = item["token"]
+        ok = c.post(
+            f"/tasks/{tid}/events", json={"token": token, "events": [{"kind": "log", "data": {"x": 1}}]}
+        )
+        assert ok.status_code == 200 and ok.json() == {"last_seq": 3, "cancel_requested": False}
+        problem(
+            c.post(f"/tasks/{tid}/events", json={"token": "wrong", "events": [{"kind": "log"}]}),
+            409,
+            "stale_lease",
+        )
+        reserved = {"token": token, "events": [{"kind": "status", "data": {}}]}
+        problem(c.post(f"/tasks/{tid}/events", json=reserved), 422, "reserved_event_kind")
+        problem(
+            c.post(f"/tasks/{tid}/events", json={"token": token, "events": "nope"}), 422, "validation_error"
+        )
+        problem(
+            c.post("/tasks/nope/events", json={"token": token, "events": [{"kind": "log"}]}),
+            404,
+            "task_not_found",
+        )
+        admin = c.post("/keys", json={"name": "admin", "scopes": ["admin"]}).json()["key"]
+    with server.client(headers={"Authorization": f"Bearer {admin}"}) as a:
+        viewer = a.post("/keys", json={"name": "eyes", "scopes": ["viewer"]}).json()["key"]
+    with server.client(headers={"Authorization": f"Bearer {viewer}"}) as v:
+        body = {"token": token, "events": [{"kind": "log"}]}
+        problem(v.post(f"/tasks/{tid}/events", json=body), 403, "insufficient_scope")
