@@ -16,12 +16,15 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import sqlalchemy as sa
+
 from board_api import wire
 from kernel.statuses import TERMINAL
+from sdk.schemas import EventOut
 from store import tasks
 from store.db import Database
-from store.events import list_after
-from store.models import TaskEvent
+from store.events import rows_after
+from store.models import Task
 
 PAGE = 500
 WINDOW = 2000  # frames kept per feed; older ones are re-read from the database
@@ -38,6 +41,28 @@ def sse(data: str, event: str | None = None, id: str | None = None) -> bytes:
     """One SSE frame; `data` is compact JSON, so it is a single line."""
     head = (f"id: {id}\n" if id is not None else "") + (f"event: {event}\n" if event else "")
     return f"{head}data: {data}\n\n".encode()
+
+
+def event_frame(row: dict[str, Any]) -> bytes:
+    """An event row (store.events.rows_after) as its SSE frame. The row comes from the
+    database, already typed: `model_construct` skips validating it again."""
+    body = EventOut.model_construct(**row).model_dump_json()
+    return sse(body, row["kind"], str(row["seq"]))
+
+
+_TASKS = Task.__table__
+
+
+async def _ended(db: Database, task_id: str, seen: int) -> Task | None:
+    """The task, if it has ended and its log has nothing after `seen`: the feed's end.
+    One narrow read per wake-up; the whole task only once, at the end."""
+    async with db.read() as s:
+        row = (
+            await s.execute(sa.select(_TASKS.c.status, _TASKS.c.last_seq).where(_TASKS.c.id == task_id))
+        ).first()
+        if row is None or row.status not in TERMINAL or row.last_seq > seen:
+            return None
+        return await tasks.get_task(s, task_id)
 
 
 @dataclass
@@ -92,19 +117,17 @@ class Feeds:
             version = hub.version(topic)
             try:
                 async with self.db.read() as s:
-                    events = await list_after(s, feed.task_id, feed.last, PAGE)
-                    task = await tasks.get_task(s, feed.task_id) if len(events) < PAGE else None
+                    events = await rows_after(s, feed.task_id, feed.last, PAGE)
+                if events:
+                    feed.frames.extend((e["seq"], event_frame(e)) for e in events)
+                    feed.last = events[-1]["seq"]
+                    del feed.frames[:-WINDOW]
+                task = await _ended(self.db, feed.task_id, feed.last) if len(events) < PAGE else None
             except Exception:  # the database is away: followers keep their place; try again
                 log.warning("feed of task %s: read failed; retrying", feed.task_id, exc_info=True)
                 await hub.wait(topic, version, 1.0)
                 continue
-            if events:
-                feed.frames.extend(
-                    (e.seq, sse(wire.event_out(e).model_dump_json(), e.kind, str(e.seq))) for e in events
-                )
-                feed.last = events[-1].seq
-                del feed.frames[:-WINDOW]
-            if task is not None and task.status in TERMINAL and task.last_seq <= feed.last:
+            if task is not None:
                 feed.end = sse(wire.task_out(task).model_dump_json(), "end")
             if events or feed.end is not None:
                 async with feed.changed:
@@ -120,9 +143,9 @@ class Feeds:
             self.db.hub.publish(f"task:{feed.task_id}")
         self.feeds.clear()
 
-    async def _read(self, task_id: str, after: int, limit: int) -> list[TaskEvent]:
+    async def _read(self, task_id: str, after: int, limit: int) -> list[dict[str, Any]]:
         async with self.db.read() as s:
-            return await list_after(s, task_id, after, limit)
+            return await rows_after(s, task_id, after, limit)
 
     async def frames_after(self, feed: Feed, seen: int, keepalive: float) -> AsyncIterator[bytes]:
         """Every frame after `seen`, then `end`; a bare comment when idle for `keepalive`."""
@@ -135,8 +158,8 @@ class Feeds:
                         self._read(feed.task_id, seen, min(PAGE, feed.first - 1 - seen))
                     )
                 for e in events:
-                    seen = e.seq
-                    yield sse(wire.event_out(e).model_dump_json(), e.kind, str(e.seq))
+                    seen = e["seq"]
+                    yield event_frame(e)
                 # The log has no gaps, so an empty read means the window starts right after.
                 seen = max(seen, feed.first - 1) if not events else seen
                 continue

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -21,7 +22,7 @@ from store.db import Tx
 from store.leases import Lease, refusal
 from store.models import Task, TaskEvent, TaskStatus, utcnow
 
-__all__ = ["EVENT_KINDS", "append", "list_after"]
+__all__ = ["EVENT_KINDS", "append", "list_after", "rows_after"]
 
 EVENT_KINDS = frozenset(
     {
@@ -106,6 +107,16 @@ async def insert_rows(
         ],
     )
     tx.notify(f"task:{task_id}", str(last))
+
+
+async def rows_after(
+    session: AsyncSession, task_id: str, after: int = 0, limit: int = 1000
+) -> list[dict[str, Any]]:
+    """`list_after` as plain column dicts, without the ORM's identity map and instance
+    state: the live feeds read every event once and only encode it."""
+    t = TaskEvent.__table__
+    stmt = sa.select(*t.c).where(t.c.task_id == task_id, t.c.seq > after).order_by(t.c.seq).limit(limit)
+    return [dict(m) for m in (await session.execute(stmt)).mappings()]
 
 
 async def list_after(

@@ -159,3 +159,25 @@ def test_open_streams_per_key_are_bounded(server_factory, db_url: str) -> None: 
             assert c.post("/worker-queues/q2/claim", json={"worker_id": "w", "wait_seconds": 0}).json() == {
                 "tasks": []
             }
+
+
+def test_a_frame_built_from_a_row_is_the_frame_of_the_model() -> None:
+    """The feeds encode rows without the ORM (board_api.feeds.event_frame); the bytes must be
+    what the model route gave, which the SDK and the board parse."""
+    from datetime import UTC, datetime
+
+    from board_api import wire
+    from board_api.feeds import event_frame, sse
+    from store.models import TaskEvent
+
+    at = datetime(2026, 12, 4, 15, 1, 2, 345678, tzinfo=UTC)
+    row = {
+        "task_id": "t1",
+        "seq": 7,
+        "kind": "message_delta",
+        "data": {"text": 'é\n"x"'},
+        "attempt": 2,
+        "created_at": at,
+    }
+    model = sse(wire.event_out(TaskEvent(**row)).model_dump_json(), "message_delta", "7")
+    assert event_frame(row) == model
