@@ -20,6 +20,7 @@ units of work in flight (bounded), and a connection returned after it is closed,
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -118,6 +119,7 @@ class Database:
         database = sa.make_url(url).database or ""
         self._checkpointer: sqlite_inline.Checkpointer | None = None
         self._fast: sqlite_inline.FastWriter | None = None
+        self.fast_fallbacks: collections.Counter[str] = collections.Counter()
         if self.is_sqlite:
             if database in ("", ":memory:"):
                 raise errors.Invalid(
@@ -207,7 +209,8 @@ class Database:
             async with self.fast_tx() as tx:
                 return await work(tx)
         except SessionNeeded:
-            pass
+            # Counted by the work's name: a hot path that falls back often is paying twice.
+            self.fast_fallbacks[getattr(work, "__qualname__", type(work).__name__)] += 1
         async with self.tx() as tx:
             return await work(tx)
 
