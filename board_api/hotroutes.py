@@ -1,8 +1,8 @@
 """The calls made per task, served without FastAPI's per-request machinery.
 
 `POST /api/v1/tasks` (a client creating a task), `POST /api/v1/worker-queues/{queue}/exchange`
-(a worker reporting and claiming) and `POST /api/v1/tasks/{id}/events` (a worker streaming
-what its agent does) are most of a busy control plane's requests. FastAPI spends
+(a worker reporting and claiming) and `POST /api/v1/tasks/{id}/events` or
+`/worker-queues/{queue}/events` (a worker streaming what its agents do) are most of a busy control plane's requests. FastAPI spends
 more Python on each than the handler does: matching ~120 routes in turn, solving the
 dependency graph, parsing the JSON and then validating the dicts, and an exit stack. Here
 the body is validated from its bytes by pydantic and the very same endpoint functions are
@@ -32,13 +32,14 @@ from board_api.routes import workers as worker_routes
 from board_api.state import app_state
 from board_api.wire import json_response
 from kernel.errors import MetaAgentError
-from sdk.exchange import ExchangeBody
+from sdk.exchange import ExchangeBody, ProgressBody
 from sdk.schemas import EventsBody, TaskCreate
 
 __all__ = ["HotRoutes"]
 
 _EXCHANGE = ("/api/v1/worker-queues/", "/exchange")
 _EVENTS = ("/api/v1/tasks/", "/events")
+_PROGRESS = ("/api/v1/worker-queues/", "/events")
 Handler = Callable[[BaseModel, Request, Principal, str], Awaitable[Response]]
 
 
@@ -67,6 +68,13 @@ async def _events(body: BaseModel, request: Request, p: Principal, task_id: str)
     return json_response(await worker_routes.post_events(task_id, body, request, state.db, p))
 
 
+async def _progress(body: BaseModel, request: Request, p: Principal, queue: str) -> Response:
+    assert isinstance(body, ProgressBody)
+    need(p, "worker")
+    state = app_state(request)
+    return await worker_routes.post_progress(queue, body, request, state.db, p)
+
+
 class _Unusual(Exception):
     """Not for the fast path: FastAPI serves it."""
 
@@ -82,6 +90,11 @@ def _route(scope: Scope) -> tuple[type[BaseModel], Handler, str] | None:
         queue = path[len(head) : -len(tail)]
         if queue and "/" not in queue:
             return ExchangeBody, _exchange, queue
+    head, tail = _PROGRESS
+    if path.startswith(head) and path.endswith(tail):
+        queue = path[len(head) : -len(tail)]
+        if queue and "/" not in queue:
+            return ProgressBody, _progress, queue
     head, tail = _EVENTS
     if path.startswith(head) and path.endswith(tail):
         task_id = path[len(head) : -len(tail)]

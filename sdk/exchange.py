@@ -5,11 +5,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints, model_validator
 
-from sdk.schemas import ClaimBody, ClaimedOut, ErrorOut, EventIn, Strict, Token
+from sdk.schemas import ClaimBody, ClaimedOut, ErrorOut, EventIn, EventsBody, Strict, Token
 
-__all__ = ["ExchangeBody", "ExchangeOut", "Problem", "ReportIn", "ReportOut"]
+__all__ = [
+    "ExchangeBody",
+    "ExchangeOut",
+    "Problem",
+    "ProgressBody",
+    "ProgressIn",
+    "ProgressOut",
+    "ProgressResult",
+    "ReportIn",
+    "ReportOut",
+]
 
 
 class ReportIn(Strict):
@@ -46,3 +56,38 @@ class ReportOut(BaseModel):
 class ExchangeOut(BaseModel):
     reports: list[ReportOut]
     tasks: list[ClaimedOut]
+
+
+class ProgressIn(EventsBody):
+    """One running task's batch of events in a worker's `events` call (its phase too)."""
+
+    id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+# Events per call, all tasks together (one task's batch stays bounded by EventsBody).
+MAX_PROGRESS_EVENTS = 20_000
+
+
+class ProgressBody(Strict):
+    """A worker's running tasks' events, in one call (POST /worker-queues/{queue}/events):
+    a streaming worker makes one call per round instead of one per task."""
+
+    items: list[ProgressIn] = Field(min_length=1, max_length=500)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> ProgressBody:
+        total = sum(len(i.events) for i in self.items)
+        if total > MAX_PROGRESS_EVENTS:
+            raise ValueError(f"{total} events in one call; the limit is {MAX_PROGRESS_EVENTS}")
+        return self
+
+
+class ProgressResult(BaseModel):
+    id: str
+    last_seq: int | None = None  # None when refused
+    cancel_requested: bool = False
+    problem: Problem | None = None  # why it was refused (409 stale_lease: no longer yours)
+
+
+class ProgressOut(BaseModel):
+    items: list[ProgressResult]

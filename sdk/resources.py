@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator, Mappi
 from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
-from sdk.exchange import ExchangeOut
+from sdk.exchange import ExchangeOut, ProgressOut
 from sdk.hooks import DeliveryList, DeliveryOut, HookList, HookOut
 from sdk.schedules import ScheduleList, ScheduleOut
 from sdk.schemas import (
@@ -409,6 +409,14 @@ class WorkerApi(_Resource[M]):
             lambda d: ClaimOut.model_validate(d).tasks,
             json=body,
             timeout=wait_seconds + self._margin,
+        )
+
+    @endpoint
+    def post_progress(self, queue: str, items: list[dict[str, Any]]) -> Call[ProgressOut]:
+        """Several running tasks' events in one call: `items` of `{id, token, events, phase?}`;
+        each answered alone (`last_seq`, `cancel_requested`, or a `problem`)."""
+        return Call(
+            "POST", f"{API}/worker-queues/{seg(queue)}/events", ProgressOut.model_validate, json={"items": items}
         )
 
     @endpoint

@@ -28,6 +28,7 @@ from typing import Any
 from kernel import __version__
 from sdk.client import ApiError, AsyncControlPlaneClient
 from worker.exchange import Exchanger
+from worker.progress import ProgressPipe
 from worker.runtime import Runtime
 from worker.sandbox import not_dumpable
 from worker.task import CANCEL_GRACE, HeldTask
@@ -108,6 +109,7 @@ class Worker:
             claim_wait=claim_wait,
         )
         self._exchanging: asyncio.Task[None]
+        self._progress = ProgressPipe(client.worker, queue)  # all tasks' events, one call a round
 
     @property
     def running(self) -> int:
@@ -191,6 +193,7 @@ class Worker:
             runtimes=self.runtimes,
             client=self.client,
             reporter=self._exchanger.report,
+            progress=self._progress,
         )
         self._held[held.id] = held
         self._runners[held.id] = asyncio.create_task(self._supervise(held), name=f"task-{held.id}")

@@ -25,6 +25,7 @@ from sdk.client import ApiError, AsyncControlPlaneClient, WorkerApi
 from sdk.exchange import ReportOut
 from sdk.resources import Async
 from worker.batcher import EventBatcher
+from worker.progress import ProgressPipe
 from worker.runtime import InputRequested, Outcome, Runtime, TaskContext, TaskFailed, get_runtime
 from worker.secrets import Masker, fetch
 
@@ -66,8 +67,10 @@ class HeldTask:
         runtimes: Mapping[str, Runtime] | None = None,
         client: AsyncControlPlaneClient | None = None,
         reporter: Reporter | None = None,
+        progress: ProgressPipe | None = None,
     ) -> None:
         task = item["task"]
+        self.progress = progress
         self.api = api
         self.reporter = reporter
         self.runtimes = runtimes or {}
@@ -131,7 +134,8 @@ class HeldTask:
 
     async def _post_events(self, events: list[dict[str, Any]], phase: str | None = None) -> None:
         try:
-            answer = await self.call(self.api.post_events, self.mask.data(events), phase=phase)
+            post = self.progress.post if self.progress is not None else self.api.post_events
+            answer = await self.call(post, self.mask.data(events), phase=phase)
         except ApiError as exc:  # refused outright (too big, a reserved kind): not worth the task
             log.warning("task %s: %d events refused: %s", self.id, len(events), exc)
             return

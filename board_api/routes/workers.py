@@ -22,7 +22,15 @@ from board_api.state import app_state
 from board_api.tracing import task_out
 from kernel.errors import MetaAgentError
 from kernel.settings import Settings
-from sdk.exchange import ExchangeBody, ExchangeOut, Problem, ReportOut
+from sdk.exchange import (
+    ExchangeBody,
+    ExchangeOut,
+    Problem,
+    ProgressBody,
+    ProgressOut,
+    ProgressResult,
+    ReportOut,
+)
 from sdk.schemas import (
     ArtifactOut,
     CheckpointBody,
@@ -247,6 +255,42 @@ async def post_events(task_id: str, body: EventsBody, request: Request, db: DbDe
     )
     app_state(request).metrics.events.inc(len(body.events))
     return EventsOut(last_seq=last, cancel_requested=cancel)
+
+
+@router.post("/worker-queues/{queue}/events", response_model=ProgressOut)
+async def post_progress(
+    queue: str, body: ProgressBody, request: Request, db: DbDep, p: WorkerKey
+) -> Response:
+    """Append the events of several running tasks in one transaction (a streaming worker's
+    one call per round). Each task's batch is applied or refused on its own
+    (`items[i].problem`; 409 `stale_lease`: no longer the worker's)."""
+    if p.queues and queue not in p.queues:
+        raise queue_refused(queue)
+    items = [(i.id, lease(p, i.token), _events(i.events), i.phase) for i in body.items]
+    results = await db.fast_or_full(functools.partial(_append_each, items))
+    metrics = app_state(request).metrics
+    out: list[ProgressResult] = []
+    for (task_id, _, events, _), r in zip(items, results, strict=True):
+        if isinstance(r, MetaAgentError):
+            out.append(
+                ProgressResult(id=task_id, problem=Problem(status=r.status, code=r.code, detail=r.detail))
+            )
+        else:
+            metrics.events.inc(len(events))
+            out.append(ProgressResult(id=task_id, last_seq=r[0], cancel_requested=r[1]))
+    return wire.json_response(ProgressOut(items=out))
+
+
+async def _append_each(
+    items: list[tuple[str, Lease, list[tuple[str, dict[str, Any]]], str | None]], tx: Tx
+) -> list[tuple[int, bool] | MetaAgentError]:
+    out: list[tuple[int, bool] | MetaAgentError] = []
+    for task_id, held, events, phase in items:
+        try:  # a refusal is raised before the fenced UPDATE or by it: it wrote nothing
+            out.append(await tasks.worker_events(tx, task_id, held, events, phase=phase))
+        except MetaAgentError as exc:
+            out.append(exc)
+    return out
 
 
 @router.post("/tasks/{task_id}/request-input", response_model=TaskOut)

@@ -155,3 +155,39 @@ def test_events_served_by_the_fast_route_answer_like_fastapi(server: LiveServer)
     with server.client(headers={"Authorization": f"Bearer {viewer}"}) as v:
         body = {"token": token, "events": [{"kind": "log"}]}
         problem(v.post(f"/tasks/{tid}/events", json=body), 403, "insufficient_scope")
+
+
+def test_several_tasks_events_go_in_one_call_each_answered_alone(server: LiveServer) -> None:
+    with server.client() as c:
+        seed(c)
+        ids = [c.post("/tasks", json={"agent": "echo", "prompt": f"p{i}"}).json()["id"] for i in range(2)]
+        items = claim(c, n=2)
+        tokens = {i["task"]["id"]: i["token"] for i in items}
+        body = {
+            "items": [
+                {"id": ids[0], "token": tokens[ids[0]], "events": [{"kind": "log", "data": {"n": 1}}] * 3},
+                {"id": ids[1], "token": "not-the-lease", "events": [{"kind": "log", "data": {"n": 2}}]},
+                {"id": ids[1], "token": tokens[ids[1]], "events": [{"kind": "log"}], "phase": "executing"},
+            ]
+        }
+        r = c.post("/worker-queues/q1/events", json=body)
+        assert r.status_code == 200, r.text
+        out = r.json()["items"]
+        assert out[0] == {"id": ids[0], "last_seq": 5, "cancel_requested": False, "problem": None}
+        assert out[1]["problem"]["code"] == "stale_lease" and out[1]["last_seq"] is None
+        assert out[2]["last_seq"] == 3 and c.get(f"/tasks/{ids[1]}").json()["phase"] == "executing"
+        logs = [e for e in c.get(f"/tasks/{ids[1]}/events").json()["items"] if e["kind"] == "log"]
+        assert [e["data"] for e in logs] == [{}]  # the refused batch wrote nothing
+        too_many = {
+            "items": [{"id": ids[0], "token": tokens[ids[0]], "events": [{"kind": "log"}] * 5000}] * 5
+        }
+        problem(c.post("/worker-queues/q1/events", json=too_many), 422, "validation_error")
+        admin = c.post("/keys", json={"name": "admin", "scopes": ["admin"]}).json()["key"]
+    with server.client(headers={"Authorization": f"Bearer {admin}"}) as a:
+        bound = a.post("/keys", json={"name": "bound", "scopes": ["worker"], "queues": ["q2"]}).json()["key"]
+        viewer = a.post("/keys", json={"name": "eyes", "scopes": ["viewer"]}).json()["key"]
+    one = {"items": [{"id": ids[0], "token": tokens[ids[0]], "events": [{"kind": "log"}]}]}
+    with server.client(headers={"Authorization": f"Bearer {bound}"}) as w:
+        problem(w.post("/worker-queues/q1/events", json=one), 403, "queue_not_allowed")
+    with server.client(headers={"Authorization": f"Bearer {viewer}"}) as v:
+        problem(v.post("/worker-queues/q1/events", json=one), 403, "insufficient_scope")

@@ -100,6 +100,8 @@ class FakePlane:
             self.changed.notify_all()
         parts = path.strip("/").split("/")
         action = parts[-1] if parts[0] == "tasks" and request.method == "POST" else parts[-1].split(".")[0]
+        if action == "events" and parts[0] == "worker-queues":
+            return self._progress(body)  # its faults apply per task, like the route it replaces
         if self.faults.get(action):
             fault = self.faults[action].pop(0)
             if isinstance(fault, Exception):
@@ -161,6 +163,27 @@ class FakePlane:
             outs.append({"id": r["id"], "status": "failed" if action == "fail" else "completed"})
         tasks = await self._claim(body) if body["max_tasks"] else []
         return httpx.Response(200, json={"reports": outs, "tasks": tasks})
+
+    def _progress(self, body: dict[str, Any]) -> httpx.Response:
+        """Each task's batch is recorded as the `/tasks/ID/events` call it replaces, and that
+        call's faults apply to it: a 4xx refuses that batch, a 5xx or a transport error the call."""
+        outs: list[dict[str, Any]] = []
+        for item in body["items"]:
+            legacy = {k: v for k, v in item.items() if k != "id"}
+            self.calls.append(("POST", f"/tasks/{item['id']}/events", legacy))
+            if self.faults.get("events"):
+                fault = self.faults["events"].pop(0)
+                if isinstance(fault, Exception):
+                    raise fault
+                if fault.status_code >= 500:
+                    return fault
+                p = fault.json()
+                outs.append({"id": item["id"], "problem": {k: p[k] for k in ("status", "code", "detail")}})
+                continue
+            outs.append(
+                {"id": item["id"], "last_seq": 1, "cancel_requested": item["id"] in self.cancel_on_events}
+            )
+        return httpx.Response(200, json={"items": outs})
 
     async def _claim(self, body: dict[str, Any]) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
