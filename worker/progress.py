@@ -40,6 +40,7 @@ class ProgressPipe:
         self.api = api
         self.queue = queue
         self.merged = True  # False once the control plane turned out not to have the route
+        self.calls = 0  # HTTP calls made (make bench-stream reports events per call)
         self._pending: list[_Pending] = []
         self._sending: asyncio.Task[None] | None = None
 
@@ -47,6 +48,7 @@ class ProgressPipe:
         self, task_id: str, token: str, events: list[dict[str, Any]], phase: str | None = None
     ) -> EventsOut:
         if not self.merged:
+            self.calls += 1
             return await self.api.post_events(task_id, token, events, phase=phase)
         item: dict[str, Any] = {"id": task_id, "token": token, "events": events}
         if phase:
@@ -82,6 +84,7 @@ class ProgressPipe:
         return batch
 
     async def _send(self, batch: list[_Pending]) -> None:
+        self.calls += 1
         try:
             answer = await self.api.post_progress(self.queue, [item for item, _ in batch])
         except ApiError as exc:
@@ -97,6 +100,7 @@ class ProgressPipe:
                 _settle(fut, results.get(item["id"]))
 
     async def _alone(self, item: dict[str, Any], fut: asyncio.Future[EventsOut]) -> None:
+        self.calls += 1
         try:
             out = await self.api.post_events(
                 item["id"], item["token"], item["events"], phase=item.get("phase")

@@ -2,8 +2,8 @@
 
 Every task follows a fixed schedule: event n (1-based) is due at T0 + offset + (n-1)/rate,
 whatever the server does. Events go through the worker's own EventBatcher (~50 ms batches,
-one post in flight per task) and the SDK's worker API, so the server sees what a real
-worker sends; a post that fails is retried like `worker.task` does. Each event's data
+one post in flight per task) and its ProgressPipe (the batches of the sender's tasks that
+are ready together leave in one call), so the server sees what a real worker sends; a post that fails is retried like `worker.task` does. Each event's data
 carries `n` (its number in the task), `t` (`time.time()`) and `m` (`time.monotonic()`) at
 the moment the agent produced it, and `p`, the monotonic time its batch was posted.
 
@@ -26,6 +26,7 @@ from bench.stream.plan import Plan, Planned, finish, handshake, summary
 from sdk.client import AsyncControlPlaneClient
 from sdk.transport import ApiError
 from worker.batcher import EventBatcher
+from worker.progress import ProgressPipe
 
 TICK = 0.005
 HEARTBEAT = 5.0  # a third of the shortest lease worth running this with (the default is 30 s)
@@ -62,8 +63,10 @@ class Stats:
 class Stream:
     """One task: its schedule, its batcher, its posts."""
 
-    def __init__(self, plan: Plan, t: Planned, api: AsyncControlPlaneClient, stats: Stats) -> None:
-        self.t, self.api, self.stats = t, api, stats
+    def __init__(
+        self, plan: Plan, t: Planned, api: AsyncControlPlaneClient, stats: Stats, pipe: ProgressPipe
+    ) -> None:
+        self.t, self.api, self.stats, self.pipe = t, api, stats, pipe
         self.offset = plan.offset(t.i)
         self.rate = plan.rate
         self.n = 0
@@ -91,7 +94,7 @@ class Stream:
         started = time.monotonic()
         for e in events:
             e["data"]["p"] = started
-        await self._call("events", self.api.worker.post_events, events, phase=phase)
+        await self._call("events", self.pipe.post, events, phase=phase)
         self.stats.ack(len(events), started)
 
     def emit_due(self, t0: float, now: float, total: int) -> None:
@@ -143,15 +146,20 @@ async def run(plan: Plan, k: int) -> dict[str, Any]:
     t0 = handshake()
     window = (t0 + plan.warmup, t0 + plan.warmup + plan.seconds)
     stats = Stats(window)
-    streams = [Stream(plan, t, clients[t.ingest], stats) for t in mine]
+    # One pipe per replica a sender posts to: a worker's tasks' batches leave together.
+    pipes = {u: ProgressPipe(c.worker, plan.queue) for u, c in clients.items()}
+    streams = [Stream(plan, t, clients[t.ingest], stats, pipes[t.ingest]) for t in mine]
     beat = asyncio.create_task(heartbeats(clients[mine[0].ingest], f"stream-{k}", plan, streams, stats))
     total = plan.per_task
     next_backlog = t0
+    calls_at: list[int] = []  # HTTP calls when the window opened, and when it closed
     while any(s.n < total for s in streams):
         now = time.monotonic()
         for s in streams:
             if not s.lost:
                 s.emit_due(t0, now, total)
+        if len(calls_at) < 2 and now >= window[len(calls_at)]:
+            calls_at.append(sum(p.calls for p in pipes.values()))
         if now >= next_backlog:
             stats.backlog_max = max(stats.backlog_max, stats.added - stats.acked)
             next_backlog = now + 0.1
@@ -172,9 +180,11 @@ async def run(plan: Plan, k: int) -> dict[str, Any]:
         "acked": stats.acked,
         "added_in_window": stats.added_in_window,
         "acked_in_window": stats.acked_in_window,
-        "posts": stats.posts,
-        "posts_in_window": stats.posts_in_window,
-        "events_per_post": round(stats.acked / max(1, stats.posts), 1),
+        # Posts are HTTP calls (a call carries the batches of several tasks, worker.progress).
+        "posts": sum(p.calls for p in pipes.values()),
+        "posts_in_window": calls_at[1] - calls_at[0] if len(calls_at) == 2 else stats.posts_in_window,
+        "task_batches": stats.posts,
+        "events_per_post": round(stats.acked / max(1, sum(p.calls for p in pipes.values())), 1),
         "retries": stats.retries,
         "post": summary(stats.post_s),
         "late": summary(stats.late_s),
