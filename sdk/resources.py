@@ -416,7 +416,10 @@ class WorkerApi(_Resource[M]):
         """Several running tasks' events in one call: `items` of `{id, token, events, phase?}`;
         each answered alone (`last_seq`, `cancel_requested`, or a `problem`)."""
         return Call(
-            "POST", f"{API}/worker-queues/{seg(queue)}/events", ProgressOut.model_validate, json={"items": items}
+            "POST",
+            f"{API}/worker-queues/{seg(queue)}/events",
+            ProgressOut.model_validate,
+            json={"items": items},
         )
 
     @endpoint
