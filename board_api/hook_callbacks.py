@@ -131,27 +131,39 @@ class HookCallbacks:
                     await t
 
     async def _follow(self, db: Database) -> None:
-        with (
-            db.hub.subscribe("board", maxsize=10_000, internal=True) as board,
-            db.hub.subscribe("hooks", internal=True) as new,
-        ):
+        """Watch the tasks that have a callback to send. The board's notifications (every
+        change of every task) are followed only while there is such a task: without one,
+        a task created or finished costs this loop nothing."""
+        with db.hub.subscribe("hooks", internal=True) as new:
             await self._sweep(db, reload=True)
             last_sweep = time.monotonic()
             while True:
                 try:
-                    added = await new.get(0)
-                    if added is None:
-                        await self._sweep(db, reload=True)
-                    else:
-                        self.watched.update(added)
-                    changed = await board.get(SWEEP_SECONDS)
-                    if changed is None:
-                        await self._sweep(db, reload=True)
-                    elif ready := self.watched.intersection(changed):
-                        await self._start(db, ready)
-                    if time.monotonic() - last_sweep > SWEEP_SECONDS:
-                        last_sweep = time.monotonic()
-                        await self._sweep(db, reload=True)
+                    if not self.watched:
+                        added = await new.get(SWEEP_SECONDS)
+                        if added is None or time.monotonic() - last_sweep > SWEEP_SECONDS:
+                            last_sweep = time.monotonic()
+                            await self._sweep(db, reload=True)
+                        else:
+                            self.watched.update(added)
+                        continue
+                    with db.hub.subscribe("board", maxsize=10_000, internal=True) as board:
+                        # What finished before the subscription began is in the store.
+                        await self._start(db, set(self.watched))
+                        while self.watched:
+                            added = await new.get(0)
+                            if added is None:
+                                await self._sweep(db, reload=True)
+                            else:
+                                self.watched.update(added)
+                            changed = await board.get(SWEEP_SECONDS)
+                            if changed is None:
+                                await self._sweep(db, reload=True)
+                            elif ready := self.watched.intersection(changed):
+                                await self._start(db, ready)
+                            if time.monotonic() - last_sweep > SWEEP_SECONDS:
+                                last_sweep = time.monotonic()
+                                await self._sweep(db, reload=True)
                 except errors.Unavailable:
                     log.warning("hook callbacks: database unavailable")
                     await asyncio.sleep(1.0)

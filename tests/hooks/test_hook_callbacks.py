@@ -9,6 +9,7 @@ import logging
 
 import pytest
 
+from board_api.state import state_of
 from tests.hooks.helpers import github_headers, make_hook, payload, post_hook, receiver, seed
 from tests.support import LiveServer, wait_for
 
@@ -28,14 +29,23 @@ def _finish(server: LiveServer, task_id: str, result: object) -> None:
         assert done.json()["status"] == "completed", done.text
 
 
+def _board_followers(server: LiveServer) -> int:
+    hub = state_of(server.app).db.hub
+    return len(hub._subs.get("board", ()))  # pyright: ignore[reportPrivateUsage]
+
+
 def test_the_outcome_is_posted_signed_once_the_task_completes(server_factory, db_url: str) -> None:  # type: ignore[no-untyped-def]
     server = server_factory(db_url, hook_callback_allow="127.0.0.1")
     with receiver() as rx, server.client() as c:
         seed(c)
+        # No callback to send: the sender does not follow the board (each task's change
+        # would wake it for nothing).
+        assert _board_followers(server) == 0
         secret = make_hook(c, callback_url=rx.url)["secret"]
         body = payload()
         task_id = post_hook(server, "alerts", body, github_headers(secret, body, "cb-1")).json()["task_id"]
         assert _deliveries(server)[0]["callback_status"] == "pending"
+        wait_for(lambda: _board_followers(server) == 1, 10, "the sender to follow the board")
         assert rx.got == []  # nothing while the task runs
 
         _finish(server, task_id, {"output": "disk cleaned"})
@@ -50,6 +60,7 @@ def test_the_outcome_is_posted_signed_once_the_task_completes(server_factory, db
         wait_for(lambda: _deliveries(server)[0]["callback_status"] == "sent", 10, "the callback recorded")
         assert _deliveries(server)[0]["callback_attempts"] == 1
         assert len(rx.got) == 1
+        wait_for(lambda: _board_followers(server) == 0, 10, "the sender to stop following the board")
 
 
 def test_a_failing_receiver_is_retried_a_bounded_number_of_times(server_factory, db_url: str) -> None:  # type: ignore[no-untyped-def]
