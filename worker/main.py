@@ -27,6 +27,7 @@ from typing import Any
 
 from kernel import __version__
 from sdk.client import ApiError, AsyncControlPlaneClient
+from worker.capabilities import Inventory
 from worker.exchange import Exchanger
 from worker.runtime import Runtime
 from worker.sandbox import not_dumpable
@@ -69,6 +70,7 @@ class Worker:
         keep_workspaces: bool = False,
         runtimes: Mapping[str, Runtime] | None = None,
         workdir: str | Path | None = None,
+        inventory: Inventory | None = None,
     ) -> None:
         host = socket.gethostname()
         # Runtimes configured for this worker (e.g. `llm` with its provider settings); other
@@ -89,6 +91,7 @@ class Worker:
         # is never removed; only an `artifacts` folder the tasks created there, left empty.
         self.workdir = Path(workdir).resolve() if workdir is not None else None
         self._had_artifacts = False
+        self.inventory = inventory or Inventory()  # what it has, for agents' prerequisites
         self._info = {
             "name": self.name,
             "hostname": host,
@@ -106,6 +109,7 @@ class Worker:
             room=lambda: self.concurrency - len(self._held),
             start=lambda item: self._start(item.model_dump(mode="json")),  # tasks run on plain JSON
             claim_wait=claim_wait,
+            inventory=self.inventory,
         )
         self._exchanging: asyncio.Task[None]
 
@@ -191,6 +195,7 @@ class Worker:
             runtimes=self.runtimes,
             client=self.client,
             reporter=self._exchanger.report,
+            inventory=self.inventory,
         )
         self._held[held.id] = held
         self._runners[held.id] = asyncio.create_task(self._supervise(held), name=f"task-{held.id}")

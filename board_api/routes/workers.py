@@ -119,6 +119,8 @@ async def _poll(
         raise queue_refused(queue)
     state = app_state(request)
     info = body.model_dump(include={"name", "hostname", "capacity", "version"}, exclude_none=True)
+    caps = body.capabilities.model_dump() if body.capabilities else None
+    digest = body.capabilities.digest if body.capabilities else body.capabilities_digest
     topic = f"queue:{queue}"
     deadline = time.monotonic() + body.wait_seconds
     checked_queue = False
@@ -134,8 +136,17 @@ async def _poll(
                     done = await tasks.report(tx, reports)
                 if body.max_tasks:
                     claimed = await tasks.claim_tasks(
-                        tx, queue, body.worker_id, body.max_tasks, settings.lease_seconds, info, touch=touch
+                        tx,
+                        queue,
+                        body.worker_id,
+                        body.max_tasks,
+                        settings.lease_seconds,
+                        info,
+                        touch=touch,
+                        capabilities=caps,
+                        digest=digest,
                     )
+                    caps = None  # recorded: later rounds name them by digest
             if claimed or reports:
                 return done, _claimed(claimed, settings.lease_seconds, state.metrics)
             if not checked_queue:  # only an empty answer needs to know the queue exists
