@@ -321,7 +321,8 @@ async def fits(
     by_queue: dict[str, list[Worker]] = {}
     for w in workers:
         by_queue.setdefault(w.queue, []).append(w)
-    envs = dict((await session.execute(select(WorkerQueue.name, WorkerQueue.environment))).tuples().all())
+    rows = await session.execute(sa.select(col(WorkerQueue.name), col(WorkerQueue.environment)))
+    envs: dict[str, str] = {name: env for name, env in rows.all()}
     out: list[Fit] = []
     for agent in wanted:
         tokens = parse(await needs_for(session, agent.requires))
