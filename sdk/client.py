@@ -42,6 +42,7 @@ from pydantic import BaseModel, ValidationError
 
 from kernel import __version__
 from sdk.audit import Audit
+from sdk.prereq_api import Prerequisites
 from sdk.resources import (
     Agents,
     Async,
@@ -247,6 +248,7 @@ class ControlPlaneClient(_Base):
         self.board = Board[Blocking](send)
         self.schedules = Schedules[Blocking](send)
         self.secrets = Secrets[Blocking](send)
+        self.prerequisites = Prerequisites[Blocking](send)
         self.audit = Audit[Blocking](send)
 
     def _send(self, call: Call[T]) -> T:
@@ -329,6 +331,7 @@ class AsyncControlPlaneClient(_Base):
         self.board = Board[Async](send)
         self.schedules = Schedules[Async](send)
         self.secrets = Secrets[Async](send)
+        self.prerequisites = Prerequisites[Async](send)
         self.audit = Audit[Async](send)
         self.worker = WorkerApi[Async](send, margin=max(timeout, 5.0))
 
