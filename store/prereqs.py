@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from store.db import Database, Tx
-from store.models import Agent, Task, TaskStatus, Worker, WorkerQueue
+from store.models import Agent, Task, TaskStatus, Worker, WorkerQueue, utcnow
 from store.secret_models import Secret
 
 __all__ = [
@@ -283,7 +283,7 @@ async def _set_waiting(tx: Tx, queue: str, needs: str, text: str | None) -> None
             _tasks.c.needs == needs,
             changed,
         )
-        .values(waiting_for=text)
+        .values(waiting_for=text, updated_at=utcnow())
         .returning(_tasks.c.id)
     )
     for (task_id,) in (await tx.execute(stmt)).all():
