@@ -164,7 +164,8 @@ async def create_task(
         team = await catalog.get_team(tx.session, new.team or "")
         owner_name, default_queue = team.name, team.default_queue
         agent_name, team_name = team.coordinator, team.name
-        requires = (await _agent_routing(tx, team.coordinator))[2]
+        coordinator = await fastpath.agents(tx, [team.coordinator])
+        requires = coordinator[0]["requires"] if coordinator else {}
     queue = await _resolve_queue(
         tx, new.queue, default_queue, f"{'agent' if new.agent else 'team'} {owner_name!r}"
     )

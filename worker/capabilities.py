@@ -10,6 +10,7 @@ what is here now: anything gone fails the task as `missing_prerequisites`.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -82,11 +83,12 @@ class Inventory:
         data["digest"] = hashlib.sha256(raw).hexdigest()[:32]
         return data
 
-    def claim_fields(self) -> dict[str, Any]:
+    async def claim_fields(self) -> dict[str, Any]:
         """What a claim carries: the capabilities when they changed, else their digest."""
         now = time.monotonic()
         if self._scanned is None or now - self._scanned_at > RESCAN:
-            self._scanned, self._scanned_at = self.scan(), now
+            # Off the event loop: a stat per file on PATH takes tens of ms.
+            self._scanned, self._scanned_at = await asyncio.to_thread(self.scan), now
         digest = str(self._scanned["digest"])
         if digest != self._sent_digest or now - self._sent_at > RESEND:
             return {"capabilities": self._scanned}

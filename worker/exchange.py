@@ -137,7 +137,7 @@ class Exchanger:
 
     async def _call(self, reports: list[dict[str, Any]], ask: int, wait: float) -> ExchangeOut:
         """One exchange; a claim carries the worker's capabilities (or their digest)."""
-        fields = self.inventory.claim_fields() if self.inventory is not None and ask else {}
+        fields = await self.inventory.claim_fields() if self.inventory is not None and ask else {}
         answer = await self.api.exchange(
             self.queue, self.worker_id, reports, ask, wait, {**self.info, **fields}
         )

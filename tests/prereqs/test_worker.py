@@ -104,16 +104,16 @@ async def test_list_queues_says_which_agents_the_live_workers_can_run(
     assert q1["cannot_run"] == {"deployer": ["bin:kubectl", "env:KUBECONFIG"]}
 
 
-def test_the_inventory_reports_names_only_and_checks_anew(tmp_path: Path) -> None:
+async def test_the_inventory_reports_names_only_and_checks_anew(tmp_path: Path) -> None:
     fake_bin(tmp_path / "bin", "kubectl")
     (tmp_path / "bin" / "notes.txt").write_text("not executable")
     env = {"PATH": str(tmp_path / "bin"), "TOKEN": "s3cret", "META_AGENT_WORKER_MCP": "github, jira"}
     inv = Inventory(env)
-    first = inv.claim_fields()["capabilities"]
+    first = (await inv.claim_fields())["capabilities"]
     assert first["bins"] == ["kubectl"] and "TOKEN" in first["env"] and "s3cret" not in str(first)
     assert first["mcp"] == ["github", "jira"] and first["environment"] is None
     inv.sent({"capabilities": first})
-    assert inv.claim_fields() == {"capabilities_digest": first["digest"]}  # unchanged: the digest
+    assert await inv.claim_fields() == {"capabilities_digest": first["digest"]}  # unchanged: the digest
     assert inv.missing(["bin:kubectl", "env:TOKEN", "mcp:github", "environment:prod"]) == []
     os.unlink(tmp_path / "bin" / "kubectl")
     assert inv.missing(["bin:kubectl", "env:NOPE", "mcp:slack"]) == ["bin:kubectl", "env:NOPE", "mcp:slack"]
