@@ -165,7 +165,7 @@ async def create_task(
         owner_name, default_queue = team.name, team.default_queue
         agent_name, team_name = team.coordinator, team.name
         coordinator = await fastpath.agents(tx, [team.coordinator])
-        requires = coordinator[0]["requires"] if coordinator else {}
+        requires: dict[str, Any] = coordinator[0]["requires"] if coordinator else {}
     queue = await _resolve_queue(
         tx, new.queue, default_queue, f"{'agent' if new.agent else 'team'} {owner_name!r}"
     )
