@@ -16,7 +16,7 @@ task says why in `waiting_for`, and the board shows it.
 Cost: the claim asks the database which needs the queue's unfinished tasks have only when
 the queue may hold such a task (the `needs:<queue>` hub topic moved since the last look,
 which came back empty, or that look is older than `RECHECK` seconds); otherwise the claim
-is the one statement it always was.
+is the one statement it always was (see `plan`).
 """
 
 from __future__ import annotations
@@ -209,15 +209,20 @@ async def worker_caps(
 # ---- the claim ----------------------------------------------------------------------------
 
 
-async def plan(tx: Tx, queue: str, worker_id: str, caps: Caps, now: datetime) -> tuple[str, ...]:
+async def plan(tx: Tx, queue: str, worker_id: str, caps: Caps, now: datetime) -> tuple[str, ...] | None:
     """The `needs` values of `queue`'s pending tasks that `caps` meets (the claim takes those
     and the tasks that need nothing). For the others it records on the waiting tasks why no
-    live worker takes them."""
+    live worker takes them.
+
+    None when the queue holds no task with needs: the claim is then today's statement. On
+    SQLite that is certain (one process; a task's notes are published before the next
+    transaction starts); on PostgreSQL another replica's new task reaches this one's hub a
+    moment after its commit, so there the claim still says `needs IS NULL` (())."""
     st = _state(tx.db)
     version = tx.db.hub.version(topic(queue))
     last = st.clear.get(queue)
     if last is not None and last[0] == version and time.monotonic() - last[1] < RECHECK:
-        return ()
+        return None if tx.db.is_sqlite else ()
     rows = (
         await tx.execute(
             sa.select(_tasks.c.needs, _tasks.c.status)
@@ -227,7 +232,7 @@ async def plan(tx: Tx, queue: str, worker_id: str, caps: Caps, now: datetime) ->
     ).all()
     if not rows:
         st.clear[queue] = (version, time.monotonic())
-        return ()
+        return None if tx.db.is_sqlite else ()
     st.clear.pop(queue, None)
     pending = {r.needs for r in rows if r.status == TaskStatus.pending.value}
     if not pending:
