@@ -235,7 +235,8 @@ async def get_queue(key: str, db: DbDep, _: Viewer) -> QueueOut:
     """One worker queue by id or name."""
     async with db.read() as s:
         q = await catalog.get_queue(s, key)
-        return _queue_out(q, await catalog.queue_stats(s))
+        fits = await prereqs.fits(s, await catalog.list_agents(s), utcnow())
+        return _queue_out(q, await catalog.queue_stats(s), fits)
 
 
 @router.delete("/worker-queues/{key}", status_code=204)

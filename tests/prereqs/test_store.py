@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from kernel import errors
 from store import fastpath, prereqs, secrets, tasks
 from store.catalog import create_agent, create_queue
 from store.db import Database
@@ -122,6 +123,10 @@ async def test_an_env_secret_needs_its_variable_and_a_stored_one_nothing(db: Dat
         )
     task = await new(db, "kube")
     assert prereqs.parse(task.needs) == ["env:WORKER_KUBE_TOKEN"]
+    with pytest.raises(errors.Conflict) as in_use:  # a requirement is a use: not deleted
+        async with db.tx() as tx:
+            await secrets.delete_secret(tx, "KUBE_TOKEN")
+    assert in_use.value.code == "secret_in_use" and "kube" in in_use.value.detail
 
 
 async def test_a_queue_without_needs_is_looked_at_once_then_claims_in_one_statement(
