@@ -199,7 +199,8 @@ async def worker_caps(
         stored = await tx.session.scalar(
             sa.select(col(Worker.capabilities)).where(col(Worker.id) == worker_id)
         )
-        caps = Caps.of(stored) if stored and stored.get("digest") == digest else Caps(digest="")
+        # Remembered as "nothing" under that digest, so the next claims do not read again.
+        caps = Caps.of(stored) if stored and stored.get("digest") == digest else Caps(digest=digest)
     if len(st.caps) >= _MAX_CACHED:
         st.caps.clear()
     st.caps[worker_id] = caps
