@@ -1,4 +1,4 @@
-"""`agents list|get|apply`: the agents workers can run."""
+"""`agents list|get|apply|check`: the agents workers can run."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from cli.common import JsonOption, as_dict, as_list, client, escape, is_api_erro
 from cli.output import console, first_line, one_line_columns, plain, print_json, table
 
 if TYPE_CHECKING:
+    from sdk.prereqs import AgentCheckOut
     from sdk.schemas import AgentOut
 
 __all__ = ["agents_app", "load_manifest"]
@@ -89,6 +90,9 @@ def get_agent(
         value = agent.get(key)
         if value not in (None, "", [], {}):
             grid.add_row(label, escape(plain(value)))
+    requires = {k: v for k, v in as_dict(agent.get("requires")).items() if v not in (None, [], "")}
+    if requires:  # what a worker must have to run it (`agents check NAME` says who has)
+        grid.add_row("requires", escape(plain(requires)))
     for pname, value in as_dict(agent.get("parameters")).items():
         spec = as_dict(value)
         flags = " (required)" if spec.get("required") else ""
@@ -182,6 +186,51 @@ def load_manifest(file: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
             if not as_dict(entry).get("name"):
                 raise typer.BadParameter(f"{kind} #{i + 1} in {file} has no name", param_hint=hint)
     return queues, agents
+
+
+@agents_app.command("check")
+def check(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Agent name or id.")],
+    json_out: JsonOption = False,
+) -> None:
+    """Say which live workers, per queue, can run the agent, and what the others lack.
+
+    Exits 1 when no live worker can run it (a task for it would wait)."""
+    answer = client(ctx).prerequisites.check(name)
+    if json_out:
+        print_json(answer.model_dump(mode="json"))
+    else:
+        _print_check(answer)
+    if not answer.runnable:
+        raise typer.Exit(1)
+
+
+def _print_check(answer: AgentCheckOut) -> None:
+    out = console()
+    needs = ", ".join(_describe(t) for t in answer.needs) or "nothing"
+    out.print(f"agent [bold]{escape(answer.agent)}[/] requires {escape(needs)}", highlight=False)
+    if not answer.queues:
+        out.print("no worker is live on any queue: start one (`meta-agent worker start --queue NAME`)")
+        return
+    t = table("QUEUE", "LIVE WORKERS", "CAN RUN IT", "MISSING ON THE CLOSEST WORKER")
+    for queue, fit in sorted(answer.queues.items()):
+        missing = ", ".join(_describe(m) for m in fit.missing) or "-"
+        t.add_row(
+            escape(queue), str(fit.live_workers), escape(", ".join(fit.workers) or "none"), escape(missing)
+        )
+    out.print(t)
+    if not answer.runnable:
+        out.print(
+            "no live worker can run it: its tasks wait until one that has all of it claims", style="yellow"
+        )
+
+
+def _describe(token: str) -> str:
+    kind, _, name = token.partition(":")
+    return {"bin": name, "env": f"${name}", "mcp": f"MCP {name}", "environment": f"environment {name}"}.get(
+        kind, token
+    )
 
 
 def _what_runs(agent: AgentOut) -> str:

@@ -55,6 +55,7 @@ _TABLE: dict[str, tuple[str, tuple[str, ...]]] = {
             "command_not_found",
             "mcp_unavailable",
             "missing_secret",
+            "missing_prerequisites",
         ),
     ),
     "tool_error": ("Tool error", ("tool_error", "command_failed", "runtime_error", "invalid_result")),
@@ -124,6 +125,7 @@ _BY_CODE: dict[str, str] = {
     "model_not_configured": "Set the agent's model, then retry",
     "command_not_found": "Install the command on the worker's machine, then retry",
     "missing_secret": "Set the secret (`meta-agent secrets set`) or the worker's variable, then retry",
+    "missing_prerequisites": "Give the worker what the agent requires (`meta-agent agents check`), then retry",
     "max_tokens": "Raise max_tokens in the agent's provider settings, or ask for a shorter answer",
     "context_overflow": "Shorten the prompt or use a model with a larger context, then retry",
 }

@@ -42,6 +42,7 @@ from pydantic import BaseModel, ValidationError
 
 from kernel import __version__
 from sdk.audit import Audit
+from sdk.prereq_api import Prerequisites
 from sdk.resources import (
     Agents,
     Async,
@@ -49,10 +50,8 @@ from sdk.resources import (
     Board,
     Call,
     Executions,
-    Hooks,
     Keys,
     Queues,
-    Schedules,
     StreamItem,
     Teams,
     WorkerApi,
@@ -60,6 +59,7 @@ from sdk.resources import (
 )
 from sdk.schemas import EventOut, StreamEnd, TaskOut
 from sdk.secret_api import Secrets
+from sdk.source_api import Hooks, Schedules
 from sdk.transport import (
     API,
     DEFAULT_URL,
@@ -247,6 +247,7 @@ class ControlPlaneClient(_Base):
         self.board = Board[Blocking](send)
         self.schedules = Schedules[Blocking](send)
         self.secrets = Secrets[Blocking](send)
+        self.prerequisites = Prerequisites[Blocking](send)
         self.audit = Audit[Blocking](send)
 
     def _send(self, call: Call[T]) -> T:
@@ -329,6 +330,7 @@ class AsyncControlPlaneClient(_Base):
         self.board = Board[Async](send)
         self.schedules = Schedules[Async](send)
         self.secrets = Secrets[Async](send)
+        self.prerequisites = Prerequisites[Async](send)
         self.audit = Audit[Async](send)
         self.worker = WorkerApi[Async](send, margin=max(timeout, 5.0))
 

@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from sdk.exchange import ExchangeOut, ProgressOut
-from sdk.hooks import DeliveryList, DeliveryOut, HookList, HookOut
-from sdk.schedules import ScheduleList, ScheduleOut
 from sdk.schemas import (
     AgentList,
     AgentOut,
@@ -540,72 +538,3 @@ class WorkerApi(_Resource[M]):
         path = f"{API}/tasks/{seg(task_id)}/artifacts/{seg(name)}"
         headers = {"Content-Type": media_type, "X-Lease-Token": token}
         return Call("PUT", path, ArtifactOut.model_validate, content=content, headers=headers)
-
-
-class Schedules(_Resource[M]):
-    """Schedules: `GET/POST /schedules`, `GET/DELETE /schedules/{id or name}`, pause, resume."""
-
-    @endpoint
-    def list(self, limit: int = 100, cursor: str | None = None) -> Call[ScheduleList]:
-        return Call(
-            "GET",
-            f"{API}/schedules",
-            ScheduleList.model_validate,
-            params=clean({"limit": limit, "cursor": cursor}),
-        )
-
-    @endpoint
-    def get(self, key: str) -> Call[ScheduleOut]:
-        return Call("GET", f"{API}/schedules/{seg(key)}", ScheduleOut.model_validate)
-
-    @endpoint
-    def create(self, data: dict[str, Any]) -> Call[ScheduleOut]:
-        """A new schedule (see `sdk.schedules.ScheduleCreate` for the fields)."""
-        return Call("POST", f"{API}/schedules", ScheduleOut.model_validate, json=data)
-
-    @endpoint
-    def pause(self, key: str) -> Call[ScheduleOut]:
-        return Call("POST", f"{API}/schedules/{seg(key)}/pause", ScheduleOut.model_validate)
-
-    @endpoint
-    def resume(self, key: str) -> Call[ScheduleOut]:
-        return Call("POST", f"{API}/schedules/{seg(key)}/resume", ScheduleOut.model_validate)
-
-    @endpoint
-    def delete(self, key: str) -> Call[None]:
-        return Call("DELETE", f"{API}/schedules/{seg(key)}", _none)
-
-
-class Hooks(_Resource[M]):
-    """Webhooks in (admin): `/hooks`, each one `POST /hooks/{name}` for other servers."""
-
-    @endpoint
-    def create(self, data: dict[str, Any]) -> Call[HookOut]:
-        """A new hook; the answer's `secret` is shown only this once."""
-        return Call("POST", f"{API}/hooks", HookOut.model_validate, json=data)
-
-    @endpoint
-    def list(self) -> Call[list[HookOut]]:
-        return Call("GET", f"{API}/hooks", lambda d: HookList.model_validate(d).items)
-
-    @endpoint
-    def get(self, key: str) -> Call[HookOut]:
-        return Call("GET", f"{API}/hooks/{seg(key)}", HookOut.model_validate)
-
-    @endpoint
-    def delete(self, key: str) -> Call[None]:
-        return Call("DELETE", f"{API}/hooks/{seg(key)}", _none)
-
-    @endpoint
-    def rotate_secret(self, key: str) -> Call[HookOut]:
-        """A new secret (in the answer, once); the old one stops working at once."""
-        return Call("POST", f"{API}/hooks/{seg(key)}/rotate-secret", HookOut.model_validate)
-
-    @endpoint
-    def deliveries(self, key: str, limit: int = 50) -> Call[list[DeliveryOut]]:
-        return Call(
-            "GET",
-            f"{API}/hooks/{seg(key)}/deliveries",
-            lambda d: DeliveryList.model_validate(d).items,
-            params={"limit": limit},
-        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -18,6 +19,7 @@ from pydantic import (
 
 from kernel import failures
 from kernel.statuses import TaskStatus
+from sdk.prereqs import Capabilities, QueueFit, Requires
 from sdk.secrets import SecretNames
 
 Name = Annotated[str, StringConstraints(min_length=1, max_length=64)]
@@ -98,6 +100,17 @@ class TaskOut(DictLike):
     finished_at: datetime | None
     duration_seconds: float | None
     plan: dict[str, Any] | None = None  # PlanIn's fields, when the meta agent created the task
+    # Its agent's prerequisites as tokens (`bin:kubectl`), and while pending why no worker
+    # takes it ("waiting: no worker on `q` has `kubectl`"); see the README's Prerequisites.
+    needs: list[str] = []
+    waiting_for: str | None = None
+
+    @field_validator("needs", mode="before")
+    @classmethod
+    def _needs(cls, value: Any) -> Any:
+        if value is None or value == "":
+            return []
+        return json.loads(value) if isinstance(value, str) else value  # the column's JSON text
 
     # Computed from the error code (kernel/failures.py), never stored: a failed task's class
     # and the sentence that says what to do next. None unless the task failed.
@@ -328,6 +341,7 @@ class AgentIn(Strict):
     policy: AgentPolicy = AgentPolicy()
     provider: AgentProvider = AgentProvider()
     secrets: SecretNames = []
+    requires: Requires = Requires()
     default_queue: Name | None = None
     timeout_seconds: int = Field(default=600, ge=1, le=7 * 24 * 3600)
     risky: bool = False
@@ -346,6 +360,7 @@ class AgentPatch(Strict):
     policy: AgentPolicy | None = None
     provider: AgentProvider | None = None
     secrets: SecretNames | None = None
+    requires: Requires | None = None
     default_queue: Name | None = None
     timeout_seconds: int | None = Field(default=None, ge=1, le=7 * 24 * 3600)
     risky: bool | None = None
@@ -365,6 +380,7 @@ class AgentOut(BaseModel):
     policy: dict[str, Any]
     provider: dict[str, Any]
     secrets: list[str] = []
+    requires: Requires = Requires()
     default_queue: str | None
     timeout_seconds: int
     risky: bool
@@ -414,6 +430,8 @@ class QueueOut(BaseModel):
     pending_tasks: int = 0
     running_tasks: int = 0
     created_at: datetime
+    # Agents that require something, and whether this queue's live workers can run them.
+    prerequisites: list[QueueFit] = []
 
 
 class QueueList(BaseModel):
@@ -485,6 +503,10 @@ class ClaimBody(Strict):
     hostname: str | None = None
     capacity: int | None = Field(default=None, ge=0, le=10_000)
     version: str | None = None
+    # What the worker has (store/prereqs.py): in full when it changed, else its digest.
+    # A worker sending neither is given any task, whatever its agent requires.
+    capabilities: Capabilities | None = None
+    capabilities_digest: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
 
 
 class ClaimedOut(BaseModel):

@@ -111,7 +111,9 @@ async def list_agents(session: AsyncSession, q: str | None = None) -> list[Agent
 
 async def create_agent(tx: Tx, agent: Agent) -> Agent:
     _check_agent(agent)
-    await secrets.check_names(tx.session, agent.secrets or [])
+    await secrets.check_names(
+        tx.session, [*(agent.secrets or []), *(agent.requires or {}).get("secrets", [])]
+    )
     if agent.default_queue:
         await get_queue(tx.session, agent.default_queue)
     tx.session.add(agent)
@@ -129,7 +131,9 @@ async def update_agent(tx: Tx, key: str, changes: dict[str, Any]) -> Agent:
         setattr(agent, k, v)
     agent.updated_at = utcnow()
     _check_agent(agent)
-    await secrets.check_names(tx.session, agent.secrets or [])
+    await secrets.check_names(
+        tx.session, [*(agent.secrets or []), *(agent.requires or {}).get("secrets", [])]
+    )
     if agent.default_queue:
         await get_queue(tx.session, agent.default_queue)
     try:
@@ -272,8 +276,16 @@ async def queue_stats(session: AsyncSession) -> dict[str, dict[str, int]]:
     return stats
 
 
-async def touch_worker(tx: Tx, worker_id: str, queue: str, info: dict[str, Any] | None = None) -> None:
-    """Record that a worker is alive (claims and heartbeats call this)."""
+async def touch_worker(
+    tx: Tx,
+    worker_id: str,
+    queue: str,
+    info: dict[str, Any] | None = None,
+    *,
+    capabilities: dict[str, Any] | None = None,
+) -> None:
+    """Record that a worker is alive (claims and heartbeats call this), with what it has
+    when it says (store/prereqs.py)."""
     now = utcnow()
     worker = await tx.session.get(Worker, worker_id)
     if worker is None:
@@ -286,6 +298,7 @@ async def touch_worker(tx: Tx, worker_id: str, queue: str, info: dict[str, Any] 
             "capacity": int(info.get("capacity", 1)),
             "running": int(info.get("running", 0)),
             "version": str(info.get("version", ""))[:50],
+            "capabilities": capabilities,
             "started_at": now,
             "last_heartbeat_at": now,
         }
@@ -298,6 +311,8 @@ async def touch_worker(tx: Tx, worker_id: str, queue: str, info: dict[str, Any] 
             return
     worker.last_heartbeat_at = now
     worker.queue = queue
+    if capabilities is not None:
+        worker.capabilities = dict(capabilities)
     if info:
         if "capacity" in info:
             worker.capacity = int(info["capacity"])

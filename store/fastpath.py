@@ -192,25 +192,40 @@ async def insert_events(tx: Tx, rows: Sequence[tuple[str, int, str, Any, int, da
 
 
 async def claim(
-    tx: Tx, queue: str, limit: int, values: dict[str, Any], now: datetime
+    tx: Tx,
+    queue: str,
+    limit: int,
+    values: dict[str, Any],
+    now: datetime,
+    needs: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Move up to `limit` pending tasks of `queue` (oldest id first) to the `values` given
-    (status, lease, worker...), `attempt` and `last_seq` +1, `started_at` kept if set."""
+    (status, lease, worker...), `attempt` and `last_seq` +1, `started_at` kept if set.
+
+    `needs` (store/prereqs.py) limits the claim to tasks that need nothing or one of those
+    `needs` values; None (a worker that reports no capabilities) takes any task."""
     d = await _driver(tx)
     names = tuple(values)
-    key = ("claim", d.ph, names)
+    key = ("claim", d.ph, names, None if needs is None else len(needs))
     sql = _SQL.get(key)
     if sql is None:
         sets = ", ".join(f"{n} = ?" for n in names)
         lock = " FOR UPDATE SKIP LOCKED" if isinstance(d, _Postgres) else ""
+        only = ""
+        if needs is not None:
+            only = (
+                " AND (needs IS NULL"
+                + (f" OR needs IN ({', '.join('?' for _ in needs)})" if needs else "")
+                + ")"
+            )
         sql = _SQL[key] = _sql(
             d,
             f"UPDATE tasks SET {sets}, attempt = attempt + 1, last_seq = last_seq + 1, "
             "started_at = COALESCE(started_at, ?) "
-            "WHERE id IN (SELECT id FROM tasks WHERE queue = ? AND status = 'pending' "
+            f"WHERE id IN (SELECT id FROM tasks WHERE queue = ? AND status = 'pending'{only} "
             f"ORDER BY id LIMIT ?{lock}) RETURNING {_RETURNING}",
         )
-    params = [*(_bind(d, n, values[n]) for n in names), d.time(now), queue, limit]
+    params = [*(_bind(d, n, values[n]) for n in names), d.time(now), queue, *(needs or ()), limit]
     return [d.load(r) for r in await d.fetch(sql, params)]
 
 

@@ -131,6 +131,8 @@ class Agent(Table, table=True):
     policy: dict[str, Any] = _json({})
     provider: dict[str, Any] = _json({})  # how an llm agent calls its model (no keys: names)
     secrets: list[str] = _json([])  # names of store.secret_models.Secret its processes get
+    # What a worker must have to run it (store/prereqs.py): bins, env, secrets, mcp, environment.
+    requires: dict[str, Any] = _json({})
     default_queue: str | None = None
     timeout_seconds: int = 600
     risky: bool = False
@@ -167,6 +169,9 @@ class Worker(Table, table=True):
     capacity: int = 1
     version: str = ""
     running: int = 0
+    # What it has (worker/capabilities.py), with their digest; None: an older worker that
+    # reports nothing, treated as able to run anything (store/prereqs.py).
+    capabilities: dict[str, Any] | None = _json()
     started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     last_heartbeat_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
 
@@ -178,6 +183,15 @@ class Task(Table, table=True):
         sa.Index("ix_tasks_status_id", "status", "id"),
         sa.Index("ix_tasks_lease", "status", "lease_expires_at"),
         # GET /tasks?failure=CLASS (store/failure_filter.py): failed tasks only, by code.
+        # Tasks whose agent requires something (store/prereqs.py), only those.
+        sa.Index(
+            "ix_tasks_needs",
+            "queue",
+            "status",
+            "needs",
+            postgresql_where=sa.text("needs IS NOT NULL"),
+            sqlite_where=sa.text("needs IS NOT NULL"),
+        ),
         sa.Index(
             "ix_tasks_error_code",
             "error_code",
@@ -219,6 +233,10 @@ class Task(Table, table=True):
     # What the meta agent planned when it created the task ({"text": ...}), or None.
     plan: dict[str, Any] | None = _json()
     last_seq: int = 0
+    # The agent's prerequisites when the task was made (store/prereqs.py: a canonical JSON
+    # list like '["bin:kubectl"]'), None when it needs nothing; and, while it waits, why.
+    needs: str | None = None
+    waiting_for: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

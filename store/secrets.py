@@ -171,9 +171,12 @@ async def list_secrets(session: AsyncSession) -> list[SecretInfo]:
 
 
 async def _users(session: AsyncSession, name: str) -> list[str]:
-    """The agents that list secret `name` (agents are few: read them all)."""
-    rows = (await session.execute(sa.select(col(Agent.name), col(Agent.secrets)))).all()
-    return sorted(n for n, names in rows if name in (names or ()))
+    """The agents that list secret `name`, in `secrets` or `requires.secrets` (agents are
+    few: read them all)."""
+    rows = (await session.execute(sa.select(col(Agent.name), col(Agent.secrets), col(Agent.requires)))).all()
+    return sorted(
+        n for n, names, req in rows if name in [*(names or ()), *((req or {}).get("secrets") or ())]
+    )
 
 
 async def delete_secret(tx: Tx, name: str) -> None:

@@ -223,6 +223,7 @@ async def claim(
     lease_seconds: float,
     token_hash: str,
     now: datetime | None = None,
+    needs: tuple[str, ...] | None = None,
 ) -> list[Task]:
     """Atomically move up to `limit` pending tasks of `queue` to running for `worker_id`.
 
@@ -230,10 +231,10 @@ async def claim(
     concurrent claimers never wait on or double-claim a row; SQLite's single writer does the
     same). Each claimed task gets attempt+1, `token_hash` as its lease (store.leases) and a
     `status` event. The tasks of one claim share its token: they go to one worker in one
-    answer, and any later claim of one of them replaces its hash.
+    answer, and any later claim of one of them replaces its hash. `needs`: see fastpath.claim.
     """
     now = now or utcnow()
-    values = {
+    values: dict[str, Any] = {
         "status": S.running.value,
         "phase": "planning",
         "lease_token_hash": token_hash,
@@ -241,9 +242,11 @@ async def claim(
         "lease_expires_at": now + timedelta(seconds=lease_seconds),
         "updated_at": now,
     }
+    if needs:  # a task that waited for a capable worker waits no more (store/prereqs.py)
+        values["waiting_for"] = None
     # The status event's seq is taken in the same UPDATE (last_seq + 1), so a claim of N
     # tasks is two statements: this one and one multi-row INSERT of their status events.
-    rows = sorted(await fastpath.claim(tx, queue, limit, values, now), key=lambda r: r["id"])
+    rows = sorted(await fastpath.claim(tx, queue, limit, values, now, needs), key=lambda r: r["id"])
     if not rows:
         return []
     data = {"status": "running", "from": "pending", "worker_id": worker_id}

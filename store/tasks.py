@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
 from kernel import errors
-from store import catalog, fastpath
+from store import catalog, fastpath, prereqs
 from store.db import Tx
 from store.events import insert_rows
 from store.failure_filter import failure_clause
@@ -158,12 +158,14 @@ async def create_task(
     if len(json.dumps(params, default=str)) > max_prompt_chars:
         raise errors.Invalid("parameters are too large", code="parameters_too_large")
     if new.agent:
-        owner_name, default_queue = await _agent_routing(tx, new.agent)
+        owner_name, default_queue, requires = await _agent_routing(tx, new.agent)
         agent_name, team_name = owner_name, None
     else:
         team = await catalog.get_team(tx.session, new.team or "")
         owner_name, default_queue = team.name, team.default_queue
         agent_name, team_name = team.coordinator, team.name
+        coordinator = await fastpath.agents(tx, [team.coordinator])
+        requires: dict[str, Any] = coordinator[0]["requires"] if coordinator else {}
     queue = await _resolve_queue(
         tx, new.queue, default_queue, f"{'agent' if new.agent else 'team'} {owner_name!r}"
     )
@@ -183,16 +185,19 @@ async def create_task(
         max_attempts=max_attempts,
         plan=new.plan,
         schedule_id=new.schedule_id,
+        needs=await prereqs.needs_for(tx.session, requires),
     )
+    if task.needs:  # before the queue's wake-up: a claim it wakes must look for needs
+        tx.notify(prereqs.topic(queue))
     return await create(tx, task)
 
 
-async def _agent_routing(tx: Tx, key: str) -> tuple[str, str | None]:
-    """(name, default queue) of an agent by id or name: all a new task needs."""
+async def _agent_routing(tx: Tx, key: str) -> tuple[str, str | None, dict[str, Any]]:
+    """(name, default queue, requires) of an agent by id or name: all a new task needs."""
     rows = await fastpath.agents(tx, [key], by_id=True)
     if not rows:
         raise errors.NotFound(f"agent {key!r} not found", code="agent_not_found")
-    return rows[0]["name"], rows[0]["default_queue"]
+    return rows[0]["name"], rows[0]["default_queue"], rows[0]["requires"] or {}
 
 
 async def _worker_child(tx: Tx, new: NewTask, lease: Lease) -> None:

@@ -18,7 +18,7 @@ from sqlmodel import col, select
 
 from kernel import errors
 from kernel.redact import redact, redact_data
-from store import artifacts, catalog, fastpath
+from store import artifacts, catalog, fastpath, prereqs
 from store.db import Tx
 from store.events import EVENT_KINDS, RESERVED_KINDS, append
 from store.leases import Lease, fenced, new_token, refusal
@@ -64,12 +64,22 @@ async def claim_tasks(
     info: dict[str, Any] | None = None,
     *,
     touch: bool = True,
+    capabilities: dict[str, Any] | None = None,
+    digest: str | None = None,
 ) -> list[Claimed]:
-    """Claim up to `limit` tasks with their agents; `touch` records the worker as alive."""
-    if touch:
-        await catalog.touch_worker(tx, worker_id, queue, info)
+    """Claim up to `limit` tasks with their agents; `touch` records the worker as alive.
+
+    `capabilities` (sent when they change) or their `digest` (sent in between) say what the
+    worker has: it gets only tasks whose prerequisites it meets (store/prereqs.py). A worker
+    sending neither gets any task, as before."""
+    if touch or capabilities is not None:
+        await catalog.touch_worker(tx, worker_id, queue, info, capabilities=capabilities)
     token, token_hash = new_token()
-    tasks = await claim(tx, queue, worker_id, limit, lease_seconds, token_hash)
+    needs: tuple[str, ...] | None = None
+    caps = await prereqs.worker_caps(tx, worker_id, digest, capabilities)
+    if caps is not None:
+        needs = await prereqs.plan(tx, queue, worker_id, caps, utcnow())
+    tasks = await claim(tx, queue, worker_id, limit, lease_seconds, token_hash, needs=needs)
     names = {t.agent for t in tasks if t.agent}
     agents = {r["name"]: from_row(Agent, r) for r in await fastpath.agents(tx, names)}
     return [Claimed(t, agents.get(t.agent or ""), token) for t in tasks]

@@ -50,7 +50,8 @@ def register(mcp: MCPServer, backend: Backend) -> None:
     @mcp.tool(title="List worker queues", annotations=READ_ONLY)
     async def list_queues() -> QueueList:
         """List the worker queues with their live workers and pending and running tasks. A
-        queue with 0 active_workers runs nothing until a worker starts."""
+        queue with 0 active_workers runs nothing; one with an agent in cannot_run lacks its
+        prerequisites."""
         async with backend.client("list the queues") as c:
             queues = await c.queues.list()
         return QueueList(queues=[QueueInfo.of(q) for q in queues])

@@ -114,6 +114,14 @@ class QueueInfo(BaseModel):
     active_workers: int = Field(description="Live workers serving the queue; 0 means tasks wait there.")
     pending_tasks: int
     running_tasks: int
+    can_run: list[str] = Field(
+        default=[], description="Agents with prerequisites that a live worker of this queue can run."
+    )
+    cannot_run: dict[str, list[str]] = Field(
+        default={},
+        description="Agents with prerequisites that no live worker here can run, with what is missing "
+        "(`bin:kubectl`, `env:VAR`, `mcp:NAME`, `environment:LABEL`); their tasks here would wait.",
+    )
 
     @classmethod
     def of(cls, q: QueueOut) -> QueueInfo:
@@ -124,6 +132,8 @@ class QueueInfo(BaseModel):
             active_workers=q.active_workers,
             pending_tasks=q.pending_tasks,
             running_tasks=q.running_tasks,
+            can_run=[f.agent for f in q.prerequisites if f.workers],
+            cannot_run={f.agent: f.missing for f in q.prerequisites if not f.workers},
         )
 
 

@@ -26,6 +26,7 @@ from sdk.client import ApiError, WorkerApi
 from sdk.exchange import ExchangeOut, ReportOut
 from sdk.resources import Async
 from sdk.schemas import ClaimedOut
+from worker.capabilities import Inventory
 
 __all__ = ["Exchanger"]
 
@@ -50,8 +51,10 @@ class Exchanger:
         room: Callable[[], int],
         start: Callable[[ClaimedOut], None],
         claim_wait: float = 30.0,
+        inventory: Inventory | None = None,
     ) -> None:
         self.api = api
+        self.inventory = inventory  # what the worker has, carried by claims (prerequisites)
         self.queue = queue
         self.worker_id = worker_id
         self.info = info
@@ -108,11 +111,7 @@ class Exchanger:
                     continue
                 if self._poll is None and self._claiming and self._room() > 0:
                     self._poll_ask = self._room()
-                    self._poll = asyncio.create_task(
-                        self.api.exchange(
-                            self.queue, self.worker_id, [], self._poll_ask, self.claim_wait, self.info
-                        )
-                    )
+                    self._poll = asyncio.create_task(self._call([], self._poll_ask, self.claim_wait))
                 waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._wake.wait())}
                 if self._poll is not None:
                     waits.add(self._poll)
@@ -135,6 +134,16 @@ class Exchanger:
             for _, fut in self._pending:
                 if not fut.done():
                     fut.set_exception(ApiError(0, "worker_stopped", "the worker stopped before reporting"))
+
+    async def _call(self, reports: list[dict[str, Any]], ask: int, wait: float) -> ExchangeOut:
+        """One exchange; a claim carries the worker's capabilities (or their digest)."""
+        fields = await self.inventory.claim_fields() if self.inventory is not None and ask else {}
+        answer = await self.api.exchange(
+            self.queue, self.worker_id, reports, ask, wait, {**self.info, **fields}
+        )
+        if self.inventory is not None:
+            self.inventory.sent(fields)
+        return answer
 
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -169,9 +178,7 @@ class Exchanger:
         batch, self._pending = self._pending[:MAX_REPORTS], self._pending[MAX_REPORTS:]
         ask = max(0, self._room() - self._poll_ask) if self._claiming else 0
         try:
-            answer = await self.api.exchange(
-                self.queue, self.worker_id, [b for b, _ in batch], ask, 0, self.info
-            )
+            answer = await self._call([b for b, _ in batch], ask, 0)
         except ApiError as exc:
             if exc.retryable:
                 log.warning("reporting %d task(s) failed: %s; retrying", len(batch), exc)

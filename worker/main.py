@@ -27,6 +27,7 @@ from typing import Any
 
 from kernel import __version__
 from sdk.client import ApiError, AsyncControlPlaneClient
+from worker.capabilities import Inventory
 from worker.exchange import Exchanger
 from worker.progress import ProgressPipe
 from worker.runtime import Runtime
@@ -70,6 +71,7 @@ class Worker:
         keep_workspaces: bool = False,
         runtimes: Mapping[str, Runtime] | None = None,
         workdir: str | Path | None = None,
+        inventory: Inventory | None = None,
     ) -> None:
         host = socket.gethostname()
         # Runtimes configured for this worker (e.g. `llm` with its provider settings); other
@@ -90,6 +92,7 @@ class Worker:
         # is never removed; only an `artifacts` folder the tasks created there, left empty.
         self.workdir = Path(workdir).resolve() if workdir is not None else None
         self._had_artifacts = False
+        self.inventory = inventory or Inventory()  # what it has, for agents' prerequisites
         self._info = {
             "name": self.name,
             "hostname": host,
@@ -107,6 +110,7 @@ class Worker:
             room=lambda: self.concurrency - len(self._held),
             start=lambda item: self._start(item.model_dump(mode="json")),  # tasks run on plain JSON
             claim_wait=claim_wait,
+            inventory=self.inventory,
         )
         self._exchanging: asyncio.Task[None]
         self._progress = ProgressPipe(client.worker, queue)  # all tasks' events, one call a round
@@ -194,6 +198,7 @@ class Worker:
             client=self.client,
             reporter=self._exchanger.report,
             progress=self._progress,
+            inventory=self.inventory,
         )
         self._held[held.id] = held
         self._runners[held.id] = asyncio.create_task(self._supervise(held), name=f"task-{held.id}")

@@ -25,6 +25,7 @@ from sdk.client import ApiError, AsyncControlPlaneClient, WorkerApi
 from sdk.exchange import ReportOut
 from sdk.resources import Async
 from worker.batcher import EventBatcher
+from worker.capabilities import Inventory, missing_message
 from worker.progress import ProgressPipe
 from worker.runtime import InputRequested, Outcome, Runtime, TaskContext, TaskFailed, get_runtime
 from worker.secrets import Masker, fetch
@@ -68,10 +69,12 @@ class HeldTask:
         client: AsyncControlPlaneClient | None = None,
         reporter: Reporter | None = None,
         progress: ProgressPipe | None = None,
+        inventory: Inventory | None = None,
     ) -> None:
         task = item["task"]
         self.progress = progress
         self.api = api
+        self.inventory = inventory or Inventory()
         self.reporter = reporter
         self.runtimes = runtimes or {}
         self.cancel_grace = cancel_grace
@@ -177,6 +180,11 @@ class HeldTask:
             runtime = self.runtimes.get(name) or get_runtime(name)
         except TaskFailed as exc:
             return exc
+        # Met when the control plane handed it over; a binary removed since, a variable
+        # unset... fails it here, naming each item, before anything runs.
+        gone = self.inventory.missing(ctx.task.get("needs") or [])
+        if gone:
+            return TaskFailed("missing_prerequisites", missing_message(gone))
         if ctx.agent.get("secrets"):
             try:
                 ctx.secrets = await fetch(lambda: self.call(self.api.secrets))

@@ -11,6 +11,7 @@ from board_api.auditing import Who, change, task_details
 from board_api.deps import Admin, DbDep, Operator, SettingsDep, Viewer
 from kernel import errors
 from kernel.settings import Settings
+from sdk.prereqs import AgentCheckOut, QueueFit, Requires
 from sdk.schemas import (
     AgentIn,
     AgentList,
@@ -26,10 +27,10 @@ from sdk.schemas import (
     TeamOut,
     WorkerList,
 )
-from store import catalog, tasks
+from store import catalog, prereqs, tasks
 from store.audit import Actor, record
 from store.db import Database
-from store.models import Agent, Team, WorkerQueue
+from store.models import Agent, Team, WorkerQueue, utcnow
 
 router = APIRouter()
 
@@ -40,6 +41,8 @@ def _agent_fields(body: AgentIn | AgentPatch, *, partial: bool) -> dict[str, Any
         data["policy"] = body.policy.model_dump(exclude_none=True, exclude_defaults=True)
     if body.provider is not None and "provider" in data:
         data["provider"] = body.provider.model_dump(exclude_none=True)
+    if body.requires is not None and "requires" in data:
+        data["requires"] = body.requires.model_dump(exclude_defaults=True)  # {}: requires nothing
     if "parameters" in data and data["parameters"] is not None:
         data["parameters"] = {k: dict(v) for k, v in data["parameters"].items()}
     return data
@@ -172,7 +175,9 @@ async def execute_team(
     return await _execute(db, settings, body, who, team=key)
 
 
-def _queue_out(q: WorkerQueue, stats: dict[str, dict[str, int]]) -> QueueOut:
+def _queue_out(
+    q: WorkerQueue, stats: dict[str, dict[str, int]], fits: list[prereqs.Fit] | None = None
+) -> QueueOut:
     st = stats.get(q.name, {})
     return QueueOut(
         **q.model_dump(),
@@ -180,15 +185,40 @@ def _queue_out(q: WorkerQueue, stats: dict[str, dict[str, int]]) -> QueueOut:
         capacity=st.get("capacity", 0),
         pending_tasks=st.get("pending_tasks", 0),
         running_tasks=st.get("running_tasks", 0),
+        prerequisites=[_fit_out(f) for f in fits or [] if f.queue == q.name],
     )
+
+
+def _fit_out(f: prereqs.Fit) -> QueueFit:
+    return QueueFit(agent=f.agent, live_workers=f.live_workers, workers=f.workers, missing=f.missing)
 
 
 @router.get("/worker-queues", response_model=QueueList)
 async def list_queues(db: DbDep, _: Viewer) -> QueueList:
-    """List worker queues with their live workers and queue depth."""
+    """List worker queues with their live workers, queue depth, and which agents that
+    require something their live workers can run (`prerequisites`)."""
     async with db.read() as s:
         stats = await catalog.queue_stats(s)
-        return QueueList(items=[_queue_out(q, stats) for q in await catalog.list_queues(s)])
+        fits = await prereqs.fits(s, await catalog.list_agents(s), utcnow())
+        return QueueList(items=[_queue_out(q, stats, fits) for q in await catalog.list_queues(s)])
+
+
+@router.get("/agents/{key}/check", response_model=AgentCheckOut)
+async def check_agent(key: str, db: DbDep, _: Viewer) -> AgentCheckOut:
+    """Whether live workers can run the agent: per queue with live workers, the workers
+    that can, or what the closest one lacks."""
+    async with db.read() as s:
+        agent = await catalog.get_agent(s, key)
+        needs = prereqs.parse(await prereqs.needs_for(s, agent.requires))
+        fits = await prereqs.fits(s, [agent], utcnow(), everyone=True)
+    queues = {f.queue: _fit_out(f) for f in fits}
+    return AgentCheckOut(
+        agent=agent.name,
+        requires=Requires.model_validate(agent.requires or {}),
+        needs=needs,
+        queues=queues,
+        runnable=any(f.workers for f in fits),
+    )
 
 
 @router.post("/worker-queues", response_model=QueueOut, status_code=201)
@@ -205,7 +235,8 @@ async def get_queue(key: str, db: DbDep, _: Viewer) -> QueueOut:
     """One worker queue by id or name."""
     async with db.read() as s:
         q = await catalog.get_queue(s, key)
-        return _queue_out(q, await catalog.queue_stats(s))
+        fits = await prereqs.fits(s, await catalog.list_agents(s), utcnow())
+        return _queue_out(q, await catalog.queue_stats(s), fits)
 
 
 @router.delete("/worker-queues/{key}", status_code=204)

@@ -128,6 +128,8 @@ async def _poll(
         raise queue_refused(queue)
     state = app_state(request)
     info = body.model_dump(include={"name", "hostname", "capacity", "version"}, exclude_none=True)
+    caps = body.capabilities.model_dump() if body.capabilities else None
+    digest = body.capabilities.digest if body.capabilities else body.capabilities_digest
     topic = f"queue:{queue}"
     deadline = time.monotonic() + body.wait_seconds
     checked_queue = False
@@ -138,10 +140,12 @@ async def _poll(
             version = db.hub.version(topic)
             touch = _due_touch(state.worker_seen, body.worker_id)
             work = functools.partial(
-                _report_and_claim, queue, body, reports, settings.lease_seconds, info, touch
+                _report_and_claim, queue, body, reports, settings.lease_seconds, info, touch, caps, digest
             )
             applied, claimed = await db.fast_or_full(work)
             done = applied if reports else done
+            if body.max_tasks:
+                caps = None  # recorded: later rounds name them by digest
             if claimed or reports:
                 return done, _claimed(claimed, settings.lease_seconds, state.metrics)
             if not checked_queue:  # only an empty answer needs to know the queue exists
@@ -171,13 +175,23 @@ async def _report_and_claim(
     lease_seconds: float,
     info: dict[str, Any],
     touch: bool,
+    caps: dict[str, Any] | None,
+    digest: str | None,
     tx: Tx,
 ) -> tuple[list[Task | MetaAgentError], list[tasks.Claimed]]:
     applied = await tasks.report(tx, reports) if reports else []
     if not body.max_tasks:
         return applied, []
     claimed = await tasks.claim_tasks(
-        tx, queue, body.worker_id, body.max_tasks, lease_seconds, info, touch=touch
+        tx,
+        queue,
+        body.worker_id,
+        body.max_tasks,
+        lease_seconds,
+        info,
+        touch=touch,
+        capabilities=caps,
+        digest=digest,
     )
     return applied, claimed
 

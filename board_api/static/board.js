@@ -266,6 +266,8 @@ export function renderCard(li, t, tool) {
       t.cancel_requested ? h("span.badge.warn", { text: "cancelling…" }) : null));
   }
   if (t.status === "requires_input" && t.pending_input) parts.push(h("p.question", { text: t.pending_input.question }));
+  // Why no worker takes it: no live worker of the queue has what its agent requires.
+  if (t.status === "pending" && t.waiting_for) parts.push(h("p.waiting-for", { text: t.waiting_for }));
   if (t.failure_class) {
     // The class in words and the next step (kernel/failures.py builds the sentence).
     parts.push(h("p.error", h("strong.failure-class", { text: FAILURE_LABEL[t.failure_class] || t.failure_class }), " ", t.failure_hint));

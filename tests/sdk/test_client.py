@@ -47,8 +47,8 @@ def task(**fields: Any) -> dict[str, Any]:
     base = dict.fromkeys(
         ("agent", "team", "requested_by", "parent_id", "retry_of", "phase", "worker_id", "lease_expires_at",
          "result", "error", "pending_input", "started_at", "finished_at", "duration_seconds",
-         "plan", "failure_class", "failure_hint", "schedule_id")
-    )  # fmt: skip
+         "plan", "failure_class", "failure_hint", "schedule_id", "waiting_for")
+    ) | {"needs": []}  # fmt: skip
     base |= {"id": "t1", "queue": "default", "prompt": "p", "parameters": {}, "source": "api",
              "status": "pending", "attempt": 0, "max_attempts": 3, "cancel_requested": False,
              "inputs": {}, "usage": {}, "last_seq": 0, "created_at": NOW, "updated_at": NOW}  # fmt: skip
