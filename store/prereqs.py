@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import time
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -105,13 +105,19 @@ def tokens_of(requires: Mapping[str, Any], secret_env: Mapping[str, str | None])
     return out
 
 
-async def needs_for(session: AsyncSession, requires: Mapping[str, Any] | None) -> str | None:
-    """A new task's `needs` from its agent's `requires` (no query when it names no secret)."""
+async def needs_for(
+    session: AsyncSession | Callable[[], AsyncSession], requires: Mapping[str, Any] | None
+) -> str | None:
+    """A new task's `needs` from its agent's `requires` (no query when it names no secret).
+    `session` may be a getter, asked only then: a task created on the hot path
+    (Database.fast_tx) has no session to give unless a secret must be looked up."""
     if not requires:
         return None
     names = list(requires.get("secrets") or [])
     secret_env: dict[str, str | None] = {}
     if names:
+        if callable(session):
+            session = session()
         rows = await session.execute(
             sa.select(col(Secret.name), col(Secret.kind), col(Secret.env)).where(col(Secret.name).in_(names))
         )

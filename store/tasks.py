@@ -185,7 +185,7 @@ async def create_task(
         max_attempts=max_attempts,
         plan=new.plan,
         schedule_id=new.schedule_id,
-        needs=await prereqs.needs_for(tx.session, requires),
+        needs=await prereqs.needs_for(lambda: tx.session, requires),
     )
     if task.needs:  # before the queue's wake-up: a claim it wakes must look for needs
         tx.notify(prereqs.topic(queue))

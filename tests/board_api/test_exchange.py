@@ -8,7 +8,9 @@ import threading
 from typing import Any
 
 import httpx
+import pytest
 
+from board_api.state import state_of
 from tests.board_api.test_api import claim, problem, seed
 from tests.board_api.test_worker_fencing import keyed
 from tests.support import LiveServer
@@ -191,3 +193,27 @@ def test_several_tasks_events_go_in_one_call_each_answered_alone(server: LiveSer
         problem(w.post("/worker-queues/q1/events", json=one), 403, "queue_not_allowed")
     with server.client(headers={"Authorization": f"Bearer {viewer}"}) as v:
         problem(v.post("/worker-queues/q1/events", json=one), 403, "insufficient_scope")
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_the_hot_calls_stay_on_the_fast_path(server: LiveServer) -> None:
+    """On SQLite, create / exchange / events run in Database.fast_tx; work that asks for
+    the ORM session is redone in a full tx (counted in `fast_fallbacks`). Only the worker's
+    liveness touch (once per worker every few seconds) may take that detour."""
+    db = state_of(server.app).db
+    with server.client() as c:
+        seed(c)
+        ids = [c.post("/tasks", json={"agent": "echo", "prompt": f"p{i}"}).json()["id"] for i in range(3)]
+        items = exchange(c, [], n=3)["tasks"]
+        for item in items:
+            tid, token = item["task"]["id"], item["token"]
+            assert c.post(
+                f"/tasks/{tid}/events", json={"token": token, "events": [{"kind": "log"}]}
+            ).is_success
+            one = {"items": [{"id": tid, "token": token, "events": [{"kind": "log"}]}]}
+            assert c.post("/worker-queues/q1/events", json=one).is_success
+        done = exchange(c, [{"id": i["task"]["id"], "token": i["token"], "result": None} for i in items], n=0)
+        assert [r["status"] for r in done["reports"]] == ["completed"] * 3
+    assert sorted(i["task"]["id"] for i in items) == sorted(ids)
+    detours = dict(db.fast_fallbacks)
+    assert sum(detours.values()) <= 1 and set(detours) <= {"partial"}, detours
