@@ -207,9 +207,15 @@ def prepare_view(spec: Spec) -> None:
 
 
 def tool(spec: Spec, argv: list[str], env: dict[str, str]) -> None:
-    # Python ignores SIGPIPE and SIGXFSZ, the launch server SIGCHLD: the tool gets the defaults.
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD):
-        signal.signal(sig, signal.SIG_DFL)
+    # Python ignores SIGPIPE and SIGXFSZ, the launch server SIGCHLD, and whoever started the
+    # worker may have ignored others (nohup: SIGHUP): the tool starts with every standard
+    # signal at its default. (32 and up belong to the C library and the real-time range.)
+    for sig in range(1, 32):
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass
     try:
         if spec["mode"] == "root":
             os.setgroups([])

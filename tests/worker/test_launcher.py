@@ -99,7 +99,9 @@ async def test_a_tool_gets_default_signal_handling_and_can_wait_for_its_children
     assert done.returncode == 0
     assert "waited=0" in out
     ignored = next(line for line in out.splitlines() if line.startswith("SigIgn"))
-    assert int(ignored.split()[1], 16) == 0, out  # grep itself ignores nothing
+    # Standard signals (1-31) only: above them the C library's own and the real-time range,
+    # which a CI harness may leave ignored in every process it starts.
+    assert int(ignored.split()[1], 16) & 0x7FFFFFFF == 0, out  # grep itself ignores nothing
 
 
 async def test_a_tool_killed_by_a_signal_is_reported_so(
