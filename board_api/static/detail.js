@@ -308,6 +308,11 @@ export class Detail {
   }
 
   #renderActions(t) {
+    // Rebuilt only when the choice of buttons changes: replacing them on every live update
+    // could land between a press and its release, and the click would be lost.
+    const key = [t.id, this.canAct(), FINISHED.has(t.status), t.cancel_requested].join("|");
+    if (this.actions.dataset.key === key) return;
+    this.actions.dataset.key = key;
     this.actions.replaceChildren();
     if (!this.canAct()) return;
     if (!FINISHED.has(t.status) && !t.cancel_requested) {
