@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from board_api import wire
 from kernel.statuses import TERMINAL
@@ -53,16 +54,15 @@ def event_frame(row: dict[str, Any]) -> bytes:
 _TASKS = Task.__table__
 
 
-async def _ended(db: Database, task_id: str, seen: int) -> Task | None:
+async def _ended(s: AsyncSession, task_id: str, seen: int) -> Task | None:
     """The task, if it has ended and its log has nothing after `seen`: the feed's end.
     One narrow read per wake-up; the whole task only once, at the end."""
-    async with db.read() as s:
-        row = (
-            await s.execute(sa.select(_TASKS.c.status, _TASKS.c.last_seq).where(_TASKS.c.id == task_id))
-        ).first()
-        if row is None or row.status not in TERMINAL or row.last_seq > seen:
-            return None
-        return await tasks.get_task(s, task_id)
+    row = (
+        await s.execute(sa.select(_TASKS.c.status, _TASKS.c.last_seq).where(_TASKS.c.id == task_id))
+    ).first()
+    if row is None or row.status not in TERMINAL or row.last_seq > seen:
+        return None
+    return await tasks.get_task(s, task_id)
 
 
 @dataclass
@@ -116,13 +116,14 @@ class Feeds:
         while feed.end is None and not feed.closed:
             version = hub.version(topic)
             try:
-                async with self.db.read() as s:
+                async with self.db.read() as s:  # one session for both reads
                     events = await rows_after(s, feed.task_id, feed.last, PAGE)
+                    last = events[-1]["seq"] if events else feed.last
+                    task = await _ended(s, feed.task_id, last) if len(events) < PAGE else None
                 if events:
                     feed.frames.extend((e["seq"], event_frame(e)) for e in events)
-                    feed.last = events[-1]["seq"]
+                    feed.last = last
                     del feed.frames[:-WINDOW]
-                task = await _ended(self.db, feed.task_id, feed.last) if len(events) < PAGE else None
             except Exception:  # the database is away: followers keep their place; try again
                 log.warning("feed of task %s: read failed; retrying", feed.task_id, exc_info=True)
                 await hub.wait(topic, version, 1.0)

@@ -142,8 +142,7 @@ async def _poll(
             work = functools.partial(
                 _report_and_claim, queue, body, reports, settings.lease_seconds, info, touch, caps, digest
             )
-            applied, claimed = await db.fast_or_full(work)
-            done = applied if reports else done
+            done, claimed = await db.fast_or_full(work)
             if body.max_tasks:
                 caps = None  # recorded: later rounds name them by digest
             if claimed or reports:
