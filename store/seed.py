@@ -10,26 +10,13 @@ from kernel import errors
 from kernel.llm_settings import provider_problem
 from store import catalog
 from store.db import Tx
-from store.models import WorkerQueue
+from store.models import Agent, WorkerQueue
 
 __all__ = ["apply_catalog", "read_catalog"]
 
-AGENT_FIELDS = {
-    "name",
-    "description",
-    "runtime",
-    "model",
-    "instructions",
-    "command",
-    "parameters",
-    "tools",
-    "mcp_servers",
-    "policy",
-    "provider",
-    "default_queue",
-    "timeout_seconds",
-    "risky",
-}
+# Whatever an agent row has, less what the store sets itself: a column added to the model
+# (requires, secrets...) is settable from a catalog file without touching this list.
+AGENT_FIELDS = frozenset(Agent.model_fields) - {"id", "created_at", "updated_at"}
 
 
 def read_catalog(path: str | Path) -> dict[str, Any]:
