@@ -153,10 +153,10 @@ async def serve(settings: Settings) -> None:
 
 
 def run_server(settings: Settings) -> None:
-    from kernel import logs
+    from kernel import logs, loop
 
     logs.setup(settings.log_format, settings.log_level)
-    asyncio.run(serve(settings))
+    loop.run(serve(settings))
 
 
 if __name__ == "__main__":
