@@ -57,6 +57,11 @@ _EVENT_COLS = ("task_id", "seq", "kind", "data", "attempt", "created_at")
 assert set(_EVENT_COLS) == {c.name for c in TaskEvent.__table__.c}
 
 
+_PARSE: Any = object()
+# The stored text of an empty JSON value, and a maker of a fresh (mutable) copy of it.
+_EMPTY_JSON: dict[str, Any] = {"null": lambda: None, "{}": dict, "[]": list}
+
+
 class _SQLite:
     """sqlite3 through store.sqlite_inline: statements run inline, like the rest."""
 
@@ -90,7 +95,10 @@ class _SQLite:
         out = dict(zip(cols.names, row, strict=True))
         for k in cols.json:
             v = out[k]
-            out[k] = json.loads(v) if isinstance(v, str) else v
+            if isinstance(v, str):
+                # Most of a fresh task's JSON columns are empty: no parser for those.
+                empty = _EMPTY_JSON.get(v, _PARSE)
+                out[k] = json.loads(v) if empty is _PARSE else empty()
         for k in cols.time:
             v = out[k]
             out[k] = datetime.fromisoformat(v).replace(tzinfo=UTC) if isinstance(v, str) else v
