@@ -44,7 +44,6 @@ __all__ = ["Database", "SessionNeeded", "Tx", "async_url", "sync_url"]
 
 _Ts = TypeVarTuple("_Ts")
 _T = TypeVar("_T")
-_NOTIFY = "SELECT pg_notify(%s, %s)"
 # Bound parameters of one statement, or of an executemany (a list of rows).
 Params = Mapping[str, Any] | Sequence[Mapping[str, Any]] | None
 
@@ -203,8 +202,8 @@ class Database:
                 async with self._pg_fast.transaction() as conn:
                     tx = Tx(None, self, raw=conn)
                     yield tx
-                    for payload in encode(tx.notes):  # delivered to other replicas on commit only
-                        await conn.execute(_NOTIFY, (CHANNEL, payload))
+                    if tx.notes:  # delivered to other replicas on commit only
+                        await self._pg_fast.notify_and_commit(conn, CHANNEL, encode(tx.notes))
             for topic, payload in tx.notes:
                 self.hub.publish(topic, payload)
             return

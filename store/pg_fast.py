@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Generator
+from collections.abc import AsyncGenerator, Generator, Mapping
 from typing import Any
 
 import psycopg
@@ -34,7 +34,9 @@ _IDLE = pq.TransactionStatus.IDLE
 
 
 class FastPool:
-    def __init__(self, connect_args: dict[str, Any], *, size: int, timeout: float, prepare_threshold: int = 2) -> None:
+    def __init__(
+        self, connect_args: Mapping[str, Any], *, size: int, timeout: float, prepare_threshold: int = 2
+    ) -> None:
         self._args = connect_args
         self.size = size
         self.timeout = timeout
@@ -42,7 +44,6 @@ class FastPool:
         self._slots = asyncio.Semaphore(size)
         self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._closed = False
-        self.opened = 0  # connections opened so far (tests, diagnostics)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncGenerator[psycopg.AsyncConnection[Any]]:
@@ -60,6 +61,19 @@ class FastPool:
                 if not reuse:
                     reuse = await _rolled_back(conn)
                 await self._release(conn, reuse=reuse)
+
+    async def notify_and_commit(
+        self, conn: psycopg.AsyncConnection[Any], channel: str, payloads: list[str]
+    ) -> None:
+        """`pg_notify` each payload on `channel` and commit, in one round trip: one simple-query
+        string (statements run in order, in the open transaction; a COMMIT that fails raises
+        here and leaves no transaction, so nothing is delivered). The pool's own commit then
+        finds the connection idle and sends nothing."""
+        # Quoted by libpq (PQescapeLiteral: the connection's encoding and settings).
+        quote = pq.Escaping(conn.pgconn).escape_literal
+        name = quote(channel.encode())
+        steps = [b"SELECT pg_notify(%b, %b); " % (name, quote(p.encode())) for p in payloads]
+        await conn.execute(b"".join([*steps, b"COMMIT"]))
 
     async def _acquire(self) -> psycopg.AsyncConnection[Any]:
         if self._slots.locked():  # every connection in use: wait, bounded
@@ -79,7 +93,6 @@ class FastPool:
             conn = await psycopg.AsyncConnection.connect(
                 **self._args, autocommit=False, prepare_threshold=self.prepare_threshold
             )
-            self.opened += 1
             return conn
         except BaseException:
             self._slots.release()
@@ -115,7 +128,7 @@ async def _rolled_back(conn: psycopg.AsyncConnection[Any]) -> bool:
         return False
     try:
         await conn.rollback()
-    except BaseException:  # noqa: BLE001
+    except BaseException:
         # Broken, or cancelled again meanwhile: its state is unknown, so it is closed. The
         # exception that made us roll back is still on its way up (we are in a `finally`);
         # this one must not replace it.
@@ -131,4 +144,6 @@ def _unavailable_on_errors() -> Generator[None]:
     try:
         yield
     except psycopg.OperationalError as exc:
-        raise errors.Unavailable("the database is unavailable; retry shortly", code="database_unavailable") from exc
+        raise errors.Unavailable(
+            "the database is unavailable; retry shortly", code="database_unavailable"
+        ) from exc
