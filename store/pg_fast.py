@@ -78,7 +78,9 @@ class FastPool:
     async def _acquire(self) -> psycopg.AsyncConnection[Any]:
         if self._slots.locked():  # every connection in use: wait, bounded
             try:
-                await asyncio.wait_for(self._slots.acquire(), self.timeout)
+                # `asyncio.timeout`, not `wait_for`: see store.hub.Hub.wait.
+                async with asyncio.timeout(self.timeout):
+                    await self._slots.acquire()
             except TimeoutError:
                 raise errors.Unavailable(
                     "the database is busy (no free connection); retry shortly", code="database_busy"
@@ -105,7 +107,7 @@ class FastPool:
                 return
             if conn.broken:  # the server went away: the idle ones are likely dead too
                 await self._close_idle()
-            await conn.close()
+            await conn.close()  # broken, or in an unknown state
         finally:
             self._slots.release()
 
@@ -123,16 +125,16 @@ class FastPool:
 
 
 async def _rolled_back(conn: psycopg.AsyncConnection[Any]) -> bool:
-    """Roll back after a failure; whether the connection is fit to be reused."""
+    """Roll back after a failure; whether the connection is fit to be reused (one that is
+    not is closed by the caller, after looking at whether it was `broken`)."""
     if conn.closed:
         return False
     try:
         await conn.rollback()
     except BaseException:
-        # Broken, or cancelled again meanwhile: its state is unknown, so it is closed. The
-        # exception that made us roll back is still on its way up (we are in a `finally`);
-        # this one must not replace it.
-        await conn.close()
+        # Broken, or cancelled again meanwhile: its state is unknown. The exception that made
+        # us roll back is still on its way up (we are in a `finally`); this one must not
+        # replace it.
         return False
     return True
 

@@ -180,6 +180,37 @@ async def test_a_killed_connection_is_unavailable_once_then_replaced(db_url: str
         await db.dispose()
 
 
+async def test_after_a_restart_one_request_fails_not_one_per_pooled_connection(db_url: str) -> None:
+    db = Database(db_url, pool_size=3)
+    try:
+        held, release = asyncio.Event(), asyncio.Event()
+        pids: list[int] = []
+
+        async def hold() -> None:
+            async with db.fast_tx() as tx:
+                pids.append(tx.raw.info.backend_pid)
+                if len(pids) == 3:
+                    held.set()
+                await release.wait()
+
+        holders = [asyncio.create_task(hold()) for _ in range(3)]
+        await asyncio.wait_for(held.wait(), 10)
+        release.set()
+        await asyncio.gather(*holders)  # three idle connections in the pool now
+        with _admin(db_url) as admin:  # every backend killed, as a server restart does
+            for pid in pids:
+                assert admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,)).fetchone() == (True,)
+        with pytest.raises(errors.Unavailable):
+            async with db.fast_tx() as tx:
+                await audit.record(tx, ACTOR, "pg.fast.restart")
+        async with db.fast_tx() as tx:  # the other idle ones were dropped with the dead one
+            await audit.record(tx, ACTOR, "pg.fast.restarted")
+            assert tx.raw.info.backend_pid not in pids
+        assert await _count(db, "pg.fast.restarted") == 1
+    finally:
+        await db.dispose()
+
+
 async def test_a_server_that_refuses_connections_is_unavailable(db_url: str) -> None:
     url = sa.make_url(db_url).set(port=free_port()).render_as_string(hide_password=False)
     db = Database(url)
