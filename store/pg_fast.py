@@ -13,7 +13,9 @@ transaction ended cleanly (status IDLE after commit or rollback); one that faile
 closed, and so are the idle ones when a connection turns out dead (a server restart kills
 them all: better one reconnect each than one failed request each, which is also what
 SQLAlchemy's pool does on a disconnect). psycopg prepares a statement run
-`prepare_threshold` times on a connection, so the few hot statements are parsed once each.
+`prepare_threshold` times on a connection: 2 here (psycopg's default is 5), so the few hot
+statements are parsed and planned once per connection almost at once, while a statement
+run only once (a multi-row INSERT of an unusual batch size) is not prepared for nothing.
 """
 
 from __future__ import annotations

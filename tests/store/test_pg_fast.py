@@ -159,6 +159,22 @@ async def test_notes_reach_another_replica_with_the_commit_only(db_url: str) -> 
         await db.dispose()
 
 
+async def test_a_statement_run_twice_is_prepared(db_url: str) -> None:
+    """psycopg prepares a statement once it has run `prepare_threshold` (2) times on a
+    connection: the hot statements are parsed and planned once per connection."""
+    db = Database(db_url, pool_size=1)
+    try:
+        for _ in range(3):
+            async with db.fast_tx() as tx:
+                await audit.record(tx, ACTOR, "pg.fast.prepared")
+        async with db.fast_tx() as tx:
+            cur = await tx.raw.execute("SELECT statement FROM pg_prepared_statements")
+            statements = [r[0] for r in await cur.fetchall()]
+        assert any("INSERT INTO audit_log" in s for s in statements), statements
+    finally:
+        await db.dispose()
+
+
 async def test_a_killed_connection_is_unavailable_once_then_replaced(db_url: str) -> None:
     db = Database(db_url, pool_size=1)
     try:
