@@ -127,10 +127,6 @@ class _Postgres:
         async with self.conn.cursor() as cur:
             await cur.execute(sql, params)
 
-    async def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        async with self.conn.cursor() as cur:
-            await cur.executemany(sql, rows)
-
     def time(self, value: datetime | None) -> Any:
         return value
 
@@ -194,8 +190,9 @@ async def insert_events(tx: Tx, rows: Sequence[tuple[str, int, str, Any, int, da
         (t, s, k, d.json(data), a, times[at] if at in times else times.setdefault(at, d.time(at)))
         for t, s, k, data, a, at in rows
     ]
-    if isinstance(d, _Postgres) and len(values) > 1:
-        # One INSERT of n rows: psycopg's executemany sends a Bind/Execute per row.
+    if isinstance(d, _Postgres):
+        # One INSERT of n rows: psycopg's executemany sends a Bind/Execute per row, in its
+        # pipeline mode, whose set-up costs more than the statement for the common one row.
         for start in range(0, len(values), _MULTI_ROWS):
             chunk = values[start : start + _MULTI_ROWS]
             key = ("insert_events", d.ph, len(chunk))
