@@ -387,7 +387,8 @@ def main() -> None:
                 f"throughput {r['throughput']['tasks_per_s']} tasks/s ({r['throughput']['tasks']} tasks, "
                 f"{r['throughput']['seconds']} s) | `execution list` {r['cli_execution_list_ms']} ms | command "
                 f"process starts {r['command']['claim_to_process_p50_ms']} / {r['command']['claim_to_process_p99_ms']} ms "
-                f"after the claim (p50 / p99), {r['command']['call_to_process_p50_ms']} ms after the call",
+                f"after the claim (p50 / p99), {r['command']['call_to_process_p50_ms']} ms after the call "
+                f"(`date` itself: {r['command']['date_own_start_p50_ms']} ms)",
                 flush=True,
             )
     if args.json:
