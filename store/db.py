@@ -35,6 +35,7 @@ from sqlalchemy.sql.selectable import TypedReturnsRows
 
 from kernel import errors
 from store import sqlite_inline
+from store.group_commit import GroupCommit
 from store.hub import CHANNEL, Hub, encode
 
 if TYPE_CHECKING:  # imported when used: psycopg takes ~0.1 s to import, SQLite needs none of it
@@ -159,6 +160,9 @@ class Database:
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         self.read_sessions = async_sessionmaker(self.read_engine, expire_on_commit=False, autoflush=False)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
+        self._group = (
+            GroupCommit(self._write_lock, self.hub.publish) if self._write_lock is not None else None
+        )
         # Units of work (tx, read, ping) holding or about to hold a connection.
         self._in_flight = 0
         self._idle: asyncio.Future[None] | None = None
@@ -176,6 +180,8 @@ class Database:
         lock = self._write_lock or contextlib.nullcontext()
         with self._unit():
             async with lock:
+                if self._group is not None:
+                    self._group.flush()  # the fast writer's open group: SQLite has one writer
                 with _unavailable_on_connection_errors():
                     async with self.sessions() as session:
                         async with session.begin():
@@ -207,19 +213,23 @@ class Database:
             for topic, payload in tx.notes:
                 self.hub.publish(topic, payload)
             return
-        assert self._fast is not None and self._write_lock is not None
+        assert self._fast is not None and self._write_lock is not None and self._group is not None
         with self._unit():
             async with self._write_lock:
                 conn = self._fast.connection()
                 tx = Tx(None, self, raw=conn)
+                conn.savepoint()  # committed with the others of its loop turn (store.group_commit)
                 try:
                     yield tx
-                    conn.commit_now()
-                except BaseException:
-                    conn.rollback_now()
+                    conn.release()
+                except BaseException as exc:
+                    if not conn.rollback_to():
+                        self._group.abort(exc)
+                    elif self._group.idle:
+                        conn.end_empty()  # alone in its group: nothing to wait for
                     raise
-        for topic, payload in tx.notes:
-            self.hub.publish(topic, payload)
+                committed = self._group.join(conn, tx.notes)  # it publishes them on the commit
+            await committed
 
     async def fast_or_full(self, work: Callable[[Tx], Awaitable[_T]]) -> _T:
         """`work(tx)` in a `fast_tx()`, or again in a `tx()` when it needed the session.
@@ -274,6 +284,9 @@ class Database:
             await self._pg_fast.close()
         if self.is_sqlite:  # on PostgreSQL the read engine shares the pool
             await self.read_engine.dispose()
+            if self._group is not None and self._write_lock is not None:
+                async with self._write_lock:
+                    self._group.flush()  # a group still open commits, as it would have
             if self._fast is not None:
                 self._fast.close()
             if self._checkpointer is not None:

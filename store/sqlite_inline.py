@@ -142,6 +142,32 @@ class InlineConnection:
     def rollback_now(self) -> None:
         self._conn.rollback()
 
+    # One fast_tx inside the writer's open transaction (store.group_commit).
+    def savepoint(self) -> None:
+        self.begin()
+        self._conn.execute("SAVEPOINT fast_tx")
+
+    def release(self) -> None:
+        self._conn.execute("RELEASE fast_tx")
+
+    def end_empty(self) -> None:
+        """End a transaction left with nothing to keep (its savepoints all rolled back)."""
+        if self._conn.in_transaction:
+            self._conn.rollback()
+
+    def rollback_to(self) -> bool:
+        """Undo this fast_tx's writes only; False when SQLite had already rolled back the
+        whole transaction (a full disk, an I/O error), the group's writes with it."""
+        if not self._conn.in_transaction:
+            return False
+        try:
+            self._conn.execute("ROLLBACK TO fast_tx")
+            self._conn.execute("RELEASE fast_tx")
+        except sqlite3.Error:
+            self._conn.rollback()
+            return False
+        return True
+
     async def close(self) -> None:
         self._conn.close()
         self._connection = None
