@@ -63,8 +63,8 @@ def event_frame(row: dict[str, Any]) -> bytes:
 def _frame(task_id: str, seq: int, kind: str, data: Any, attempt: int, created_at: Any) -> bytes:
     """The frame of sdk.schemas.EventOut, byte for byte (tests/board_api/test_streams.py):
     pydantic's own encoder on a dict of its fields in order, a third of the cost of building
-    the model to dump it. The values are typed already (the database's, or those just
-    written)."""
+    the model to dump it, with the model's NaN and infinity as null (JSON has neither). The
+    values are typed already (the database's, or those just written)."""
     body = to_json(
         {
             "task_id": task_id,
@@ -73,7 +73,8 @@ def _frame(task_id: str, seq: int, kind: str, data: Any, attempt: int, created_a
             "data": data,
             "attempt": attempt,
             "created_at": created_at,
-        }
+        },
+        inf_nan_mode="null",
     )
     head = b"id: %d\nevent: %s\n" % (seq, kind.encode()) if kind else b"id: %d\n" % seq
     return head + b"data: " + body + b"\n\n"
