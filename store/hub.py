@@ -7,7 +7,8 @@ wake-up is harmless, and the database stays the single source of truth. One shor
 which may use them instead of reading them back (board_api/feeds.py), and read back anyway
 whenever anything is missing.
 
-Topics: `task:<id>` (new events), `queue:<name>` (a task became claimable), `board` (a task
+Topics: `task:<id>` (new events; payload = the task's new last seq: a feed that has it
+already skips the wake-up), `queue:<name>` (a task became claimable), `board` (a task
 changed status; payload = task id), `tasks` (any task changed; used by list followers).
 """
 
