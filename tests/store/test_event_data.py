@@ -45,3 +45,16 @@ async def test_event_data_written_by_the_fast_path_reads_back_the_same(db: Datab
         (row,) = await rows_after(s, tid, 1)
         (event,) = await list_after(s, tid, 1)
     assert same(data, row["data"]) and same(data, event.data)
+
+
+async def test_a_batch_past_one_statement_is_stored_whole_and_in_order(db: Database) -> None:
+    """On PostgreSQL a batch goes in multi-row INSERTs of at most 100 rows (600 parameters)."""
+    await seed(db)
+    tid = await new_task(db)
+    now = utcnow()
+    rows = [(tid, seq, "log", {"line": f"line {seq}", "t": seq / 7}, 1, now) for seq in range(2, 252)]
+    async with db.fast_tx() as tx:
+        await fastpath.insert_events(tx, rows)
+    async with db.read() as s:
+        stored = await rows_after(s, tid, 1)
+    assert [(r["seq"], r["data"], r["created_at"]) for r in stored] == [(r[1], r[3], now) for r in rows]
