@@ -30,6 +30,7 @@ import httpx
 import psycopg
 
 from bench.command import command_start
+from sdk.client import AsyncControlPlaneClient
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("META_AGENT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -116,30 +117,22 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def dispatch(base: str, samples: int) -> dict[str, float]:
-    api = base + "/api/v1"
+    """A client creates a task while a worker's claim is parked: the time from the client's
+    call to the claim's answer. Both sides use the SDK, as a user's client and worker do."""
     lat: list[float] = []
-    limits = httpx.Limits(max_connections=4)
     async with (
-        httpx.AsyncClient(base_url=api, timeout=60, limits=limits) as worker,
-        httpx.AsyncClient(base_url=api, timeout=60) as client,
+        AsyncControlPlaneClient(base, timeout=60) as worker,
+        AsyncControlPlaneClient(base, timeout=60) as client,
     ):
         for i in range(samples + 20):
-            claim = asyncio.create_task(
-                worker.post(
-                    "/worker-queues/bench/claim",
-                    json={"worker_id": "bench-idle", "max_tasks": 1, "wait_seconds": 30},
-                )
-            )
+            claim = asyncio.create_task(worker.worker.claim("bench", "bench-idle", 1, 30))
             await asyncio.sleep(0.005)  # let the long-poll reach the server and go idle
             t0 = time.perf_counter()
-            r = await client.post("/tasks", json={"agent": "noop", "prompt": f"d{i}"})
-            r.raise_for_status()
+            await client.executions.create(agent="noop", prompt=f"d{i}")
             got = await claim
             t1 = time.perf_counter()
-            (item,) = got.json()["tasks"]
-            await client.post(
-                f"/tasks/{item['task']['id']}/complete", json={"token": item["token"], "result": None}
-            )
+            (item,) = got
+            await worker.worker.complete(item.task.id, item.token, None)
             if i >= 20:
                 lat.append((t1 - t0) * 1000)
     return {"p50_ms": round(pct(lat, 50), 2), "p99_ms": round(pct(lat, 99), 2), "samples": len(lat)}
@@ -228,12 +221,11 @@ async def load(
     before = (await asyncio.to_thread(status_counts, db_url)).get("completed", 0)
     t0, wall0 = time.perf_counter(), time.time()
     sem = asyncio.Semaphore(clients)
-    targets = [httpx.AsyncClient(base_url=u + "/api/v1", timeout=60) for u in create_via or [base]]
+    targets = [AsyncControlPlaneClient(u, timeout=60) for u in create_via or [base]]
 
     async def create(i: int) -> None:
         async with sem:
-            target = targets[i % len(targets)]
-            (await target.post("/tasks", json={"agent": "noop", "prompt": f"t{i}"})).raise_for_status()
+            await targets[i % len(targets)].executions.create(agent="noop", prompt=f"t{i}")
 
     await asyncio.gather(*(create(i) for i in range(n)))
     for t in targets:
@@ -395,7 +387,8 @@ def main() -> None:
                 f"throughput {r['throughput']['tasks_per_s']} tasks/s ({r['throughput']['tasks']} tasks, "
                 f"{r['throughput']['seconds']} s) | `execution list` {r['cli_execution_list_ms']} ms | command "
                 f"process starts {r['command']['claim_to_process_p50_ms']} / {r['command']['claim_to_process_p99_ms']} ms "
-                f"after the claim (p50 / p99), {r['command']['call_to_process_p50_ms']} ms after the call",
+                f"after the claim (p50 / p99), {r['command']['call_to_process_p50_ms']} ms after the call "
+                f"(`date` itself: {r['command']['date_own_start_p50_ms']} ms)",
                 flush=True,
             )
     if args.json:

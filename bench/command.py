@@ -62,13 +62,27 @@ async def measure(base: str, samples: int) -> dict[str, float]:
                 started = datetime.fromisoformat(task["started_at"]).timestamp()
                 claim_ms.append((ran - started) * 1000)
                 call_ms.append((ran - t0) * 1000)
+    own = date_own_start(samples)
     return {
+        # What `date` itself adds, spawned here from Python (a fork and exec too, so if
+        # anything more than in the sandbox): the process started at most this much earlier.
+        "date_own_start_p50_ms": round(own, 2),
         "claim_to_process_p50_ms": round(_pct(claim_ms, 50), 2),
         "claim_to_process_p99_ms": round(_pct(claim_ms, 99), 2),
         "call_to_process_p50_ms": round(_pct(call_ms, 50), 2),
         "call_to_process_p99_ms": round(_pct(call_ms, 99), 2),
         "samples": len(claim_ms),
     }
+
+
+def date_own_start(samples: int) -> float:
+    """p50 of the time from spawning `date +%s.%N` to the time it prints, in ms."""
+    own: list[float] = []
+    for _ in range(samples):
+        t0 = time.time()
+        out = subprocess.run(AGENT["command"], capture_output=True, text=True, check=True).stdout
+        own.append((float(out) - t0) * 1000)
+    return _pct(own, 50)
 
 
 def command_start(base: str, samples: int) -> dict[str, float]:

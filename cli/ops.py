@@ -137,7 +137,6 @@ def start_worker(
 
     Ctrl-C lets running executions finish; a second Ctrl-C hands them back to the queue.
     """
-    import asyncio
     import logging
 
     from worker.main import run_worker
@@ -153,8 +152,10 @@ def start_worker(
         configure(Sandbox(sandbox, sandbox_user))
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="'--sandbox'") from None
+    from kernel import loop
+
     try:
-        asyncio.run(
+        loop.run(
             run_worker(
                 url=root.url,
                 api_key=root.api_key,

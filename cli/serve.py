@@ -108,6 +108,7 @@ async def serve(settings: Settings) -> None:
         log_level="warning",
         lifespan="on",
         timeout_graceful_shutdown=5,
+        http=_http_protocol(),
     )
     stop_worker = asyncio.Event() if settings.embedded_worker else None
     server = _Server(config, app, stop_worker)
@@ -152,11 +153,20 @@ async def serve(settings: Settings) -> None:
     await asyncio.gather(server.serve(), run_worker())
 
 
+def _http_protocol() -> type[asyncio.Protocol] | str:
+    """Ours (one write per response) when httptools is there, else uvicorn's choice."""
+    try:
+        from cli.http_protocol import CoalescingHttpToolsProtocol
+    except ImportError:  # uvicorn without httptools: h11
+        return "auto"
+    return CoalescingHttpToolsProtocol
+
+
 def run_server(settings: Settings) -> None:
-    from kernel import logs
+    from kernel import logs, loop
 
     logs.setup(settings.log_format, settings.log_level)
-    asyncio.run(serve(settings))
+    loop.run(serve(settings))
 
 
 if __name__ == "__main__":

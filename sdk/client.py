@@ -41,6 +41,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from kernel import __version__
+from sdk import wire
 from sdk.audit import Audit
 from sdk.prereq_api import Prerequisites
 from sdk.resources import (
@@ -63,6 +64,7 @@ from sdk.source_api import Hooks, Schedules
 from sdk.transport import (
     API,
     DEFAULT_URL,
+    Answer,
     ApiError,
     SSEMessage,
     SSEParser,
@@ -165,7 +167,7 @@ def stream_ended() -> ApiError:
 # --- clients ---------------------------------------------------------------------------
 
 
-def _parse(call: Call[T], resp: httpx.Response) -> T:
+def _parse(call: Call[T], resp: Answer) -> T:
     data = decode(resp, call.raw)
     try:
         return call.parse(data)
@@ -205,6 +207,26 @@ class _Base:
             kw["timeout"] = call.timeout
         return kw
 
+    def _lean_target(self, transport: object) -> wire.Target | None:
+        """Where sdk.wire may send the plain calls; None: httpx sends everything (a test's
+        transport, a proxy in the environment, META_AGENT_SDK_HTTPX=1)."""
+        if transport is not None or os.environ.get("META_AGENT_SDK_HTTPX", "") not in ("", "0"):
+            return None
+        return wire.for_url(self.url)
+
+    def _encode(self, target: wire.Target, call: Call[Any]) -> bytes | None:
+        headers = {**self._headers, **call.headers} if call.headers else self._headers
+        params = clean(dict(call.params)) if call.params else None
+        return wire.encode_request(
+            target, call.method, call.path, headers, params=params, json_body=call.json, content=call.content
+        )
+
+    def _failed(self, exc: Exception) -> ApiError:
+        """sdk.wire's errors as the httpx path reports them."""
+        if isinstance(exc, wire.ReadTimeout):
+            return ApiError(0, "timeout", f"the control plane at {self.url} did not answer in time ({exc})")
+        return ApiError(0, "unreachable", f"cannot reach the control plane at {self.url}: {exc}")
+
     def _http_options(self) -> dict[str, Any]:
         return {
             "base_url": self.url,
@@ -236,6 +258,8 @@ class ControlPlaneClient(_Base):
     ) -> None:
         super().__init__(_one_url(url, base_url), api_key, timeout, source)
         self._http = httpx.Client(transport=transport, **self._http_options())
+        target = self._lean_target(transport)
+        self._pool = wire.SyncPool(target) if target is not None else None
         send = self._send
         self.agents = Agents[Blocking](send, source)
         self.teams = Teams[Blocking](send, source)
@@ -251,6 +275,14 @@ class ControlPlaneClient(_Base):
         self.audit = Audit[Blocking](send)
 
     def _send(self, call: Call[T]) -> T:
+        pool = self._pool
+        raw = self._encode(pool.target, call) if pool is not None else None
+        if pool is not None and raw is not None:
+            try:
+                answer = pool.request(call.method, raw, call.timeout or self.timeout)
+            except (OSError, TimeoutError) as exc:
+                raise self._failed(exc) from exc
+            return _parse(call, answer)
         try:
             resp = self._http.request(call.method, call.path, **self._args(call))
         except httpx.TransportError as exc:
@@ -294,6 +326,8 @@ class ControlPlaneClient(_Base):
             raise transport_error(self.url, exc) from exc
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
         self._http.close()
 
     def __enter__(self) -> ControlPlaneClient:
@@ -319,6 +353,8 @@ class AsyncControlPlaneClient(_Base):
     ) -> None:
         super().__init__(_one_url(url, base_url), api_key, timeout, source)
         self._http = httpx.AsyncClient(transport=transport, **self._http_options())
+        target = self._lean_target(transport)
+        self._pool = wire.AsyncPool(target) if target is not None else None
         send = self._send
         self.agents = Agents[Async](send, source)
         self.teams = Teams[Async](send, source)
@@ -335,6 +371,14 @@ class AsyncControlPlaneClient(_Base):
         self.worker = WorkerApi[Async](send, margin=max(timeout, 5.0))
 
     async def _send(self, call: Call[T]) -> T:
+        pool = self._pool
+        raw = self._encode(pool.target, call) if pool is not None else None
+        if pool is not None and raw is not None:
+            try:
+                answer = await pool.request(call.method, raw, call.timeout or self.timeout)
+            except (OSError, TimeoutError) as exc:
+                raise self._failed(exc) from exc
+            return _parse(call, answer)
         try:
             resp = await self._http.request(call.method, call.path, **self._args(call))
         except httpx.TransportError as exc:
@@ -370,6 +414,8 @@ class AsyncControlPlaneClient(_Base):
         return await self._send(Call("GET", "/healthz", _health))
 
     async def aclose(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
         await self._http.aclose()
 
     close = aclose

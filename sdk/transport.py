@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from urllib.parse import quote
 
 import httpx
@@ -49,7 +49,21 @@ def json_object(value: object) -> dict[str, object] | None:
     return cast(dict[str, object], value) if isinstance(value, dict) else None
 
 
-def error_from(resp: httpx.Response) -> ApiError:
+class Answer(Protocol):
+    """What is read of a response: an httpx.Response, or sdk.wire's Answer."""
+
+    @property
+    def status_code(self) -> int: ...
+    @property
+    def reason_phrase(self) -> str: ...
+    @property
+    def content(self) -> bytes: ...
+    @property
+    def text(self) -> str: ...
+    def json(self) -> Any: ...
+
+
+def error_from(resp: Answer) -> ApiError:
     status = resp.status_code
     try:
         answer: object = resp.json()
@@ -66,7 +80,7 @@ def error_from(resp: httpx.Response) -> ApiError:
     return ApiError(status, f"http_{status}", text[:500] or resp.reason_phrase, text or None)
 
 
-def decode(resp: httpx.Response, raw: bool) -> object:
+def decode(resp: Answer, raw: bool) -> object:
     """The answer's JSON (None for an empty one), or its bytes with `raw`; ApiError for a 4xx/5xx."""
     if resp.status_code >= 400:
         raise error_from(resp)

@@ -24,7 +24,7 @@ import collections
 import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, TypeVarTuple, overload
+from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, overload
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -36,6 +36,9 @@ from sqlalchemy.sql.selectable import TypedReturnsRows
 from kernel import errors
 from store import sqlite_inline
 from store.hub import CHANNEL, Hub, encode
+
+if TYPE_CHECKING:  # imported when used: psycopg takes ~0.1 s to import, SQLite needs none of it
+    from store import pg_fast
 
 __all__ = ["Database", "SessionNeeded", "Tx", "async_url", "sync_url"]
 
@@ -119,6 +122,7 @@ class Database:
         database = sa.make_url(url).database or ""
         self._checkpointer: sqlite_inline.Checkpointer | None = None
         self._fast: sqlite_inline.FastWriter | None = None
+        self._pg_fast: pg_fast.FastPool | None = None
         self.fast_fallbacks: collections.Counter[str] = collections.Counter()
         if self.is_sqlite:
             if database in ("", ":memory:"):
@@ -136,6 +140,14 @@ class Database:
             # detected on use, invalidates the pool, and that request gets a 503.
             kwargs.update(pool_size=pool_size, max_overflow=pool_size * 2, pool_timeout=pool_timeout)
         self.engine: AsyncEngine = create_async_engine(async_url(url), **kwargs)
+        if not self.is_sqlite:
+            # fast_tx's own connections, opened with the engine's own connect arguments
+            # (host, credentials, URL options, psycopg adapters). Up to `pool_size`: the hot
+            # routes' transactions are short, and the engine's pool keeps its own.
+            from store import pg_fast
+
+            _, connect_args = self.engine.dialect.create_connect_args(self.engine.url)
+            self._pg_fast = pg_fast.FastPool(connect_args, size=pool_size, timeout=pool_timeout)
         # PostgreSQL reads run in autocommit: one round trip per query instead of three
         # (BEGIN, query, ROLLBACK). Each read statement still sees one consistent snapshot.
         self.read_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -179,16 +191,23 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def fast_tx(self) -> AsyncGenerator[Tx]:
-        """A write transaction for store.fastpath statements only, without SQLAlchemy (on
-        SQLite; elsewhere it is `tx()`): on the hot routes SQLAlchemy's session, greenlet
-        hops and pool checkout cost more than the statements. Code that asks for
-        `tx.session` gets SessionNeeded, after which this transaction is rolled back: use
-        `fast_or_full`, which then runs the same work in a `tx()`."""
-        if self._fast is None:
-            async with self.tx() as tx:
-                yield tx
+        """A write transaction for store.fastpath statements only, without SQLAlchemy: on
+        the hot routes SQLAlchemy's session, greenlet hops and pool checkout cost more than
+        the statements. `tx.raw` is the driver connection (sqlite_inline's, or a psycopg
+        one from store.pg_fast). Code that asks for `tx.session` gets SessionNeeded, after
+        which this transaction is rolled back: use `fast_or_full`, which then runs the same
+        work in a `tx()`. Commit and notes as in `tx()`."""
+        if self._pg_fast is not None:
+            with self._unit():
+                async with self._pg_fast.transaction() as conn:
+                    tx = Tx(None, self, raw=conn)
+                    yield tx
+                    if tx.notes:  # delivered to other replicas on commit only
+                        await self._pg_fast.notify_and_commit(conn, CHANNEL, encode(tx.notes))
+            for topic, payload in tx.notes:
+                self.hub.publish(topic, payload)
             return
-        assert self._write_lock is not None
+        assert self._fast is not None and self._write_lock is not None
         with self._unit():
             async with self._write_lock:
                 conn = self._fast.connection()
@@ -251,6 +270,8 @@ class Database:
                 self._idle = None
         self._disposed = True
         await self.engine.dispose()
+        if self._pg_fast is not None:
+            await self._pg_fast.close()
         if self.is_sqlite:  # on PostgreSQL the read engine shares the pool
             await self.read_engine.dispose()
             if self._fast is not None:

@@ -95,7 +95,7 @@ async def transition(
     now = utcnow()
     batch = list(extra_events or [])
     batch.append(("status", {"status": to.value, "from": current.value, **(event or {})}))
-    vals: dict[str, Any] = {"status": to.value, "updated_at": now, "last_seq": _tasks.c.last_seq + len(batch)}
+    vals: dict[str, Any] = {"status": to.value, "updated_at": now}
     vals["lease_token_hash"] = None  # only a claim makes a task running, with a new token
     if to in TERMINAL:
         vals.update(finished_at=now, lease_expires_at=None, phase=None)
@@ -105,7 +105,6 @@ async def transition(
     row: Mapping[Any, Any] | None
     if lease is not None:
         # A worker's report (the hot path): plain values, fenced by the lease.
-        del vals["last_seq"]
         row = await fastpath.update_task(
             tx,
             task_id,
@@ -116,6 +115,8 @@ async def transition(
             queues=lease.queues,
         )
     else:
+        # Built here only: a SQLAlchemy expression costs more than the fenced UPDATE's Python.
+        vals["last_seq"] = _tasks.c.last_seq + len(batch)
         stmt = sa.update(_tasks).where(_tasks.c.id == task_id, _tasks.c.status == current.value)
         row = (await tx.execute(stmt.values(**vals).returning(*_tasks.c))).mappings().first()
     if row is None:

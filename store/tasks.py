@@ -194,10 +194,10 @@ async def create_task(
 
 async def _agent_routing(tx: Tx, key: str) -> tuple[str, str | None, dict[str, Any]]:
     """(name, default queue, requires) of an agent by id or name: all a new task needs."""
-    rows = await fastpath.agents(tx, [key], by_id=True)
-    if not rows:
+    found = await fastpath.agent_routing(tx, key)
+    if found is None:
         raise errors.NotFound(f"agent {key!r} not found", code="agent_not_found")
-    return rows[0]["name"], rows[0]["default_queue"], rows[0]["requires"] or {}
+    return found
 
 
 async def _worker_child(tx: Tx, new: NewTask, lease: Lease) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.cli.test_http_protocol import first_read
 from tests.support import ROOT, child_env, free_port, spawn, wait_for
 
 
@@ -82,6 +83,10 @@ def test_the_embedded_worker_outlives_the_first_key(db_url: str, tmp_path: Path,
     )
     base = f"http://127.0.0.1:{port}"
     wait_for(lambda: httpx.get(f"{base}/healthz").status_code == 200, 60, "serve to start")
+    # `serve` writes each answer's head and body at once (cli/http_protocol.py): the whole
+    # of it is there on a client's first read.
+    head, body = first_read(port)
+    assert head.startswith(b"HTTP/1.1 200") and b"content-length: %d" % len(body) in head.lower() and body
     with httpx.Client(base_url=f"{base}/api/v1", timeout=30) as anon:
         agent = {"name": "echo", "runtime": "noop", "default_queue": "default"}
         assert anon.post("/agents", json=agent).status_code == 201

@@ -1,4 +1,4 @@
-"""`Database.fast_or_full`: hot-path work runs without SQLAlchemy's session (on SQLite), and
+"""`Database.fast_or_full`: hot-path work runs without SQLAlchemy's session, and
 work that turns out to need the session is rolled back and done again in a full `tx()`,
 leaving exactly one result either way. Notes are published only after a commit."""
 
@@ -20,7 +20,7 @@ async def _count(db: Database, action: str) -> int:
         return int((await s.execute(query)).scalar_one())
 
 
-async def test_plain_work_commits_without_a_session_on_sqlite(db: Database) -> None:
+async def test_plain_work_commits_without_a_session(db: Database) -> None:
     sessions: list[bool] = []
 
     async def work(tx: Tx) -> str:
@@ -37,8 +37,7 @@ async def test_plain_work_commits_without_a_session_on_sqlite(db: Database) -> N
         entry = await db.fast_or_full(work)
         assert await sub.get(5) == [entry]
     assert await _count(db, "fast.plain") == 1
-    # SQLite: one pass, without a session. PostgreSQL: fast_tx is tx(), the session is there.
-    assert sessions == ([False] if db.is_sqlite else [True])
+    assert sessions == [False]  # one pass, without a session
 
 
 async def test_work_that_needs_the_session_is_rolled_back_and_done_once_in_full(db: Database) -> None:
@@ -50,7 +49,7 @@ async def test_work_that_needs_the_session_is_rolled_back_and_done_once_in_full(
         await tx.execute(sa.text("SELECT 1"))  # needs the session
 
     await db.fast_or_full(work)
-    assert passes == (["fast", "full"] if db.is_sqlite else ["full"])
+    assert passes == ["fast", "full"]
     assert await _count(db, "fast.then.full") == 1  # the fast pass left nothing behind
 
 

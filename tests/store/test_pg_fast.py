@@ -1,0 +1,324 @@
+"""`Database.fast_tx()` on PostgreSQL: its own psycopg connections (store/pg_fast.py).
+
+What the hot routes rely on, against a real server: a commit is visible to everyone, a
+failure leaves nothing, notes go to the other replicas with the transaction (and only if it
+commits), a dead connection costs one 503 and is replaced, a full pool is `database_busy`,
+and dispose closes every connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from kernel import errors
+from store import audit
+from store.audit_models import AuditEntry
+from store.db import Database, SessionNeeded, Tx, libpq_dsn
+from store.hub import listen_postgres
+from tests.support import free_port
+
+pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+
+ACTOR = audit.Actor("tester", "person")
+
+
+async def _count(db: Database, action: str) -> int:
+    async with db.read() as s:
+        query = sa.select(sa.func.count()).select_from(AuditEntry).where(AuditEntry.action == action)  # pyright: ignore[reportArgumentType]
+        return int((await s.execute(query)).scalar_one())
+
+
+def _admin(db_url: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(libpq_dsn(db_url), autocommit=True)
+
+
+@contextlib.asynccontextmanager
+async def _replica(db_url: str) -> AsyncGenerator[Database]:
+    """Another control plane on the same database, relaying NOTIFYs into its hub."""
+    other = Database(db_url)
+    ready = asyncio.Event()
+    relay = asyncio.create_task(listen_postgres(other.hub, libpq_dsn(db_url), ready))
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        yield other
+    finally:
+        relay.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await relay
+        await other.dispose()
+
+
+async def test_a_fast_tx_runs_on_its_own_connection_and_commits_before_returning(db_url: str) -> None:
+    db = Database(db_url)
+    try:
+        async with db.fast_tx() as tx:
+            assert isinstance(tx.raw, psycopg.AsyncConnection)
+            with pytest.raises(SessionNeeded):
+                tx.session  # noqa: B018
+            await audit.record(tx, ACTOR, "pg.fast.commit")
+            with _admin(db_url) as admin:  # not committed yet: nobody else sees it
+                seen = admin.execute(
+                    "SELECT count(*) FROM audit_log WHERE action = 'pg.fast.commit'"
+                ).fetchone()
+                assert seen == (0,)
+        with _admin(db_url) as admin:
+            seen = admin.execute("SELECT count(*) FROM audit_log WHERE action = 'pg.fast.commit'").fetchone()
+            assert seen == (1,)
+    finally:
+        await db.dispose()
+
+
+async def test_an_exception_rolls_back_and_the_connection_is_reused(db_url: str) -> None:
+    db = Database(db_url)
+    try:
+        pids: list[int] = []
+        with pytest.raises(ValueError, match="boom"):
+            async with db.fast_tx() as tx:
+                await audit.record(tx, ACTOR, "pg.fast.rollback")
+                pids.append(tx.raw.info.backend_pid)
+                raise ValueError("boom")
+        # A failed statement leaves the transaction aborted: rolled back all the same.
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            async with db.fast_tx() as tx:
+                pids.append(tx.raw.info.backend_pid)
+                await tx.raw.execute("SELECT * FROM no_such_table")
+        async with db.fast_tx() as tx:
+            pids.append(tx.raw.info.backend_pid)
+            await audit.record(tx, ACTOR, "pg.fast.after")
+        assert await _count(db, "pg.fast.rollback") == 0
+        assert await _count(db, "pg.fast.after") == 1
+        assert len(set(pids)) == 1  # one connection throughout: a clean rollback keeps it
+    finally:
+        await db.dispose()
+
+
+async def test_session_needed_rolls_back_the_fast_pass_and_redoes_it_in_full(db: Database) -> None:
+    passes: list[str] = []
+
+    async def work(tx: Tx) -> None:
+        await audit.record(tx, ACTOR, "pg.fast.then.full")
+        tx.notify("test:twice", str(len(passes)))
+        passes.append("fast" if tx.raw is not None else "full")
+        await tx.execute(sa.text("SELECT 1"))  # needs the session
+
+    with db.hub.subscribe("test:twice") as sub:
+        await db.fast_or_full(work)
+        assert await sub.get(5) == ["1"]  # the fast pass's note was dropped with it
+    assert passes == ["fast", "full"]
+    assert await _count(db, "pg.fast.then.full") == 1
+    assert db.fast_fallbacks == {work.__qualname__: 1}
+
+
+async def test_notes_reach_another_replica_with_the_commit_only(db_url: str) -> None:
+    db = Database(db_url)
+    try:
+        async with _replica(db_url) as other:
+            with other.hub.subscribe("test:replica") as sub:
+                with pytest.raises(ValueError, match="boom"):
+                    async with db.fast_tx() as tx:
+                        tx.notify("test:replica", "rolled back")
+                        raise ValueError("boom")
+                # The NOTIFY is sent in the transaction: when the commit itself fails (a
+                # deferred constraint is checked at commit), the note goes nowhere.
+                with pytest.raises(psycopg.errors.UniqueViolation):
+                    async with db.fast_tx() as tx:
+                        await tx.raw.execute(
+                            "CREATE TEMP TABLE once (x int UNIQUE DEFERRABLE INITIALLY DEFERRED) ON COMMIT DROP"
+                        )
+                        await tx.raw.execute("INSERT INTO once VALUES (1), (1)")
+                        tx.notify("test:replica", "commit failed")
+                # Quoting survives (the notes go as SQL literals), and notes over one NOTIFY's
+                # 8000 bytes go as several, in order.
+                odd = "it's a \\ 'quote'); COMMIT; --"
+                big = ["a" * 5000, "b" * 5000]
+
+                async def work(tx: Tx) -> str:
+                    entry = await audit.record(tx, ACTOR, "pg.fast.notify")
+                    for payload in [entry, odd, *big]:
+                        tx.notify("test:replica", payload)
+                    return entry
+
+                entry = await db.fast_or_full(work)
+                got: list[str] = []
+                while len(got) < 4:
+                    batch = await sub.get(10)
+                    assert batch, got  # [] is a timeout, None an overflow
+                    if not got:
+                        # Followers re-read on a note: the row is there by the time it arrives.
+                        assert await _count(other, "pg.fast.notify") == 1
+                    got += batch
+                assert got == [entry, odd, *big]
+    finally:
+        await db.dispose()
+
+
+async def test_a_statement_run_twice_is_prepared(db_url: str) -> None:
+    """psycopg prepares a statement once it has run `prepare_threshold` (2) times on a
+    connection: the hot statements are parsed and planned once per connection."""
+    db = Database(db_url, pool_size=1)
+    try:
+        for _ in range(3):
+            async with db.fast_tx() as tx:
+                await audit.record(tx, ACTOR, "pg.fast.prepared")
+        async with db.fast_tx() as tx:
+            cur = await tx.raw.execute("SELECT statement FROM pg_prepared_statements")
+            statements = [r[0] for r in await cur.fetchall()]
+        assert any("INSERT INTO audit_log" in s for s in statements), statements
+    finally:
+        await db.dispose()
+
+
+async def test_a_killed_connection_is_unavailable_once_then_replaced(db_url: str) -> None:
+    db = Database(db_url, pool_size=1)
+    try:
+        async with db.fast_tx() as tx:
+            first = tx.raw.info.backend_pid
+        with _admin(db_url) as admin:
+            assert admin.execute("SELECT pg_terminate_backend(%s, 10000)", (first,)).fetchone() == (True,)
+        with pytest.raises(errors.Unavailable) as err:
+            async with db.fast_tx() as tx:
+                await audit.record(tx, ACTOR, "pg.fast.killed")
+        assert err.value.code == "database_unavailable"
+        async with db.fast_tx() as tx:
+            await audit.record(tx, ACTOR, "pg.fast.revived")
+            second = tx.raw.info.backend_pid
+        assert second != first
+        assert await _count(db, "pg.fast.killed") == 0
+        assert await _count(db, "pg.fast.revived") == 1
+    finally:
+        await db.dispose()
+
+
+async def test_after_a_restart_one_request_fails_not_one_per_pooled_connection(db_url: str) -> None:
+    db = Database(db_url, pool_size=3)
+    try:
+        held, release = asyncio.Event(), asyncio.Event()
+        pids: list[int] = []
+
+        async def hold() -> None:
+            async with db.fast_tx() as tx:
+                pids.append(tx.raw.info.backend_pid)
+                if len(pids) == 3:
+                    held.set()
+                await release.wait()
+
+        holders = [asyncio.create_task(hold()) for _ in range(3)]
+        await asyncio.wait_for(held.wait(), 10)
+        release.set()
+        await asyncio.gather(*holders)  # three idle connections in the pool now
+        with _admin(db_url) as admin:  # every backend killed, as a server restart does
+            for pid in pids:
+                assert admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,)).fetchone() == (True,)
+        with pytest.raises(errors.Unavailable):
+            async with db.fast_tx() as tx:
+                await audit.record(tx, ACTOR, "pg.fast.restart")
+        async with db.fast_tx() as tx:  # the other idle ones were dropped with the dead one
+            await audit.record(tx, ACTOR, "pg.fast.restarted")
+            assert tx.raw.info.backend_pid not in pids
+        assert await _count(db, "pg.fast.restarted") == 1
+    finally:
+        await db.dispose()
+
+
+async def test_a_server_that_refuses_connections_is_unavailable(db_url: str) -> None:
+    url = sa.make_url(db_url).set(port=free_port()).render_as_string(hide_password=False)
+    db = Database(url)
+    try:
+        with pytest.raises(errors.Unavailable) as err:
+            async with db.fast_tx():
+                pass
+        assert err.value.code == "database_unavailable"
+    finally:
+        await db.dispose()
+
+
+async def test_a_full_pool_is_database_busy(db_url: str) -> None:
+    db = Database(db_url, pool_size=1, pool_timeout=0.2)
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with db.fast_tx() as tx:
+            await tx.raw.execute("SELECT 1")
+            held.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    try:
+        await asyncio.wait_for(held.wait(), 10)
+        with pytest.raises(errors.Unavailable) as err:
+            async with db.fast_tx():
+                pass
+        assert err.value.code == "database_busy"
+        release.set()
+        await asyncio.wait_for(holder, 10)
+        async with db.fast_tx() as tx:  # the slot came back
+            await audit.record(tx, ACTOR, "pg.fast.free")
+        assert await _count(db, "pg.fast.free") == 1
+    finally:
+        release.set()
+        await holder
+        await db.dispose()
+
+
+async def test_a_cancelled_statement_leaves_nothing_and_the_pool_usable(db_url: str) -> None:
+    db = Database(db_url, pool_size=1)
+    running = asyncio.Event()
+
+    async def slow() -> None:
+        async with db.fast_tx() as tx:
+            await audit.record(tx, ACTOR, "pg.fast.cancelled")
+            running.set()
+            await tx.raw.execute("SELECT pg_sleep(30)")
+
+    t = asyncio.create_task(slow())
+    try:
+        await asyncio.wait_for(running.wait(), 10)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(t, 15)
+        async with db.fast_tx() as tx:
+            await audit.record(tx, ACTOR, "pg.fast.next")
+        assert await _count(db, "pg.fast.cancelled") == 0
+        assert await _count(db, "pg.fast.next") == 1
+    finally:
+        await db.dispose()
+
+
+async def test_dispose_closes_idle_connections_and_those_returned_later(db_url: str) -> None:
+    db = Database(db_url)
+    held, release = asyncio.Event(), asyncio.Event()
+    conns: list[psycopg.AsyncConnection[Any]] = []
+
+    async def holder() -> None:
+        async with db.fast_tx() as tx:
+            conns.append(tx.raw)
+            await tx.raw.execute("SELECT 1")
+            held.set()
+            await release.wait()
+            await audit.record(tx, ACTOR, "pg.fast.late")
+
+    async with db.fast_tx() as tx:
+        await tx.raw.execute("SELECT 1")
+        conns.append(tx.raw)  # goes back to the pool, idle
+    t = asyncio.create_task(holder())
+    await asyncio.wait_for(held.wait(), 10)
+    assert conns[0] is conns[1]  # the idle one was reused
+    async with db.fast_tx() as tx:  # a second connection while the first is held
+        await tx.raw.execute("SELECT 1")
+        conns.append(tx.raw)
+    await asyncio.wait_for(db.dispose(grace=0), 10)  # gives up waiting for the holder at once
+    assert conns[2].closed  # idle: closed by dispose
+    assert not conns[1].closed  # still in its transaction
+    release.set()
+    await asyncio.wait_for(t, 10)  # commits, then its connection is closed, not pooled
+    assert conns[1].closed
+    with _admin(db_url) as admin:
+        seen = admin.execute("SELECT count(*) FROM audit_log WHERE action = 'pg.fast.late'").fetchone()
+        assert seen == (1,)
