@@ -1,10 +1,17 @@
 """Shared live feeds: one reader per followed task, however many followers it has.
 
 Without this, every SSE follower of a task re-reads the event log on every wake-up, so an
-event seen by 1,000 followers costs 1,000 queries and 1,000 serialisations. A `Feed` reads
+event seen by 1,000 followers costs 1,000 queries and 1,000 serialisations. A `Feed` takes
 each new batch once, keeps the encoded frames of a recent window, and its followers copy
 frames from there. A follower that starts (or falls) behind the window reads its gap
 straight from the database, so resuming with Last-Event-ID stays exact.
+
+How a feed learns of new events: a batch committed by this process comes with its rows
+(store.hub.Batch), and when it continues the feed (first seq = the feed's last + 1) it is
+framed as it is, without reading it back. Anything else reads the log after the feed's last
+seq, as the single source of truth: a gap (a batch published out of order, or lost to a full
+mailbox), another replica's events (their NOTIFY carries only the last seq), a status event
+(the task may have ended), or the periodic re-check.
 """
 
 from __future__ import annotations
@@ -17,18 +24,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic_core import to_json
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from board_api import wire
 from kernel.statuses import TERMINAL
-from sdk.schemas import EventOut
 from store import tasks
 from store.db import Database
 from store.events import rows_after
+from store.hub import Batch, Subscription
 from store.models import Task
 
 PAGE = 500
 WINDOW = 2000  # frames kept per feed; older ones are re-read from the database
+# Events handed to a feed and not yet framed: past this its mailbox is dropped and the feed
+# reads the log instead, so a feed that falls behind costs the database, not memory.
+INBOX = 2000
 RECHECK_SECONDS = 5.0  # a lost cross-replica notification costs at most this much delay
 log = logging.getLogger(__name__)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -45,10 +56,28 @@ def sse(data: str, event: str | None = None, id: str | None = None) -> bytes:
 
 
 def event_frame(row: dict[str, Any]) -> bytes:
-    """An event row (store.events.rows_after) as its SSE frame. The row comes from the
-    database, already typed: `model_construct` skips validating it again."""
-    body = EventOut.model_construct(**row).model_dump_json()
-    return sse(body, row["kind"], str(row["seq"]))
+    """An event row (store.events.rows_after) as its SSE frame."""
+    return _frame(row["task_id"], row["seq"], row["kind"], row["data"], row["attempt"], row["created_at"])
+
+
+def _frame(task_id: str, seq: int, kind: str, data: Any, attempt: int, created_at: Any) -> bytes:
+    """The frame of sdk.schemas.EventOut, byte for byte (tests/board_api/test_streams.py):
+    pydantic's own encoder on a dict of its fields in order, a third of the cost of building
+    the model to dump it, with the model's NaN and infinity as null (JSON has neither). The
+    values are typed already (the database's, or those just written)."""
+    body = to_json(
+        {
+            "task_id": task_id,
+            "seq": seq,
+            "kind": kind,
+            "data": data,
+            "attempt": attempt,
+            "created_at": created_at,
+        },
+        inf_nan_mode="null",
+    )
+    head = b"id: %d\nevent: %s\n" % (seq, kind.encode()) if kind else b"id: %d\n" % seq
+    return head + b"data: " + body + b"\n\n"
 
 
 _TASKS = Task.__table__
@@ -76,6 +105,7 @@ class Feed:
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     followers: int = 0
     pump: asyncio.Task[None] | None = None
+    inbox: Subscription | None = None  # the batches handed to the pump, not yet framed
     closed: bool = False
 
     @property
@@ -84,12 +114,18 @@ class Feed:
 
 
 class Feeds:
-    def __init__(self, db: Database, max_gap_reads: int = 8) -> None:
+    def __init__(
+        self, db: Database, max_gap_reads: int = 8, *, window: int = WINDOW, inbox: int = INBOX
+    ) -> None:
         self.db = db
+        self.window, self.inbox = window, inbox
         self.feeds: dict[str, Feed] = {}
         # Followers that start behind the window read their gap from the database; bound how
         # many do so at once, so a crowd arriving together cannot drain the connection pool.
         self.gap_reads = asyncio.Semaphore(max_gap_reads)
+        # Events the pumps framed as handed to them, and as read back from the log.
+        self.handed = 0
+        self.read_back = 0
 
     @contextlib.asynccontextmanager
     async def follow(self, task_id: str) -> AsyncGenerator[Feed]:
@@ -112,30 +148,67 @@ class Feeds:
                 self.db.hub.publish(f"task:{task_id}")
 
     async def _pump(self, feed: Feed) -> None:
-        hub, topic = self.db.hub, f"task:{feed.task_id}"
-        while feed.end is None and not feed.closed:
-            version = hub.version(topic)
-            try:
-                async with self.db.read() as s:  # one session for both reads
-                    events = await rows_after(s, feed.task_id, feed.last, PAGE)
-                    last = events[-1]["seq"] if events else feed.last
-                    task = await _ended(s, feed.task_id, last) if len(events) < PAGE else None
-                if events:
-                    feed.frames.extend((e["seq"], event_frame(e)) for e in events)
-                    feed.last = last
-                    del feed.frames[:-WINDOW]
-            except Exception:  # the database is away: followers keep their place; try again
-                log.warning("feed of task %s: read failed; retrying", feed.task_id, exc_info=True)
-                await hub.wait(topic, version, 1.0)
-                continue
-            if task is not None:
-                feed.end = sse(wire.task_out(task).model_dump_json(), "end")
-            if events or feed.end is not None:
-                async with feed.changed:
-                    feed.changed.notify_all()
-            if len(events) == PAGE or feed.end is not None:
-                continue
-            await hub.wait(topic, version, RECHECK_SECONDS)
+        # Subscribed before the first read: a batch committed meanwhile is in that read or in
+        # the mailbox (or both; what the feed has already is skipped).
+        with self.db.hub.subscribe(f"task:{feed.task_id}", maxsize=self.inbox) as inbox:
+            feed.inbox = inbox
+            stale = True  # the log may hold events the feed has not: read it
+            while feed.end is None and not feed.closed:
+                if stale:
+                    try:
+                        stale = await self._read_back(feed)  # still stale after a full page
+                    except Exception:  # the database is away: followers keep their place
+                        log.warning("feed of task %s: read failed; retrying", feed.task_id, exc_info=True)
+                        await inbox.get(1.0)
+                        continue
+                    if stale or feed.end is not None:
+                        continue
+                payloads = await inbox.get(RECHECK_SECONDS)
+                before = feed.last
+                # None: the mailbox overflowed (or the hub lost NOTIFYs); []: the re-check.
+                stale = not payloads or self._take(feed, payloads)
+                if feed.last > before:
+                    async with feed.changed:
+                        feed.changed.notify_all()
+
+    def _take(self, feed: Feed, payloads: list[str]) -> bool:
+        """Frame the handed batches that continue the feed; True when the log must be read
+        (a gap, a status event, news from elsewhere)."""
+        for p in payloads:
+            if isinstance(p, Batch):
+                if p.first > feed.last + 1:
+                    return True  # a gap: the read gets this batch too
+                rows = p.rows[max(0, feed.last + 1 - p.first) :]  # without what the feed has
+                if rows:
+                    self._add(feed, [(r[1], _frame(*r)) for r in rows])
+                    self.handed += len(rows)
+                if any(r[2] == "status" for r in rows):
+                    return True  # the task may have ended: the read checks (see _ended)
+            elif not (p.isdigit() and int(p) <= feed.last):
+                return True  # another replica's events, or an unknown wake-up
+        return False
+
+    def _add(self, feed: Feed, frames: list[tuple[int, bytes]]) -> None:
+        feed.frames.extend(frames)
+        feed.last = frames[-1][0]
+        del feed.frames[: -self.window]
+
+    async def _read_back(self, feed: Feed) -> bool:
+        """Read the log after the feed's last seq into it, and its end once all is read;
+        True when a whole page came back (there may be more)."""
+        async with self.db.read() as s:  # one session for both reads
+            events = await rows_after(s, feed.task_id, feed.last, PAGE)
+            last = events[-1]["seq"] if events else feed.last
+            task = await _ended(s, feed.task_id, last) if len(events) < PAGE else None
+        if events:
+            self._add(feed, [(e["seq"], event_frame(e)) for e in events])
+            self.read_back += len(events)
+        if task is not None:
+            feed.end = sse(wire.task_out(task).model_dump_json(), "end")
+        if events or feed.end is not None:
+            async with feed.changed:
+                feed.changed.notify_all()
+        return len(events) == PAGE
 
     def close(self) -> None:
         """Stop every pump (server shutdown): each ends at its next wake-up, now."""
@@ -158,18 +231,16 @@ class Feeds:
                     events = await asyncio.shield(
                         self._read(feed.task_id, seen, min(PAGE, feed.first - 1 - seen))
                     )
-                for e in events:
-                    seen = e["seq"]
-                    yield event_frame(e)
                 # The log has no gaps, so an empty read means the window starts right after.
-                seen = max(seen, feed.first - 1) if not events else seen
+                seen = events[-1]["seq"] if events else max(seen, feed.first - 1)
+                if events:  # one write for the lot: each chunk costs a trip through the ASGI stack
+                    yield b"".join(event_frame(e) for e in events)
                 continue
             if feed.last > seen:
                 # The window is contiguous (seq = first + index), so the tail is a slice.
                 fresh = feed.frames[seen + 1 - feed.first :]
                 seen = feed.last
-                for _, frame in fresh:
-                    yield frame
+                yield b"".join(frame for _, frame in fresh)
                 continue
             if feed.end is not None:
                 yield feed.end

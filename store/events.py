@@ -19,6 +19,7 @@ from kernel import errors
 from kernel.redact import redact_data
 from store import fastpath
 from store.db import Tx
+from store.hub import Batch
 from store.leases import Lease, refusal
 from store.models import Task, TaskEvent, TaskStatus, utcnow
 
@@ -94,19 +95,17 @@ async def insert_rows(
     events: Sequence[tuple[str, dict[str, Any]]],
 ) -> None:
     """Insert `events` as seqs `last - len + 1 .. last` (the caller has already bumped
-    `tasks.last_seq` to `last` in this transaction) and wake the task's followers.
+    `tasks.last_seq` to `last` in this transaction) and wake the task's followers, handing
+    this process's the rows as written (a `Batch`: they need not read them back).
 
     Secrets are masked here, at ingest (kernel.redact): what a model, a tool or a
     command printed is then masked in the log, every stream and every page of it alike."""
     first = last - len(events) + 1
-    await fastpath.insert_events(
-        tx,
-        [
-            (task_id, first + i, kind, redact_data(data), attempt, now)
-            for i, (kind, data) in enumerate(events)
-        ],
-    )
-    tx.notify(f"task:{task_id}", str(last))
+    rows = [
+        (task_id, first + i, kind, redact_data(data), attempt, now) for i, (kind, data) in enumerate(events)
+    ]
+    await fastpath.insert_events(tx, rows)
+    tx.notify(f"task:{task_id}", Batch(rows))
 
 
 async def rows_after(

@@ -2,9 +2,13 @@
 
 A notification says only "topic X changed" (with a small payload); followers re-read the
 durable state (the event log, the task row) to learn what changed. So a lost or duplicated
-wake-up is harmless, and the database stays the single source of truth.
+wake-up is harmless, and the database stays the single source of truth. One shortcut: a
+`Batch` payload also carries the committed events themselves to this process's followers,
+which may use them instead of reading them back (board_api/feeds.py), and read back anyway
+whenever anything is missing.
 
-Topics: `task:<id>` (new events), `queue:<name>` (a task became claimable), `board` (a task
+Topics: `task:<id>` (new events; payload = the task's new last seq: a feed that has it
+already skips the wake-up), `queue:<name>` (a task became claimable), `board` (a task
 changed status; payload = task id), `tasks` (any task changed; used by list followers).
 """
 
@@ -14,39 +18,75 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
+from datetime import datetime
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "meta_agent"
 
+# An event as store.fastpath.insert_events writes it: (task_id, seq, kind, data, attempt,
+# created_at).
+EventRow = tuple[str, int, str, Any, int, datetime]
+
+
+class Batch(str):
+    """The payload of a `task:<id>` note for events just appended: the task's new last seq,
+    as text, which is all a NOTIFY carries to other replicas; and, within this process, the
+    rows themselves, so that the task's feed frames them without reading them back.
+
+    A str, so it travels like any payload: queued on the Tx, encoded into the NOTIFY, and
+    published only once the transaction has committed (a rolled-back batch is never seen)."""
+
+    rows: Sequence[EventRow]  # consecutive seqs, ascending
+
+    def __new__(cls, rows: Sequence[EventRow]) -> Batch:
+        self = super().__new__(cls, str(rows[-1][1]))
+        self.rows = rows
+        return self
+
+    @property
+    def first(self) -> int:
+        return self.rows[0][1]
+
+
+def weight(payload: str) -> int:
+    """What a payload costs a mailbox: a batch its events, anything else 1."""
+    return len(payload.rows) if isinstance(payload, Batch) else 1
+
 
 class Subscription:
-    """A bounded mailbox of payloads for one follower (board stream).
+    """A bounded mailbox of payloads for one follower (board stream, task feed).
 
     When the follower falls too far behind, the mailbox is cleared and `overflowed` is set,
     so the follower resynchronises from the database instead of the hub buffering forever.
+    `maxsize` bounds the sum of the payloads' `weight`s: a batch of 100 events counts 100.
     """
 
     def __init__(self, hub: Hub, topic: str, maxsize: int) -> None:
         self.hub, self.topic, self.maxsize = hub, topic, maxsize
         self.items: list[str] = []
+        self.size = 0  # the items' weight
         self.overflowed = False
         self._event = asyncio.Event()
 
     def push(self, payload: str) -> None:
         """Queue `payload` (the hub calls this); a full mailbox turns into a resync."""
-        if len(self.items) >= self.maxsize:
+        w = weight(payload)
+        if self.size + w > self.maxsize:
             self.items.clear()
+            self.size = 0
             self.overflowed = True
         else:
             self.items.append(payload)
+            self.size += w
         self._event.set()
 
     def resync(self) -> None:
         """Drop what is queued and make the follower resynchronise from the database."""
         self.items.clear()
+        self.size = 0
         self.overflowed = True
         self._event.set()
 
@@ -60,8 +100,9 @@ class Subscription:
         if self.overflowed:
             self.overflowed = False
             self.items.clear()
+            self.size = 0
             return None
-        items, self.items = self.items, []
+        items, self.items, self.size = self.items, [], 0
         return items
 
 

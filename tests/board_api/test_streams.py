@@ -175,7 +175,7 @@ def test_a_frame_built_from_a_row_is_the_frame_of_the_model() -> None:
         "task_id": "t1",
         "seq": 7,
         "kind": "message_delta",
-        "data": {"text": 'é\n"x"'},
+        "data": {"text": 'é\n"x"', "nan": float("nan"), "inf": [float("-inf")], "t": 1 / 3, "big": 2**70},
         "attempt": 2,
         "created_at": at,
     }

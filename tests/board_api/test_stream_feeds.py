@@ -1,0 +1,242 @@
+"""Live feeds (board_api/feeds.py) fed with the batches this process commits: every follower
+gets every event exactly once and in order whether a batch is handed over, missed (a gap,
+read back), another replica's (NOTIFY, read back) or resumed from with Last-Event-ID; and a
+feed or a follower that falls behind holds a bounded amount in memory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncGenerator, Callable
+
+import pytest
+
+from board_api.feeds import Feed, Feeds, event_frame
+from store import tasks
+from store.catalog import create_agent, create_queue
+from store.db import Database, libpq_dsn
+from store.events import rows_after
+from store.hub import Batch, Hub, listen_postgres
+from store.leases import Lease
+from store.models import Agent, WorkerQueue
+
+
+async def running_task(db: Database) -> tuple[str, Lease]:
+    """A task claimed by a worker: seq 1 `pending`, seq 2 `running`."""
+    async with db.tx() as tx:
+        await create_queue(tx, WorkerQueue(name="q1"))
+        await create_agent(tx, Agent(name="echo", runtime="noop", default_queue="q1"))
+    async with db.tx() as tx:
+        tid = (await tasks.create_task(tx, tasks.NewTask(prompt="stream", agent="echo"))).id
+    async with db.tx() as tx:
+        (claimed,) = await tasks.claim_tasks(tx, "q1", "w1", 1, 60)
+    return tid, Lease(claimed.token)
+
+
+async def post(db: Database, tid: str, lease: Lease, start: int, n: int) -> int:
+    """`n` deltas through the events route's own unit of work; the new last seq."""
+    events = [("message_delta", {"text": f"δ {i}", "n": i, "t": i / 3}) for i in range(start, start + n)]
+    last, _ = await db.fast_or_full(lambda tx: tasks.worker_events(tx, tid, lease, events))
+    return last
+
+
+async def complete(db: Database, tid: str, lease: Lease) -> int:
+    async with db.tx() as tx:
+        return (await tasks.complete(tx, tid, lease, result="ok")).last_seq
+
+
+def parse(chunk: bytes) -> list[tuple[str, bytes]]:
+    """(id or 'end', the frame's bytes) per frame of a chunk; pings left out."""
+    out: list[tuple[str, bytes]] = []
+    for frame in chunk.split(b"\n\n"):
+        if not frame or frame.startswith(b":"):
+            continue
+        fields = dict(line.split(b": ", 1) for line in frame.split(b"\n"))
+        ident = "end" if fields.get(b"event") == b"end" else fields[b"id"].decode()
+        out.append((ident, frame + b"\n\n"))
+    return out
+
+
+class Follower:
+    """One SSE follower of a feed, as the stream route runs it, recording what it gets."""
+
+    def __init__(self, feeds: Feeds, tid: str, after: int = 0) -> None:
+        self.feeds, self.tid, self.after = feeds, tid, after
+        self.got: list[tuple[str, bytes]] = []
+        self.feed: Feed | None = None
+        self.changed = asyncio.Condition()
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        async with self.feeds.follow(self.tid) as feed:
+            self.feed = feed
+            async for chunk in self.feeds.frames_after(feed, self.after, 30):
+                async with self.changed:
+                    self.got.extend(parse(chunk))
+                    self.changed.notify_all()
+
+    async def until(self, done: Callable[[], bool], timeout: float = 15) -> None:
+        async with asyncio.timeout(timeout), self.changed:
+            await self.changed.wait_for(done)
+
+    async def has(self, seq: int) -> None:
+        await self.until(lambda: any(i != "end" and int(i) >= seq for i, _ in self.got))
+
+    async def ended(self) -> list[int]:
+        """The seqs received, once the `end` frame has come (and after it nothing)."""
+        await asyncio.wait_for(self.task, 15)
+        assert self.got[-1][0] == "end"
+        return [int(i) for i, _ in self.got[:-1]]
+
+    def stop(self) -> None:
+        self.task.cancel()
+
+
+async def test_handed_batches_reach_the_follower_once_in_order_without_reading_back(db: Database) -> None:
+    tid, lease = await running_task(db)
+    feeds = Feeds(db)
+    f = Follower(feeds, tid)
+    await f.has(2)  # the first read is done: what follows is handed over
+    for k in range(10):
+        await post(db, tid, lease, 5 * k, 5)
+    last = await complete(db, tid, lease)
+    assert await f.ended() == list(range(1, last + 1))
+    # Read: the first two events; the completion's status event makes the feed look for the
+    # end, which reads the (empty) rest of the log.
+    assert (feeds.read_back, feeds.handed) == (2, last - 2)
+    # A handed frame is the very frame the log gives for that event.
+    async with db.read() as s:
+        stored = [event_frame(r) for r in await rows_after(s, tid)]
+    assert [frame for _, frame in f.got[:-1]] == stored
+
+
+async def test_a_batch_published_twice_is_framed_once(db: Database) -> None:
+    tid, lease = await running_task(db)
+    feeds = Feeds(db)
+    f = Follower(feeds, tid)
+    await f.has(2)
+    captured: list[Batch] = []
+    with db.hub.subscribe(f"task:{tid}") as sub:
+        await post(db, tid, lease, 0, 3)
+        captured.extend(p for p in await sub.get(5) or [] if isinstance(p, Batch))
+    db.hub.publish(f"task:{tid}", captured[0])  # a duplicate delivery
+    last = await post(db, tid, lease, 3, 2)
+    await f.has(last)
+    last = await complete(db, tid, lease)
+    assert await f.ended() == list(range(1, last + 1))
+
+
+async def test_a_missed_batch_is_read_back(db_url: str, db: Database) -> None:
+    """Events committed by another process (here another Database: no notification reaches
+    this one) leave a gap before the next handed batch; the feed reads it from the log."""
+    tid, lease = await running_task(db)
+    feeds = Feeds(db)
+    f = Follower(feeds, tid)
+    await f.has(2)
+    other = Database(db_url)
+    try:
+        missed = await post(other, tid, lease, 0, 4)  # seqs 3..6, unannounced here
+    finally:
+        await other.dispose()
+    await post(db, tid, lease, 4, 3)  # 7..9: starts past the feed's last
+    last = await complete(db, tid, lease)
+    assert await f.ended() == list(range(1, last + 1))
+    assert feeds.read_back >= missed  # the gap and the batch after it came from the log
+
+
+async def test_a_follower_resuming_with_last_event_id_gets_the_rest_once(db: Database) -> None:
+    tid, lease = await running_task(db)
+    feeds = Feeds(db, window=5)  # the resume point falls behind the window: a gap read
+    live = Follower(feeds, tid)
+    first = Follower(feeds, tid)
+    await post(db, tid, lease, 0, 4)  # 3..6
+    await first.has(6)
+    first.stop()
+    for k in range(6):
+        await post(db, tid, lease, 4 + 3 * k, 3)
+    resumed = Follower(feeds, tid, after=4)  # Last-Event-ID: 4
+    last = await complete(db, tid, lease)
+    assert await resumed.ended() == list(range(5, last + 1))
+    assert await live.ended() == list(range(1, last + 1))
+    assert feeds.handed > 0
+
+
+async def test_a_slow_feed_drops_its_mailbox_and_reads_back(db: Database) -> None:
+    """The pump cannot take batches (a follower holds the feed's lock: a stalled loop alike):
+    the batches handed meanwhile stay under the mailbox's bound, the overflow is dropped,
+    and the follower still gets every event once, in order, from the log."""
+    tid, lease = await running_task(db)
+    feeds = Feeds(db, inbox=30)
+    f = Follower(feeds, tid)
+    await f.has(2)
+    feed = f.feed
+    assert feed is not None and feed.inbox is not None
+    sizes: list[int] = []
+    async with feed.changed:
+        for k in range(20):
+            await post(db, tid, lease, 10 * k, 10)
+            sizes.append(feed.inbox.size)
+    assert max(sizes) <= 30 and len(feed.inbox.items) <= 3
+    last = await complete(db, tid, lease)
+    assert await f.ended() == list(range(1, last + 1))
+    assert feeds.read_back > 2  # the overflow was read from the log
+
+
+async def test_a_slow_follower_holds_at_most_the_window(db: Database) -> None:
+    """A follower that stops reading (a slow client) pins nothing: the feed keeps `window`
+    frames, and the follower reads what it missed from the log when it carries on."""
+    tid, lease = await running_task(db)
+    feeds = Feeds(db, window=10)
+    fast = Follower(feeds, tid)
+    async with feeds.follow(tid) as feed:
+        slow = feeds.frames_after(feed, 0, 30)
+        got = parse(await anext(slow))
+        for k in range(10):
+            last = await post(db, tid, lease, 10 * k, 10)
+            await fast.has(last)
+            assert len(feed.frames) <= 10
+        last = await complete(db, tid, lease)
+        async for chunk in slow:
+            got.extend(parse(chunk))
+    assert [i for i, _ in got] == [*map(str, range(1, last + 1)), "end"]
+    assert await fast.ended() == list(range(1, last + 1))
+
+
+@contextlib.asynccontextmanager
+async def replica(url: str) -> AsyncGenerator[Database]:
+    """Another control plane on the same PostgreSQL: its own hub, fed by LISTEN."""
+    db = Database(url, hub=Hub())
+    ready = asyncio.Event()
+    listener = asyncio.create_task(listen_postgres(db.hub, libpq_dsn(url), ready))
+    try:
+        async with asyncio.timeout(10):
+            await ready.wait()
+        yield db
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+        await db.dispose()
+
+
+async def test_two_replicas_each_follower_gets_every_event_once(db_url: str, db: Database) -> None:
+    """Events written on replica A: A's follower is handed them, B's reads them when A's
+    NOTIFY arrives (it carries only the last seq)."""
+    if db.is_sqlite:
+        pytest.skip("replicas share PostgreSQL")
+    tid, lease = await running_task(db)
+    async with replica(db_url) as b:
+        here, there = Feeds(db), Feeds(b)
+        fa, fb = Follower(here, tid), Follower(there, tid)
+        await fa.has(2)
+        await fb.has(2)
+        for k in range(8):
+            await post(db, tid, lease, 4 * k, 4)
+        last = await complete(db, tid, lease)
+        assert await fa.ended() == list(range(1, last + 1))
+        assert await fb.ended() == list(range(1, last + 1))
+    assert here.handed > 0
+    assert there.handed == 0 and there.read_back == last
+    frames = {json.loads(frame.split(b"data: ", 1)[1])["seq"] for _, frame in fb.got[:-1]}
+    assert frames == set(range(1, last + 1))
