@@ -71,6 +71,11 @@ async def running_worker(url: str, workspace: Path) -> AsyncIterator[Worker]:
         stop = asyncio.Event()
         run = asyncio.create_task(worker.run(stop))
         try:
+            # Live once its first claim has registered it: the meta agent's list_queues must
+            # see it (before, a fast chat could ask first and find no worker: a flaky test).
+            async with asyncio.timeout(10):
+                while (await client.queues.get("q1")).active_workers < 1:
+                    await asyncio.sleep(0.02)
             yield worker
         finally:
             stop.set()
