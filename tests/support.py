@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -188,3 +189,23 @@ def _user_exists(name: str) -> bool:
     except KeyError:
         return False
     return True
+
+
+@contextlib.asynccontextmanager
+async def pg_replica(url: str) -> AsyncGenerator[Any]:
+    """Another control plane's `Database` on the same PostgreSQL: its own hub, fed by LISTEN."""
+    from store.db import Database, libpq_dsn
+    from store.hub import listen_postgres
+
+    db = Database(url)
+    ready = asyncio.Event()
+    listener = asyncio.create_task(listen_postgres(db.hub, libpq_dsn(url), ready))
+    try:
+        async with asyncio.timeout(10):
+            await ready.wait()
+        yield db
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+        await db.dispose()

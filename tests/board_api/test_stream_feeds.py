@@ -6,20 +6,20 @@ feed or a follower that falls behind holds a bounded amount in memory."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 
 import pytest
 
 from board_api.feeds import Feed, Feeds, event_frame
 from store import tasks
 from store.catalog import create_agent, create_queue
-from store.db import Database, libpq_dsn
+from store.db import Database
 from store.events import rows_after
-from store.hub import Batch, Hub, listen_postgres
+from store.hub import Batch
 from store.leases import Lease
 from store.models import Agent, WorkerQueue
+from tests.support import pg_replica
 
 
 async def running_task(db: Database) -> tuple[str, Lease]:
@@ -203,30 +203,13 @@ async def test_a_slow_follower_holds_at_most_the_window(db: Database) -> None:
     assert await fast.ended() == list(range(1, last + 1))
 
 
-@contextlib.asynccontextmanager
-async def replica(url: str) -> AsyncGenerator[Database]:
-    """Another control plane on the same PostgreSQL: its own hub, fed by LISTEN."""
-    db = Database(url, hub=Hub())
-    ready = asyncio.Event()
-    listener = asyncio.create_task(listen_postgres(db.hub, libpq_dsn(url), ready))
-    try:
-        async with asyncio.timeout(10):
-            await ready.wait()
-        yield db
-    finally:
-        listener.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await listener
-        await db.dispose()
-
-
 async def test_two_replicas_each_follower_gets_every_event_once(db_url: str, db: Database) -> None:
     """Events written on replica A: A's follower is handed them, B's reads them when A's
     NOTIFY arrives (it carries only the last seq)."""
     if db.is_sqlite:
         pytest.skip("replicas share PostgreSQL")
     tid, lease = await running_task(db)
-    async with replica(db_url) as b:
+    async with pg_replica(db_url) as b:
         here, there = Feeds(db), Feeds(b)
         fa, fb = Follower(here, tid), Follower(there, tid)
         await fa.has(2)

@@ -9,8 +9,6 @@ and dispose closes every connection.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncGenerator
 from typing import Any
 
 import psycopg
@@ -21,8 +19,7 @@ from kernel import errors
 from store import audit
 from store.audit_models import AuditEntry
 from store.db import Database, SessionNeeded, Tx, libpq_dsn
-from store.hub import listen_postgres
-from tests.support import free_port
+from tests.support import free_port, pg_replica
 
 pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 
@@ -37,22 +34,6 @@ async def _count(db: Database, action: str) -> int:
 
 def _admin(db_url: str) -> psycopg.Connection[Any]:
     return psycopg.connect(libpq_dsn(db_url), autocommit=True)
-
-
-@contextlib.asynccontextmanager
-async def _replica(db_url: str) -> AsyncGenerator[Database]:
-    """Another control plane on the same database, relaying NOTIFYs into its hub."""
-    other = Database(db_url)
-    ready = asyncio.Event()
-    relay = asyncio.create_task(listen_postgres(other.hub, libpq_dsn(db_url), ready))
-    try:
-        await asyncio.wait_for(ready.wait(), 10)
-        yield other
-    finally:
-        relay.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await relay
-        await other.dispose()
 
 
 async def test_a_fast_tx_runs_on_its_own_connection_and_commits_before_returning(db_url: str) -> None:
@@ -119,7 +100,7 @@ async def test_session_needed_rolls_back_the_fast_pass_and_redoes_it_in_full(db:
 async def test_notes_reach_another_replica_with_the_commit_only(db_url: str) -> None:
     db = Database(db_url)
     try:
-        async with _replica(db_url) as other:
+        async with pg_replica(db_url) as other:
             with other.hub.subscribe("test:replica") as sub:
                 with pytest.raises(ValueError, match="boom"):
                     async with db.fast_tx() as tx:
