@@ -221,12 +221,6 @@ class _Base:
             target, call.method, call.path, headers, params=params, json_body=call.json, content=call.content
         )
 
-    def _failed(self, exc: Exception) -> ApiError:
-        """sdk.wire's errors as the httpx path reports them."""
-        if isinstance(exc, wire.ReadTimeout):
-            return ApiError(0, "timeout", f"the control plane at {self.url} did not answer in time ({exc})")
-        return ApiError(0, "unreachable", f"cannot reach the control plane at {self.url}: {exc}")
-
     def _http_options(self) -> dict[str, Any]:
         return {
             "base_url": self.url,
@@ -281,7 +275,7 @@ class ControlPlaneClient(_Base):
             try:
                 answer = pool.request(call.method, raw, call.timeout or self.timeout)
             except (OSError, TimeoutError) as exc:
-                raise self._failed(exc) from exc
+                raise transport_error(self.url, exc) from exc
             return _parse(call, answer)
         try:
             resp = self._http.request(call.method, call.path, **self._args(call))
@@ -377,7 +371,7 @@ class AsyncControlPlaneClient(_Base):
             try:
                 answer = await pool.request(call.method, raw, call.timeout or self.timeout)
             except (OSError, TimeoutError) as exc:
-                raise self._failed(exc) from exc
+                raise transport_error(self.url, exc) from exc
             return _parse(call, answer)
         try:
             resp = await self._http.request(call.method, call.path, **self._args(call))

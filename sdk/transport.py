@@ -14,6 +14,8 @@ from urllib.parse import quote
 
 import httpx
 
+from sdk import wire
+
 API = "/api/v1"
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -94,9 +96,11 @@ def decode(resp: Answer, raw: bool) -> object:
         raise ApiError(resp.status_code, "invalid_response", f"not JSON: {resp.text[:200]!r}") from exc
 
 
-def transport_error(url: str, exc: httpx.TransportError) -> ApiError:
+def transport_error(url: str, exc: Exception) -> ApiError:
+    """No answer, from httpx or sdk.wire: `timeout` once connected, else `unreachable`."""
     reason = str(exc) or type(exc).__name__
-    if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+    read_timeout = isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout)
+    if read_timeout or isinstance(exc, wire.ReadTimeout):
         return ApiError(0, "timeout", f"the control plane at {url} did not answer in time ({reason})")
     return ApiError(0, "unreachable", f"cannot reach the control plane at {url}: {reason}")
 

@@ -21,6 +21,7 @@ keep-alive timeout (uvicorn's default: 5 s) closes them under us.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import select
@@ -76,11 +77,17 @@ class Target:
     prefix: str = ""  # a base URL's path ("http://proxy/meta"): requests go below it
 
     def ssl_context(self) -> ssl.SSLContext | None:
+        """For https, made on the first connection (loading the CA bundle costs ~17 ms)."""
         if not self.tls:
             return None
-        import httpx  # the same trust store and settings as the httpx path
+        return _ssl_context()
 
-        return httpx.create_ssl_context()
+
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    import httpx  # the same trust store and settings as the httpx path
+
+    return httpx.create_ssl_context()
 
 
 def for_url(url: str) -> Target | None:
@@ -335,7 +342,6 @@ class AsyncPool:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots: asyncio.Semaphore | None = None
         self._max = max_connections
-        self._ssl = target.ssl_context()
 
     async def request(self, method: str, raw: bytes, timeout: float) -> Answer:
         loop = asyncio.get_running_loop()
@@ -371,7 +377,11 @@ class AsyncPool:
         try:
             transport, conn = await asyncio.wait_for(
                 loop.create_connection(
-                    _AsyncConn, t.host, t.port, ssl=self._ssl, server_hostname=t.host if self._ssl else None
+                    _AsyncConn,
+                    t.host,
+                    t.port,
+                    ssl=(tls := t.ssl_context()),
+                    server_hostname=t.host if tls else None,
                 ),
                 timeout,
             )
@@ -452,7 +462,6 @@ class SyncPool:
         self.target = target
         self._idle: list[_SyncConn] = []
         self._lock = threading.Lock()
-        self._ssl = target.ssl_context()
 
     def request(self, method: str, raw: bytes, timeout: float) -> Answer:
         while True:
@@ -496,9 +505,10 @@ class SyncPool:
         except OSError as exc:
             raise ConnectFailed(str(exc) or type(exc).__name__) from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self._ssl is not None:
+        tls = t.ssl_context()
+        if tls is not None:
             try:
-                sock = self._ssl.wrap_socket(sock, server_hostname=t.host)
+                sock = tls.wrap_socket(sock, server_hostname=t.host)
             except (OSError, ssl.SSLError) as exc:
                 sock.close()
                 raise ConnectFailed(str(exc) or type(exc).__name__) from exc

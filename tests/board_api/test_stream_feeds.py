@@ -203,11 +203,10 @@ async def test_a_slow_follower_holds_at_most_the_window(db: Database) -> None:
     assert await fast.ended() == list(range(1, last + 1))
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # replicas share PostgreSQL
 async def test_two_replicas_each_follower_gets_every_event_once(db_url: str, db: Database) -> None:
     """Events written on replica A: A's follower is handed them, B's reads them when A's
     NOTIFY arrives (it carries only the last seq)."""
-    if db.is_sqlite:
-        pytest.skip("replicas share PostgreSQL")
     tid, lease = await running_task(db)
     async with pg_replica(db_url) as b:
         here, there = Feeds(db), Feeds(b)
