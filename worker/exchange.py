@@ -6,7 +6,7 @@ call are in flight at most:
 
     poll   no reports; long-polls for up to the free slots (as `claim` did)
     push   the reports queued since the last push, plus a claim for the slots the poll
-           does not already ask for; answered at once
+           does not already ask for, the reported tasks' own included; answered at once
 
 Reports that finish while a push is in flight wait for it and leave together in the next
 one: batches grow with the load and cost nothing when idle (one report, one call). A push
@@ -176,7 +176,11 @@ class Exchanger:
     async def _push(self) -> bool:
         """Send the queued reports (and claim for free slots the poll does not cover)."""
         batch, self._pending = self._pending[:MAX_REPORTS], self._pending[MAX_REPORTS:]
-        ask = max(0, self._room() - self._poll_ask) if self._claiming else 0
+        # A reported task's slot frees when its report is answered, so the same call claims
+        # its replacement: under load, one round trip per batch instead of a push then a
+        # poll with the worker idle in between. (A task whose report is refused, not as
+        # stale, sends a `fail` next and holds its slot a moment longer: one over, briefly.)
+        ask = max(0, self._room() + len(batch) - self._poll_ask) if self._claiming else 0
         try:
             answer = await self._call([b for b, _ in batch], ask, 0)
         except ApiError as exc:

@@ -465,6 +465,20 @@ async def test_reports_finishing_together_share_a_call_with_the_next_claim(tmp_p
     assert not any(p.endswith(("/complete", "/claim")) for _, p, _ in plane.calls if p.startswith("/worker"))
 
 
+async def test_a_full_workers_report_claims_the_slot_it_frees(tmp_path, probe):
+    """One call per finished task under load: the exchange that reports a task also claims
+    its replacement (its slot frees when the report is answered), not a report and then a
+    poll: two round trips, the worker idle in between."""
+    plane = FakePlane()
+    plane.add("t0", "noop")
+    plane.add("t1", "noop")
+    async with worker_for(plane, tmp_path, concurrency=1):
+        assert (await plane.report("t1"))[0] == "complete"
+        exchanges = [b for _, p, b in plane.calls if p.endswith("/exchange")]
+    assert [(len(b["reports"]), b["max_tasks"]) for b in exchanges[:2]] == [(0, 1), (1, 1)]
+    assert exchanges[2]["reports"][0]["id"] == "t1"  # t1 came with t0's report: no poll between
+
+
 async def test_a_refused_report_drops_a_stale_task_and_fails_a_refused_one(tmp_path, probe):
     plane = FakePlane()
     plane.faults["complete"] = [problem(409, "stale_lease"), problem(422, "payload_invalid")]
