@@ -18,7 +18,7 @@ from fastapi import Depends, Request
 from board_api.deps import principal
 from store.audit import Actor, actor_of
 from store.auth import Principal
-from store.models import Task
+from store.models import Task, values_of
 
 __all__ = ["SOURCE_HEADER", "Who", "actor_of", "change", "task_details", "who"]
 
@@ -49,4 +49,4 @@ def task_details(task: Task) -> dict[str, Any]:
     """What the audit log keeps of a new task: where it goes and for whom (not its prompt,
     which is the task's own record and may be long)."""
     fields = ("agent", "team", "queue", "source", "requested_by", "parent_id", "retry_of")
-    return {k: v for k in fields if (v := getattr(task, k)) is not None}
+    return {k: v for k, v in values_of(task, fields).items() if v is not None}

@@ -7,7 +7,7 @@ from fastapi import Response
 from pydantic import BaseModel
 
 from sdk.schemas import AgentOut, ArtifactOut, ErrorOut, EventOut, PendingInput, TaskOut, WorkerOut
-from store.models import Agent, Artifact, Task, TaskEvent, Worker
+from store.models import Agent, Artifact, Task, TaskEvent, Worker, values_of
 
 __all__ = ["agent_out", "artifact_out", "event_out", "json_response", "task_out", "worker_out"]
 
@@ -27,7 +27,7 @@ def task_out(t: Task) -> TaskOut:
     end = t.finished_at
     duration = (end - t.started_at).total_seconds() if end and t.started_at else None
     return TaskOut(
-        **{k: getattr(t, k) for k in _TASK_FIELDS},
+        **values_of(t, _TASK_FIELDS),
         error=ErrorOut(code=t.error_code, message=t.error_message or "") if t.error_code else None,
         pending_input=PendingInput(**t.pending_input) if t.pending_input else None,
         duration_seconds=duration,

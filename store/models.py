@@ -7,7 +7,7 @@ JSON columns are replaced, never mutated in place (SQLAlchemy does not see in-pl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
@@ -35,6 +35,7 @@ __all__ = [
     "build",
     "from_row",
     "utcnow",
+    "values_of",
 ]
 
 
@@ -90,6 +91,18 @@ def from_row(cls: type[_M], row: Mapping[Any, Any]) -> _M:
     object.__setattr__(obj, "__pydantic_extra__", None)
     object.__setattr__(obj, "__pydantic_private__", None)
     return obj
+
+
+def values_of(obj: SQLModel, names: Iterable[str]) -> dict[str, Any]:
+    """`{name: getattr(obj, name)}`, read from the instance's dict when every name is there
+    (objects from `build`/`from_row` and loaded rows): SQLAlchemy's attribute descriptor
+    costs ~0.4 µs a read, ~15 µs for a task's columns on every create, claim and answer.
+    An attribute that is not loaded (expired, deferred) goes through the descriptor."""
+    held = vars(obj)
+    try:
+        return {k: held[k] for k in names}
+    except KeyError:
+        return {k: getattr(obj, k) for k in names}
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -25,7 +25,7 @@ from store import fastpath
 from store.db import Tx
 from store.events import insert_rows
 from store.leases import Lease, refusal
-from store.models import TERMINAL, Task, TaskEvent, TaskStatus, from_row, utcnow
+from store.models import TERMINAL, Task, TaskEvent, TaskStatus, from_row, utcnow, values_of
 
 __all__ = ["ALLOWED", "claim", "create", "transition", "transition_many"]
 
@@ -53,7 +53,7 @@ async def create(tx: Tx, task: Task) -> Task:
     """Insert a new task as `pending` with its first `status` event (seq 1)."""
     task.status = S.pending.value
     task.last_seq = 1
-    await fastpath.insert_task(tx, {c: getattr(task, c) for c in fastpath.COLS})
+    await fastpath.insert_task(tx, values_of(task, fastpath.COLS))
     status = {"status": "pending", "from": None}
     await fastpath.insert_events(tx, [(task.id, 1, "status", status, 0, task.created_at)])
     tx.notify(f"task:{task.id}", "1")
