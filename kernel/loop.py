@@ -10,13 +10,14 @@ loop, e.g. to debug with asyncio's debug mode.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["loop_factory", "run"]
+__all__ = ["loop_factory", "run", "settle"]
 
 
 def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -34,6 +35,17 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
-    """`asyncio.run(main)` on the loop `loop_factory` picks."""
+    """`asyncio.run(main)` on the loop `loop_factory` picks, the imports' objects frozen."""
+    settle()
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(main)
+
+
+def settle() -> None:
+    """Move every object alive now (modules, classes, functions, the app: ~190,000 once the
+    control plane is imported) out of the garbage collector's sight. A full collection
+    walks them all: 80-250 ms with the event loop stopped, measured here, whenever enough
+    new objects have survived (a streaming server's feeds get there). Frozen, they are
+    never walked again; what the process makes later is collected as before."""
+    gc.collect()
+    gc.freeze()
