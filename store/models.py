@@ -7,9 +7,9 @@ JSON columns are replaced, never mutated in place (SQLAlchemy does not see in-pl
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
@@ -64,15 +64,27 @@ _M = TypeVar("_M", bound=SQLModel)
 def build(cls: type[_M], **values: Any) -> _M:
     """`cls(**values)` with the fields' defaults, without SQLModel's slow constructor (see
     `from_row`); for rows the caller inserts itself. Values are not validated."""
-    row: dict[str, Any] = {}
-    for name, field in cls.model_fields.items():
-        if name in values:
-            row[name] = values[name]
-        elif field.default_factory is not None:
-            row[name] = field.default_factory()  # pyright: ignore[reportCallIssue]
-        else:
-            row[name] = field.default
+    plain, made = _defaults(cls)
+    row = {**plain, **values}
+    for name, factory in made:
+        if name not in values:
+            row[name] = factory()
     return from_row(cls, row)
+
+
+_DEFAULTS: dict[type[SQLModel], tuple[dict[str, Any], list[tuple[str, Callable[[], Any]]]]] = {}
+
+
+def _defaults(cls: type[SQLModel]) -> tuple[dict[str, Any], list[tuple[str, Callable[[], Any]]]]:
+    """`cls`'s plain defaults and its default factories, read once (walking the model's
+    fields on every `build` cost ~15 µs of a task's creation)."""
+    found = _DEFAULTS.get(cls)
+    if found is None:
+        fields = cls.model_fields.items()
+        plain = {n: f.default for n, f in fields if f.default_factory is None}
+        made = [(n, cast("Callable[[], Any]", f.default_factory)) for n, f in fields if f.default_factory]
+        found = _DEFAULTS[cls] = (plain, made)
+    return found
 
 
 def from_row(cls: type[_M], row: Mapping[Any, Any]) -> _M:
