@@ -153,10 +153,15 @@ class Feeds:
         with self.db.hub.subscribe(f"task:{feed.task_id}", maxsize=self.inbox) as inbox:
             feed.inbox = inbox
             stale = True  # the log may hold events the feed has not: read it
+            # Whether the next read also looks for the task's end whatever it finds: at the
+            # start, on the periodic re-check and after an overflow. A read for news (above
+            # all another replica's NOTIFY, one per batch) looks only when it finds a status
+            # event or nothing new: a task ends with its `status` event (store.statemachine).
+            anyway = True
             while feed.end is None and not feed.closed:
                 if stale:
                     try:
-                        stale = await self._read_back(feed)  # still stale after a full page
+                        stale = await self._read_back(feed, anyway)  # still stale after a full page
                     except Exception:  # the database is away: followers keep their place
                         log.warning("feed of task %s: read failed; retrying", feed.task_id, exc_info=True)
                         await inbox.get(1.0)
@@ -167,6 +172,7 @@ class Feeds:
                 before = feed.last
                 # None: the mailbox overflowed (or the hub lost NOTIFYs); []: the re-check.
                 stale = not payloads or self._take(feed, payloads)
+                anyway = not payloads
                 if feed.last > before:
                     async with feed.changed:
                         feed.changed.notify_all()
@@ -193,13 +199,15 @@ class Feeds:
         feed.last = frames[-1][0]
         del feed.frames[: -self.window]
 
-    async def _read_back(self, feed: Feed) -> bool:
-        """Read the log after the feed's last seq into it, and its end once all is read;
-        True when a whole page came back (there may be more)."""
+    async def _read_back(self, feed: Feed, anyway: bool = True) -> bool:
+        """Read the log after the feed's last seq into it, and its end once all is read (when
+        `anyway`, or the read found a status event or nothing new); True when a whole page
+        came back (there may be more)."""
         async with self.db.read() as s:  # one session for both reads
             events = await rows_after(s, feed.task_id, feed.last, PAGE)
             last = events[-1]["seq"] if events else feed.last
-            task = await _ended(s, feed.task_id, last) if len(events) < PAGE else None
+            look = len(events) < PAGE and (anyway or not events or any(e["kind"] == "status" for e in events))
+            task = await _ended(s, feed.task_id, last) if look else None
         if events:
             self._add(feed, [(e["seq"], event_frame(e)) for e in events])
             self.read_back += len(events)

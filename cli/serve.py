@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import socket
 import sys
 from typing import Any
 
@@ -16,6 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from board_api.state import state_of
+from kernel.loop import settle_heap
 from kernel.redact import register
 from kernel.settings import Settings
 
@@ -72,6 +74,12 @@ class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, app: FastAPI, stop_worker: asyncio.Event | None) -> None:
         super().__init__(config)
         self.app, self.stop_worker = app, stop_worker
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:  # the lifespan is up, so is whatever it built: freeze it too
+            frozen = settle_heap()
+            log.info("start-up heap frozen for the cyclic GC (%d objects)", frozen)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         if self.stop_worker is not None and not self.stop_worker.is_set():

@@ -31,7 +31,7 @@ _PATTERNS = [
     re.compile(r"\bsk-(?:ant-|proj-)?[A-Za-z0-9_\-*]{8,}"),  # OpenAI / Anthropic style
     re.compile(r"\bxox[abposr]-[A-Za-z0-9\-]{6,}"),  # Slack bot / user tokens
     re.compile(r"\bxapp-[A-Za-z0-9\-]{6,}"),  # Slack app-level tokens
-    re.compile(r"(?i)\bBearer\s+[A-Za-z0-9._~+/=\-]{6,}"),
+    re.compile(r"\bBearer\s+[A-Za-z0-9._~+/=\-]{6,}", re.I),
     re.compile(r"\bAKIA[0-9A-Z]{16}\b"),  # AWS access key ids
     re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"),  # GitHub tokens
     re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}"),  # GitHub fine-grained tokens
@@ -41,32 +41,57 @@ _KEY = r"[\w\-]*(?:password|passwd|secret|token|api[_\-]?key|apikey|access[_\-]?
 # key=value (query strings, env, DSN options) and "key": "value" (JSON) for credential-ish
 # keys; the key name is kept. Prose ("token: must be an integer") is left alone.
 _ASSIGN = re.compile(
-    rf"""(?ix)
+    rf"""
     (?P<key>\b{_KEY}|"{_KEY}"|'{_KEY}')
     (?P<sep>=|\s*:\s*(?=["']))
     (?P<q>["']?)
     (?P<value>[^\s"'&,;}}]{{4,}})
-    """
+    """,
+    re.I | re.X,
 )
 _URL_PASSWORD = re.compile(r"(?P<pre>\b[a-z][a-z0-9+.\-]*://[^/\s:@]+:)(?P<pw>[^@\s/]+)(?P<at>@)", re.I)
 
+
+def _scoped(pattern: re.Pattern[str]) -> str:
+    flags = ("i" if pattern.flags & re.I else "") + ("x" if pattern.flags & re.X else "")
+    return f"(?{flags}:{pattern.pattern})"
+
+
+# Every pattern as one alternation, searched once: it matches somewhere exactly when one of
+# them would, so text it does not match (nearly every event: a model's words, a tool's
+# output) comes back as it is, in one scan instead of a substitution per pattern.
+_ANY = re.compile("|".join(_scoped(p) for p in (*_PATTERNS, _URL_PASSWORD, _ASSIGN)))
+
 _known: set[str] = set()
 _lock = threading.Lock()
+# The registered secrets, longest first (a secret containing another is masked whole), and
+# one search that finds whether any of them is in a text; rebuilt by `register`.
+_known_sorted: tuple[str, ...] = ()
+_known_any: re.Pattern[str] | None = None
 
 
 def register(*secrets: str | None) -> None:
     """Remember the process's own secrets so that they are masked wherever they appear."""
+    global _known_sorted, _known_any
     with _lock:
         _known.update(s for s in secrets if s and len(s) >= _MIN_SECRET)
+        ordered = tuple(sorted(_known, key=len, reverse=True))
+        _known_any = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        _known_sorted = ordered
 
 
 def redact(text: str) -> str:
     """`text` with secrets masked."""
     if not text:
         return text
-    for secret in sorted(_known, key=len, reverse=True):
-        if secret in text:
-            text = text.replace(secret, MASK)
+    known = _known_any
+    if known is not None and known.search(text):
+        for secret in _known_sorted:
+            if secret in text:
+                text = text.replace(secret, MASK)
+    if _ANY.search(text) is None:
+        return text
+    # Applied one after the other, as ever: each sees what the previous one left.
     for pattern in _PATTERNS:
         text = pattern.sub(MASK, text)
     text = _URL_PASSWORD.sub(lambda m: f"{m['pre']}{MASK}{m['at']}", text)
@@ -74,6 +99,20 @@ def redact(text: str) -> str:
 
 
 _CREDENTIAL_KEY = re.compile(rf"(?i){_KEY}")
+# Keys seen, and whether each is credential-named: an event stream repeats the same few keys
+# ("text", "n", ...), so the regex runs once per key instead of once per value. Bounded, so
+# data with ever new keys cannot grow it without end.
+_KEYS_SEEN: dict[str, bool] = {}
+_KEYS_MAX = 4096
+
+
+def _credential_key(key: str) -> bool:
+    named = _KEYS_SEEN.get(key)
+    if named is None:
+        named = _CREDENTIAL_KEY.fullmatch(key) is not None
+        if len(_KEYS_SEEN) < _KEYS_MAX:
+            _KEYS_SEEN[key] = named
+    return named
 
 
 def redact_data(value: Any) -> Any:
@@ -84,12 +123,15 @@ def redact_data(value: Any) -> Any:
         return redact(value)
     if isinstance(value, dict):
         obj = cast("dict[Any, Any]", value)  # isinstance leaves a JSON object's types unknown
-        return {
-            k: MASK
-            if isinstance(v, str) and len(v) >= 4 and isinstance(k, str) and _CREDENTIAL_KEY.fullmatch(k)
-            else redact_data(v)
-            for k, v in obj.items()
-        }
+        out: dict[Any, Any] = {}
+        for k, v in obj.items():
+            if isinstance(v, str):
+                out[k] = MASK if len(v) >= 4 and isinstance(k, str) and _credential_key(k) else redact(v)
+            elif v is None or isinstance(v, int | float):  # most of an event's values: no call
+                out[k] = v
+            else:
+                out[k] = redact_data(v)
+        return out
     if isinstance(value, list | tuple):
         return [redact_data(v) for v in cast("list[Any] | tuple[Any, ...]", value)]
     return value

@@ -113,6 +113,8 @@ async def rows_after(
 ) -> list[dict[str, Any]]:
     """`list_after` as plain column dicts, without the ORM's identity map and instance
     state: the live feeds read every event once and only encode it."""
+    if session.get_bind().dialect.name == "postgresql":
+        return await fastpath.events_after(session, task_id, after, limit)
     t = TaskEvent.__table__
     stmt = sa.select(*t.c).where(t.c.task_id == task_id, t.c.seq > after).order_by(t.c.seq).limit(limit)
     return [dict(m) for m in (await session.execute(stmt)).mappings()]

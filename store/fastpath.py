@@ -23,6 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from pydantic_core import to_json
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from store.db import Tx
 from store.models import Agent, Task, TaskEvent, UTCDateTime
@@ -32,6 +33,7 @@ __all__ = [
     "agent_routing",
     "agents",
     "claim",
+    "events_after",
     "insert_audit",
     "insert_events",
     "insert_task",
@@ -52,6 +54,7 @@ class _Cols:
 
 TASKS = _Cols(Task.__table__)
 AGENTS = _Cols(Agent.__table__)
+EVENTS = _Cols(TaskEvent.__table__)
 COLS = TASKS.names
 _JSON, _TIME = TASKS.json, TASKS.time
 _EVENT_COLS = ("task_id", "seq", "kind", "data", "attempt", "created_at")
@@ -156,6 +159,21 @@ async def _driver(tx: Tx) -> _SQLite | _Postgres:
         tx.driver = _SQLite(drv) if tx.db.is_sqlite else _Postgres(drv)
     d: _SQLite | _Postgres = tx.driver
     return d
+
+
+async def events_after(session: AsyncSession, task_id: str, after: int, limit: int) -> list[dict[str, Any]]:
+    """store.events.rows_after on PostgreSQL, run on the read session's own driver
+    connection: a live feed on another replica reads once per NOTIFY, and through
+    SQLAlchemy's statement execution and result processing each read cost twice the CPU."""
+    conn = await session.connection()
+    d = _Postgres((await conn.get_raw_connection()).driver_connection)
+    rows = await d.fetch(_EVENTS_AFTER, (task_id, after, limit))
+    return [d.load(r, EVENTS) for r in rows]
+
+
+_EVENTS_AFTER = (
+    f"SELECT {EVENTS.listed} FROM task_events WHERE task_id = %s AND seq > %s ORDER BY seq LIMIT %s"
+)
 
 
 def _sql(d: _SQLite | _Postgres, template: str) -> str:

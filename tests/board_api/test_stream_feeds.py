@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 
 import pytest
+import sqlalchemy as sa
 
 from board_api.feeds import Feed, Feeds, event_frame
 from store import tasks
@@ -143,6 +144,42 @@ async def test_a_missed_batch_is_read_back(db_url: str, db: Database) -> None:
     last = await complete(db, tid, lease)
     assert await f.ended() == list(range(1, last + 1))
     assert feeds.read_back >= missed  # the gap and the batch after it came from the log
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # replicas: PostgreSQL's case
+async def test_news_from_another_replica_is_read_without_looking_up_the_task(
+    db_url: str, db: Database
+) -> None:
+    """Each NOTIFY from another replica makes the feed read the log; it reads the task's row
+    too (has it ended?) only when the log shows a status event: a task ends with one. The
+    row was read on every wake-up, a third of a two-replica server's feed reads."""
+    tid, lease = await running_task(db)
+    feeds = Feeds(db)
+    f = Follower(feeds, tid)
+    await f.has(2)
+    statements: list[str] = []
+
+    def seen(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    sa.event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
+    other = Database(db_url)  # "another replica": its commits notify nothing here
+    try:
+        for k in range(5):
+            last = await post(other, tid, lease, 3 * k, 3)
+            db.hub.publish(f"task:{tid}", str(last))  # what its NOTIFY carries: the last seq
+            await f.has(last)
+        reads = len(statements)
+        async with other.tx() as tx:
+            last = (await tasks.complete(tx, tid, lease, result="ok")).last_seq
+        db.hub.publish(f"task:{tid}", str(last))
+        assert await f.ended() == list(range(1, last + 1))
+    finally:
+        sa.event.remove(db.engine.sync_engine, "before_cursor_execute", seen)
+        await other.dispose()
+    # The follower got every batch, so the feed read each; none of those reads touched tasks.
+    assert not [s for s in statements[:reads] if "FROM tasks" in s]
+    assert any("FROM tasks" in s for s in statements[reads:])  # the status event: ended?
 
 
 async def test_a_follower_resuming_with_last_event_id_gets_the_rest_once(db: Database) -> None:

@@ -107,3 +107,22 @@ def test_the_embedded_worker_outlives_the_first_key(db_url: str, tmp_path: Path,
         assert [w["name"] for w in c.get("/workers").json()["items"]] == ["embedded"]
     assert procs[-1].poll() is None, (tmp_path / "serve.log").read_text()
     assert "maw_" not in (tmp_path / "serve.log").read_text()  # the credential is never logged
+
+
+def test_the_start_up_heap_is_frozen_once_serving(
+    tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """Full collections of a busy server's start-up heap stopped its loop for 0.3-0.5 s at a
+    time (kernel.loop.settle_heap): `serve` freezes it once the lifespan is up."""
+    port, log = free_port(), tmp_path / "serve.log"
+    procs.append(
+        spawn(
+            ["-m", "cli.serve"],
+            log=log,
+            META_AGENT_PORT=str(port),
+            META_AGENT_DATABASE_URL=f"sqlite:///{tmp_path}/a.db",
+            META_AGENT_EMBEDDED_WORKER="false",
+        )
+    )
+    wait_for(lambda: "start-up heap frozen" in log.read_text(), 60, "the heap to be frozen")
+    assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200

@@ -19,4 +19,4 @@ def test_the_long_running_loop_starts_with_its_imports_frozen_and_rare_full_pass
         gc.unfreeze()  # the rest of the test session collects as usual
         gc.set_threshold(*before)
     assert frozen > 10_000  # pytest, the project's modules and their dependencies
-    assert threshold == (before[0], before[1], loop.FULL_PASS_EVERY)
+    assert threshold == (loop.YOUNG_THRESHOLD, before[1], loop.FULL_PASS_EVERY)

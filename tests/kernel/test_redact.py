@@ -95,3 +95,64 @@ async def test_a_provider_quoting_the_refused_key_does_not_reach_the_chat(
     async with httpx.AsyncClient(base_url=srv.url + "/api/v1") as http:
         r = await http.get("/tasks", headers={"Authorization": f"Bearer {secret}"})
     assert secret not in r.text
+
+
+def _one_by_one(text: str) -> str:
+    """The masking as it was before the one-pass check: every pattern substituted in turn."""
+    from kernel import redact as r
+
+    for secret in sorted(r._known, key=len, reverse=True):  # pyright: ignore[reportPrivateUsage]
+        text = text.replace(secret, MASK)
+    for pattern in r._PATTERNS:  # pyright: ignore[reportPrivateUsage]
+        text = pattern.sub(MASK, text)
+    text = r._URL_PASSWORD.sub(lambda m: f"{m['pre']}{MASK}{m['at']}", text)  # pyright: ignore[reportPrivateUsage]
+    return r._ASSIGN.sub(lambda m: f"{m['key']}{m['sep']}{m['q']}{MASK}", text)  # pyright: ignore[reportPrivateUsage]
+
+
+SAMPLES = [
+    *(text for text, _ in LEAKY),
+    "the quick brown fox",
+    "token: Input should be a valid integer",
+    "TOKEN=abcdefgh and BEARER   abcdefghij and bearer x",
+    'headers: {"Authorization": "Bearer sk-ant-abcdefghijklmnop", "X-Api-Key": "zzzzzzzz"}',
+    "redis://:p4ssw0rd@cache:6379/0 then https://user:pw@host/path?access_key=AKIAABCDEFGHIJKLMNOP",
+    "ghp_0123456789abcdefghijABCDEFGHIJ github_pat_0123456789abcdefghij_xyz xapp-1-abc-def",
+    "sk-short sk-abcdefgh* ma_abcdef_12345678 ma_ABCDEF_12345678 whsec_short whsec_0123456789abcdef",
+    "a registered-secret-value-1 inside, and registered-secret-value-10 too",
+    "password='hunter22' passwd=\"x\" secret: 'abcd' apikey=abc api-key=abcd; api_key=abcd,",
+    "\u00e9t\u00e9 \u2014 pas de secret ici, juste du texte \U0001f600",
+    "x" * 5000 + " sk-abcdefghijklmnop " + "y" * 5000,
+]
+
+
+@pytest.mark.parametrize("text", SAMPLES)
+def test_the_one_pass_check_masks_exactly_as_the_patterns_one_by_one(text: str) -> None:
+    register("registered-secret-value-1", "registered-secret-value-10")
+    assert redact(text) == _one_by_one(text)
+
+
+def test_data_is_masked_as_before() -> None:
+    from kernel.redact import redact_data
+
+    data = {
+        "text": "Bearer abcdefghijkl",
+        "n": 3,
+        "ok": True,
+        "none": None,
+        "f": 1.5,
+        "api_key": "abcd",
+        "token": "abc",  # too short to be a credential: left to `redact`
+        "Secret": 12345678,  # not a string: kept
+        "nested": [{"password": "hunter22"}, ("sk-abcdefghijklmnop", 1)],
+    }
+    assert redact_data(data) == {
+        "text": MASK,
+        "n": 3,
+        "ok": True,
+        "none": None,
+        "f": 1.5,
+        "api_key": MASK,
+        "token": "abc",
+        "Secret": 12345678,
+        "nested": [{"password": MASK}, [MASK, 1]],
+    }

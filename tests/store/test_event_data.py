@@ -5,6 +5,7 @@ the feeds' plain rows)."""
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 from typing import Any
 
 from store import fastpath
@@ -58,3 +59,22 @@ async def test_a_batch_past_one_statement_is_stored_whole_and_in_order(db: Datab
     async with db.read() as s:
         stored = await rows_after(s, tid, 1)
     assert [(r["seq"], r["data"], r["created_at"]) for r in stored] == [(r[1], r[3], now) for r in rows]
+
+
+async def test_plain_rows_are_the_orm_events_column_for_column(db: Database) -> None:
+    """rows_after (on PostgreSQL the driver's own read, store.fastpath.events_after) gives
+    what the ORM reads: the columns in order, the same values and types, UTC timestamps; a
+    page is `limit` rows after `after`."""
+    await seed(db)
+    tid = await new_task(db)
+    now = utcnow()
+    rows = [(tid, seq, "message_delta", {**DATA, "n": seq}, 1, now) for seq in range(2, 12)]
+    async with db.fast_tx() as tx:
+        await fastpath.insert_events(tx, rows)
+    async with db.read() as s:
+        plain = await rows_after(s, tid, 3, limit=5)
+        events = await list_after(s, tid, 3, limit=5)
+    assert [r["seq"] for r in plain] == [4, 5, 6, 7, 8]
+    for row, event in zip(plain, events, strict=True):
+        assert list(row) == ["task_id", "seq", "kind", "data", "attempt", "created_at"]
+        assert same(row, event.model_dump()) and row["created_at"].utcoffset() == timedelta(0)
