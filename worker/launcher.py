@@ -135,8 +135,12 @@ class Launcher:
         none came. A server found dead before is started again (it sends one at start)."""
         with self._lock:
             ctl = self._control()
-        try:  # not under the lock: a launch that finds a warm set waiting must not wait here
-            if not select.select([ctl], [], [], wait)[0]:
+        # Not under the lock: a launch that finds a warm set waiting must not wait here. (poll,
+        # not select: the embedded worker's process may hold more than 1024 descriptors.)
+        poller = select.poll()
+        try:
+            poller.register(ctl, select.POLLIN)
+            if not poller.poll(wait * 1000):
                 return None
         except (OSError, ValueError):  # closed meanwhile (stop, or a restart by another launch)
             return None
@@ -221,10 +225,12 @@ class Launcher:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         chan = warm.chan
+        sent = False
         try:
             try:
                 chan.setblocking(False)
                 socket.send_fds(chan, [len(payload).to_bytes(4, "big")], [out_w, err_w])
+                sent = True
             finally:
                 for fd in (out_w, err_w):
                     os.close(fd)
@@ -239,6 +245,11 @@ class Launcher:
             warm.close()
             if isinstance(exc, OSError) and not isinstance(exc, LaunchFailed):
                 raise LaunchFailed(f"the warm launcher is gone: {exc}") from exc
+            if sent and not isinstance(exc, LaunchFailed):
+                # Cancelled with the request on its way: the tool may start with nobody to
+                # stop it. Its launcher's end takes init, so the whole namespace, with it.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(warm.pid, signal.SIGKILL)
             raise
         finally:
             chan.close()  # the tool-to-be has everything; it closes its end as it execs
