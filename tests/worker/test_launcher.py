@@ -174,6 +174,15 @@ async def test_a_warm_set_killed_before_use_is_replaced(
     assert "own launcher" not in caplog.text  # a fresh warm set, not the fallback
 
 
+async def test_tools_started_at_once_each_get_a_warm_set(
+    own_launcher: launcher.Launcher, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One warm set is kept ahead; the others are asked for (`N`) and forked on demand.
+    runs = await asyncio.gather(*(run(["sh", "-c", "echo $$"], tmp_path / str(i)) for i in range(6)))
+    assert [(done.returncode, out.strip()) for done, out, _ in runs] == [(0, "2")] * 6
+    assert "own launcher" not in caplog.text
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="idmapped working directories are root mode's")
 async def test_the_working_directorys_idmap_namespace_is_made_once_by_the_server(
     own_launcher: launcher.Launcher, tmp_path: Path
