@@ -34,7 +34,7 @@ from worker.runtime import Runtime
 from worker.sandbox import not_dumpable
 from worker.task import CANCEL_GRACE, HeldTask
 
-__all__ = ["Worker", "remove_if_empty", "run_worker"]
+__all__ = ["Worker", "run_worker"]
 
 log = logging.getLogger(__name__)
 
@@ -48,24 +48,6 @@ async def _wait_or(event: asyncio.Event, seconds: float) -> bool:
     try:
         await asyncio.wait_for(event.wait(), seconds)
     except TimeoutError:
-        return False
-    return True
-
-
-def remove_if_empty(workspace: Path) -> bool:
-    """Remove a workspace holding nothing but an empty `artifacts` folder (a command that
-    wrote no file: the common case) in two system calls; False if anything else is in it.
-    A thread's rmtree for it held the GIL in bursts over 1-9 ms on a loaded box, while the
-    next claim's answer waited for the event loop."""
-    try:
-        (workspace / "artifacts").rmdir()
-    except FileNotFoundError:
-        pass
-    except OSError:
-        return False
-    try:
-        workspace.rmdir()
-    except OSError:
         return False
     return True
 
@@ -232,8 +214,7 @@ class Worker:
         if self.workdir is not None:
             self._tidy_workdir()
         elif held.finished and not self.keep_workspaces and held.ctx.workspace.exists():
-            if not remove_if_empty(held.ctx.workspace):
-                await asyncio.to_thread(shutil.rmtree, held.ctx.workspace, True)
+            await asyncio.to_thread(shutil.rmtree, held.ctx.workspace, True)
 
     def _tidy_workdir(self) -> None:
         artifacts = self.workdir / "artifacts" if self.workdir is not None else None

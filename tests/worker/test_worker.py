@@ -18,7 +18,7 @@ import pytest
 
 from sdk.client import ApiError, AsyncControlPlaneClient
 from sdk.schemas import AgentOut
-from worker.main import Worker, remove_if_empty
+from worker.main import Worker
 from worker.runtime import Outcome, TaskContext, TaskFailed, register_runtime
 
 FINAL = ("complete", "fail", "request-input", "release")
@@ -478,18 +478,3 @@ async def test_a_refused_report_drops_a_stale_task_and_fails_a_refused_one(tmp_p
     assert plane.task_calls("t1") == ["complete"]  # stale: no other call for it
     assert not plane.reports["t1"].done()
     assert plane.task_calls("t2") == ["complete", "fail"]
-
-
-def test_an_empty_workspace_is_removed_inline_and_a_used_one_left_to_rmtree(tmp_path: Path) -> None:
-    empty = tmp_path / "empty"
-    (empty / "artifacts").mkdir(parents=True)
-    assert remove_if_empty(empty) and not empty.exists()
-    used = tmp_path / "used"
-    (used / "artifacts").mkdir(parents=True)
-    (used / "artifacts" / "report.txt").write_text("kept for rmtree")
-    (used / "notes").write_text("x")
-    assert not remove_if_empty(used)
-    assert (used / "artifacts" / "report.txt").exists() and (used / "notes").exists()
-    bare = tmp_path / "bare"  # no artifacts folder at all
-    bare.mkdir()
-    assert remove_if_empty(bare) and not bare.exists()
