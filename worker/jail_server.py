@@ -23,7 +23,7 @@ that becomes the tool: the server is not on the way, and never sees a tool's env
 
 A tool-to-be that got its request tells the server so (it closes its end of a pipe, after
 writing the idmap of its working directory if it had to make that user namespace itself):
-the server then makes that user namespace once (jail._userns; the warm sets forked after
+the server then makes that user namespace once (jail.userns; the warm sets forked after
 inherit it) and forks the next warm set, a little later, so that the fork does not compete
 with the tool's own start. The worker asks for one at once (`N`) when it has none left.
 The server exits when the worker's end of FD closes; warm sets and running tools die with
