@@ -116,7 +116,7 @@ _USERNS: dict[tuple[int, int, int, int], int] = {}
 
 def userns(idmap: tuple[int, int, int, int]) -> int:
     """The idmap user namespace's fd for (owner, group, uid, gid), made once per process:
-    the launch server makes it before forking, so its launchers inherit it."""
+    the launch server makes it before forking, so its warm launchers inherit it."""
     fd = _USERNS.get(idmap)
     if fd is None:
         if len(_USERNS) >= 16:  # a bound, not a policy: real workers see one or two owners
@@ -126,6 +126,11 @@ def userns(idmap: tuple[int, int, int, int]) -> int:
         owner, group, uid, gid = idmap
         fd = _USERNS[idmap] = _idmap_userns(f"{owner} {uid} 1", f"{group} {gid} 1")
     return fd
+
+
+def has_userns(idmap: tuple[int, int, int, int]) -> bool:
+    """Whether this process has (made or inherited) the idmap user namespace for `idmap`."""
+    return idmap in _USERNS
 
 
 def _searchable(path: str, uid: int, gid: int) -> bool:

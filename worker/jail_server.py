@@ -5,25 +5,29 @@
 Standard library only, like jail.py, and run the same way (never imported by the worker).
 Starting a tool as its own `python jail.py` costs an interpreter start and, in root mode, a
 user namespace for the idmapped working directory: 15-80 ms, most of a short command's
-life. The worker starts this server once; per tool it sends, over FD (SOCK_SEQPACKET), the
-tool's stdout and stderr pipes and a socket on which it writes the request (a 4-byte length,
-then JSON {"spec", "argv", "env"}) and reads `P<pid>` when the tool's launcher has it and
-`S<wait status>` when the tool ended (or `E<why>` when the request was refused).
+life. The worker starts this server once, and the server keeps the next tool's processes
+**warm**, forked ahead of time:
 
-What makes it fast is that the work that does not depend on the request is done before it
-arrives. The server keeps one launcher **warm**, forked ahead of time:
+    launcher     its own session (the worker signals its group), PDEATHSIG on the server,
+                 already in new mount and PID namespaces; reports the tool's end
+    init         PID 1 of those namespaces, /proc already mounted; reaps until the tool ends
+    tool-to-be   PID 2, waiting for the request; on it: the view (jail.prepare_view), then
+                 jail.tool (the sandbox user, no_new_privs, exec)
 
-    launcher   its own session (the worker signals its group), PDEATHSIG on the server,
-               already in new mount and PID namespaces; on a request it reports `P`,
-               hands the request and pipes to its init, and waits for the end
-    init       PID 1 of those namespaces, /proc already mounted; on the request it makes
-               the view (jail.prepare_view), forks the tool and reaps until it ends
-    tool       jail.tool: the sandbox user, no_new_privs, exec
+Each warm set goes to the worker over FD (SOCK_SEQPACKET) as `W` + JSON {"pid", "mode"}
+with two sockets: the tool-to-be's, on which the worker sends the tool's stdout and stderr
+pipes and the request (a 4-byte length, then JSON {"spec", "argv", "env"}) and reads `P`
+once it has them; and the launcher's, on which the worker reads `S<wait status>` when the
+tool ended. So a tool's start is one hand-over, from the worker straight to the process
+that becomes the tool: the server is not on the way, and never sees a tool's environment.
 
-After handing a request over, the server forks the next warm launcher. It also keeps the
-idmap user namespaces it made (jail._userns), which the launchers forked after inherit.
-It exits when the worker's end of FD closes; warm launchers and running tools die with it
-(PDEATHSIG down the chain, then the PID namespace's end).
+A tool-to-be that got its request tells the server so (it closes its end of a pipe, after
+writing the idmap of its working directory if it had to make that user namespace itself):
+the server then makes that user namespace once (jail.userns; the warm sets forked after
+inherit it) and forks the next warm set, a little later, so that the fork does not compete
+with the tool's own start. The worker asks for one at once (`N`) when it has none left.
+The server exits when the worker's end of FD closes; warm sets and running tools die with
+it (PDEATHSIG down the chain, then the PID namespace's end).
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ from __future__ import annotations
 import gc
 import json
 import os
+import select
 import signal
 import socket
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -I leaves the script's dir out
 
@@ -45,6 +51,9 @@ if TYPE_CHECKING:
 
 MAX_REQUEST = 64 << 20
 SETUP_FAILED = jail.EXIT_SANDBOX << 8  # a wait status: exited with EXIT_SANDBOX
+# After a warm set is used, the next one is forked this much later (or at once when the
+# worker asks): its three forks and namespaces would otherwise compete with the tool's start.
+NEXT_WARM_DELAY = 0.005
 
 
 def recv_exactly(conn: socket.socket, size: int) -> bytes:
@@ -58,17 +67,6 @@ def recv_exactly(conn: socket.socket, size: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_request(conn: socket.socket) -> bytes:
-    """The worker's request: a 4-byte big-endian length, then that much JSON."""
-    conn.settimeout(10)  # a worker that stalls mid-request must not stall every launch
-    size = int.from_bytes(recv_exactly(conn, 4), "big")
-    if size > MAX_REQUEST:
-        raise jail.SetupError(f"a launch request of {size} bytes")
-    payload = recv_exactly(conn, size)
-    conn.settimeout(None)
-    return payload
-
-
 def _dup_stdio(out_fd: int, err_fd: int) -> None:
     null = os.open(os.devnull, os.O_RDONLY)
     for fd, target in ((null, 0), (out_fd, 1), (err_fd, 2)):
@@ -76,37 +74,68 @@ def _dup_stdio(out_fd: int, err_fd: int) -> None:
         os.close(fd)
 
 
-def init(chan: socket.socket, proc_error: str | None) -> NoReturn:
-    """PID 1, waiting for its request on `chan` (the tool's pipes, then the payload); the
-    tool's wait status goes back on `chan`."""
+def tool_to_be(chan: socket.socket, used: int, mode: str, error: str | None) -> NoReturn:
+    """PID 2, forked ahead of time: its request comes on `chan` (see the module's doc); its
+    exit status is the tool's, EXIT_SANDBOX with the reason on the tool's stderr when the
+    sandbox could not be set up. Closing `used` tells the server to fork the next one."""
+    jail.libc.prctl(jail.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     msg, fds, _, _ = socket.recv_fds(chan, 4, 2, socket.MSG_CMSG_CLOEXEC)
     if len(msg) != 4 or len(fds) != 2:
-        os._exit(0)  # discarded before use: nothing to report
+        os._exit(0)  # let go unused: nothing to report
     _dup_stdio(*fds)
-    status = SETUP_FAILED
     try:
-        request = json.loads(recv_exactly(chan, int.from_bytes(msg, "big")))
+        size = int.from_bytes(msg, "big")
+        if size > MAX_REQUEST:
+            raise jail.SetupError(f"a launch request of {size} bytes")
+        payload = recv_exactly(chan, size)
+        chan.sendall(b"P")
+        request = json.loads(payload)
         spec, argv, env = request["spec"], list(request["argv"]), dict(request["env"])
-        if proc_error:
-            raise jail.SetupError(proc_error)
+        if error:
+            raise jail.SetupError(error)
+        if spec["mode"] != mode:  # the namespaces were made for `mode`: never run another way
+            raise jail.SetupError(f"a {spec['mode']} tool in a {mode} sandbox")
+        idmap = jail.cwd_idmap(spec)
+        if idmap and not jail.has_userns(idmap):
+            os.write(used, json.dumps(idmap).encode())  # the server makes it for the next ones
+        os.close(used)
         jail.prepare_view(spec)
     except (OSError, ValueError, KeyError, TypeError, jail.SetupError) as exc:
         print(f"sandbox: {exc}", file=sys.stderr, flush=True)
-        chan.sendall(str(status).encode())
-        os._exit(0)
+        os._exit(jail.EXIT_SANDBOX)
+    chan.close()
+    jail.tool(spec, argv, env)
+    os._exit(127)  # not reached: jail.tool execs or exits
+
+
+def init(chan: socket.socket, used: int, report: int, mode: str, error: str | None) -> NoReturn:
+    """PID 1 of the launcher's namespaces (a plain child when entering them failed: `error`
+    says why, and the tool-to-be reports it). Forks the tool-to-be and reaps until it ends;
+    its wait status goes to the launcher on `report`."""
+    jail.libc.prctl(jail.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)  # the tool decides; we follow its end
+    if error is None:
+        try:
+            jail.mount("proc", "/proc", "proc", jail.MS_NOSUID | jail.MS_NODEV | jail.MS_NOEXEC)
+        except (OSError, jail.SetupError) as exc:
+            error = str(exc)
     child = os.fork()
     if child == 0:
-        chan.close()
-        jail.tool(spec, argv, env)
+        os.close(report)
+        tool_to_be(chan, used, mode, error)
+    chan.close()
+    os.close(used)
     while True:  # reap everything; the tool's end is ours
         pid, status = os.waitpid(-1, 0)
         if pid == child:
-            chan.sendall(str(status).encode())
+            os.write(report, str(status).encode())
             os._exit(0)
 
 
-def launcher(server: int, chan: socket.socket, mode: str) -> NoReturn:
-    """A warm launcher (see the module's doc). `chan` is its line to the server."""
+def launcher(server: int, conn: socket.socket, chan: socket.socket, used: int, mode: str) -> NoReturn:
+    """A warm launcher (see the module's doc): `conn` is its line to the worker, `chan` and
+    `used` go down to the tool-to-be."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # the server's SIG_IGN would reap init for us
     os.setsid()
     jail.libc.prctl(jail.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -117,117 +146,105 @@ def launcher(server: int, chan: socket.socket, mode: str) -> NoReturn:
         jail.enter(mode)
     except (OSError, jail.SetupError) as exc:
         setup_error = str(exc)
-    to_init, theirs = socket.socketpair()
-    pid = 0
-    if setup_error is None and (pid := os.fork()) == 0:
-        to_init.close()
-        chan.close()
-        jail.libc.prctl(jail.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)  # the tool decides; we follow its end
-        proc_error = None
-        try:
-            jail.mount("proc", "/proc", "proc", jail.MS_NOSUID | jail.MS_NODEV | jail.MS_NOEXEC)
-        except (OSError, jail.SetupError) as exc:
-            proc_error = str(exc)
-        init(theirs, proc_error)
-    theirs.close()
-    # Warm until the request: its length, with the pipes and the worker's socket.
-    msg, fds, _, _ = socket.recv_fds(chan, 4, 3, socket.MSG_CMSG_CLOEXEC)
-    if len(msg) != 4 or len(fds) != 3:
-        os._exit(0)  # the server let us go; init follows (PDEATHSIG)
-    out_fd, err_fd, conn_fd = fds
-    conn = socket.socket(fileno=conn_fd)
-    status = SETUP_FAILED
-    try:
-        payload = recv_exactly(chan, int.from_bytes(msg, "big"))
-        conn.sendall(b"P%d\n" % os.getpid())
-        if setup_error is not None:
-            os.write(err_fd, f"sandbox: {setup_error}\n".encode())
-        else:
-            # The worker stops the group with SIGTERM: the tool gets it; we wait for its end.
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                signal.signal(sig, signal.SIG_IGN)
-            socket.send_fds(to_init, [len(payload).to_bytes(4, "big")], [out_fd, err_fd])
-            to_init.sendall(payload)
-            _, init_status = os.waitpid(pid, 0)
-            reported = to_init.recv(64)
-            status = int(reported) if reported else init_status if os.WIFEXITED(init_status) else SETUP_FAILED
-    except (OSError, ValueError) as exc:
-        os.write(err_fd, f"sandbox: {exc}\n".encode())
+    report_r, report_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(report_r)
+        conn.close()
+        init(chan, used, report_w, mode, setup_error)
+    os.close(report_w)
+    os.close(used)
+    chan.close()
+    # The worker stops the group with SIGTERM: the tool gets it; we wait for its end.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    _, init_status = os.waitpid(pid, 0)
+    reported = os.read(report_r, 64)
+    status = int(reported) if reported else init_status if os.WIFEXITED(init_status) else SETUP_FAILED
     try:
         conn.sendall(b"S%d\n" % status)
-    finally:
-        os._exit(0)
+    except OSError:
+        pass  # the worker let this one go unused, or is gone
+    os._exit(0)
 
 
 class Server:
-    """The loop: requests in on `ctl`, each handed to the warm launcher, a new one forked."""
+    """Keeps a warm set with the worker: one forked at start, the next when one is used (a
+    little later) or when the worker asks (`N`)."""
 
     def __init__(self, ctl: socket.socket) -> None:
         self.ctl = ctl
         self.pid = os.getpid()
-        self.warm: tuple[str, socket.socket] | None = None  # (mode, its channel)
+        # The sandbox.Sandbox kind for this user, which the worker's specs carry.
+        self.mode = "root" if os.geteuid() == 0 else "userns"
+        self.poller = select.poll()
+        self.poller.register(ctl, select.POLLIN)
+        self.unused: dict[int, bytes] = {}  # each warm set's `used` pipe: what it wrote so far
+        self.due: float | None = None  # when to fork the next warm set
 
-    def fork_warm(self, mode: str) -> None:
-        if self.warm is not None:
-            self.warm[1].close()  # let the old one go (it exits on the end of its channel)
-        mine, theirs = socket.socketpair()
-        if os.fork() == 0:
-            mine.close()
+    def fork_warm(self) -> None:
+        self.due = None
+        conn, conn_theirs = socket.socketpair()
+        chan, chan_theirs = socket.socketpair()
+        used_r, used_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
             self.ctl.close()
-            launcher(self.pid, theirs, mode)
-        theirs.close()
-        self.warm = (mode, mine)
-
-    def hand_over(self, mode: str, payload: bytes, fds: list[int]) -> None:
-        for attempt in (1, 2):
-            if self.warm is None or self.warm[0] != mode:
-                self.fork_warm(mode)
-            assert self.warm is not None
-            chan = self.warm[1]
-            try:
-                socket.send_fds(chan, [len(payload).to_bytes(4, "big")], fds)
-                chan.sendall(payload)
-            except OSError:  # the warm one died (killed from outside): a fresh one, once
-                if attempt == 2:
-                    raise
-                self.warm = None
-                continue
+            conn.close()
             chan.close()
-            self.warm = None
+            for fd in (used_r, *self.unused):
+                os.close(fd)
+            launcher(self.pid, conn_theirs, chan_theirs, used_w, self.mode)
+        conn_theirs.close()
+        chan_theirs.close()
+        os.close(used_w)
+        try:
+            head = json.dumps({"pid": pid, "mode": self.mode}).encode()
+            socket.send_fds(self.ctl, [b"W" + head], [chan.fileno(), conn.fileno()])
+        except OSError:
+            os._exit(0)  # the worker is gone
+        finally:
+            chan.close()
+            conn.close()
+        self.unused[used_r] = b""
+        self.poller.register(used_r, select.POLLIN)
+
+    def used(self, fd: int) -> None:
+        """The warm set of `fd` got its request (or died): learn its idmap, plan the next."""
+        data = os.read(fd, 4096)
+        if data:
+            self.unused[fd] += data
             return
+        self.poller.unregister(fd)
+        os.close(fd)
+        idmap = self.unused.pop(fd)
+        if idmap:
+            try:
+                owner, group, uid, gid = (int(v) for v in json.loads(idmap))
+                jail.userns((owner, group, uid, gid))  # made once here, inherited by the next ones
+            except (OSError, ValueError, TypeError, jail.SetupError):
+                pass  # the tools make it themselves (slower), as this one did
+        if not self.unused and self.due is None:
+            self.due = time.monotonic() + NEXT_WARM_DELAY
 
     def serve(self) -> NoReturn:
+        self.fork_warm()  # ready before the first request
         while True:
-            msg, fds, _, _ = socket.recv_fds(self.ctl, 16, 3, socket.MSG_CMSG_CLOEXEC)
-            if not msg:
-                os._exit(0)  # the worker is gone
-            if len(fds) != 3:
-                for fd in fds:
-                    os.close(fd)
-                continue
-            conn = socket.socket(fileno=fds[2])
-            mode: str | None = None
-            try:
-                payload = read_request(conn)
-                spec = json.loads(payload)["spec"]
-                mode = str(spec["mode"])
-                idmap = jail.cwd_idmap(spec)
-                if idmap:
-                    jail.userns(idmap)  # made once here, inherited by the launchers forked after
-                self.hand_over(mode, payload, fds)
-            except (OSError, ValueError, KeyError, TypeError, jail.SetupError) as exc:
+            wait = None if self.due is None else max(0, round((self.due - time.monotonic()) * 1000))
+            for fd, _ in self.poller.poll(wait):
+                if fd != self.ctl.fileno():
+                    self.used(fd)
+                    continue
                 try:
-                    conn.sendall(b"E%s\n" % str(exc).encode()[:500])
-                except OSError:
-                    pass
-            finally:
-                os.close(fds[0])
-                os.close(fds[1])
-                conn.close()
-            if mode is not None and self.warm is None:
-                self.fork_warm(mode)  # the next one, ready before the next request
+                    msg = self.ctl.recv(16)
+                except OSError:  # reset: it left warm sets unread
+                    msg = b""
+                if not msg:
+                    os._exit(0)  # the worker is gone
+                if msg == b"N":
+                    self.fork_warm()
+            if self.due is not None and time.monotonic() >= self.due:
+                self.fork_warm()
 
 
 def main() -> None:

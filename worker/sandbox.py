@@ -65,6 +65,7 @@ class Sandbox:
     user: str = "nobody"
     _kind: str | None = field(default=None, init=False, repr=False)
     _failure: str | None = field(default=None, init=False, repr=False)
+    _fixed: tuple[int, int, list[str]] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -121,10 +122,20 @@ class Sandbox:
         self._kind = kind
 
     def _spec(self, kind: str, cwd: Path, hide: Sequence[str]) -> dict[str, Any]:
-        uid, gid = self._ids()
-        # The worker's own Python stays runnable (read-only): commands often are `python ...`.
-        expose = sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)})
-        return {"mode": kind, "uid": uid, "gid": gid, "cwd": str(cwd), "hide": list(hide), "expose": expose}
+        if self._fixed is None:  # the same for every tool: a user lookup and realpaths, once
+            uid, gid = self._ids()
+            # The worker's own Python stays runnable (read-only): commands often are `python ...`.
+            expose = sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix)})
+            self._fixed = (uid, gid, expose)
+        uid, gid, expose = self._fixed
+        return {
+            "mode": kind,
+            "uid": uid,
+            "gid": gid,
+            "cwd": str(cwd),
+            "hide": list(hide),
+            "expose": list(expose),
+        }
 
     def _wrap(self, kind: str, argv: Sequence[str], cwd: Path, hide: Sequence[str]) -> list[str]:
         return jail_argv(self._spec(kind, cwd, hide), argv)

@@ -122,6 +122,85 @@ async def test_a_tool_that_cannot_start_says_why_on_its_stderr(
     assert "Permission denied" in err
 
 
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _warm_tool(server: int) -> int | None:
+    """The server's waiting tool-to-be: a child of a warm launcher's init (three levels)."""
+    for launcher_pid in _children(server):
+        for init_pid in _children(launcher_pid):
+            tools = _children(init_pid)
+            if tools:
+                return tools[0]
+    return None
+
+
+async def test_a_tool_starts_with_one_hand_over_the_server_not_on_the_way(
+    own_launcher: launcher.Launcher, tmp_path: Path
+) -> None:
+    # The tool's processes are forked before its request: the launcher in its namespaces,
+    # their init and the tool-to-be, waiting. The worker hands the request straight to it,
+    # so a tool starts even while the server itself cannot run.
+    own_launcher.prestart()
+    server = own_launcher.pid
+    assert server is not None
+    wait_for(lambda: _warm_tool(server), 10, "a warm tool-to-be")
+    os.kill(server, signal.SIGSTOP)
+    try:
+        done, out, _ = await run(["sh", "-c", "echo $$"], tmp_path)
+    finally:
+        os.kill(server, signal.SIGCONT)
+    assert (done.returncode, out.strip()) == (0, "2")
+
+
+async def test_a_warm_set_killed_before_use_is_replaced(
+    own_launcher: launcher.Launcher, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    own_launcher.prestart()
+    server = own_launcher.pid
+    assert server is not None
+    tool = wait_for(lambda: _warm_tool(server), 10, "a warm tool-to-be")
+    os.killpg(os.getpgid(tool), signal.SIGKILL)  # its launcher's group: all three
+    done, out, _ = await run(["sh", "-c", "echo $$"], tmp_path)
+    assert (done.returncode, out.strip()) == (0, "2")
+    assert own_launcher.pid == server
+    assert "own launcher" not in caplog.text  # a fresh warm set, not the fallback
+
+
+async def test_tools_started_at_once_each_get_a_warm_set(
+    own_launcher: launcher.Launcher, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # One warm set is kept ahead; the others are asked for (`N`) and forked on demand.
+    runs = await asyncio.gather(*(run(["sh", "-c", "echo $$"], tmp_path / str(i)) for i in range(6)))
+    assert [(done.returncode, out.strip()) for done, out, _ in runs] == [(0, "2")] * 6
+    assert "own launcher" not in caplog.text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="idmapped working directories are root mode's")
+async def test_the_working_directorys_idmap_namespace_is_made_once_by_the_server(
+    own_launcher: launcher.Launcher, tmp_path: Path
+) -> None:
+    def user_namespaces(pid: int) -> set[str]:
+        links = (os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir())
+        return {link for link in links if link.startswith("user:")}
+
+    own_launcher.prestart()
+    server = own_launcher.pid
+    assert server is not None and not user_namespaces(server)
+    first, _, _ = await run(["true"], tmp_path / "a")  # root's directory, nobody's tool: idmapped
+    made = wait_for(lambda: user_namespaces(server), 10, "the server to make the idmap namespace")
+    second, _, _ = await run(["true"], tmp_path / "b")
+    assert (first.returncode, second.returncode) == (0, 0)
+    assert user_namespaces(server) == made  # the same one, inherited by the next tools
+
+
 WORKER = textwrap.dedent(
     """
     import asyncio, os, sys
