@@ -32,6 +32,7 @@ __all__ = [
     "AUDIT_COLS",
     "agent_routing",
     "agents",
+    "bump_running",
     "claim",
     "events_after",
     "insert_audit",
@@ -363,3 +364,32 @@ async def insert_audit(tx: Tx, row: Sequence[Any]) -> None:
         cols, marks = ", ".join(AUDIT_COLS), ", ".join("?" for _ in AUDIT_COLS)
         sql = _SQL[key] = _sql(d, f"INSERT INTO audit_log ({cols}) VALUES ({marks})")
     await d.run(sql, [row[0], d.time(row[1]), *row[2:8], d.json(row[8])])
+
+
+async def bump_running(
+    tx: Tx,
+    items: Sequence[tuple[str, int, str, str | None]],
+    now: datetime,
+    queues: Collection[str] = (),
+) -> dict[str, tuple[int, int, bool]]:
+    """SQLite: for each (task id, n, lease hash, phase) of `items` whose task is running under
+    that lease (on one of `queues`), `last_seq += n`, `phase` set when given, in ONE UPDATE;
+    {task id: (last_seq, attempt, cancel_requested)} of the tasks it moved. A streaming
+    worker's post carries a few events for each of dozens of tasks: one statement each cost
+    more than the rows. Ids must be distinct: a task listed twice would move once."""
+    d = await _driver(tx)
+    key = ("bump_running", len(items), len(queues))
+    sql = _SQL.get(key)
+    if sql is None:
+        rows = ", ".join("(?, ?, ?, ?)" for _ in items)
+        only = f" AND tasks.queue IN ({', '.join('?' for _ in queues)})" if queues else ""
+        sql = _SQL[key] = _sql(
+            d,
+            "UPDATE tasks SET last_seq = tasks.last_seq + b.column2, updated_at = ?, "
+            "phase = COALESCE(b.column4, tasks.phase) "
+            f"FROM (VALUES {rows}) AS b WHERE tasks.id = b.column1 AND tasks.status = 'running' "
+            f"AND tasks.lease_token_hash = b.column3{only} "
+            "RETURNING tasks.id, tasks.last_seq, tasks.attempt, tasks.cancel_requested",
+        )
+    params = [d.time(now), *(v for item in items for v in item), *sorted(queues)]
+    return {r[0]: (int(r[1]), int(r[2]), bool(r[3])) for r in await d.fetch(sql, params)}

@@ -30,6 +30,8 @@ __all__ = [
     "Claimed",
     "Report",
     "WorkerEvents",
+    "check_worker_events",
+    "checked_batch",
     "claim_tasks",
     "complete",
     "fail",
@@ -85,7 +87,7 @@ async def claim_tasks(
     return [Claimed(t, agents.get(t.agent or ""), token) for t in tasks]
 
 
-def _check_worker_events(events: WorkerEvents) -> list[tuple[str, dict[str, Any]]]:
+def check_worker_events(events: WorkerEvents) -> list[tuple[str, dict[str, Any]]]:
     out: list[tuple[str, dict[str, Any]]] = []
     for kind, data in events:
         if kind not in EVENT_KINDS:
@@ -101,17 +103,22 @@ def _check_worker_events(events: WorkerEvents) -> list[tuple[str, dict[str, Any]
 PHASES = ("planning", "executing")
 
 
+def checked_batch(events: WorkerEvents, phase: str | None) -> list[tuple[str, dict[str, Any]]]:
+    """A worker's batch of events, or the 4xx that refuses it (a kind it may not write, a
+    phase that does not exist)."""
+    if phase is not None and phase not in PHASES:
+        raise errors.Invalid(f"phase must be one of {', '.join(PHASES)}", code="invalid_phase")
+    return check_worker_events(events)
+
+
 async def worker_events(
     tx: Tx, task_id: str, lease: Lease, events: WorkerEvents, *, phase: str | None = None
 ) -> tuple[int, bool]:
     """Append a worker's batch (fenced), optionally moving its `phase`; returns
     (last_seq, cancel_requested)."""
-    if phase is not None and phase not in PHASES:
-        raise errors.Invalid(f"phase must be one of {', '.join(PHASES)}", code="invalid_phase")
+    batch = checked_batch(events, phase)
     values = {"phase": phase} if phase else None
-    last, cancel_requested = await append(
-        tx, task_id, _check_worker_events(events), lease=lease, values=values
-    )
+    last, cancel_requested = await append(tx, task_id, batch, lease=lease, values=values)
     if phase:
         tx.notify("board", task_id)
     return last, cancel_requested
@@ -195,7 +202,7 @@ async def request_input(
         S.requires_input,
         lease=lease,
         values=values,
-        extra_events=[*_check_worker_events(events), ("input_requested", pending)],
+        extra_events=[*check_worker_events(events), ("input_requested", pending)],
     )
 
 
@@ -212,7 +219,7 @@ async def complete(
     if usage:
         values["usage"] = usage
     return await transition(
-        tx, task_id, S.completed, lease=lease, values=values, extra_events=_check_worker_events(events)
+        tx, task_id, S.completed, lease=lease, values=values, extra_events=check_worker_events(events)
     )
 
 
@@ -223,7 +230,7 @@ async def fail(
     The task keeps what it used: the last `usage` totals its runtime reported."""
     message = redact(message)  # shown on the board and in chats: mask what a runtime quoted
     task = await fenced(tx, task_id, lease)
-    extra = _check_worker_events(events)
+    extra = check_worker_events(events)
     used = await _reported_usage(tx, task_id, extra)
     spent = {"usage": used} if used else {}
     if task.cancel_requested:
@@ -306,7 +313,7 @@ async def release(tx: Tx, task_id: str, lease: Lease, *, events: WorkerEvents = 
             S.cancelled,
             lease=lease,
             event={"reason": "cancelled"},
-            extra_events=_check_worker_events(events),
+            extra_events=check_worker_events(events),
         )
     return await transition(
         tx,
@@ -314,7 +321,7 @@ async def release(tx: Tx, task_id: str, lease: Lease, *, events: WorkerEvents = 
         S.pending,
         lease=lease,
         event={"reason": "released by worker"},
-        extra_events=_check_worker_events(events),
+        extra_events=check_worker_events(events),
     )
 
 

@@ -51,7 +51,7 @@ from sdk.schemas import (
     WorkerHeartbeatBody,
     WorkerHeartbeatOut,
 )
-from store import artifacts, catalog, tasks
+from store import artifacts, catalog, progress, tasks
 from store.db import Database, Tx
 from store.leases import Lease, queue_refused
 from store.models import Task, utcnow
@@ -280,7 +280,7 @@ async def post_progress(
     if p.queues and queue not in p.queues:
         raise queue_refused(queue)
     items = [(i.id, lease(p, i.token), _events(i.events), i.phase) for i in body.items]
-    results = await db.fast_or_full(functools.partial(_append_each, items))
+    results = await db.fast_or_full(lambda tx: progress.worker_events_many(tx, items))
     metrics = app_state(request).metrics
     out: list[ProgressResult] = []
     for (task_id, _, events, _), r in zip(items, results, strict=True):
@@ -292,18 +292,6 @@ async def post_progress(
             metrics.events.inc(len(events))
             out.append(ProgressResult(id=task_id, last_seq=r[0], cancel_requested=r[1]))
     return wire.json_response(ProgressOut(items=out))
-
-
-async def _append_each(
-    items: list[tuple[str, Lease, list[tuple[str, dict[str, Any]]], str | None]], tx: Tx
-) -> list[tuple[int, bool] | MetaAgentError]:
-    out: list[tuple[int, bool] | MetaAgentError] = []
-    for task_id, held, events, phase in items:
-        try:  # a refusal is raised before the fenced UPDATE or by it: it wrote nothing
-            out.append(await tasks.worker_events(tx, task_id, held, events, phase=phase))
-        except MetaAgentError as exc:
-            out.append(exc)
-    return out
 
 
 @router.post("/tasks/{task_id}/request-input", response_model=TaskOut)

@@ -217,3 +217,57 @@ def test_the_hot_calls_stay_on_the_fast_path(server: LiveServer) -> None:
     assert sorted(i["task"]["id"] for i in items) == sorted(ids)
     detours = dict(db.fast_fallbacks)
     assert sum(detours.values()) <= 1 and set(detours) <= {"partial"}, detours
+
+
+def test_a_post_of_many_tasks_events_is_applied_per_task(server: LiveServer) -> None:
+    """The batched path (store/progress.py on SQLite): each task's events get its own next
+    seqs and its phase, masked like any event; a stale lease or a reserved kind refuses
+    that task's batch alone, and the refused ones write nothing."""
+    with server.client() as c:
+        seed(c)
+        ids = [c.post("/tasks", json={"agent": "echo", "prompt": f"p{i}"}).json()["id"] for i in range(4)]
+        tokens = {i["task"]["id"]: i["token"] for i in claim(c, n=4)}
+        secret = "sk-" + "a" * 40
+        body = {
+            "items": [
+                {"id": ids[0], "token": tokens[ids[0]], "events": [{"kind": "log", "data": {"n": n}} for n in range(3)]},
+                {"id": ids[1], "token": "not-the-lease", "events": [{"kind": "log", "data": {"n": 9}}]},
+                {"id": ids[2], "token": tokens[ids[2]], "events": [{"kind": "status", "data": {}}]},
+                {"id": ids[3], "token": tokens[ids[3]], "events": [{"kind": "log", "data": {"line": secret}}], "phase": "executing"},
+            ]
+        }  # fmt: skip
+        r = c.post("/worker-queues/q1/events", json=body)
+        assert r.status_code == 200, r.text
+        out = r.json()["items"]
+        assert out[0] == {"id": ids[0], "last_seq": 5, "cancel_requested": False, "problem": None}
+        assert out[1]["problem"]["code"] == "stale_lease"
+        assert out[2]["problem"]["code"] == "reserved_event_kind"
+        assert out[3] == {"id": ids[3], "last_seq": 3, "cancel_requested": False, "problem": None}
+        logs = {
+            t: [e for e in c.get(f"/tasks/{t}/events").json()["items"] if e["kind"] != "status"] for t in ids
+        }
+        assert [(e["seq"], e["data"]) for e in logs[ids[0]]] == [(3, {"n": 0}), (4, {"n": 1}), (5, {"n": 2})]
+        assert logs[ids[1]] == logs[ids[2]] == []
+        assert [e["data"]["line"] for e in logs[ids[3]]] == ["[redacted]"]
+        assert [c.get(f"/tasks/{t}").json()["last_seq"] for t in ids] == [5, 2, 2, 3]
+        assert c.get(f"/tasks/{ids[3]}").json()["phase"] == "executing"
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_post_of_many_tasks_events_is_two_statements_on_sqlite(server: LiveServer) -> None:
+    """One UPDATE for every task's seqs and one INSERT for every event, not two per task."""
+    db = state_of(server.app).db
+    with server.client() as c:
+        seed(c)
+        ids = [c.post("/tasks", json={"agent": "echo", "prompt": f"p{i}"}).json()["id"] for i in range(5)]
+        tokens = {i["task"]["id"]: i["token"] for i in claim(c, n=5)}
+        statements: list[str] = []
+        conn = db._fast.connection()._conn  # pyright: ignore[reportPrivateUsage, reportOptionalMemberAccess]
+        conn.set_trace_callback(statements.append)  # pyright: ignore[reportUnknownMemberType]
+        try:
+            items = [{"id": t, "token": tokens[t], "events": [{"kind": "log"}] * 2} for t in ids]
+            assert c.post("/worker-queues/q1/events", json={"items": items}).is_success
+        finally:
+            conn.set_trace_callback(None)  # pyright: ignore[reportUnknownMemberType]
+    writes = [s.split()[0] for s in statements if s.split()[0] in ("UPDATE", "INSERT")]
+    assert writes == ["UPDATE", *["INSERT"] * 10]  # executemany traces each row of the one INSERT
