@@ -40,6 +40,7 @@ WINDOW = 2000  # frames kept per feed; older ones are re-read from the database
 # Events handed to a feed and not yet framed: past this its mailbox is dropped and the feed
 # reads the log instead, so a feed that falls behind costs the database, not memory.
 INBOX = 2000
+MAX_READS = 4  # reads of the log at once, all feeds together (a read takes ~1 ms)
 RECHECK_SECONDS = 5.0  # a lost cross-replica notification costs at most this much delay
 log = logging.getLogger(__name__)
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -115,14 +116,18 @@ class Feed:
 
 class Feeds:
     def __init__(
-        self, db: Database, max_gap_reads: int = 8, *, window: int = WINDOW, inbox: int = INBOX
+        self, db: Database, max_reads: int = MAX_READS, *, window: int = WINDOW, inbox: int = INBOX
     ) -> None:
         self.db = db
         self.window, self.inbox = window, inbox
         self.feeds: dict[str, Feed] = {}
-        # Followers that start behind the window read their gap from the database; bound how
-        # many do so at once, so a crowd arriving together cannot drain the connection pool.
-        self.gap_reads = asyncio.Semaphore(max_gap_reads)
+        # The feeds' reads of the log (a pump's read-back, a follower's gap) at once: below
+        # the pool's size. A NOTIFY from another replica wakes every feed of its tasks, and
+        # unbounded, each read took a connection: past the pool's 10 SQLAlchemy opened
+        # overflow connections and closed them on return, 1,573 PostgreSQL sessions in one
+        # 25 s `make bench-stream` (a backend forked for each), and a crowd of followers
+        # arriving together could drain the pool.
+        self.reads = asyncio.Semaphore(max_reads)
         # Events the pumps framed as handed to them, and as read back from the log.
         self.handed = 0
         self.read_back = 0
@@ -203,7 +208,7 @@ class Feeds:
         """Read the log after the feed's last seq into it, and its end once all is read (when
         `anyway`, or the read found a status event or nothing new); True when a whole page
         came back (there may be more)."""
-        async with self.db.read() as s:  # one session for both reads
+        async with self.reads, self.db.read() as s:  # one session for both reads
             events = await rows_after(s, feed.task_id, feed.last, PAGE)
             last = events[-1]["seq"] if events else feed.last
             look = len(events) < PAGE and (anyway or not events or any(e["kind"] == "status" for e in events))
@@ -235,7 +240,7 @@ class Feeds:
             if seen + 1 < feed.first and seen < feed.last:
                 # Behind the window: read the gap from the log (resume, or a slow follower).
                 # Shielded: a follower that disconnects mid-read still returns its connection.
-                async with self.gap_reads:
+                async with self.reads:
                     events = await asyncio.shield(
                         self._read(feed.task_id, seen, min(PAGE, feed.first - 1 - seen))
                     )

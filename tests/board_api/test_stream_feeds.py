@@ -6,13 +6,15 @@ feed or a follower that falls behind holds a bounded amount in memory."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from board_api.feeds import Feed, Feeds, event_frame
+from board_api.feeds import MAX_READS, Feed, Feeds, event_frame
 from store import tasks
 from store.catalog import create_agent, create_queue
 from store.db import Database
@@ -259,3 +261,48 @@ async def test_two_replicas_each_follower_gets_every_event_once(db_url: str, db:
     assert there.handed == 0 and there.read_back == last
     frames = {json.loads(frame.split(b"data: ", 1)[1])["seq"] for _, frame in fb.got[:-1]}
     assert frames == set(range(1, last + 1))
+
+
+async def test_feeds_woken_together_read_the_log_a_few_at_a_time(db: Database) -> None:
+    """News for many tasks at once (another replica's NOTIFYs) wakes every feed; their reads
+    share a few connections instead of taking one each, past the pool's size."""
+    tid, _ = await running_task(db)
+    async with db.tx() as tx:
+        more = [
+            (await tasks.create_task(tx, tasks.NewTask(prompt=f"s{i}", agent="echo"))).id for i in range(19)
+        ]
+    ids = [tid, *more]
+    feeds = Feeds(db)
+    followers = [Follower(feeds, t) for t in ids]
+    for f in followers:
+        await f.has(1)  # each feed has read its log once: the pumps wait on their mailboxes
+    real_read = db.read
+    inside, peak, reads = 0, 0, 0
+    all_read = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def counted() -> AsyncGenerator[AsyncSession]:
+        nonlocal inside, peak, reads
+        async with real_read() as s:
+            inside += 1
+            peak = max(peak, inside)
+            try:
+                await asyncio.sleep(0)  # a read takes a turn of the loop, or more
+                yield s
+            finally:
+                inside -= 1
+                reads += 1
+                if reads >= len(ids):
+                    all_read.set()
+
+    db.read = counted  # type: ignore[method-assign]
+    try:
+        for t in ids:
+            db.hub.publish(f"task:{t}", "news")  # not a Batch: each feed reads the log
+        await asyncio.wait_for(all_read.wait(), 15)
+    finally:
+        db.read = real_read  # type: ignore[method-assign]
+        for f in followers:
+            f.stop()
+        feeds.close()
+    assert 1 < peak <= MAX_READS
