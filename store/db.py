@@ -209,7 +209,7 @@ class Database:
                     tx = Tx(None, self, raw=conn)
                     yield tx
                     if tx.notes:  # delivered to other replicas on commit only
-                        await self._pg_fast.notify_and_commit(conn, CHANNEL, encode(tx.notes))
+                        await self._pg_fast.notify(conn, CHANNEL, encode(tx.notes))
             for topic, payload in tx.notes:
                 self.hub.publish(topic, payload)
             return

@@ -115,7 +115,7 @@ async def test_notes_reach_another_replica_with_the_commit_only(db_url: str) -> 
                         )
                         await tx.raw.execute("INSERT INTO once VALUES (1), (1)")
                         tx.notify("test:replica", "commit failed")
-                # Quoting survives (the notes go as SQL literals), and notes over one NOTIFY's
+                # Quoting survives (the notes go as bound parameters), and notes over one NOTIFY's
                 # 8000 bytes go as several, in order.
                 odd = "it's a \\ 'quote'); COMMIT; --"
                 big = ["a" * 5000, "b" * 5000]

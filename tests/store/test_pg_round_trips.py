@@ -1,0 +1,124 @@
+"""Round trips to PostgreSQL per hot-path transaction (store/pg_fast.py's pipeline).
+
+Counted on the wire: the `Database` talks to PostgreSQL through a TCP relay that counts
+turns, a turn being the server answering after the client has sent something. Each turn
+is a network latency the request waits for (and, on a busy machine, two wake-ups).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from store import audit, catalog, tasks
+from store.db import Database, Tx
+from store.leases import Lease
+from store.models import Agent, WorkerQueue
+
+pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+
+ACTOR = audit.Actor("tester", "person")
+
+
+class Turns:
+    """A TCP relay to PostgreSQL counting the server's answers to the client's sends."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.count = 0
+        self._asked: set[int] = set()  # connections whose client spoke since their last answer
+
+    async def _pipe(
+        self, conn: int, src: asyncio.StreamReader, dst: asyncio.StreamWriter, *, server: bool
+    ) -> None:
+        try:
+            while data := await src.read(65536):
+                if server and conn in self._asked:
+                    self._asked.discard(conn)
+                    self.count += 1
+                elif not server:
+                    self._asked.add(conn)
+                dst.write(data)
+                await dst.drain()
+        except ConnectionError:
+            pass
+        finally:
+            dst.close()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        conn = id(writer)
+        await asyncio.gather(
+            self._pipe(conn, reader, up_writer, server=False),
+            self._pipe(conn, up_reader, writer, server=True),
+        )
+
+
+@contextlib.asynccontextmanager
+async def relayed(db_url: str) -> AsyncGenerator[tuple[Database, Turns]]:
+    url = sa.make_url(db_url)
+    turns = Turns(url.host or "127.0.0.1", url.port or 5432)
+    server = await asyncio.start_server(turns.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    db = Database(url.set(port=port).render_as_string(hide_password=False))
+    try:
+        yield db, turns
+    finally:
+        await db.dispose()
+        server.close()
+
+
+async def _setup(db: Database) -> None:
+    async with db.tx() as tx:
+        await catalog.create_queue(tx, WorkerQueue(name="q"))
+        await catalog.create_agent(tx, Agent(name="a", runtime="noop", default_queue="q"))
+
+
+async def _create(tx: Tx) -> Any:
+    """What `POST /tasks` does in its transaction."""
+    task = await tasks.create_task(tx, tasks.NewTask(prompt="p", agent="a"))
+    await audit.record(tx, ACTOR, "task.create", "task", task.id, {"agent": "a"})
+    return task
+
+
+async def test_a_task_creation_is_two_round_trips(db_url: str) -> None:
+    """Read the agent (with BEGIN), then the task, its event, the audit row, the notes and
+    the COMMIT together: before the pipeline, each was a turn of its own (6)."""
+    async with relayed(db_url) as (db, turns):
+        await _setup(db)
+        for _ in range(3):  # a warm connection, its statements prepared
+            await db.fast_or_full(_create)
+        before = turns.count
+        await db.fast_or_full(_create)
+        assert turns.count - before == 2
+        assert db.fast_fallbacks == {}
+
+
+async def test_a_report_and_a_claim_are_four_round_trips(db_url: str) -> None:
+    """The worker's exchange: complete one task and claim the next (BEGIN + UPDATE; its
+    events + the claim; their events + the agents; notes + COMMIT). Before: 7."""
+    async with relayed(db_url) as (db, turns):
+        await _setup(db)
+        for _ in range(6):
+            await db.fast_or_full(_create)
+
+        async def exchange(tx: Tx, held: list[tasks.Claimed]) -> list[tasks.Claimed]:
+            reports = [tasks.Report(c.task.id, Lease(c.token, ()), result=None) for c in held]
+            done = await tasks.report(tx, reports)
+            assert not [d for d in done if isinstance(d, Exception)]
+            return await tasks.claim_tasks(tx, "q", "w", 1, 60, {}, touch=False)
+
+        held = await db.fast_or_full(functools.partial(exchange, held=[]))
+        for _ in range(3):
+            held = await db.fast_or_full(functools.partial(exchange, held=held))
+        before = turns.count
+        held = await db.fast_or_full(functools.partial(exchange, held=held))
+        assert len(held) == 1
+        assert turns.count - before == 4
+        assert db.fast_fallbacks == {}
