@@ -229,19 +229,23 @@ async def claim(
     values: dict[str, Any],
     now: datetime,
     needs: Sequence[str] | None = None,
+    *,
+    event: dict[str, Any],
 ) -> list[dict[str, Any]]:
     """Move up to `limit` pending tasks of `queue` (oldest id first) to the `values` given
-    (status, lease, worker...), `attempt` and `last_seq` +1, `started_at` kept if set.
+    (status, lease, worker...), `attempt` and `last_seq` +1, `started_at` kept if set, and
+    give each a `status` event with `event` as its data and the new `last_seq` as its seq.
 
     `needs` (store/prereqs.py) limits the claim to tasks that need nothing or one of those
     `needs` values; None (a worker that reports no capabilities) takes any task."""
     d = await _driver(tx)
     names = tuple(values)
+    pg = isinstance(d, _Postgres)
     key = ("claim", d.ph, names, None if needs is None else len(needs))
     sql = _SQL.get(key)
     if sql is None:
         sets = ", ".join(f"{n} = ?" for n in names)
-        lock = " FOR UPDATE SKIP LOCKED" if isinstance(d, _Postgres) else ""
+        lock = " FOR UPDATE SKIP LOCKED" if pg else ""
         only = ""
         if needs is not None:
             only = (
@@ -249,15 +253,28 @@ async def claim(
                 + (f" OR needs IN ({', '.join('?' for _ in needs)})" if needs else "")
                 + ")"
             )
-        sql = _SQL[key] = _sql(
-            d,
+        sql = (
             f"UPDATE tasks SET {sets}, attempt = attempt + 1, last_seq = last_seq + 1, "
             "started_at = COALESCE(started_at, ?) "
             f"WHERE id IN (SELECT id FROM tasks WHERE queue = ? AND status = 'pending'{only} "
-            f"ORDER BY id LIMIT ?{lock}) RETURNING {_RETURNING}",
+            f"ORDER BY id LIMIT ?{lock}) RETURNING {_RETURNING}"
         )
+        if pg:
+            # The events in the same statement (a data-modifying WITH): one statement's
+            # Python and parameters fewer per claim. SQLite has no such WITH.
+            sql = (
+                f"WITH c AS ({sql}), e AS (INSERT INTO task_events ({', '.join(_EVENT_COLS)}) "
+                "SELECT id, last_seq, 'status', ?, attempt, ? FROM c) "
+                f"SELECT {_RETURNING} FROM c"
+            )
+        sql = _SQL[key] = _sql(d, sql)
     params = [*(_bind(d, n, values[n]) for n in names), d.time(now), queue, *(needs or ()), limit]
-    return [d.load(r) for r in await d.fetch(sql, params)]
+    if pg:
+        params += [d.json(event), now]
+    rows = [d.load(r) for r in await d.fetch(sql, params)]
+    if rows and not pg:
+        await insert_events(tx, [(r["id"], r["last_seq"], "status", event, r["attempt"], now) for r in rows])
+    return rows
 
 
 async def update_task(

@@ -246,14 +246,11 @@ async def claim(
     if needs:  # a task that waited for a capable worker waits no more (store/prereqs.py)
         values["waiting_for"] = None
     # The status event's seq is taken in the same UPDATE (last_seq + 1), so a claim of N
-    # tasks is two statements: this one and one multi-row INSERT of their status events.
-    rows = sorted(await fastpath.claim(tx, queue, limit, values, now, needs), key=lambda r: r["id"])
-    if not rows:
-        return []
+    # tasks is one statement on PostgreSQL, two on SQLite (one multi-row INSERT of their
+    # status events).
     data = {"status": "running", "from": "pending", "worker_id": worker_id}
-    await fastpath.insert_events(
-        tx, [(r["id"], r["last_seq"], "status", data, r["attempt"], now) for r in rows]
-    )
+    rows = await fastpath.claim(tx, queue, limit, values, now, needs, event=data)
+    rows.sort(key=lambda r: r["id"])
     for r in rows:
         tx.notify(f"task:{r['id']}", str(r["last_seq"]))
         tx.notify("board", r["id"])

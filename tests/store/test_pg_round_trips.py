@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import struct
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -27,23 +28,21 @@ ACTOR = audit.Actor("tester", "person")
 
 
 class Turns:
-    """A TCP relay to PostgreSQL counting the server's answers to the client's sends."""
+    """A TCP relay to PostgreSQL counting the server's answers to the client's sends
+    (`count`), and the statements the client runs (`statements`)."""
 
     def __init__(self, host: str, port: int) -> None:
         self.target = (host, port)
         self.count = 0
+        self.statements = 0
         self._asked: set[int] = set()  # connections whose client spoke since their last answer
 
-    async def _pipe(
-        self, conn: int, src: asyncio.StreamReader, dst: asyncio.StreamWriter, *, server: bool
-    ) -> None:
+    async def _server(self, conn: int, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         try:
             while data := await src.read(65536):
-                if server and conn in self._asked:
+                if conn in self._asked:
                     self._asked.discard(conn)
                     self.count += 1
-                elif not server:
-                    self._asked.add(conn)
                 dst.write(data)
                 await dst.drain()
         except ConnectionError:
@@ -51,13 +50,30 @@ class Turns:
         finally:
             dst.close()
 
+    async def _client(self, conn: int, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        """The client's side, message by message (sslmode=disable: plain protocol v3)."""
+        try:
+            typed = False  # the startup packets have no type byte
+            while True:
+                kind = await src.readexactly(1) if typed else b""
+                head = await src.readexactly(4)
+                body = await src.readexactly(struct.unpack("!i", head)[0] - 4)
+                if not typed and struct.unpack("!i", body[:4])[0] not in (80877103, 80877104):
+                    typed = True  # that was the StartupMessage, not an SSL or GSS request
+                if kind in (b"E", b"Q"):  # Execute (extended protocol), Query (simple)
+                    self.statements += 1
+                self._asked.add(conn)
+                dst.write(kind + head + body)
+                await dst.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            dst.close()
+
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(*self.target)
         conn = id(writer)
-        await asyncio.gather(
-            self._pipe(conn, reader, up_writer, server=False),
-            self._pipe(conn, up_reader, writer, server=True),
-        )
+        await asyncio.gather(self._client(conn, reader, up_writer), self._server(conn, up_reader, writer))
 
 
 @contextlib.asynccontextmanager
@@ -66,7 +82,8 @@ async def relayed(db_url: str) -> AsyncGenerator[tuple[Database, Turns]]:
     turns = Turns(url.host or "127.0.0.1", url.port or 5432)
     server = await asyncio.start_server(turns.serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    db = Database(url.set(port=port).render_as_string(hide_password=False))
+    relay = url.set(port=port).update_query_dict({"sslmode": "disable"})
+    db = Database(relay.render_as_string(hide_password=False))
     try:
         yield db, turns
     finally:
@@ -94,15 +111,17 @@ async def test_a_task_creation_is_two_round_trips(db_url: str) -> None:
         await _setup(db)
         for _ in range(3):  # a warm connection, its statements prepared
             await db.fast_or_full(_create)
-        before = turns.count
+        before, statements = turns.count, turns.statements
         await db.fast_or_full(_create)
         assert turns.count - before == 2
+        # BEGIN, the agent, the task, its event, the audit row, one pg_notify, COMMIT.
+        assert turns.statements - statements == 7
         assert db.fast_fallbacks == {}
 
 
 async def test_a_report_and_a_claim_are_four_round_trips(db_url: str) -> None:
     """The worker's exchange: complete one task and claim the next (BEGIN + UPDATE; its
-    events + the claim; their events + the agents; notes + COMMIT). Before: 7."""
+    events + the claim and its events; the agents; notes + COMMIT). Before: 7."""
     async with relayed(db_url) as (db, turns):
         await _setup(db)
         for _ in range(6):
@@ -117,8 +136,11 @@ async def test_a_report_and_a_claim_are_four_round_trips(db_url: str) -> None:
         held = await db.fast_or_full(functools.partial(exchange, held=[]))
         for _ in range(3):
             held = await db.fast_or_full(functools.partial(exchange, held=held))
-        before = turns.count
+        before, statements = turns.count, turns.statements
         held = await db.fast_or_full(functools.partial(exchange, held=held))
         assert len(held) == 1
         assert turns.count - before == 4
+        # BEGIN, the report's UPDATE and its events, the claim and its events in one
+        # statement, the agents, one pg_notify, COMMIT.
+        assert turns.statements - statements == 7
         assert db.fast_fallbacks == {}
