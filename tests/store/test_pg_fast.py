@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
+from pydantic_core import to_json
 
 from kernel import errors
 from store import audit
@@ -303,3 +304,21 @@ async def test_dispose_closes_idle_connections_and_those_returned_later(db_url: 
     with _admin(db_url) as admin:
         seen = admin.execute("SELECT count(*) FROM audit_log WHERE action = 'pg.fast.late'").fetchone()
         assert seen == (1,)
+
+
+async def test_json_is_written_compact_and_read_back_the_same(db_url: str) -> None:
+    """fast_tx connections encode and parse JSON with pydantic (as store.fastpath does on
+    SQLite): the same values back, and the same compact UTF-8 text as SQLite stores, where
+    json.dumps wrote spaces and \\u escapes."""
+    data: dict[str, Any] = {"é": "naïve ☃", "big": 2**70, "f": 0.1, "n": None, "l": [1, {"x": []}], "t": True}
+    db = Database(db_url)
+    try:
+        async with db.fast_tx() as tx:
+            entry = await audit.record(tx, ACTOR, "pg.fast.json", details=data)
+        async with db.fast_tx() as tx:
+            cur = await tx.raw.execute("SELECT details, details::text FROM audit_log WHERE id = %s", (entry,))
+            (value, text), *_ = await cur.fetchall()
+        assert value == data
+        assert text == to_json(data).decode()
+    finally:
+        await db.dispose()
