@@ -35,7 +35,7 @@ __all__ = [
     "insert_audit",
     "insert_events",
     "insert_task",
-    "update_task",
+    "update_task_events",
 ]
 
 
@@ -277,20 +277,18 @@ async def claim(
     return rows
 
 
-async def update_task(
-    tx: Tx,
+def _update(
+    d: _SQLite | _Postgres,
     task_id: str,
     values: dict[str, Any],
-    *,
     seq_plus: int,
     status: str | None,
-    lease_hash: str | None = None,
-    queues: Collection[str] = (),
-) -> dict[str, Any] | None:
-    """Set `values` and `last_seq += seq_plus` on the task if it is in `status` (any when
-    None; and holds the lease `lease_hash`, on one of `queues`); the row after, or None when
-    nothing matched."""
-    d = await _driver(tx)
+    lease_hash: str | None,
+    queues: Collection[str],
+) -> tuple[str, list[Any]]:
+    """The UPDATE of update_task_events (cached by its shape) and its parameters: set
+    `values` and `last_seq += seq_plus` on the task if it is in `status` (any when None; and
+    holds the lease `lease_hash`, on one of `queues`), returning the row after."""
     names = tuple(values)
     fence = lease_hash is not None
     key = ("update", d.ph, names, status is not None, fence, len(queues))
@@ -310,8 +308,60 @@ async def update_task(
     if fence:
         params.append(lease_hash)
     params.extend(sorted(queues))
-    rows = await d.fetch(sql, params)
-    return d.load(rows[0]) if rows else None
+    return sql, params
+
+
+Events = Sequence[tuple[str, Any]]
+EventRow = tuple[str, int, str, Any, int, datetime]
+
+
+async def update_task_events(
+    tx: Tx,
+    task_id: str,
+    values: dict[str, Any],
+    events: Events,
+    now: datetime,
+    *,
+    status: str | None,
+    lease_hash: str | None = None,
+    queues: Collection[str] = (),
+) -> tuple[dict[str, Any], list[EventRow]] | None:
+    """`update_task` taking a seq for each of `events` ((kind, data), non-empty), and the
+    events written as those seqs at `now`: the row after and the event rows, or None when
+    nothing matched (and nothing was written)."""
+    d = await _driver(tx)
+    n = len(events)
+    sql, params = _update(d, task_id, values, n, status, lease_hash, queues)
+    if isinstance(d, _Postgres):
+        # One statement (a data-modifying WITH): the events' seqs come from the UPDATE's
+        # new last_seq, their values as two arrays (one statement text for any batch).
+        key = ("update_events", sql)
+        with_events = _SQL.get(key)
+        if with_events is None:
+            with_events = _SQL[key] = (
+                f"WITH u AS ({sql}), e AS (INSERT INTO task_events ({', '.join(_EVENT_COLS)}) "
+                "SELECT u.id, u.last_seq - %s + t.k, t.kind, t.data, u.attempt, %s "
+                "FROM u, unnest(%s::text[], %s::json[]) WITH ORDINALITY AS t(kind, data, k)) "
+                f"SELECT {_RETURNING} FROM u"
+            )
+        params += [n, now, [k for k, _ in events], [d.json(v) for _, v in events]]
+        found = await d.fetch(with_events, params)
+        if not found:
+            return None
+        row = d.load(found[0])
+        return row, _event_rows(task_id, row, now, events)
+    found = await d.fetch(sql, params)
+    if not found:
+        return None
+    row = d.load(found[0])
+    rows = _event_rows(task_id, row, now, events)
+    await insert_events(tx, rows)
+    return row, rows
+
+
+def _event_rows(task_id: str, row: dict[str, Any], now: datetime, events: Events) -> list[EventRow]:
+    first, attempt = row["last_seq"] - len(events) + 1, row["attempt"]
+    return [(task_id, first + i, kind, data, attempt, now) for i, (kind, data) in enumerate(events)]
 
 
 async def agents(tx: Tx, keys: Collection[str], *, by_id: bool = False) -> list[dict[str, Any]]:

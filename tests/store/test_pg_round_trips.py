@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from store import audit, catalog, tasks
+from store import audit, catalog, events, tasks
 from store.db import Database, Tx
 from store.leases import Lease
 from store.models import Agent, WorkerQueue
@@ -120,8 +120,8 @@ async def test_a_task_creation_is_two_round_trips(db_url: str) -> None:
 
 
 async def test_a_report_and_a_claim_are_four_round_trips(db_url: str) -> None:
-    """The worker's exchange: complete one task and claim the next (BEGIN + UPDATE; its
-    events + the claim and its events; the agents; notes + COMMIT). Before: 7."""
+    """The worker's exchange: complete one task and claim the next (BEGIN + the report;
+    the claim; the agents; notes + COMMIT). Before: 7."""
     async with relayed(db_url) as (db, turns):
         await _setup(db)
         for _ in range(6):
@@ -140,7 +140,36 @@ async def test_a_report_and_a_claim_are_four_round_trips(db_url: str) -> None:
         held = await db.fast_or_full(functools.partial(exchange, held=held))
         assert len(held) == 1
         assert turns.count - before == 4
-        # BEGIN, the report's UPDATE and its events, the claim and its events in one
-        # statement, the agents, one pg_notify, COMMIT.
-        assert turns.statements - statements == 7
+        # BEGIN, the report's UPDATE with its events in one statement, the claim with
+        # theirs in another, the agents, one pg_notify, COMMIT.
+        assert turns.statements - statements == 6
         assert db.fast_fallbacks == {}
+
+
+async def test_a_workers_events_are_one_statement_with_their_task(db_url: str) -> None:
+    """`POST /tasks/{id}/events`: the fenced UPDATE that takes the seqs and the INSERT of
+    the events are one statement (BEGIN, it, one pg_notify, COMMIT; before: 5)."""
+    async with relayed(db_url) as (db, turns):
+        await _setup(db)
+        await db.fast_or_full(_create)
+        (held,) = await db.fast_or_full(
+            functools.partial(
+                tasks.claim_tasks, queue="q", worker_id="w", limit=1, lease_seconds=60, touch=False
+            )
+        )
+        lease = Lease(held.token, ())
+        batch = [("log", {"line": "one"}), ("log", {"line": "two", "token": "sk-" + "a" * 40})]
+        for _ in range(3):
+            await db.fast_or_full(
+                functools.partial(events.append, task_id=held.task.id, events=batch, lease=lease)
+            )
+        before, statements = turns.count, turns.statements
+        last, _ = await db.fast_or_full(
+            functools.partial(events.append, task_id=held.task.id, events=batch, lease=lease)
+        )
+        assert (turns.count - before, turns.statements - statements) == (2, 4)
+        assert last == 2 + 4 * 2  # created, claimed, then 4 batches of 2
+        async with db.read() as s:
+            logged = await events.list_after(s, held.task.id, last - 2)
+        assert [(e.seq, e.kind, e.attempt) for e in logged] == [(last - 1, "log", 1), (last, "log", 1)]
+        assert "sk-" not in str(logged[1].data)  # masked on the way in, as before
