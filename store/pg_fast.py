@@ -6,15 +6,19 @@ hops around every driver call, several times the Python the statements themselve
 Here a transaction is a connection taken from a small pool of our own, the statements run
 on it directly, and a commit.
 
-Round trips: each connection stays in libpq's pipeline mode for its whole life, in
-autocommit. A transaction queues its own `BEGIN`; a statement whose answer nobody reads
-(an INSERT) is queued too; a statement whose rows are read (`fetchall`) sends everything
-queued before it and waits for its own answer; the `pg_notify`s and the `COMMIT` go with
-a Sync and wait for every answer. So a task's creation (read the agent, insert the task, its
-event and the audit row, notify, commit) is two round trips instead of six, and an error in
-a queued statement is raised at the next read or at the commit, still inside the block.
-(psycopg's own pipeline, entered per transaction, sends `BEGIN` alone and syncs again on
-leaving: two round trips more; hence autocommit and the connection-long pipeline.)
+Round trips: each connection stays in libpq's pipeline mode for its whole life. A
+statement whose answer nobody reads (an INSERT) is queued; a statement whose rows are read
+(`fetchall`) sends everything queued before it with a Flush and waits for its own answer;
+the `pg_notify`s go with the Sync that ends the transaction, which waits for every answer.
+So a task's creation (read the agent, insert the task with its event and the audit row,
+notify, commit) is two round trips instead of six, and an error in a queued statement is
+raised at the next read or at the commit, still inside the block.
+
+No BEGIN and no COMMIT: in the extended protocol everything between two Syncs runs in one
+implicit transaction, which the Sync commits (durably: it answers after the commit) or, after
+an error, rolls back; a failure in the block queues a ROLLBACK before its Sync. Two
+statements fewer per transaction. (psycopg's own pipeline, entered per transaction outside
+autocommit, sends `BEGIN` alone and syncs again on leaving: two round trips more.)
 
 The pool is beside SQLAlchemy's, not part of it: it holds at most `size` connections,
 opened on first use; a caller waits up to `timeout` for a free one and then gets the same
@@ -74,12 +78,10 @@ class FastPool:
             conn = await self._acquire()
             reuse = False
             try:
-                # Queued: it leaves with the first statement (prepare=False: a transaction
-                # command is no statement to keep).
-                await conn.execute(b"BEGIN", prepare=False)
                 yield conn
-                await conn.execute(b"COMMIT", prepare=False)
-                await self._pipes[conn][1].sync()  # raises the first error of the batch
+                # The Sync commits the implicit transaction (see the module's docstring) and
+                # raises the first error of the batch, if any (then nothing was committed).
+                await self._pipes[conn][1].sync()
                 reuse = True
             finally:
                 if not reuse:
@@ -134,21 +136,26 @@ class FastPool:
 
     async def _rolled_back(self, conn: Conn) -> bool:
         """Roll back after a failure; whether the connection is fit to be reused (one that
-        is not is closed by the caller, after looking at whether it was `broken`)."""
+        is not is closed by the caller, after looking at whether it was `broken`).
+
+        Never a Sync before the ROLLBACK: a Sync commits what ran so far. A ROLLBACK after
+        an error is skipped by the server (the pipeline is aborted until the Sync) and the
+        Sync then ends the failed transaction; either way nothing is committed."""
         if conn.closed:
             return False
         try:
-            # What was queued goes first: its error, if any, is the block's own, already
-            # on its way up (or about to be, from the rollback below).
+            # Queued first, then whatever error is pending raised (the block's own, already
+            # on its way up): ignored here.
+            with contextlib.suppress(psycopg.Error):
+                await conn.execute(b"ROLLBACK", prepare=False)
             with contextlib.suppress(psycopg.Error):
                 await self._pipes[conn][1].sync()
-            await conn.rollback()
         except BaseException:
-            # Broken, or cancelled again meanwhile: its state is unknown. The exception that
-            # made us roll back is still on its way up (we are in a `finally`); this one
-            # must not replace it.
+            # Cancelled again meanwhile: its state is unknown. The exception that made us
+            # roll back is still on its way up (we are in a `finally`); this one must not
+            # replace it.
             return False
-        return True
+        return not conn.broken and conn.info.transaction_status == _IDLE
 
     async def _release(self, conn: Conn, *, reuse: bool) -> None:
         try:

@@ -81,6 +81,33 @@ async def test_an_exception_rolls_back_and_the_connection_is_reused(db_url: str)
         await db.dispose()
 
 
+async def test_a_failure_after_statements_ran_leaves_nothing(db_url: str) -> None:
+    """The transaction is the pipeline's implicit one, committed by its Sync: statements the
+    server has already run (sent ahead of a read) are rolled back all the same when the
+    block fails, by Python or by a later statement, and the connection is reused."""
+    db = Database(db_url, pool_size=1)
+    try:
+        pids: set[int] = set()
+        for failure in ("python", "sql"):
+            with pytest.raises((ValueError, psycopg.errors.UndefinedTable)):
+                async with db.fast_tx() as tx:
+                    pids.add(tx.raw.info.backend_pid)
+                    await audit.record(tx, ACTOR, "pg.fast.ran")
+                    cur = await tx.raw.execute("SELECT count(*) FROM audit_log WHERE action = 'pg.fast.ran'")
+                    assert await cur.fetchall() == [(1,)]  # it ran, in this transaction
+                    if failure == "python":
+                        raise ValueError("boom")
+                    await tx.raw.execute("SELECT * FROM no_such_table")
+        assert await _count(db, "pg.fast.ran") == 0
+        async with db.fast_tx() as tx:
+            pids.add(tx.raw.info.backend_pid)
+            await audit.record(tx, ACTOR, "pg.fast.ran")
+        assert await _count(db, "pg.fast.ran") == 1
+        assert len(pids) == 1
+    finally:
+        await db.dispose()
+
+
 async def test_session_needed_rolls_back_the_fast_pass_and_redoes_it_in_full(db: Database) -> None:
     passes: list[str] = []
 

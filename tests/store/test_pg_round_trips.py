@@ -105,8 +105,8 @@ async def _create(tx: Tx) -> Any:
 
 
 async def test_a_task_creation_is_two_round_trips(db_url: str) -> None:
-    """Read the agent (with BEGIN), then the task, its event, the audit row, the notes and
-    the COMMIT together: before the pipeline, each was a turn of its own (6)."""
+    """Read the agent, then the task, its event, the audit row, the notes and the commit
+    together: before the pipeline, each was a turn of its own (6, with BEGIN)."""
     async with relayed(db_url) as (db, turns):
         await _setup(db)
         for _ in range(3):  # a warm connection, its statements prepared
@@ -114,14 +114,15 @@ async def test_a_task_creation_is_two_round_trips(db_url: str) -> None:
         before, statements = turns.count, turns.statements
         await db.fast_or_full(_create)
         assert turns.count - before == 2
-        # BEGIN, the agent, the task, its event, the audit row, one pg_notify, COMMIT.
-        assert turns.statements - statements == 7
+        # The agent, the task, its event, the audit row, one pg_notify (no BEGIN, no
+        # COMMIT: the pipeline's Sync commits).
+        assert turns.statements - statements == 5
         assert db.fast_fallbacks == {}
 
 
 async def test_a_report_and_a_claim_are_four_round_trips(db_url: str) -> None:
-    """The worker's exchange: complete one task and claim the next (BEGIN + the report;
-    the claim; the agents; notes + COMMIT). Before: 7."""
+    """The worker's exchange: complete one task and claim the next (the report; the claim;
+    the agents; notes and the commit). Before: 7."""
     async with relayed(db_url) as (db, turns):
         await _setup(db)
         for _ in range(6):
@@ -140,15 +141,15 @@ async def test_a_report_and_a_claim_are_four_round_trips(db_url: str) -> None:
         held = await db.fast_or_full(functools.partial(exchange, held=held))
         assert len(held) == 1
         assert turns.count - before == 4
-        # BEGIN, the report's UPDATE with its events in one statement, the claim with
-        # theirs in another, the agents, one pg_notify, COMMIT.
-        assert turns.statements - statements == 6
+        # The report's UPDATE with its events in one statement, the claim with theirs in
+        # another, the agents, one pg_notify.
+        assert turns.statements - statements == 4
         assert db.fast_fallbacks == {}
 
 
 async def test_a_workers_events_are_one_statement_with_their_task(db_url: str) -> None:
     """`POST /tasks/{id}/events`: the fenced UPDATE that takes the seqs and the INSERT of
-    the events are one statement (BEGIN, it, one pg_notify, COMMIT; before: 5)."""
+    the events are one statement (it and one pg_notify; before: BEGIN, 2, notify, COMMIT)."""
     async with relayed(db_url) as (db, turns):
         await _setup(db)
         await db.fast_or_full(_create)
@@ -167,7 +168,7 @@ async def test_a_workers_events_are_one_statement_with_their_task(db_url: str) -
         last, _ = await db.fast_or_full(
             functools.partial(events.append, task_id=held.task.id, events=batch, lease=lease)
         )
-        assert (turns.count - before, turns.statements - statements) == (2, 4)
+        assert (turns.count - before, turns.statements - statements) == (2, 2)
         assert last == 2 + 4 * 2  # created, claimed, then 4 batches of 2
         async with db.read() as s:
             logged = await events.list_after(s, held.task.id, last - 2)
