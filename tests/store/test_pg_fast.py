@@ -168,6 +168,26 @@ async def test_notes_reach_another_replica_with_the_commit_only(db_url: str) -> 
         await db.dispose()
 
 
+async def test_a_replica_publishes_its_own_notes_once(db: Database, db_url: str) -> None:
+    """A replica publishes its notes at its commit; LISTEN brings them back, and those are
+    not published again (a second `queue:` wake-up sent a parked claim to the database for
+    nothing). Another replica's notes still arrive, after ours (commit order)."""
+    async with pg_replica(db_url) as replica:
+        with replica.hub.subscribe("test:once") as sub:
+            async with replica.fast_tx() as tx:
+                tx.notify("test:once", "fast")
+            async with replica.tx() as tx:
+                tx.notify("test:once", "full")
+            async with db.fast_tx() as tx:
+                tx.notify("test:once", "theirs")
+            got: list[str] = []
+            while "theirs" not in got:
+                batch = await sub.get(10)
+                assert batch, got  # [] is a timeout
+                got += batch
+            assert got == ["fast", "full", "theirs"]
+
+
 async def test_a_statement_run_twice_is_prepared(db_url: str) -> None:
     """psycopg prepares a statement once it has run `prepare_threshold` (2) times on a
     connection: the hot statements are parsed and planned once per connection."""
