@@ -50,9 +50,14 @@ def env(**kw: str) -> dict[str, str]:
     return e
 
 
-def fresh_database(backend: str, tmp: Path, name: str = "meta_agent_bench") -> str:
-    """An empty, migrated database: a SQLite file in `tmp`, or PostgreSQL's `name` re-created."""
+def fresh_database(backend: str, tmp: Path, name: str = "") -> str:
+    """An empty, migrated database: a SQLite file in `tmp`, or PostgreSQL's `name` re-created
+    (by default `$META_AGENT_BENCH_DB`, else `meta_agent_bench`: two benches run at once on
+    one cluster need two names, or the second one's DROP ... WITH (FORCE) kills the first's
+    connections)."""
     from store import migrate
+
+    name = name or os.environ.get("META_AGENT_BENCH_DB") or "meta_agent_bench"
 
     if backend == "sqlite":
         url = f"sqlite:///{tmp / 'bench.db'}"

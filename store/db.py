@@ -188,7 +188,7 @@ class Database:
                             tx = Tx(session, self)
                             yield tx
                             if tx.notes and not self.is_sqlite:
-                                for payload in encode(tx.notes):
+                                for payload in encode(tx.notes, self.hub.origin):
                                     await session.execute(
                                         sa.text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": payload}
                                     )
@@ -209,7 +209,7 @@ class Database:
                     tx = Tx(None, self, raw=conn)
                     yield tx
                     if tx.notes:  # delivered to other replicas on commit only
-                        await self._pg_fast.notify_and_commit(conn, CHANNEL, encode(tx.notes))
+                        await self._pg_fast.notify(conn, CHANNEL, encode(tx.notes, self.hub.origin))
             for topic, payload in tx.notes:
                 self.hub.publish(topic, payload)
             return

@@ -66,24 +66,55 @@ async def append(
     """
     if not events:
         raise errors.Invalid("no events to append", code="empty_batch")
-    n = len(events)
     now = utcnow()
-    row = await fastpath.update_task(
+    row = await update_and_append(
         tx,
         task_id,
         {"updated_at": now, **(values or {})},
-        seq_plus=n,
+        events,
+        now,
         status=TaskStatus.running.value if lease is not None else None,
-        lease_hash=lease.hash if lease is not None else None,
-        queues=lease.queues if lease is not None else (),
+        lease=lease,
     )
     if row is None:
         if lease is not None:
             raise await refusal(tx, task_id, lease)
         raise errors.NotFound(f"task {task_id} not found", code="task_not_found")
-    last, attempt, cancel_requested = row["last_seq"], row["attempt"], row["cancel_requested"]
-    await insert_rows(tx, task_id, last, attempt, now, events)
-    return int(last), bool(cancel_requested)
+    return int(row["last_seq"]), bool(row["cancel_requested"])
+
+
+async def update_and_append(
+    tx: Tx,
+    task_id: str,
+    values: dict[str, Any],
+    events: Sequence[tuple[str, dict[str, Any]]],
+    now: datetime,
+    *,
+    status: str | None,
+    lease: Lease | None = None,
+) -> dict[str, Any] | None:
+    """Set `values` on the task (if it is in `status`, and holds `lease`) and append
+    `events` (masked, as `insert_rows` does) in its next seqs; the row after, or None when
+    nothing matched and nothing was written. One statement on PostgreSQL."""
+    found = await fastpath.update_task_events(
+        tx,
+        task_id,
+        values,
+        _masked(events),
+        now,
+        status=status,
+        lease_hash=lease.hash if lease is not None else None,
+        queues=lease.queues if lease is not None else (),
+    )
+    if found is None:
+        return None
+    row, rows = found
+    tx.notify(f"task:{task_id}", Batch(rows))
+    return row
+
+
+def _masked(events: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, Any]]:
+    return [(kind, redact_data(data)) for kind, data in events]
 
 
 async def insert_rows(
@@ -101,9 +132,7 @@ async def insert_rows(
     Secrets are masked here, at ingest (kernel.redact): what a model, a tool or a
     command printed is then masked in the log, every stream and every page of it alike."""
     first = last - len(events) + 1
-    rows = [
-        (task_id, first + i, kind, redact_data(data), attempt, now) for i, (kind, data) in enumerate(events)
-    ]
+    rows = [(task_id, first + i, kind, data, attempt, now) for i, (kind, data) in enumerate(_masked(events))]
     await fastpath.insert_events(tx, rows)
     tx.notify(f"task:{task_id}", Batch(rows))
 

@@ -38,7 +38,7 @@ __all__ = [
     "insert_audit",
     "insert_events",
     "insert_task",
-    "update_task",
+    "update_task_events",
 ]
 
 
@@ -248,19 +248,23 @@ async def claim(
     values: dict[str, Any],
     now: datetime,
     needs: Sequence[str] | None = None,
+    *,
+    event: dict[str, Any],
 ) -> list[dict[str, Any]]:
     """Move up to `limit` pending tasks of `queue` (oldest id first) to the `values` given
-    (status, lease, worker...), `attempt` and `last_seq` +1, `started_at` kept if set.
+    (status, lease, worker...), `attempt` and `last_seq` +1, `started_at` kept if set, and
+    give each a `status` event with `event` as its data and the new `last_seq` as its seq.
 
     `needs` (store/prereqs.py) limits the claim to tasks that need nothing or one of those
     `needs` values; None (a worker that reports no capabilities) takes any task."""
     d = await _driver(tx)
     names = tuple(values)
+    pg = isinstance(d, _Postgres)
     key = ("claim", d.ph, names, None if needs is None else len(needs))
     sql = _SQL.get(key)
     if sql is None:
         sets = ", ".join(f"{n} = ?" for n in names)
-        lock = " FOR UPDATE SKIP LOCKED" if isinstance(d, _Postgres) else ""
+        lock = " FOR UPDATE SKIP LOCKED" if pg else ""
         only = ""
         if needs is not None:
             only = (
@@ -268,31 +272,42 @@ async def claim(
                 + (f" OR needs IN ({', '.join('?' for _ in needs)})" if needs else "")
                 + ")"
             )
-        sql = _SQL[key] = _sql(
-            d,
+        sql = (
             f"UPDATE tasks SET {sets}, attempt = attempt + 1, last_seq = last_seq + 1, "
             "started_at = COALESCE(started_at, ?) "
             f"WHERE id IN (SELECT id FROM tasks WHERE queue = ? AND status = 'pending'{only} "
-            f"ORDER BY id LIMIT ?{lock}) RETURNING {_RETURNING}",
+            f"ORDER BY id LIMIT ?{lock}) RETURNING {_RETURNING}"
         )
+        if pg:
+            # The events in the same statement (a data-modifying WITH): one statement's
+            # Python and parameters fewer per claim. SQLite has no such WITH.
+            sql = (
+                f"WITH c AS ({sql}), e AS (INSERT INTO task_events ({', '.join(_EVENT_COLS)}) "
+                "SELECT id, last_seq, 'status', ?, attempt, ? FROM c) "
+                f"SELECT {_RETURNING} FROM c"
+            )
+        sql = _SQL[key] = _sql(d, sql)
     params = [*(_bind(d, n, values[n]) for n in names), d.time(now), queue, *(needs or ()), limit]
-    return [d.load(r) for r in await d.fetch(sql, params)]
+    if pg:
+        params += [d.json(event), now]
+    rows = [d.load(r) for r in await d.fetch(sql, params)]
+    if rows and not pg:
+        await insert_events(tx, [(r["id"], r["last_seq"], "status", event, r["attempt"], now) for r in rows])
+    return rows
 
 
-async def update_task(
-    tx: Tx,
+def _update(
+    d: _SQLite | _Postgres,
     task_id: str,
     values: dict[str, Any],
-    *,
     seq_plus: int,
     status: str | None,
-    lease_hash: str | None = None,
-    queues: Collection[str] = (),
-) -> dict[str, Any] | None:
-    """Set `values` and `last_seq += seq_plus` on the task if it is in `status` (any when
-    None; and holds the lease `lease_hash`, on one of `queues`); the row after, or None when
-    nothing matched."""
-    d = await _driver(tx)
+    lease_hash: str | None,
+    queues: Collection[str],
+) -> tuple[str, list[Any]]:
+    """The UPDATE of update_task_events (cached by its shape) and its parameters: set
+    `values` and `last_seq += seq_plus` on the task if it is in `status` (any when None; and
+    holds the lease `lease_hash`, on one of `queues`), returning the row after."""
     names = tuple(values)
     fence = lease_hash is not None
     key = ("update", d.ph, names, status is not None, fence, len(queues))
@@ -312,8 +327,60 @@ async def update_task(
     if fence:
         params.append(lease_hash)
     params.extend(sorted(queues))
-    rows = await d.fetch(sql, params)
-    return d.load(rows[0]) if rows else None
+    return sql, params
+
+
+Events = Sequence[tuple[str, Any]]
+EventRow = tuple[str, int, str, Any, int, datetime]
+
+
+async def update_task_events(
+    tx: Tx,
+    task_id: str,
+    values: dict[str, Any],
+    events: Events,
+    now: datetime,
+    *,
+    status: str | None,
+    lease_hash: str | None = None,
+    queues: Collection[str] = (),
+) -> tuple[dict[str, Any], list[EventRow]] | None:
+    """`update_task` taking a seq for each of `events` ((kind, data), non-empty), and the
+    events written as those seqs at `now`: the row after and the event rows, or None when
+    nothing matched (and nothing was written)."""
+    d = await _driver(tx)
+    n = len(events)
+    sql, params = _update(d, task_id, values, n, status, lease_hash, queues)
+    if isinstance(d, _Postgres):
+        # One statement (a data-modifying WITH): the events' seqs come from the UPDATE's
+        # new last_seq, their values as two arrays (one statement text for any batch).
+        key = ("update_events", sql)
+        with_events = _SQL.get(key)
+        if with_events is None:
+            with_events = _SQL[key] = (
+                f"WITH u AS ({sql}), e AS (INSERT INTO task_events ({', '.join(_EVENT_COLS)}) "
+                "SELECT u.id, u.last_seq - %s + t.k, t.kind, t.data, u.attempt, %s "
+                "FROM u, unnest(%s::text[], %s::json[]) WITH ORDINALITY AS t(kind, data, k)) "
+                f"SELECT {_RETURNING} FROM u"
+            )
+        params += [n, now, [k for k, _ in events], [d.json(v) for _, v in events]]
+        found = await d.fetch(with_events, params)
+        if not found:
+            return None
+        row = d.load(found[0])
+        return row, _event_rows(task_id, row, now, events)
+    found = await d.fetch(sql, params)
+    if not found:
+        return None
+    row = d.load(found[0])
+    rows = _event_rows(task_id, row, now, events)
+    await insert_events(tx, rows)
+    return row, rows
+
+
+def _event_rows(task_id: str, row: dict[str, Any], now: datetime, events: Events) -> list[EventRow]:
+    first, attempt = row["last_seq"] - len(events) + 1, row["attempt"]
+    return [(task_id, first + i, kind, data, attempt, now) for i, (kind, data) in enumerate(events)]
 
 
 async def agents(tx: Tx, keys: Collection[str], *, by_id: bool = False) -> list[dict[str, Any]]:

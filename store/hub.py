@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections import defaultdict
 from collections.abc import Generator, Sequence
 from datetime import datetime
@@ -110,6 +111,9 @@ class Hub:
     """Version counters and waiters per topic, living on one event loop."""
 
     def __init__(self) -> None:
+        # Names this hub in the NOTIFYs of its own transactions: they were published here
+        # at their commit already, and LISTEN brings them back (see listen_postgres).
+        self.origin = secrets.token_hex(8)
         self._versions: dict[str, int] = defaultdict(int)
         self._waiters: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
@@ -213,19 +217,26 @@ class Hub:
         return n + sum(len(s - skip) for t, s in self._subs.items() if t.startswith(prefix))
 
 
-def encode(notes: list[tuple[str, str]]) -> list[str]:
-    """Pack notes into NOTIFY payloads under PostgreSQL's 8000-byte limit."""
+# The first note of a payload from a hub: its origin (a replica of an older version
+# publishes it as a note of a topic nobody follows).
+ORIGIN = "!origin"
+
+
+def encode(notes: list[tuple[str, str]], origin: str = "") -> list[str]:
+    """Pack notes into NOTIFY payloads under PostgreSQL's 8000-byte limit, each starting
+    with the sending hub's `origin` when given."""
     out: list[str] = []
-    cur: list[str] = []
-    size = 0
+    head = [f"{ORIGIN}\t{origin}"] if origin else []
+    cur: list[str] = list(head)
+    size = sum(len(line) + 1 for line in head)
     for topic, payload in notes:
         line = f"{topic}\t{payload}"
-        if cur and size + len(line) + 1 > 7900:
+        if len(cur) > len(head) and size + len(line) + 1 > 7900:
             out.append("\n".join(cur))
-            cur, size = [], 0
+            cur, size = list(head), sum(len(line) + 1 for line in head)
         cur.append(line)
         size += len(line) + 1
-    if cur:
+    if len(cur) > len(head):
         out.append("\n".join(cur))
     return out
 
@@ -250,7 +261,8 @@ def _close_when_connected(fut: asyncio.Future[Any]) -> None:
 
 
 async def listen_postgres(hub: Hub, dsn: str, ready: asyncio.Event | None = None) -> None:
-    """Relay NOTIFYs from other replicas (and this one) into `hub`, reconnecting forever.
+    """Relay NOTIFYs from other replicas into `hub`, reconnecting forever (the hub's own
+    come back too, and are skipped: each woke a parked claim a second time, for nothing).
 
     After a reconnect every topic is bumped once ("*" wake-up), because notifications sent
     while disconnected are lost; followers then re-read from the database.
@@ -282,7 +294,12 @@ async def listen_postgres(hub: Hub, dsn: str, ready: asyncio.Event | None = None
                 hub.wake_all()
             first = False
             async for n in conn.notifies():
-                for topic, data in decode(n.payload):
+                notes = decode(n.payload)
+                if notes and notes[0][0] == ORIGIN:
+                    if notes[0][1] == hub.origin:
+                        continue  # this hub's own: published at its commit
+                    notes = notes[1:]
+                for topic, data in notes:
                     hub.publish(topic, data)
         except (psycopg.OperationalError, OSError) as exc:
             log.warning("LISTEN connection lost (%s); reconnecting", exc)

@@ -4,7 +4,21 @@ The hot routes' statements (store.fastpath) are plain SQL; through SQLAlchemy ea
 transaction still paid for an AsyncSession, a pool checkout with its events, and greenlet
 hops around every driver call, several times the Python the statements themselves need.
 Here a transaction is a connection taken from a small pool of our own, the statements run
-on it directly, and `commit()`.
+on it directly, and a commit.
+
+Round trips: each connection stays in libpq's pipeline mode for its whole life. A
+statement whose answer nobody reads (an INSERT) is queued; a statement whose rows are read
+(`fetchall`) sends everything queued before it with a Flush and waits for its own answer;
+the `pg_notify`s go with the Sync that ends the transaction, which waits for every answer.
+So a task's creation (read the agent, insert the task with its event and the audit row,
+notify, commit) is two round trips instead of six, and an error in a queued statement is
+raised at the next read or at the commit, still inside the block.
+
+No BEGIN and no COMMIT: in the extended protocol everything between two Syncs runs in one
+implicit transaction, which the Sync commits (durably: it answers after the commit) or, after
+an error, rolls back; a failure in the block queues a ROLLBACK before its Sync. Two
+statements fewer per transaction. (psycopg's own pipeline, entered per transaction outside
+autocommit, sends `BEGIN` alone and syncs again on leaving: two round trips more.)
 
 The pool is beside SQLAlchemy's, not part of it: it holds at most `size` connections,
 opened on first use; a caller waits up to `timeout` for a free one and then gets the same
@@ -27,12 +41,16 @@ from typing import Any
 
 import psycopg
 from psycopg import pq
+from psycopg.types.json import set_json_dumps, set_json_loads
+from pydantic_core import from_json, to_json
 
 from kernel import errors
 
 __all__ = ["FastPool"]
 
 _IDLE = pq.TransactionStatus.IDLE
+_NOTIFY = "SELECT pg_notify(%s, %s)"
+Conn = psycopg.AsyncConnection[Any]
 
 
 class FastPool:
@@ -44,40 +62,39 @@ class FastPool:
         self.timeout = timeout
         self.prepare_threshold = prepare_threshold
         self._slots = asyncio.Semaphore(size)
-        self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._idle: list[Conn] = []
+        # Each open connection's pipeline, and the context that entered it (left on close).
+        self._pipes: dict[
+            Conn, tuple[contextlib.AbstractAsyncContextManager[Any], psycopg.AsyncPipeline]
+        ] = {}
         self._closed = False
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncGenerator[psycopg.AsyncConnection[Any]]:
-        """A connection in a transaction (begun by its first statement), committed when the
-        block ends normally and rolled back when it raises. psycopg's OperationalError, in
-        the block or here, is raised as Unavailable."""
+    async def transaction(self) -> AsyncGenerator[Conn]:
+        """A connection in a transaction, committed when the block ends normally (waiting
+        for every statement's answer) and rolled back when it raises. psycopg's
+        OperationalError, in the block or here, is raised as Unavailable."""
         with _unavailable_on_errors():
             conn = await self._acquire()
             reuse = False
             try:
                 yield conn
-                await conn.commit()
+                # The Sync commits the implicit transaction (see the module's docstring) and
+                # raises the first error of the batch, if any (then nothing was committed).
+                await self._pipes[conn][1].sync()
                 reuse = True
             finally:
                 if not reuse:
-                    reuse = await _rolled_back(conn)
+                    reuse = await self._rolled_back(conn)
                 await self._release(conn, reuse=reuse)
 
-    async def notify_and_commit(
-        self, conn: psycopg.AsyncConnection[Any], channel: str, payloads: list[str]
-    ) -> None:
-        """`pg_notify` each payload on `channel` and commit, in one round trip: one simple-query
-        string (statements run in order, in the open transaction; a COMMIT that fails raises
-        here and leaves no transaction, so nothing is delivered). The pool's own commit then
-        finds the connection idle and sends nothing."""
-        # Quoted by libpq (PQescapeLiteral: the connection's encoding and settings).
-        quote = pq.Escaping(conn.pgconn).escape_literal
-        name = quote(channel.encode())
-        steps = [b"SELECT pg_notify(%b, %b); " % (name, quote(p.encode())) for p in payloads]
-        await conn.execute(b"".join([*steps, b"COMMIT"]))
+    async def notify(self, conn: Conn, channel: str, payloads: list[str]) -> None:
+        """Queue a `pg_notify` of each payload on `channel`: sent with the COMMIT, and so
+        delivered by PostgreSQL if that commit succeeds, and only then."""
+        for p in payloads:
+            await conn.execute(_NOTIFY, (channel, p))
 
-    async def _acquire(self) -> psycopg.AsyncConnection[Any]:
+    async def _acquire(self) -> Conn:
         if self._slots.locked():  # every connection in use: wait, bounded
             try:
                 # `asyncio.timeout`, not `wait_for`: see store.hub.Hub.wait.
@@ -94,22 +111,60 @@ class FastPool:
                 conn = self._idle.pop()
                 if not conn.closed:
                     return conn
-            conn = await psycopg.AsyncConnection.connect(
-                **self._args, autocommit=False, prepare_threshold=self.prepare_threshold
-            )
-            return conn
+                await self._close(conn)
+            return await self._connect()
         except BaseException:
             self._slots.release()
             raise
 
-    async def _release(self, conn: psycopg.AsyncConnection[Any], *, reuse: bool) -> None:
+    async def _connect(self) -> Conn:
+        conn = await psycopg.AsyncConnection.connect(
+            **self._args, autocommit=True, prepare_threshold=self.prepare_threshold
+        )
+        try:
+            # pydantic's JSON parser and encoder, as on SQLite (store.fastpath): json.loads
+            # took ~3 µs a value, and a claim reads a task's 7 JSON columns and its agent's
+            # ~15; from_json takes a tenth of that, for the same values.
+            set_json_loads(from_json, conn)
+            set_json_dumps(to_json, conn)
+            entered = conn.pipeline()
+            self._pipes[conn] = (entered, await entered.__aenter__())
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    async def _rolled_back(self, conn: Conn) -> bool:
+        """Roll back after a failure; whether the connection is fit to be reused (one that
+        is not is closed by the caller, after looking at whether it was `broken`).
+
+        Never a Sync before the ROLLBACK: a Sync commits what ran so far. A ROLLBACK after
+        an error is skipped by the server (the pipeline is aborted until the Sync) and the
+        Sync then ends the failed transaction; either way nothing is committed."""
+        if conn.closed:
+            return False
+        try:
+            # Queued first, then whatever error is pending raised (the block's own, already
+            # on its way up): ignored here.
+            with contextlib.suppress(psycopg.Error):
+                await conn.execute(b"ROLLBACK", prepare=False)
+            with contextlib.suppress(psycopg.Error):
+                await self._pipes[conn][1].sync()
+        except BaseException:
+            # Cancelled again meanwhile: its state is unknown. The exception that made us
+            # roll back is still on its way up (we are in a `finally`); this one must not
+            # replace it.
+            return False
+        return not conn.broken and conn.info.transaction_status == _IDLE
+
+    async def _release(self, conn: Conn, *, reuse: bool) -> None:
         try:
             if reuse and not self._closed and not conn.closed and conn.info.transaction_status == _IDLE:
                 self._idle.append(conn)
                 return
             if conn.broken:  # the server went away: the idle ones are likely dead too
                 await self._close_idle()
-            await conn.close()  # broken, or in an unknown state
+            await self._close(conn)  # broken, or in an unknown state
         finally:
             self._slots.release()
 
@@ -119,26 +174,20 @@ class FastPool:
         await self._close_idle()
 
     async def _close_idle(self) -> None:
-        # psycopg's close() awaits nothing (it finishes the libpq connection), so it runs to
-        # the end even in a task being cancelled.
         idle, self._idle = self._idle, []
         for conn in idle:
-            await conn.close()
+            await self._close(conn)
 
-
-async def _rolled_back(conn: psycopg.AsyncConnection[Any]) -> bool:
-    """Roll back after a failure; whether the connection is fit to be reused (one that is
-    not is closed by the caller, after looking at whether it was `broken`)."""
-    if conn.closed:
-        return False
-    try:
-        await conn.rollback()
-    except BaseException:
-        # Broken, or cancelled again meanwhile: its state is unknown. The exception that made
-        # us roll back is still on its way up (we are in a `finally`); this one must not
-        # replace it.
-        return False
-    return True
+    async def _close(self, conn: Conn) -> None:
+        # psycopg's close() awaits nothing (it finishes the libpq connection), so it runs to
+        # the end even in a task being cancelled. The pipeline's context is left after it,
+        # which then only forgets it: a context dropped unexited would be finished by the
+        # garbage collector's hook, at some later time, and log an error.
+        await conn.close()
+        entered = self._pipes.pop(conn, None)
+        if entered is not None:
+            with contextlib.suppress(Exception):
+                await entered[0].__aexit__(None, None, None)
 
 
 @contextlib.contextmanager

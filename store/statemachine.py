@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from kernel import errors
 from store import fastpath
 from store.db import Tx
-from store.events import insert_rows
+from store.events import insert_rows, update_and_append
 from store.leases import Lease, refusal
 from store.models import TERMINAL, Task, TaskEvent, TaskStatus, from_row, utcnow, values_of
 
@@ -104,26 +104,19 @@ async def transition(
     vals.update(values or {})
     row: Mapping[Any, Any] | None
     if lease is not None:
-        # A worker's report (the hot path): plain values, fenced by the lease.
-        row = await fastpath.update_task(
-            tx,
-            task_id,
-            vals,
-            seq_plus=len(batch),
-            status=current.value,
-            lease_hash=lease.hash,
-            queues=lease.queues,
-        )
+        # A worker's report (the hot path): plain values, fenced by the lease, and the
+        # events (one statement on PostgreSQL).
+        row = await update_and_append(tx, task_id, vals, batch, now, status=current.value, lease=lease)
     else:
         # Built here only: a SQLAlchemy expression costs more than the fenced UPDATE's Python.
         vals["last_seq"] = _tasks.c.last_seq + len(batch)
         stmt = sa.update(_tasks).where(_tasks.c.id == task_id, _tasks.c.status == current.value)
         row = (await tx.execute(stmt.values(**vals).returning(*_tasks.c))).mappings().first()
+        if row is not None:
+            await insert_rows(tx, task_id, row["last_seq"], row["attempt"], now, batch)
     if row is None:
         now_status = await _current(tx, task_id, lease)
         raise _refusal(task_id, to, now_status)
-    last, attempt = row["last_seq"], row["attempt"]
-    await insert_rows(tx, task_id, last, attempt, now, batch)
     _notify_status(tx, task_id, row["queue"], to)
     return from_row(Task, row)
 
@@ -246,14 +239,11 @@ async def claim(
     if needs:  # a task that waited for a capable worker waits no more (store/prereqs.py)
         values["waiting_for"] = None
     # The status event's seq is taken in the same UPDATE (last_seq + 1), so a claim of N
-    # tasks is two statements: this one and one multi-row INSERT of their status events.
-    rows = sorted(await fastpath.claim(tx, queue, limit, values, now, needs), key=lambda r: r["id"])
-    if not rows:
-        return []
+    # tasks is one statement on PostgreSQL, two on SQLite (one multi-row INSERT of their
+    # status events).
     data = {"status": "running", "from": "pending", "worker_id": worker_id}
-    await fastpath.insert_events(
-        tx, [(r["id"], r["last_seq"], "status", data, r["attempt"], now) for r in rows]
-    )
+    rows = await fastpath.claim(tx, queue, limit, values, now, needs, event=data)
+    rows.sort(key=lambda r: r["id"])
     for r in rows:
         tx.notify(f"task:{r['id']}", str(r["last_seq"]))
         tx.notify("board", r["id"])

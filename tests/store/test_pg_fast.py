@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
+from pydantic_core import to_json
 
 from kernel import errors
 from store import audit
@@ -80,6 +81,33 @@ async def test_an_exception_rolls_back_and_the_connection_is_reused(db_url: str)
         await db.dispose()
 
 
+async def test_a_failure_after_statements_ran_leaves_nothing(db_url: str) -> None:
+    """The transaction is the pipeline's implicit one, committed by its Sync: statements the
+    server has already run (sent ahead of a read) are rolled back all the same when the
+    block fails, by Python or by a later statement, and the connection is reused."""
+    db = Database(db_url, pool_size=1)
+    try:
+        pids: set[int] = set()
+        for failure in ("python", "sql"):
+            with pytest.raises((ValueError, psycopg.errors.UndefinedTable)):
+                async with db.fast_tx() as tx:
+                    pids.add(tx.raw.info.backend_pid)
+                    await audit.record(tx, ACTOR, "pg.fast.ran")
+                    cur = await tx.raw.execute("SELECT count(*) FROM audit_log WHERE action = 'pg.fast.ran'")
+                    assert await cur.fetchall() == [(1,)]  # it ran, in this transaction
+                    if failure == "python":
+                        raise ValueError("boom")
+                    await tx.raw.execute("SELECT * FROM no_such_table")
+        assert await _count(db, "pg.fast.ran") == 0
+        async with db.fast_tx() as tx:
+            pids.add(tx.raw.info.backend_pid)
+            await audit.record(tx, ACTOR, "pg.fast.ran")
+        assert await _count(db, "pg.fast.ran") == 1
+        assert len(pids) == 1
+    finally:
+        await db.dispose()
+
+
 async def test_session_needed_rolls_back_the_fast_pass_and_redoes_it_in_full(db: Database) -> None:
     passes: list[str] = []
 
@@ -115,7 +143,7 @@ async def test_notes_reach_another_replica_with_the_commit_only(db_url: str) -> 
                         )
                         await tx.raw.execute("INSERT INTO once VALUES (1), (1)")
                         tx.notify("test:replica", "commit failed")
-                # Quoting survives (the notes go as SQL literals), and notes over one NOTIFY's
+                # Quoting survives (the notes go as bound parameters), and notes over one NOTIFY's
                 # 8000 bytes go as several, in order.
                 odd = "it's a \\ 'quote'); COMMIT; --"
                 big = ["a" * 5000, "b" * 5000]
@@ -138,6 +166,26 @@ async def test_notes_reach_another_replica_with_the_commit_only(db_url: str) -> 
                 assert got == [entry, odd, *big]
     finally:
         await db.dispose()
+
+
+async def test_a_replica_publishes_its_own_notes_once(db: Database, db_url: str) -> None:
+    """A replica publishes its notes at its commit; LISTEN brings them back, and those are
+    not published again (a second `queue:` wake-up sent a parked claim to the database for
+    nothing). Another replica's notes still arrive, after ours (commit order)."""
+    async with pg_replica(db_url) as replica:
+        with replica.hub.subscribe("test:once") as sub:
+            async with replica.fast_tx() as tx:
+                tx.notify("test:once", "fast")
+            async with replica.tx() as tx:
+                tx.notify("test:once", "full")
+            async with db.fast_tx() as tx:
+                tx.notify("test:once", "theirs")
+            got: list[str] = []
+            while "theirs" not in got:
+                batch = await sub.get(10)
+                assert batch, got  # [] is a timeout
+                got += batch
+            assert got == ["fast", "full", "theirs"]
 
 
 async def test_a_statement_run_twice_is_prepared(db_url: str) -> None:
@@ -303,3 +351,21 @@ async def test_dispose_closes_idle_connections_and_those_returned_later(db_url: 
     with _admin(db_url) as admin:
         seen = admin.execute("SELECT count(*) FROM audit_log WHERE action = 'pg.fast.late'").fetchone()
         assert seen == (1,)
+
+
+async def test_json_is_written_compact_and_read_back_the_same(db_url: str) -> None:
+    """fast_tx connections encode and parse JSON with pydantic (as store.fastpath does on
+    SQLite): the same values back, and the same compact UTF-8 text as SQLite stores, where
+    json.dumps wrote spaces and \\u escapes."""
+    data: dict[str, Any] = {"é": "naïve ☃", "big": 2**70, "f": 0.1, "n": None, "l": [1, {"x": []}], "t": True}
+    db = Database(db_url)
+    try:
+        async with db.fast_tx() as tx:
+            entry = await audit.record(tx, ACTOR, "pg.fast.json", details=data)
+        async with db.fast_tx() as tx:
+            cur = await tx.raw.execute("SELECT details, details::text FROM audit_log WHERE id = %s", (entry,))
+            (value, text), *_ = await cur.fetchall()
+        assert value == data
+        assert text == to_json(data).decode()
+    finally:
+        await db.dispose()

@@ -1,0 +1,176 @@
+"""Round trips to PostgreSQL per hot-path transaction (store/pg_fast.py's pipeline).
+
+Counted on the wire: the `Database` talks to PostgreSQL through a TCP relay that counts
+turns, a turn being the server answering after the client has sent something. Each turn
+is a network latency the request waits for (and, on a busy machine, two wake-ups).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import struct
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from store import audit, catalog, events, tasks
+from store.db import Database, Tx
+from store.leases import Lease
+from store.models import Agent, WorkerQueue
+
+pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+
+ACTOR = audit.Actor("tester", "person")
+
+
+class Turns:
+    """A TCP relay to PostgreSQL counting the server's answers to the client's sends
+    (`count`), and the statements the client runs (`statements`)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.count = 0
+        self.statements = 0
+        self._asked: set[int] = set()  # connections whose client spoke since their last answer
+
+    async def _server(self, conn: int, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(65536):
+                if conn in self._asked:
+                    self._asked.discard(conn)
+                    self.count += 1
+                dst.write(data)
+                await dst.drain()
+        except ConnectionError:
+            pass
+        finally:
+            dst.close()
+
+    async def _client(self, conn: int, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        """The client's side, message by message (sslmode=disable: plain protocol v3)."""
+        try:
+            typed = False  # the startup packets have no type byte
+            while True:
+                kind = await src.readexactly(1) if typed else b""
+                head = await src.readexactly(4)
+                body = await src.readexactly(struct.unpack("!i", head)[0] - 4)
+                if not typed and struct.unpack("!i", body[:4])[0] not in (80877103, 80877104):
+                    typed = True  # that was the StartupMessage, not an SSL or GSS request
+                if kind in (b"E", b"Q"):  # Execute (extended protocol), Query (simple)
+                    self.statements += 1
+                self._asked.add(conn)
+                dst.write(kind + head + body)
+                await dst.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            dst.close()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        conn = id(writer)
+        await asyncio.gather(self._client(conn, reader, up_writer), self._server(conn, up_reader, writer))
+
+
+@contextlib.asynccontextmanager
+async def relayed(db_url: str) -> AsyncGenerator[tuple[Database, Turns]]:
+    url = sa.make_url(db_url)
+    turns = Turns(url.host or "127.0.0.1", url.port or 5432)
+    server = await asyncio.start_server(turns.serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    relay = url.set(port=port).update_query_dict({"sslmode": "disable"})
+    db = Database(relay.render_as_string(hide_password=False))
+    try:
+        yield db, turns
+    finally:
+        await db.dispose()
+        server.close()
+
+
+async def _setup(db: Database) -> None:
+    async with db.tx() as tx:
+        await catalog.create_queue(tx, WorkerQueue(name="q"))
+        await catalog.create_agent(tx, Agent(name="a", runtime="noop", default_queue="q"))
+
+
+async def _create(tx: Tx) -> Any:
+    """What `POST /tasks` does in its transaction."""
+    task = await tasks.create_task(tx, tasks.NewTask(prompt="p", agent="a"))
+    await audit.record(tx, ACTOR, "task.create", "task", task.id, {"agent": "a"})
+    return task
+
+
+async def test_a_task_creation_is_two_round_trips(db_url: str) -> None:
+    """Read the agent, then the task, its event, the audit row, the notes and the commit
+    together: before the pipeline, each was a turn of its own (6, with BEGIN)."""
+    async with relayed(db_url) as (db, turns):
+        await _setup(db)
+        for _ in range(3):  # a warm connection, its statements prepared
+            await db.fast_or_full(_create)
+        before, statements = turns.count, turns.statements
+        await db.fast_or_full(_create)
+        assert turns.count - before == 2
+        # The agent, the task, its event, the audit row, one pg_notify (no BEGIN, no
+        # COMMIT: the pipeline's Sync commits).
+        assert turns.statements - statements == 5
+        assert db.fast_fallbacks == {}
+
+
+async def test_a_report_and_a_claim_are_four_round_trips(db_url: str) -> None:
+    """The worker's exchange: complete one task and claim the next (the report; the claim;
+    the agents; notes and the commit). Before: 7."""
+    async with relayed(db_url) as (db, turns):
+        await _setup(db)
+        for _ in range(6):
+            await db.fast_or_full(_create)
+
+        async def exchange(tx: Tx, held: list[tasks.Claimed]) -> list[tasks.Claimed]:
+            reports = [tasks.Report(c.task.id, Lease(c.token, ()), result=None) for c in held]
+            done = await tasks.report(tx, reports)
+            assert not [d for d in done if isinstance(d, Exception)]
+            return await tasks.claim_tasks(tx, "q", "w", 1, 60, {}, touch=False)
+
+        held = await db.fast_or_full(functools.partial(exchange, held=[]))
+        for _ in range(3):
+            held = await db.fast_or_full(functools.partial(exchange, held=held))
+        before, statements = turns.count, turns.statements
+        held = await db.fast_or_full(functools.partial(exchange, held=held))
+        assert len(held) == 1
+        assert turns.count - before == 4
+        # The report's UPDATE with its events in one statement, the claim with theirs in
+        # another, the agents, one pg_notify.
+        assert turns.statements - statements == 4
+        assert db.fast_fallbacks == {}
+
+
+async def test_a_workers_events_are_one_statement_with_their_task(db_url: str) -> None:
+    """`POST /tasks/{id}/events`: the fenced UPDATE that takes the seqs and the INSERT of
+    the events are one statement (it and one pg_notify; before: BEGIN, 2, notify, COMMIT)."""
+    async with relayed(db_url) as (db, turns):
+        await _setup(db)
+        await db.fast_or_full(_create)
+        (held,) = await db.fast_or_full(
+            functools.partial(
+                tasks.claim_tasks, queue="q", worker_id="w", limit=1, lease_seconds=60, touch=False
+            )
+        )
+        lease = Lease(held.token, ())
+        batch = [("log", {"line": "one"}), ("log", {"line": "two", "token": "sk-" + "a" * 40})]
+        for _ in range(3):
+            await db.fast_or_full(
+                functools.partial(events.append, task_id=held.task.id, events=batch, lease=lease)
+            )
+        before, statements = turns.count, turns.statements
+        last, _ = await db.fast_or_full(
+            functools.partial(events.append, task_id=held.task.id, events=batch, lease=lease)
+        )
+        assert (turns.count - before, turns.statements - statements) == (2, 2)
+        assert last == 2 + 4 * 2  # created, claimed, then 4 batches of 2
+        async with db.read() as s:
+            logged = await events.list_after(s, held.task.id, last - 2)
+        assert [(e.seq, e.kind, e.attempt) for e in logged] == [(last - 1, "log", 1), (last, "log", 1)]
+        assert "sk-" not in str(logged[1].data)  # masked on the way in, as before
