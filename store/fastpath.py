@@ -439,24 +439,36 @@ async def bump_running(
     now: datetime,
     queues: Collection[str] = (),
 ) -> dict[str, tuple[int, int, bool]]:
-    """SQLite: for each (task id, n, lease hash, phase) of `items` whose task is running under
-    that lease (on one of `queues`), `last_seq += n`, `phase` set when given, in ONE UPDATE;
+    """For each (task id, n, lease hash, phase) of `items` whose task is running under that
+    lease (on one of `queues`), `last_seq += n` and `phase` set when given, in ONE UPDATE;
     {task id: (last_seq, attempt, cancel_requested)} of the tasks it moved. A streaming
-    worker's post carries a few events for each of dozens of tasks: one statement each cost
+    worker's post carries a few events for each of dozens of tasks: a statement each cost
     more than the rows. Ids must be distinct: a task listed twice would move once."""
     d = await _driver(tx)
-    key = ("bump_running", len(items), len(queues))
-    sql = _SQL.get(key)
-    if sql is None:
-        rows = ", ".join("(?, ?, ?, ?)" for _ in items)
-        only = f" AND tasks.queue IN ({', '.join('?' for _ in queues)})" if queues else ""
-        sql = _SQL[key] = _sql(
-            d,
-            "UPDATE tasks SET last_seq = tasks.last_seq + b.column2, updated_at = ?, "
-            "phase = COALESCE(b.column4, tasks.phase) "
-            f"FROM (VALUES {rows}) AS b WHERE tasks.id = b.column1 AND tasks.status = 'running' "
-            f"AND tasks.lease_token_hash = b.column3{only} "
-            "RETURNING tasks.id, tasks.last_seq, tasks.attempt, tasks.cancel_requested",
+    if isinstance(d, _Postgres):
+        # The items as four arrays: one statement text (prepared once) for any post.
+        only = " AND tasks.queue = ANY(%s)" if queues else ""
+        sql = (
+            "UPDATE tasks SET last_seq = tasks.last_seq + b.n, updated_at = %s, "
+            "phase = COALESCE(b.phase, tasks.phase) "
+            "FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[]) AS b(id, n, h, phase) "
+            f"WHERE tasks.id = b.id AND tasks.status = 'running' AND tasks.lease_token_hash = b.h{only} "
+            "RETURNING tasks.id, tasks.last_seq, tasks.attempt, tasks.cancel_requested"
         )
-    params = [d.time(now), *(v for item in items for v in item), *sorted(queues)]
+        columns = [list(c) for c in zip(*items, strict=True)]
+        params: list[Any] = [now, *columns, *([sorted(queues)] if queues else [])]
+    else:
+        key = ("bump_running", len(items), len(queues))
+        sql = _SQL.get(key)
+        if sql is None:
+            rows = ", ".join("(?, ?, ?, ?)" for _ in items)
+            only = f" AND tasks.queue IN ({', '.join('?' for _ in queues)})" if queues else ""
+            sql = _SQL[key] = (
+                "UPDATE tasks SET last_seq = tasks.last_seq + b.column2, updated_at = ?, "
+                "phase = COALESCE(b.column4, tasks.phase) "
+                f"FROM (VALUES {rows}) AS b WHERE tasks.id = b.column1 AND tasks.status = 'running' "
+                f"AND tasks.lease_token_hash = b.column3{only} "
+                "RETURNING tasks.id, tasks.last_seq, tasks.attempt, tasks.cancel_requested"
+            )
+        params = [d.time(now), *(v for item in items for v in item), *sorted(queues)]
     return {r[0]: (int(r[1]), int(r[2]), bool(r[3])) for r in await d.fetch(sql, params)}

@@ -2,11 +2,11 @@
 
 `POST /worker-queues/{queue}/events` carries, every ~50 ms, a few events for each of the
 worker's running tasks. Appended one task at a time that is an UPDATE (the seqs, fenced by
-the lease) and an INSERT per task: profiled under `make bench-stream` on SQLite, a third
-of the control plane's time. Here, on SQLite, the whole post is one UPDATE for every task's
-seqs (store.fastpath.bump_running) and one INSERT of every event; what each task gets back,
-or why it was refused, is the same as `store.work.worker_events` gives one at a time.
-PostgreSQL runs each task's batch as its own statement (store.events) on its connection.
+the lease) and an INSERT per task (one statement with a WITH on PostgreSQL): profiled under
+`make bench-stream` on SQLite, a third of the control plane's time. Here the whole post is
+one UPDATE for every task's seqs (store.fastpath.bump_running) and one INSERT of every event
+(in chunks on PostgreSQL); what each task gets back, or why it was refused, is what
+`store.work.worker_events` gives one at a time, which a post of one task still takes.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ async def worker_events_many(tx: Tx, items: Sequence[Item]) -> list[Result]:
     """`worker_events` for every item, each applied or refused on its own, in order."""
     ids = [i[0] for i in items]
     one_scope = len({i[1].queues for i in items}) <= 1
-    if not tx.db.is_sqlite or len(set(ids)) != len(ids) or not one_scope:
+    if len(items) < 2 or len(set(ids)) != len(ids) or not one_scope:
         return [await _one(tx, *item) for item in items]
     out: list[Result | None] = [None] * len(items)
     todo: list[tuple[int, list[tuple[str, dict[str, Any]]]]] = []

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from store import audit, catalog, events, tasks
+from store import audit, catalog, events, progress, tasks
 from store.db import Database, Tx
 from store.leases import Lease
 from store.models import Agent, WorkerQueue
@@ -174,3 +174,26 @@ async def test_a_workers_events_are_one_statement_with_their_task(db_url: str) -
             logged = await events.list_after(s, held.task.id, last - 2)
         assert [(e.seq, e.kind, e.attempt) for e in logged] == [(last - 1, "log", 1), (last, "log", 1)]
         assert "sk-" not in str(logged[1].data)  # masked on the way in, as before
+
+
+async def test_a_post_of_many_tasks_events_is_a_statement_for_all_and_one_for_their_events(
+    db_url: str,
+) -> None:
+    """`POST /worker-queues/{queue}/events` with 5 tasks (store/progress.py): one UPDATE for
+    every task's seqs, one INSERT of every event, one pg_notify; before: 5 + 1."""
+    async with relayed(db_url) as (db, turns):
+        await _setup(db)
+        for _ in range(5):
+            await db.fast_or_full(_create)
+        held = await db.fast_or_full(
+            functools.partial(
+                tasks.claim_tasks, queue="q", worker_id="w", limit=5, lease_seconds=60, touch=False
+            )
+        )
+        items = [(c.task.id, Lease(c.token, ()), [("log", {"n": 1}), ("log", {"n": 2})], None) for c in held]
+        for _ in range(3):
+            await db.fast_or_full(lambda tx: progress.worker_events_many(tx, items))
+        before, statements = turns.count, turns.statements
+        out = await db.fast_or_full(lambda tx: progress.worker_events_many(tx, items))
+        assert out == [(2 + 4 * 2, False)] * 5  # created, claimed, then 4 posts of 2
+        assert (turns.count - before, turns.statements - statements) == (2, 3)
