@@ -79,7 +79,9 @@ async def worker_events_many(tx: Tx, items: Sequence[Item]) -> list[Result]:
             out[n] = (last, cancel_requested)
         if rows:
             await fastpath.insert_events(tx, rows)
-    return [r for r in out if r is not None]
+    done = [r for r in out if r is not None]
+    assert len(done) == len(items)  # every item applied or refused above
+    return done
 
 
 async def _one(tx: Tx, task_id: str, held: Lease, events: WorkerEvents, phase: str | None) -> Result:
