@@ -34,8 +34,10 @@ log = logging.getLogger(__name__)
 
 BACKOFF_START = 0.05
 BACKOFF_CAP = 2.0
-# Reports per push: the server's limit (ExchangeBody.reports).
+# Reports per push, and tasks per claim: the server's limits (ExchangeBody.reports and
+# .max_tasks); a worker with more slots fills them over several calls.
 MAX_REPORTS = 100
+MAX_CLAIM = 100
 
 
 class Exchanger:
@@ -110,7 +112,7 @@ class Exchanger:
                     delay = BACKOFF_START
                     continue
                 if self._poll is None and self._claiming and self._room() > 0:
-                    self._poll_ask = self._room()
+                    self._poll_ask = min(self._room(), MAX_CLAIM)
                     self._poll = asyncio.create_task(self._call([], self._poll_ask, self.claim_wait))
                 waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._wake.wait())}
                 if self._poll is not None:
@@ -180,7 +182,7 @@ class Exchanger:
         # its replacement: under load, one round trip per batch instead of a push then a
         # poll with the worker idle in between. (A task whose report is refused, not as
         # stale, sends a `fail` next and holds its slot a moment longer: one over, briefly.)
-        ask = max(0, self._room() + len(batch) - self._poll_ask) if self._claiming else 0
+        ask = min(max(0, self._room() + len(batch) - self._poll_ask), MAX_CLAIM) if self._claiming else 0
         try:
             answer = await self._call([b for b, _ in batch], ask, 0)
         except ApiError as exc:

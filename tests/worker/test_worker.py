@@ -479,6 +479,18 @@ async def test_a_full_workers_report_claims_the_slot_it_frees(tmp_path, probe):
     assert exchanges[2]["reports"][0]["id"] == "t1"  # t1 came with t0's report: no poll between
 
 
+async def test_a_worker_with_more_slots_than_a_claim_may_ask_for_asks_for_the_most(tmp_path, probe):
+    """The server takes `max_tasks` ≤ 100 (a 422 otherwise, for the whole call)."""
+    plane = FakePlane()
+    for n in range(3):
+        plane.add(f"t{n}", "noop")
+    async with worker_for(plane, tmp_path, concurrency=150):
+        for n in range(3):
+            assert (await plane.report(f"t{n}"))[0] == "complete"
+    asks = [b["max_tasks"] for _, p, b in plane.calls if p.endswith("/exchange")]
+    assert asks and max(asks) == 100
+
+
 async def test_a_refused_report_drops_a_stale_task_and_fails_a_refused_one(tmp_path, probe):
     plane = FakePlane()
     plane.faults["complete"] = [problem(409, "stale_lease"), problem(422, "payload_invalid")]
