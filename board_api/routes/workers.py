@@ -32,6 +32,7 @@ from sdk.exchange import (
     ReportOut,
 )
 from sdk.schemas import (
+    AgentOut,
     ArtifactOut,
     CheckpointBody,
     ClaimBody,
@@ -211,10 +212,15 @@ def _claimed(claimed: list[tasks.Claimed], lease_seconds: float, metrics: Metric
     for c in claimed:
         if c.task.attempt == 1 and c.task.started_at:
             metrics.dispatch.observe(max(0.0, (now - c.task.created_at).total_seconds()))
+    # Tasks of one agent share its row (store.work.claim_tasks): its answer is built once.
+    agents: dict[int, AgentOut] = {}
+    for c in claimed:
+        if c.agent and id(c.agent) not in agents:
+            agents[id(c.agent)] = wire.agent_out(c.agent)
     return [
         ClaimedOut(
             task=wire.task_out(c.task),
-            agent=wire.agent_out(c.agent) if c.agent else None,
+            agent=agents[id(c.agent)] if c.agent else None,
             token=c.token,
             lease_seconds=lease_seconds,
             checkpoint=c.task.checkpoint,
