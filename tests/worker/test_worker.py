@@ -452,13 +452,18 @@ async def test_a_crashing_runtime_or_a_bad_result_fails_the_task_not_the_worker(
         assert action == "fail" and body["error"]["code"] == "invalid_result"
 
 
+async def run_noops(plane: FakePlane, tmp_path: Path, n: int, concurrency: int) -> None:
+    """`n` no-op tasks through a worker of `concurrency` slots, each completed."""
+    for i in range(n):
+        plane.add(f"t{i}", "noop")
+    async with worker_for(plane, tmp_path, concurrency=concurrency):
+        for i in range(n):
+            assert (await plane.report(f"t{i}"))[0] == "complete"
+
+
 async def test_reports_finishing_together_share_a_call_with_the_next_claim(tmp_path, probe):
     plane = FakePlane()
-    for n in range(4):
-        plane.add(f"t{n}", "noop")
-    async with worker_for(plane, tmp_path, concurrency=4):
-        for n in range(4):
-            assert (await plane.report(f"t{n}"))[0] == "complete"
+    await run_noops(plane, tmp_path, 4, concurrency=4)
     pushes = [b for _, p, b in plane.calls if p.endswith("/exchange") and b["reports"]]
     assert sum(len(b["reports"]) for b in pushes) == 4
     assert len(pushes) < 4  # the four tasks ended together: their reports were batched
@@ -482,11 +487,7 @@ async def test_a_full_workers_report_claims_the_slot_it_frees(tmp_path, probe):
 async def test_a_worker_with_more_slots_than_a_claim_may_ask_for_asks_for_the_most(tmp_path, probe):
     """The server takes `max_tasks` ≤ 100 (a 422 otherwise, for the whole call)."""
     plane = FakePlane()
-    for n in range(3):
-        plane.add(f"t{n}", "noop")
-    async with worker_for(plane, tmp_path, concurrency=150):
-        for n in range(3):
-            assert (await plane.report(f"t{n}"))[0] == "complete"
+    await run_noops(plane, tmp_path, 3, concurrency=150)
     asks = [b["max_tasks"] for _, p, b in plane.calls if p.endswith("/exchange")]
     assert asks and max(asks) == 100
 
