@@ -136,9 +136,9 @@ async def test_a_queue_without_needs_is_looked_at_once_then_claims_in_one_statem
     asked: list[Any] = []
     real = fastpath.claim
 
-    async def spy(*args: Any) -> Any:
+    async def spy(*args: Any, **kw: Any) -> Any:
         asked.append(args[-1])  # the claim's `needs`
-        return await real(*args)
+        return await real(*args, **kw)
 
     monkeypatch.setattr(fastpath, "claim", spy)
     await claim(db, "w-small", CANNOT)  # the first look finds nothing: remembered
