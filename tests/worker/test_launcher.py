@@ -14,6 +14,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -172,6 +173,43 @@ async def test_a_warm_set_killed_before_use_is_replaced(
     assert (done.returncode, out.strip()) == (0, "2")
     assert own_launcher.pid == server
     assert "own launcher" not in caplog.text  # a fresh warm set, not the fallback
+
+
+async def test_a_launch_cancelled_after_its_request_was_sent_takes_its_namespace_with_it(
+    own_launcher: launcher.Launcher, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The request is on its way to a tool-to-be that has not said `P` yet (stopped here):
+    # the caller is cancelled. Nobody would be left to stop the tool, so its launcher is
+    # killed, and with it init and everything in the namespace.
+    own_launcher.prestart()
+    server = own_launcher.pid
+    assert server is not None
+    tool = wait_for(lambda: _warm_tool(server), 10, "a warm tool-to-be")
+    warm_launcher = os.getpgid(tool)  # the launcher leads its own group
+    os.kill(tool, signal.SIGSTOP)
+    sent = asyncio.Event()
+    real_send_fds = launcher.socket.send_fds
+
+    def send_fds(*args: Any, **kw: Any) -> Any:
+        out = real_send_fds(*args, **kw)
+        sent.set()
+        return out
+
+    monkeypatch.setattr(launcher.socket, "send_fds", send_fds)
+    started = asyncio.create_task(run(["sh", "-c", "sleep 60"], tmp_path))
+    await asyncio.wait_for(sent.wait(), 10)
+    started.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await started
+
+    def gone(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        return state == "Z"  # killed, not yet reaped by its parent
+
+    wait_for(lambda: gone(warm_launcher) and gone(tool), 10, "the cancelled launch's processes to die")
 
 
 async def test_tools_started_at_once_each_get_a_warm_set(
