@@ -23,7 +23,7 @@ from store.hub import Batch
 from store.leases import Lease, refusal
 from store.models import Task, TaskEvent, TaskStatus, utcnow
 
-__all__ = ["EVENT_KINDS", "append", "list_after", "rows_after"]
+__all__ = ["EVENT_KINDS", "append", "list_after", "masked", "rows_after"]
 
 EVENT_KINDS = frozenset(
     {
@@ -100,7 +100,7 @@ async def update_and_append(
         tx,
         task_id,
         values,
-        _masked(events),
+        masked(events),
         now,
         status=status,
         lease_hash=lease.hash if lease is not None else None,
@@ -113,7 +113,8 @@ async def update_and_append(
     return row
 
 
-def _masked(events: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, Any]]:
+def masked(events: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, Any]]:
+    """`events` with secrets masked in their data (kernel.redact), as stored."""
     return [(kind, redact_data(data)) for kind, data in events]
 
 
@@ -131,8 +132,7 @@ async def insert_rows(
 
     Secrets are masked here, at ingest (kernel.redact): what a model, a tool or a
     command printed is then masked in the log, every stream and every page of it alike."""
-    first = last - len(events) + 1
-    rows = [(task_id, first + i, kind, data, attempt, now) for i, (kind, data) in enumerate(_masked(events))]
+    rows = fastpath.event_rows(task_id, last, attempt, now, masked(events))
     await fastpath.insert_events(tx, rows)
     tx.notify(f"task:{task_id}", Batch(rows))
 

@@ -34,6 +34,7 @@ __all__ = [
     "agents",
     "bump_running",
     "claim",
+    "event_rows",
     "events_after",
     "insert_audit",
     "insert_events",
@@ -368,18 +369,19 @@ async def update_task_events(
         if not found:
             return None
         row = d.load(found[0])
-        return row, _event_rows(task_id, row, now, events)
+        return row, event_rows(task_id, row["last_seq"], row["attempt"], now, events)
     found = await d.fetch(sql, params)
     if not found:
         return None
     row = d.load(found[0])
-    rows = _event_rows(task_id, row, now, events)
+    rows = event_rows(task_id, row["last_seq"], row["attempt"], now, events)
     await insert_events(tx, rows)
     return row, rows
 
 
-def _event_rows(task_id: str, row: dict[str, Any], now: datetime, events: Events) -> list[EventRow]:
-    first, attempt = row["last_seq"] - len(events) + 1, row["attempt"]
+def event_rows(task_id: str, last: int, attempt: int, now: datetime, events: Events) -> list[EventRow]:
+    """`events` ((kind, data)) as task_events rows of seqs `last - len + 1 .. last`."""
+    first = last - len(events) + 1
     return [(task_id, first + i, kind, data, attempt, now) for i, (kind, data) in enumerate(events)]
 
 

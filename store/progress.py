@@ -12,14 +12,13 @@ one UPDATE for every task's seqs (store.fastpath.bump_running) and one INSERT of
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from kernel import errors
 from kernel.errors import MetaAgentError
-from kernel.redact import redact_data
 from store import fastpath
 from store.db import Tx
+from store.events import masked
 from store.hub import Batch
 from store.leases import Lease, refusal
 from store.models import utcnow
@@ -58,7 +57,7 @@ async def worker_events_many(tx: Tx, items: Sequence[Item]) -> list[Result]:
             now,
             items[0][1].queues,
         )
-        rows: list[tuple[str, int, str, Any, int, datetime]] = []
+        rows: list[fastpath.EventRow] = []
         for n, batch in todo:
             task_id, held, _, phase = items[n]
             got = moved.get(task_id)
@@ -66,12 +65,7 @@ async def worker_events_many(tx: Tx, items: Sequence[Item]) -> list[Result]:
                 out[n] = await refusal(tx, task_id, held)
                 continue
             last, attempt, cancel_requested = got
-            first = last - len(batch) + 1
-            # masked at ingest, as store.events.insert_rows does
-            mine = [
-                (task_id, first + i, kind, redact_data(data), attempt, now)
-                for i, (kind, data) in enumerate(batch)
-            ]
+            mine = fastpath.event_rows(task_id, last, attempt, now, masked(batch))  # as insert_rows
             rows.extend(mine)
             tx.notify(f"task:{task_id}", Batch(mine))
             if phase:

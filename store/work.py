@@ -30,7 +30,6 @@ __all__ = [
     "Claimed",
     "Report",
     "WorkerEvents",
-    "check_worker_events",
     "checked_batch",
     "claim_tasks",
     "complete",
@@ -87,7 +86,7 @@ async def claim_tasks(
     return [Claimed(t, agents.get(t.agent or ""), token) for t in tasks]
 
 
-def check_worker_events(events: WorkerEvents) -> list[tuple[str, dict[str, Any]]]:
+def _check_worker_events(events: WorkerEvents) -> list[tuple[str, dict[str, Any]]]:
     out: list[tuple[str, dict[str, Any]]] = []
     for kind, data in events:
         if kind not in EVENT_KINDS:
@@ -108,7 +107,7 @@ def checked_batch(events: WorkerEvents, phase: str | None) -> list[tuple[str, di
     phase that does not exist)."""
     if phase is not None and phase not in PHASES:
         raise errors.Invalid(f"phase must be one of {', '.join(PHASES)}", code="invalid_phase")
-    return check_worker_events(events)
+    return _check_worker_events(events)
 
 
 async def worker_events(
@@ -202,7 +201,7 @@ async def request_input(
         S.requires_input,
         lease=lease,
         values=values,
-        extra_events=[*check_worker_events(events), ("input_requested", pending)],
+        extra_events=[*_check_worker_events(events), ("input_requested", pending)],
     )
 
 
@@ -219,7 +218,7 @@ async def complete(
     if usage:
         values["usage"] = usage
     return await transition(
-        tx, task_id, S.completed, lease=lease, values=values, extra_events=check_worker_events(events)
+        tx, task_id, S.completed, lease=lease, values=values, extra_events=_check_worker_events(events)
     )
 
 
@@ -230,7 +229,7 @@ async def fail(
     The task keeps what it used: the last `usage` totals its runtime reported."""
     message = redact(message)  # shown on the board and in chats: mask what a runtime quoted
     task = await fenced(tx, task_id, lease)
-    extra = check_worker_events(events)
+    extra = _check_worker_events(events)
     used = await _reported_usage(tx, task_id, extra)
     spent = {"usage": used} if used else {}
     if task.cancel_requested:
@@ -313,7 +312,7 @@ async def release(tx: Tx, task_id: str, lease: Lease, *, events: WorkerEvents = 
             S.cancelled,
             lease=lease,
             event={"reason": "cancelled"},
-            extra_events=check_worker_events(events),
+            extra_events=_check_worker_events(events),
         )
     return await transition(
         tx,
@@ -321,7 +320,7 @@ async def release(tx: Tx, task_id: str, lease: Lease, *, events: WorkerEvents = 
         S.pending,
         lease=lease,
         event={"reason": "released by worker"},
-        extra_events=check_worker_events(events),
+        extra_events=_check_worker_events(events),
     )
 
 

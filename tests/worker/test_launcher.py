@@ -133,6 +133,14 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _server_with_a_warm_tool(own: launcher.Launcher) -> tuple[int, int]:
+    """(the started server's pid, its waiting tool-to-be's), once it has one."""
+    own.prestart()
+    server = own.pid
+    assert server is not None
+    return server, wait_for(lambda: _warm_tool(server), 10, "a warm tool-to-be")
+
+
 def _warm_tool(server: int) -> int | None:
     """The server's waiting tool-to-be: a child of a warm launcher's init (three levels)."""
     for launcher_pid in _children(server):
@@ -149,10 +157,7 @@ async def test_a_tool_starts_with_one_hand_over_the_server_not_on_the_way(
     # The tool's processes are forked before its request: the launcher in its namespaces,
     # their init and the tool-to-be, waiting. The worker hands the request straight to it,
     # so a tool starts even while the server itself cannot run.
-    own_launcher.prestart()
-    server = own_launcher.pid
-    assert server is not None
-    wait_for(lambda: _warm_tool(server), 10, "a warm tool-to-be")
+    server, _ = _server_with_a_warm_tool(own_launcher)
     os.kill(server, signal.SIGSTOP)
     try:
         done, out, _ = await run(["sh", "-c", "echo $$"], tmp_path)
@@ -164,10 +169,7 @@ async def test_a_tool_starts_with_one_hand_over_the_server_not_on_the_way(
 async def test_a_warm_set_killed_before_use_is_replaced(
     own_launcher: launcher.Launcher, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    own_launcher.prestart()
-    server = own_launcher.pid
-    assert server is not None
-    tool = wait_for(lambda: _warm_tool(server), 10, "a warm tool-to-be")
+    server, tool = _server_with_a_warm_tool(own_launcher)
     os.killpg(os.getpgid(tool), signal.SIGKILL)  # its launcher's group: all three
     done, out, _ = await run(["sh", "-c", "echo $$"], tmp_path)
     assert (done.returncode, out.strip()) == (0, "2")
@@ -181,10 +183,7 @@ async def test_a_launch_cancelled_after_its_request_was_sent_takes_its_namespace
     # The request is on its way to a tool-to-be that has not said `P` yet (stopped here):
     # the caller is cancelled. Nobody would be left to stop the tool, so its launcher is
     # killed, and with it init and everything in the namespace.
-    own_launcher.prestart()
-    server = own_launcher.pid
-    assert server is not None
-    tool = wait_for(lambda: _warm_tool(server), 10, "a warm tool-to-be")
+    _, tool = _server_with_a_warm_tool(own_launcher)
     warm_launcher = os.getpgid(tool)  # the launcher leads its own group
     os.kill(tool, signal.SIGSTOP)
     sent = asyncio.Event()
