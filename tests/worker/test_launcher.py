@@ -7,6 +7,7 @@ Run for real: the server, its launchers and the tools are real processes in real
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -225,7 +226,12 @@ async def test_the_working_directorys_idmap_namespace_is_made_once_by_the_server
     own_launcher: launcher.Launcher, tmp_path: Path
 ) -> None:
     def user_namespaces(pid: int) -> set[str]:
-        links = (os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir())
+        # The server opens and closes descriptors while it launches (pidfds, pipes), so one
+        # listed a moment ago may be gone when it is read: a closed one holds no namespace.
+        links: set[str] = set()
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(FileNotFoundError):
+                links.add(os.readlink(fd))
         return {link for link in links if link.startswith("user:")}
 
     own_launcher.prestart()
