@@ -20,6 +20,7 @@ the group reaches them all):
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import os
 import signal
@@ -31,7 +32,7 @@ import sys
 # every tool process); the checker treats any constant of this name the same way.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Literal, NotRequired, TypedDict
+    from typing import Literal, NoReturn, NotRequired, TypedDict
 
     class Spec(TypedDict):
         """What the worker (worker.sandbox) tells the launcher, as JSON."""
@@ -228,10 +229,33 @@ def tool(spec: Spec, argv: list[str], env: dict[str, str]) -> None:
             os.setuid(spec["uid"])
         _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
         os.chdir(spec["cwd"])
-        os.execvpe(argv[0], argv, env)
+        execvpe(argv, env)
     except (OSError, SetupError) as exc:
         print(f"{argv[0]}: {exc}", file=sys.stderr, flush=True)
         os._exit(127 if isinstance(exc, FileNotFoundError) else 126)
+
+
+def execvpe(argv: list[str], env: dict[str, str]) -> NoReturn:
+    """`os.execvpe`, searching `env`'s PATH the same way (the first executable file; EACCES
+    reported only when nothing was found) but importing nothing: `os.execvpe` imports
+    `warnings`, which the launch server (-I -S) has not loaded, so a tool-to-be read and
+    compiled it as the sandbox user before every tool: ~1 ms of a 4 ms start."""
+    program = argv[0]
+    if "/" in program:
+        os.execve(program, argv, env)
+    denied: OSError | None = None
+    for entry in env.get("PATH", os.defpath).split(os.pathsep):
+        path = os.path.join(entry, program)
+        # access() first: a failed execve converts argv and env again on every entry.
+        if not os.access(path, os.X_OK):
+            if denied is None and os.access(path, os.F_OK):
+                denied = PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+            continue
+        try:
+            os.execve(path, argv, env)
+        except OSError as exc:  # a directory, a bad format ...: execvp goes on too
+            denied = denied or exc
+    raise denied or FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), program)
 
 
 def init(spec: Spec, argv: list[str], env: dict[str, str], report: int) -> None:

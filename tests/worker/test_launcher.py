@@ -39,7 +39,7 @@ def own_launcher() -> Iterator[launcher.Launcher]:
         mine.stop()
 
 
-async def run(argv: list[str], cwd: Path) -> tuple[GroupRun, str, str]:
+async def run(argv: list[str], cwd: Path, path: str = os.defpath) -> tuple[GroupRun, str, str]:
     out: dict[str, list[bytes]] = {"stdout": [], "stderr": []}
 
     async def pump(reader: asyncio.StreamReader, name: str) -> None:
@@ -48,7 +48,7 @@ async def run(argv: list[str], cwd: Path) -> tuple[GroupRun, str, str]:
 
     os.makedirs(cwd, exist_ok=True)
     done = await asyncio.wait_for(
-        run_in_group(argv, cwd=cwd, env={"PATH": os.defpath}, pump=pump, cancelled=asyncio.Event()), 20
+        run_in_group(argv, cwd=cwd, env={"PATH": path}, pump=pump, cancelled=asyncio.Event()), 20
     )
     return done, b"".join(out["stdout"]).decode(), b"".join(out["stderr"]).decode()
 
@@ -122,6 +122,70 @@ async def test_a_tool_that_cannot_start_says_why_on_its_stderr(
     done, _, err = await run(["./not-executable.sh"], tmp_path / "ws")
     assert done.returncode == 126
     assert "Permission denied" in err
+
+
+async def test_a_program_is_found_on_path_as_execvp_finds_it(
+    own_launcher: launcher.Launcher, tmp_path: Path
+) -> None:
+    # Entries that are missing, not a directory, a directory named like the program, or a
+    # file that is not executable are passed over; the first executable file runs. (In the
+    # working directory: the only one of the test's the sandbox user may see.)
+    ws = tmp_path / "ws"
+    bins = [ws / n for n in ("plain", "dir", "exec")]
+    for b in bins:
+        b.mkdir(parents=True)
+    (bins[0] / "hello").write_text("echo plain\n")
+    (bins[1] / "hello").mkdir()
+    (bins[2] / "hello").write_text("#!/bin/sh\necho found\n")
+    (bins[2] / "hello").chmod(0o755)
+    path = ":".join([str(ws / "missing"), str(bins[0] / "hello"), *map(str, bins), os.defpath])
+    done, out, err = await run(["hello"], ws, path)
+    assert (done.returncode, out.strip()) == (0, "found"), err
+
+
+@pytest.mark.parametrize(
+    ("argv", "path", "expected"),
+    [
+        (["true"], os.defpath, "exec"),
+        (["nothing-called-this"], os.defpath, "FileNotFoundError"),
+        (["plain"], "{tmp}", "PermissionError"),  # found, but not executable: 126, not 127
+    ],
+)
+def test_the_tool_to_be_execs_without_importing_anything(
+    tmp_path: Path, argv: list[str], path: str, expected: str
+) -> None:
+    # A tool-to-be is a fork of the launch server (-I -S) running as the sandbox user: a
+    # module imported on its way to exec is read and compiled for every tool (os.execvpe's
+    # `warnings` cost ~1 ms of a 4 ms start).
+    (tmp_path / "plain").write_text("echo plain\n")
+    probe = textwrap.dedent(
+        f"""
+        import os, sys
+        sys.path.insert(0, {str(ROOT / "worker")!r})
+        import jail
+        loaded = set(sys.modules)
+        def execve(path, argv, env):
+            if os.access(path, os.X_OK):
+                print("exec", sorted(set(sys.modules) - loaded), flush=True)
+                os._exit(0)
+            raise FileNotFoundError(2, "No such file or directory", path)
+        os.execve = execve
+        spec = {{"mode": "userns", "uid": os.getuid(), "gid": os.getgid(), "cwd": {str(tmp_path)!r}}}
+        try:
+            jail.tool(spec, {argv!r}, {{"PATH": {path.format(tmp=tmp_path)!r}}})
+        except BaseException as exc:
+            print(type(exc).__name__, sorted(set(sys.modules) - loaded), flush=True)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", probe], capture_output=True, text=True, timeout=30
+    )
+    if expected == "exec":
+        assert done.stdout.split(maxsplit=1) == ["exec", "[]\n"], done.stdout + done.stderr
+    else:
+        # jail.tool reports the error on stderr and exits 127 / 126 itself
+        assert done.returncode == (127 if expected == "FileNotFoundError" else 126), done.stdout + done.stderr
+        assert done.stdout == "", done.stdout
 
 
 def _children(pid: int) -> list[int]:
