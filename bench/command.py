@@ -2,7 +2,8 @@
 
 One worker (`meta-agent worker start`, sandboxed as it is by default) waits on the queue; a
 client creates tasks one after the other for an agent whose command is `date +%s.%N`, so
-the process prints the wall-clock time it ran at. For each task:
+the process prints the wall-clock time it ran at, and follows each to its end over its
+event stream (as `exec --follow` does). For each task:
 
 - claim → process: the task's `started_at` (stamped by the server in the claim's
   transaction) to the time `date` printed;
@@ -15,6 +16,7 @@ idle machine), so the moment the process starts is earlier than measured, never 
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import tempfile
@@ -35,13 +37,18 @@ def _pct(values: list[float], p: float) -> float:
 
 
 async def _wait_done(c: httpx.AsyncClient, task_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        task = (await c.get(f"/tasks/{task_id}")).json()
-        if task["status"] in ("completed", "failed", "cancelled"):
-            return task
-        await asyncio.sleep(0.005)
-    raise SystemExit(f"task {task_id} did not finish in 30 s")
+    """The finished task, from the end of its event stream: followed as `exec --follow`
+    does, not polled (a GET every few ms competes with the claim it measures)."""
+    async with asyncio.timeout(30):
+        async with c.stream("GET", f"/tasks/{task_id}/stream") as r:
+            r.raise_for_status()
+            kind = ""
+            async for line in r.aiter_lines():
+                if line.startswith("event:"):
+                    kind = line[6:].strip()
+                elif line.startswith("data:") and kind == "end":
+                    return json.loads(line[5:])
+    raise SystemExit(f"the stream of task {task_id} ended without its end")
 
 
 async def measure(base: str, samples: int) -> dict[str, float]:
