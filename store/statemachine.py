@@ -218,8 +218,9 @@ async def claim(
     token_hash: str,
     now: datetime | None = None,
     needs: tuple[str, ...] | None = None,
-) -> list[Task]:
-    """Atomically move up to `limit` pending tasks of `queue` to running for `worker_id`.
+) -> tuple[list[Task], list[dict[str, Any]]]:
+    """Atomically move up to `limit` pending tasks of `queue` to running for `worker_id`;
+    the tasks, and the rows of their agents (read with them: one round trip on PostgreSQL).
 
     One statement picks and updates the rows (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so
     concurrent claimers never wait on or double-claim a row; SQLite's single writer does the
@@ -242,9 +243,9 @@ async def claim(
     # tasks is one statement on PostgreSQL, two on SQLite (one multi-row INSERT of their
     # status events).
     data = {"status": "running", "from": "pending", "worker_id": worker_id}
-    rows = await fastpath.claim(tx, queue, limit, values, now, needs, event=data)
+    rows, agent_rows = await fastpath.claim(tx, queue, limit, values, now, needs, event=data)
     rows.sort(key=lambda r: r["id"])
     for r in rows:
         tx.notify(f"task:{r['id']}", str(r["last_seq"]))
         tx.notify("board", r["id"])
-    return [from_row(Task, r) for r in rows]
+    return [from_row(Task, r) for r in rows], agent_rows
