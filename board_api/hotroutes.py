@@ -1,7 +1,8 @@
 """The calls made per task, served without FastAPI's per-request machinery.
 
 `POST /api/v1/tasks` (a client creating a task), `POST /api/v1/worker-queues/{queue}/exchange`
-(a worker reporting and claiming) and `POST /api/v1/tasks/{id}/events` or
+(a worker reporting and claiming; `/claim`, its long-poll alone, for clients of the SDK's
+`claim`) and `POST /api/v1/tasks/{id}/events` or
 `/worker-queues/{queue}/events` (a worker streaming what its agents do) are most of a busy control plane's requests. FastAPI spends
 more Python on each than the handler does: matching ~120 routes in turn, solving the
 dependency graph, parsing the JSON and then validating the dicts, and an exit stack. Here
@@ -33,11 +34,12 @@ from board_api.state import app_state
 from board_api.wire import json_response
 from kernel.errors import MetaAgentError
 from sdk.exchange import ExchangeBody, ProgressBody
-from sdk.schemas import EventsBody, TaskCreate
+from sdk.schemas import ClaimBody, EventsBody, TaskCreate
 
 __all__ = ["HotRoutes"]
 
 _EXCHANGE = ("/api/v1/worker-queues/", "/exchange")
+_CLAIM = ("/api/v1/worker-queues/", "/claim")
 _EVENTS = ("/api/v1/tasks/", "/events")
 _PROGRESS = ("/api/v1/worker-queues/", "/events")
 Handler = Callable[[BaseModel, Request, Principal, str], Awaitable[Response]]
@@ -59,6 +61,13 @@ async def _exchange(body: BaseModel, request: Request, p: Principal, queue: str)
     need(p, "worker")
     state = app_state(request)
     return await worker_routes.exchange(queue, body, request, state.db, state.settings, p)
+
+
+async def _claim(body: BaseModel, request: Request, p: Principal, queue: str) -> Response:
+    assert isinstance(body, ClaimBody)
+    need(p, "worker")
+    state = app_state(request)
+    return await worker_routes.claim(queue, body, request, state.db, state.settings, p)
 
 
 async def _events(body: BaseModel, request: Request, p: Principal, task_id: str) -> Response:
@@ -90,6 +99,11 @@ def _route(scope: Scope) -> tuple[type[BaseModel], Handler, str] | None:
         queue = path[len(head) : -len(tail)]
         if queue and "/" not in queue:
             return ExchangeBody, _exchange, queue
+    head, tail = _CLAIM
+    if path.startswith(head) and path.endswith(tail):
+        queue = path[len(head) : -len(tail)]
+        if queue and "/" not in queue:
+            return ClaimBody, _claim, queue
     head, tail = _PROGRESS
     if path.startswith(head) and path.endswith(tail):
         queue = path[len(head) : -len(tail)]
