@@ -3,9 +3,12 @@
 A notification says only "topic X changed" (with a small payload); followers re-read the
 durable state (the event log, the task row) to learn what changed. So a lost or duplicated
 wake-up is harmless, and the database stays the single source of truth. One shortcut: a
-`Batch` payload also carries the committed events themselves to this process's followers,
-which may use them instead of reading them back (board_api/feeds.py), and read back anyway
-whenever anything is missing.
+`Batch` payload also carries the committed events themselves to the followers, which may
+use them instead of reading them back (board_api/feeds.py), and read back anyway whenever
+anything is missing. In this process the rows are handed as they are; to other replicas
+they ride in the NOTIFY, as JSON, when they are small (`ROWS_IN_NOTIFY`): with two replicas
+a follower's replica is often not its task's writer, and reading every batch back from the
+log was a fifth of a replica's time and most of PostgreSQL's reads (`make bench-stream`).
 
 Topics: `task:<id>` (new events; payload = the task's new last seq: a feed that has it
 already skips the wake-up), `queue:<name>` (a task became claimable), `board` (a task
@@ -23,13 +26,20 @@ from collections.abc import Generator, Sequence
 from datetime import datetime
 from typing import Any
 
+from pydantic_core import from_json, to_json
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "meta_agent"
+# A batch's rows go in its NOTIFY when their JSON is at most this many bytes (a payload
+# holds 8000): a typical worker batch of a few deltas is a few hundred. Larger ones are
+# read back from the log by the other replicas, as all were before.
+ROWS_IN_NOTIFY = 3000
 
 # An event as store.fastpath.insert_events writes it: (task_id, seq, kind, data, attempt,
-# created_at).
-EventRow = tuple[str, int, str, Any, int, datetime]
+# created_at); from another replica's NOTIFY, created_at is the ISO text JSON gave it, which
+# frames (board_api/feeds.py) exactly as the datetime does.
+EventRow = tuple[str, int, str, Any, int, datetime | str]
 
 
 class Batch(str):
@@ -50,6 +60,28 @@ class Batch(str):
     @property
     def first(self) -> int:
         return self.rows[0][1]
+
+    def wire(self) -> str:
+        """The rows as a NOTIFY carries them: JSON `[[seq, kind, data, attempt, created_at],
+        ...]` (the topic names the task); NaN and infinities as null, as the frames have them."""
+        return to_json([r[1:] for r in self.rows], inf_nan_mode="null").decode()
+
+    @classmethod
+    def from_wire(cls, task_id: str, last: str, rows: str) -> Batch | None:
+        """The batch a NOTIFY carried, or None when it is not one this hub wrote (the feed
+        then reads the log, as for a bare seq)."""
+        try:
+            items = from_json(rows)
+            out: list[EventRow] = [
+                (task_id, int(seq), str(kind), data, int(attempt), str(created))
+                for seq, kind, data, attempt, created in items
+            ]
+        except (ValueError, TypeError):
+            return None
+        seqs = [r[1] for r in out]
+        if not out or str(seqs[-1]) != last or seqs != list(range(seqs[0], seqs[0] + len(seqs))):
+            return None
+        return cls(out)
 
 
 def weight(payload: str) -> int:
@@ -224,28 +256,40 @@ ORIGIN = "!origin"
 
 def encode(notes: list[tuple[str, str]], origin: str = "") -> list[str]:
     """Pack notes into NOTIFY payloads under PostgreSQL's 8000-byte limit, each starting
-    with the sending hub's `origin` when given."""
+    with the sending hub's `origin` when given. A note is `topic<TAB>payload`, and a small
+    batch's rows follow after another TAB (compact JSON has no raw tab or newline)."""
     out: list[str] = []
     head = [f"{ORIGIN}\t{origin}"] if origin else []
     cur: list[str] = list(head)
     size = sum(len(line) + 1 for line in head)
     for topic, payload in notes:
         line = f"{topic}\t{payload}"
-        if len(cur) > len(head) and size + len(line) + 1 > 7900:
+        if isinstance(payload, Batch):
+            rows = payload.wire()
+            if len(rows) <= ROWS_IN_NOTIFY and len(rows.encode()) <= ROWS_IN_NOTIFY:
+                line += "\t" + rows
+        n = len(line.encode()) + 1  # the limit is in bytes; rows may hold any text
+        if len(cur) > len(head) and size + n > 7900:
             out.append("\n".join(cur))
             cur, size = list(head), sum(len(line) + 1 for line in head)
         cur.append(line)
-        size += len(line) + 1
+        size += n
     if len(cur) > len(head):
         out.append("\n".join(cur))
     return out
 
 
 def decode(payload: str) -> list[tuple[str, str]]:
+    """The notes of a NOTIFY payload; a batch that came with its rows as a `Batch`."""
     notes: list[tuple[str, str]] = []
     for line in payload.split("\n"):
         topic, _, data = line.partition("\t")
-        if topic:
+        if not topic:
+            continue
+        last, tab, rows = data.partition("\t")
+        if tab and topic.startswith("task:"):
+            notes.append((topic, Batch.from_wire(topic[5:], last, rows) or last))
+        else:
             notes.append((topic, data))
     return notes
 
