@@ -7,11 +7,12 @@ frames from there. A follower that starts (or falls) behind the window reads its
 straight from the database, so resuming with Last-Event-ID stays exact.
 
 How a feed learns of new events: a batch committed by this process comes with its rows
-(store.hub.Batch), and when it continues the feed (first seq = the feed's last + 1) it is
-framed as it is, without reading it back. Anything else reads the log after the feed's last
-seq, as the single source of truth: a gap (a batch published out of order, or lost to a full
-mailbox), another replica's events (their NOTIFY carries only the last seq), a status event
-(the task may have ended), or the periodic re-check.
+(store.hub.Batch), and so does a small batch of another replica's (its NOTIFY carries them);
+when it continues the feed (first seq = the feed's last + 1) it is framed as it is, without
+reading it back. Anything else reads the log after the feed's last seq, as the single source
+of truth: a gap (a batch published out of order, or lost to a full mailbox), another
+replica's large batch (its NOTIFY carries only the last seq), a status event (the task may
+have ended), or the periodic re-check.
 """
 
 from __future__ import annotations
