@@ -23,12 +23,15 @@ class HeadHoldingTransport:
     """Wraps a transport: a write that is a whole response head is held until the next
     write (then both go out as one) or the end of the loop's turn."""
 
-    __slots__ = ("_held", "_loop", "_t")
+    __slots__ = ("_held", "_loop", "_t", "is_closing")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._t = transport
         self._loop = loop
         self._held: bytes | None = None
+        # Asked two or three times per request: the transport's own method, not a trip
+        # through __getattr__ (which runs only after the normal lookup has failed).
+        self.is_closing = transport.is_closing
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         held = self._held

@@ -55,6 +55,23 @@ async def test_a_head_alone_leaves_at_the_end_of_the_turn_and_interim_answers_at
     assert under.writes[-1] == HEAD and under.closed
 
 
+async def test_is_closing_asked_per_request_is_the_transports_own() -> None:
+    looked_up: list[str] = []
+
+    class Counting(HeadHoldingTransport):
+        def __getattr__(self, name: str) -> Any:
+            looked_up.append(name)
+            return super().__getattr__(name)
+
+    under = Recorder()
+    t = Counting(under, asyncio.get_running_loop())  # type: ignore[arg-type]
+    assert t.is_closing() is False
+    under.close()
+    assert t.is_closing() is True
+    assert looked_up == []  # uvicorn asks it two or three times a request
+    assert t.get_extra_info("x") == "info:x" and looked_up == ["get_extra_info"]
+
+
 def first_read(port: int) -> tuple[bytes, bytes]:
     """A raw GET /healthz: the head and the body bytes of the first read."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
