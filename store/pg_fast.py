@@ -94,6 +94,11 @@ class FastPool:
         for p in payloads:
             await conn.execute(_NOTIFY, (channel, p))
 
+    async def run(self, conn: Conn, sql: bytes, params: list[Any]) -> None:
+        """Queue a statement with `$n` placeholders (Tx.held), its answer unread."""
+        async with psycopg.AsyncRawCursor(conn) as cur:
+            await cur.execute(sql, params)
+
     async def _acquire(self) -> Conn:
         if self._slots.locked():  # every connection in use: wait, bounded
             try:
