@@ -179,9 +179,9 @@ async def _driver(tx: Tx) -> _SQLite | _Postgres:
         tx.driver = _SQLite(drv) if tx.db.is_sqlite else _Postgres(drv)
     d: _SQLite | _Postgres = tx.driver
     if tx.held is not None and isinstance(d, _Postgres):
-        # A held statement (insert_task) goes before any other, which may read its rows.
-        (sql, params), tx.held = tx.held, None
-        await d.run_raw(sql, params)
+        # Held writes (insert_task) go before any other statement, which may read their rows.
+        (ctes, params), tx.held = tx.held, None
+        await d.run_raw(ctes + _NOTHING_MORE, params)
     return d
 
 
@@ -223,22 +223,23 @@ async def insert_task(tx: Tx, row: dict[str, Any], status: dict[str, Any]) -> No
     """A new task's row and its first event: `status` as its data, seq 1, attempt 0, at
     the task's created_at.
 
-    On PostgreSQL one statement (a data-modifying WITH: the event takes the id and time
-    the task's INSERT returns). In a `fast_tx` that statement is not sent yet but held
-    (`tx.held`): the audit row of the creation, written next, joins it (insert_audit);
-    any other statement, or the commit, sends it first, alone. Each statement costs its
-    own psycopg Python (~30 µs) and a Bind/Execute. SQLite runs the two INSERTs (no
-    INSERT in a WITH there; in-process, they are cheap)."""
+    On PostgreSQL one statement (data-modifying WITHs: the event takes the id and time the
+    task's INSERT returns). In a `fast_tx` it is not sent yet but held (`Tx.held`): the
+    audit row of the creation joins it (insert_audit), and so do the commit's
+    notifications (store.pg_fast), so that a `POST /tasks` is the agent's read and one
+    statement; any other statement first sends it as it is. Each statement costs its own
+    psycopg Python and syscalls (~30 µs). SQLite runs the two INSERTs (no INSERT in a WITH
+    there; in-process, they are cheap)."""
     d = await _driver(tx)
     params = [_bind(d, c, row[c]) for c in COLS]
     if isinstance(d, _Postgres):
         params.append(d.json(status))
         if tx.raw is not None:
-            # Only in a fast_tx: every statement there goes through _driver (or the commit,
-            # store.db), which sends a held one first; a full tx's session would not.
+            # Only in a fast_tx: every statement there goes through _driver, or is the
+            # commit's, which sends what is held first; a full tx's session would not.
             tx.held = (_CREATE, params)
         else:
-            await d.run_raw(_CREATE, params)
+            await d.run_raw(_CREATE + _NOTHING_MORE, params)
         return
     key = ("insert_task", d.ph)
     sql = _SQL.get(key)
@@ -252,16 +253,15 @@ def _dollars(start: int, n: int) -> str:
     return ", ".join(f"${i}" for i in range(start, start + n))
 
 
-# A task and its first event (the event's data last); `_CREATED_AND` + an audit row's
-# `VALUES (...)` + `_CREATE_EVENT`: the same with the audit row in it (insert_audit).
-_CREATED_AND = (
-    f"WITH t AS (INSERT INTO tasks ({_RETURNING}) VALUES ({_dollars(1, len(COLS))}) RETURNING id, created_at)"
-)
-_CREATE_EVENT = (
-    f" INSERT INTO task_events ({', '.join(_EVENT_COLS)}) "
-    f"SELECT id, 1, 'status', ${len(COLS) + 1}, 0, created_at FROM t"
-)
-_CREATE = (_CREATED_AND + _CREATE_EVENT).encode()
+# A task and its first event (the event's data the last parameter), as a WITH of
+# data-modifying statements only: what is held (Tx.held) ends with a main query of the
+# sender's choosing, e.g. `_NOTHING_MORE`, or the commit's pg_notify (store.pg_fast).
+_CREATE = (
+    f"WITH t AS (INSERT INTO tasks ({_RETURNING}) VALUES ({_dollars(1, len(COLS))}) "
+    f"RETURNING id, created_at), e AS (INSERT INTO task_events ({', '.join(_EVENT_COLS)}) "
+    f"SELECT id, 1, 'status', ${len(COLS) + 1}, 0, created_at FROM t)"
+).encode()
+_NOTHING_MORE = b" SELECT 1"
 
 
 async def insert_events(tx: Tx, rows: Sequence[tuple[str, int, str, Any, int, datetime]]) -> None:
@@ -500,10 +500,10 @@ async def insert_audit(tx: Tx, row: Sequence[Any]) -> None:
     task's creation held by insert_task (PostgreSQL), if one is."""
     held = tx.held
     if held is not None and held[0] is _CREATE:
-        tx.held = None
-        d = await _driver(tx)
-        assert isinstance(d, _Postgres)  # only there is a statement held
-        await d.run_raw(_CREATE_AUDITED, [*held[1], row[0], d.time(row[1]), *row[2:8], d.json(row[8])])
+        # Held with it: sent at the commit, or before the next statement (_driver, which
+        # is why insert_task's driver is taken as it is).
+        d = tx.driver
+        tx.held = (_CREATE_AUDITED, [*held[1], row[0], d.time(row[1]), *row[2:8], d.json(row[8])])
         return
     d = await _driver(tx)
     key = ("insert_audit", d.ph)
@@ -515,9 +515,12 @@ async def insert_audit(tx: Tx, row: Sequence[Any]) -> None:
 
 
 _CREATE_AUDITED = (
-    f"{_CREATED_AND}, a AS (INSERT INTO audit_log ({', '.join(AUDIT_COLS)}) "
-    f"VALUES ({_dollars(len(COLS) + 2, len(AUDIT_COLS))})){_CREATE_EVENT}"
-).encode()
+    _CREATE
+    + (
+        f", a AS (INSERT INTO audit_log ({', '.join(AUDIT_COLS)}) "
+        f"VALUES ({_dollars(len(COLS) + 2, len(AUDIT_COLS))}))"
+    ).encode()
+)
 
 
 async def bump_running(
