@@ -228,8 +228,9 @@ async def insert_task(tx: Tx, row: dict[str, Any], status: dict[str, Any]) -> No
     audit row of the creation joins it (insert_audit), and so do the commit's
     notifications (store.pg_fast), so that a `POST /tasks` is the agent's read and one
     statement; any other statement first sends it as it is. Each statement costs its own
-    psycopg Python and syscalls (~30 µs). SQLite runs the two INSERTs (no INSERT in a WITH
-    there; in-process, they are cheap)."""
+    psycopg Python and syscalls: 5 statements -> 2 took a serial creation from 1077 to 855
+    Python calls. SQLite runs the two INSERTs (no INSERT in a WITH there; in-process, they
+    are cheap)."""
     d = await _driver(tx)
     params = [_bind(d, c, row[c]) for c in COLS]
     if isinstance(d, _Postgres):
