@@ -86,6 +86,11 @@ class Tx:
     driver: Any = None
     # The driver connection itself, in a fast_tx (store.fastpath uses it as it is).
     raw: Any = None
+    # Writes store.fastpath holds back so that the next ones may join them in one statement
+    # (a task's creation, its audit row, the commit's notifications): `WITH x AS (INSERT
+    # ...), ...` without its main query, `$n` placeholders, and its parameters. Sent
+    # before any other statement, or with the commit. PostgreSQL's fast_tx only.
+    held: tuple[bytes, list[Any]] | None = None
 
     @property
     def session(self) -> AsyncSession:
@@ -208,8 +213,10 @@ class Database:
                 async with self._pg_fast.transaction() as conn:
                     tx = Tx(None, self, raw=conn)
                     yield tx
-                    if tx.notes:  # delivered to other replicas on commit only
-                        await self._pg_fast.notify(conn, CHANNEL, encode(tx.notes, self.hub.origin))
+                    # Delivered to other replicas on commit only; with the held writes, if any.
+                    payloads = encode(tx.notes, self.hub.origin) if tx.notes else []
+                    if payloads or tx.held is not None:
+                        await self._pg_fast.notify(conn, CHANNEL, payloads, tx.held)
             for topic, payload in tx.notes:
                 self.hub.publish(topic, payload)
             return

@@ -12,7 +12,8 @@ statement whose answer nobody reads (an INSERT) is queued; a statement whose row
 the `pg_notify`s go with the Sync that ends the transaction, which waits for every answer.
 So a task's creation (read the agent, insert the task with its event and the audit row,
 notify, commit) is two round trips instead of six, and an error in a queued statement is
-raised at the next read or at the commit, still inside the block.
+raised at the next read or at the commit, still inside the block. (Its writes and the
+notify are even one statement: store.fastpath.insert_task holds them for the commit.)
 
 No BEGIN and no COMMIT: in the extended protocol everything between two Syncs runs in one
 implicit transaction, which the Sync commits (durably: it answers after the commit) or, after
@@ -88,11 +89,25 @@ class FastPool:
                     reuse = await self._rolled_back(conn)
                 await self._release(conn, reuse=reuse)
 
-    async def notify(self, conn: Conn, channel: str, payloads: list[str]) -> None:
+    async def notify(
+        self, conn: Conn, channel: str, payloads: list[str], held: tuple[bytes, list[Any]] | None = None
+    ) -> None:
         """Queue a `pg_notify` of each payload on `channel`: sent with the COMMIT, and so
-        delivered by PostgreSQL if that commit succeeds, and only then."""
-        for p in payloads:
-            await conn.execute(_NOTIFY, (channel, p))
+        delivered by PostgreSQL if that commit succeeds, and only then. `held` (store.db.Tx.
+        held: a WITH of writes, `$n` placeholders) is the same statement's WITH: one
+        statement's Python and syscalls for both."""
+        if held is None:
+            for p in payloads:
+                await conn.execute(_NOTIFY, (channel, p))
+            return
+        ctes, params = held
+        n = len(params)
+        # No payload: the writes alone (a WITH needs a main query).
+        main = (
+            f" SELECT pg_notify(${n + 1}, p) FROM unnest(${n + 2}::text[]) AS p" if payloads else " SELECT 1"
+        )
+        async with psycopg.AsyncRawCursor(conn) as cur:
+            await cur.execute(ctes + main.encode(), [*params, channel, payloads] if payloads else params)
 
     async def _acquire(self) -> Conn:
         if self._slots.locked():  # every connection in use: wait, bounded

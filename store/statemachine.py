@@ -53,9 +53,8 @@ async def create(tx: Tx, task: Task) -> Task:
     """Insert a new task as `pending` with its first `status` event (seq 1)."""
     task.status = S.pending.value
     task.last_seq = 1
-    await fastpath.insert_task(tx, values_of(task, fastpath.COLS))
-    status = {"status": "pending", "from": None}
-    await fastpath.insert_events(tx, [(task.id, 1, "status", status, 0, task.created_at)])
+    # With its first event (one statement on PostgreSQL: fastpath.insert_task).
+    await fastpath.insert_task(tx, values_of(task, fastpath.COLS), {"status": "pending", "from": None})
     tx.notify(f"task:{task.id}", "1")
     _notify_status(tx, task.id, task.queue, S.pending)
     return task

@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from store import audit
+from store import audit, catalog, events, tasks
 from store.audit_models import AuditEntry
 from store.db import Database, SessionNeeded, Tx
+from store.models import Agent, WorkerQueue
 
 ACTOR = audit.Actor("tester", "person")
 
@@ -65,3 +66,60 @@ async def test_a_failure_in_fast_work_stores_nothing_and_publishes_nothing(db: D
         db.hub.publish("test:fails", "after")  # what the failed work queued would come first
         assert await sub.get(5) == ["after"]
     assert await _count(db, "fast.fails") == 0
+
+
+async def _agent(db: Database) -> None:
+    async with db.tx() as tx:
+        await catalog.create_queue(tx, WorkerQueue(name="q"))
+        await catalog.create_agent(tx, Agent(name="a", runtime="noop", default_queue="q"))
+
+
+async def test_a_creation_is_stored_with_its_event_and_audit_row_whatever_follows_it(db: Database) -> None:
+    """On PostgreSQL a task's INSERT waits for its audit row to join it (fastpath.insert_task):
+    alone it still goes at the commit, and before any statement that follows it (a claim
+    here, which must find the task)."""
+    await _agent(db)
+
+    async def audited(tx: Tx) -> str:
+        task = await tasks.create_task(tx, tasks.NewTask(prompt="audited", agent="a"))
+        await audit.record(tx, ACTOR, "fast.create", "task", task.id, {"agent": "a"})
+        return task.id
+
+    async def alone(tx: Tx) -> str:
+        return (await tasks.create_task(tx, tasks.NewTask(prompt="alone", agent="a"))).id
+
+    async def then_claimed(tx: Tx) -> list[str]:
+        created = (await tasks.create_task(tx, tasks.NewTask(prompt="claimed", agent="a"))).id
+        claimed = await tasks.claim_tasks(tx, "q", "w", 5, 60, {}, touch=False)
+        assert [c.task.id for c in claimed] == [created]
+        await audit.record(tx, ACTOR, "fast.create", "task", created)  # after: on its own
+        return [created]
+
+    ids = [*await db.fast_or_full(then_claimed), await db.fast_or_full(audited), await db.fast_or_full(alone)]
+    assert db.fast_fallbacks == {}
+    async with db.read() as s:
+        found = {t.id: t for t in (await tasks.list_tasks(s, limit=10))[0]}
+        assert [found[i].status for i in ids] == ["running", "pending", "pending"]
+        assert [found[i].prompt for i in ids] == ["claimed", "audited", "alone"]
+        first = [
+            (e.seq, e.kind, e.data, e.attempt) for i in ids for e in (await events.list_after(s, i, 0))[:1]
+        ]
+        query = sa.select(AuditEntry.target_id, AuditEntry.details).where(AuditEntry.action == "fast.create")  # pyright: ignore[reportArgumentType]
+        audited_rows = sorted((await s.execute(query)).all())
+    assert first == [(1, "status", {"status": "pending", "from": None}, 0)] * 3
+    assert audited_rows == sorted([(ids[0], {}), (ids[1], {"agent": "a"})])
+
+
+async def test_a_creation_that_fails_after_its_audit_row_stores_neither(db: Database) -> None:
+    await _agent(db)
+
+    async def work(tx: Tx) -> None:
+        task = await tasks.create_task(tx, tasks.NewTask(prompt="p", agent="a"))
+        await audit.record(tx, ACTOR, "fast.create.fails", "task", task.id)
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        await db.fast_or_full(work)
+    assert await _count(db, "fast.create.fails") == 0
+    async with db.read() as s:
+        assert await tasks.list_tasks(s, limit=10) == ([], None)

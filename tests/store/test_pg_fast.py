@@ -17,9 +17,10 @@ import sqlalchemy as sa
 from pydantic_core import to_json
 
 from kernel import errors
-from store import audit
+from store import audit, catalog, events, tasks
 from store.audit_models import AuditEntry
 from store.db import Database, SessionNeeded, Tx, libpq_dsn
+from store.models import Agent, WorkerQueue
 from tests.support import free_port, pg_replica
 
 pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
@@ -164,6 +165,48 @@ async def test_notes_reach_another_replica_with_the_commit_only(db_url: str) -> 
                         assert await _count(other, "pg.fast.notify") == 1
                     got += batch
                 assert got == [entry, odd, *big]
+    finally:
+        await db.dispose()
+
+
+async def test_a_creation_and_its_notes_are_one_statement_that_commits_them_together(db_url: str) -> None:
+    """A task's creation is held until the commit, whose notifications join it (store.
+    fastpath.insert_task): every note still arrives, in order, several NOTIFYs' worth, and
+    after the rows; and a creation with no note to send is committed all the same."""
+    db = Database(db_url)
+    try:
+        async with db.tx() as tx:
+            await catalog.create_queue(tx, WorkerQueue(name="q"))
+            await catalog.create_agent(tx, Agent(name="a", runtime="noop", default_queue="q"))
+        async with pg_replica(db_url) as other:
+            with other.hub.subscribe("test:created") as sub:
+                odd = "it's a \\ 'quote'); COMMIT; --"
+                big = ["a" * 5000, "b" * 5000]
+
+                async def work(tx: Tx) -> str:
+                    task = await tasks.create_task(tx, tasks.NewTask(prompt="p", agent="a"))
+                    await audit.record(tx, ACTOR, "pg.fast.created", "task", task.id)
+                    assert tx.held is not None  # nothing sent yet but the agent's read
+                    for payload in [task.id, odd, *big]:
+                        tx.notify("test:created", payload)
+                    return task.id
+
+                created = await db.fast_or_full(work)
+                got: list[str] = []
+                while len(got) < 4:
+                    batch = await sub.get(10)
+                    assert batch, got  # [] is a timeout, None an overflow
+                    if not got:
+                        assert await _count(other, "pg.fast.created") == 1
+                    got += batch
+                assert got == [created, odd, *big]
+
+            async with db.fast_tx() as tx:
+                quiet = (await tasks.create_task(tx, tasks.NewTask(prompt="quiet", agent="a"))).id
+                tx.notes.clear()  # the writes alone at the commit
+        async with db.read() as s:
+            assert (await tasks.get_task(s, quiet)).status == "pending"
+            assert [e.seq for e in await events.list_after(s, quiet, 0)] == [1]
     finally:
         await db.dispose()
 

@@ -106,7 +106,8 @@ async def _create(tx: Tx) -> Any:
 
 async def test_a_task_creation_is_two_round_trips(db_url: str) -> None:
     """Read the agent, then the task, its event, the audit row, the notes and the commit
-    together: before the pipeline, each was a turn of its own (6, with BEGIN)."""
+    together: before the pipeline, each was a turn of its own (6, with BEGIN); and the
+    task, its event, the audit row and the notification are one statement."""
     async with relayed(db_url) as (db, turns):
         await _setup(db)
         for _ in range(3):  # a warm connection, its statements prepared
@@ -114,9 +115,9 @@ async def test_a_task_creation_is_two_round_trips(db_url: str) -> None:
         before, statements = turns.count, turns.statements
         await db.fast_or_full(_create)
         assert turns.count - before == 2
-        # The agent, the task, its event, the audit row, one pg_notify (no BEGIN, no
-        # COMMIT: the pipeline's Sync commits).
-        assert turns.statements - statements == 5
+        # The agent; then the task, its event, the audit row and the pg_notify in one
+        # statement (before: 4). No BEGIN, no COMMIT: the pipeline's Sync commits.
+        assert turns.statements - statements == 2
         assert db.fast_fallbacks == {}
 
 
