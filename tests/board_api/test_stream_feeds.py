@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Generator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -276,32 +277,45 @@ async def test_feeds_woken_together_read_the_log_a_few_at_a_time(db: Database) -
     followers = [Follower(feeds, t) for t in ids]
     for f in followers:
         await f.has(1)  # each feed has read its log once: the pumps wait on their mailboxes
-    real_read = db.read
+    real_read, real_fast_read = db.read, db.fast_read
     inside, peak, reads = 0, 0, 0
     all_read = asyncio.Event()
 
+    @contextlib.contextmanager
+    def one_read() -> Generator[None]:
+        nonlocal inside, peak, reads
+        inside += 1
+        peak = max(peak, inside)
+        try:
+            yield
+        finally:
+            inside -= 1
+            reads += 1
+            if reads >= len(ids):
+                all_read.set()
+
     @contextlib.asynccontextmanager
     async def counted() -> AsyncGenerator[AsyncSession]:
-        nonlocal inside, peak, reads
         async with real_read() as s:
-            inside += 1
-            peak = max(peak, inside)
-            try:
+            with one_read():
                 await asyncio.sleep(0)  # a read takes a turn of the loop, or more
                 yield s
-            finally:
-                inside -= 1
-                reads += 1
-                if reads >= len(ids):
-                    all_read.set()
+
+    async def counted_fast(statements: Any) -> list[list[tuple[Any, ...]]]:
+        # PostgreSQL's feeds read through Database.fast_read (a connection of its own pool)
+        with one_read():
+            await asyncio.sleep(0)
+            return await real_fast_read(statements)
 
     db.read = counted  # type: ignore[method-assign]
+    db.fast_read = counted_fast  # type: ignore[method-assign]
     try:
         for t in ids:
             db.hub.publish(f"task:{t}", "news")  # not a Batch: each feed reads the log
         await asyncio.wait_for(all_read.wait(), 15)
     finally:
         db.read = real_read  # type: ignore[method-assign]
+        db.fast_read = real_fast_read  # type: ignore[method-assign]
         for f in followers:
             f.stop()
         feeds.close()
