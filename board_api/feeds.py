@@ -21,14 +21,14 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from pydantic_core import to_json
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from board_api import wire
-from kernel.statuses import TERMINAL
+from kernel.statuses import TERMINAL, UNFINISHED
 from store import fastpath, tasks
 from store.db import Database
 from store.events import rows_after
@@ -82,6 +82,13 @@ def _frame(task_id: str, seq: int, kind: str, data: Any, attempt: int, created_a
 
 
 _TASKS = Task.__table__
+
+
+def _unfinished(data: Any) -> bool:
+    """Whether a status event's data says the task moved to an unfinished status (a claim's
+    `running`): then it has not ended there, and the feed needs no read to know it. Status
+    events are the control plane's own (a worker may not write one)."""
+    return isinstance(data, dict) and cast(dict[str, Any], data).get("status") in UNFINISHED
 
 
 def _look(events: list[dict[str, Any]], anyway: bool) -> bool:
@@ -199,7 +206,7 @@ class Feeds:
                 if rows:
                     self._add(feed, [(r[1], _frame(*r)) for r in rows])
                     self.handed += len(rows)
-                if any(r[2] == "status" for r in rows):
+                if any(r[2] == "status" and not _unfinished(r[3]) for r in rows):
                     return True  # the task may have ended: the read checks (see _ended)
             elif not (p.isdigit() and int(p) <= feed.last):
                 return True  # another replica's events, or an unknown wake-up

@@ -115,6 +115,30 @@ async def test_handed_batches_reach_the_follower_once_in_order_without_reading_b
     assert [frame for _, frame in f.got[:-1]] == stored
 
 
+async def test_a_claim_is_handed_to_the_feed_without_reading_back(db: Database) -> None:
+    """A follower of a pending task (a client that created it, then follows it): its claim's
+    status event comes with the claim's note and is framed as it is. The feed read the log
+    twice for it (the event, then whether the task had ended) while the worker started the
+    task; a `running` status is not an end."""
+    async with db.tx() as tx:
+        await create_queue(tx, WorkerQueue(name="q1"))
+        await create_agent(tx, Agent(name="echo", runtime="noop", default_queue="q1"))
+    async with db.tx() as tx:
+        tid = (await tasks.create_task(tx, tasks.NewTask(prompt="follow", agent="echo"))).id
+    feeds = Feeds(db)
+    f = Follower(feeds, tid)
+    await f.has(1)
+    assert (feeds.read_back, feeds.handed) == (1, 0)
+    (claimed,) = await db.fast_or_full(lambda tx: tasks.claim_tasks(tx, "q1", "w1", 1, 60, touch=False))
+    await f.has(2)
+    assert (feeds.read_back, feeds.handed) == (1, 1)
+    last = await complete(db, tid, Lease(claimed.token))
+    assert await f.ended() == list(range(1, last + 1))
+    async with db.read() as s:
+        stored = [event_frame(r) for r in await rows_after(s, tid)]
+    assert [frame for _, frame in f.got[:-1]] == stored  # the handed frame is the log's
+
+
 async def test_a_batch_published_twice_is_framed_once(db: Database) -> None:
     tid, lease = await running_task(db)
     feeds = Feeds(db)
