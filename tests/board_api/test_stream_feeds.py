@@ -190,6 +190,14 @@ async def test_news_from_another_replica_is_read_without_looking_up_the_task(
         statements.append(str(args[2]))
 
     sa.event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
+    real_fast_read = db.fast_read
+
+    async def fast_read(batch: Any) -> list[list[tuple[Any, ...]]]:
+        # The feed's reads on PostgreSQL: plain SQL through Database.fast_read
+        statements.extend(sql for sql, _ in batch)
+        return await real_fast_read(batch)
+
+    db.fast_read = fast_read  # type: ignore[method-assign]
     other = Database(db_url)  # "another replica": its commits notify nothing here
     try:
         for k in range(5):
@@ -203,7 +211,9 @@ async def test_news_from_another_replica_is_read_without_looking_up_the_task(
         assert await f.ended() == list(range(1, last + 1))
     finally:
         sa.event.remove(db.engine.sync_engine, "before_cursor_execute", seen)
+        db.fast_read = real_fast_read  # type: ignore[method-assign]
         await other.dispose()
+    assert reads >= 5  # a read per NOTIFY at least
     # The follower got every batch, so the feed read each; none of those reads touched tasks.
     assert not [s for s in statements[:reads] if "FROM tasks" in s]
     assert any("FROM tasks" in s for s in statements[reads:])  # the status event: ended?
