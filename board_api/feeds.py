@@ -22,15 +22,15 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from pydantic_core import to_json
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from board_api import wire
-from kernel.statuses import TERMINAL
-from store import tasks
+from kernel.statuses import TERMINAL, UNFINISHED
+from store import fastpath, tasks
 from store.db import Database
 from store.events import rows_after
 from store.hub import Batch, Subscription
@@ -83,6 +83,19 @@ def _frame(task_id: str, seq: int, kind: str, data: Any, attempt: int, created_a
 
 
 _TASKS = Task.__table__
+
+
+def _unfinished(data: Any) -> bool:
+    """Whether a status event's data says the task moved to an unfinished status (a claim's
+    `running`): then it has not ended there, and the feed needs no read to know it. Status
+    events are the control plane's own (a worker may not write one)."""
+    return isinstance(data, dict) and cast(dict[str, Any], data).get("status") in UNFINISHED
+
+
+def _look(events: list[dict[str, Any]], anyway: bool) -> bool:
+    """Whether a read that found `events` looks for the task's end: not after a full page
+    (there is more to read first); `anyway`, or when it found a status event or nothing."""
+    return len(events) < PAGE and (anyway or not events or any(e["kind"] == "status" for e in events))
 
 
 async def _ended(s: AsyncSession, task_id: str, seen: int) -> Task | None:
@@ -194,7 +207,7 @@ class Feeds:
                 if rows:
                     self._add(feed, [(r[1], _frame(*r)) for r in rows])
                     self.handed += len(rows)
-                if any(r[2] == "status" for r in rows):
+                if any(r[2] == "status" and not _unfinished(r[3]) for r in rows):
                     return True  # the task may have ended: the read checks (see _ended)
             elif not (p.isdigit() and int(p) <= feed.last):
                 return True  # another replica's events, or an unknown wake-up
@@ -209,11 +222,14 @@ class Feeds:
         """Read the log after the feed's last seq into it, and its end once all is read (when
         `anyway`, or the read found a status event or nothing new); True when a whole page
         came back (there may be more)."""
-        async with self.reads, self.db.read() as s:  # one session for both reads
-            events = await rows_after(s, feed.task_id, feed.last, PAGE)
-            last = events[-1]["seq"] if events else feed.last
-            look = len(events) < PAGE and (anyway or not events or any(e["kind"] == "status" for e in events))
-            task = await _ended(s, feed.task_id, last) if look else None
+        async with self.reads:
+            if self.db.fast_reads:
+                events, task = await self._read_fast(feed, anyway)
+            else:
+                async with self.db.read() as s:  # one session for both reads
+                    events = await rows_after(s, feed.task_id, feed.last, PAGE)
+                    last = events[-1]["seq"] if events else feed.last
+                    task = await _ended(s, feed.task_id, last) if _look(events, anyway) else None
         if events:
             self._add(feed, [(e["seq"], event_frame(e)) for e in events])
             self.read_back += len(events)
@@ -223,6 +239,22 @@ class Feeds:
             async with feed.changed:
                 feed.changed.notify_all()
         return len(events) == PAGE
+
+    async def _read_fast(self, feed: Feed, anyway: bool) -> tuple[list[dict[str, Any]], Task | None]:
+        """`_read_back`'s reads on PostgreSQL, without SQLAlchemy until the end is found: a
+        feed's first read comes as its follower opens the stream, which a client does right
+        after creating the task, while this loop also runs that task's claim. When the end
+        will be looked for `anyway`, the task's row is read in the same round trip."""
+        events, progress = await fastpath.log_after(self.db, feed.task_id, feed.last, PAGE, progress=anyway)
+        if not _look(events, anyway):
+            return events, None
+        if progress is None and not anyway:
+            progress = await fastpath.task_progress(self.db, feed.task_id)
+        last = events[-1]["seq"] if events else feed.last
+        if progress is None or progress[0] not in TERMINAL or progress[1] > last:
+            return events, None
+        async with self.db.read() as s:  # the whole task, once, for its `end` frame
+            return events, await tasks.get_task(s, feed.task_id)
 
     def close(self) -> None:
         """Stop every pump (server shutdown): each ends at its next wake-up, now."""

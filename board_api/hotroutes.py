@@ -3,7 +3,9 @@
 `POST /api/v1/tasks` (a client creating a task), `POST /api/v1/worker-queues/{queue}/exchange`
 (a worker reporting and claiming; `/claim`, its long-poll alone, for clients of the SDK's
 `claim`) and `POST /api/v1/tasks/{id}/events` or
-`/worker-queues/{queue}/events` (a worker streaming what its agents do) are most of a busy control plane's requests. FastAPI spends
+`/worker-queues/{queue}/events` (a worker streaming what its agents do) are most of a busy control plane's requests, and
+`GET /api/v1/tasks/{id}/stream` (a client following its task) comes with each task created
+by `exec --follow`. FastAPI spends
 more Python on each than the handler does: matching ~120 routes in turn, solving the
 dependency graph, parsing the JSON and then validating the dicts, and an exit stack. Here
 the body is validated from its bytes by pydantic and the very same endpoint functions are
@@ -27,7 +29,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from board_api import errors as problems
 from board_api.auditing import who
-from board_api.deps import AUTHENTICATED, Principal, need
+from board_api.deps import AUTHENTICATED, Principal, need, principal
+from board_api.routes import streams as stream_routes
 from board_api.routes import tasks as task_routes
 from board_api.routes import workers as worker_routes
 from board_api.state import app_state
@@ -42,6 +45,7 @@ _EXCHANGE = ("/api/v1/worker-queues/", "/exchange")
 _CLAIM = ("/api/v1/worker-queues/", "/claim")
 _EVENTS = ("/api/v1/tasks/", "/events")
 _PROGRESS = ("/api/v1/worker-queues/", "/events")
+_STREAM = ("/api/v1/tasks/", "/stream")
 Handler = Callable[[BaseModel, Request, Principal, str], Awaitable[Response]]
 
 
@@ -117,14 +121,46 @@ def _route(scope: Scope) -> tuple[type[BaseModel], Handler, str] | None:
     return None
 
 
+def _stream(scope: Scope) -> str | None:
+    """The task id of a plain `GET /api/v1/tasks/{id}/stream`: no query, no Last-Event-ID
+    (a resume, rarer, goes through FastAPI, which validates them)."""
+    if scope["type"] != "http" or scope["method"] != "GET" or scope.get("query_string"):
+        return None
+    path: str = scope["path"]
+    head, tail = _STREAM
+    if not (path.startswith(head) and path.endswith(tail)):
+        return None
+    task_id = path[len(head) : -len(tail)]
+    if not task_id or "/" in task_id or any(k == b"last-event-id" for k, _ in scope["headers"]):
+        return None
+    return task_id
+
+
+async def _follow(task_id: str, scope: Scope, receive: Receive) -> Response:
+    """A client follows its task right after creating it (`exec --follow`) while this loop
+    runs the task's claim: FastAPI's routing and dependencies cost the opening ~0.5 ms.
+    Authenticated here by the same rule (a GET has no body: BodyLimit left it to the route)."""
+    request = Request(scope, receive)
+    db = app_state(request).db
+    p = need(await principal(request, db), "viewer")
+    return await stream_routes.stream_task(task_id, request, db, p)
+
+
 class HotRoutes:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = _route(scope)
-        principal = scope.get(AUTHENTICATED)
-        if route is None or principal is None:
+        if route is None and (task_id := _stream(scope)) is not None:
+            try:
+                response = await _follow(task_id, scope, receive)
+            except MetaAgentError as exc:
+                response = problems.domain_problem(exc)
+            await response(scope, receive, send)
+            return
+        caller = scope.get(AUTHENTICATED)
+        if route is None or caller is None:
             await self.app(scope, receive, send)
             return
         model, handler, arg = route
@@ -139,7 +175,7 @@ class HotRoutes:
         raw = b"".join(chunks)
         try:
             body = model.model_validate_json(raw)
-            response = await handler(body, Request(scope, receive), principal, arg)
+            response = await handler(body, Request(scope, receive), caller, arg)
         except (ValidationError, _Unusual):
             await self.app(scope, _replay(raw, receive), send)
             return

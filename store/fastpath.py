@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from pydantic_core import to_json
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from store.db import Tx
+from store.db import Database, Tx
 from store.models import Agent, Task, TaskEvent, UTCDateTime
 
 __all__ = [
@@ -39,6 +39,8 @@ __all__ = [
     "insert_audit",
     "insert_events",
     "insert_task",
+    "log_after",
+    "task_progress",
     "update_task_events",
 ]
 
@@ -161,12 +163,16 @@ class _Postgres:
         return self._json(value)
 
     def load(self, row: Sequence[Any], cols: _Cols = TASKS) -> dict[str, Any]:
-        out = dict(zip(cols.names, row, strict=True))
-        for k in cols.time:
-            v = out[k]
-            if v is not None:
-                out[k] = v.astimezone(UTC)
-        return out
+        return _pg_load(row, cols)
+
+
+def _pg_load(row: Sequence[Any], cols: _Cols) -> dict[str, Any]:
+    out = dict(zip(cols.names, row, strict=True))
+    for k in cols.time:
+        v = out[k]
+        if v is not None:
+            out[k] = v.astimezone(UTC)
+    return out
 
 
 async def _driver(tx: Tx) -> _SQLite | _Postgres:
@@ -198,6 +204,31 @@ async def events_after(session: AsyncSession, task_id: str, after: int, limit: i
 _EVENTS_AFTER = (
     f"SELECT {EVENTS.listed} FROM task_events WHERE task_id = %s AND seq > %s ORDER BY seq LIMIT %s"
 )
+_TASK_PROGRESS = "SELECT status, last_seq FROM tasks WHERE id = %s"
+
+
+async def task_progress(db: Database, task_id: str) -> tuple[str, int] | None:
+    """PostgreSQL (`db.fast_reads`): the task's (status, last_seq), None if there is no
+    such task; one round trip, no SQLAlchemy (Database.fast_read)."""
+    (rows,) = await db.fast_read([(_TASK_PROGRESS, (task_id,))])
+    return (rows[0][0], rows[0][1]) if rows else None
+
+
+async def log_after(
+    db: Database, task_id: str, after: int, limit: int, *, progress: bool
+) -> tuple[list[dict[str, Any]], tuple[str, int] | None]:
+    """PostgreSQL (`db.fast_reads`): store.events.rows_after, and with `progress` the
+    task's (status, last_seq) read after them (None if there is no such task), in one
+    round trip without SQLAlchemy (Database.fast_read)."""
+    statements: list[tuple[str, Sequence[Any]]] = [(_EVENTS_AFTER, (task_id, after, limit))]
+    if progress:
+        statements.append((_TASK_PROGRESS, (task_id,)))
+    found = await db.fast_read(statements)
+    rows = [_pg_load(r, EVENTS) for r in found[0]]
+    if not progress or not found[1]:
+        return rows, None
+    status, last = found[1][0]
+    return rows, (status, last)
 
 
 def _sql(d: _SQLite | _Postgres, template: str) -> str:

@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Generator, Mapping
-from typing import Any
+from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
+from typing import Any, LiteralString, cast
 
 import psycopg
 from psycopg import pq
@@ -84,6 +84,29 @@ class FastPool:
                 # raises the first error of the batch, if any (then nothing was committed).
                 await self._pipes[conn][1].sync()
                 reuse = True
+            finally:
+                if not reuse:
+                    reuse = await self._rolled_back(conn)
+                await self._release(conn, reuse=reuse)
+
+    async def read(self, statements: Sequence[tuple[str, Sequence[Any]]]) -> list[list[tuple[Any, ...]]]:
+        """Each statement's rows, in ONE round trip: all are sent with the Sync that ends
+        their implicit transaction, and their rows read once it has answered (a `fetchall`
+        before the Sync would be a turn of its own, the Sync another). For reads only: an
+        error is raised and nothing is kept of the batch."""
+        with _unavailable_on_errors():
+            conn = await self._acquire()
+            reuse = False
+            try:
+                async with contextlib.AsyncExitStack() as stack:
+                    cursors = [await stack.enter_async_context(conn.cursor()) for _ in statements]
+                    for cur, (sql, params) in zip(cursors, statements, strict=True):
+                        # Our own statement texts (store.fastpath's), never built from input.
+                        await cur.execute(cast(LiteralString, sql), params)
+                    await self._pipes[conn][1].sync()
+                    rows = [await cur.fetchall() for cur in cursors]
+                reuse = True
+                return rows
             finally:
                 if not reuse:
                     reuse = await self._rolled_back(conn)

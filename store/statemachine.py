@@ -24,6 +24,7 @@ from kernel import errors
 from store import fastpath
 from store.db import Tx
 from store.events import insert_rows, update_and_append
+from store.hub import Batch
 from store.leases import Lease, refusal
 from store.models import TERMINAL, Task, TaskEvent, TaskStatus, from_row, utcnow, values_of
 
@@ -245,6 +246,9 @@ async def claim(
     rows, agent_rows = await fastpath.claim(tx, queue, limit, values, now, needs, event=data)
     rows.sort(key=lambda r: r["id"])
     for r in rows:
-        tx.notify(f"task:{r['id']}", str(r["last_seq"]))
+        # With its status event's row (a Batch, which other replicas get in the NOTIFY too):
+        # the task's followers frame it as it is instead of reading the log back, twice
+        # (the event, then has it ended?), while the worker is starting the task.
+        tx.notify(f"task:{r['id']}", Batch([(r["id"], r["last_seq"], "status", data, r["attempt"], now)]))
         tx.notify("board", r["id"])
     return [from_row(Task, r) for r in rows], agent_rows

@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Generator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -114,6 +115,30 @@ async def test_handed_batches_reach_the_follower_once_in_order_without_reading_b
     assert [frame for _, frame in f.got[:-1]] == stored
 
 
+async def test_a_claim_is_handed_to_the_feed_without_reading_back(db: Database) -> None:
+    """A follower of a pending task (a client that created it, then follows it): its claim's
+    status event comes with the claim's note and is framed as it is. The feed read the log
+    twice for it (the event, then whether the task had ended) while the worker started the
+    task; a `running` status is not an end."""
+    async with db.tx() as tx:
+        await create_queue(tx, WorkerQueue(name="q1"))
+        await create_agent(tx, Agent(name="echo", runtime="noop", default_queue="q1"))
+    async with db.tx() as tx:
+        tid = (await tasks.create_task(tx, tasks.NewTask(prompt="follow", agent="echo"))).id
+    feeds = Feeds(db)
+    f = Follower(feeds, tid)
+    await f.has(1)
+    assert (feeds.read_back, feeds.handed) == (1, 0)
+    (claimed,) = await db.fast_or_full(lambda tx: tasks.claim_tasks(tx, "q1", "w1", 1, 60, touch=False))
+    await f.has(2)
+    assert (feeds.read_back, feeds.handed) == (1, 1)
+    last = await complete(db, tid, Lease(claimed.token))
+    assert await f.ended() == list(range(1, last + 1))
+    async with db.read() as s:
+        stored = [event_frame(r) for r in await rows_after(s, tid)]
+    assert [frame for _, frame in f.got[:-1]] == stored  # the handed frame is the log's
+
+
 async def test_a_batch_published_twice_is_framed_once(db: Database) -> None:
     tid, lease = await running_task(db)
     feeds = Feeds(db)
@@ -165,6 +190,14 @@ async def test_news_from_another_replica_is_read_without_looking_up_the_task(
         statements.append(str(args[2]))
 
     sa.event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
+    real_fast_read = db.fast_read
+
+    async def fast_read(batch: Any) -> list[list[tuple[Any, ...]]]:
+        # The feed's reads on PostgreSQL: plain SQL through Database.fast_read
+        statements.extend(sql for sql, _ in batch)
+        return await real_fast_read(batch)
+
+    db.fast_read = fast_read  # type: ignore[method-assign]
     other = Database(db_url)  # "another replica": its commits notify nothing here
     try:
         for k in range(5):
@@ -178,7 +211,9 @@ async def test_news_from_another_replica_is_read_without_looking_up_the_task(
         assert await f.ended() == list(range(1, last + 1))
     finally:
         sa.event.remove(db.engine.sync_engine, "before_cursor_execute", seen)
+        db.fast_read = real_fast_read  # type: ignore[method-assign]
         await other.dispose()
+    assert reads >= 5  # a read per NOTIFY at least
     # The follower got every batch, so the feed read each; none of those reads touched tasks.
     assert not [s for s in statements[:reads] if "FROM tasks" in s]
     assert any("FROM tasks" in s for s in statements[reads:])  # the status event: ended?
@@ -283,32 +318,45 @@ async def test_feeds_woken_together_read_the_log_a_few_at_a_time(db: Database) -
     followers = [Follower(feeds, t) for t in ids]
     for f in followers:
         await f.has(1)  # each feed has read its log once: the pumps wait on their mailboxes
-    real_read = db.read
+    real_read, real_fast_read = db.read, db.fast_read
     inside, peak, reads = 0, 0, 0
     all_read = asyncio.Event()
 
+    @contextlib.contextmanager
+    def one_read() -> Generator[None]:
+        nonlocal inside, peak, reads
+        inside += 1
+        peak = max(peak, inside)
+        try:
+            yield
+        finally:
+            inside -= 1
+            reads += 1
+            if reads >= len(ids):
+                all_read.set()
+
     @contextlib.asynccontextmanager
     async def counted() -> AsyncGenerator[AsyncSession]:
-        nonlocal inside, peak, reads
         async with real_read() as s:
-            inside += 1
-            peak = max(peak, inside)
-            try:
+            with one_read():
                 await asyncio.sleep(0)  # a read takes a turn of the loop, or more
                 yield s
-            finally:
-                inside -= 1
-                reads += 1
-                if reads >= len(ids):
-                    all_read.set()
+
+    async def counted_fast(statements: Any) -> list[list[tuple[Any, ...]]]:
+        # PostgreSQL's feeds read through Database.fast_read (a connection of its own pool)
+        with one_read():
+            await asyncio.sleep(0)
+            return await real_fast_read(statements)
 
     db.read = counted  # type: ignore[method-assign]
+    db.fast_read = counted_fast  # type: ignore[method-assign]
     try:
         for t in ids:
             db.hub.publish(f"task:{t}", "news")  # not a Batch: each feed reads the log
         await asyncio.wait_for(all_read.wait(), 15)
     finally:
         db.read = real_read  # type: ignore[method-assign]
+        db.fast_read = real_fast_read  # type: ignore[method-assign]
         for f in followers:
             f.stop()
         feeds.close()

@@ -412,3 +412,21 @@ async def test_json_is_written_compact_and_read_back_the_same(db_url: str) -> No
         assert text == to_json(data).decode()
     finally:
         await db.dispose()
+
+
+async def test_a_fast_read_that_fails_raises_and_the_next_one_reads(db_url: str) -> None:
+    """Database.fast_read (its own small pool): the rows of each statement, read after the
+    Sync; a failing statement raises its error, and the connection, rolled back, serves on."""
+    db = Database(db_url)
+    try:
+        assert db.fast_reads
+        assert await db.fast_read([("SELECT %s::int", (1,)), ("SELECT 'two'", ())]) == [[(1,)], [("two",)]]
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            await db.fast_read([("SELECT 1", ()), ("SELECT * FROM no_such_table", ())])
+        assert await db.fast_read([("SELECT count(*) FROM tasks", ())]) == [[(0,)]]
+        # Its connections are not the writers': a crowd of readers never holds theirs.
+        reader = (await db.fast_read([("SELECT pg_backend_pid()", ())]))[0][0][0]
+        async with db.fast_tx() as tx:
+            assert tx.raw.info.backend_pid != reader
+    finally:
+        await db.dispose()

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from store import audit, catalog, events, progress, tasks
+from store import audit, catalog, events, fastpath, progress, tasks
 from store.db import Database, Tx
 from store.leases import Lease
 from store.models import Agent, WorkerQueue
@@ -198,3 +198,23 @@ async def test_a_post_of_many_tasks_events_is_a_statement_for_all_and_one_for_th
         out = await db.fast_or_full(lambda tx: progress.worker_events_many(tx, items))
         assert out == [(2 + 4 * 2, False)] * 5  # created, claimed, then 4 posts of 2
         assert (turns.count - before, turns.statements - statements) == (2, 3)
+
+
+async def test_a_followers_first_reads_are_a_round_trip_each(db_url: str) -> None:
+    """Opening a task's stream: its 404 check, then its feed's first read (the log, and the
+    task's status and last seq: has it ended?), through Database.fast_read: one round trip
+    each, the statements and the Sync that ends their transaction sent together."""
+    async with relayed(db_url) as (db, turns):
+        await _setup(db)
+        task = await db.fast_or_full(_create)
+        for _ in range(3):  # a warm connection, its statements prepared
+            await fastpath.log_after(db, task.id, 0, 500, progress=True)
+        before, statements = turns.count, turns.statements
+        assert await fastpath.task_progress(db, task.id) == ("pending", 1)
+        assert (turns.count - before, turns.statements - statements) == (1, 1)
+        before, statements = turns.count, turns.statements
+        rows, progress = await fastpath.log_after(db, task.id, 0, 500, progress=True)
+        assert (turns.count - before, turns.statements - statements) == (1, 2)
+        assert [(r["seq"], r["kind"]) for r in rows] == [(1, "status")] and progress == ("pending", 1)
+        assert await fastpath.log_after(db, task.id, 1, 500, progress=False) == ([], None)
+        assert await fastpath.task_progress(db, "no-such-task") is None
