@@ -146,16 +146,6 @@ class _Postgres:
         async with AsyncRawCursor(self.conn) as cur:
             await cur.execute(sql, params)
 
-    async def fetch_two(
-        self, first: tuple[str, Sequence[Any]], second: tuple[str, Sequence[Any]]
-    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        """Two statements' rows in one round trip: both are sent (the pipeline, store/
-        pg_fast.py) before the first's answer is awaited; the second sees the first's writes."""
-        async with self.conn.cursor() as one, self.conn.cursor() as two:
-            await one.execute(*first)
-            await two.execute(*second)
-            return await one.fetchall(), await two.fetchall()
-
     def time(self, value: datetime | None) -> Any:
         return value
 
@@ -341,11 +331,10 @@ async def claim(
     needs: Sequence[str] | None = None,
     *,
     event: dict[str, Any],
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+) -> list[dict[str, Any]]:
     """Move up to `limit` pending tasks of `queue` (oldest id first) to the `values` given
-    (status, lease with its `lease_token_hash`, worker...), `attempt` and `last_seq` +1,
-    `started_at` kept if set, and give each a `status` event with `event` as its data and
-    the new `last_seq` as its seq. Returns their rows and the rows of their agents.
+    (status, lease, worker...), `attempt` and `last_seq` +1, `started_at` kept if set, and
+    give each a `status` event with `event` as its data and the new `last_seq` as its seq.
 
     `needs` (store/prereqs.py) limits the claim to tasks that need nothing or one of those
     `needs` values; None (a worker that reports no capabilities) takes any task."""
@@ -380,24 +369,12 @@ async def claim(
             )
         sql = _SQL[key] = _sql(d, sql)
     params = [*(_bind(d, n, values[n]) for n in names), d.time(now), queue, *(needs or ()), limit]
-    if isinstance(d, _Postgres):
+    if pg:
         params += [d.json(event), now]
-        # Their agents in the same round trip: the tasks this claim took are the running
-        # ones of the queue holding its (new) lease hash.
-        got, agent_rows = await d.fetch_two(
-            (sql, params), (_CLAIMED_AGENTS, (queue, values["lease_token_hash"]))
-        )
-        return [d.load(r) for r in got], [d.load(r, AGENTS) for r in agent_rows]
     rows = [d.load(r) for r in await d.fetch(sql, params)]
-    if rows:
+    if rows and not pg:
         await insert_events(tx, [(r["id"], r["last_seq"], "status", event, r["attempt"], now) for r in rows])
-    return rows, await agents(tx, {r["agent"] for r in rows if r["agent"]})
-
-
-_CLAIMED_AGENTS = (
-    f"SELECT {AGENTS.listed} FROM agents WHERE name IN (SELECT agent FROM tasks "
-    "WHERE queue = %s AND status = 'running' AND lease_token_hash = %s)"
-)
+    return rows
 
 
 def _update(

@@ -218,9 +218,8 @@ async def claim(
     token_hash: str,
     now: datetime | None = None,
     needs: tuple[str, ...] | None = None,
-) -> tuple[list[Task], list[dict[str, Any]]]:
-    """Atomically move up to `limit` pending tasks of `queue` to running for `worker_id`;
-    the tasks, and the rows of their agents (read with them: one round trip on PostgreSQL).
+) -> list[Task]:
+    """Atomically move up to `limit` pending tasks of `queue` to running for `worker_id`.
 
     One statement picks and updates the rows (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so
     concurrent claimers never wait on or double-claim a row; SQLite's single writer does the
@@ -243,7 +242,7 @@ async def claim(
     # tasks is one statement on PostgreSQL, two on SQLite (one multi-row INSERT of their
     # status events).
     data = {"status": "running", "from": "pending", "worker_id": worker_id}
-    rows, agent_rows = await fastpath.claim(tx, queue, limit, values, now, needs, event=data)
+    rows = await fastpath.claim(tx, queue, limit, values, now, needs, event=data)
     rows.sort(key=lambda r: r["id"])
     for r in rows:
         # With its status event's row (a Batch, which other replicas get in the NOTIFY too):
@@ -251,4 +250,4 @@ async def claim(
         # (the event, then has it ended?), while the worker is starting the task.
         tx.notify(f"task:{r['id']}", Batch([(r["id"], r["last_seq"], "status", data, r["attempt"], now)]))
         tx.notify("board", r["id"])
-    return [from_row(Task, r) for r in rows], agent_rows
+    return [from_row(Task, r) for r in rows]

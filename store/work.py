@@ -18,7 +18,7 @@ from sqlmodel import col, select
 
 from kernel import errors
 from kernel.redact import redact, redact_data
-from store import artifacts, catalog, prereqs
+from store import artifacts, catalog, fastpath, prereqs
 from store.db import Tx
 from store.events import EVENT_KINDS, RESERVED_KINDS, append
 from store.leases import Lease, fenced, new_token, refusal
@@ -80,8 +80,9 @@ async def claim_tasks(
     caps = await prereqs.worker_caps(tx, worker_id, digest, capabilities)
     if caps is not None:
         needs = await prereqs.plan(tx, queue, worker_id, caps, utcnow())
-    tasks, agent_rows = await claim(tx, queue, worker_id, limit, lease_seconds, token_hash, needs=needs)
-    agents = {r["name"]: from_row(Agent, r) for r in agent_rows}
+    tasks = await claim(tx, queue, worker_id, limit, lease_seconds, token_hash, needs=needs)
+    names = {t.agent for t in tasks if t.agent}
+    agents = {r["name"]: from_row(Agent, r) for r in await fastpath.agents(tx, names)}
     return [Claimed(t, agents.get(t.agent or ""), token) for t in tasks]
 
 

@@ -121,9 +121,9 @@ async def test_a_task_creation_is_two_round_trips(db_url: str) -> None:
         assert db.fast_fallbacks == {}
 
 
-async def test_a_report_and_a_claim_are_three_round_trips(db_url: str) -> None:
-    """The worker's exchange: complete one task and claim the next (the report; the claim
-    with its agents; notes and the commit). Before: 7, then 4 (the agents on their own)."""
+async def test_a_report_and_a_claim_are_four_round_trips(db_url: str) -> None:
+    """The worker's exchange: complete one task and claim the next (the report; the claim;
+    the agents; notes and the commit). Before: 7."""
     async with relayed(db_url) as (db, turns):
         await _setup(db)
         for _ in range(6):
@@ -141,7 +141,7 @@ async def test_a_report_and_a_claim_are_three_round_trips(db_url: str) -> None:
         before, statements = turns.count, turns.statements
         held = await db.fast_or_full(functools.partial(exchange, held=held))
         assert len(held) == 1
-        assert turns.count - before == 3
+        assert turns.count - before == 4
         # The report's UPDATE with its events in one statement, the claim with theirs in
         # another, the agents, one pg_notify.
         assert turns.statements - statements == 4
