@@ -84,27 +84,38 @@ def test_a_stale_report_is_refused_alone_and_writes_nothing(server: LiveServer) 
         c.close()
 
 
-def test_a_queue_bound_key_cannot_exchange_elsewhere_and_bad_bodies_are_422(server: LiveServer) -> None:
+def refusals(server: LiveServer, route: str, bad_bodies: list[dict[str, Any]]) -> None:
+    """A worker call's refusals: another queue's key 403, a viewer 403, bad bodies 422, an
+    unknown queue 404, each as FastAPI's route gives it."""
     with server.client() as c:
-        seed(c)
         admin = c.post("/keys", json={"name": "admin", "scopes": ["admin"]}).json()["key"]
     with server.client(headers={"Authorization": f"Bearer {admin}"}) as a:
         key = a.post("/keys", json={"name": "bound", "scopes": ["worker"], "queues": ["q2"]}).json()["key"]
         with server.client(headers={"Authorization": f"Bearer {key}"}) as w:
-            problem(w.post("/worker-queues/q1/exchange", json={"worker_id": "w"}), 403, "queue_not_allowed")
+            problem(w.post(f"/worker-queues/q1/{route}", json={"worker_id": "w"}), 403, "queue_not_allowed")
         viewer = a.post("/keys", json={"name": "eyes", "scopes": ["viewer"]}).json()["key"]
         with server.client(headers={"Authorization": f"Bearer {viewer}"}) as v:
             body = {"worker_id": "w", "wait_seconds": 0}
-            problem(v.post("/worker-queues/q1/exchange", json=body), 403, "insufficient_scope")
-        too_many = [{"id": f"t{i}", "token": "x"} for i in range(101)]
-        for body in (
+            problem(v.post(f"/worker-queues/q1/{route}", json=body), 403, "insufficient_scope")
+        for body in bad_bodies:
+            problem(a.post(f"/worker-queues/q1/{route}", json=body), 422, "validation_error")
+        r = a.post(f"/worker-queues/nope/{route}", json={"worker_id": "w", "wait_seconds": 0})
+        problem(r, 404, "queue_not_found")
+
+
+def test_a_queue_bound_key_cannot_exchange_elsewhere_and_bad_bodies_are_422(server: LiveServer) -> None:
+    with server.client() as c:
+        seed(c)
+    too_many = [{"id": f"t{i}", "token": "x"} for i in range(101)]
+    refusals(
+        server,
+        "exchange",
+        [
             {"worker_id": "w", "reports": too_many},
             {"worker_id": "w", "max_tasks": 101},
             {"worker_id": "w", "reports": [{"id": "t", "token": "x", "extra": 1}]},
-        ):
-            problem(a.post("/worker-queues/q1/exchange", json=body), 422, "validation_error")
-        r = a.post("/worker-queues/nope/exchange", json={"worker_id": "w", "wait_seconds": 0})
-        problem(r, 404, "queue_not_found")
+        ],
+    )
 
 
 def test_a_claim_is_a_hot_route_and_answers_like_fastapi(server: LiveServer) -> None:
@@ -121,19 +132,7 @@ def test_a_claim_is_a_hot_route_and_answers_like_fastapi(server: LiveServer) -> 
         tid = c.post("/tasks", json={"agent": "echo", "prompt": "p"}).json()["id"]
         assert [t["task"]["id"] for t in claim(c)] == [tid]
         assert claim(c) == []
-        admin = c.post("/keys", json={"name": "admin", "scopes": ["admin"]}).json()["key"]
-    with server.client(headers={"Authorization": f"Bearer {admin}"}) as a:
-        key = a.post("/keys", json={"name": "bound", "scopes": ["worker"], "queues": ["q2"]}).json()["key"]
-        with server.client(headers={"Authorization": f"Bearer {key}"}) as w:
-            problem(w.post("/worker-queues/q1/claim", json={"worker_id": "w"}), 403, "queue_not_allowed")
-        viewer = a.post("/keys", json={"name": "eyes", "scopes": ["viewer"]}).json()["key"]
-        with server.client(headers={"Authorization": f"Bearer {viewer}"}) as v:
-            body = {"worker_id": "w", "wait_seconds": 0}
-            problem(v.post("/worker-queues/q1/claim", json=body), 403, "insufficient_scope")
-        for bad in ({"worker_id": "w", "max_tasks": 101}, {"worker_id": "w", "extra": 1}, {}):
-            problem(a.post("/worker-queues/q1/claim", json=bad), 422, "validation_error")
-        r = a.post("/worker-queues/nope/claim", json={"worker_id": "w", "wait_seconds": 0})
-        problem(r, 404, "queue_not_found")
+    refusals(server, "claim", [{"worker_id": "w", "max_tasks": 101}, {"worker_id": "w", "extra": 1}, {}])
 
 
 def test_a_parked_exchange_answers_when_a_task_arrives(server: LiveServer) -> None:

@@ -9,6 +9,7 @@ and dispose closes every connection.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
@@ -20,6 +21,7 @@ from kernel import errors
 from store import audit, catalog, events, tasks
 from store.audit_models import AuditEntry
 from store.db import Database, SessionNeeded, Tx, libpq_dsn
+from store.hub import Subscription
 from store.models import Agent, WorkerQueue
 from tests.support import free_port, pg_replica
 
@@ -126,6 +128,19 @@ async def test_session_needed_rolls_back_the_fast_pass_and_redoes_it_in_full(db:
     assert db.fast_fallbacks == {work.__qualname__: 1}
 
 
+async def _notes(sub: Subscription, n: int, rows: Callable[[], Awaitable[int]]) -> list[str]:
+    """The first `n` notes `sub` receives; when the first arrives, `rows()` (the rows the
+    notes announce, counted on the receiving replica) must be 1 already."""
+    got: list[str] = []
+    while len(got) < n:
+        batch = await sub.get(10)
+        assert batch, got  # [] is a timeout, None an overflow
+        if not got:
+            assert await rows() == 1
+        got += batch
+    return got
+
+
 async def test_notes_reach_another_replica_with_the_commit_only(db_url: str) -> None:
     db = Database(db_url)
     try:
@@ -156,15 +171,8 @@ async def test_notes_reach_another_replica_with_the_commit_only(db_url: str) -> 
                     return entry
 
                 entry = await db.fast_or_full(work)
-                got: list[str] = []
-                while len(got) < 4:
-                    batch = await sub.get(10)
-                    assert batch, got  # [] is a timeout, None an overflow
-                    if not got:
-                        # Followers re-read on a note: the row is there by the time it arrives.
-                        assert await _count(other, "pg.fast.notify") == 1
-                    got += batch
-                assert got == [entry, odd, *big]
+                # Followers re-read on a note: the row is there by the time it arrives.
+                assert await _notes(sub, 4, lambda: _count(other, "pg.fast.notify")) == [entry, odd, *big]
     finally:
         await db.dispose()
 
@@ -192,14 +200,7 @@ async def test_a_creation_and_its_notes_are_one_statement_that_commits_them_toge
                     return task.id
 
                 created = await db.fast_or_full(work)
-                got: list[str] = []
-                while len(got) < 4:
-                    batch = await sub.get(10)
-                    assert batch, got  # [] is a timeout, None an overflow
-                    if not got:
-                        assert await _count(other, "pg.fast.created") == 1
-                    got += batch
-                assert got == [created, odd, *big]
+                assert await _notes(sub, 4, lambda: _count(other, "pg.fast.created")) == [created, odd, *big]
 
             async with db.fast_tx() as tx:
                 quiet = (await tasks.create_task(tx, tasks.NewTask(prompt="quiet", agent="a"))).id
