@@ -121,6 +121,17 @@ const app = (() => {
     return { now: () => { if (timer) { clearTimeout(timer); run(); } }, start: run };
   }
 
+  // The view's error line, `show(err, kind)`: an action's error ("action") stays until the
+  // next action, since every action ends with a refresh, and a refresh ("refresh", the
+  // default) that succeeds must not wipe out why the action failed before anyone read it.
+  function errorLine(el) {
+    const errors = { action: "", refresh: "" };
+    return (err, kind = "refresh") => {
+      errors[kind] = err ? String(err.message || err) : "";
+      el.textContent = errors.action || errors.refresh;
+    };
+  }
+
   // An element built from text only (never innerHTML): task data is untrusted.
   function h(tag, attrs, ...children) {
     const el = document.createElement(tag);
@@ -136,5 +147,5 @@ const app = (() => {
     return el;
   }
 
-  return { start, callTool, readJson, notify, every, h, resultText };
+  return { start, callTool, readJson, notify, every, errorLine, h, resultText };
 })();
