@@ -7,7 +7,7 @@ writer (SQLite) makes concurrent appends to one task queue up instead of collidi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -96,7 +96,24 @@ async def update_and_append(
     """Set `values` on the task (if it is in `status`, and holds `lease`) and append
     `events` (masked, as `insert_rows` does) in its next seqs; the row after, or None when
     nothing matched and nothing was written. One statement on PostgreSQL."""
-    found = await fastpath.update_task_events(
+    return await (
+        await send_update_and_append(tx, task_id, values, events, now, status=status, lease=lease)
+    )()
+
+
+async def send_update_and_append(
+    tx: Tx,
+    task_id: str,
+    values: dict[str, Any],
+    events: Sequence[tuple[str, dict[str, Any]]],
+    now: datetime,
+    *,
+    status: str | None,
+    lease: Lease | None = None,
+) -> Callable[[], Awaitable[dict[str, Any] | None]]:
+    """update_and_append, sent (fastpath.send_update_task_events): await what it returns
+    for the row after."""
+    sent = await fastpath.send_update_task_events(
         tx,
         task_id,
         values,
@@ -106,11 +123,16 @@ async def update_and_append(
         lease_hash=lease.hash if lease is not None else None,
         queues=lease.queues if lease is not None else (),
     )
-    if found is None:
-        return None
-    row, rows = found
-    tx.notify(f"task:{task_id}", Batch(rows))
-    return row
+
+    async def done() -> dict[str, Any] | None:
+        found = await sent()
+        if found is None:
+            return None
+        row, rows = found
+        tx.notify(f"task:{task_id}", Batch(rows))
+        return row
+
+    return done
 
 
 def masked(events: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, Any]]:

@@ -17,16 +17,19 @@ run every path on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
-from pydantic_core import to_json
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from store import fastdriver as fd
 from store.db import Database, Tx
-from store.models import Agent, Task, TaskEvent, UTCDateTime
+from store.fastdriver import AGENTS, COLS, EVENT_COLS, EVENTS, RETURNING
+
+# Rows per multi-row INSERT on PostgreSQL; batches are cut to this, so at most this many
+# statement texts are cached (a worker's batch is up to 100 events, 600 parameters).
+_MULTI_ROWS = 100
 
 __all__ = [
     "AUDIT_COLS",
@@ -40,145 +43,10 @@ __all__ = [
     "insert_events",
     "insert_task",
     "log_after",
+    "send_update_task_events",
     "task_progress",
     "update_task_events",
 ]
-
-
-class _Cols:
-    """A table's columns, and which of them need converting."""
-
-    def __init__(self, table: sa.Table) -> None:
-        self.names: tuple[str, ...] = tuple(c.name for c in table.c)
-        self.json = frozenset(c.name for c in table.c if isinstance(c.type, sa.JSON))
-        self.time = frozenset(c.name for c in table.c if isinstance(c.type, UTCDateTime))
-        self.bool = frozenset(c.name for c in table.c if isinstance(c.type, sa.Boolean))
-        self.listed = ", ".join(self.names)
-
-
-TASKS = _Cols(Task.__table__)
-AGENTS = _Cols(Agent.__table__)
-EVENTS = _Cols(TaskEvent.__table__)
-COLS = TASKS.names
-_JSON, _TIME = TASKS.json, TASKS.time
-_EVENT_COLS = ("task_id", "seq", "kind", "data", "attempt", "created_at")
-assert set(_EVENT_COLS) == {c.name for c in TaskEvent.__table__.c}
-
-
-_PARSE: Any = object()
-# The stored text of an empty JSON value, and a maker of a fresh (mutable) copy of it.
-_EMPTY_JSON: dict[str, Any] = {"null": lambda: None, "{}": dict, "[]": list}
-
-
-class _SQLite:
-    """sqlite3 through store.sqlite_inline: statements run inline, like the rest."""
-
-    ph = "?"
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn  # sqlite_inline.InlineConnection
-
-    async def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        return self.conn.run(sql, params).fetchall()
-
-    async def run(self, sql: str, params: Sequence[Any]) -> None:
-        self.conn.run(sql, params)
-
-    async def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        self.conn.run_many(sql, rows)
-
-    def time(self, value: datetime | None) -> Any:
-        # SQLAlchemy's SQLite DATETIME storage format, in UTC (models.UTCDateTime):
-        # "%Y-%m-%d %H:%M:%S.%f", written by isoformat (strftime costs ~4× as much).
-        if value is None:
-            return None
-        if value.tzinfo is not UTC:
-            value = value.astimezone(UTC)
-        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
-
-    def json(self, value: Any) -> Any:
-        # pydantic's encoder: the same JSON as json.dumps (NaN included) without its spaces
-        # and \u escapes, in an eighth of the time (4 µs a streamed event's data with
-        # json.dumps, which the float formatting makes slow).
-        return to_json(value).decode()
-
-    def load(self, row: Sequence[Any], cols: _Cols = TASKS) -> dict[str, Any]:
-        out = dict(zip(cols.names, row, strict=True))
-        for k in cols.json:
-            v = out[k]
-            if isinstance(v, str):
-                # Most of a fresh task's JSON columns are empty: no parser for those.
-                empty = _EMPTY_JSON.get(v, _PARSE)
-                out[k] = json.loads(v) if empty is _PARSE else empty()
-        for k in cols.time:
-            v = out[k]
-            out[k] = datetime.fromisoformat(v).replace(tzinfo=UTC) if isinstance(v, str) else v
-        for k in cols.bool:
-            out[k] = bool(out[k])
-        return out
-
-
-class _Postgres:
-    """psycopg 3's async connection; it prepares a statement run often on its own."""
-
-    ph = "%s"
-
-    def __init__(self, conn: Any) -> None:
-        from psycopg.types.json import Json
-
-        self.conn = conn
-        self._json = Json
-
-    async def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        async with self.conn.cursor() as cur:
-            await cur.execute(sql, params)
-            return await cur.fetchall()
-
-    async def run(self, sql: str, params: Sequence[Any]) -> None:
-        async with self.conn.cursor() as cur:
-            await cur.execute(sql, params)
-
-    async def run_raw(self, sql: bytes, params: Sequence[Any]) -> None:
-        """A statement with `$n` placeholders, through a raw cursor: psycopg parses a `%s`
-        query anew on every call past 50 parameters or 4 KB of text; a raw one goes as it is."""
-        from psycopg import AsyncRawCursor
-
-        async with AsyncRawCursor(self.conn) as cur:
-            await cur.execute(sql, params)
-
-    def time(self, value: datetime | None) -> Any:
-        return value
-
-    def json(self, value: Any) -> Any:
-        return self._json(value)
-
-    def load(self, row: Sequence[Any], cols: _Cols = TASKS) -> dict[str, Any]:
-        return _pg_load(row, cols)
-
-
-def _pg_load(row: Sequence[Any], cols: _Cols) -> dict[str, Any]:
-    out = dict(zip(cols.names, row, strict=True))
-    for k in cols.time:
-        v = out[k]
-        if v is not None:
-            out[k] = v.astimezone(UTC)
-    return out
-
-
-async def _driver(tx: Tx) -> _SQLite | _Postgres:
-    if tx.driver is None:
-        if tx.raw is not None:
-            drv = tx.raw
-        else:
-            conn = await tx.session.connection()
-            drv = (await conn.get_raw_connection()).driver_connection
-        tx.driver = _SQLite(drv) if tx.db.is_sqlite else _Postgres(drv)
-    d: _SQLite | _Postgres = tx.driver
-    if tx.held is not None and isinstance(d, _Postgres):
-        # Held writes (insert_task) go before any other statement, which may read their rows.
-        (ctes, params), tx.held = tx.held, None
-        await d.run_raw(ctes + _NOTHING_MORE, params)
-    return d
 
 
 async def events_after(session: AsyncSession, task_id: str, after: int, limit: int) -> list[dict[str, Any]]:
@@ -186,7 +54,7 @@ async def events_after(session: AsyncSession, task_id: str, after: int, limit: i
     connection: a live feed on another replica reads once per NOTIFY, and through
     SQLAlchemy's statement execution and result processing each read cost twice the CPU."""
     conn = await session.connection()
-    d = _Postgres((await conn.get_raw_connection()).driver_connection)
+    d = fd.Postgres((await conn.get_raw_connection()).driver_connection)
     rows = await d.fetch(_EVENTS_AFTER, (task_id, after, limit))
     return [d.load(r, EVENTS) for r in rows]
 
@@ -214,30 +82,11 @@ async def log_after(
     if progress:
         statements.append((_TASK_PROGRESS, (task_id,)))
     found = await db.fast_read(statements)
-    rows = [_pg_load(r, EVENTS) for r in found[0]]
+    rows = [fd.pg_load(r, EVENTS) for r in found[0]]
     if not progress or not found[1]:
         return rows, None
     status, last = found[1][0]
     return rows, (status, last)
-
-
-def _sql(d: _SQLite | _Postgres, template: str) -> str:
-    return template.replace("?", d.ph) if d.ph != "?" else template
-
-
-_SQL: dict[tuple[Any, ...], str] = {}
-# Rows per multi-row INSERT on PostgreSQL; batches are cut to this, so at most this many
-# statement texts are cached (a worker's batch is up to 100 events, 600 parameters).
-_MULTI_ROWS = 100
-_RETURNING = ", ".join(COLS)
-
-
-def _bind(d: _SQLite | _Postgres, name: str, value: Any) -> Any:
-    if name in _JSON:
-        return d.json(value)
-    if name in _TIME:
-        return d.time(value)
-    return value
 
 
 async def insert_task(tx: Tx, row: dict[str, Any], status: dict[str, Any]) -> None:
@@ -252,21 +101,21 @@ async def insert_task(tx: Tx, row: dict[str, Any], status: dict[str, Any]) -> No
     psycopg Python and syscalls: 5 statements -> 2 took a serial creation from 1077 to 855
     Python calls. SQLite runs the two INSERTs (no INSERT in a WITH there; in-process, they
     are cheap)."""
-    d = await _driver(tx)
-    params = [_bind(d, c, row[c]) for c in COLS]
-    if isinstance(d, _Postgres):
+    d = await fd.driver(tx)
+    params = [fd.bind(d, c, row[c]) for c in COLS]
+    if isinstance(d, fd.Postgres):
         params.append(d.json(status))
         if tx.raw is not None:
             # Only in a fast_tx: every statement there goes through _driver, or is the
             # commit's, which sends what is held first; a full tx's session would not.
             tx.held = (_CREATE, params)
         else:
-            await d.run_raw(_CREATE + _NOTHING_MORE, params)
+            await d.run_raw(_CREATE + fd.NOTHING_MORE, params)
         return
     key = ("insert_task", d.ph)
-    sql = _SQL.get(key)
+    sql = fd.statements.get(key)
     if sql is None:
-        sql = _SQL[key] = f"INSERT INTO tasks ({_RETURNING}) VALUES ({', '.join('?' for _ in COLS)})"
+        sql = fd.statements[key] = f"INSERT INTO tasks ({RETURNING}) VALUES ({', '.join('?' for _ in COLS)})"
     await d.run(sql, params)
     await insert_events(tx, [(row["id"], 1, "status", status, 0, row["created_at"])])
 
@@ -277,30 +126,29 @@ def _dollars(start: int, n: int) -> str:
 
 # A task and its first event (the event's data the last parameter), as a WITH of
 # data-modifying statements only: what is held (Tx.held) ends with a main query of the
-# sender's choosing, e.g. `_NOTHING_MORE`, or the commit's pg_notify (store.pg_fast).
+# sender's choosing, e.g. `fastdriver.NOTHING_MORE`, or the commit's pg_notify (store.pg_fast).
 _CREATE = (
-    f"WITH t AS (INSERT INTO tasks ({_RETURNING}) VALUES ({_dollars(1, len(COLS))}) "
-    f"RETURNING id, created_at), e AS (INSERT INTO task_events ({', '.join(_EVENT_COLS)}) "
+    f"WITH t AS (INSERT INTO tasks ({RETURNING}) VALUES ({_dollars(1, len(COLS))}) "
+    f"RETURNING id, created_at), e AS (INSERT INTO task_events ({', '.join(EVENT_COLS)}) "
     f"SELECT id, 1, 'status', ${len(COLS) + 1}, 0, created_at FROM t)"
 ).encode()
-_NOTHING_MORE = b" SELECT 1"
 
 
 async def insert_events(tx: Tx, rows: Sequence[tuple[str, int, str, Any, int, datetime]]) -> None:
     """Rows of (task_id, seq, kind, data, attempt, created_at)."""
-    d = await _driver(tx)
+    d = await fd.driver(tx)
     times: dict[datetime, Any] = {}  # a batch shares one time: format it once
     values = [
         (t, s, k, d.json(data), a, times[at] if at in times else times.setdefault(at, d.time(at)))
         for t, s, k, data, a, at in rows
     ]
-    if isinstance(d, _Postgres):
+    if isinstance(d, fd.Postgres):
         # One INSERT of n rows: psycopg's executemany sends a Bind/Execute per row, in its
         # pipeline mode, whose set-up costs more than the statement for the common one row.
         for start in range(0, len(values), _MULTI_ROWS):
             chunk = values[start : start + _MULTI_ROWS]
             key = ("insert_events", d.ph, len(chunk))
-            sql = _SQL.get(key)
+            sql = fd.statements.get(key)
             if sql is None:
                 # `$n` placeholders through a raw cursor: psycopg parses a `%s` query anew on
                 # every call past 50 parameters (~12 µs an event); a raw one goes as it is.
@@ -308,17 +156,17 @@ async def insert_events(tx: Tx, rows: Sequence[tuple[str, int, str, Any, int, da
                     f"(${i + 1}, ${i + 2}, ${i + 3}, ${i + 4}, ${i + 5}, ${i + 6})"
                     for i in range(0, 6 * len(chunk), 6)
                 )
-                sql = _SQL[key] = f"INSERT INTO task_events ({', '.join(_EVENT_COLS)}) VALUES {marks}"
+                sql = fd.statements[key] = f"INSERT INTO task_events ({', '.join(EVENT_COLS)}) VALUES {marks}"
             from psycopg import AsyncRawCursor
 
             async with AsyncRawCursor(d.conn) as cur:
                 await cur.execute(sql.encode(), [v for row in chunk for v in row])
         return
     key = ("insert_events", d.ph)
-    sql = _SQL.get(key)
+    sql = fd.statements.get(key)
     if sql is None:
-        cols = ", ".join(_EVENT_COLS)
-        sql = _SQL[key] = _sql(d, f"INSERT INTO task_events ({cols}) VALUES (?, ?, ?, ?, ?, ?)")
+        cols = ", ".join(EVENT_COLS)
+        sql = fd.statements[key] = fd.sql(d, f"INSERT INTO task_events ({cols}) VALUES (?, ?, ?, ?, ?, ?)")
     await d.many(sql, values)
 
 
@@ -331,18 +179,19 @@ async def claim(
     needs: Sequence[str] | None = None,
     *,
     event: dict[str, Any],
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """Move up to `limit` pending tasks of `queue` (oldest id first) to the `values` given
     (status, lease, worker...), `attempt` and `last_seq` +1, `started_at` kept if set, and
     give each a `status` event with `event` as its data and the new `last_seq` as its seq.
+    Returns the rows after and their agents' rows by name.
 
     `needs` (store/prereqs.py) limits the claim to tasks that need nothing or one of those
     `needs` values; None (a worker that reports no capabilities) takes any task."""
-    d = await _driver(tx)
+    d = await fd.driver(tx)
     names = tuple(values)
-    pg = isinstance(d, _Postgres)
+    pg = isinstance(d, fd.Postgres)
     key = ("claim", d.ph, names, None if needs is None else len(needs))
-    sql = _SQL.get(key)
+    sql = fd.statements.get(key)
     if sql is None:
         sets = ", ".join(f"{n} = ?" for n in names)
         lock = " FOR UPDATE SKIP LOCKED" if pg else ""
@@ -357,28 +206,46 @@ async def claim(
             f"UPDATE tasks SET {sets}, attempt = attempt + 1, last_seq = last_seq + 1, "
             "started_at = COALESCE(started_at, ?) "
             f"WHERE id IN (SELECT id FROM tasks WHERE queue = ? AND status = 'pending'{only} "
-            f"ORDER BY id LIMIT ?{lock}) RETURNING {_RETURNING}"
+            f"ORDER BY id LIMIT ?{lock}) RETURNING {RETURNING}"
         )
         if pg:
-            # The events in the same statement (a data-modifying WITH): one statement's
-            # Python and parameters fewer per claim. SQLite has no such WITH.
+            # The events in the same statement (a data-modifying WITH), and the agents'
+            # rows joined to the tasks: one statement's Python and one round trip for the
+            # whole claim. (Found by the tasks' own `agent`: a lookup by the claim's new
+            # lease hash scanned every running task.) SQLite has no such WITH.
             sql = (
-                f"WITH c AS ({sql}), e AS (INSERT INTO task_events ({', '.join(_EVENT_COLS)}) "
+                f"WITH c AS ({sql}), e AS (INSERT INTO task_events ({', '.join(EVENT_COLS)}) "
                 "SELECT id, last_seq, 'status', ?, attempt, ? FROM c) "
-                f"SELECT {_RETURNING} FROM c"
+                f"SELECT {', '.join('c.' + n for n in COLS)}, {', '.join('a.' + n for n in AGENTS.names)} "
+                "FROM c LEFT JOIN agents a ON a.name = c.agent"
             )
-        sql = _SQL[key] = _sql(d, sql)
-    params = [*(_bind(d, n, values[n]) for n in names), d.time(now), queue, *(needs or ()), limit]
-    if pg:
-        params += [d.json(event), now]
-    rows = [d.load(r) for r in await d.fetch(sql, params)]
-    if rows and not pg:
-        await insert_events(tx, [(r["id"], r["last_seq"], "status", event, r["attempt"], now) for r in rows])
-    return rows
+        sql = fd.statements[key] = fd.sql(d, sql)
+    params = [*(fd.bind(d, n, values[n]) for n in names), d.time(now), queue, *(needs or ()), limit]
+    if not pg:
+        rows = [d.load(r) for r in await d.fetch(sql, params)]
+        if rows:
+            await insert_events(
+                tx, [(r["id"], r["last_seq"], "status", event, r["attempt"], now) for r in rows]
+            )
+        found = await agents(tx, {r["agent"] for r in rows if r["agent"]})
+        return rows, {a["name"]: a for a in found}
+    params += [d.json(event), now]
+    rows: list[dict[str, Any]] = []
+    by_name: dict[str, dict[str, Any]] = {}
+    width = len(COLS)
+    for r in await d.fetch(sql, params):
+        rows.append(d.load(r[:width]))
+        name = r[width + _AGENT_NAME]
+        if name is not None and name not in by_name:
+            by_name[name] = d.load(r[width:], AGENTS)
+    return rows, by_name
+
+
+_AGENT_NAME = AGENTS.names.index("name")
 
 
 def _update(
-    d: _SQLite | _Postgres,
+    d: fd.SQLite | fd.Postgres,
     task_id: str,
     values: dict[str, Any],
     seq_plus: int,
@@ -392,17 +259,17 @@ def _update(
     names = tuple(values)
     fence = lease_hash is not None
     key = ("update", d.ph, names, status is not None, fence, len(queues))
-    sql = _SQL.get(key)
+    sql = fd.statements.get(key)
     if sql is None:
         sets = "".join(f"{n} = ?, " for n in names)
         where = "id = ?" + (" AND status = ?" if status is not None else "")
         where += " AND lease_token_hash = ?" if fence else ""
         if queues:
             where += f" AND queue IN ({', '.join('?' for _ in queues)})"
-        sql = _SQL[key] = _sql(
-            d, f"UPDATE tasks SET {sets}last_seq = last_seq + ? WHERE {where} RETURNING {_RETURNING}"
+        sql = fd.statements[key] = fd.sql(
+            d, f"UPDATE tasks SET {sets}last_seq = last_seq + ? WHERE {where} RETURNING {RETURNING}"
         )
-    params = [*(_bind(d, n, values[n]) for n in names), seq_plus, task_id]
+    params = [*(fd.bind(d, n, values[n]) for n in names), seq_plus, task_id]
     if status is not None:
         params.append(status)
     if fence:
@@ -429,34 +296,65 @@ async def update_task_events(
     """`update_task` taking a seq for each of `events` ((kind, data), non-empty), and the
     events written as those seqs at `now`: the row after and the event rows, or None when
     nothing matched (and nothing was written)."""
-    d = await _driver(tx)
+    done = await send_update_task_events(
+        tx, task_id, values, events, now, status=status, lease_hash=lease_hash, queues=queues
+    )
+    return await done()
+
+
+async def send_update_task_events(
+    tx: Tx,
+    task_id: str,
+    values: dict[str, Any],
+    events: Events,
+    now: datetime,
+    *,
+    status: str | None,
+    lease_hash: str | None = None,
+    queues: Collection[str] = (),
+) -> Callable[[], Awaitable[tuple[dict[str, Any], list[EventRow]] | None]]:
+    """update_task_events, sent: its outcome is read by awaiting what this returns. On
+    PostgreSQL a worker's reports are sent one after another and read after the claim
+    that follows them, so a batch of them costs no round trip of its own."""
+    d = await fd.driver(tx)
     n = len(events)
     sql, params = _update(d, task_id, values, n, status, lease_hash, queues)
-    if isinstance(d, _Postgres):
+    if isinstance(d, fd.Postgres):
         # One statement (a data-modifying WITH): the events' seqs come from the UPDATE's
         # new last_seq, their values as two arrays (one statement text for any batch).
         key = ("update_events", sql)
-        with_events = _SQL.get(key)
+        with_events = fd.statements.get(key)
         if with_events is None:
-            with_events = _SQL[key] = (
-                f"WITH u AS ({sql}), e AS (INSERT INTO task_events ({', '.join(_EVENT_COLS)}) "
+            with_events = fd.statements[key] = (
+                f"WITH u AS ({sql}), e AS (INSERT INTO task_events ({', '.join(EVENT_COLS)}) "
                 "SELECT u.id, u.last_seq - %s + t.k, t.kind, t.data, u.attempt, %s "
                 "FROM u, unnest(%s::text[], %s::json[]) WITH ORDINALITY AS t(kind, data, k)) "
-                f"SELECT {_RETURNING} FROM u"
+                f"SELECT {RETURNING} FROM u"
             )
         params += [n, now, [k for k, _ in events], [d.json(v) for _, v in events]]
-        found = await d.fetch(with_events, params)
-        if not found:
-            return None
-        row = d.load(found[0])
-        return row, event_rows(task_id, row["last_seq"], row["attempt"], now, events)
+        take = await d.send(with_events, params)
+        pg = d
+
+        async def read() -> tuple[dict[str, Any], list[EventRow]] | None:
+            found = await take()
+            if not found:
+                return None
+            row = pg.load(found[0])
+            return row, event_rows(task_id, row["last_seq"], row["attempt"], now, events)
+
+        return read
     found = await d.fetch(sql, params)
-    if not found:
-        return None
-    row = d.load(found[0])
-    rows = event_rows(task_id, row["last_seq"], row["attempt"], now, events)
-    await insert_events(tx, rows)
-    return row, rows
+    out: tuple[dict[str, Any], list[EventRow]] | None = None
+    if found:
+        row = d.load(found[0])
+        rows = event_rows(task_id, row["last_seq"], row["attempt"], now, events)
+        await insert_events(tx, rows)
+        out = row, rows
+
+    async def ran() -> tuple[dict[str, Any], list[EventRow]] | None:
+        return out
+
+    return ran
 
 
 def event_rows(task_id: str, last: int, attempt: int, now: datetime, events: Events) -> list[EventRow]:
@@ -469,14 +367,14 @@ async def agents(tx: Tx, keys: Collection[str], *, by_id: bool = False) -> list[
     """The agents named in `keys` (by name, and by id too with `by_id`), as rows."""
     if not keys:
         return []
-    d = await _driver(tx)
+    d = await fd.driver(tx)
     keys = sorted(keys)
     marks = ", ".join("?" for _ in keys)
     where = f"name IN ({marks})" + (f" OR id IN ({marks})" if by_id else "")
     key = ("agents", d.ph, len(keys), by_id)
-    sql = _SQL.get(key)
+    sql = fd.statements.get(key)
     if sql is None:
-        sql = _SQL[key] = _sql(d, f"SELECT {AGENTS.listed} FROM agents WHERE {where}")
+        sql = fd.statements[key] = fd.sql(d, f"SELECT {AGENTS.listed} FROM agents WHERE {where}")
     rows = await d.fetch(sql, [*keys, *keys] if by_id else keys)
     return [d.load(r, AGENTS) for r in rows]
 
@@ -484,11 +382,11 @@ async def agents(tx: Tx, keys: Collection[str], *, by_id: bool = False) -> list[
 async def agent_routing(tx: Tx, key: str) -> tuple[str, str | None, dict[str, Any]] | None:
     """(name, default queue, requires) of the agent named or with the id `key`: all a new
     task needs of it (the whole row's ~15 JSON columns cost more to load than the query)."""
-    d = await _driver(tx)
+    d = await fd.driver(tx)
     sql_key = ("agent_routing", d.ph)
-    sql = _SQL.get(sql_key)
+    sql = fd.statements.get(sql_key)
     if sql is None:
-        sql = _SQL[sql_key] = _sql(
+        sql = fd.statements[sql_key] = fd.sql(
             d,
             "SELECT name, default_queue, requires FROM agents WHERE name = ? OR id = ? ORDER BY name = ? DESC",
         )
@@ -514,12 +412,12 @@ async def insert_audit(tx: Tx, row: Sequence[Any]) -> None:
         d = tx.driver
         tx.held = (_CREATE_AUDITED, [*held[1], row[0], d.time(row[1]), *row[2:8], d.json(row[8])])
         return
-    d = await _driver(tx)
+    d = await fd.driver(tx)
     key = ("insert_audit", d.ph)
-    sql = _SQL.get(key)
+    sql = fd.statements.get(key)
     if sql is None:
         cols, marks = ", ".join(AUDIT_COLS), ", ".join("?" for _ in AUDIT_COLS)
-        sql = _SQL[key] = _sql(d, f"INSERT INTO audit_log ({cols}) VALUES ({marks})")
+        sql = fd.statements[key] = fd.sql(d, f"INSERT INTO audit_log ({cols}) VALUES ({marks})")
     await d.run(sql, [row[0], d.time(row[1]), *row[2:8], d.json(row[8])])
 
 
@@ -543,8 +441,8 @@ async def bump_running(
     {task id: (last_seq, attempt, cancel_requested)} of the tasks it moved. A streaming
     worker's post carries a few events for each of dozens of tasks: a statement each cost
     more than the rows. Ids must be distinct: a task listed twice would move once."""
-    d = await _driver(tx)
-    if isinstance(d, _Postgres):
+    d = await fd.driver(tx)
+    if isinstance(d, fd.Postgres):
         # The items as four arrays: one statement text (prepared once) for any post.
         only = " AND tasks.queue = ANY(%s)" if queues else ""
         sql = (
@@ -558,11 +456,11 @@ async def bump_running(
         params: list[Any] = [now, *columns, *([sorted(queues)] if queues else [])]
     else:
         key = ("bump_running", len(items), len(queues))
-        sql = _SQL.get(key)
+        sql = fd.statements.get(key)
         if sql is None:
             rows = ", ".join("(?, ?, ?, ?)" for _ in items)
             only = f" AND tasks.queue IN ({', '.join('?' for _ in queues)})" if queues else ""
-            sql = _SQL[key] = (
+            sql = fd.statements[key] = (
                 "UPDATE tasks SET last_seq = tasks.last_seq + b.column2, updated_at = ?, "
                 "phase = COALESCE(b.column4, tasks.phase) "
                 f"FROM (VALUES {rows}) AS b WHERE tasks.id = b.column1 AND tasks.status = 'running' "

@@ -14,7 +14,7 @@ caller's transaction, and queues the after-commit notifications. Nothing else wr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -23,12 +23,12 @@ import sqlalchemy as sa
 from kernel import errors
 from store import fastpath
 from store.db import Tx
-from store.events import insert_rows, update_and_append
+from store.events import insert_rows, send_update_and_append
 from store.hub import Batch
 from store.leases import Lease, refusal
 from store.models import TERMINAL, Task, TaskEvent, TaskStatus, from_row, utcnow, values_of
 
-__all__ = ["ALLOWED", "claim", "create", "transition", "transition_many"]
+__all__ = ["ALLOWED", "claim", "create", "send_transition", "transition", "transition_many"]
 
 S = TaskStatus
 ALLOWED: dict[TaskStatus, frozenset[TaskStatus]] = {
@@ -79,6 +79,34 @@ async def transition(
     the `status` event; `extra_events` are appended just before it (e.g. the worker's last
     batch of output on completion).
     """
+    done = await send_transition(
+        tx,
+        task_id,
+        to,
+        expect=expect,
+        lease=lease,
+        values=values,
+        event=event,
+        extra_events=extra_events,
+    )
+    return await done()
+
+
+async def send_transition(
+    tx: Tx,
+    task_id: str,
+    to: TaskStatus,
+    *,
+    expect: frozenset[TaskStatus] | None = None,
+    lease: Lease | None = None,
+    values: dict[str, Any] | None = None,
+    event: dict[str, Any] | None = None,
+    extra_events: list[tuple[str, dict[str, Any]]] | None = None,
+) -> Callable[[], Awaitable[Task]]:
+    """`transition`, sent: await what it returns for the task after, or the refusal. A
+    worker's fenced report is one statement whose answer is read then, so the reports of
+    an exchange and its claim share a round trip (fastpath.send_update_task_events); any
+    other change is made before this returns."""
     allowed_from = {s for s, tos in ALLOWED.items() if to in tos}
     if lease is not None:
         allowed_from &= {S.running}
@@ -102,23 +130,35 @@ async def transition(
     if to in (S.pending, S.requires_input):
         vals.update(worker_id=None, lease_expires_at=None, phase=None)
     vals.update(values or {})
-    row: Mapping[Any, Any] | None
+
+    async def settled(row: Mapping[Any, Any] | None) -> Task:
+        if row is None:
+            now_status = await _current(tx, task_id, lease)
+            raise _refusal(task_id, to, now_status)
+        _notify_status(tx, task_id, row["queue"], to)
+        return from_row(Task, row)
+
     if lease is not None:
         # A worker's report (the hot path): plain values, fenced by the lease, and the
         # events (one statement on PostgreSQL).
-        row = await update_and_append(tx, task_id, vals, batch, now, status=current.value, lease=lease)
-    else:
-        # Built here only: a SQLAlchemy expression costs more than the fenced UPDATE's Python.
-        vals["last_seq"] = _tasks.c.last_seq + len(batch)
-        stmt = sa.update(_tasks).where(_tasks.c.id == task_id, _tasks.c.status == current.value)
-        row = (await tx.execute(stmt.values(**vals).returning(*_tasks.c))).mappings().first()
-        if row is not None:
-            await insert_rows(tx, task_id, row["last_seq"], row["attempt"], now, batch)
-    if row is None:
-        now_status = await _current(tx, task_id, lease)
-        raise _refusal(task_id, to, now_status)
-    _notify_status(tx, task_id, row["queue"], to)
-    return from_row(Task, row)
+        sent = await send_update_and_append(tx, task_id, vals, batch, now, status=current.value, lease=lease)
+
+        async def fenced() -> Task:
+            return await settled(await sent())
+
+        return fenced
+    # Built here only: a SQLAlchemy expression costs more than the fenced UPDATE's Python.
+    vals["last_seq"] = _tasks.c.last_seq + len(batch)
+    stmt = sa.update(_tasks).where(_tasks.c.id == task_id, _tasks.c.status == current.value)
+    row = (await tx.execute(stmt.values(**vals).returning(*_tasks.c))).mappings().first()
+    if row is not None:
+        await insert_rows(tx, task_id, row["last_seq"], row["attempt"], now, batch)
+    task = await settled(row)
+
+    async def made() -> Task:
+        return task
+
+    return made
 
 
 async def transition_many(
@@ -218,8 +258,9 @@ async def claim(
     token_hash: str,
     now: datetime | None = None,
     needs: tuple[str, ...] | None = None,
-) -> list[Task]:
-    """Atomically move up to `limit` pending tasks of `queue` to running for `worker_id`.
+) -> tuple[list[Task], dict[str, dict[str, Any]]]:
+    """Atomically move up to `limit` pending tasks of `queue` to running for `worker_id`;
+    returns them, and their agents' rows by name (read in the same statement).
 
     One statement picks and updates the rows (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so
     concurrent claimers never wait on or double-claim a row; SQLite's single writer does the
@@ -242,7 +283,7 @@ async def claim(
     # tasks is one statement on PostgreSQL, two on SQLite (one multi-row INSERT of their
     # status events).
     data = {"status": "running", "from": "pending", "worker_id": worker_id}
-    rows = await fastpath.claim(tx, queue, limit, values, now, needs, event=data)
+    rows, agents = await fastpath.claim(tx, queue, limit, values, now, needs, event=data)
     rows.sort(key=lambda r: r["id"])
     for r in rows:
         # With its status event's row (a Batch, which other replicas get in the NOTIFY too):
@@ -250,4 +291,4 @@ async def claim(
         # (the event, then has it ended?), while the worker is starting the task.
         tx.notify(f"task:{r['id']}", Batch([(r["id"], r["last_seq"], "status", data, r["attempt"], now)]))
         tx.notify("board", r["id"])
-    return [from_row(Task, r) for r in rows]
+    return [from_row(Task, r) for r in rows], agents

@@ -42,6 +42,7 @@ from store.work import (
     request_input,
     save_artifact,
     save_checkpoint,
+    send_reports,
     worker_events,
     worker_heartbeat,
 )
@@ -74,6 +75,7 @@ __all__ = [
     "retry",
     "save_artifact",
     "save_checkpoint",
+    "send_reports",
     "worker_events",
     "worker_gone",
     "worker_heartbeat",

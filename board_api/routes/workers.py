@@ -179,9 +179,11 @@ async def _report_and_claim(
     digest: str | None,
     tx: Tx,
 ) -> tuple[list[Task | MetaAgentError], list[tasks.Claimed]]:
-    applied = await tasks.report(tx, reports) if reports else []
+    # The reports are sent, and read after the claim: on PostgreSQL they share its round
+    # trip (store.work.send_reports).
+    sent = await tasks.send_reports(tx, reports) if reports else None
     if not body.max_tasks:
-        return applied, []
+        return (await sent() if sent else []), []
     claimed = await tasks.claim_tasks(
         tx,
         queue,
@@ -193,7 +195,7 @@ async def _report_and_claim(
         capabilities=caps,
         digest=digest,
     )
-    return applied, claimed
+    return (await sent() if sent else []), claimed
 
 
 def _due_touch(seen: dict[str, float], worker_id: str) -> bool:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 from sqlalchemy.dialects.sqlite import DATETIME
 
-from store.fastpath import TASKS, _SQLite
+from store.fastdriver import TASKS, SQLite
 
 
 def test_json_columns_read_as_json_and_empty_ones_are_fresh_objects() -> None:
-    d = _SQLite(None)
+    d = SQLite(None)
     texts = {name: "null" for name in TASKS.names}
     json_cols = sorted(TASKS.json)
     samples = ["{}", "[]", "null", '{"a": [1, {"b": null}]}', '"text"', "3"]
@@ -30,7 +30,7 @@ def test_json_columns_read_as_json_and_empty_ones_are_fresh_objects() -> None:
 
 
 def test_timestamps_are_written_in_sqlalchemys_own_format() -> None:
-    d = _SQLite(None)
+    d = SQLite(None)
     bind = DATETIME().bind_processor(None)  # pyright: ignore[reportArgumentType]
     assert bind is not None
     for value in (

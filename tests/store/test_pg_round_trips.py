@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from kernel import errors
 from store import audit, catalog, events, fastpath, progress, tasks
 from store.db import Database, Tx
 from store.leases import Lease
@@ -121,31 +122,66 @@ async def test_a_task_creation_is_two_round_trips(db_url: str) -> None:
         assert db.fast_fallbacks == {}
 
 
-async def test_a_report_and_a_claim_are_four_round_trips(db_url: str) -> None:
-    """The worker's exchange: complete one task and claim the next (the report; the claim;
-    the agents; notes and the commit). Before: 7."""
+async def _exchange(tx: Tx, held: list[tasks.Claimed], limit: int) -> list[tasks.Claimed]:
+    """What `POST /worker-queues/{q}/exchange` does: report `held`, claim up to `limit`."""
+    sent = await tasks.send_reports(
+        tx, [tasks.Report(c.task.id, Lease(c.token, ()), result=None) for c in held]
+    )
+    claimed = await tasks.claim_tasks(tx, "q", "w", limit, 60, {}, touch=False)
+    done = await sent()
+    assert len(done) == len(held) and not [d for d in done if isinstance(d, Exception)]
+    return claimed
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+async def test_an_exchange_is_two_round_trips_for_any_batch(db_url: str, batch: int) -> None:
+    """The worker's exchange: complete `batch` tasks and claim as many. The reports are sent
+    without waiting, and read after the claim, whose statement brings the agents' rows
+    too; then the notes and the commit. Before: a round trip per report, the claim, the
+    agents, the commit (4 for one report, 7 for four)."""
     async with relayed(db_url) as (db, turns):
         await _setup(db)
-        for _ in range(6):
+        for _ in range(6 * batch):
             await db.fast_or_full(_create)
-
-        async def exchange(tx: Tx, held: list[tasks.Claimed]) -> list[tasks.Claimed]:
-            reports = [tasks.Report(c.task.id, Lease(c.token, ()), result=None) for c in held]
-            done = await tasks.report(tx, reports)
-            assert not [d for d in done if isinstance(d, Exception)]
-            return await tasks.claim_tasks(tx, "q", "w", 1, 60, {}, touch=False)
-
-        held = await db.fast_or_full(functools.partial(exchange, held=[]))
+        held = await db.fast_or_full(functools.partial(_exchange, held=[], limit=batch))
         for _ in range(3):
-            held = await db.fast_or_full(functools.partial(exchange, held=held))
+            held = await db.fast_or_full(functools.partial(_exchange, held=held, limit=batch))
         before, statements = turns.count, turns.statements
-        held = await db.fast_or_full(functools.partial(exchange, held=held))
-        assert len(held) == 1
-        assert turns.count - before == 4
-        # The report's UPDATE with its events in one statement, the claim with theirs in
-        # another, the agents, one pg_notify.
-        assert turns.statements - statements == 4
+        done = [c.task.id for c in held]
+        held = await db.fast_or_full(functools.partial(_exchange, held=held, limit=batch))
+        assert len(held) == batch and all(c.agent is not None and c.agent.name == "a" for c in held)
+        assert turns.count - before == 2
+        # Each report's UPDATE with its events, the claim with theirs and the agents, one
+        # pg_notify.
+        assert turns.statements - statements == batch + 2
         assert db.fast_fallbacks == {}
+        async with db.read() as s:
+            for tid in done:
+                assert (await tasks.get_task(s, tid)).status == "completed"
+
+
+async def test_a_refused_report_in_an_exchange_is_told_and_the_others_apply(db_url: str) -> None:
+    """A report whose lease is no longer the task's is refused alone (it is read after the
+    claim, then explained), and the batch's other reports and the claim still commit."""
+    async with relayed(db_url) as (db, _):
+        await _setup(db)
+        for _ in range(4):
+            await db.fast_or_full(_create)
+        held = await db.fast_or_full(functools.partial(_exchange, held=[], limit=2))
+
+        async def exchange(tx: Tx) -> tuple[list[Any], list[tasks.Claimed]]:
+            stale = tasks.Report(held[0].task.id, Lease("not-the-token", ()), result=None)
+            good = tasks.Report(held[1].task.id, Lease(held[1].token, ()), result={"ok": 1})
+            sent = await tasks.send_reports(tx, [stale, good])
+            claimed = await tasks.claim_tasks(tx, "q", "w", 2, 60, {}, touch=False)
+            return await sent(), claimed
+
+        (refused, applied), claimed = await db.fast_or_full(exchange)
+        assert isinstance(refused, errors.StaleLease) and not isinstance(applied, Exception)
+        assert applied.status == "completed" and len(claimed) == 2
+        async with db.read() as s:
+            assert (await tasks.get_task(s, held[0].task.id)).status == "running"
+            assert (await tasks.get_task(s, held[1].task.id)).result == {"ok": 1}
 
 
 async def test_a_workers_events_are_one_statement_with_their_task(db_url: str) -> None:
