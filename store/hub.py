@@ -199,13 +199,24 @@ class Hub:
             for sub in subs:
                 sub.resync()
 
-    async def wait(self, topic: str, since: int, timeout: float, *, internal: bool = False) -> bool:
-        """Wait until `topic` moves past version `since`. True if it did, False on timeout."""
-        if self._versions[topic] != since:
+    async def wait(
+        self,
+        topic: str,
+        since: int,
+        timeout: float,
+        *,
+        internal: bool = False,
+        wake: asyncio.Future[Any] | None = None,
+    ) -> bool:
+        """Wait until `topic` moves past version `since`, or `wake` is done. True if either
+        happened, False on timeout."""
+        if self._versions[topic] != since or (wake is not None and wake.done()):
             return True
         if timeout <= 0:
             return False
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if wake is not None:
+            wake.add_done_callback(lambda _: fut.done() or fut.set_result(None))
         self._waiters[topic].add(fut)
         if internal:
             self._internal.add(fut)

@@ -29,8 +29,9 @@ from sdk.schemas import (
 )
 from store import catalog, prereqs, tasks
 from store.audit import Actor, record
-from store.db import Database
-from store.models import Agent, Team, WorkerQueue, utcnow
+from store.db import Database, Tx
+from store.handoff import create_handing_off
+from store.models import Agent, Task, Team, WorkerQueue, utcnow
 
 router = APIRouter()
 
@@ -126,11 +127,16 @@ async def _execute(
         source=body.source,
         requested_by=body.requested_by,
     )
-    async with db.tx() as tx:
+
+    async def work(tx: Tx) -> Task:
         task = await tasks.create_task(
             tx, new, max_prompt_chars=settings.max_prompt_chars, max_attempts=settings.max_attempts
         )
         await record(tx, who.via(task.source), "task.create", "task", task.id, task_details(task))
+        return task
+
+    # As POST /tasks: a worker's claim parked on the queue is answered from this transaction.
+    task = await create_handing_off(db, work)
     return ExecuteOut(execution_id=task.id, status=task.status, task=wire.task_out(task))
 
 

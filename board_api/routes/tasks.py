@@ -28,6 +28,7 @@ from store import artifacts, tasks
 from store.audit import record
 from store.db import Database, Tx
 from store.events import list_after
+from store.handoff import create_handing_off
 from store.leases import Lease
 from store.models import Task, TaskStatus
 
@@ -92,7 +93,8 @@ async def create_task(
         await record(tx, who.via(task.source), "task.create", "task", task.id, task_details(task))
         return task
 
-    task = await db.fast_or_full(work)
+    # A worker's claim parked on the task's queue is answered from this transaction.
+    task = await create_handing_off(db, work)
     return wire.json_response(task_out(task), 201)
 
 

@@ -54,6 +54,7 @@ from sdk.schemas import (
 )
 from store import artifacts, catalog, progress, tasks
 from store.db import Database, Tx
+from store.handoff import give_back, handoffs
 from store.leases import Lease, queue_refused
 from store.models import Task, utcnow
 
@@ -157,15 +158,49 @@ async def _poll(
                 return done, []
             if release is None:  # parked: this long-poll now holds a connection slot
                 release = state.limiter.acquire(p)
-            await db.hub.wait(topic, version, min(remaining, CLAIM_RECHECK))
+            handed = await _parked(queue, body, db, settings.lease_seconds, digest, topic, version, remaining)
             # A worker that gave up on this long-poll (it is stopping) must not be granted a
             # task it will never run: that would cost a lease expiry and an attempt.
             if await request.is_disconnected():
+                if handed:
+                    await give_back(db, handed)
                 return done, []
+            if handed:
+                return done, _claimed(handed, settings.lease_seconds, state.metrics)
             info = {}
     finally:
         if release is not None:
             release()
+
+
+async def _parked(
+    queue: str,
+    body: ClaimBody,
+    db: Database,
+    lease_seconds: float,
+    digest: str | None,
+    topic: str,
+    version: int,
+    remaining: float,
+) -> list[tasks.Claimed] | None:
+    """Wait for the queue's wake-up, parked where a task's creation in this process can
+    claim for this worker in its own transaction (store.handoff); what it claimed, if so."""
+    if not body.max_tasks:
+        await db.hub.wait(topic, version, min(remaining, CLAIM_RECHECK))
+        return None
+
+    async def claim(tx: Tx) -> list[tasks.Claimed]:
+        return await tasks.claim_tasks(
+            tx, queue, body.worker_id, body.max_tasks, lease_seconds, {}, touch=False, digest=digest
+        )
+
+    parked = handoffs(db).park(queue, claim)
+    try:
+        await db.hub.wait(topic, version, min(remaining, CLAIM_RECHECK), wake=parked.outcome)
+        # Taken: answered once the creator's transaction ends (None if it failed).
+        return await parked.outcome if parked.taken else None
+    finally:
+        handoffs(db).leave(parked)
 
 
 async def _report_and_claim(

@@ -13,9 +13,10 @@ import pytest
 from board_api import hotroutes
 from board_api.state import state_of
 from sdk.schemas import ClaimBody
+from store.handoff import handoffs
 from tests.board_api.test_api import claim, problem, seed
 from tests.board_api.test_worker_fencing import keyed
-from tests.support import LiveServer
+from tests.support import LiveServer, wait_for
 
 
 def exchange(c: httpx.Client, reports: list[dict[str, Any]], n: int = 1, wait: float = 0, **kw: Any) -> Any:
@@ -152,6 +153,40 @@ def test_a_parked_exchange_answers_when_a_task_arrives(server: LiveServer) -> No
         t.join(20)
         assert not t.is_alive()
         assert [x["task"]["id"] for x in got["tasks"]] == [tid]
+
+
+@pytest.mark.parametrize("route", ["claim", "exchange"])
+def test_a_task_created_for_a_parked_worker_is_claimed_by_its_creation(
+    server: LiveServer, route: str
+) -> None:
+    """The create's own transaction claims for the worker parked on its queue
+    (store/handoff.py), through either creating route: the worker is answered after that one
+    commit instead of after a wake-up and a claim of its own."""
+    db = state_of(server.app).db
+    with server.client() as c:
+        seed(c)
+        for create in (
+            lambda: c.post("/tasks", json={"agent": "echo", "prompt": "p"}).json()["id"],
+            lambda: c.post("/agents/echo/execute", json={"prompt": "p"}).json()["execution_id"],
+        ):
+            got: dict[str, Any] = {}
+
+            def park(got: dict[str, Any] = got) -> None:
+                with server.client() as w:
+                    got["tasks"] = (
+                        claim(w, wait=30) if route == "claim" else exchange(w, [], wait=30)["tasks"]
+                    )
+
+            handed = handoffs(db).handed
+            t = threading.Thread(target=park)
+            t.start()
+            wait_for(lambda: handoffs(db).parked("q1"), 10, "the worker's claim to park")
+            tid = create()
+            t.join(20)
+            assert not t.is_alive()
+            assert [x["task"]["id"] for x in got["tasks"]] == [tid]
+            assert handoffs(db).handed == handed + 1
+            assert c.get(f"/tasks/{tid}").json()["status"] == "running"
 
 
 def test_events_served_by_the_fast_route_answer_like_fastapi(server: LiveServer) -> None:
