@@ -67,7 +67,7 @@ async def append(
     if not events:
         raise errors.Invalid("no events to append", code="empty_batch")
     now = utcnow()
-    row = await update_and_append(
+    sent = await send_update_and_append(
         tx,
         task_id,
         {"updated_at": now, **(values or {})},
@@ -76,29 +76,12 @@ async def append(
         status=TaskStatus.running.value if lease is not None else None,
         lease=lease,
     )
+    row = await sent()
     if row is None:
         if lease is not None:
             raise await refusal(tx, task_id, lease)
         raise errors.NotFound(f"task {task_id} not found", code="task_not_found")
     return int(row["last_seq"]), bool(row["cancel_requested"])
-
-
-async def update_and_append(
-    tx: Tx,
-    task_id: str,
-    values: dict[str, Any],
-    events: Sequence[tuple[str, dict[str, Any]]],
-    now: datetime,
-    *,
-    status: str | None,
-    lease: Lease | None = None,
-) -> dict[str, Any] | None:
-    """Set `values` on the task (if it is in `status`, and holds `lease`) and append
-    `events` (masked, as `insert_rows` does) in its next seqs; the row after, or None when
-    nothing matched and nothing was written. One statement on PostgreSQL."""
-    return await (
-        await send_update_and_append(tx, task_id, values, events, now, status=status, lease=lease)
-    )()
 
 
 async def send_update_and_append(
@@ -111,8 +94,10 @@ async def send_update_and_append(
     status: str | None,
     lease: Lease | None = None,
 ) -> Callable[[], Awaitable[dict[str, Any] | None]]:
-    """update_and_append, sent (fastpath.send_update_task_events): await what it returns
-    for the row after."""
+    """Set `values` on the task (if it is in `status`, and holds `lease`) and append
+    `events` (masked, as `insert_rows` does) in its next seqs. Sent (one statement on
+    PostgreSQL, fastpath.send_update_task_events): await what this returns for the row
+    after, or None when nothing matched and nothing was written."""
     sent = await fastpath.send_update_task_events(
         tx,
         task_id,

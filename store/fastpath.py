@@ -45,7 +45,6 @@ __all__ = [
     "log_after",
     "send_update_task_events",
     "task_progress",
-    "update_task_events",
 ]
 
 
@@ -253,7 +252,7 @@ def _update(
     lease_hash: str | None,
     queues: Collection[str],
 ) -> tuple[str, list[Any]]:
-    """The UPDATE of update_task_events (cached by its shape) and its parameters: set
+    """The UPDATE of send_update_task_events (cached by its shape) and its parameters: set
     `values` and `last_seq += seq_plus` on the task if it is in `status` (any when None; and
     holds the lease `lease_hash`, on one of `queues`), returning the row after."""
     names = tuple(values)
@@ -282,26 +281,6 @@ Events = Sequence[tuple[str, Any]]
 EventRow = tuple[str, int, str, Any, int, datetime]
 
 
-async def update_task_events(
-    tx: Tx,
-    task_id: str,
-    values: dict[str, Any],
-    events: Events,
-    now: datetime,
-    *,
-    status: str | None,
-    lease_hash: str | None = None,
-    queues: Collection[str] = (),
-) -> tuple[dict[str, Any], list[EventRow]] | None:
-    """`update_task` taking a seq for each of `events` ((kind, data), non-empty), and the
-    events written as those seqs at `now`: the row after and the event rows, or None when
-    nothing matched (and nothing was written)."""
-    done = await send_update_task_events(
-        tx, task_id, values, events, now, status=status, lease_hash=lease_hash, queues=queues
-    )
-    return await done()
-
-
 async def send_update_task_events(
     tx: Tx,
     task_id: str,
@@ -313,9 +292,12 @@ async def send_update_task_events(
     lease_hash: str | None = None,
     queues: Collection[str] = (),
 ) -> Callable[[], Awaitable[tuple[dict[str, Any], list[EventRow]] | None]]:
-    """update_task_events, sent: its outcome is read by awaiting what this returns. On
-    PostgreSQL a worker's reports are sent one after another and read after the claim
-    that follows them, so a batch of them costs no round trip of its own."""
+    """Set `values` and take a seq for each of `events` ((kind, data), non-empty) on the
+    task (if it is in `status`, holds the lease `lease_hash`, on one of `queues`), and write
+    the events as those seqs at `now`. Sent: await what this returns for the row after and
+    the event rows, or None when nothing matched (and nothing was written). On PostgreSQL a
+    worker's reports are sent one after another and read after the claim that follows
+    them, so a batch of them costs no round trip of its own."""
     d = await fd.driver(tx)
     n = len(events)
     sql, params = _update(d, task_id, values, n, status, lease_hash, queues)
