@@ -22,10 +22,30 @@ T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 
 
+# Ports for the servers tests start, below the kernel's ephemeral range (32768-60999 here),
+# one block per pytest-xdist worker. A port the kernel picked for `bind(0)` was ephemeral:
+# between our check and the server's own bind, the kernel could give it to the other xdist
+# worker's next `bind(0)` or to an outgoing connection's local end, and a test then talked
+# to another test's server (a module fixture of test_body_memory errored once that way).
+_PORTS = 1500
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+_BLOCK = 20000 + (int(_worker) % 8 if _worker.isdigit() else 0) * _PORTS
+# A random start: two runs on one machine (CI beside a developer's) rarely meet.
+_cursor = [int.from_bytes(os.urandom(2), "big") % _PORTS]
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now, from this xdist worker's own block, each in turn."""
+    for _ in range(_PORTS):
+        port = _BLOCK + _cursor[0]
+        _cursor[0] = (_cursor[0] + 1) % _PORTS
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use (or still closing): the next one
+            return port
+    raise RuntimeError(f"no free port in {_BLOCK}-{_BLOCK + _PORTS - 1}")
 
 
 def wait_for(check: Callable[[], T | None], timeout: float = 10.0, what: str = "condition") -> T:
