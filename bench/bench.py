@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -121,6 +122,13 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
+async def _claim_stamped(worker: AsyncControlPlaneClient) -> tuple[list[Any], float]:
+    """The parked claim's answer and the moment it arrived: the worker's, not the moment the
+    client's own `create` has returned too (the server answers the worker first)."""
+    got = await worker.worker.claim("bench", "bench-idle", 1, 30)
+    return list(got), time.perf_counter()
+
+
 async def dispatch(base: str, samples: int) -> dict[str, float]:
     """A client creates a task while a worker's claim is parked: the time from the client's
     call to the claim's answer. Both sides use the SDK, as a user's client and worker do."""
@@ -130,12 +138,11 @@ async def dispatch(base: str, samples: int) -> dict[str, float]:
         AsyncControlPlaneClient(base, timeout=60) as client,
     ):
         for i in range(samples + 20):
-            claim = asyncio.create_task(worker.worker.claim("bench", "bench-idle", 1, 30))
+            claim = asyncio.create_task(_claim_stamped(worker))
             await asyncio.sleep(0.005)  # let the long-poll reach the server and go idle
             t0 = time.perf_counter()
             await client.executions.create(agent="noop", prompt=f"d{i}")
-            got = await claim
-            t1 = time.perf_counter()
+            got, t1 = await claim
             (item,) = got
             await worker.worker.complete(item.task.id, item.token, None)
             if i >= 20:

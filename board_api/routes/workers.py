@@ -158,12 +158,10 @@ async def _poll(
                 return done, []
             if release is None:  # parked: this long-poll now holds a connection slot
                 release = state.limiter.acquire(p)
-            handed = await _parked(queue, body, db, settings.lease_seconds, digest, topic, version, remaining)
-            # A worker that gave up on this long-poll (it is stopping) must not be granted a
-            # task it will never run: that would cost a lease expiry and an attempt.
-            if await request.is_disconnected():
-                if handed:
-                    await give_back(db, handed)
+            handed = await _parked(
+                queue, body, request, db, settings.lease_seconds, digest, topic, version, remaining
+            )
+            if handed is None:  # the worker left
                 return done, []
             if handed:
                 return done, _claimed(handed, settings.lease_seconds, state.metrics)
@@ -176,6 +174,7 @@ async def _poll(
 async def _parked(
     queue: str,
     body: ClaimBody,
+    request: Request,
     db: Database,
     lease_seconds: float,
     digest: str | None,
@@ -184,10 +183,11 @@ async def _parked(
     remaining: float,
 ) -> list[tasks.Claimed] | None:
     """Wait for the queue's wake-up, parked where a task's creation in this process can
-    claim for this worker in its own transaction (store.handoff); what it claimed, if so."""
+    claim for this worker in its own transaction (store.handoff): what it claimed, if so
+    ([] if not); None if the worker left meanwhile."""
     if not body.max_tasks:
         await db.hub.wait(topic, version, min(remaining, CLAIM_RECHECK))
-        return None
+        return None if await request.is_disconnected() else []
 
     async def claim(tx: Tx) -> list[tasks.Claimed]:
         return await tasks.claim_tasks(
@@ -198,8 +198,17 @@ async def _parked(
     try:
         await db.hub.wait(topic, version, min(remaining, CLAIM_RECHECK), wake=parked.outcome)
         # Taken: answered once the creator's transaction ends (None if it failed).
-        return await parked.outcome if parked.taken else None
+        handed = (await parked.outcome if parked.taken else None) or []
+        # A worker that gave up on this long-poll (it is stopping) must not be granted a
+        # task it will never run: that would cost a lease expiry and an attempt.
+        if await request.is_disconnected():
+            if handed:
+                await give_back(db, handed)
+            return None
+        return handed
     finally:
+        # Its answer is written in this turn of the event loop: the creator that handed it
+        # a task answers after it (store.handoff).
         handoffs(db).leave(parked)
 
 

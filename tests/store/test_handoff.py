@@ -3,15 +3,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from typing import Any
 
 import pytest
 
 from kernel import errors
-from store import audit, catalog, tasks
+from store import audit, catalog, handoff, tasks
 from store.db import Database, Tx
-from store.handoff import create_handing_off, handoffs
+from store.handoff import Parked, create_handing_off, handoffs
 from store.models import Agent, Task, WorkerQueue
 
 ACTOR = audit.Actor("tester", "person")
@@ -40,6 +41,13 @@ def _claim(worker: str, limit: int = 1):  # type: ignore[no-untyped-def]
     return claim
 
 
+def _park(db: Database, queue: str, claim: Any) -> Parked:
+    """A claim parked as the route parks it: it leaves (answered) once its outcome is in."""
+    parked = handoffs(db).park(queue, claim)
+    parked.outcome.add_done_callback(lambda _: handoffs(db).leave(parked))
+    return parked
+
+
 class Transactions:
     """Counts the units of work the database runs (a spy on `fast_or_full`)."""
 
@@ -63,9 +71,9 @@ async def test_a_task_created_while_a_claim_is_parked_is_claimed_in_its_creation
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await _setup(db)
-    other = handoffs(db).park("other", _claim("w-other"))  # another queue's: not taken
-    parked = handoffs(db).park("q", _claim("w1"))
-    later = handoffs(db).park("q", _claim("w2"))  # parked after w1: w1 goes first
+    other = _park(db, "other", _claim("w-other"))  # another queue's: not taken
+    parked = _park(db, "q", _claim("w1"))
+    later = _park(db, "q", _claim("w2"))  # parked after w1: w1 goes first
     txs = Transactions(db, monkeypatch)
     task = await create_handing_off(db, _create)
     assert txs.count == 1  # the creation and the claim: one transaction, one commit
@@ -76,12 +84,37 @@ async def test_a_task_created_while_a_claim_is_parked_is_claimed_in_its_creation
     stored = await _task(db, task.id)
     assert (stored.status, stored.worker_id, stored.attempt) == ("running", "w1", 1)
     assert not later.taken and not later.outcome.done() and not other.taken
-    assert handoffs(db).handed == 1
-    # w1 answered, it leaves; the next creation goes to w2.
-    handoffs(db).leave(parked)
+    assert handoffs(db).handed == 1 and parked.gone  # w1 answered, it left
+    # The next creation goes to w2.
     second = await create_handing_off(db, _create)
     assert [c.task.id for c in later.outcome.result() or []] == [second.id]
     assert handoffs(db).take("q") is None  # nobody left parked on q
+
+
+async def test_the_worker_handed_a_task_is_answered_before_its_creator(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The creation returns only once the claimer has left, its answer written in that turn
+    of the event loop; a claimer that never leaves holds it `ANSWER_FIRST` at most."""
+    await _setup(db)
+    parked = handoffs(db).park("q", _claim("w1"))
+    creating = asyncio.create_task(create_handing_off(db, _create))
+    async with asyncio.timeout(10):
+        claimed = await asyncio.shield(parked.outcome)
+    assert claimed and claimed[0].task.status == "running"
+    for _ in range(50):  # turns of the event loop, not time: the creator still waits
+        await asyncio.sleep(0)
+    assert not creating.done()
+    handoffs(db).leave(parked)  # the claimer's answer is written: now its creator's
+    async with asyncio.timeout(10):
+        task = await creating
+    assert [c.task.id for c in claimed] == [task.id]
+
+    monkeypatch.setattr(handoff, "ANSWER_FIRST", 0.01)
+    stuck = handoffs(db).park("q", _claim("w2"))
+    async with asyncio.timeout(10):
+        second = await create_handing_off(db, _create)
+    assert [c.task.id for c in stuck.outcome.result() or []] == [second.id] and not stuck.gone
 
 
 async def test_a_creation_that_fails_before_the_claim_leaves_it_parked(db: Database) -> None:
