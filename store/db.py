@@ -91,6 +91,13 @@ class Tx:
     # ...), ...` without its main query, `$n` placeholders, and its parameters. Sent
     # before any other statement, or with the commit. PostgreSQL's fast_tx only.
     held: tuple[bytes, list[Any]] | None = None
+    # Set by store.fastpath when the writes check in SQL something it assumed instead of
+    # reading it (an agent's cached route): told an error of the transaction, whether it
+    # says the assumption failed; then the work runs again in a full `tx()`.
+    stale: Callable[[BaseException], bool] | None = None
+    # An agent's route (name, default queue, requires as stored) store.fastpath took from
+    # its cache for the task it is creating: the task's insert checks it.
+    route: tuple[str, str | None, str] | None = None
 
     @property
     def session(self) -> AsyncSession:
@@ -213,14 +220,20 @@ class Database:
         which this transaction is rolled back: use `fast_or_full`, which then runs the same
         work in a `tx()`. Commit and notes as in `tx()`."""
         if self._pg_fast is not None:
-            with self._unit():
-                async with self._pg_fast.transaction() as conn:
-                    tx = Tx(None, self, raw=conn)
-                    yield tx
-                    # Delivered to other replicas on commit only; with the held writes, if any.
-                    payloads = encode(tx.notes, self.hub.origin) if tx.notes else []
-                    if payloads or tx.held is not None:
-                        await self._pg_fast.notify(conn, CHANNEL, payloads, tx.held)
+            pg_tx: Tx | None = None
+            try:
+                with self._unit():
+                    async with self._pg_fast.transaction() as conn:
+                        tx = pg_tx = Tx(None, self, raw=conn)
+                        yield tx
+                        # Delivered to other replicas on commit only; with the held writes.
+                        payloads = encode(tx.notes, self.hub.origin) if tx.notes else []
+                        if payloads or tx.held is not None:
+                            await self._pg_fast.notify(conn, CHANNEL, payloads, tx.held)
+            except Exception as exc:
+                if pg_tx is not None and pg_tx.stale is not None and pg_tx.stale(exc):
+                    raise SessionNeeded from exc  # rolled back: fast_or_full runs it again
+                raise
             for topic, payload in tx.notes:
                 self.hub.publish(topic, payload)
             return

@@ -16,7 +16,9 @@ run every path on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import functools
 import json
+import weakref
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
@@ -43,6 +45,7 @@ __all__ = [
     "insert_events",
     "insert_task",
     "log_after",
+    "routes",
     "send_update_task_events",
     "task_progress",
 ]
@@ -104,12 +107,16 @@ async def insert_task(tx: Tx, row: dict[str, Any], status: dict[str, Any]) -> No
     params = [fd.bind(d, c, row[c]) for c in COLS]
     if isinstance(d, fd.Postgres):
         params.append(d.json(status))
+        route, tx.route = tx.route, None
+        if route is not None:  # taken from agent_routing's cache: checked here
+            params += route
+        held = _CREATE if route is None else _CREATE_CHECKED
         if tx.raw is not None:
             # Only in a fast_tx: every statement there goes through _driver, or is the
             # commit's, which sends what is held first; a full tx's session would not.
-            tx.held = (_CREATE, params)
+            tx.held = (held, params)
         else:
-            await d.run_raw(_CREATE + fd.NOTHING_MORE, params)
+            await d.run_raw(held + fd.NOTHING_MORE, params)
         return
     key = ("insert_task", d.ph)
     sql = fd.statements.get(key)
@@ -130,6 +137,19 @@ _CREATE = (
     f"WITH t AS (INSERT INTO tasks ({RETURNING}) VALUES ({_dollars(1, len(COLS))}) "
     f"RETURNING id, created_at), e AS (INSERT INTO task_events ({', '.join(EVENT_COLS)}) "
     f"SELECT id, 1, 'status', ${len(COLS) + 1}, 0, created_at FROM t)"
+).encode()
+# The same, for an agent's route taken from agent_routing's cache (its name, default queue
+# and `requires` text the three last parameters): the event's insert joins the row count
+# of agents still saying so, divided into 1. None left (edited, deleted: a name is unique)
+# is a division by zero, which fails the whole statement and so the transaction (a WITH's
+# SELECT runs only where it is used, and a division by a constant zero would fail already
+# when planned, whatever the row: hence the join and the count).
+_CREATE_CHECKED = (
+    f"WITH g AS (SELECT 1 / count(*) AS ok FROM agents WHERE name = ${len(COLS) + 2} "
+    f"AND default_queue IS NOT DISTINCT FROM ${len(COLS) + 3} AND requires::text = ${len(COLS) + 4}), "
+    f"t AS (INSERT INTO tasks ({RETURNING}) VALUES ({_dollars(1, len(COLS))}) "
+    f"RETURNING id, created_at), e AS (INSERT INTO task_events ({', '.join(EVENT_COLS)}) "
+    f"SELECT t.id, 1, 'status', ${len(COLS) + 1}, 0, t.created_at FROM t, g WHERE g.ok = 1)"
 ).encode()
 
 
@@ -363,21 +383,68 @@ async def agents(tx: Tx, keys: Collection[str], *, by_id: bool = False) -> list[
 
 async def agent_routing(tx: Tx, key: str) -> tuple[str, str | None, dict[str, Any]] | None:
     """(name, default queue, requires) of the agent named or with the id `key`: all a new
-    task needs of it (the whole row's ~15 JSON columns cost more to load than the query)."""
+    task needs of it (the whole row's ~15 JSON columns cost more to load than the query).
+
+    In a fast_tx on PostgreSQL, an agent asked for by name is read once per process
+    (`routes`) and then taken from there without a statement: the task's insert checks in
+    the same statement that the row still says so (insert_task), and if it does not, the
+    transaction fails as a whole and runs again in a full one, which reads the row. A round
+    trip fewer per creation, half of them while a worker waits for the task (issue #15);
+    edits of agents, rare, cost the one creation that meets them a rerun."""
+    cache = routes(tx.db) if tx.raw is not None and not tx.db.is_sqlite else None
+    if cache is not None and (hit := cache.get(key)) is not None:
+        name, queue, requires, text = hit
+        tx.route = (name, queue, text)
+        tx.stale = functools.partial(_forget, cache, key)
+        return name, queue, requires
     d = await fd.driver(tx)
     sql_key = ("agent_routing", d.ph)
     sql = fd.statements.get(sql_key)
     if sql is None:
+        # `requires` as its text: the check compares it as stored (a json column's text).
+        requires_col = "requires" if d.ph == "?" else "requires::text"
         sql = fd.statements[sql_key] = fd.sql(
             d,
-            "SELECT name, default_queue, requires FROM agents WHERE name = ? OR id = ? ORDER BY name = ? DESC",
+            f"SELECT name, default_queue, {requires_col} FROM agents WHERE name = ? OR id = ? "
+            "ORDER BY name = ? DESC",
         )
     rows = await d.fetch(sql, [key, key, key])
     if not rows:
         return None
-    name, queue, requires = rows[0]
-    loaded = json.loads(requires) if isinstance(requires, str) else requires
-    return name, queue, loaded or {}
+    name, queue, text = rows[0]
+    loaded: dict[str, Any] = (json.loads(text) if isinstance(text, str) else text) or {}
+    if cache is not None and name == key:  # by id: not worth the care (an id can be a name)
+        if len(cache) >= _ROUTES_KEPT:
+            cache.clear()
+        cache[key] = (name, queue, loaded, text)
+    return name, queue, loaded
+
+
+# Agents' routes as this process last read them, per database: name -> (name, default queue,
+# requires, requires as stored). Bounded: past this many, it starts again empty.
+_ROUTES_KEPT = 1000
+_routes: weakref.WeakKeyDictionary[Database, dict[str, tuple[str, str | None, dict[str, Any], str]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def routes(db: Database) -> dict[str, tuple[str, str | None, dict[str, Any], str]]:
+    """The agents' routes this process has cached for `db` (see agent_routing)."""
+    found = _routes.get(db)
+    if found is None:
+        found = _routes[db] = {}
+    return found
+
+
+def _forget(cache: dict[str, Any], key: str, exc: BaseException) -> bool:
+    """Whether `exc` is the insert's route check failing (`_CREATE_CHECKED`: the only
+    division of the transaction); if so the cached route goes."""
+    from psycopg import errors as pg_errors
+
+    if isinstance(exc, pg_errors.DivisionByZero):
+        cache.pop(key, None)
+        return True
+    return False
 
 
 # The audit log's row (store/audit.py), written beside every task creation.
@@ -388,11 +455,12 @@ async def insert_audit(tx: Tx, row: Sequence[Any]) -> None:
     """One `audit_log` row, its values in `AUDIT_COLS` order; in the same statement as a
     task's creation held by insert_task (PostgreSQL), if one is."""
     held = tx.held
-    if held is not None and held[0] is _CREATE:
+    audited = _AUDITED.get(held[0]) if held is not None else None
+    if held is not None and audited is not None:
         # Held with it: sent at the commit, or before the next statement (_driver, which
         # is why insert_task's driver is taken as it is).
         d = tx.driver
-        tx.held = (_CREATE_AUDITED, [*held[1], row[0], d.time(row[1]), *row[2:8], d.json(row[8])])
+        tx.held = (audited, [*held[1], row[0], d.time(row[1]), *row[2:8], d.json(row[8])])
         return
     d = await fd.driver(tx)
     key = ("insert_audit", d.ph)
@@ -403,13 +471,17 @@ async def insert_audit(tx: Tx, row: Sequence[Any]) -> None:
     await d.run(sql, [row[0], d.time(row[1]), *row[2:8], d.json(row[8])])
 
 
-_CREATE_AUDITED = (
-    _CREATE
-    + (
-        f", a AS (INSERT INTO audit_log ({', '.join(AUDIT_COLS)}) "
-        f"VALUES ({_dollars(len(COLS) + 2, len(AUDIT_COLS))}))"
-    ).encode()
-)
+def _with_audit(create: bytes, first: int) -> bytes:
+    """`create` and the audit row's INSERT, its parameters from `$first` on."""
+    cols, marks = ", ".join(AUDIT_COLS), _dollars(first, len(AUDIT_COLS))
+    return create + f", a AS (INSERT INTO audit_log ({cols}) VALUES ({marks}))".encode()
+
+
+# A held creation -> the same with its audit row.
+_AUDITED = {
+    _CREATE: _with_audit(_CREATE, len(COLS) + 2),
+    _CREATE_CHECKED: _with_audit(_CREATE_CHECKED, len(COLS) + 5),
+}
 
 
 async def bump_running(

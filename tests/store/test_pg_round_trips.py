@@ -105,20 +105,21 @@ async def _create(tx: Tx) -> Any:
     return task
 
 
-async def test_a_task_creation_is_two_round_trips(db_url: str) -> None:
-    """Read the agent, then the task, its event, the audit row, the notes and the commit
-    together: before the pipeline, each was a turn of its own (6, with BEGIN); and the
-    task, its event, the audit row and the notification are one statement."""
+async def test_a_task_creation_is_one_round_trip(db_url: str) -> None:
+    """The task, its event, the audit row, the notes and the commit go together: before the
+    pipeline, each was a turn of its own (6, with BEGIN, and the agent's read); the agent's
+    route comes from the process's cache, checked in the same statement (before: a read of
+    its own, a turn more)."""
     async with relayed(db_url) as (db, turns):
         await _setup(db)
-        for _ in range(3):  # a warm connection, its statements prepared
+        for _ in range(3):  # a warm connection, its statements prepared, the route cached
             await db.fast_or_full(_create)
         before, statements = turns.count, turns.statements
         await db.fast_or_full(_create)
-        assert turns.count - before == 2
-        # The agent; then the task, its event, the audit row and the pg_notify in one
-        # statement (before: 4). No BEGIN, no COMMIT: the pipeline's Sync commits.
-        assert turns.statements - statements == 2
+        assert turns.count - before == 1
+        # The task, its event, the route's check, the audit row and the pg_notify in one
+        # statement. No BEGIN, no COMMIT: the pipeline's Sync commits.
+        assert turns.statements - statements == 1
         assert db.fast_fallbacks == {}
 
 
