@@ -83,16 +83,21 @@ class Handoffs:
         """How many claims wait on `queue` in this process, not yet taken."""
         return len(self._parked.get(queue, ()))
 
-    def leave(self, parked: Parked) -> None:
-        """The claimer stops waiting (answered, timed out, cancelled): no creator takes it
-        from now on. One already taken is left to its creator, which sees `gone`."""
-        parked.gone = True
-        parked.left.set()
+    def withdraw(self, parked: Parked) -> None:
+        """No creator takes `parked` from now on (its claimer woke, and decides); one that
+        took it already delivers to it as before."""
         waiting = self._parked.get(parked.queue)
         if waiting is not None and parked in waiting:
             waiting.remove(parked)
             if not waiting:
                 del self._parked[parked.queue]
+
+    def leave(self, parked: Parked) -> None:
+        """The claimer stops waiting (answered, timed out, cancelled): no creator takes it
+        from now on. One already taken is left to its creator, which sees `gone`."""
+        parked.gone = True
+        parked.left.set()
+        self.withdraw(parked)
 
     def take(self, queue: str) -> Parked | None:
         """The oldest claim parked on `queue`, now the caller's to run (or None)."""

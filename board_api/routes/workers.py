@@ -197,7 +197,10 @@ async def _parked(
     parked = handoffs(db).park(queue, claim)
     try:
         await db.hub.wait(topic, version, min(remaining, CLAIM_RECHECK), wake=parked.outcome)
-        # Taken: answered once the creator's transaction ends (None if it failed).
+        # Awake: no creator may take it now, while it checks its worker is still there (a
+        # task claimed for it then would be lost with its lease). One that took it already
+        # delivers: answered once the creator's transaction ends (None if it failed).
+        handoffs(db).withdraw(parked)
         handed = (await parked.outcome if parked.taken else None) or []
         # A worker that gave up on this long-poll (it is stopping) must not be granted a
         # task it will never run: that would cost a lease expiry and an attempt.
