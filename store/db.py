@@ -203,7 +203,7 @@ class Database:
                         async with session.begin():
                             tx = Tx(session, self)
                             yield tx
-                            if tx.notes and not self.is_sqlite:
+                            if tx.notes and not self.is_sqlite and self.hub.peers.needed():
                                 for payload in encode(tx.notes, self.hub.origin):
                                     await session.execute(
                                         sa.text("SELECT pg_notify(:c, :p)"), {"c": CHANNEL, "p": payload}
@@ -226,8 +226,10 @@ class Database:
                     async with self._pg_fast.transaction() as conn:
                         tx = pg_tx = Tx(None, self, raw=conn)
                         yield tx
-                        # Delivered to other replicas on commit only; with the held writes.
-                        payloads = encode(tx.notes, self.hub.origin) if tx.notes else []
+                        # Delivered to other replicas on commit only, if one listens
+                        # (store.peers); with the held writes.
+                        notify = tx.notes and self.hub.peers.needed()
+                        payloads = encode(tx.notes, self.hub.origin) if notify else []
                         if payloads or tx.held is not None:
                             await self._pg_fast.notify(conn, CHANNEL, payloads, tx.held)
             except Exception as exc:

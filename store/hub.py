@@ -28,6 +28,9 @@ from typing import Any
 
 from pydantic_core import from_json, to_json
 
+from store import peers as peering
+from store.peers import Peers
+
 log = logging.getLogger(__name__)
 
 CHANNEL = "meta_agent"
@@ -146,6 +149,8 @@ class Hub:
         # Names this hub in the NOTIFYs of its own transactions: they were published here
         # at their commit already, and LISTEN brings them back (see listen_postgres).
         self.origin = secrets.token_hex(8)
+        # Whether its commits must NOTIFY: another replica listens (store.peers).
+        self.peers = Peers()
         self._versions: dict[str, int] = defaultdict(int)
         self._waiters: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
@@ -318,6 +323,8 @@ def _close_when_connected(fut: asyncio.Future[Any]) -> None:
 async def listen_postgres(hub: Hub, dsn: str, ready: asyncio.Event | None = None) -> None:
     """Relay NOTIFYs from other replicas into `hub`, reconnecting forever (the hub's own
     come back too, and are skipped: each woke a parked claim a second time, for nothing).
+    Says hello to the other replicas every `store.peers.HELLO_EVERY` seconds, and tells
+    `hub.peers` what it hears from them.
 
     After a reconnect every topic is bumped once ("*" wake-up), because notifications sent
     while disconnected are lost; followers then re-read from the database.
@@ -326,6 +333,7 @@ async def listen_postgres(hub: Hub, dsn: str, ready: asyncio.Event | None = None
 
     backoff = 0.2
     first = True
+    hello = f"{ORIGIN}\t{hub.origin}"
     while True:
         connecting = asyncio.ensure_future(psycopg.AsyncConnection.connect(dsn, autocommit=True))
         try:
@@ -342,22 +350,28 @@ async def listen_postgres(hub: Hub, dsn: str, ready: asyncio.Event | None = None
             continue
         try:
             await conn.execute(f"LISTEN {CHANNEL}")
+            hub.peers.listening()
             backoff = 0.2
-            if ready is not None:
-                ready.set()
-            if not first:
-                hub.wake_all()
-            first = False
-            async for n in conn.notifies():
-                notes = decode(n.payload)
-                if notes and notes[0][0] == ORIGIN:
-                    if notes[0][1] == hub.origin:
-                        continue  # this hub's own: published at its commit
-                    notes = notes[1:]
-                for topic, data in notes:
-                    hub.publish(topic, data)
+            missed, first = not first, False
+            while True:
+                await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, hello))
+                if hub.peers.said_hello() or hub.peers.warmed() or missed:
+                    hub.wake_all()  # notes may have been missed: followers read again
+                missed = False
+                if ready is not None:
+                    ready.set()
+                async for n in conn.notifies(timeout=peering.HELLO_EVERY):
+                    notes = decode(n.payload)
+                    if notes and notes[0][0] == ORIGIN:
+                        if notes[0][1] == hub.origin:
+                            continue  # this hub's own: published at its commit
+                        notes = notes[1:]
+                    hub.peers.heard()
+                    for topic, data in notes:
+                        hub.publish(topic, data)
         except (psycopg.OperationalError, OSError) as exc:
             log.warning("LISTEN connection lost (%s); reconnecting", exc)
         finally:
+            hub.peers.deaf()
             with contextlib.suppress(Exception):
                 await conn.close()
