@@ -8,6 +8,7 @@ docs/protocol.md.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Callable
@@ -195,24 +196,42 @@ async def _parked(
         )
 
     parked = handoffs(db).park(queue, claim)
+    # The worker's leaving, watched while parked: its body has been read, so `receive` has
+    # nothing more to give but the disconnect. It wakes the claim at once (no creation may
+    # hand it a task after), and it is known without asking when the claim wakes: asking
+    # then (Starlette's `is_disconnected`) cost turns of the event loop between a hand-off
+    # and the worker's answer.
+    leaving = asyncio.ensure_future(request.receive())
+    woken = asyncio.get_running_loop().create_future()
+    for cause in (parked.outcome, leaving):
+        cause.add_done_callback(lambda _: woken.done() or woken.set_result(None))
     try:
-        await db.hub.wait(topic, version, min(remaining, CLAIM_RECHECK), wake=parked.outcome)
-        # Awake: no creator may take it now, while it checks its worker is still there (a
-        # task claimed for it then would be lost with its lease). One that took it already
-        # delivers: answered once the creator's transaction ends (None if it failed).
+        await db.hub.wait(topic, version, min(remaining, CLAIM_RECHECK), wake=woken)
+        # Awake: no creator takes it from now on. One that took it already delivers:
+        # answered once the creator's transaction ends (None if it failed).
         handoffs(db).withdraw(parked)
         handed = (await parked.outcome if parked.taken else None) or []
         # A worker that gave up on this long-poll (it is stopping) must not be granted a
         # task it will never run: that would cost a lease expiry and an attempt.
-        if await request.is_disconnected():
+        if _left(leaving):
             if handed:
                 await give_back(db, handed)
             return None
         return handed
     finally:
+        leaving.cancel()
         # Its answer is written in this turn of the event loop: the creator that handed it
         # a task answers after it (store.handoff).
         handoffs(db).leave(parked)
+
+
+def _left(leaving: asyncio.Future[Any]) -> bool:
+    """Whether the `receive()` watched while parked says the worker disconnected."""
+    if not leaving.done() or leaving.cancelled():
+        return False
+    if leaving.exception() is not None:
+        return True  # nothing more can be read from it: as good as gone
+    return leaving.result().get("type") == "http.disconnect"
 
 
 async def _report_and_claim(

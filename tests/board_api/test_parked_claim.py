@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 from starlette.requests import Request
+from starlette.types import Message
 
 from board_api.routes import workers
 from sdk.schemas import ClaimBody
@@ -18,19 +19,26 @@ from store.models import Agent, Task, WorkerQueue
 ACTOR = audit.Actor("tester", "person")
 
 
-class CheckingWorker(Request):
-    """The worker's request: asked whether the worker left, it answers once told to (the
-    real check also gives the event loop to others: here the test decides what runs then)."""
+class Worker:
+    """The worker's side of its request, its body read: `receive` gives nothing more
+    until the worker disconnects (`leave()`), as uvicorn's does."""
 
     def __init__(self) -> None:
-        super().__init__({"type": "http", "method": "POST", "path": "/", "headers": []})
-        self.checking = asyncio.Event()
-        self.answer = asyncio.Event()
+        self.gone = asyncio.Event()
+        self.request = Request({"type": "http", "method": "POST", "path": "/", "headers": []}, self.receive)
 
-    async def is_disconnected(self) -> bool:
-        self.checking.set()
-        await self.answer.wait()
-        return False
+    async def receive(self) -> Message:
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+    def leave(self) -> None:
+        self.gone.set()
+
+
+async def _setup(db: Database) -> None:
+    async with db.tx() as tx:
+        await catalog.create_queue(tx, WorkerQueue(name="q"))
+        await catalog.create_agent(tx, Agent(name="a", runtime="noop", default_queue="q"))
 
 
 async def _create(tx: Tx) -> Task:
@@ -39,31 +47,69 @@ async def _create(tx: Tx) -> Task:
     return task
 
 
+def _park(db: Database, worker: Worker, wait: float = 30) -> asyncio.Task[Any]:
+    body = ClaimBody(worker_id="w1", max_tasks=1, wait_seconds=wait)
+    version = db.hub.version("queue:q")
+    return asyncio.create_task(
+        workers._parked("q", body, worker.request, db, 60, None, "queue:q", version, wait)
+    )
+
+
 async def _until(check: Any) -> None:
     async with asyncio.timeout(10):
         while not check():
             await asyncio.sleep(0.01)
 
 
-async def test_a_claim_woken_by_its_queue_is_handed_nothing_while_it_checks_its_worker(db: Database) -> None:
-    """Woken by its queue (another replica's task, say), the claim checks that its worker
-    is still there before claiming on its own: a creation meanwhile must not claim for it,
-    or that task, answered to nobody, would wait for its lease to expire and run again."""
-    async with db.tx() as tx:
-        await catalog.create_queue(tx, WorkerQueue(name="q"))
-        await catalog.create_agent(tx, Agent(name="a", runtime="noop", default_queue="q"))
-    worker = CheckingWorker()
-    body = ClaimBody(worker_id="w1", max_tasks=1, wait_seconds=5)
-    version = db.hub.version("queue:q")
-    claim = asyncio.create_task(workers._parked("q", body, worker, db, 60, None, "queue:q", version, 5))
+async def _stored(db: Database, task_id: str) -> tuple[str, str | None]:
+    async with db.read() as s:
+        stored = await tasks.get_task(s, task_id)
+    return stored.status, stored.worker_id
+
+
+async def test_a_parked_claim_is_handed_a_task_and_its_worker_answered_first(db: Database) -> None:
+    await _setup(db)
+    worker = Worker()
+    claim = _park(db, worker)
+    await _until(lambda: handoffs(db).parked("q"))
+    task = await create_handing_off(db, _create)
+    assert claim.done()  # the creation returned once its worker had its answer
+    assert [c.task.id for c in claim.result()] == [task.id]
+    assert await _stored(db, task.id) == ("running", "w1")
+
+
+async def test_a_worker_that_leaves_while_parked_is_withdrawn_at_once(db: Database) -> None:
+    """No creation hands a task to a worker that is gone (it would be given back, or wait
+    for its lease to expire): its claim ends as it leaves, not at its next wake-up."""
+    await _setup(db)
+    worker = Worker()
+    claim = _park(db, worker)
+    await _until(lambda: handoffs(db).parked("q"))
+    worker.leave()
+    # Well before the claim's own re-check of its queue (the only wake-up it had before).
+    async with asyncio.timeout(workers.CLAIM_RECHECK / 2):
+        assert await claim is None
+    assert not handoffs(db).parked("q")
+    task = await create_handing_off(db, _create)
+    assert await _stored(db, task.id) == ("pending", None)
+
+
+async def test_a_claim_woken_by_its_queue_is_handed_nothing_after(db: Database) -> None:
+    """Woken by its queue (another replica's task, say), the claim claims on its own next:
+    a creation then must not claim for it too, or that task, answered to nobody, would wait
+    for its lease to expire and run again (tests/ops/test_load.py found it)."""
+    await _setup(db)
+    worker = Worker()
+    claim = _park(db, worker)
     await _until(lambda: handoffs(db).parked("q"))
     db.hub.publish("queue:q")
-    async with asyncio.timeout(10):
-        await worker.checking.wait()
     task = await create_handing_off(db, _create)
-    worker.answer.set()
     async with asyncio.timeout(10):
-        assert await claim == []  # nothing handed: it claims on its own next
-    async with db.read() as s:
-        stored = await tasks.get_task(s, task.id)
-    assert (stored.status, stored.worker_id) == ("pending", None)
+        handed = await claim
+    # Taken before the claim woke (the creation ran first), or not at all: never claimed
+    # for it without its answer saying so.
+    if handed:
+        assert [c.task.id for c in handed] == [task.id]
+        assert await _stored(db, task.id) == ("running", "w1")
+    else:
+        assert await _stored(db, task.id) == ("pending", None)
