@@ -395,14 +395,14 @@ async def agent_routing(tx: Tx, key: str) -> tuple[str, str | None, dict[str, An
     if cache is not None and (hit := cache.get(key)) is not None:
         name, queue, requires, text = hit
         tx.route = (name, queue, text)
-        tx.stale = functools.partial(_forget, cache, key)
+        tx.stale = functools.partial(_forget, cache)
         return name, queue, requires
     d = await fd.driver(tx)
     sql_key = ("agent_routing", d.ph)
     sql = fd.statements.get(sql_key)
     if sql is None:
         # `requires` as its text: the check compares it as stored (a json column's text).
-        requires_col = "requires" if d.ph == "?" else "requires::text"
+        requires_col = "requires::text" if isinstance(d, fd.Postgres) else "requires"
         sql = fd.statements[sql_key] = fd.sql(
             d,
             f"SELECT name, default_queue, {requires_col} FROM agents WHERE name = ? OR id = ? "
@@ -436,13 +436,14 @@ def routes(db: Database) -> dict[str, tuple[str, str | None, dict[str, Any], str
     return found
 
 
-def _forget(cache: dict[str, Any], key: str, exc: BaseException) -> bool:
-    """Whether `exc` is the insert's route check failing (`_CREATE_CHECKED`: the only
-    division of the transaction); if so the cached route goes."""
+def _forget(cache: dict[str, Any], exc: BaseException) -> bool:
+    """Whether `exc` is a route check failing (`_CREATE_CHECKED`: the only division of the
+    transaction); if so the cache goes, whole: the error does not say which agent's route
+    it was when a transaction created tasks for several, and edits are rare."""
     from psycopg import errors as pg_errors
 
     if isinstance(exc, pg_errors.DivisionByZero):
-        cache.pop(key, None)
+        cache.clear()
         return True
     return False
 

@@ -3,8 +3,8 @@
 A NOTIFY is how the other control planes on the same PostgreSQL hear of a commit (their
 parked claims, their followers: store.hub). A replica alone sends them for nobody but its
 own LISTEN, which gets each back to drop it (store.hub.listen_postgres): on the hot path
-that was about a tenth of the control plane's CPU and of PostgreSQL's per task, and 0.3 ms
-of each dispatch (`bench.peers`, issue #15).
+that was about a fifth of the control plane's CPU and of PostgreSQL's per task, and
+0.3 ms of each dispatch (`bench.peers`, issue #15).
 
 So each listening replica says hello (a NOTIFY of its origin alone) every `HELLO_EVERY`
 seconds on its LISTEN connection, and counts anything it hears from another origin, hello

@@ -55,10 +55,10 @@ def _park(db: Database, worker: Worker, wait: float = 30) -> asyncio.Task[Any]:
     )
 
 
-async def _until(check: Any) -> None:
-    async with asyncio.timeout(10):
-        while not check():
-            await asyncio.sleep(0.01)
+async def _parked(db: Database, claim: asyncio.Task[Any]) -> None:
+    """The claim's task has run to its first wait, where it is parked (one turn)."""
+    await asyncio.sleep(0)
+    assert not claim.done() and handoffs(db).parked("q") == 1
 
 
 async def _stored(db: Database, task_id: str) -> tuple[str, str | None]:
@@ -71,7 +71,7 @@ async def test_a_parked_claim_is_handed_a_task_and_its_worker_answered_first(db:
     await _setup(db)
     worker = Worker()
     claim = _park(db, worker)
-    await _until(lambda: handoffs(db).parked("q"))
+    await _parked(db, claim)
     task = await create_handing_off(db, _create)
     assert claim.done()  # the creation returned once its worker had its answer
     assert [c.task.id for c in claim.result()] == [task.id]
@@ -84,7 +84,7 @@ async def test_a_worker_that_leaves_while_parked_is_withdrawn_at_once(db: Databa
     await _setup(db)
     worker = Worker()
     claim = _park(db, worker)
-    await _until(lambda: handoffs(db).parked("q"))
+    await _parked(db, claim)
     worker.leave()
     # Well before the claim's own re-check of its queue (the only wake-up it had before).
     async with asyncio.timeout(workers.CLAIM_RECHECK / 2):
@@ -101,7 +101,7 @@ async def test_a_claim_woken_by_its_queue_is_handed_nothing_after(db: Database) 
     await _setup(db)
     worker = Worker()
     claim = _park(db, worker)
-    await _until(lambda: handoffs(db).parked("q"))
+    await _parked(db, claim)
     db.hub.publish("queue:q")
     task = await create_handing_off(db, _create)
     async with asyncio.timeout(10):

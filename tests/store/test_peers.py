@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 
 import psycopg
 import pytest
@@ -46,29 +46,37 @@ def test_a_replica_notifies_unless_it_listens_and_has_heard_nobody_for_a_while()
     assert peers.said_hello()  # late: the others may have stopped notifying it
 
 
-async def _until(check: Callable[[], bool], what: str) -> None:
-    """Wait, bounded, for `check()` to hold: it changes on this event loop."""
-    async with asyncio.timeout(10):
-        while not check():
-            await asyncio.sleep(0.01)
-    assert check(), what
+class Tap:
+    """Every note NOTIFY carries on the channel, as they come (a plain LISTEN: not a
+    replica, it never says hello)."""
+
+    def __init__(self) -> None:
+        self.notes: list[tuple[str, str]] = []
+        self.came = asyncio.Condition()
+
+    async def add(self, notes: list[tuple[str, str]]) -> None:
+        async with self.came:
+            self.notes.extend(notes)
+            self.came.notify_all()
+
+    async def until(self, note: tuple[str, str]) -> None:
+        async with asyncio.timeout(10), self.came:
+            await self.came.wait_for(lambda: note in self.notes)
 
 
 @contextlib.asynccontextmanager
-async def _tap(db_url: str) -> AsyncGenerator[list[tuple[str, str]]]:
-    """Every note NOTIFY carries on the channel, as they come (a plain LISTEN: not a
-    replica, it never says hello)."""
-    notes: list[tuple[str, str]] = []
+async def _tap(db_url: str) -> AsyncGenerator[Tap]:
+    tap = Tap()
     conn = await psycopg.AsyncConnection.connect(libpq_dsn(db_url), autocommit=True)
     await conn.execute(f"LISTEN {CHANNEL}")
 
     async def gather() -> None:
         async for n in conn.notifies():
-            notes.extend(decode(n.payload))
+            await tap.add(decode(n.payload))
 
     task = asyncio.create_task(gather())
     try:
-        yield notes
+        yield tap
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -93,16 +101,22 @@ async def test_a_replica_alone_notifies_nobody_and_then_one_that_starts(db_url: 
             with a.hub.subscribe("test:alone") as own:
                 await _commit(a, "test:alone", "from a")
                 assert await own.get(5) == ["from a"]  # its own followers hear it all the same
-            # Notes arrive in commit order: once the writer's is in, a's would be too.
-            await _commit(writer, "test:alone", "marker")
-            await _until(lambda: ("test:alone", "marker") in tapped, "the writer's note")
-            assert ("test:alone", "from a") not in tapped
+                # Notes arrive in commit order: once the writer's is in, a's would be too.
+                await _commit(writer, "test:alone", "marker")
+                await tapped.until(("test:alone", "marker"))
+                assert ("test:alone", "from a") not in tapped.notes
+                assert await own.get(5) == ["marker"]  # a has heard the writer too, by now
             # (the writer was heard: a notifies again for a while; it forgets, as if later)
             a.hub.peers.clock = Clock(time.monotonic() + WARM_UP + PEER_TTL + 2)
             assert not a.hub.peers.needed()
 
+            heard = asyncio.Event()  # a hears another replica (nothing else talks now)
+            hear = a.hub.peers.heard
+            a.hub.peers.heard = lambda: (hear(), heard.set())[0]  # type: ignore[method-assign]
             async with pg_replica(db_url) as b:  # its hello, sent as it starts, reaches a
-                await _until(a.hub.peers.needed, "a to hear b's hello")
+                async with asyncio.timeout(10):
+                    await heard.wait()
+                assert a.hub.peers.needed()
                 with b.hub.subscribe("test:two") as sub:
                     await _commit(a, "test:two", "to b")
                     assert await sub.get(10) == ["to b"]

@@ -81,6 +81,32 @@ async def test_a_cached_route_is_used_until_the_agent_changes_then_read_again(db
         await other.dispose()
 
 
+async def test_a_failed_check_among_several_creations_forgets_every_route(db: Database) -> None:
+    """Which agent's check failed the error does not say: all cached routes go, so none
+    stays stale (each creation for it would fail fast and rerun, for ever)."""
+    await _setup(db)
+    async with db.tx() as tx:
+        await catalog.create_agent(tx, Agent(name="b", runtime="noop", default_queue="q"))
+    for agent in ("a", "b"):
+        await db.fast_or_full(_creating(agent))
+    assert set(fastpath.routes(db)) == {"a", "b"}
+    other = Database(str(db.engine.url.render_as_string(hide_password=False)))
+    try:
+        await _edit(other, {"default_queue": "q2"})  # a's
+    finally:
+        await other.dispose()
+
+    async def both(tx: Tx) -> tuple[Task, Task]:
+        return await _creating("a")(tx), await _creating("b")(tx)
+
+    moved, kept = await db.fast_or_full(both)
+    assert (moved.queue, kept.queue) == ("q2", "q") and sum(db.fast_fallbacks.values()) == 1
+    assert fastpath.routes(db) == {}
+    for _ in range(2):  # a read again and cached again: fast from now on
+        assert (await db.fast_or_full(_creating("a"))).queue == "q2"
+    assert sum(db.fast_fallbacks.values()) == 1
+
+
 async def test_a_deleted_agent_is_not_found_though_its_route_was_cached(db: Database) -> None:
     await _setup(db)
     await db.fast_or_full(_creating())
