@@ -117,6 +117,11 @@ def create_app(
         version=__version__,
         description="Durable tasks for agents: REST + SSE, worker protocol. See docs/protocol.md.",
         lifespan=_lifespan(settings, db, plugins, chat),
+        # FastAPI's own OpenTelemetry (0.165+) asked the global providers on every request
+        # (three environment lookups and type checks, ~15 Python calls); tracing here is
+        # board_api/tracing.py's, with its own provider, so FastAPI's would only add a
+        # second span per request where a global provider exists.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state = _state(settings, worker_token)
     problems.install(app)

@@ -43,6 +43,7 @@ __all__ = ["HostGuard", "HostRule", "parse_allowed_hosts"]
 WILDCARD_BINDS = {"0.0.0.0", "::", ""}
 UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 _LOOPBACK_NAMES = {"localhost", "::1"}
+_ACCEPTED_MAX = 256  # (Host, local address) pairs host_ok remembers as accepted
 _NAME = re.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9])?|[0-9a-f:.]+")  # a DNS name or an IP
 
 
@@ -91,6 +92,7 @@ class HostRule:
         self.exact: set[tuple[str, int | None]] = set()
         self.declared: set[tuple[str, int | None]] = set()
         self.suffixes: list[tuple[str, int | None]] = []
+        self._accepted: set[tuple[str, str | None]] = set()  # host_ok's memory
         if bind not in WILDCARD_BINDS:
             self.exact.add((bind, None))
         else:
@@ -125,6 +127,21 @@ class HostRule:
         return any(host.endswith(s) and (p is None or p == port) for s, p in self.suffixes)
 
     def host_ok(self, value: str, local_addr: str | None = None) -> bool:
+        """Whether a request with this `Host` (received on `local_addr`) is for us.
+
+        A pure function of the two for a given rule, asked on every request with the same
+        few values: the accepted pairs are remembered (parsing the value, urlsplit and
+        ipaddress, was ~20 Python calls a request). Refused ones are not, and the memory is
+        bounded, so a client sending made-up hosts costs what it did and grows nothing."""
+        key = (value, local_addr)
+        if key in self._accepted:
+            return True
+        ok = self._host_ok(value, local_addr)
+        if ok and len(self._accepted) < _ACCEPTED_MAX:
+            self._accepted.add(key)
+        return ok
+
+    def _host_ok(self, value: str, local_addr: str | None) -> bool:
         split = _split_host(value)
         if split is None:
             return False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -20,6 +21,7 @@ class Metrics:
     def __init__(self) -> None:
         # A registry per app, so several apps in one process (tests) don't collide.
         self.registry = CollectorRegistry()
+        self._by_status: dict[str, tuple[Any, Any]] = {}  # finished(): (finishes, duration) children
         self.dispatch = Histogram(
             "meta_agent_dispatch_seconds",
             "Task created → claimed by a worker (first attempt)",
@@ -71,10 +73,17 @@ class Metrics:
             self.failures.labels(failures.failure_class(task.error_code)).inc()
 
     def finished(self, task: Task) -> None:
-        self.finishes.labels(task.status).inc()
+        status = task.status
+        children = self._by_status.get(status)
+        if children is None:
+            # prometheus_client's `labels()` validates and looks up under a lock each time
+            # (~10 Python calls); a finished task's status is one of three: kept per status.
+            children = self._by_status[status] = (self.finishes.labels(status), self.duration.labels(status))
+        finishes, duration = children
+        finishes.inc()
         self.failed(task)
         if task.started_at and task.finished_at:
-            self.duration.labels(task.status).observe((task.finished_at - task.started_at).total_seconds())
+            duration.observe((task.finished_at - task.started_at).total_seconds())
         usage = task.usage or {}
         agent = task.agent or ""
         for kind in ("prompt_tokens", "completion_tokens"):

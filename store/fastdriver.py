@@ -215,10 +215,10 @@ statements: dict[tuple[Any, ...], str] = {}
 RETURNING = ", ".join(COLS)
 
 
-def bind(d: SQLite | Postgres, name: str, value: Any) -> Any:
-    """A tasks column's value as the driver takes it."""
-    if name in _JSON:
-        return d.json(value)
-    if name in _TIME:
-        return d.time(value)
-    return value
+def bind(d: SQLite | Postgres, names: Sequence[str], values: dict[str, Any]) -> list[Any]:
+    """The tasks columns `names` of `values`, in that order, as the driver takes them.
+
+    One comprehension for the row, not a call per column: a task's insert binds all ~35
+    (calls are most of the Python a hot statement costs beyond the driver)."""
+    json, time = d.json, d.time
+    return [json(values[n]) if n in _JSON else time(values[n]) if n in _TIME else values[n] for n in names]

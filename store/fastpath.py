@@ -104,7 +104,7 @@ async def insert_task(tx: Tx, row: dict[str, Any], status: dict[str, Any]) -> No
     Python calls. SQLite runs the two INSERTs (no INSERT in a WITH there; in-process, they
     are cheap)."""
     d = await fd.driver(tx)
-    params = [fd.bind(d, c, row[c]) for c in COLS]
+    params = fd.bind(d, COLS, row)
     if isinstance(d, fd.Postgres):
         params.append(d.json(status))
         route, tx.route = tx.route, None
@@ -239,7 +239,7 @@ async def claim(
                 "FROM c LEFT JOIN agents a ON a.name = c.agent"
             )
         sql = fd.statements[key] = fd.sql(d, sql)
-    params = [*(fd.bind(d, n, values[n]) for n in names), d.time(now), queue, *(needs or ()), limit]
+    params = [*fd.bind(d, names, values), d.time(now), queue, *(needs or ()), limit]
     if not pg:
         rows = [d.load(r) for r in await d.fetch(sql, params)]
         if rows:
@@ -288,7 +288,7 @@ def _update(
         sql = fd.statements[key] = fd.sql(
             d, f"UPDATE tasks SET {sets}last_seq = last_seq + ? WHERE {where} RETURNING {RETURNING}"
         )
-    params = [*(fd.bind(d, n, values[n]) for n in names), seq_plus, task_id]
+    params = [*fd.bind(d, names, values), seq_plus, task_id]
     if status is not None:
         params.append(status)
     if fence:

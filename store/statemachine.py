@@ -40,6 +40,15 @@ ALLOWED: dict[TaskStatus, frozenset[TaskStatus]] = {
     S.cancelled: frozenset(),
 }
 
+# What a task may come from, for each status, and each status's value as a plain str:
+# computed per transition they were ~12 Python calls of a worker's report (an enum's
+# `.value` is a property).
+_FROM: dict[TaskStatus, frozenset[TaskStatus]] = {
+    to: frozenset(s for s, tos in ALLOWED.items() if to in tos) for to in TaskStatus
+}
+_VALUE: dict[TaskStatus, str] = {s: s.value for s in TaskStatus}
+_RUNNING = frozenset({S.running})
+
 _tasks = Task.__table__
 _events = TaskEvent.__table__
 
@@ -107,9 +116,9 @@ async def send_transition(
     worker's fenced report is one statement whose answer is read then, so the reports of
     an exchange and its claim share a round trip (fastpath.send_update_task_events); any
     other change is made before this returns."""
-    allowed_from = {s for s, tos in ALLOWED.items() if to in tos}
+    allowed_from = _FROM[to]
     if lease is not None:
-        allowed_from &= {S.running}
+        allowed_from &= _RUNNING
     if expect is not None:
         allowed_from &= expect
     if len(allowed_from) == 1:
@@ -122,8 +131,9 @@ async def send_transition(
             raise _refusal(task_id, to, current)
     now = utcnow()
     batch = list(extra_events or [])
-    batch.append(("status", {"status": to.value, "from": current.value, **(event or {})}))
-    vals: dict[str, Any] = {"status": to.value, "updated_at": now}
+    to_value, from_value = _VALUE[to], _VALUE[current]
+    batch.append(("status", {"status": to_value, "from": from_value, **(event or {})}))
+    vals: dict[str, Any] = {"status": to_value, "updated_at": now}
     vals["lease_token_hash"] = None  # only a claim makes a task running, with a new token
     if to in TERMINAL:
         vals.update(finished_at=now, lease_expires_at=None, phase=None)
@@ -141,7 +151,7 @@ async def send_transition(
     if lease is not None:
         # A worker's report (the hot path): plain values, fenced by the lease, and the
         # events (one statement on PostgreSQL).
-        sent = await send_update_and_append(tx, task_id, vals, batch, now, status=current.value, lease=lease)
+        sent = await send_update_and_append(tx, task_id, vals, batch, now, status=from_value, lease=lease)
 
         async def fenced() -> Task:
             return await settled(await sent())

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from board_api import hostguard
 from board_api.hostguard import HostRule, parse_allowed_hosts
 from tests.support import LiveServer
 
@@ -125,3 +126,18 @@ def test_a_wildcard_bind_answers_to_the_machine_and_the_address_reached() -> Non
     assert not rule.host_ok("rebound.example.net:8080", local_addr="127.0.0.1")
     # A specific bind answers to its own address, not to other names of the machine.
     assert not HostRule("10.1.2.3").host_ok(f"{socket.gethostname()}.invalid")
+
+
+def test_accepted_hosts_are_remembered_per_address_and_refused_ones_never() -> None:
+    rule = HostRule("0.0.0.0")
+    for _ in range(2):  # the second round answers from what the first remembered
+        assert rule.host_ok("10.1.2.3:8080", local_addr="10.1.2.3")
+        assert not rule.host_ok("10.1.2.3:8080", local_addr="10.9.9.9")  # another interface
+        assert rule.host_ok("127.0.0.1:8000", local_addr="127.0.0.1")
+        assert not rule.host_ok("rebound.example.net:8080", local_addr="127.0.0.1")
+    # A client sending made-up names grows nothing, and a flood of accepted ones stays bounded.
+    for i in range(2000):
+        assert not rule.host_ok(f"evil{i}.example.net", local_addr="127.0.0.1")
+        assert rule.host_ok(f"127.0.0.{i % 250 + 1}:{i}", local_addr="127.0.0.1")
+    assert len(rule._accepted) <= hostguard._ACCEPTED_MAX
+    assert rule.host_ok("localhost:1") and not rule.host_ok("evil1.example.net")
