@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: run test test-model lint fmt bench bench-stream bench-peers cluster clean
+.PHONY: run test test-model lint fmt bench bench-calls bench-stream bench-peers cluster clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +63,10 @@ cluster: $(VENV)/.installed
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m bench.bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.scale $(SCALE_ARGS)
+
+## bench-calls: the server's Python calls per creation and per reported task, both stores (bench/README.md)
+bench-calls: $(VENV)/.installed-dev
+	$(BIN)/python -m bench.calls $(CALLS_ARGS)
 
 ## bench-stream: 200 tasks x 50 message_delta/s, 100 SSE followers: lag, CPU per 1,000 events, every event stored once (bench/README.md)
 bench-stream: $(VENV)/.installed-dev

@@ -33,9 +33,11 @@ from typing import Any
 import uvicorn
 
 from bench import bench
+from board_api.state import state_of
 from cli.serve import _http_protocol
 from kernel import loop
 from sdk.client import AsyncControlPlaneClient
+from store.handoff import handoffs
 
 
 class _Counter:
@@ -95,6 +97,10 @@ class _Server:
         self.app.state.drain()
         self.server.should_exit = True
         self.thread.join(30)
+
+    def parked(self) -> int:
+        """Claims parked on the bench queue (read across threads: an int, for a wait)."""
+        return handoffs(state_of(self.app).db).parked("bench")
 
     def _profile(self, on: bool) -> None:
         done = threading.Event()
@@ -160,10 +166,16 @@ async def _rounds(c: AsyncControlPlaneClient, rounds: int, batch: int) -> int:
     return rounds * batch
 
 
-async def _handoffs(c: AsyncControlPlaneClient, worker: AsyncControlPlaneClient, n: int) -> int:
+async def _handoffs(
+    c: AsyncControlPlaneClient, worker: AsyncControlPlaneClient, n: int, parked_now: Callable[[], int]
+) -> int:
     for i in range(n):
         parked = asyncio.create_task(worker.worker.exchange("bench", "calls", [], 1, 30))
-        await asyncio.sleep(0.005)  # the long-poll reaches the server and parks
+        deadline = time.monotonic() + 10
+        while not parked_now():  # the long-poll reaches the server and parks
+            if time.monotonic() > deadline:
+                raise SystemExit("the worker's claim did not park")
+            await asyncio.sleep(0.0005)
         await c.executions.create(agent="noop", prompt=f"h{i}")
         (item,) = (await parked).tasks
         await worker.worker.exchange("bench", "calls", _reports([item]), 0, 0)
@@ -192,7 +204,7 @@ async def measure(
                     "create": lambda: _creates(c, n),
                     "exchange_per_task": lambda: _rounds(w, n // batch, batch),
                     # Each hand-off round also reports its task: a whole dispatch's calls.
-                    "handoff_round": lambda: _handoffs(c, w, max(1, n // 4)),
+                    "handoff_round": lambda: _handoffs(c, w, max(1, n // 4), srv.parked),
                 }
                 out: dict[str, float] = {}
                 for name in phases:
