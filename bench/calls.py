@@ -156,9 +156,12 @@ def _reports(items: list[Any]) -> list[dict[str, Any]]:
 
 
 async def _rounds(c: AsyncControlPlaneClient, rounds: int, batch: int) -> int:
-    """Exchanges of `batch` reports and a claim of `batch`, as a busy worker's."""
+    """Exchanges of `batch` reports and a claim of `batch`, as a busy worker's; the tasks
+    reported in full rounds (the pending ones, created by the phase before, must suffice)."""
     held = await _claimed(c, batch)
     for _ in range(rounds):
+        if len(held) < batch:
+            raise SystemExit(f"the queue ran dry: {len(held)} of {batch} claimed")
         out = await c.worker.exchange("bench", "calls", _reports(held), batch, 0)
         assert all(r.status == "completed" for r in out.reports), out.reports
         held = list(out.tasks)
@@ -198,7 +201,9 @@ async def measure(
                 AsyncControlPlaneClient(srv.base, timeout=60) as c,
                 AsyncControlPlaneClient(srv.base, timeout=60) as w,
             ):
-                await _creates(c, 50)  # warm: statement caches, the agent's route
+                # Warm: statement caches, the agent's route; and every creation phase leaves
+                # `batch` more pending than its exchange phase takes (its first claim's).
+                await _creates(c, 16 * batch + (1 + repeat) * batch)
                 await _rounds(w, 15, batch)
                 works: dict[str, Callable[[], Awaitable[int]]] = {
                     "create": lambda: _creates(c, n),
