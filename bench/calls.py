@@ -34,7 +34,7 @@ import uvicorn
 
 from bench import bench
 from board_api.state import state_of
-from cli.serve import _http_protocol
+from cli.serve import http_protocol
 from kernel import loop
 from sdk.client import AsyncControlPlaneClient
 from store.handoff import handoffs
@@ -69,7 +69,7 @@ class _Server:
         self.app = create_app(settings)
         # As `meta-agent serve` runs it: its HTTP protocol, and its loop (below).
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=port, log_level="warning", http=_http_protocol()
+            self.app, host="127.0.0.1", port=port, log_level="warning", http=http_protocol()
         )
         self.server = uvicorn.Server(config)
         self.loop: asyncio.AbstractEventLoop | None = None  # the server's, set once it runs

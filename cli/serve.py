@@ -116,7 +116,7 @@ async def serve(settings: Settings) -> None:
         log_level="warning",
         lifespan="on",
         timeout_graceful_shutdown=5,
-        http=_http_protocol(),
+        http=http_protocol(),
     )
     stop_worker = asyncio.Event() if settings.embedded_worker else None
     server = _Server(config, app, stop_worker)
@@ -161,7 +161,7 @@ async def serve(settings: Settings) -> None:
     await asyncio.gather(server.serve(), run_worker())
 
 
-def _http_protocol() -> type[asyncio.Protocol] | str:
+def http_protocol() -> type[asyncio.Protocol] | str:
     """Ours (one write per response) when httptools is there, else uvicorn's choice."""
     try:
         from cli.http_protocol import CoalescingHttpToolsProtocol
