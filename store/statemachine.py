@@ -14,21 +14,29 @@ caller's transaction, and queues the after-commit notifications. Nothing else wr
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from kernel import errors
-from store import fastpath
+from store import completions, fastpath
 from store.db import Tx
-from store.events import insert_rows, send_update_and_append
+from store.events import insert_rows, masked, send_update_and_append
 from store.hub import Batch
 from store.leases import Lease, refusal
 from store.models import TERMINAL, Task, TaskEvent, TaskStatus, from_row, utcnow, values_of
 
-__all__ = ["ALLOWED", "claim", "create", "send_transition", "transition", "transition_many"]
+__all__ = [
+    "ALLOWED",
+    "claim",
+    "create",
+    "send_completions",
+    "send_transition",
+    "transition",
+    "transition_many",
+]
 
 S = TaskStatus
 ALLOWED: dict[TaskStatus, frozenset[TaskStatus]] = {
@@ -169,6 +177,51 @@ async def send_transition(
         return task
 
     return made
+
+
+async def send_completions(
+    tx: Tx, items: Sequence[tuple[str, Lease, Any, dict[str, Any] | None, list[tuple[str, dict[str, Any]]]]]
+) -> list[Callable[[], Awaitable[Task]]]:
+    """`send_transition(task, completed, lease=..., values={result, usage?},
+    extra_events=...)` of each (task id, lease, result, usage, extra events) of `items`, as
+    ONE statement on PostgreSQL (store.completions): what each awaits, in order, for the
+    task after or its refusal, as send_transition's. Ids distinct; the leases' queues the
+    same (one worker key's)."""
+    now = utcnow()
+    to_value, from_value = _VALUE[S.completed], _VALUE[S.running]
+    vals: dict[str, Any] = {
+        "status": to_value,
+        "updated_at": now,
+        "lease_token_hash": None,
+        "finished_at": now,
+        "lease_expires_at": None,
+        "phase": None,
+    }
+    status_event = ("status", {"status": to_value, "from": from_value})
+    batch = [
+        (t, lease.hash, result, usage, masked([*extra, status_event]))
+        for t, lease, result, usage, extra in items
+    ]
+    queues = items[0][1].queues if items else ()
+    sent = await completions.send_completions(tx, batch, vals, now, status=from_value, queues=queues)
+    found: completions.Found | None = None
+
+    def settle(task_id: str, lease: Lease) -> Callable[[], Awaitable[Task]]:
+        async def fenced() -> Task:
+            nonlocal found
+            if found is None:
+                found = await sent()
+            hit = found.get(task_id)
+            if hit is None:
+                raise _refusal(task_id, S.completed, await _current(tx, task_id, lease))
+            row, rows = hit
+            tx.notify(f"task:{task_id}", Batch(rows))
+            _notify_status(tx, task_id, row["queue"], S.completed)
+            return from_row(Task, row)
+
+        return fenced
+
+    return [settle(t, lease) for t, lease, *_ in items]
 
 
 async def transition_many(

@@ -23,7 +23,7 @@ from store.db import Tx
 from store.events import EVENT_KINDS, RESERVED_KINDS, append
 from store.leases import Lease, fenced, new_token, refusal
 from store.models import Agent, Artifact, Task, TaskEvent, TaskStatus, from_row, utcnow
-from store.statemachine import claim, send_transition, transition
+from store.statemachine import claim, send_completions, send_transition, transition
 
 __all__ = [
     "PHASES",
@@ -293,13 +293,19 @@ async def send_reports(tx: Tx, reports: Sequence[Report]) -> Callable[[], Awaita
     """`report`, sent: await what it returns for the outcomes, in order. The completions
     (a worker's common report) are sent without waiting for their answers, which come back
     with the next statement read (the exchange's claim): one round trip for the batch
-    instead of one each. A failure reads the task first and is applied at once."""
-    slots: list[Outcome | Callable[[], Awaitable[Task]]] = []
+    instead of one each; on PostgreSQL they are even one statement (_together). A failure
+    reads the task first and is applied at once."""
+    slots: list[Outcome | Callable[[], Awaitable[Task]] | None] = []
+    together = _together(tx, reports)
+    batch: list[tuple[int, Report, list[tuple[str, dict[str, Any]]]]] = []
     for r in reports:
         try:
             if r.error is not None:
                 code, message = r.error
                 slots.append(await fail(tx, r.task_id, r.lease, code=code, message=message, events=r.events))
+            elif together:
+                batch.append((len(slots), r, _check_worker_events(r.events)))
+                slots.append(None)  # its share of the batch's one statement, sent below
             else:
                 slots.append(
                     await send_complete(
@@ -308,10 +314,15 @@ async def send_reports(tx: Tx, reports: Sequence[Report]) -> Callable[[], Awaita
                 )
         except errors.MetaAgentError as exc:
             slots.append(exc)
+    if batch:
+        items = [(r.task_id, r.lease, redact_data(r.result), r.usage or None, ev) for _, r, ev in batch]
+        for (i, _, _), settled in zip(batch, await send_completions(tx, items), strict=True):
+            slots[i] = settled
 
     async def outcomes() -> list[Outcome]:
         out: list[Outcome] = []
         for slot in slots:
+            assert slot is not None  # every batched one was filled
             if isinstance(slot, (Task, errors.MetaAgentError)):
                 out.append(slot)
                 continue
@@ -322,6 +333,18 @@ async def send_reports(tx: Tx, reports: Sequence[Report]) -> Callable[[], Awaita
         return out
 
     return outcomes
+
+
+def _together(tx: Tx, reports: Sequence[Report]) -> bool:
+    """Whether the completions of `reports` go as one statement (statemachine.
+    send_completions): on PostgreSQL, two or more of them, each task reported once, under
+    one key's queues."""
+    if tx.db.is_sqlite or sum(r.error is None for r in reports) < 2:
+        return False
+    return (
+        len({r.task_id for r in reports}) == len(reports)
+        and len({frozenset(r.lease.queues) for r in reports}) == 1
+    )
 
 
 async def _reported_usage(

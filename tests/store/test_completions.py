@@ -1,0 +1,104 @@
+"""An exchange's completions: one statement on PostgreSQL (store.completions), a statement
+each on SQLite; the same outcome, refusal by refusal, on both stores."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kernel import errors
+from store import catalog, events, tasks
+from store.db import Database, Tx
+from store.hub import Batch
+from store.leases import Lease
+from store.models import Agent, WorkerQueue
+
+SECRET = "sk-" + "a" * 40
+
+
+async def _claimed(db: Database, n: int) -> list[tasks.Claimed]:
+    async with db.tx() as tx:
+        for name in ("q", "other"):
+            await catalog.create_queue(tx, WorkerQueue(name=name))
+        await catalog.create_agent(tx, Agent(name="a", runtime="noop", default_queue="q"))
+        await catalog.create_agent(tx, Agent(name="b", runtime="noop", default_queue="other"))
+        for i in range(n):
+            await tasks.create_task(tx, tasks.NewTask(prompt=f"p{i}", agent="a"))
+        await tasks.create_task(tx, tasks.NewTask(prompt="elsewhere", agent="b"))
+    async with db.tx() as tx:
+        held = await tasks.claim_tasks(tx, "q", "w", n, 60, {}, touch=False)
+        held += await tasks.claim_tasks(tx, "other", "w", 1, 60, {}, touch=False)
+    return held
+
+
+async def test_an_exchanges_completions_apply_each_as_alone(db: Database) -> None:
+    """Results, usage, the worker's last events (masked) and the status event in their
+    seqs; a stale lease, a task of another queue than the key's, an unknown task and a bad
+    event kind refused alone, each with the error a report of its own gets."""
+    a, b, c, d, elsewhere = await _claimed(db, 4)
+    q = ("q",)  # a key bound to queue q, as the worker's
+    usage = {"prompt_tokens": 3, "completion_tokens": 4}
+    reports = [
+        tasks.Report(a.task.id, Lease(a.token, q), result={"out": 1}, usage=usage),
+        tasks.Report(
+            b.task.id,
+            Lease(b.token, q),
+            result="two",
+            events=[("log", {"line": "done"}), ("log", {"line": SECRET})],
+        ),
+        tasks.Report(c.task.id, Lease("not-the-token", q), result=None),
+        tasks.Report(elsewhere.task.id, Lease(elsewhere.token, q), result=None),
+        tasks.Report("no-such-task", Lease("x", q), result=None),
+        tasks.Report(d.task.id, Lease(d.token, q), result=None, events=[("status", {"status": "x"})]),
+    ]
+    published: list[tuple[str, Any]] = []
+
+    async def exchange(tx: Tx) -> list[Any]:
+        sent = await tasks.send_reports(tx, reports)
+        out = await sent()
+        published.extend(tx.notes)
+        return out
+
+    done_a, done_b, stale, other_queue, unknown, bad_kind = await db.fast_or_full(exchange)
+    assert done_a.status == done_b.status == "completed", (done_a, done_b)
+    assert isinstance(stale, errors.StaleLease) and stale.code == "stale_lease"
+    assert isinstance(other_queue, errors.Forbidden)
+    assert isinstance(unknown, errors.NotFound)
+    assert isinstance(bad_kind, errors.Invalid) and bad_kind.code == "reserved_event_kind"
+
+    async with db.read() as s:
+        got_a, got_b = await tasks.get_task(s, a.task.id), await tasks.get_task(s, b.task.id)
+        for untouched in (c, d, elsewhere):
+            assert (await tasks.get_task(s, untouched.task.id)).status == "running"
+        log_b = await events.list_after(s, b.task.id, 2)
+        log_a = await events.list_after(s, a.task.id, 2)
+    assert (got_a.result, got_a.usage, got_a.lease_token_hash) == ({"out": 1}, usage, None)
+    assert got_a.finished_at is not None and got_a.phase is None
+    assert got_b.result == "two" and got_b.last_seq == 5  # created 1, claimed 2, then 3
+    assert [(e.seq, e.kind, e.attempt) for e in log_b] == [(3, "log", 1), (4, "log", 1), (5, "status", 1)]
+    assert log_b[0].data == {"line": "done"} and SECRET not in str(log_b[1].data)
+    assert log_b[2].data == {"status": "completed", "from": "running"}
+    assert [(e.seq, e.kind) for e in log_a] == [(3, "status")]
+    # Followers get each task's new events as they are, and the board the change.
+    batches = {topic: p for topic, p in published if isinstance(p, Batch)}
+    assert [row[1] for row in batches[f"task:{b.task.id}"].rows] == [3, 4, 5]
+    assert ("board", a.task.id) in published and ("board", b.task.id) in published
+
+
+async def test_a_task_reported_twice_in_one_exchange_completes_once(db: Database) -> None:
+    """The second report of the same task is refused as a report arriving after it would
+    be (the batch is not used for repeated ids: one UPDATE would match the task once)."""
+    a, b, *_ = await _claimed(db, 2)
+
+    async def exchange(tx: Tx) -> list[Any]:
+        reports = [
+            tasks.Report(a.task.id, Lease(a.token, ()), result=1),
+            tasks.Report(b.task.id, Lease(b.token, ()), result=2),
+            tasks.Report(a.task.id, Lease(a.token, ()), result=3),
+        ]
+        return await (await tasks.send_reports(tx, reports))()
+
+    first, second, again = await db.fast_or_full(exchange)
+    assert first.status == second.status == "completed"
+    assert isinstance(again, errors.StaleLease)
+    async with db.read() as s:
+        assert (await tasks.get_task(s, a.task.id)).result == 1
