@@ -53,39 +53,36 @@ async def send_completions(
         sets = "".join(f"{n} = %s, " for n in names)
         only = " AND tasks.queue = ANY(%s)" if queues else ""
         sql = fd.statements[key] = (
-            "WITH b AS (SELECT * FROM unnest(%s::text[], %s::text[], %s::json[], %s::json[], %s::int[]) "
-            "AS b(id, h, result, usage, n)), "
-            f"u AS (UPDATE tasks SET {sets}result = b.result, usage = COALESCE(b.usage, tasks.usage), "
+            # The rows and the events as two JSON documents (json_to_recordset), not as
+            # arrays: psycopg dumps an array of JSON values in Python, quoting and escaping
+            # each element with a regex; one document is one call of pydantic's encoder.
+            "WITH b AS (SELECT * FROM json_to_recordset(%s::json) AS b(id text, h text, result json, "
+            "usage json, n int)), "
+            f"u AS (UPDATE tasks SET {sets}result = COALESCE(b.result, 'null'::json), "
+            "usage = COALESCE(b.usage, tasks.usage), "
             "last_seq = tasks.last_seq + b.n FROM b WHERE tasks.id = b.id AND tasks.status = %s "
             f"AND tasks.lease_token_hash = b.h{only} "
             f"RETURNING {', '.join('tasks.' + c for c in COLS)}, b.n AS batch_n), "
             f"e AS (INSERT INTO task_events ({', '.join(EVENT_COLS)}) "
             "SELECT u.id, u.last_seq - u.batch_n + ev.k, ev.kind, ev.data, u.attempt, %s "
-            "FROM u JOIN unnest(%s::text[], %s::int[], %s::text[], %s::json[]) AS ev(id, k, kind, data) "
+            "FROM u JOIN json_to_recordset(%s::json) AS ev(id text, k int, kind text, data json) "
             f"ON ev.id = u.id) SELECT {', '.join('u.' + c for c in COLS)} FROM u"
         )
-    ev_ids: list[str] = []
-    ev_ks: list[int] = []
-    ev_kinds: list[str] = []
-    ev_data: list[Any] = []
-    for task_id, _, _, _, events in items:
-        for k, (kind, data) in enumerate(events, 1):
-            ev_ids.append(task_id)
-            ev_ks.append(k)
-            ev_kinds.append(kind)
-            ev_data.append(d.json(data))
-    params: list[Any] = [
-        [i[0] for i in items],
-        [i[1] for i in items],
-        [d.json(i[2]) for i in items],
-        [None if i[3] is None else d.json(i[3]) for i in items],
-        [len(i[4]) for i in items],
-        *fd.bind(d, names, values),
-        status,
+    rows: list[dict[str, Any]] = []
+    for task_id, lease_hash, result, usage, events in items:
+        row = {"id": task_id, "h": lease_hash, "result": result, "n": len(events)}
+        if usage is not None:  # absent, not JSON null: the task keeps the usage it has
+            row["usage"] = usage
+        rows.append(row)
+    evs = [
+        {"id": task_id, "k": k, "kind": kind, "data": data}
+        for task_id, _, _, _, events in items
+        for k, (kind, data) in enumerate(events, 1)
     ]
+    params: list[Any] = [d.json(rows), *fd.bind(d, names, values), status]
     if queues:
         params.append(sorted(queues))
-    params += [now, ev_ids, ev_ks, ev_kinds, ev_data]
+    params += [now, d.json(evs)]
     take = await d.send(sql, params)
     events_of = {i[0]: i[4] for i in items}
     pg = d

@@ -323,17 +323,19 @@ async def send_update_task_events(
     sql, params = _update(d, task_id, values, n, status, lease_hash, queues)
     if isinstance(d, fd.Postgres):
         # One statement (a data-modifying WITH): the events' seqs come from the UPDATE's
-        # new last_seq, their values as two arrays (one statement text for any batch).
+        # new last_seq, the events as one JSON document of [kind, data] pairs (one statement
+        # text for any batch; an array of JSON values psycopg would quote element by element
+        # in Python: store.completions).
         key = ("update_events", sql)
         with_events = fd.statements.get(key)
         if with_events is None:
             with_events = fd.statements[key] = (
                 f"WITH u AS ({sql}), e AS (INSERT INTO task_events ({', '.join(EVENT_COLS)}) "
-                "SELECT u.id, u.last_seq - %s + t.k, t.kind, t.data, u.attempt, %s "
-                "FROM u, unnest(%s::text[], %s::json[]) WITH ORDINALITY AS t(kind, data, k)) "
+                "SELECT u.id, u.last_seq - %s + t.k, t.ev->>0, t.ev->1, u.attempt, %s "
+                "FROM u, json_array_elements(%s::json) WITH ORDINALITY AS t(ev, k)) "
                 f"SELECT {RETURNING} FROM u"
             )
-        params += [n, now, [k for k, _ in events], [d.json(v) for _, v in events]]
+        params += [n, now, d.json([[k, v] for k, v in events])]
         take = await d.send(with_events, params)
         pg = d
 

@@ -102,3 +102,36 @@ async def test_a_task_reported_twice_in_one_exchange_completes_once(db: Database
     assert isinstance(again, errors.StaleLease)
     async with db.read() as s:
         assert (await tasks.get_task(s, a.task.id)).result == 1
+
+
+TRICKY: list[Any] = [
+    {"line": 'a "quoted" \\ back\\slash, {braces}, [brackets], a,comma'},
+    {"text": "ünïcödé ✓ \u2028 and a NUL-free \t tab", "n": 1.5, "none": None},
+    {"nested": {"list": [1, "two", None, {"k": "v"}], "empty": {}}},
+]
+
+
+async def test_values_that_need_quoting_are_stored_as_sent(db: Database) -> None:
+    """A report's result and its events, and a worker's events batch, go to PostgreSQL as
+    JSON documents (store.completions, fastpath.send_update_task_events): quotes,
+    backslashes, braces, commas, unicode and nulls come back exactly as sent."""
+    a, b, *_ = await _claimed(db, 2)
+    batch = [("log", data) for data in TRICKY]
+    last, _ = await db.fast_or_full(lambda tx: events.append(tx, a.task.id, batch, lease=Lease(a.token, ())))
+
+    async def exchange(tx: Tx) -> list[Any]:
+        reports = [
+            tasks.Report(a.task.id, Lease(a.token, ()), result=TRICKY, events=batch),
+            tasks.Report(b.task.id, Lease(b.token, ()), result=None),
+        ]
+        return await (await tasks.send_reports(tx, reports))()
+
+    done_a, done_b = await db.fast_or_full(exchange)
+    assert done_a.status == done_b.status == "completed"
+    async with db.read() as s:
+        log = await events.list_after(s, a.task.id, 2)
+        got_a, got_b = await tasks.get_task(s, a.task.id), await tasks.get_task(s, b.task.id)
+    assert last == 2 + len(TRICKY)
+    assert [e.data for e in log if e.kind == "log"] == TRICKY * 2
+    assert [e.seq for e in log] == list(range(3, 3 + 2 * len(TRICKY) + 1))
+    assert got_a.result == TRICKY and got_b.result is None
