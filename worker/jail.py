@@ -32,7 +32,7 @@ import sys
 # every tool process); the checker treats any constant of this name the same way.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Literal, NoReturn, NotRequired, TypedDict
+    from typing import Any, Literal, NoReturn, NotRequired, TypedDict
 
     class Spec(TypedDict):
         """What the worker (worker.sandbox) tells the launcher, as JSON."""
@@ -54,6 +54,7 @@ PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
 SYS_OPEN_TREE, SYS_MOVE_MOUNT, SYS_MOUNT_SETATTR = 428, 429, 442
 OPEN_TREE_CLONE, AT_RECURSIVE, AT_EMPTY_PATH, AT_FDCWD = 1, 0x8000, 0x1000, -100
 MOVE_MOUNT_F_EMPTY_PATH, MOUNT_ATTR_RDONLY, MOUNT_ATTR_IDMAP = 4, 0x1, 0x00100000
+MNT_DETACH = 2
 EXIT_SANDBOX = 125  # the sandbox could not be set up; stderr says why
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -157,9 +158,11 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def _clone(path: str, idmap: tuple[int, int, int, int] | None, readonly: bool) -> int:
+def _clone(path: str, idmap: tuple[int, int, int, int] | None, readonly: bool, at: int = AT_FDCWD) -> int:
+    """A detached copy of the mount tree at `path` (relative to the directory `at` when
+    given), idmapped and/or read-only."""
     flags = OPEN_TREE_CLONE | os.O_CLOEXEC | AT_RECURSIVE
-    tree = _check(libc.syscall(SYS_OPEN_TREE, AT_FDCWD, _b(path), flags), f"open_tree {path}")
+    tree = _check(libc.syscall(SYS_OPEN_TREE, at, _b(path), flags), f"open_tree {path}")
     attr_set, ns = (MOUNT_ATTR_RDONLY if readonly else 0), 0
     if idmap:
         ns = userns(idmap)
@@ -173,11 +176,12 @@ def _clone(path: str, idmap: tuple[int, int, int, int] | None, readonly: bool) -
     return tree
 
 
-def cwd_idmap(spec: Spec) -> tuple[int, int, int, int] | None:
-    """(owner, group, uid, gid) when the working directory must be idmapped for the tool."""
+def cwd_idmap(spec: Spec, ready: Premounted | None = None) -> tuple[int, int, int, int] | None:
+    """(owner, group, uid, gid) when the working directory must be idmapped for the tool.
+    With `ready` (its view's premounts, which may cover the directory) looked up through it."""
     if spec["mode"] != "root":
         return None
-    st = os.stat(spec["cwd"])
+    st = ready.stat(spec["cwd"]) if ready is not None else os.stat(spec["cwd"])
     owner = (st.st_uid, st.st_gid)
     return (*owner, spec["uid"], spec["gid"]) if owner != (spec["uid"], spec["gid"]) else None
 
@@ -205,11 +209,103 @@ def prepare_view(spec: Spec) -> None:
             mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=0755,uid={uid},gid={gid}")
             covered.append(path)
     for path, tree in sorted(keep, key=lambda k: len(k[0])):
-        os.makedirs(path, exist_ok=True)
-        _check(
-            libc.syscall(SYS_MOVE_MOUNT, tree, b"", AT_FDCWD, _b(path), MOVE_MOUNT_F_EMPTY_PATH), "move_mount"
-        )
-        os.close(tree)
+        _put(tree, path)
+
+
+def _put(tree: int, path: str) -> None:
+    """Mount the detached `tree` at `path` (made first if missing, e.g. on a tmpfs)."""
+    os.makedirs(path, exist_ok=True)
+    _check(libc.syscall(SYS_MOVE_MOUNT, tree, b"", AT_FDCWD, _b(path), MOVE_MOUNT_F_EMPTY_PATH), "move_mount")
+    os.close(tree)
+
+
+def view_plan(spec: Spec) -> dict[str, Any]:
+    """What a tool's view depends on but its working directory's name: tools whose specs
+    have the same plan (a worker's, in sibling workspaces) get the same mounts but that one."""
+    return {
+        "mode": spec["mode"],
+        "uid": spec["uid"],
+        "gid": spec["gid"],
+        "hide": list(spec.get("hide") or ()),
+        "expose": list(spec.get("expose") or ()),
+        "parent": os.path.dirname(spec["cwd"]),
+    }
+
+
+class Premounted:
+    """prepare_view's mounts for any working directory directly in `plan["parent"]`, made
+    ahead of the request by a warm tool-to-be (worker/jail_server.py): the tmpfs over the
+    hidden and the blocked directories, and the exposed directories cloned back read-only.
+    `finish` adds the working directory itself (cloned through a descriptor of its parent
+    opened before the tmpfs, as prepare_view clones it before covering); `undo` takes them
+    all away again, for a request with another plan. The same mounts, in the same order, as
+    prepare_view makes for that spec: split in two, not changed (tests/worker/test_launcher.py)."""
+
+    def __init__(self, plan: dict[str, Any]) -> None:
+        self.plan = plan
+        self.parent = -1  # O_PATH descriptor of plan["parent"], from before the tmpfs
+        self.covered: list[str] = []  # tmpfs mount points, in the order mounted
+        self.cwd_covered = False  # a working directory there is under a tmpfs: cloned back
+
+    def mount(self) -> None:
+        """The mounts; raises SetupError (or OSError) for a plan prepare_view would treat
+        otherwise (something hidden or exposed inside the parent) or a failed mount."""
+        plan = self.plan
+        parent, uid, gid, root = plan["parent"], plan["uid"], plan["gid"], plan["mode"] == "root"
+        hide = [h for h in plan["hide"] if os.path.isdir(h)]
+        expose = [e for e in plan["expose"] if os.path.isdir(e)]
+        if any(_inside(p, parent) and p != parent for p in (*hide, *expose)):
+            raise SetupError("a hidden or exposed directory inside the workspaces' directory")
+        self.parent = os.open(parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        any_cwd = os.path.join(parent, "_")
+        blocked = _blocked_ancestor(any_cwd, uid, gid) if root else None
+        self.cwd_covered = bool(blocked) or any(_inside(any_cwd, h) for h in hide)
+        if blocked:
+            hide.append(blocked)
+        keep: list[tuple[str, int]] = []
+        try:
+            for path in expose:
+                blocked = _blocked_ancestor(path, uid, gid) if root else None
+                if blocked:
+                    hide.append(blocked)
+                if blocked or any(_inside(path, h) for h in hide):
+                    keep.append((path, _clone(path, None, True)))
+            for path in sorted(set(hide), key=len):
+                if not any(_inside(path, c) for c in self.covered):
+                    mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=0755,uid={uid},gid={gid}")
+                    self.covered.append(path)
+            while keep:
+                path, tree = min(keep, key=lambda k: len(k[0]))
+                keep.remove((path, tree))
+                _put(tree, path)
+        finally:
+            for _, tree in keep:
+                os.close(tree)
+
+    def matches(self, spec: Spec) -> bool:
+        return self.parent >= 0 and view_plan(spec) == self.plan
+
+    def stat(self, cwd: str) -> os.stat_result:
+        return os.stat(os.path.basename(cwd), dir_fd=self.parent)
+
+    def finish(self, spec: Spec, idmap: tuple[int, int, int, int] | None) -> None:
+        """The working directory of `spec` (which `matches`), as prepare_view mounts it."""
+        if idmap or self.cwd_covered:
+            cwd = spec["cwd"]
+            _put(_clone(os.path.basename(cwd), idmap, False, at=self.parent), cwd)
+        self.close()
+
+    def undo(self) -> None:
+        """Back to the view before `mount` (lazily: nothing runs in it yet)."""
+        self.close()
+        for path in reversed(self.covered):
+            _check(libc.umount2(_b(path), MNT_DETACH), f"umount {path}")
+        self.covered = []
+
+    def close(self) -> None:
+        if self.parent >= 0:
+            os.close(self.parent)
+            self.parent = -1
 
 
 def tool(spec: Spec, argv: list[str], env: dict[str, str]) -> None:

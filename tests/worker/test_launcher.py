@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -370,3 +371,81 @@ def test_the_server_holds_no_secret_and_its_tools_die_with_the_worker(tmp_path: 
         worker.wait(10)
         if worker.stdout is not None:
             worker.stdout.close()
+
+
+def _mountinfo(pid: str) -> str:
+    return Path(f"/proc/{pid}/mountinfo").read_text()
+
+
+def _mounts(mountinfo: str, names: dict[str, str]) -> list[tuple[str, ...]]:
+    """A view's mounts as (root, mount point, options, type, super options), sorted (the
+    order they were made in differs, never which is on top of which: prepare_view mounts a
+    directory inside another after it); ids and device numbers left out (every tmpfs is a
+    new device), the names in `names` replaced (the working directories' own)."""
+    out = []
+    for line in mountinfo.splitlines():
+        left, right = line.split(" - ")
+        fields = left.split()
+        kind, _source, super_opts = right.split(" ", 2)
+        row = (fields[3], fields[4], fields[5], kind, super_opts)
+        for name, common in names.items():
+            row = tuple(v.replace(name, common) for v in row)
+        out.append(row)
+    return sorted(out)
+
+
+async def test_a_warm_set_premounts_the_last_tools_view_and_the_tool_sees_the_same(
+    own_launcher: launcher.Launcher, tmp_path: Path
+) -> None:
+    """The mounts that do not depend on the working directory's own name are made while the
+    next tool-to-be waits (jail.Premounted); a tool then sees exactly the view one that
+    mounted everything itself sees, and so does a tool whose workspace is elsewhere (the
+    premounts undone first), or in a directory made anew since they were made. Compared
+    with a launcher of its own (`python jail.py`)."""
+    show = ["cat", "/proc/self/mountinfo"]
+    first, view_a, _ = await run(show, tmp_path / "ws" / "a")
+    server = own_launcher.pid
+    assert server is not None and first.returncode == 0
+    # The set forked with the server, or asked for before the first tool told its view, is
+    # waiting without premounts: used up by this one.
+    await run(["true"], tmp_path / "ws" / "a2")
+
+    # The warm set forked after it has a tmpfs over the workspaces' blocked ancestor already
+    # (the sandbox user may not pass pytest's 0700 directories), before any request.
+    host = {m[1] for m in _mounts(_mountinfo("self"), {})}
+
+    def premounted() -> bool:
+        with contextlib.suppress(FileNotFoundError):  # a set just used, or replaced
+            tool = _warm_tool(server)
+            if tool is None:
+                return False
+            mounts = _mounts(_mountinfo(str(tool)), {})
+            return any(
+                m[3] == "tmpfs" and m[1] not in host and str(tmp_path).startswith(m[1]) for m in mounts
+            )
+        return False
+
+    wait_for(premounted, 10, "a warm tool-to-be with the view premounted")
+    second, view_b, _ = await run(show, tmp_path / "ws" / "b")
+    elsewhere, view_c, _ = await run(show, tmp_path / "other" / "c")
+    assert (second.returncode, elsewhere.returncode) == (0, 0)
+    same = {"/ws/a": "/W", "/ws/b": "/W", "/other/c": "/W"}
+    assert _mounts(view_b, same) == _mounts(view_a, same)
+
+    # A workspaces' directory made anew after the premounts (their descriptor of it is of
+    # the old one): the tool still gets its view, mounted from nothing.
+    await run(["true"], tmp_path / "other" / "c2")  # the next sets premount for `other`
+    wait_for(premounted, 10, "a warm tool-to-be with the view premounted")
+    shutil.rmtree(tmp_path / "other")
+    anew, view_d, err = await run(show, tmp_path / "other" / "d")
+    assert anew.returncode == 0, err
+    same["/other/d"] = "/W"
+
+    # The reference: each view as a launcher of its own mounts it, from nothing.
+    for cwd, got in (("ws/b", view_b), ("other/c", view_c), ("other/d", view_d)):
+        (tmp_path / cwd).mkdir(parents=True, exist_ok=True)
+        argv = current().wrap(show, tmp_path / cwd, {"PATH": os.defpath})
+        proc = await asyncio.create_subprocess_exec(*argv, stdout=subprocess.PIPE)
+        alone = (await asyncio.wait_for(proc.communicate(), 30))[0].decode()
+        assert proc.returncode == 0
+        assert _mounts(got, same) == _mounts(alone, same), cwd
