@@ -5,8 +5,8 @@
 Standard library only, like jail.py, and run the same way (never imported by the worker).
 Starting a tool as its own `python jail.py` costs an interpreter start and, in root mode, a
 user namespace for the idmapped working directory: 15-80 ms, most of a short command's
-life. The worker starts this server once, and the server keeps the next tool's processes
-**warm**, forked ahead of time:
+life. The worker starts this server once, and the server keeps the next two tools'
+processes **warm**, forked ahead of time (WARM_AHEAD):
 
     launcher     its own session (the worker signals its group), PDEATHSIG on the server,
                  already in new mount and PID namespaces; reports the tool's end
@@ -54,6 +54,11 @@ SETUP_FAILED = jail.EXIT_SANDBOX << 8  # a wait status: exited with EXIT_SANDBOX
 # After a warm set is used, the next one is forked this much later (or at once when the
 # worker asks): its three forks and namespaces would otherwise compete with the tool's start.
 NEXT_WARM_DELAY = 0.005
+# Warm sets kept waiting. A set takes ~5 ms from its fork to waiting for its request on a
+# 2-core VM (three forks, the namespaces, /proc, the premounts): with one, a worker
+# starting short tools one after the other met a set still on its way (~1.4 ms of a 5 ms
+# start, stamped under issue #15); with two, the next is ready while its replacement forks.
+WARM_AHEAD = 2
 
 
 def recv_exactly(conn: socket.socket, size: int) -> bytes:
@@ -223,8 +228,8 @@ def launcher(
 
 
 class Server:
-    """Keeps a warm set with the worker: one forked at start, the next when one is used (a
-    little later) or when the worker asks (`N`)."""
+    """Keeps WARM_AHEAD warm sets with the worker: forked from the start, a new one when
+    one is used (a little later) or when the worker asks (`N`)."""
 
     def __init__(self, ctl: socket.socket) -> None:
         self.ctl = ctl
@@ -263,6 +268,11 @@ class Server:
             conn.close()
         self.unused[used_r] = b""
         self.poller.register(used_r, select.POLLIN)
+        self._plan_next()
+
+    def _plan_next(self) -> None:
+        if len(self.unused) < WARM_AHEAD and self.due is None:
+            self.due = time.monotonic() + NEXT_WARM_DELAY
 
     def used(self, fd: int) -> None:
         """The warm set of `fd` got its request (or died): learn its idmap, plan the next."""
@@ -283,8 +293,7 @@ class Server:
                 jail.userns((owner, group, uid, gid))  # made once here, inherited by the next ones
         except (OSError, ValueError, TypeError, AttributeError, jail.SetupError):
             pass  # the tools make it themselves (slower), as this one did
-        if not self.unused and self.due is None:
-            self.due = time.monotonic() + NEXT_WARM_DELAY
+        self._plan_next()
 
     def serve(self) -> NoReturn:
         self.fork_warm()  # ready before the first request

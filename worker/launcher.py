@@ -2,8 +2,8 @@
 
 Starting a sandboxed tool as its own `python jail.py` costs an interpreter start and a user
 namespace per tool (15-80 ms). The launch server is started once per worker process and
-keeps the next tool's processes forked ahead of time, in their namespaces already: a warm
-set, which it sends here. `Launcher.start` takes one, hands its tool-to-be the tool's pipes
+keeps the next tools' processes forked ahead of time, in their namespaces already: warm sets
+(two waiting), which it sends here. `Launcher.start` takes one, hands its tool-to-be the tool's pipes
 and the request (sandbox spec, argv, environment), and returns a `Launched`: the process
 group to signal, the two pipes to read, and an event set when the tool ended.
 

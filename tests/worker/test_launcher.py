@@ -209,12 +209,13 @@ def _server_with_a_warm_tool(own: launcher.Launcher) -> tuple[int, int]:
 
 def _warm_tool(server: int) -> int | None:
     """The server's waiting tool-to-be: a child of a warm launcher's init (three levels)."""
-    for launcher_pid in _children(server):
-        for init_pid in _children(launcher_pid):
-            tools = _children(init_pid)
-            if tools:
-                return tools[0]
-    return None
+    tools = _warm_tools(server)
+    return tools[0] if tools else None
+
+
+def _warm_tools(server: int) -> list[int]:
+    """Every tool-to-be the server has waiting."""
+    return [tool for pid in _children(server) for init in _children(pid) for tool in _children(init)]
 
 
 async def test_a_tool_starts_with_one_hand_over_the_server_not_on_the_way(
@@ -406,26 +407,31 @@ async def test_a_warm_set_premounts_the_last_tools_view_and_the_tool_sees_the_sa
     first, view_a, _ = await run(show, tmp_path / "ws" / "a")
     server = own_launcher.pid
     assert server is not None and first.returncode == 0
-    # The set forked with the server, or asked for before the first tool told its view, is
-    # waiting without premounts: used up by this one.
-    await run(["true"], tmp_path / "ws" / "a2")
 
-    # The warm set forked after it has a tmpfs over the workspaces' blocked ancestor already
-    # (the sandbox user may not pass pytest's 0700 directories), before any request.
+    # The warm sets forked after it have a tmpfs over the workspaces' blocked ancestor
+    # already (the sandbox user may not pass pytest's 0700 directories), before any request.
     host = {m[1] for m in _mounts(_mountinfo("self"), {})}
 
-    def premounted() -> bool:
+    def premounted(tool: int) -> bool:
+        mounts = _mounts(_mountinfo(str(tool)), {})
+        return any(m[3] == "tmpfs" and m[1] not in host and str(tmp_path).startswith(m[1]) for m in mounts)
+
+    def all_premounted() -> bool:
         with contextlib.suppress(FileNotFoundError):  # a set just used, or replaced
-            tool = _warm_tool(server)
-            if tool is None:
-                return False
-            mounts = _mounts(_mountinfo(str(tool)), {})
-            return any(
-                m[3] == "tmpfs" and m[1] not in host and str(tmp_path).startswith(m[1]) for m in mounts
-            )
+            tools = _warm_tools(server)
+            return bool(tools) and all(premounted(t) for t in tools)
         return False
 
-    wait_for(premounted, 10, "a warm tool-to-be with the view premounted")
+    async def use_up_the_older_sets() -> None:
+        """The sets forked before the last tool told its view wait without premounts."""
+        for i in range(8):
+            with contextlib.suppress(AssertionError):
+                wait_for(all_premounted, 1, "every waiting tool-to-be premounted")
+                return
+            await run(["true"], tmp_path / "ws" / f"x{i}")
+        raise AssertionError("no warm set premounted the view")
+
+    await use_up_the_older_sets()
     second, view_b, _ = await run(show, tmp_path / "ws" / "b")
     elsewhere, view_c, _ = await run(show, tmp_path / "other" / "c")
     assert (second.returncode, elsewhere.returncode) == (0, 0)
@@ -434,8 +440,10 @@ async def test_a_warm_set_premounts_the_last_tools_view_and_the_tool_sees_the_sa
 
     # A workspaces' directory made anew after the premounts (their descriptor of it is of
     # the old one): the tool still gets its view, mounted from nothing.
-    await run(["true"], tmp_path / "other" / "c2")  # the next sets premount for `other`
-    wait_for(premounted, 10, "a warm tool-to-be with the view premounted")
+    # The next sets premount for `other` once the older ones are used up.
+    for i in range(3):
+        await run(["true"], tmp_path / "other" / f"c{i + 2}")
+    wait_for(all_premounted, 10, "every waiting tool-to-be premounted")
     shutil.rmtree(tmp_path / "other")
     anew, view_d, err = await run(show, tmp_path / "other" / "d")
     assert anew.returncode == 0, err
@@ -449,3 +457,25 @@ async def test_a_warm_set_premounts_the_last_tools_view_and_the_tool_sees_the_sa
         alone = (await asyncio.wait_for(proc.communicate(), 30))[0].decode()
         assert proc.returncode == 0
         assert _mounts(got, same) == _mounts(alone, same), cwd
+
+
+async def test_two_warm_sets_wait_so_that_tools_one_after_the_other_never_wait_for_one(
+    own_launcher: launcher.Launcher, tmp_path: Path
+) -> None:
+    """A set takes milliseconds from its fork to waiting for its request (forks, namespaces,
+    premounts): the server keeps two ready (jail_server.WARM_AHEAD), and after a tool takes
+    one, forks its replacement while the other is there for the next tool."""
+    own_launcher.prestart()
+    server = own_launcher.pid
+    assert server is not None
+
+    def two_waiting() -> bool:
+        with contextlib.suppress(FileNotFoundError):  # a set just used, or replaced
+            return len(_warm_tools(server)) == 2
+        return False
+
+    wait_for(two_waiting, 10, "two warm tool-to-bes waiting")
+    done, _, _ = await run(["true"], tmp_path / "a")
+    assert done.returncode == 0
+    wait_for(two_waiting, 10, "two warm tool-to-bes waiting again")
+    assert own_launcher.pid == server
