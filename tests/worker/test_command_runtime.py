@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -244,3 +245,13 @@ async def test_leftover_background_processes_do_not_hold_the_task(tmp_path):
     assert outcome.result["exit_code"] == 0
     inner, ns = (await rec.line("bg=")).removeprefix("bg=").split()
     wait_for(lambda: gone(ns, int(inner)), 5, "the leftover process to be killed")
+
+
+def test_a_workspace_is_made_with_its_artifacts_directory_whatever_exists(tmp_path: Path) -> None:
+    # Two mkdir calls where pathlib's parents=True made three attempts; a root that is
+    # missing, or a workspace that exists (a retried task), is fine too.
+    from worker.process import make_workspace
+
+    for ws in (tmp_path / "a", tmp_path / "a", tmp_path / "missing" / "root" / "b"):
+        make_workspace(ws)
+        assert (ws / "artifacts").is_dir()

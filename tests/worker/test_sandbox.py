@@ -186,3 +186,34 @@ def test_the_sandbox_user_is_looked_up_once_not_per_tool(
     specs = [box.spec(["true"], tmp_path, {"PATH": os.defpath}) for _ in range(3)]
     assert looked_up == ["nobody"]
     assert specs[0] == specs[2] and specs[0] is not None and specs[0]["uid"] == real("nobody").pw_uid
+
+
+def test_a_program_found_on_path_is_remembered_and_checked_again_not_searched_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `which` tries every PATH entry (16 on a pyenv box, ~40 µs a tool): found once, the
+    # program's place is checked again; gone from there, it is searched for, and missing.
+    searched: list[str] = []
+    real = shutil.which
+
+    def which(cmd: str, mode: int = os.F_OK | os.X_OK, path: str | None = None) -> str | None:
+        searched.append(cmd)
+        return real(cmd, mode, path)
+
+    monkeypatch.setattr(sandbox.shutil, "which", which)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "mytool"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    env = {"PATH": f"{tmp_path / 'empty'}:{bin_dir}"}
+    box = sandbox.Sandbox(user="nobody")
+    for _ in range(3):
+        assert box.spec(["mytool"], tmp_path, env) is not None
+    assert searched == ["mytool"]
+    tool.unlink()
+    with pytest.raises(FileNotFoundError):
+        box.spec(["mytool"], tmp_path, env)
+    assert searched == ["mytool", "mytool"]
+    with pytest.raises(FileNotFoundError):  # not remembered as found any more
+        box.spec(["mytool"], tmp_path, env)

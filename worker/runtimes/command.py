@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kernel.argv import embedded, env_name, whole
-from worker.process import KILL_GRACE_SECONDS, base_environment, run_in_group
+from worker.process import KILL_GRACE_SECONDS, base_environment, make_workspace, run_in_group
 from worker.runtime import Outcome, TaskContext, TaskFailed
 from worker.sandbox import SandboxUnavailable
 from worker.shapes import as_dict, as_list
@@ -183,7 +183,7 @@ class CommandRuntime:
         argv, params = self.argv(ctx)
         if ctx.cancelled.is_set():
             raise TaskFailed("cancelled", "cancelled before the command started")
-        (ctx.workspace / "artifacts").mkdir(parents=True, exist_ok=True)
+        make_workspace(ctx.workspace)
         output = _Output(ctx, self._max_output)
         try:
             run = await run_in_group(
