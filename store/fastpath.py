@@ -136,7 +136,7 @@ def _dollars(start: int, n: int) -> str:
 _CREATE = (
     f"WITH t AS (INSERT INTO tasks ({RETURNING}) VALUES ({_dollars(1, len(COLS))}) "
     f"RETURNING id, created_at), e AS (INSERT INTO task_events ({', '.join(EVENT_COLS)}) "
-    f"SELECT id, 1, 'status', ${len(COLS) + 1}, 0, created_at FROM t)"
+    f"SELECT id, 1, 'status', ${len(COLS) + 1}::json, 0, created_at FROM t)"
 ).encode()
 # The same, for an agent's route taken from agent_routing's cache (its name, default queue
 # and `requires` text the three last parameters): the event's insert joins the row count
@@ -149,7 +149,7 @@ _CREATE_CHECKED = (
     f"AND default_queue IS NOT DISTINCT FROM ${len(COLS) + 3} AND requires::text = ${len(COLS) + 4}), "
     f"t AS (INSERT INTO tasks ({RETURNING}) VALUES ({_dollars(1, len(COLS))}) "
     f"RETURNING id, created_at), e AS (INSERT INTO task_events ({', '.join(EVENT_COLS)}) "
-    f"SELECT t.id, 1, 'status', ${len(COLS) + 1}, 0, t.created_at FROM t, g WHERE g.ok = 1)"
+    f"SELECT t.id, 1, 'status', ${len(COLS) + 1}::json, 0, t.created_at FROM t, g WHERE g.ok = 1)"
 ).encode()
 
 
@@ -234,7 +234,7 @@ async def claim(
             # lease hash scanned every running task.) SQLite has no such WITH.
             sql = (
                 f"WITH c AS ({sql}), e AS (INSERT INTO task_events ({', '.join(EVENT_COLS)}) "
-                "SELECT id, last_seq, 'status', ?, attempt, ? FROM c) "
+                "SELECT id, last_seq, 'status', ?::json, attempt, ? FROM c) "
                 f"SELECT {', '.join('c.' + n for n in COLS)}, {', '.join('a.' + n for n in AGENTS.names)} "
                 "FROM c LEFT JOIN agents a ON a.name = c.agent"
             )

@@ -135,3 +135,23 @@ async def test_values_that_need_quoting_are_stored_as_sent(db: Database) -> None
     assert [e.data for e in log if e.kind == "log"] == TRICKY * 2
     assert [e.seq for e in log] == list(range(3, 3 + 2 * len(TRICKY) + 1))
     assert got_a.result == TRICKY and got_b.result is None
+
+
+async def test_a_creations_and_a_claims_json_values_are_stored_as_sent(db: Database) -> None:
+    """On PostgreSQL every JSON value goes as its text, of no type, which the column (or a
+    `::json` cast in the statement) types: parameters, the status events' data, the audit
+    row's details, written in the creation's one statement and the claim's."""
+    await _claimed(db, 0)
+    params = {"quoted": TRICKY[0]["line"], "nested": TRICKY[2], "n": 1.5, "none": None}
+    new = tasks.NewTask(prompt="p", agent="a", parameters=params)
+    task = await db.fast_or_full(lambda tx: tasks.create_task(tx, new))
+    assert db.fast_fallbacks == {}  # the fast path's statements, not SQLAlchemy's
+    (held,) = await db.fast_or_full(lambda tx: tasks.claim_tasks(tx, "q", "w", 1, 60, {}, touch=False))
+    async with db.read() as s:
+        got = await tasks.get_task(s, task.id)
+        log = await events.list_after(s, task.id, 0)
+    assert got.parameters == params and held.task.parameters == params
+    assert [(e.seq, e.data) for e in log] == [
+        (1, {"status": "pending", "from": None}),
+        (2, {"status": "running", "from": "pending", "worker_id": "w"}),
+    ]
