@@ -6,8 +6,9 @@ WITH (fastpath.send_update_task_events). Profiled under issue #15 (`perf` on the
 during `make bench-peers`), PostgreSQL's time per task was mostly per-statement work
 (executor start-up, catalog lookups, plan checks) rather than rows, and on the control
 plane each statement costs psycopg's own Python. Here the completions of one exchange are
-one UPDATE ... FROM unnest(...) whose events go in the same statement, the fences (status,
-lease, queues) the same per row as before. A row that does not match is missing from the
+one UPDATE ... FROM json_to_recordset(...) whose events go in the same statement, the fences
+(status, lease, queues) the same per row as before, called by store.statemachine, which
+keeps the rules. A row that does not match is missing from the
 answer: its report is refused as before (store.statemachine reads why).
 
 SQLite keeps a statement per report: in-process, a statement costs microseconds.

@@ -286,7 +286,8 @@ class Server:
         try:
             told: dict[str, Any] = json.loads(said) if said else {}
             plan: Any = told.get("plan")
-            self.plan = plan if isinstance(plan, dict) else None
+            if isinstance(plan, dict):  # a set let go unused, or killed, says nothing
+                self.plan = plan
             idmap: list[Any] | None = told.get("idmap")
             if idmap:
                 owner, group, uid, gid = (int(v) for v in idmap)
