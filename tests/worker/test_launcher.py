@@ -432,6 +432,9 @@ async def test_a_warm_set_premounts_the_last_tools_view_and_the_tool_sees_the_sa
         raise AssertionError("no warm set premounted the view")
 
     await use_up_the_older_sets()
+    # A set killed unused (it says nothing) is replaced by one premounting the same view.
+    os.killpg(os.getpgid(_warm_tools(server)[0]), signal.SIGKILL)
+    wait_for(lambda: len(_warm_tools(server)) == 2 and all_premounted(), 10, "its replacement premounted")
     second, view_b, _ = await run(show, tmp_path / "ws" / "b")
     elsewhere, view_c, _ = await run(show, tmp_path / "other" / "c")
     assert (second.returncode, elsewhere.returncode) == (0, 0)
