@@ -246,6 +246,7 @@ class Premounted:
         self.parent = -1  # O_PATH descriptor of plan["parent"], from before the tmpfs
         self.covered: list[str] = []  # tmpfs mount points, in the order mounted
         self.cwd_covered = False  # a working directory there is under a tmpfs: cloned back
+        self.hidden: list[str] = []  # the `hide` directories that existed, so were covered
 
     def mount(self) -> None:
         """The mounts; raises SetupError (or OSError) for a plan prepare_view would treat
@@ -253,6 +254,7 @@ class Premounted:
         plan = self.plan
         parent, uid, gid, root = plan["parent"], plan["uid"], plan["gid"], plan["mode"] == "root"
         hide = [h for h in plan["hide"] if os.path.isdir(h)]
+        self.hidden = list(hide)
         expose = [e for e in plan["expose"] if os.path.isdir(e)]
         if any(_inside(p, parent) and p != parent for p in (*hide, *expose)):
             raise SetupError("a hidden or exposed directory inside the workspaces' directory")
@@ -283,7 +285,13 @@ class Premounted:
                 os.close(tree)
 
     def matches(self, spec: Spec) -> bool:
-        return self.parent >= 0 and view_plan(spec) == self.plan
+        """Whether `spec` is this plan's, and nothing it hides appeared since `mount`: a
+        directory to hide made in between would have no tmpfs over it. (One that went away
+        keeps an empty tmpfs: hidden either way. Exposed ones made since stay out of view:
+        the safe side.)"""
+        if self.parent < 0 or view_plan(spec) != self.plan:
+            return False
+        return [h for h in self.plan["hide"] if os.path.isdir(h)] == self.hidden
 
     def stat(self, cwd: str) -> os.stat_result:
         return os.stat(os.path.basename(cwd), dir_fd=self.parent)
