@@ -109,6 +109,17 @@ async def transition(
     return await done()
 
 
+def _moved(to: TaskStatus, now: datetime) -> dict[str, Any]:
+    """The columns any transition to `to` (but a claim) sets, besides its own values."""
+    vals: dict[str, Any] = {"status": _VALUE[to], "updated_at": now}
+    vals["lease_token_hash"] = None  # only a claim makes a task running, with a new token
+    if to in TERMINAL:
+        vals.update(finished_at=now, lease_expires_at=None, phase=None)
+    if to in (S.pending, S.requires_input):
+        vals.update(worker_id=None, lease_expires_at=None, phase=None)
+    return vals
+
+
 async def send_transition(
     tx: Tx,
     task_id: str,
@@ -141,12 +152,7 @@ async def send_transition(
     batch = list(extra_events or [])
     to_value, from_value = _VALUE[to], _VALUE[current]
     batch.append(("status", {"status": to_value, "from": from_value, **(event or {})}))
-    vals: dict[str, Any] = {"status": to_value, "updated_at": now}
-    vals["lease_token_hash"] = None  # only a claim makes a task running, with a new token
-    if to in TERMINAL:
-        vals.update(finished_at=now, lease_expires_at=None, phase=None)
-    if to in (S.pending, S.requires_input):
-        vals.update(worker_id=None, lease_expires_at=None, phase=None)
+    vals = _moved(to, now)
     vals.update(values or {})
 
     async def settled(row: Mapping[Any, Any] | None) -> Task:
@@ -189,14 +195,7 @@ async def send_completions(
     same (one worker key's)."""
     now = utcnow()
     to_value, from_value = _VALUE[S.completed], _VALUE[S.running]
-    vals: dict[str, Any] = {
-        "status": to_value,
-        "updated_at": now,
-        "lease_token_hash": None,
-        "finished_at": now,
-        "lease_expires_at": None,
-        "phase": None,
-    }
+    vals = _moved(S.completed, now)
     status_event = ("status", {"status": to_value, "from": from_value})
     batch = [
         (t, lease.hash, result, usage, masked([*extra, status_event]))

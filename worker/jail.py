@@ -198,18 +198,31 @@ def prepare_view(spec: Spec) -> None:
     wanted += [(e, None, True) for e in spec.get("expose") or () if os.path.isdir(e) and not _inside(e, cwd)]
     keep: list[tuple[str, int]] = []
     for path, mapping, readonly in wanted:
-        blocked = _blocked_ancestor(path, uid, gid) if root else None
-        if blocked:
-            hide.append(blocked)
-        if mapping or blocked or any(_inside(path, h) for h in hide):
+        if _cloned_back(path, mapping, hide, uid, gid, root):
             keep.append((path, _clone(path, mapping, readonly)))
-    covered: list[str] = []
+    _cover(hide, uid, gid, [])
+    for path, tree in sorted(keep, key=lambda k: len(k[0])):
+        _put(tree, path)
+
+
+def _cloned_back(
+    path: str, idmap: tuple[int, int, int, int] | None, hide: list[str], uid: int, gid: int, root: bool
+) -> bool:
+    """Whether `path` must be cloned and put back (idmapped, or under a directory to cover);
+    the first directory on its way that the tool's user may not pass joins `hide`."""
+    blocked = _blocked_ancestor(path, uid, gid) if root else None
+    if blocked:
+        hide.append(blocked)
+    return bool(idmap or blocked or any(_inside(path, h) for h in hide))
+
+
+def _cover(hide: list[str], uid: int, gid: int, covered: list[str]) -> None:
+    """An empty tmpfs over each of `hide` not inside another, shortest first; each mount
+    point is added to `covered` as it is made (so a failure leaves it saying what to undo)."""
     for path in sorted(set(hide), key=len):
         if not any(_inside(path, c) for c in covered):
             mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=0755,uid={uid},gid={gid}")
             covered.append(path)
-    for path, tree in sorted(keep, key=lambda k: len(k[0])):
-        _put(tree, path)
 
 
 def _put(tree: int, path: str) -> None:
@@ -259,23 +272,15 @@ class Premounted:
         if any(_inside(p, parent) and p != parent for p in (*hide, *expose)):
             raise SetupError("a hidden or exposed directory inside the workspaces' directory")
         self.parent = os.open(parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        any_cwd = os.path.join(parent, "_")
-        blocked = _blocked_ancestor(any_cwd, uid, gid) if root else None
-        self.cwd_covered = bool(blocked) or any(_inside(any_cwd, h) for h in hide)
-        if blocked:
-            hide.append(blocked)
+        # Any working directory there, as prepare_view takes it first (not idmapped here:
+        # `finish` clones it with the request's idmap when it is covered or needs one).
+        self.cwd_covered = _cloned_back(os.path.join(parent, "_"), None, hide, uid, gid, root)
         keep: list[tuple[str, int]] = []
         try:
             for path in expose:
-                blocked = _blocked_ancestor(path, uid, gid) if root else None
-                if blocked:
-                    hide.append(blocked)
-                if blocked or any(_inside(path, h) for h in hide):
+                if _cloned_back(path, None, hide, uid, gid, root):
                     keep.append((path, _clone(path, None, True)))
-            for path in sorted(set(hide), key=len):
-                if not any(_inside(path, c) for c in self.covered):
-                    mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"mode=0755,uid={uid},gid={gid}")
-                    self.covered.append(path)
+            _cover(hide, uid, gid, self.covered)
             while keep:
                 path, tree = min(keep, key=lambda k: len(k[0]))
                 keep.remove((path, tree))
