@@ -19,6 +19,7 @@ from pydantic_core import to_json
 
 from store.db import Tx
 from store.models import Agent, Task, TaskEvent, UTCDateTime
+from store.pg_lean import Lean
 
 __all__ = [
     "AGENTS",
@@ -127,44 +128,35 @@ class SQLite:
 
 
 class Postgres:
-    """psycopg 3's async connection; it prepares a statement run often on its own."""
+    """A fast_tx's connection on PostgreSQL (store.pg_lean: libpq's pipeline, driven
+    directly); it prepares a statement run often on its own."""
 
     ph = "%s"
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Lean) -> None:
         self.conn = conn
 
     async def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        async with self.conn.cursor() as cur:
-            await cur.execute(sql, params)
-            return await cur.fetchall()
+        return await self.conn.fetch(sql, params)
 
     async def send(self, sql: str, params: Sequence[Any]) -> Callable[[], Awaitable[Rows]]:
-        """Send the statement and return how to read its rows later. In a fast_tx's
-        pipeline (store.pg_fast) nothing waits for its answer until `take()`: statements
-        sent one after another, then read, share one round trip."""
-        cur = self.conn.cursor()
-        await cur.execute(sql, params)
+        """Send the statement and return how to read its rows later. In the pipeline
+        nothing waits for its answer until `take()`: statements sent one after another,
+        then read, share one round trip."""
+        conn = self.conn
+        slot = conn.send(sql, params)
 
         async def take() -> Rows:
-            try:
-                return await cur.fetchall()
-            finally:
-                await cur.close()
+            return await conn.take(slot)
 
         return take
 
     async def run(self, sql: str, params: Sequence[Any]) -> None:
-        async with self.conn.cursor() as cur:
-            await cur.execute(sql, params)
+        await self.conn.run(sql, params)
 
     async def run_raw(self, sql: bytes, params: Sequence[Any]) -> None:
-        """A statement with `$n` placeholders, through a raw cursor: psycopg parses a `%s`
-        query anew on every call past 50 parameters or 4 KB of text; a raw one goes as it is."""
-        from psycopg import AsyncRawCursor
-
-        async with AsyncRawCursor(self.conn) as cur:
-            await cur.execute(sql, params)
+        """A statement with `$n` placeholders, sent as it is."""
+        await self.conn.run(sql, params)
 
     def time(self, value: datetime | None) -> Any:
         return value
@@ -181,6 +173,39 @@ class Postgres:
         return pg_load(row, cols)
 
 
+class PostgresSession(Postgres):
+    """A full `tx()`'s connection on PostgreSQL (SQLAlchemy's psycopg one, outside pipeline
+    mode): the same statements, a cursor each. Used where fast_or_full runs work again."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    async def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        async with self.conn.cursor() as cur:
+            await cur.execute(sql, params)
+            return await cur.fetchall()
+
+    async def send(self, sql: str, params: Sequence[Any]) -> Callable[[], Awaitable[Rows]]:
+        rows = await self.fetch(sql, params)
+
+        async def take() -> Rows:
+            return rows
+
+        return take
+
+    async def run(self, sql: str, params: Sequence[Any]) -> None:
+        async with self.conn.cursor() as cur:
+            await cur.execute(sql, params)
+
+    async def run_raw(self, sql: bytes, params: Sequence[Any]) -> None:
+        # A raw cursor: psycopg parses a `%s` query anew on every call past 50 parameters
+        # or 4 KB of text; a `$n` one goes as it is.
+        from psycopg import AsyncRawCursor
+
+        async with AsyncRawCursor(self.conn) as cur:
+            await cur.execute(sql, params)
+
+
 def pg_load(row: Sequence[Any], cols: Cols) -> dict[str, Any]:
     out = dict(zip(cols.names, row, strict=True))
     for k in cols.time:
@@ -192,12 +217,13 @@ def pg_load(row: Sequence[Any], cols: Cols) -> dict[str, Any]:
 
 async def driver(tx: Tx) -> SQLite | Postgres:
     if tx.driver is None:
-        if tx.raw is not None:
-            drv = tx.raw
-        else:
+        raw: Any = tx.raw
+        if raw is not None:  # a fast_tx's own connection
+            tx.driver = SQLite(raw) if tx.db.is_sqlite else Postgres(raw)
+        else:  # a full tx's: its session's driver connection
             conn = await tx.session.connection()
             drv = (await conn.get_raw_connection()).driver_connection
-        tx.driver = SQLite(drv) if tx.db.is_sqlite else Postgres(drv)
+            tx.driver = SQLite(drv) if tx.db.is_sqlite else PostgresSession(drv)
     d: SQLite | Postgres = tx.driver
     if tx.held is not None and isinstance(d, Postgres):
         # Held writes (insert_task) go before any other statement, which may read their rows.

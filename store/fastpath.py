@@ -56,7 +56,7 @@ async def events_after(session: AsyncSession, task_id: str, after: int, limit: i
     connection: a live feed on another replica reads once per NOTIFY, and through
     SQLAlchemy's statement execution and result processing each read cost twice the CPU."""
     conn = await session.connection()
-    d = fd.Postgres((await conn.get_raw_connection()).driver_connection)
+    d = fd.PostgresSession((await conn.get_raw_connection()).driver_connection)
     rows = await d.fetch(_EVENTS_AFTER, (task_id, after, limit))
     return [d.load(r, EVENTS) for r in rows]
 
@@ -176,10 +176,7 @@ async def insert_events(tx: Tx, rows: Sequence[tuple[str, int, str, Any, int, da
                     for i in range(0, 6 * len(chunk), 6)
                 )
                 sql = fd.statements[key] = f"INSERT INTO task_events ({', '.join(EVENT_COLS)}) VALUES {marks}"
-            from psycopg import AsyncRawCursor
-
-            async with AsyncRawCursor(d.conn) as cur:
-                await cur.execute(sql.encode(), [v for row in chunk for v in row])
+            await d.run_raw(sql.encode(), [v for row in chunk for v in row])
         return
     key = ("insert_events", d.ph)
     sql = fd.statements.get(key)

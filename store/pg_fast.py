@@ -1,4 +1,4 @@
-"""The psycopg 3 connections of `Database.fast_tx()` on PostgreSQL.
+"""The PostgreSQL connections of `Database.fast_tx()` and `fast_read()`.
 
 The hot routes' statements (store.fastpath) are plain SQL; through SQLAlchemy each
 transaction still paid for an AsyncSession, a pool checkout with its events, and greenlet
@@ -6,9 +6,10 @@ hops around every driver call, several times the Python the statements themselve
 Here a transaction is a connection taken from a small pool of our own, the statements run
 on it directly, and a commit.
 
-Round trips: each connection stays in libpq's pipeline mode for its whole life. A
-statement whose answer nobody reads (an INSERT) is queued; a statement whose rows are read
-(`fetchall`) sends everything queued before it with a Flush and waits for its own answer;
+Round trips: each connection stays in libpq's pipeline mode for its whole life, driven
+through libpq's calls by store.pg_lean (psycopg's own async pipeline cost twice the client
+CPU per statement). A statement whose answer nobody reads (an INSERT) is queued; a statement
+whose rows are read sends everything queued before it with a Flush and waits for its own answer;
 the `pg_notify`s go with the Sync that ends the transaction, which waits for every answer.
 So a task's creation (read the agent, insert the task with its event and the audit row,
 notify, commit) is two round trips instead of six, and an error in a queued statement is
@@ -27,8 +28,8 @@ opened on first use; a caller waits up to `timeout` for a free one and then gets
 transaction ended cleanly (status IDLE after commit or rollback); one that failed is
 closed, and so are the idle ones when a connection turns out dead (a server restart kills
 them all: better one reconnect each than one failed request each, which is also what
-SQLAlchemy's pool does on a disconnect). psycopg prepares a statement run
-`prepare_threshold` times on a connection: 2 here (psycopg's default is 5), so the few hot
+SQLAlchemy's pool does on a disconnect). A statement run `prepare_threshold` times on a
+connection is prepared (store.pg_lean): 2 here (psycopg's default is 5), so the few hot
 statements are parsed and planned once per connection almost at once, while a statement
 run only once (a multi-row INSERT of an unusual batch size) is not prepared for nothing.
 """
@@ -38,20 +39,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
-from typing import Any, LiteralString, cast
+from typing import Any
 
 import psycopg
-from psycopg import pq
 from psycopg.types.json import set_json_dumps, set_json_loads
 from pydantic_core import from_json, to_json
 
 from kernel import errors
+from store.pg_lean import Lean
 
 __all__ = ["FastPool"]
 
-_IDLE = pq.TransactionStatus.IDLE
-_NOTIFY = "SELECT pg_notify(%s, %s)"
-Conn = psycopg.AsyncConnection[Any]
+_NOTIFY = b"SELECT pg_notify($1, $2)"
 
 
 class FastPool:
@@ -63,15 +62,11 @@ class FastPool:
         self.timeout = timeout
         self.prepare_threshold = prepare_threshold
         self._slots = asyncio.Semaphore(size)
-        self._idle: list[Conn] = []
-        # Each open connection's pipeline, and the context that entered it (left on close).
-        self._pipes: dict[
-            Conn, tuple[contextlib.AbstractAsyncContextManager[Any], psycopg.AsyncPipeline]
-        ] = {}
+        self._idle: list[Lean] = []
         self._closed = False
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncGenerator[Conn]:
+    async def transaction(self) -> AsyncGenerator[Lean]:
         """A connection in a transaction, committed when the block ends normally (waiting
         for every statement's answer) and rolled back when it raises. psycopg's
         OperationalError, in the block or here, is raised as Unavailable."""
@@ -82,7 +77,7 @@ class FastPool:
                 yield conn
                 # The Sync commits the implicit transaction (see the module's docstring) and
                 # raises the first error of the batch, if any (then nothing was committed).
-                await self._pipes[conn][1].sync()
+                await conn.sync()
                 reuse = True
             finally:
                 if not reuse:
@@ -98,13 +93,10 @@ class FastPool:
             conn = await self._acquire()
             reuse = False
             try:
-                async with contextlib.AsyncExitStack() as stack:
-                    cursors = [await stack.enter_async_context(conn.cursor()) for _ in statements]
-                    for cur, (sql, params) in zip(cursors, statements, strict=True):
-                        # Our own statement texts (store.fastpath's), never built from input.
-                        await cur.execute(cast(LiteralString, sql), params)
-                    await self._pipes[conn][1].sync()
-                    rows = [await cur.fetchall() for cur in cursors]
+                # Our own statement texts (store.fastpath's), never built from input.
+                slots = [conn.send(sql, params) for sql, params in statements]
+                await conn.sync()
+                rows = [await conn.take(slot) for slot in slots]
                 reuse = True
                 return rows
             finally:
@@ -113,7 +105,7 @@ class FastPool:
                 await self._release(conn, reuse=reuse)
 
     async def notify(
-        self, conn: Conn, channel: str, payloads: list[str], held: tuple[bytes, list[Any]] | None = None
+        self, conn: Lean, channel: str, payloads: list[str], held: tuple[bytes, list[Any]] | None = None
     ) -> None:
         """Queue a `pg_notify` of each payload on `channel`: sent with the COMMIT, and so
         delivered by PostgreSQL if that commit succeeds, and only then. `held` (store.db.Tx.
@@ -121,7 +113,7 @@ class FastPool:
         statement's Python and syscalls for both."""
         if held is None:
             for p in payloads:
-                await conn.execute(_NOTIFY, (channel, p))
+                await conn.run(_NOTIFY, (channel, p))
             return
         ctes, params = held
         n = len(params)
@@ -129,10 +121,9 @@ class FastPool:
         main = (
             f" SELECT pg_notify(${n + 1}, p) FROM unnest(${n + 2}::text[]) AS p" if payloads else " SELECT 1"
         )
-        async with psycopg.AsyncRawCursor(conn) as cur:
-            await cur.execute(ctes + main.encode(), [*params, channel, payloads] if payloads else params)
+        await conn.run(ctes + main.encode(), [*params, channel, payloads] if payloads else params)
 
-    async def _acquire(self) -> Conn:
+    async def _acquire(self) -> Lean:
         if self._slots.locked():  # every connection in use: wait, bounded
             try:
                 # `asyncio.timeout`, not `wait_for`: see store.hub.Hub.wait.
@@ -155,24 +146,20 @@ class FastPool:
             self._slots.release()
             raise
 
-    async def _connect(self) -> Conn:
-        conn = await psycopg.AsyncConnection.connect(
-            **self._args, autocommit=True, prepare_threshold=self.prepare_threshold
-        )
+    async def _connect(self) -> Lean:
+        conn = await psycopg.AsyncConnection.connect(**self._args, autocommit=True)
         try:
             # pydantic's JSON parser and encoder, as on SQLite (store.fastpath): json.loads
             # took ~3 µs a value, and a claim reads a task's 7 JSON columns and its agent's
             # ~15; from_json takes a tenth of that, for the same values.
             set_json_loads(from_json, conn)
             set_json_dumps(to_json, conn)
-            entered = conn.pipeline()
-            self._pipes[conn] = (entered, await entered.__aenter__())
+            return Lean(conn, self.prepare_threshold)
         except BaseException:
             await conn.close()
             raise
-        return conn
 
-    async def _rolled_back(self, conn: Conn) -> bool:
+    async def _rolled_back(self, conn: Lean) -> bool:
         """Roll back after a failure; whether the connection is fit to be reused (one that
         is not is closed by the caller, after looking at whether it was `broken`).
 
@@ -182,22 +169,18 @@ class FastPool:
         if conn.closed:
             return False
         try:
-            # Queued first, then whatever error is pending raised (the block's own, already
-            # on its way up): ignored here.
-            with contextlib.suppress(psycopg.Error):
-                await conn.execute(b"ROLLBACK", prepare=False)
-            with contextlib.suppress(psycopg.Error):
-                await self._pipes[conn][1].sync()
+            # The pending error (the block's own, already on its way up) is ignored there.
+            await conn.rollback()
         except BaseException:
-            # Cancelled again meanwhile: its state is unknown. The exception that made us
-            # roll back is still on its way up (we are in a `finally`); this one must not
-            # replace it.
+            # Cancelled again meanwhile, or the connection lost: its state is unknown. The
+            # exception that made us roll back is still on its way up (we are in a
+            # `finally`); this one must not replace it.
             return False
-        return not conn.broken and conn.info.transaction_status == _IDLE
+        return not conn.broken and conn.idle
 
-    async def _release(self, conn: Conn, *, reuse: bool) -> None:
+    async def _release(self, conn: Lean, *, reuse: bool) -> None:
         try:
-            if reuse and not self._closed and not conn.closed and conn.info.transaction_status == _IDLE:
+            if reuse and not self._closed and not conn.broken and conn.idle:
                 self._idle.append(conn)
                 return
             if conn.broken:  # the server went away: the idle ones are likely dead too
@@ -216,16 +199,10 @@ class FastPool:
         for conn in idle:
             await self._close(conn)
 
-    async def _close(self, conn: Conn) -> None:
+    async def _close(self, conn: Lean) -> None:
         # psycopg's close() awaits nothing (it finishes the libpq connection), so it runs to
-        # the end even in a task being cancelled. The pipeline's context is left after it,
-        # which then only forgets it: a context dropped unexited would be finished by the
-        # garbage collector's hook, at some later time, and log an error.
-        await conn.close()
-        entered = self._pipes.pop(conn, None)
-        if entered is not None:
-            with contextlib.suppress(Exception):
-                await entered[0].__aexit__(None, None, None)
+        # the end even in a task being cancelled.
+        await conn.conn.close()
 
 
 @contextlib.contextmanager

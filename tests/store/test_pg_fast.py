@@ -23,6 +23,7 @@ from store.audit_models import AuditEntry
 from store.db import Database, SessionNeeded, Tx, libpq_dsn
 from store.hub import Subscription
 from store.models import Agent, WorkerQueue
+from store.pg_lean import Lean
 from tests.support import free_port, pg_replica
 
 pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
@@ -44,7 +45,7 @@ async def test_a_fast_tx_runs_on_its_own_connection_and_commits_before_returning
     db = Database(db_url)
     try:
         async with db.fast_tx() as tx:
-            assert isinstance(tx.raw, psycopg.AsyncConnection)
+            assert isinstance(tx.raw, Lean)
             with pytest.raises(SessionNeeded):
                 tx.session  # noqa: B018
             await audit.record(tx, ACTOR, "pg.fast.commit")
@@ -67,15 +68,15 @@ async def test_an_exception_rolls_back_and_the_connection_is_reused(db_url: str)
         with pytest.raises(ValueError, match="boom"):
             async with db.fast_tx() as tx:
                 await audit.record(tx, ACTOR, "pg.fast.rollback")
-                pids.append(tx.raw.info.backend_pid)
+                pids.append(tx.raw.conn.info.backend_pid)
                 raise ValueError("boom")
         # A failed statement leaves the transaction aborted: rolled back all the same.
         with pytest.raises(psycopg.errors.UndefinedTable):
             async with db.fast_tx() as tx:
-                pids.append(tx.raw.info.backend_pid)
-                await tx.raw.execute("SELECT * FROM no_such_table")
+                pids.append(tx.raw.conn.info.backend_pid)
+                await tx.raw.fetch("SELECT * FROM no_such_table")
         async with db.fast_tx() as tx:
-            pids.append(tx.raw.info.backend_pid)
+            pids.append(tx.raw.conn.info.backend_pid)
             await audit.record(tx, ACTOR, "pg.fast.after")
         assert await _count(db, "pg.fast.rollback") == 0
         assert await _count(db, "pg.fast.after") == 1
@@ -94,16 +95,16 @@ async def test_a_failure_after_statements_ran_leaves_nothing(db_url: str) -> Non
         for failure in ("python", "sql"):
             with pytest.raises((ValueError, psycopg.errors.UndefinedTable)):
                 async with db.fast_tx() as tx:
-                    pids.add(tx.raw.info.backend_pid)
+                    pids.add(tx.raw.conn.info.backend_pid)
                     await audit.record(tx, ACTOR, "pg.fast.ran")
-                    cur = await tx.raw.execute("SELECT count(*) FROM audit_log WHERE action = 'pg.fast.ran'")
-                    assert await cur.fetchall() == [(1,)]  # it ran, in this transaction
+                    rows = await tx.raw.fetch("SELECT count(*) FROM audit_log WHERE action = 'pg.fast.ran'")
+                    assert rows == [(1,)]  # it ran, in this transaction
                     if failure == "python":
                         raise ValueError("boom")
-                    await tx.raw.execute("SELECT * FROM no_such_table")
+                    await tx.raw.fetch("SELECT * FROM no_such_table")
         assert await _count(db, "pg.fast.ran") == 0
         async with db.fast_tx() as tx:
-            pids.add(tx.raw.info.backend_pid)
+            pids.add(tx.raw.conn.info.backend_pid)
             await audit.record(tx, ACTOR, "pg.fast.ran")
         assert await _count(db, "pg.fast.ran") == 1
         assert len(pids) == 1
@@ -154,10 +155,10 @@ async def test_notes_reach_another_replica_with_the_commit_only(db_url: str) -> 
                 # deferred constraint is checked at commit), the note goes nowhere.
                 with pytest.raises(psycopg.errors.UniqueViolation):
                     async with db.fast_tx() as tx:
-                        await tx.raw.execute(
+                        await tx.raw.fetch(
                             "CREATE TEMP TABLE once (x int UNIQUE DEFERRABLE INITIALLY DEFERRED) ON COMMIT DROP"
                         )
-                        await tx.raw.execute("INSERT INTO once VALUES (1), (1)")
+                        await tx.raw.fetch("INSERT INTO once VALUES (1), (1)")
                         tx.notify("test:replica", "commit failed")
                 # Quoting survives (the notes go as bound parameters), and notes over one NOTIFY's
                 # 8000 bytes go as several, in order.
@@ -233,7 +234,7 @@ async def test_a_replica_publishes_its_own_notes_once(db: Database, db_url: str)
 
 
 async def test_a_statement_run_twice_is_prepared(db_url: str) -> None:
-    """psycopg prepares a statement once it has run `prepare_threshold` (2) times on a
+    """A statement is prepared once it has run `prepare_threshold` (2) times on a
     connection: the hot statements are parsed and planned once per connection."""
     db = Database(db_url, pool_size=1)
     try:
@@ -241,8 +242,8 @@ async def test_a_statement_run_twice_is_prepared(db_url: str) -> None:
             async with db.fast_tx() as tx:
                 await audit.record(tx, ACTOR, "pg.fast.prepared")
         async with db.fast_tx() as tx:
-            cur = await tx.raw.execute("SELECT statement FROM pg_prepared_statements")
-            statements = [r[0] for r in await cur.fetchall()]
+            rows = await tx.raw.fetch("SELECT statement FROM pg_prepared_statements")
+            statements = [r[0] for r in rows]
         assert any("INSERT INTO audit_log" in s for s in statements), statements
     finally:
         await db.dispose()
@@ -252,7 +253,7 @@ async def test_a_killed_connection_is_unavailable_once_then_replaced(db_url: str
     db = Database(db_url, pool_size=1)
     try:
         async with db.fast_tx() as tx:
-            first = tx.raw.info.backend_pid
+            first = tx.raw.conn.info.backend_pid
         with _admin(db_url) as admin:
             assert admin.execute("SELECT pg_terminate_backend(%s, 10000)", (first,)).fetchone() == (True,)
         with pytest.raises(errors.Unavailable) as err:
@@ -261,7 +262,7 @@ async def test_a_killed_connection_is_unavailable_once_then_replaced(db_url: str
         assert err.value.code == "database_unavailable"
         async with db.fast_tx() as tx:
             await audit.record(tx, ACTOR, "pg.fast.revived")
-            second = tx.raw.info.backend_pid
+            second = tx.raw.conn.info.backend_pid
         assert second != first
         assert await _count(db, "pg.fast.killed") == 0
         assert await _count(db, "pg.fast.revived") == 1
@@ -277,7 +278,7 @@ async def test_after_a_restart_one_request_fails_not_one_per_pooled_connection(d
 
         async def hold() -> None:
             async with db.fast_tx() as tx:
-                pids.append(tx.raw.info.backend_pid)
+                pids.append(tx.raw.conn.info.backend_pid)
                 if len(pids) == 3:
                     held.set()
                 await release.wait()
@@ -294,7 +295,7 @@ async def test_after_a_restart_one_request_fails_not_one_per_pooled_connection(d
                 await audit.record(tx, ACTOR, "pg.fast.restart")
         async with db.fast_tx() as tx:  # the other idle ones were dropped with the dead one
             await audit.record(tx, ACTOR, "pg.fast.restarted")
-            assert tx.raw.info.backend_pid not in pids
+            assert tx.raw.conn.info.backend_pid not in pids
         assert await _count(db, "pg.fast.restarted") == 1
     finally:
         await db.dispose()
@@ -318,7 +319,7 @@ async def test_a_full_pool_is_database_busy(db_url: str) -> None:
 
     async def hold() -> None:
         async with db.fast_tx() as tx:
-            await tx.raw.execute("SELECT 1")
+            await tx.raw.fetch("SELECT 1")
             held.set()
             await release.wait()
 
@@ -348,7 +349,7 @@ async def test_a_cancelled_statement_leaves_nothing_and_the_pool_usable(db_url: 
         async with db.fast_tx() as tx:
             await audit.record(tx, ACTOR, "pg.fast.cancelled")
             running.set()
-            await tx.raw.execute("SELECT pg_sleep(30)")
+            await tx.raw.fetch("SELECT pg_sleep(30)")
 
     t = asyncio.create_task(slow())
     try:
@@ -367,24 +368,24 @@ async def test_a_cancelled_statement_leaves_nothing_and_the_pool_usable(db_url: 
 async def test_dispose_closes_idle_connections_and_those_returned_later(db_url: str) -> None:
     db = Database(db_url)
     held, release = asyncio.Event(), asyncio.Event()
-    conns: list[psycopg.AsyncConnection[Any]] = []
+    conns: list[Lean] = []
 
     async def holder() -> None:
         async with db.fast_tx() as tx:
             conns.append(tx.raw)
-            await tx.raw.execute("SELECT 1")
+            await tx.raw.fetch("SELECT 1")
             held.set()
             await release.wait()
             await audit.record(tx, ACTOR, "pg.fast.late")
 
     async with db.fast_tx() as tx:
-        await tx.raw.execute("SELECT 1")
+        await tx.raw.fetch("SELECT 1")
         conns.append(tx.raw)  # goes back to the pool, idle
     t = asyncio.create_task(holder())
     await asyncio.wait_for(held.wait(), 10)
     assert conns[0] is conns[1]  # the idle one was reused
     async with db.fast_tx() as tx:  # a second connection while the first is held
-        await tx.raw.execute("SELECT 1")
+        await tx.raw.fetch("SELECT 1")
         conns.append(tx.raw)
     await asyncio.wait_for(db.dispose(grace=0), 10)  # gives up waiting for the holder at once
     assert conns[2].closed  # idle: closed by dispose
@@ -407,8 +408,8 @@ async def test_json_is_written_compact_and_read_back_the_same(db_url: str) -> No
         async with db.fast_tx() as tx:
             entry = await audit.record(tx, ACTOR, "pg.fast.json", details=data)
         async with db.fast_tx() as tx:
-            cur = await tx.raw.execute("SELECT details, details::text FROM audit_log WHERE id = %s", (entry,))
-            (value, text), *_ = await cur.fetchall()
+            rows = await tx.raw.fetch("SELECT details, details::text FROM audit_log WHERE id = %s", (entry,))
+            (value, text), *_ = rows
         assert value == data
         assert text == to_json(data).decode()
     finally:
@@ -428,6 +429,6 @@ async def test_a_fast_read_that_fails_raises_and_the_next_one_reads(db_url: str)
         # Its connections are not the writers': a crowd of readers never holds theirs.
         reader = (await db.fast_read([("SELECT pg_backend_pid()", ())]))[0][0][0]
         async with db.fast_tx() as tx:
-            assert tx.raw.info.backend_pid != reader
+            assert tx.raw.conn.info.backend_pid != reader
     finally:
         await db.dispose()
