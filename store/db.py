@@ -98,6 +98,14 @@ class Tx:
     # An agent's route (name, default queue, requires as stored) store.fastpath took from
     # its cache for the task it is creating: the task's insert checks it.
     route: tuple[str, str | None, str] | None = None
+    # Reading rows after the commit (PostgreSQL's fast_tx, when no other replica needs this
+    # transaction's NOTIFYs: `deferrable`): work may put here what reads the answers of its
+    # last statements; fast_tx commits first, so that those statements and the Sync share
+    # one round trip, then runs these (`committed` set) before it returns. They must not
+    # need the transaction any more: what they read anew goes in a transaction of its own.
+    deferrable: bool = False
+    after: list[Callable[[], Awaitable[None]]] = field(default_factory=list[Callable[[], Awaitable[None]]])
+    committed: bool = False
 
     @property
     def session(self) -> AsyncSession:
@@ -116,6 +124,16 @@ class Tx:
     async def execute(self, stmt: sa.Executable, params: Params = None) -> sa.Result[*tuple[Any, ...]]:
         """The session's `execute`, typed like it (rows of a typed select are typed)."""
         return await self.session.execute(stmt, params)
+
+
+async def _finish(after: list[Callable[[], Awaitable[None]]]) -> None:
+    """Tx.after's reads, once committed: the work cannot be run again now, so a need for the
+    session here is a bug, not a fallback."""
+    try:
+        for read in after:
+            await read()
+    except SessionNeeded as exc:
+        raise RuntimeError("a read after the commit needed the transaction") from exc
 
 
 class Database:
@@ -224,7 +242,7 @@ class Database:
             try:
                 with self._unit():
                     async with self._pg_fast.transaction() as conn:
-                        tx = pg_tx = Tx(None, self, raw=conn)
+                        tx = pg_tx = Tx(None, self, raw=conn, deferrable=not self.hub.peers.needed())
                         yield tx
                         # Delivered to other replicas on commit only, if one listens
                         # (store.peers); with the held writes.
@@ -232,8 +250,12 @@ class Database:
                         payloads = encode(tx.notes, self.hub.origin) if notify else []
                         if payloads or tx.held is not None:
                             await self._pg_fast.notify(conn, CHANNEL, payloads, tx.held)
+                        if tx.after:
+                            await conn.sync()  # the commit (the pool's own Sync is then none)
+                            tx.committed = True
+                            await _finish(tx.after)
             except Exception as exc:
-                if pg_tx is not None and pg_tx.stale is not None and pg_tx.stale(exc):
+                if pg_tx is not None and not pg_tx.committed and pg_tx.stale is not None and pg_tx.stale(exc):
                     raise SessionNeeded from exc  # rolled back: fast_or_full runs it again
                 raise
             for topic, payload in tx.notes:

@@ -196,10 +196,25 @@ async def claim(
     *,
     event: dict[str, Any],
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """`send_claim`, read at once."""
+    return await (await send_claim(tx, queue, limit, values, now, needs, event=event))()
+
+
+async def send_claim(
+    tx: Tx,
+    queue: str,
+    limit: int,
+    values: dict[str, Any],
+    now: datetime,
+    needs: Sequence[str] | None = None,
+    *,
+    event: dict[str, Any],
+) -> Callable[[], Awaitable[tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]]]:
     """Move up to `limit` pending tasks of `queue` (oldest id first) to the `values` given
     (status, lease, worker...), `attempt` and `last_seq` +1, `started_at` kept if set, and
     give each a `status` event with `event` as its data and the new `last_seq` as its seq.
-    Returns the rows after and their agents' rows by name.
+    Sent: await what this returns for the rows after and their agents' rows by name (on
+    PostgreSQL the answer may be read after the commit: see Tx.after).
 
     `needs` (store/prereqs.py) limits the claim to tasks that need nothing or one of those
     `needs` values; None (a worker that reports no capabilities) takes any task."""
@@ -244,17 +259,28 @@ async def claim(
                 tx, [(r["id"], r["last_seq"], "status", event, r["attempt"], now) for r in rows]
             )
         found = await agents(tx, {r["agent"] for r in rows if r["agent"]})
-        return rows, {a["name"]: a for a in found}
+        done = rows, {a["name"]: a for a in found}
+
+        async def ready() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+            return done
+
+        return ready
     params += [d.json(event), now]
-    rows: list[dict[str, Any]] = []
-    by_name: dict[str, dict[str, Any]] = {}
-    width = len(COLS)
-    for r in await d.fetch(sql, params):
-        rows.append(d.load(r[:width]))
-        name = r[width + _AGENT_NAME]
-        if name is not None and name not in by_name:
-            by_name[name] = d.load(r[width:], AGENTS)
-    return rows, by_name
+    take = await d.send(sql, params)
+    load = d.load
+
+    async def read() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+        rows: list[dict[str, Any]] = []
+        by_name: dict[str, dict[str, Any]] = {}
+        width = len(COLS)
+        for r in await take():
+            rows.append(load(r[:width]))
+            name = r[width + _AGENT_NAME]
+            if name is not None and name not in by_name:
+                by_name[name] = load(r[width:], AGENTS)
+        return rows, by_name
+
+    return read
 
 
 _AGENT_NAME = AGENTS.names.index("name")

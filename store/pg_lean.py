@@ -77,6 +77,7 @@ class Lean:
         self._syncs = 0  # Syncs sent and not yet answered
         self.error: psycopg.Error | None = None  # the first of this implicit transaction
         self._texts: dict[str, bytes] = {}
+        self._unsynced = False  # something sent since the last Sync
         self.pg.nonblocking = 1
         self.pg.enter_pipeline_mode()
 
@@ -98,6 +99,7 @@ class Lean:
     def send(self, sql: str | bytes, params: Sequence[Any] = ()) -> Slot:
         """Queue one statement (`%s` placeholders in a str, `$n` in bytes); `take` reads it."""
         query = sql if isinstance(sql, bytes) else self._text(sql)
+        self._unsynced = True
         tx = self._tx
         if params:
             n = len(params)
@@ -159,7 +161,11 @@ class Lean:
 
     async def sync(self) -> None:
         """End the implicit transaction (commit, or roll back after an error) and wait for
-        every answer; the transaction's first error is raised."""
+        every answer; the transaction's first error is raised. Nothing sent since the last
+        Sync: nothing to do (a transaction committed early, store.db.Tx.after)."""
+        if not self._unsynced and self.error is None:
+            return
+        self._unsynced = False
         self.pg.pipeline_sync()
         self._syncs += 1
         self._queue.append(_SYNC_SLOT)

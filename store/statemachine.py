@@ -286,6 +286,9 @@ _CHUNK = 500
 
 async def _current(tx: Tx, task_id: str, lease: Lease | None) -> TaskStatus:
     """The task's status (row locked), or NotFound / StaleLease / Forbidden."""
+    if tx.committed:  # asked after a commit (Tx.after): why, read in a transaction of its own
+        async with tx.db.tx() as fresh:
+            return await _current(fresh, task_id, lease)
     row = (
         await tx.execute(
             sa.select(_tasks.c.status, _tasks.c.lease_token_hash, _tasks.c.queue)
@@ -321,7 +324,21 @@ async def claim(
     now: datetime | None = None,
     needs: tuple[str, ...] | None = None,
 ) -> tuple[list[Task], dict[str, dict[str, Any]]]:
-    """Atomically move up to `limit` pending tasks of `queue` to running for `worker_id`;
+    """`send_claim`, read at once."""
+    return await (await send_claim(tx, queue, worker_id, limit, lease_seconds, token_hash, now, needs))()
+
+
+async def send_claim(
+    tx: Tx,
+    queue: str,
+    worker_id: str,
+    limit: int,
+    lease_seconds: float,
+    token_hash: str,
+    now: datetime | None = None,
+    needs: tuple[str, ...] | None = None,
+) -> Callable[[], Awaitable[tuple[list[Task], dict[str, dict[str, Any]]]]]:
+    """Sent: await what this returns for the claimed tasks and their agents' rows. Atomically move up to `limit` pending tasks of `queue` to running for `worker_id`;
     returns them, and their agents' rows by name (read in the same statement).
 
     One statement picks and updates the rows (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so
@@ -345,12 +362,18 @@ async def claim(
     # tasks is one statement on PostgreSQL, two on SQLite (one multi-row INSERT of their
     # status events).
     data = {"status": "running", "from": "pending", "worker_id": worker_id}
-    rows, agents = await fastpath.claim(tx, queue, limit, values, now, needs, event=data)
-    rows.sort(key=lambda r: r["id"])
-    for r in rows:
-        # With its status event's row (a Batch, which other replicas get in the NOTIFY too):
-        # the task's followers frame it as it is instead of reading the log back, twice
-        # (the event, then has it ended?), while the worker is starting the task.
-        tx.notify(f"task:{r['id']}", Batch([(r["id"], r["last_seq"], "status", data, r["attempt"], now)]))
-        tx.notify("board", r["id"])
-    return [from_row(Task, r) for r in rows], agents
+    take = await fastpath.send_claim(tx, queue, limit, values, now, needs, event=data)
+    at = now
+
+    async def read() -> tuple[list[Task], dict[str, dict[str, Any]]]:
+        rows, agents = await take()
+        rows.sort(key=lambda r: r["id"])
+        for r in rows:
+            # With its status event's row (a Batch, which other replicas get in the NOTIFY
+            # too): the task's followers frame it as it is instead of reading the log back,
+            # twice (the event, then has it ended?), while the worker is starting the task.
+            tx.notify(f"task:{r['id']}", Batch([(r["id"], r["last_seq"], "status", data, r["attempt"], at)]))
+            tx.notify("board", r["id"])
+        return [from_row(Task, r) for r in rows], agents
+
+    return read

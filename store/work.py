@@ -23,7 +23,7 @@ from store.db import Tx
 from store.events import EVENT_KINDS, RESERVED_KINDS, append
 from store.leases import Lease, fenced, new_token, refusal
 from store.models import Agent, Artifact, Task, TaskEvent, TaskStatus, from_row, utcnow
-from store.statemachine import claim, send_completions, send_transition, transition
+from store.statemachine import send_claim, send_completions, send_transition, transition
 
 __all__ = [
     "PHASES",
@@ -40,6 +40,7 @@ __all__ = [
     "request_input",
     "save_artifact",
     "save_checkpoint",
+    "send_claim_tasks",
     "send_reports",
     "worker_events",
     "worker_heartbeat",
@@ -74,6 +75,35 @@ async def claim_tasks(
     `capabilities` (sent when they change) or their `digest` (sent in between) say what the
     worker has: it gets only tasks whose prerequisites it meets (store/prereqs.py). A worker
     sending neither gets any task, as before."""
+    return await (
+        await send_claim_tasks(
+            tx,
+            queue,
+            worker_id,
+            limit,
+            lease_seconds,
+            info,
+            touch=touch,
+            capabilities=capabilities,
+            digest=digest,
+        )
+    )()
+
+
+async def send_claim_tasks(
+    tx: Tx,
+    queue: str,
+    worker_id: str,
+    limit: int,
+    lease_seconds: float,
+    info: dict[str, Any] | None = None,
+    *,
+    touch: bool = True,
+    capabilities: dict[str, Any] | None = None,
+    digest: str | None = None,
+) -> Callable[[], Awaitable[list[Claimed]]]:
+    """`claim_tasks`, sent: await what this returns for the tasks claimed (on PostgreSQL
+    the answer may be read after the commit: see Tx.after)."""
     if touch or capabilities is not None:
         await catalog.touch_worker(tx, worker_id, queue, info, capabilities=capabilities)
     token, token_hash = new_token()
@@ -81,9 +111,14 @@ async def claim_tasks(
     caps = await prereqs.worker_caps(tx, worker_id, digest, capabilities)
     if caps is not None:
         needs = await prereqs.plan(tx, queue, worker_id, caps, utcnow())
-    tasks, rows = await claim(tx, queue, worker_id, limit, lease_seconds, token_hash, needs=needs)
-    agents = {name: from_row(Agent, r) for name, r in rows.items()}
-    return [Claimed(t, agents.get(t.agent or ""), token) for t in tasks]
+    take = await send_claim(tx, queue, worker_id, limit, lease_seconds, token_hash, needs=needs)
+
+    async def read() -> list[Claimed]:
+        tasks, rows = await take()
+        agents = {name: from_row(Agent, r) for name, r in rows.items()}
+        return [Claimed(t, agents.get(t.agent or ""), token) for t in tasks]
+
+    return read
 
 
 def _check_worker_events(events: WorkerEvents) -> list[tuple[str, dict[str, Any]]]:

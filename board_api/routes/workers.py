@@ -246,11 +246,12 @@ async def _report_and_claim(
     tx: Tx,
 ) -> tuple[list[Task | MetaAgentError], list[tasks.Claimed]]:
     # The reports are sent, and read after the claim: on PostgreSQL they share its round
-    # trip (store.work.send_reports).
+    # trip (store.work.send_reports), and where the rows may be read after the commit
+    # (Tx.deferrable) the Sync goes with them too: one round trip for the whole exchange.
     sent = await tasks.send_reports(tx, reports) if reports else None
     if not body.max_tasks:
         return (await sent() if sent else []), []
-    claimed = await tasks.claim_tasks(
+    take = await tasks.send_claim_tasks(
         tx,
         queue,
         body.worker_id,
@@ -261,7 +262,17 @@ async def _report_and_claim(
         capabilities=caps,
         digest=digest,
     )
-    return (await sent() if sent else []), claimed
+    if not tx.deferrable:
+        return (await sent() if sent else []), await take()
+    done: list[Task | MetaAgentError] = []
+    claimed: list[tasks.Claimed] = []
+
+    async def read() -> None:
+        done.extend(await sent() if sent else [])
+        claimed.extend(await take())
+
+    tx.after.append(read)
+    return done, claimed
 
 
 def _due_touch(seen: dict[str, float], worker_id: str) -> bool:

@@ -11,17 +11,21 @@ import asyncio
 import contextlib
 import functools
 import struct
+import time
 from collections.abc import AsyncGenerator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from board_api.routes import workers
 from kernel import errors
+from sdk.exchange import ExchangeBody
 from store import audit, catalog, events, fastpath, progress, tasks
 from store.db import Database, Tx
 from store.leases import Lease
 from store.models import Agent, WorkerQueue
+from store.peers import WARM_UP
 
 pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 
@@ -184,6 +188,83 @@ async def test_a_refused_report_in_an_exchange_is_told_and_the_others_apply(db_u
         async with db.read() as s:
             assert (await tasks.get_task(s, held[0].task.id)).status == "running"
             assert (await tasks.get_task(s, held[1].task.id)).result == {"ok": 1}
+
+
+def _alone(db: Database) -> None:
+    """The replica hears no other (store.peers): its commits need no NOTIFY, and rows may be
+    read after the commit (Tx.deferrable)."""
+    db.hub.peers.listening()
+    db.hub.peers.clock = lambda: time.monotonic() + WARM_UP + 1
+
+
+def _route_exchange(held: list[tasks.Claimed], limit: int, stale: int = -1) -> Any:
+    """The exchange route's own work (board_api.routes.workers): report `held` (the one at
+    index `stale` with a lease that is no longer its), claim up to `limit`."""
+    reports = [
+        tasks.Report(c.task.id, Lease("not-the-token" if i == stale else c.token, ()), result={"n": i})
+        for i, c in enumerate(held)
+    ]
+    body = ExchangeBody(worker_id="w", max_tasks=limit)
+    return functools.partial(
+        workers._report_and_claim,  # pyright: ignore[reportPrivateUsage]
+        "q",
+        body,
+        reports,
+        60,
+        {},
+        False,
+        None,
+        None,
+    )
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+async def test_an_exchange_alone_is_one_round_trip(db_url: str, batch: int) -> None:
+    """With no other replica listening, the exchange's reports, its claim and the Sync go
+    out together, and their rows are read after the commit: one round trip (two with
+    another replica, whose NOTIFY needs the rows first)."""
+    async with relayed(db_url) as (db, turns):
+        _alone(db)
+        await _setup(db)
+        for _ in range(6 * batch):
+            await db.fast_or_full(_create)
+        _, held = await db.fast_or_full(_route_exchange([], batch))
+        for _ in range(2):
+            _, held = await db.fast_or_full(_route_exchange(held, batch))
+        before, statements = turns.count, turns.statements
+        reported = [c.task.id for c in held]
+        done, held = await db.fast_or_full(_route_exchange(held, batch))
+        assert turns.count - before == 1
+        assert turns.statements - statements == 2  # the reports' UPDATE, the claim: no NOTIFY
+        assert [t.id for t in done] == reported and all(t.status == "completed" for t in done)
+        assert len(held) == batch and all(c.agent is not None and c.agent.name == "a" for c in held)
+        assert db.fast_fallbacks == {}
+        async with db.read() as s:
+            for tid in reported:
+                assert (await tasks.get_task(s, tid)).status == "completed"
+            for c in held:
+                assert (await tasks.get_task(s, c.task.id)).status == "running"
+
+
+async def test_a_refused_report_read_after_the_commit_is_explained_and_the_rest_holds(db_url: str) -> None:
+    """Read after the commit, a refused report is explained by a transaction of its own:
+    the same StaleLease as before, the other report applied and the claim kept, and the
+    exchange not run again in a full transaction."""
+    async with relayed(db_url) as (db, _):
+        _alone(db)
+        await _setup(db)
+        for _ in range(4):
+            await db.fast_or_full(_create)
+        _, held = await db.fast_or_full(_route_exchange([], 2))
+        (refused, applied), claimed = await db.fast_or_full(_route_exchange(held, 2, stale=0))
+        assert isinstance(refused, errors.StaleLease) and not isinstance(applied, Exception)
+        assert applied.status == "completed" and len(claimed) == 2
+        assert db.fast_fallbacks == {}
+        async with db.read() as s:
+            assert (await tasks.get_task(s, held[0].task.id)).status == "running"
+            assert (await tasks.get_task(s, held[1].task.id)).result == {"n": 1}
+            for c in claimed:
+                assert (await tasks.get_task(s, c.task.id)).status == "running"
 
 
 async def test_a_workers_events_are_one_statement_with_their_task(db_url: str) -> None:
