@@ -46,11 +46,12 @@ ANSWER_FIRST = 1.0
 
 @dataclass(eq=False)
 class Parked:
-    """One parked claim. `claim(tx)` is its claim in the creator's transaction; `outcome`
-    is set once that transaction ended: the tasks claimed, or None if it failed."""
+    """One parked claim. `claim(tx)` sends its claim in the creator's transaction and
+    returns what reads it (store.work.send_claim_tasks); `outcome` is set once that
+    transaction ended: the tasks claimed, or None if it failed."""
 
     queue: str
-    claim: Callable[[Tx], Awaitable[list[Claimed]]]
+    claim: Callable[[Tx], Awaitable[Callable[[], Awaitable[list[Claimed]]]]]
     outcome: asyncio.Future[list[Claimed] | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -74,7 +75,9 @@ class Handoffs:
         self._parked: dict[str, list[Parked]] = {}
         self.handed = 0  # tasks claimed by a creation for a parked claim, and delivered
 
-    def park(self, queue: str, claim: Callable[[Tx], Awaitable[list[Claimed]]]) -> Parked:
+    def park(
+        self, queue: str, claim: Callable[[Tx], Awaitable[Callable[[], Awaitable[list[Claimed]]]]]
+    ) -> Parked:
         parked = Parked(queue, claim)
         self._parked.setdefault(queue, []).append(parked)
         return parked
@@ -137,12 +140,23 @@ async def create_handing_off(db: Database, create: Callable[[Tx], Awaitable[Task
         if parked is None:
             return task, None
         try:
-            return task, await parked.claim(tx)
+            take = await parked.claim(tx)
         except MetaAgentError:
             # The worker's claim is refused (raised before its UPDATE, as every refusal of
             # a claim is): not the creation's business. The claimer claims on its own and
             # hears why.
             return task, None
+        if not tx.deferrable:
+            return task, await take()
+        # Read after the commit (Tx.after): the creation, the claim and the Sync go out
+        # together, one round trip for the whole hand-off.
+        claimed: list[Claimed] = []
+
+        async def read() -> None:
+            claimed.extend(await take())
+
+        tx.after.append(read)
+        return task, claimed
 
     try:
         task, claimed = await db.fast_or_full(work)

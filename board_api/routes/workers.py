@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
@@ -190,8 +190,8 @@ async def _parked(
         await db.hub.wait(topic, version, min(remaining, CLAIM_RECHECK))
         return None if await request.is_disconnected() else []
 
-    async def claim(tx: Tx) -> list[tasks.Claimed]:
-        return await tasks.claim_tasks(
+    async def claim(tx: Tx) -> Callable[[], Awaitable[list[tasks.Claimed]]]:
+        return await tasks.send_claim_tasks(
             tx, queue, body.worker_id, body.max_tasks, lease_seconds, {}, touch=False, digest=digest
         )
 

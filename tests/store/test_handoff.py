@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -35,8 +36,8 @@ async def _create(tx: Tx, fail: bool = False) -> Task:
 
 
 def _claim(worker: str, limit: int = 1):  # type: ignore[no-untyped-def]
-    async def claim(tx: Tx) -> list[tasks.Claimed]:
-        return await tasks.claim_tasks(tx, "q", worker, limit, 60, {}, touch=False)
+    async def claim(tx: Tx) -> Callable[[], Awaitable[list[tasks.Claimed]]]:
+        return await tasks.send_claim_tasks(tx, "q", worker, limit, 60, {}, touch=False)
 
     return claim
 

@@ -23,6 +23,7 @@ from kernel import errors
 from sdk.exchange import ExchangeBody
 from store import audit, catalog, events, fastpath, progress, tasks
 from store.db import Database, Tx
+from store.handoff import create_handing_off, handoffs
 from store.leases import Lease
 from store.models import Agent, WorkerQueue
 from store.peers import WARM_UP
@@ -265,6 +266,30 @@ async def test_a_refused_report_read_after_the_commit_is_explained_and_the_rest_
             assert (await tasks.get_task(s, held[1].task.id)).result == {"n": 1}
             for c in claimed:
                 assert (await tasks.get_task(s, c.task.id)).status == "running"
+
+
+async def test_a_hand_off_alone_is_one_round_trip(db_url: str) -> None:
+    """A creation that hands its task to a parked claim (store.handoff): the task's
+    statement, the claim and the Sync together, the claim's rows read after the commit."""
+    async with relayed(db_url) as (db, turns):
+        _alone(db)
+        await _setup(db)
+
+        async def claim(tx: Tx) -> Any:
+            return await tasks.send_claim_tasks(tx, "q", "w", 1, 60, {}, touch=False)
+
+        registry = handoffs(db)
+        for _ in range(4):  # the route cached, the statements prepared: the last one counted
+            parked = registry.park("q", claim)
+            parked.outcome.add_done_callback(lambda _, p=parked: registry.leave(p))
+            before, statements = turns.count, turns.statements
+            task = await create_handing_off(db, _create)
+        assert turns.count - before == 1
+        assert turns.statements - statements == 2  # the creation's, the claim's
+        claimed = parked.outcome.result()
+        assert claimed is not None and [c.task.id for c in claimed] == [task.id]
+        assert claimed[0].agent is not None and claimed[0].task.status == "running"
+        assert db.fast_fallbacks == {}
 
 
 async def test_a_workers_events_are_one_statement_with_their_task(db_url: str) -> None:

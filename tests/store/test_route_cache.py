@@ -5,6 +5,7 @@ replica, or this one), a task is routed by the agent as it is when the task is s
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -143,8 +144,8 @@ async def test_a_hand_off_whose_cached_route_failed_claims_once_in_the_rerun(db:
     async with db.tx() as tx:
         await tx.session.execute(sa.text("UPDATE tasks SET status = 'completed'"))
 
-    async def claim(tx: Tx) -> list[tasks.Claimed]:
-        return await tasks.claim_tasks(tx, "q", "w1", 1, 60, {}, touch=False)
+    async def claim(tx: Tx) -> Callable[[], Awaitable[list[tasks.Claimed]]]:
+        return await tasks.send_claim_tasks(tx, "q", "w1", 1, 60, {}, touch=False)
 
     parked = handoffs(db).park("q", claim)
     parked.outcome.add_done_callback(lambda _: handoffs(db).leave(parked))
