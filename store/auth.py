@@ -14,6 +14,7 @@ What a principal may do is `Principal.can`: admin ⊃ operator ⊃ viewer, worke
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from dataclasses import dataclass
@@ -95,21 +96,43 @@ async def stream_principal(db: Database, token: str) -> Principal:
 
 
 class KeyCache:
-    """Whether any key exists, cached briefly: the open-mode check runs on every request."""
+    """Whether any key exists, cached briefly: the open-mode check runs on every request.
+
+    One read at a time: the requests that find the value expired while a read is on its
+    way wait for that read instead of each starting one (under load, a dozen reads through
+    the ORM every `ttl` seconds). A read started before `invalidate()` is not used after it:
+    a key made meanwhile must close an open server at once."""
 
     def __init__(self, ttl: float = 2.0) -> None:
         self.ttl, self._at, self._value = ttl, 0.0, False
+        self._reading: asyncio.Future[bool] | None = None
+        self._generation = 0
 
     async def any(self, db: Database) -> bool:
-        now = time.monotonic()
-        if now - self._at > self.ttl:
+        if time.monotonic() - self._at <= self.ttl:
+            return self._value
+        reading = self._reading
+        if reading is None:
+            reading = self._reading = asyncio.ensure_future(self._read(db, self._generation))
+        # Shielded: a caller that goes away does not cancel the read the others wait for.
+        return await asyncio.shield(reading)
+
+    async def _read(self, db: Database, generation: int) -> bool:
+        try:
+            at = time.monotonic()
             async with db.read() as s:
-                self._value = await keys.has_active_keys(s)
-            self._at = now
-        return self._value
+                value = await keys.has_active_keys(s)
+            if generation == self._generation:
+                self._at, self._value = at, value
+            return value
+        finally:
+            if generation == self._generation:
+                self._reading = None
 
     def invalidate(self) -> None:
         self._at = 0.0
+        self._generation += 1
+        self._reading = None
 
 
 class Gate:
