@@ -103,6 +103,8 @@ class Tx:
     # last statements; fast_tx commits first, so that those statements and the Sync share
     # one round trip, then runs these (`committed` set) before it returns. They must not
     # need the transaction any more: what they read anew goes in a transaction of its own.
+    # (A replica heard for the first time while such a transaction runs gets none of its
+    # NOTIFYs: as for one heard just after a commit, its warm-up's wake_all covers it.)
     deferrable: bool = False
     after: list[Callable[[], Awaitable[None]]] = field(default_factory=list[Callable[[], Awaitable[None]]])
     committed: bool = False

@@ -21,7 +21,7 @@ import json
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,7 +38,6 @@ __all__ = [
     "agent_routing",
     "agents",
     "bump_running",
-    "claim",
     "event_rows",
     "events_after",
     "insert_audit",
@@ -46,6 +45,7 @@ __all__ = [
     "insert_task",
     "log_after",
     "routes",
+    "send_claim",
     "send_update_task_events",
     "task_progress",
 ]
@@ -186,20 +186,6 @@ async def insert_events(tx: Tx, rows: Sequence[tuple[str, int, str, Any, int, da
     await d.many(sql, values)
 
 
-async def claim(
-    tx: Tx,
-    queue: str,
-    limit: int,
-    values: dict[str, Any],
-    now: datetime,
-    needs: Sequence[str] | None = None,
-    *,
-    event: dict[str, Any],
-) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """`send_claim`, read at once."""
-    return await (await send_claim(tx, queue, limit, values, now, needs, event=event))()
-
-
 async def send_claim(
     tx: Tx,
     queue: str,
@@ -259,12 +245,7 @@ async def send_claim(
                 tx, [(r["id"], r["last_seq"], "status", event, r["attempt"], now) for r in rows]
             )
         found = await agents(tx, {r["agent"] for r in rows if r["agent"]})
-        done = rows, {a["name"]: a for a in found}
-
-        async def ready() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-            return done
-
-        return ready
+        return _ready((rows, {a["name"]: a for a in found}))
     params += [d.json(event), now]
     take = await d.send(sql, params)
     load = d.load
@@ -284,6 +265,16 @@ async def send_claim(
 
 
 _AGENT_NAME = AGENTS.names.index("name")
+_T = TypeVar("_T")
+
+
+def _ready(value: _T) -> Callable[[], Awaitable[_T]]:
+    """A reader of what is read already (SQLite runs a statement as it is sent)."""
+
+    async def read() -> _T:
+        return value
+
+    return read
 
 
 def _update(

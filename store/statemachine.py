@@ -30,8 +30,8 @@ from store.models import TERMINAL, Task, TaskEvent, TaskStatus, from_row, utcnow
 
 __all__ = [
     "ALLOWED",
-    "claim",
     "create",
+    "send_claim",
     "send_completions",
     "send_transition",
     "transition",
@@ -314,20 +314,6 @@ def _refusal(task_id: str, to: TaskStatus, current: TaskStatus) -> errors.Invali
     )
 
 
-async def claim(
-    tx: Tx,
-    queue: str,
-    worker_id: str,
-    limit: int,
-    lease_seconds: float,
-    token_hash: str,
-    now: datetime | None = None,
-    needs: tuple[str, ...] | None = None,
-) -> tuple[list[Task], dict[str, dict[str, Any]]]:
-    """`send_claim`, read at once."""
-    return await (await send_claim(tx, queue, worker_id, limit, lease_seconds, token_hash, now, needs))()
-
-
 async def send_claim(
     tx: Tx,
     queue: str,
@@ -345,7 +331,7 @@ async def send_claim(
     concurrent claimers never wait on or double-claim a row; SQLite's single writer does the
     same). Each claimed task gets attempt+1, `token_hash` as its lease (store.leases) and a
     `status` event. The tasks of one claim share its token: they go to one worker in one
-    answer, and any later claim of one of them replaces its hash. `needs`: see fastpath.claim.
+    answer, and any later claim of one of them replaces its hash. `needs`: see fastpath.send_claim.
     """
     now = now or utcnow()
     values: dict[str, Any] = {

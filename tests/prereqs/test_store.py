@@ -134,13 +134,13 @@ async def test_a_queue_without_needs_is_looked_at_once_then_claims_in_one_statem
 ) -> None:
     await seed(db)
     asked: list[Any] = []
-    real = fastpath.claim
+    real = fastpath.send_claim
 
     async def spy(*args: Any, **kw: Any) -> Any:
         asked.append(args[-1])  # the claim's `needs`
         return await real(*args, **kw)
 
-    monkeypatch.setattr(fastpath, "claim", spy)
+    monkeypatch.setattr(fastpath, "send_claim", spy)
     await claim(db, "w-small", CANNOT)  # the first look finds nothing: remembered
     assert not [s for s in await statements_of(db, claim(db, "w-small", CANNOT)) if "DISTINCT" in s]
     # SQLite: today's statement; PostgreSQL: `needs IS NULL` too (another replica's new task).

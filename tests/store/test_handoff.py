@@ -133,7 +133,7 @@ async def test_a_creation_that_fails_after_the_claim_claims_nothing_and_says_so(
     await _setup(db)
     claim = _claim("w1")
 
-    async def claim_then_fail(tx: Tx) -> list[tasks.Claimed]:
+    async def claim_then_fail(tx: Tx) -> Callable[[], Awaitable[list[tasks.Claimed]]]:
         assert await claim(tx)
         raise RuntimeError("the connection dropped")
 
@@ -164,7 +164,7 @@ async def test_a_claimer_gone_before_its_hand_off_gets_the_task_given_back(db: D
     await _setup(db)
     claim = _claim("w1")
 
-    async def claim_as_the_claimer_leaves(tx: Tx) -> list[tasks.Claimed]:
+    async def claim_as_the_claimer_leaves(tx: Tx) -> Callable[[], Awaitable[list[tasks.Claimed]]]:
         handoffs(db).leave(parked)  # what the claimer's `finally` does when it is cancelled
         return await claim(tx)
 
