@@ -73,7 +73,7 @@ class Lean:
         self._seen: dict[tuple[bytes, tuple[int, ...]], int] = {}
         self.prepared: dict[tuple[bytes, tuple[int, ...]], bytes] = {}
         self._names = 0  # prepared statement names made: never one used twice
-        self._queue: deque[Slot] = deque()  # sent, answer not yet read; a Sync is None
+        self._queue: deque[Slot] = deque()  # sent, answer not yet read; a Sync is _SYNC_SLOT
         self._syncs = 0  # Syncs sent and not yet answered
         self.error: psycopg.Error | None = None  # the first of this implicit transaction
         self._texts: dict[str, bytes] = {}

@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlmodel import col, select
@@ -24,6 +24,9 @@ from store.events import EVENT_KINDS, RESERVED_KINDS, append
 from store.leases import Lease, fenced, new_token, refusal
 from store.models import Agent, Artifact, Task, TaskEvent, TaskStatus, from_row, utcnow
 from store.statemachine import send_claim, send_completions, send_transition, transition
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 __all__ = [
     "PHASES",
@@ -58,38 +61,6 @@ class Claimed:
     token: str  # the lease token: given to the claiming worker only, stored hashed
 
 
-async def claim_tasks(
-    tx: Tx,
-    queue: str,
-    worker_id: str,
-    limit: int,
-    lease_seconds: float,
-    info: dict[str, Any] | None = None,
-    *,
-    touch: bool = True,
-    capabilities: dict[str, Any] | None = None,
-    digest: str | None = None,
-) -> list[Claimed]:
-    """Claim up to `limit` tasks with their agents; `touch` records the worker as alive.
-
-    `capabilities` (sent when they change) or their `digest` (sent in between) say what the
-    worker has: it gets only tasks whose prerequisites it meets (store/prereqs.py). A worker
-    sending neither gets any task, as before."""
-    return await (
-        await send_claim_tasks(
-            tx,
-            queue,
-            worker_id,
-            limit,
-            lease_seconds,
-            info,
-            touch=touch,
-            capabilities=capabilities,
-            digest=digest,
-        )
-    )()
-
-
 async def send_claim_tasks(
     tx: Tx,
     queue: str,
@@ -102,8 +73,13 @@ async def send_claim_tasks(
     capabilities: dict[str, Any] | None = None,
     digest: str | None = None,
 ) -> Callable[[], Awaitable[list[Claimed]]]:
-    """`claim_tasks`, sent: await what this returns for the tasks claimed (on PostgreSQL
-    the answer may be read after the commit: see Tx.after)."""
+    """Claim up to `limit` tasks with their agents; `touch` records the worker as alive.
+    Sent: await what this returns for the tasks claimed (on PostgreSQL the answer may be
+    read after the commit: see Tx.after); `claim_tasks` reads it at once.
+
+    `capabilities` (sent when they change) or their `digest` (sent in between) say what the
+    worker has: it gets only tasks whose prerequisites it meets (store/prereqs.py). A worker
+    sending neither gets any task, as before."""
     if touch or capabilities is not None:
         await catalog.touch_worker(tx, worker_id, queue, info, capabilities=capabilities)
     token, token_hash = new_token()
@@ -119,6 +95,18 @@ async def send_claim_tasks(
         return [Claimed(t, agents.get(t.agent or ""), token) for t in tasks]
 
     return read
+
+
+def _at_once(send: Callable[_P, Awaitable[Callable[[], Awaitable[_R]]]]) -> Callable[_P, Awaitable[_R]]:
+    """`send`, its answer read as soon as it is sent."""
+
+    async def run(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return await (await send(*args, **kwargs))()
+
+    return run
+
+
+claim_tasks = _at_once(send_claim_tasks)
 
 
 def _check_worker_events(events: WorkerEvents) -> list[tuple[str, dict[str, Any]]]:
