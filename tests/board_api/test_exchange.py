@@ -5,6 +5,7 @@ writes nothing while the others commit; everything is committed before the answe
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import httpx
@@ -14,6 +15,7 @@ from board_api import hotroutes
 from board_api.state import state_of
 from sdk.schemas import ClaimBody
 from store.handoff import handoffs
+from store.peers import WARM_UP
 from tests.board_api.test_api import claim, problem, seed
 from tests.board_api.test_worker_fencing import keyed
 from tests.support import LiveServer, wait_for
@@ -336,3 +338,30 @@ def test_a_post_of_many_tasks_events_is_two_statements_on_sqlite(server: LiveSer
             conn.set_trace_callback(None)  # pyright: ignore[reportUnknownMemberType]
     writes = [s.split()[0] for s in statements if s.split()[0] in ("UPDATE", "INSERT")]
     assert writes == ["UPDATE", *["INSERT"] * 10]  # executemany traces each row of the one INSERT
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_alone_on_postgresql_the_rows_read_after_the_commit_answer_the_same(server: LiveServer) -> None:
+    """A replica no other one listens to reads an exchange's rows after its commit
+    (store.db.Tx.after): the same answers, a stale report refused alone and explained
+    without running the exchange again in a full transaction."""
+    db = state_of(server.app).db
+    peers = db.hub.peers
+    wait_for(lambda: peers._listening, what="the hub's LISTEN")  # pyright: ignore[reportPrivateUsage]
+    peers.clock = lambda: time.monotonic() + WARM_UP + 1  # past its warm-up: alone
+    assert not peers.needed()
+    with server.client() as c:
+        seed(c)
+        ids = [c.post("/tasks", json={"agent": "echo", "prompt": f"p{i}"}).json()["id"] for i in range(4)]
+        a, b = claim(c, n=2)
+        ok = {"id": a["task"]["id"], "token": a["token"], "result": {"output": "A"}}
+        stale = {"id": b["task"]["id"], "token": "not-its-token", "result": 1}
+        before = dict(db.fast_fallbacks)  # the first claim's (its worker's first touch)
+        out = exchange(c, [ok, stale], n=2)
+        assert db.fast_fallbacks == before
+        assert out["reports"][0] == {"id": a["task"]["id"], "status": "completed", "problem": None}
+        assert out["reports"][1]["problem"]["code"] == "stale_lease"
+        assert sorted(t["task"]["id"] for t in out["tasks"]) == ids[2:]
+        assert all(t["task"]["status"] == "running" and t["agent"]["name"] == "echo" for t in out["tasks"])
+        assert c.get(f"/tasks/{b['task']['id']}").json()["status"] == "running"
+        assert c.get(f"/tasks/{a['task']['id']}").json()["result"] == {"output": "A"}
