@@ -324,8 +324,9 @@ async def send_claim(
     now: datetime | None = None,
     needs: tuple[str, ...] | None = None,
 ) -> Callable[[], Awaitable[tuple[list[Task], dict[str, dict[str, Any]]]]]:
-    """Sent: await what this returns for the claimed tasks and their agents' rows. Atomically move up to `limit` pending tasks of `queue` to running for `worker_id`;
-    returns them, and their agents' rows by name (read in the same statement).
+    """Atomically move up to `limit` pending tasks of `queue` to running for `worker_id`.
+    Sent: await what this returns for them and their agents' rows by name (read in the
+    same statement; on PostgreSQL perhaps after the commit, see Tx.after).
 
     One statement picks and updates the rows (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so
     concurrent claimers never wait on or double-claim a row; SQLite's single writer does the
@@ -349,7 +350,6 @@ async def send_claim(
     # status events).
     data = {"status": "running", "from": "pending", "worker_id": worker_id}
     take = await fastpath.send_claim(tx, queue, limit, values, now, needs, event=data)
-    at = now
 
     async def read() -> tuple[list[Task], dict[str, dict[str, Any]]]:
         rows, agents = await take()
@@ -358,7 +358,7 @@ async def send_claim(
             # With its status event's row (a Batch, which other replicas get in the NOTIFY
             # too): the task's followers frame it as it is instead of reading the log back,
             # twice (the event, then has it ended?), while the worker is starting the task.
-            tx.notify(f"task:{r['id']}", Batch([(r["id"], r["last_seq"], "status", data, r["attempt"], at)]))
+            tx.notify(f"task:{r['id']}", Batch([(r["id"], r["last_seq"], "status", data, r["attempt"], now)]))
             tx.notify("board", r["id"])
         return [from_row(Task, r) for r in rows], agents
 
