@@ -151,8 +151,7 @@ async def _poll(
             if claimed or reports:
                 return done, _claimed(claimed, settings.lease_seconds, state.metrics)
             if not checked_queue:  # only an empty answer needs to know the queue exists
-                async with db.read() as s:
-                    await catalog.get_queue(s, queue)
+                await catalog.check_queue(db, queue)
                 checked_queue = True
             remaining = deadline - time.monotonic()
             if remaining <= 0 or state.draining or await request.is_disconnected():

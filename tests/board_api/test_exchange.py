@@ -14,6 +14,7 @@ import pytest
 from board_api import hotroutes
 from board_api.state import state_of
 from sdk.schemas import ClaimBody
+from store import catalog
 from store.handoff import handoffs
 from store.peers import WARM_UP
 from tests.board_api.test_api import claim, problem, seed
@@ -365,3 +366,25 @@ def test_alone_on_postgresql_the_rows_read_after_the_commit_answer_the_same(serv
         assert all(t["task"]["status"] == "running" and t["agent"]["name"] == "echo" for t in out["tasks"])
         assert c.get(f"/tasks/{b['task']['id']}").json()["status"] == "running"
         assert c.get(f"/tasks/{a['task']['id']}").json()["result"] == {"output": "A"}
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_an_empty_poll_checks_its_queue_without_an_orm_session_on_postgresql(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idle worker's long-poll asks whether its queue exists each time it parks: on
+    PostgreSQL one read of our own, not an ORM session (store.catalog.check_queue)."""
+    looked: list[str] = []
+    real = catalog.get_queue
+
+    async def spy(session: Any, key: str) -> Any:
+        looked.append(key)
+        return await real(session, key)
+
+    with server.client() as c:
+        seed(c)  # its agents name their queue: looked up the ORM way, not this test's business
+        monkeypatch.setattr(catalog, "get_queue", spy)
+        assert exchange(c, [], wait=0) == {"reports": [], "tasks": []}
+        r = c.post("/worker-queues/ghost/exchange", json={"worker_id": "w1", "wait_seconds": 0})
+        problem(r, 404, "queue_not_found")
+    assert looked == []
