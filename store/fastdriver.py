@@ -12,14 +12,16 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from pydantic_core import to_json
 
 from store.db import Tx
 from store.models import Agent, Task, TaskEvent, UTCDateTime
-from store.pg_lean import Lean
+
+if TYPE_CHECKING:  # psycopg takes ~0.1 s to import; SQLite needs none of it (store.db)
+    from store.pg_lean import Lean
 
 __all__ = [
     "AGENTS",
