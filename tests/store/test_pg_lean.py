@@ -120,3 +120,35 @@ async def _running(lean: Lean) -> None:
             return row is not None and row[0] == "active"
 
         wait_for(active, what="the statement running on the server")
+
+
+class _CountingPg:
+    """The libpq connection with its flushes counted: a flush with something queued is a
+    write to the server's socket."""
+
+    def __init__(self, pg: object) -> None:
+        self._pg = pg
+        self.flushes = 0
+
+    def flush(self) -> int:
+        self.flushes += 1
+        return self._pg.flush()  # pyright: ignore[reportAttributeAccessIssue]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._pg, name)
+
+
+async def test_statements_nobody_reads_go_out_with_the_sync_in_one_write(lean: Lean) -> None:
+    """A flush wakes the server's backend at once; on a small box the scheduler then runs it
+    on this process's core, which waits for it while it has Python left to run (the hand-off
+    after its held insert: issue #15). So `run` queues, and the Sync sends it all."""
+    counting = _CountingPg(lean.pg)
+    lean.pg = counting  # pyright: ignore[reportAttributeAccessIssue]
+    await lean.run(b"INSERT INTO t (id) VALUES ($1)", [1])
+    await lean.run(b"INSERT INTO t (id) VALUES ($1)", [2])
+    assert counting.flushes == 0
+    await lean.sync()
+    assert counting.flushes == 1
+    lean.pg = counting._pg  # pyright: ignore[reportAttributeAccessIssue, reportPrivateUsage]
+    assert await lean.fetch("SELECT count(*) FROM t") == [(2,)]
+    await lean.sync()
