@@ -31,6 +31,7 @@ import httpx
 import psycopg
 
 from bench.command import command_start
+from bench.orphans import drop_orphans, own_name
 from sdk.client import AsyncControlPlaneClient
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,12 +54,17 @@ def env(**kw: str) -> dict[str, str]:
 
 def fresh_database(backend: str, tmp: Path, name: str = "") -> str:
     """An empty, migrated database: a SQLite file in `tmp`, or PostgreSQL's `name` re-created
-    (by default `$META_AGENT_BENCH_DB`, else `meta_agent_bench`: two benches run at once on
-    one cluster need two names, or the second one's DROP ... WITH (FORCE) kills the first's
-    connections)."""
+    (by default `$META_AGENT_BENCH_DB`, else `meta_agent_bench_PID`, this process's own:
+    two benches at once on one cluster never drop each other's, and a server left running by
+    a killed bench cannot pass for another replica of this one: bench/orphans.py)."""
     from store import migrate
 
-    name = name or os.environ.get("META_AGENT_BENCH_DB") or "meta_agent_bench"
+    if not name and backend != "sqlite":
+        name = os.environ.get("META_AGENT_BENCH_DB", "")
+        if not name:
+            with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+                drop_orphans(conn, "meta_agent_bench")
+            name = own_name("meta_agent_bench")
 
     if backend == "sqlite":
         url = f"sqlite:///{tmp / 'bench.db'}"

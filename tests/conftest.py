@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+from bench.orphans import drop_orphans
 from tests.fakes.llm_server import ChatLLM
 from tests.support import LiveServer, free_port
 
@@ -47,7 +48,7 @@ def pg_url(worker_id: str) -> Iterator[str]:
     name = f"meta_agent_test_{worker_id}_{os.getpid()}"
     try:
         with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
-            _drop_orphans(conn)
+            drop_orphans(conn, "meta_agent_test")  # left by runs that were killed
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{name}"')
     except psycopg.OperationalError as exc:
@@ -60,25 +61,6 @@ def pg_url(worker_id: str) -> Iterator[str]:
     yield url
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def _drop_orphans(conn: psycopg.Connection) -> None:
-    """Drop test databases left by runs that were killed (their process is gone)."""
-    rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'meta_agent_test_%'").fetchall()
-    for (datname,) in rows:
-        pid = datname.rsplit("_", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            conn.execute(f'DROP DATABASE IF EXISTS "{datname}" WITH (FORCE)')
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @pytest.fixture(scope="session")
