@@ -366,7 +366,11 @@ async def listen_postgres(hub: Hub, dsn: str, ready: asyncio.Event | None = None
                         if notes[0][1] == hub.origin:
                             continue  # this hub's own: published at its commit
                         notes = notes[1:]
-                    hub.peers.heard()
+                    if hub.peers.heard():
+                        # Worth knowing: from now on every commit also NOTIFYs (one more
+                        # statement; an exchange's rows are read before its commit). A server
+                        # left running on a re-created database passes for one too.
+                        log.info("another replica listens on this database: commits notify it")
                     for topic, data in notes:
                         hub.publish(topic, data)
         except (psycopg.OperationalError, OSError) as exc:

@@ -46,6 +46,7 @@ class Peers:
         self._until = 0.0  # notify until then (a peer heard, or the warm-up)
         self._warm_until: float | None = None  # the warm-up's end, until `warmed()` says so
         self.last_hello = 0.0  # when this replica last said hello
+        self._heard_until = 0.0  # another replica counts as there until then
 
     def needed(self) -> bool:
         """Whether a commit now must NOTIFY."""
@@ -68,9 +69,14 @@ class Peers:
         """Its LISTEN connection is down."""
         self._listening = False
 
-    def heard(self) -> None:
-        """Something came from another replica (a hello or a commit)."""
-        self._until = max(self._until, self.clock() + PEER_TTL)
+    def heard(self) -> bool:
+        """Something came from another replica (a hello or a commit); True when none had
+        been heard for `PEER_TTL` before (the hub logs it: every commit notifies from now)."""
+        now = self.clock()
+        first = now >= self._heard_until
+        self._heard_until = now + PEER_TTL
+        self._until = max(self._until, self._heard_until)
+        return first
 
     def said_hello(self) -> bool:
         """Record a hello sent now; True when the one before was more than `PEER_TTL` ago

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncGenerator
 
@@ -34,11 +35,14 @@ def test_a_replica_notifies_unless_it_listens_and_has_heard_nobody_for_a_while()
     clock.now += WARM_UP + 0.1
     assert not peers.needed()  # alone
     assert peers.warmed() and not peers.warmed()  # once: its followers read again then
-    peers.heard()
+    assert peers.heard()  # the first: the hub logs it
     clock.now += PEER_TTL - 0.1
     assert peers.needed()
+    assert not peers.heard()  # heard within PEER_TTL: the same period, logged once
+    clock.now += PEER_TTL - 0.1
     clock.now += 0.2
     assert not peers.needed()  # that one has not been heard of for too long
+    assert peers.heard()  # heard again after that: a new period, logged again
     peers.deaf()
     assert peers.needed()  # its LISTEN is down: it cannot know again
     assert not peers.said_hello()
@@ -92,7 +96,10 @@ async def _commit(db: Database, topic: str, payload: str) -> None:
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
-async def test_a_replica_alone_notifies_nobody_and_then_one_that_starts(db_url: str) -> None:
+async def test_a_replica_alone_notifies_nobody_and_then_one_that_starts(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="store.hub")
     writer = Database(db_url)  # never listens: always notifies
     try:
         async with pg_replica(db_url) as a, _tap(db_url) as tapped:
@@ -117,6 +124,7 @@ async def test_a_replica_alone_notifies_nobody_and_then_one_that_starts(db_url: 
                 async with asyncio.timeout(10):
                     await heard.wait()
                 assert a.hub.peers.needed()
+                assert "another replica listens on this database" in caplog.text
                 with b.hub.subscribe("test:two") as sub:
                     await _commit(a, "test:two", "to b")
                     assert await sub.get(10) == ["to b"]
