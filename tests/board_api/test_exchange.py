@@ -388,3 +388,30 @@ def test_an_empty_poll_checks_its_queue_without_an_orm_session_on_postgresql(
         r = c.post("/worker-queues/ghost/exchange", json={"worker_id": "w1", "wait_seconds": 0})
         problem(r, 404, "queue_not_found")
     assert looked == []
+
+
+def test_a_single_complete_runs_on_the_fast_path(server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker built on the SDK may complete task by task (`POST /tasks/{id}/complete`, no
+    exchange): the fast path's statements, as a report in an exchange, with no ORM
+    transaction (one cost 0.4 ms more per completion on SQLite and 1.2 on PostgreSQL:
+    issue #15). A stale one is still refused and writes nothing."""
+    db = state_of(server.app).db
+    opened: list[int] = []
+    full = db.tx
+
+    def counted() -> Any:
+        opened.append(1)
+        return full()
+
+    with server.client() as c:
+        seed(c)
+        c.post("/tasks", json={"agent": "echo", "prompt": "p"})
+        (item,) = exchange(c, [], n=1)["tasks"]
+        done = f"/tasks/{item['task']['id']}/complete"
+        monkeypatch.setattr(db, "tx", counted)
+        before = dict(db.fast_fallbacks)  # the claim's worker touch may take that detour
+        r = c.post(done, json={"token": item["token"], "result": {"ok": 1}})
+        assert r.status_code == 200 and r.json()["status"] == "completed", r.text
+        assert opened == [] and dict(db.fast_fallbacks) == before
+        problem(c.post(done, json={"token": item["token"], "result": "again"}), 409, "stale_lease")
+        assert c.get(f"/tasks/{item['task']['id']}").json()["result"] == {"ok": 1}
