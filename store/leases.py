@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from kernel import errors
+from store import fastpath
 from store.db import Tx
-from store.models import Task, TaskStatus
+from store.models import Task, TaskStatus, from_row
 
 __all__ = ["Lease", "fenced", "hash_token", "new_token", "refusal"]
 
@@ -65,19 +66,29 @@ async def refusal(tx: Tx, task_id: str, lease: Lease) -> errors.MetaAgentError:
     ).first()
     if row is None:
         return errors.NotFound(f"task {task_id} not found", code="task_not_found")
-    if lease.queues and row.queue not in lease.queues:
-        return queue_refused(row.queue)
+    return _stale(task_id, lease, row.status, row.attempt, row.queue)
+
+
+def _stale(task_id: str, lease: Lease, status: str, attempt: int, queue: str) -> errors.MetaAgentError:
+    if lease.queues and queue not in lease.queues:
+        return queue_refused(queue)
     return errors.StaleLease(
-        f"the lease token is not the current lease of task {task_id} "
-        f"(status {row.status}, attempt {row.attempt})",
-        status_now=row.status,
-        attempt=row.attempt,
+        f"the lease token is not the current lease of task {task_id} (status {status}, attempt {attempt})",
+        status_now=status,
+        attempt=attempt,
     )
 
 
 async def fenced(tx: Tx, task_id: str, lease: Lease) -> Task:
     """Read the task, refusing a stale lease (the write that follows is fenced again)."""
-    task = await tx.session.get(Task, task_id)
+    if tx.has_session:
+        task = await tx.session.get(Task, task_id)
+    else:
+        # A fast transaction (an exchange's failure report, a worker's fail or release):
+        # the same read without the ORM session, which would send the whole work round
+        # again in a full transaction (store.db.fast_or_full).
+        row = await fastpath.task_row(tx, task_id)
+        task = None if row is None else from_row(Task, row)
     if task is None:
         raise errors.NotFound(f"task {task_id} not found", code="task_not_found")
     conds_hold = (
@@ -86,7 +97,8 @@ async def fenced(tx: Tx, task_id: str, lease: Lease) -> Task:
         and (not lease.queues or task.queue in lease.queues)
     )
     if not conds_hold:
-        raise await refusal(tx, task_id, lease)
+        status = getattr(task.status, "value", task.status)  # the ORM's may be the enum
+        raise _stale(task_id, lease, str(status), task.attempt, task.queue)
     return task
 
 

@@ -18,7 +18,7 @@ from sqlmodel import col, select
 
 from kernel import errors
 from kernel.redact import redact, redact_data
-from store import artifacts, catalog, prereqs
+from store import artifacts, catalog, fastpath, prereqs
 from store.db import Tx
 from store.events import EVENT_KINDS, RESERVED_KINDS, append
 from store.leases import Lease, fenced, new_token, refusal
@@ -377,6 +377,9 @@ async def _reported_usage(
     for kind, data in reversed(events):
         if kind == "usage":
             return data
+    if not tx.has_session:  # a fast transaction (store.leases.fenced says why)
+        found = await fastpath.last_usage(tx, task_id)
+        return found if isinstance(found, dict) else None
     last = await tx.session.execute(
         sa.select(col(TaskEvent.data))
         .where(col(TaskEvent.task_id) == task_id, col(TaskEvent.kind) == "usage")

@@ -419,8 +419,9 @@ async def complete(task_id: str, body: CompleteBody, request: Request, db: DbDep
 @router.post("/tasks/{task_id}/fail", response_model=TaskOut)
 async def fail(task_id: str, body: FailBody, request: Request, db: DbDep, p: WorkerKey) -> TaskOut:
     """Fail the task (or acknowledge a cancel: the task then ends `cancelled`)."""
-    async with db.tx() as tx:
-        task = await tasks.fail(
+
+    async def work(tx: Tx) -> Task:
+        return await tasks.fail(
             tx,
             task_id,
             lease(p, body.token),
@@ -428,6 +429,8 @@ async def fail(task_id: str, body: FailBody, request: Request, db: DbDep, p: Wor
             message=body.error.message,
             events=_events(body.events),
         )
+
+    task = await db.fast_or_full(work)  # as `complete`
     app_state(request).metrics.finished(task)
     return task_out(task)
 
@@ -435,9 +438,11 @@ async def fail(task_id: str, body: FailBody, request: Request, db: DbDep, p: Wor
 @router.post("/tasks/{task_id}/release", response_model=TaskOut)
 async def release(task_id: str, body: ReleaseBody, db: DbDep, p: WorkerKey) -> TaskOut:
     """Hand a task back to the queue (worker shutting down)."""
-    async with db.tx() as tx:
-        task = await tasks.release(tx, task_id, lease(p, body.token), events=_events(body.events))
-    return task_out(task)
+
+    async def work(tx: Tx) -> Task:
+        return await tasks.release(tx, task_id, lease(p, body.token), events=_events(body.events))
+
+    return task_out(await db.fast_or_full(work))  # as `complete`
 
 
 @router.post("/tasks/{task_id}/checkpoint")
