@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlmodel import col, select
@@ -377,17 +377,18 @@ async def _reported_usage(
     for kind, data in reversed(events):
         if kind == "usage":
             return data
+    found: Any
     if not tx.has_session:  # a fast transaction (store.leases.fenced says why)
         found = await fastpath.last_usage(tx, task_id)
-        return found if isinstance(found, dict) else None
-    last = await tx.session.execute(
-        sa.select(col(TaskEvent.data))
-        .where(col(TaskEvent.task_id) == task_id, col(TaskEvent.kind) == "usage")
-        .order_by(col(TaskEvent.seq).desc())
-        .limit(1)
-    )
-    found = last.scalar_one_or_none()
-    return found if isinstance(found, dict) else None
+    else:
+        last = await tx.session.execute(
+            sa.select(col(TaskEvent.data))
+            .where(col(TaskEvent.task_id) == task_id, col(TaskEvent.kind) == "usage")
+            .order_by(col(TaskEvent.seq).desc())
+            .limit(1)
+        )
+        found = last.scalar_one_or_none()
+    return cast("dict[str, Any]", found) if isinstance(found, dict) else None
 
 
 async def release(tx: Tx, task_id: str, lease: Lease, *, events: WorkerEvents = ()) -> Task:
