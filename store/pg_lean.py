@@ -135,8 +135,9 @@ class Lean:
         its error raised there. Not flushed now: the write would wake the server's backend,
         which a 2-core box then ran on this process's core, taking it from the Python still
         to run before the Sync (a hand-off after its held insert: 0.33 ms from the insert's
-        send to the claim's, 0.06 once queued; PostgreSQL dispatch p50 2.43-2.52 → 2.2-2.39
-        ms, issue #15)."""
+        send to the claim's, 0.06 once queued). Measured under issue #15: PostgreSQL
+        dispatch p50 2.42-2.65 → 2.17-2.57 ms in four alternating pairs, no difference
+        beyond the noise in `bench.peers`; fewer writes either way."""
         self.send(sql, params)
 
     async def fetch(self, sql: str | bytes, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
