@@ -11,7 +11,8 @@ On PostgreSQL, task i's events go to replica i % 2 and its follower reads replic
 Prints one markdown table; the JSON goes to bench/results/stream-<UTC>.json (or --out).
 Exit status 1 when the integrity check failed. PostgreSQL: the server named by
 $META_AGENT_TEST_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/test), where
-the database `meta_agent_bench_stream` is dropped and re-created. Through make:
+a database of this process's own (`meta_agent_bench_PID`) is created; the next bench drops
+it once this process is gone. Through make:
 `make bench-stream STREAM_ARGS="--stores sqlite --seconds 10"`.
 """
 

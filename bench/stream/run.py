@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 
-from bench.bench import LOG_DIR, PG_ADMIN, ROOT, env, free_port, fresh_database, setup, start_server, stop
+from bench.bench import LOG_DIR, ROOT, env, free_port, fresh_database, setup, start_server, stop
 from bench.peers import procstat
 from bench.stream import verify
 from bench.stream.plan import Plan, Planned
@@ -210,18 +209,9 @@ def measure(
 
 
 def fresh(store: str, tmp: Path) -> str:
-    """A migrated empty database; on PostgreSQL its own (`make bench` re-creates `meta_agent_bench`,
-    and the helpers sharing this machine may run both at once)."""
-    if store == "sqlite":
-        return fresh_database(store, tmp)
-    from store import migrate
-
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute('DROP DATABASE IF EXISTS "meta_agent_bench_stream" WITH (FORCE)')
-        conn.execute('CREATE DATABASE "meta_agent_bench_stream"')
-    url = PG_ADMIN.rsplit("/", 1)[0] + "/meta_agent_bench_stream"
-    migrate.upgrade(url)
-    return url
+    """A migrated empty database; on PostgreSQL this process's own (bench/orphans.py), so
+    `make bench` and this one may run at once on one cluster."""
+    return fresh_database(store, tmp)
 
 
 def run(store: str, o: Options) -> dict[str, Any]:

@@ -390,12 +390,8 @@ def test_an_empty_poll_checks_its_queue_without_an_orm_session_on_postgresql(
     assert looked == []
 
 
-def test_a_single_complete_runs_on_the_fast_path(server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A worker built on the SDK may complete task by task (`POST /tasks/{id}/complete`, no
-    exchange): the fast path's statements, as a report in an exchange, with no ORM
-    transaction (one cost 0.4 ms more per completion on SQLite and 1.2 on PostgreSQL:
-    issue #15). A stale one is still refused and writes nothing."""
-    db = state_of(server.app).db
+def _count_full_transactions(db: Any, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on, a 1 for each `db.tx()` opened (a full, ORM transaction)."""
     opened: list[int] = []
     full = db.tx
 
@@ -403,12 +399,22 @@ def test_a_single_complete_runs_on_the_fast_path(server: LiveServer, monkeypatch
         opened.append(1)
         return full()
 
+    monkeypatch.setattr(db, "tx", counted)
+    return opened
+
+
+def test_a_single_complete_runs_on_the_fast_path(server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker built on the SDK may complete task by task (`POST /tasks/{id}/complete`, no
+    exchange): the fast path's statements, as a report in an exchange, with no ORM
+    transaction (one cost 0.4 ms more per completion on SQLite and 1.2 on PostgreSQL:
+    issue #15). A stale one is still refused and writes nothing."""
+    db = state_of(server.app).db
     with server.client() as c:
         seed(c)
         c.post("/tasks", json={"agent": "echo", "prompt": "p"})
         (item,) = exchange(c, [], n=1)["tasks"]
         done = f"/tasks/{item['task']['id']}/complete"
-        monkeypatch.setattr(db, "tx", counted)
+        opened = _count_full_transactions(db, monkeypatch)
         before = dict(db.fast_fallbacks)  # the claim's worker touch may take that detour
         r = c.post(done, json={"token": item["token"], "result": {"ok": 1}})
         assert r.status_code == 200 and r.json()["status"] == "completed", r.text
@@ -427,13 +433,6 @@ def test_failures_and_releases_run_on_the_fast_path(
     one after a cancel request ends `cancelled`, a release hands the task back, a stale one
     is refused."""
     db = state_of(server.app).db
-    opened: list[int] = []
-    full = db.tx
-
-    def counted() -> Any:
-        opened.append(1)
-        return full()
-
     with server.client() as c:
         seed(c)
         for i in range(4):
@@ -445,7 +444,7 @@ def test_failures_and_releases_run_on_the_fast_path(
             json={"token": a["token"], "events": [{"kind": "usage", "data": usage}]},
         ).is_success
         assert c.post(f"/tasks/{d['task']['id']}/cancel").is_success
-        monkeypatch.setattr(db, "tx", counted)
+        opened = _count_full_transactions(db, monkeypatch)
         before = dict(db.fast_fallbacks)
         failed = {"id": a["task"]["id"], "token": a["token"], "error": {"code": "boom", "message": "no"}}
         ok = {"id": b["task"]["id"], "token": b["token"], "result": 1}
