@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from kernel import failures
 from store import gauges
@@ -125,13 +125,23 @@ class Metrics:
         followers = GaugeMetricFamily("meta_agent_stream_followers", "Open live streams and long-polls")
         # Less the schedule ticker, which waits on the hub too but is nobody's stream.
         followers.add_metric([], db.hub.follower_count())
+        # Hot-path work that needed the ORM session and ran again in a full transaction
+        # (store.db.fast_or_full): each one paid twice. A name that keeps climbing is a hot
+        # path gone slow (a failure report in an exchange was one, found under issue #15).
+        fallbacks = CounterMetricFamily(
+            "meta_agent_fast_path_fallbacks",
+            "Hot-path work run again in a full transaction, by the work's name",
+            labels=["work"],
+        )
+        for work, n in sorted(db.fast_fallbacks.items()):
+            fallbacks.add_metric([work], n)
         scrape = CollectorRegistry()
-        scrape.register(_Static([by_status, capped, depth, workers, followers]))
+        scrape.register(_Static([by_status, capped, depth, workers, followers, fallbacks]))
         return generate_latest(self.registry) + generate_latest(scrape)
 
 
 class _Static:
-    def __init__(self, families: list[GaugeMetricFamily]) -> None:
+    def __init__(self, families: list[Metric]) -> None:
         self.families = families
 
     def collect(self) -> Iterator[Metric]:

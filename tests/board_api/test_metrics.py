@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
+from board_api.state import state_of
 from store.db import sync_url
 from tests.board_api.test_api import claim, problem, seed
 from tests.support import LiveServer
@@ -91,3 +92,14 @@ def test_a_scrape_reads_no_table_in_full(server: LiveServer) -> None:
             assert "SCAN tasks" not in plan and "SEARCH tasks USING" in plan, plan
         else:
             assert "Seq Scan" not in plan and "Index Cond" in plan, plan
+
+
+def test_fast_path_fallbacks_are_counted_by_work(server: LiveServer) -> None:
+    """Work redone in a full transaction (store.db.fast_or_full) shows on /metrics: a hot
+    path that keeps falling back pays twice, unseen otherwise (issue #15 found one)."""
+    db = state_of(server.app).db
+    scraped = httpx.get(f"{server.url}/metrics").text
+    assert "# TYPE meta_agent_fast_path_fallbacks_total counter" in scraped
+    db.fast_fallbacks["test.work"] += 2  # as fast_or_full counts one
+    scraped = httpx.get(f"{server.url}/metrics").text
+    assert 'meta_agent_fast_path_fallbacks_total{work="test.work"} 2.0' in scraped
