@@ -133,6 +133,12 @@ class Tx:
         return await self.session.execute(stmt, params)
 
 
+def _work_name(work: Callable[..., Any]) -> str:
+    """The function's qualified name; a functools.partial's is its function's (not "partial")."""
+    func = getattr(work, "func", work)
+    return str(getattr(func, "__qualname__", type(func).__name__))
+
+
 async def _finish(after: list[Callable[[], Awaitable[None]]]) -> None:
     """Tx.after's reads, once committed: the work cannot be run again now, so a need for the
     session here is a bug, not a fallback."""
@@ -294,7 +300,7 @@ class Database:
                 return await work(tx)
         except SessionNeeded:
             # Counted by the work's name: a hot path that falls back often is paying twice.
-            self.fast_fallbacks[getattr(work, "__qualname__", type(work).__name__)] += 1
+            self.fast_fallbacks[_work_name(work)] += 1
         async with self.tx() as tx:
             return await work(tx)
 

@@ -284,7 +284,7 @@ def test_the_hot_calls_stay_on_the_fast_path(server: LiveServer) -> None:
         assert [r["status"] for r in done["reports"]] == ["completed"] * 3
     assert sorted(i["task"]["id"] for i in items) == sorted(ids)
     detours = dict(db.fast_fallbacks)
-    assert sum(detours.values()) <= 1 and set(detours) <= {"partial"}, detours
+    assert sum(detours.values()) <= 1 and set(detours) <= {"_report_and_claim"}, detours
 
 
 def test_a_post_of_many_tasks_events_is_applied_per_task(server: LiveServer) -> None:

@@ -4,6 +4,8 @@ leaving exactly one result either way. Notes are published only after a commit."
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import sqlalchemy as sa
 
@@ -52,6 +54,10 @@ async def test_work_that_needs_the_session_is_rolled_back_and_done_once_in_full(
     await db.fast_or_full(work)
     assert passes == ["fast", "full"]
     assert await _count(db, "fast.then.full") == 1  # the fast pass left nothing behind
+    # Counted by the work's name (/metrics shows it), a partial's by its function's: the
+    # exchange's work is one, and "partial" named nothing.
+    await db.fast_or_full(functools.partial(work))
+    assert db.fast_fallbacks == {work.__qualname__: 2}
 
 
 async def test_a_failure_in_fast_work_stores_nothing_and_publishes_nothing(db: Database) -> None:
