@@ -14,7 +14,7 @@ from sqlmodel import col, select
 
 from kernel import errors
 from kernel.argv import embedded
-from store import secrets
+from store import fastrows, secrets
 from store.db import Database, Tx
 from store.models import Agent, Task, TaskStatus, Team, Worker, WorkerQueue, utcnow
 
@@ -304,21 +304,28 @@ async def touch_worker(
     """Record that a worker is alive (claims and heartbeats call this), with what it has
     when it says (store/prereqs.py)."""
     now = utcnow()
+    info = info or {}
+    row = {  # a new worker's; a known one's keeps its name, host, version and start
+        "id": worker_id,
+        "queue": queue,
+        "name": str(info.get("name", ""))[:200],
+        "hostname": str(info.get("hostname", ""))[:200],
+        "capacity": int(info.get("capacity", 1)),
+        "running": int(info.get("running", 0)),
+        "version": str(info.get("version", ""))[:50],
+        "capabilities": capabilities,
+        "started_at": now,
+        "last_heartbeat_at": now,
+    }
+    if not tx.has_session:
+        # An exchange's claim, every few seconds per worker: one upsert, without the ORM
+        # session, which would run the whole exchange again in a full transaction.
+        changed = ["capabilities"] if capabilities is not None else []
+        changed += [k for k in ("capacity", "running") if k in info]
+        await fastrows.upsert_worker(tx, row, ["last_heartbeat_at", "queue", *changed])
+        return
     worker = await tx.session.get(Worker, worker_id)
     if worker is None:
-        info = info or {}
-        row = {
-            "id": worker_id,
-            "queue": queue,
-            "name": str(info.get("name", ""))[:200],
-            "hostname": str(info.get("hostname", ""))[:200],
-            "capacity": int(info.get("capacity", 1)),
-            "running": int(info.get("running", 0)),
-            "version": str(info.get("version", ""))[:50],
-            "capabilities": capabilities,
-            "started_at": now,
-            "last_heartbeat_at": now,
-        }
         # A new worker's first claim and first heartbeat may both find no row: the second
         # insert waits for the first and then does nothing, instead of a duplicate key (500).
         insert = sqlite.insert if tx.session.get_bind().dialect.name == "sqlite" else postgresql.insert

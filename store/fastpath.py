@@ -43,13 +43,11 @@ __all__ = [
     "insert_audit",
     "insert_events",
     "insert_task",
-    "last_usage",
     "log_after",
     "routes",
     "send_claim",
     "send_update_task_events",
     "task_progress",
-    "task_row",
 ]
 
 
@@ -67,35 +65,6 @@ _EVENTS_AFTER = (
     f"SELECT {EVENTS.listed} FROM task_events WHERE task_id = %s AND seq > %s ORDER BY seq LIMIT %s"
 )
 _TASK_PROGRESS = "SELECT status, last_seq FROM tasks WHERE id = %s"
-_TASK_ROW = f"SELECT {RETURNING} FROM tasks WHERE id = ?"
-_LAST_USAGE = "SELECT data FROM task_events WHERE task_id = ? AND kind = 'usage' ORDER BY seq DESC LIMIT 1"
-
-
-async def task_row(tx: Tx, task_id: str) -> dict[str, Any] | None:
-    """The task's columns as store.models.from_row takes them, None if there is no such
-    task: a fast transaction's read, without the ORM session (a worker's failure is fenced
-    by reading its task first: store.leases.fenced)."""
-    d = await fd.driver(tx)
-    rows = await d.fetch(_text(d, "task_row", _TASK_ROW), [task_id])
-    return d.load(rows[0]) if rows else None
-
-
-async def last_usage(tx: Tx, task_id: str) -> Any:
-    """The data of the task's last `usage` event (None if it has none), as task_row reads."""
-    d = await fd.driver(tx)
-    rows = await d.fetch(_text(d, "last_usage", _LAST_USAGE), [task_id])
-    if not rows:
-        return None
-    data = rows[0][0]
-    return json.loads(data) if isinstance(data, str | bytes) else data  # SQLite's is text
-
-
-def _text(d: fd.SQLite | fd.Postgres, name: str, template: str) -> str:
-    key = (name, d.ph)
-    found = fd.statements.get(key)
-    if found is None:
-        found = fd.statements[key] = fd.sql(d, template)
-    return found
 
 
 async def task_progress(db: Database, task_id: str) -> tuple[str, int] | None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from kernel import errors
-from store import fastpath
+from store import fastrows
 from store.db import Tx
 from store.models import Task, TaskStatus, from_row
 
@@ -87,7 +87,7 @@ async def fenced(tx: Tx, task_id: str, lease: Lease) -> Task:
         # A fast transaction (an exchange's failure report, a worker's fail or release):
         # the same read without the ORM session, which would send the whole work round
         # again in a full transaction (store.db.fast_or_full).
-        row = await fastpath.task_row(tx, task_id)
+        row = await fastrows.task_row(tx, task_id)
         task = None if row is None else from_row(Task, row)
     if task is None:
         raise errors.NotFound(f"task {task_id} not found", code="task_not_found")

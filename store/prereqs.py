@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
+from store import fastrows
 from store.db import Database, Tx
 from store.models import Agent, Task, TaskStatus, Worker, WorkerQueue, utcnow
 from store.secret_models import Secret
@@ -230,18 +231,24 @@ async def plan(tx: Tx, queue: str, worker_id: str, caps: Caps, now: datetime) ->
     last = st.clear.get(queue)
     if last is not None and last[0] == version and time.monotonic() - last[1] < RECHECK:
         return None if tx.db.is_sqlite else ()
-    rows = (
-        await tx.execute(
-            sa.select(_tasks.c.needs, _tasks.c.status)
-            .where(_tasks.c.queue == queue, _tasks.c.needs.is_not(None), _tasks.c.status.in_(_UNFINISHED))
-            .distinct()
-        )
-    ).all()
+    if tx.has_session:
+        found = (
+            await tx.execute(
+                sa.select(_tasks.c.needs, _tasks.c.status)
+                .where(_tasks.c.queue == queue, _tasks.c.needs.is_not(None), _tasks.c.status.in_(_UNFINISHED))
+                .distinct()
+            )
+        ).all()
+        rows: Sequence[tuple[str, str]] = [(r.needs, r.status) for r in found]
+    else:
+        # A claim in a fast transaction (an exchange, a hand-off) asks this every RECHECK
+        # seconds: through the ORM it ran the whole claim again in a full transaction.
+        rows = await fastrows.needs_on_queue(tx, queue, _UNFINISHED)
     if not rows:
         st.clear[queue] = (version, time.monotonic())
         return None if tx.db.is_sqlite else ()
     st.clear.pop(queue, None)
-    pending = {r.needs for r in rows if r.status == TaskStatus.pending.value}
+    pending = {needs for needs, status in rows if status == TaskStatus.pending.value}
     if not pending:
         return ()
     queue_env = await _queue_env(tx.session, queue, pending)

@@ -18,7 +18,7 @@ from sqlmodel import col, select
 
 from kernel import errors
 from kernel.redact import redact, redact_data
-from store import artifacts, catalog, fastpath, prereqs
+from store import artifacts, catalog, fastrows, prereqs
 from store.db import Tx
 from store.events import EVENT_KINDS, RESERVED_KINDS, append
 from store.leases import Lease, fenced, new_token, refusal
@@ -379,7 +379,7 @@ async def _reported_usage(
             return data
     found: Any
     if not tx.has_session:  # a fast transaction (store.leases.fenced says why)
-        found = await fastpath.last_usage(tx, task_id)
+        found = await fastrows.last_usage(tx, task_id)
     else:
         last = await tx.session.execute(
             sa.select(col(TaskEvent.data))

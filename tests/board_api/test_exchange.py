@@ -4,17 +4,20 @@ writes nothing while the others commit; everything is committed before the answe
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from board_api import hotroutes
 from board_api.state import state_of
 from sdk.schemas import ClaimBody
 from store import catalog
+from store.db import sync_url
 from store.handoff import handoffs
 from store.peers import WARM_UP
 from tests.board_api.test_api import claim, problem, seed
@@ -458,3 +461,46 @@ def test_failures_and_releases_run_on_the_fast_path(
         again = c.post(f"/tasks/{a['task']['id']}/fail", json={"token": a["token"], "error": failed["error"]})
         problem(again, 409, "stale_lease")
         problem(c.post(f"/tasks/{e['task']['id']}/release", json={"token": e["token"]}), 409, "stale_lease")
+
+
+def test_a_workers_liveness_is_recorded_on_the_fast_path(
+    server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exchange records its worker as alive every few seconds (catalog.touch_worker), and
+    a claim with capabilities looks for tasks with needs on its queue every few seconds
+    (prereqs.plan): both in the fast transaction now, no longer through the ORM session,
+    which ran the whole exchange (or a hand-off) again in a full one each time
+    (meta_agent_fast_path_fallbacks_total's steady climbers). New: the row as the worker
+    describes itself; known: its heartbeat, queue, capacity and capabilities move, its name
+    and start stay."""
+    state = state_of(server.app)
+    db = state.db
+    caps = {"digest": "d1", "bins": ["git"], "env": [], "mcp": []}
+    with server.client() as c:
+        seed(c)
+        opened = _count_full_transactions(db, monkeypatch)
+        before = dict(db.fast_fallbacks)
+        exchange(
+            c, [], worker_id="w9", name="first", hostname="h", capacity=2, version="1", capabilities=caps
+        )
+        (w,) = [w for w in c.get("/workers").json()["items"] if w["id"] == "w9"]
+        assert (w["name"], w["hostname"], w["capacity"], w["version"], w["queue"]) == (
+            "first",
+            "h",
+            2,
+            "1",
+            "q1",
+        )
+        state.worker_seen.clear()  # the next claim's touch is due
+        exchange(c, [], worker_id="w9", name="renamed", capacity=3, capabilities={**caps, "digest": "d2"})
+        (again,) = [w for w in c.get("/workers").json()["items"] if w["id"] == "w9"]
+        assert (again["name"], again["capacity"], again["started_at"]) == ("first", 3, w["started_at"])
+        assert again["last_heartbeat_at"] > w["last_heartbeat_at"]
+        assert opened == [] and dict(db.fast_fallbacks) == before
+    engine = sa.create_engine(sync_url(server.settings.database_url))
+    try:
+        with engine.connect() as conn:
+            stored = conn.execute(sa.text("SELECT capabilities FROM workers WHERE id = 'w9'")).scalar_one()
+    finally:
+        engine.dispose()
+    assert (json.loads(stored) if isinstance(stored, str) else stored)["digest"] == "d2"
