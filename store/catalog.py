@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
@@ -317,31 +316,13 @@ async def touch_worker(
         "started_at": now,
         "last_heartbeat_at": now,
     }
-    if not tx.has_session:
-        # An exchange's claim, every few seconds per worker: one upsert, without the ORM
-        # session, which would run the whole exchange again in a full transaction.
-        changed = ["capabilities"] if capabilities is not None else []
-        changed += [k for k in ("capacity", "running") if k in info]
-        await fastrows.upsert_worker(tx, row, ["last_heartbeat_at", "queue", *changed])
-        return
-    worker = await tx.session.get(Worker, worker_id)
-    if worker is None:
-        # A new worker's first claim and first heartbeat may both find no row: the second
-        # insert waits for the first and then does nothing, instead of a duplicate key (500).
-        insert = sqlite.insert if tx.session.get_bind().dialect.name == "sqlite" else postgresql.insert
-        await tx.session.execute(insert(Worker).values(**row).on_conflict_do_nothing(index_elements=["id"]))
-        worker = await tx.session.get(Worker, worker_id, populate_existing=True)
-        if worker is None:
-            return
-    worker.last_heartbeat_at = now
-    worker.queue = queue
-    if capabilities is not None:
-        worker.capabilities = dict(capabilities)
-    if info:
-        if "capacity" in info:
-            worker.capacity = int(info["capacity"])
-        if "running" in info:
-            worker.running = int(info["running"])
+    # One upsert through the transaction's driver, not the ORM session: an exchange's claim
+    # touches every few seconds per worker, and in its fast transaction asking for the
+    # session ran the whole exchange again in a full one. (Two first claims at once: the
+    # second updates the first's row.)
+    changed = ["capabilities"] if capabilities is not None else []
+    changed += [k for k in ("capacity", "running") if k in info]
+    await fastrows.upsert_worker(tx, row, ["last_heartbeat_at", "queue", *changed])
 
 
 async def list_workers(

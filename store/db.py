@@ -115,11 +115,6 @@ class Tx:
             raise SessionNeeded
         return self._session
 
-    @property
-    def has_session(self) -> bool:
-        """A full `tx()`'s (False in a fast_tx, whose code reads through store.fastpath)."""
-        return self._session is not None
-
     def notify(self, topic: str, payload: str = "") -> None:
         """Publish `topic` to followers once this transaction has committed."""
         self.notes.append((topic, payload))

@@ -1,8 +1,8 @@
 """A fast transaction's rows outside the hot path's own statements (store/fastpath.py):
 what a worker's less frequent calls read and write without the ORM session, so that their
 work, or the exchange they are part of, is not run again in a full transaction
-(store.db.fast_or_full, counted in `meta_agent_fast_path_fallbacks_total`). Used only where
-`Tx.has_session` is False; a full transaction keeps its ORM code.
+(store.db.fast_or_full, counted in `meta_agent_fast_path_fallbacks_total`). Through the
+transaction's driver (store.fastdriver), so a full transaction runs the same statements.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ _WORKER_COLS = (
 
 async def upsert_worker(tx: Tx, row: dict[str, Any], update: Sequence[str]) -> None:
     """A worker's `row` inserted, or, its id known, the columns `update` set from it: one
-    statement, sent (store.catalog.touch_worker in a fast transaction)."""
+    statement, sent (store.catalog.touch_worker)."""
     d = await fd.driver(tx)
     key = ("upsert_worker", d.ph, tuple(update))
     sql = fd.statements.get(key)
@@ -76,7 +76,7 @@ async def upsert_worker(tx: Tx, row: dict[str, Any], update: Sequence[str]) -> N
 
 async def needs_on_queue(tx: Tx, queue: str, statuses: Sequence[str]) -> list[tuple[str, str]]:
     """The distinct (needs, status) of `queue`'s tasks in `statuses` that need something
-    (store.prereqs.plan, in a fast transaction)."""
+    (store.prereqs.plan)."""
     d = await fd.driver(tx)
     marks = ", ".join("?" for _ in statuses)
     template = f"SELECT DISTINCT needs, status FROM tasks WHERE queue = ? AND needs IS NOT NULL AND status IN ({marks})"

@@ -81,24 +81,20 @@ def _stale(task_id: str, lease: Lease, status: str, attempt: int, queue: str) ->
 
 async def fenced(tx: Tx, task_id: str, lease: Lease) -> Task:
     """Read the task, refusing a stale lease (the write that follows is fenced again)."""
-    if tx.has_session:
-        task = await tx.session.get(Task, task_id)
-    else:
-        # A fast transaction (an exchange's failure report, a worker's fail or release):
-        # the same read without the ORM session, which would send the whole work round
-        # again in a full transaction (store.db.fast_or_full).
-        row = await fastrows.task_row(tx, task_id)
-        task = None if row is None else from_row(Task, row)
-    if task is None:
+    # Through the transaction's driver, not the ORM session: in a fast transaction (an
+    # exchange's failure report, a worker's fail or release) asking for the session would
+    # run the whole work again in a full one (store.db.fast_or_full).
+    row = await fastrows.task_row(tx, task_id)
+    if row is None:
         raise errors.NotFound(f"task {task_id} not found", code="task_not_found")
+    task = from_row(Task, row)
     conds_hold = (
         task.lease_token_hash == lease.hash
         and task.status == TaskStatus.running.value
         and (not lease.queues or task.queue in lease.queues)
     )
     if not conds_hold:
-        status = getattr(task.status, "value", task.status)  # the ORM's may be the enum
-        raise _stale(task_id, lease, str(status), task.attempt, task.queue)
+        raise _stale(task_id, lease, task.status, task.attempt, task.queue)
     return task
 
 

@@ -231,19 +231,10 @@ async def plan(tx: Tx, queue: str, worker_id: str, caps: Caps, now: datetime) ->
     last = st.clear.get(queue)
     if last is not None and last[0] == version and time.monotonic() - last[1] < RECHECK:
         return None if tx.db.is_sqlite else ()
-    if tx.has_session:
-        found = (
-            await tx.execute(
-                sa.select(_tasks.c.needs, _tasks.c.status)
-                .where(_tasks.c.queue == queue, _tasks.c.needs.is_not(None), _tasks.c.status.in_(_UNFINISHED))
-                .distinct()
-            )
-        ).all()
-        rows: Sequence[tuple[str, str]] = [(r.needs, r.status) for r in found]
-    else:
-        # A claim in a fast transaction (an exchange, a hand-off) asks this every RECHECK
-        # seconds: through the ORM it ran the whole claim again in a full transaction.
-        rows = await fastrows.needs_on_queue(tx, queue, _UNFINISHED)
+    # Through the transaction's driver, not the ORM session: a claim in a fast transaction
+    # (an exchange, a hand-off) asks this every RECHECK seconds, and asking for the session
+    # ran the whole claim again in a full transaction.
+    rows = await fastrows.needs_on_queue(tx, queue, _UNFINISHED)
     if not rows:
         st.clear[queue] = (version, time.monotonic())
         return None if tx.db.is_sqlite else ()

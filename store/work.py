@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, cast
 
 import sqlalchemy as sa
-from sqlmodel import col, select
+from sqlmodel import select
 
 from kernel import errors
 from kernel.redact import redact, redact_data
@@ -22,7 +22,7 @@ from store import artifacts, catalog, fastrows, prereqs
 from store.db import Tx
 from store.events import EVENT_KINDS, RESERVED_KINDS, append
 from store.leases import Lease, fenced, new_token, refusal
-from store.models import Agent, Artifact, Task, TaskEvent, TaskStatus, from_row, utcnow
+from store.models import Agent, Artifact, Task, TaskStatus, from_row, utcnow
 from store.statemachine import send_claim, send_completions, send_transition, transition
 
 _P = ParamSpec("_P")
@@ -377,17 +377,7 @@ async def _reported_usage(
     for kind, data in reversed(events):
         if kind == "usage":
             return data
-    found: Any
-    if not tx.has_session:  # a fast transaction (store.leases.fenced says why)
-        found = await fastrows.last_usage(tx, task_id)
-    else:
-        last = await tx.session.execute(
-            sa.select(col(TaskEvent.data))
-            .where(col(TaskEvent.task_id) == task_id, col(TaskEvent.kind) == "usage")
-            .order_by(col(TaskEvent.seq).desc())
-            .limit(1)
-        )
-        found = last.scalar_one_or_none()
+    found = await fastrows.last_usage(tx, task_id)  # not the ORM: see leases.fenced
     return cast("dict[str, Any]", found) if isinstance(found, dict) else None
 
 
