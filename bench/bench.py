@@ -34,6 +34,9 @@ from bench.command import command_start
 from bench.orphans import drop_orphans, own_name
 from sdk.client import AsyncControlPlaneClient
 
+# How long a bench waits for a new server to stop notifying on commit (`settled`).
+SETTLE_SECONDS = 15.0
+
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN = os.environ.get("META_AGENT_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -288,6 +291,30 @@ async def setup(base: str) -> None:
         (
             await c.post("/agents", json={"name": "noop", "runtime": "noop", "default_queue": "bench"})
         ).raise_for_status()
+    await settled(base)
+
+
+async def settled(base: str, timeout: float = SETTLE_SECONDS) -> None:
+    """Wait until the server's commits no longer notify (`meta_agent_commits_notify 0`).
+
+    A PostgreSQL replica notifies on every commit for its first 2 s, until it knows whether
+    another replica listens (store/peers.py), and a commit that notifies reads its rows
+    before the commit: a dispatch then costs a round trip more (~0.6 ms, measured under
+    #15). The latency phases measure a server past that, as every server running longer
+    than 2 s is. One that keeps notifying hears another replica on its database, which a
+    bench's own database must not have: that is an error, not something to wait out."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=base, timeout=10) as c:
+        while True:
+            scraped = (await c.get("/metrics")).raise_for_status().text
+            if "\nmeta_agent_commits_notify 0.0\n" in scraped:
+                return
+            if time.monotonic() > deadline:
+                raise SystemExit(
+                    f"the server at {base} still notifies on commit after {timeout:.0f} s: "
+                    "another replica listens on its database"
+                )
+            await asyncio.sleep(0.05)
 
 
 def cli_list_time(base: str, runs: int = 5) -> float:

@@ -94,7 +94,7 @@ def date_own_start(samples: int) -> float:
 
 def command_start(base: str, samples: int) -> dict[str, float]:
     """Start one worker on `bench-cmd`, measure, stop it."""
-    from bench.bench import ROOT, env, stop, wait_for_workers
+    from bench.bench import ROOT, env, settled, stop, wait_for_workers
 
     worker = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "worker", "start", "--queue", "bench-cmd", "--concurrency", "1"],
@@ -106,6 +106,7 @@ def command_start(base: str, samples: int) -> dict[str, float]:
     )
     try:
         asyncio.run(wait_for_workers(base, 1, queue="bench-cmd"))
+        asyncio.run(settled(base))  # a new PostgreSQL server's first 2 s (bench.bench.settled)
         return asyncio.run(measure(base, samples))
     finally:
         stop(worker)

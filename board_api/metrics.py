@@ -135,8 +135,16 @@ class Metrics:
         )
         for work, n in sorted(db.fast_fallbacks.items()):
             fallbacks.add_metric([work], n)
+        # On PostgreSQL, whether a commit now sends a NOTIFY and reads its rows before the
+        # Sync (store.peers): for 2 s after the LISTEN starts, and while another replica is
+        # heard. Alone and warmed up, a dispatch is a round trip shorter (~0.6 ms, #15).
+        notifying = GaugeMetricFamily(
+            "meta_agent_commits_notify",
+            "1 while this replica's commits notify other replicas (warming up, or one heard)",
+        )
+        notifying.add_metric([], int(not db.is_sqlite and db.hub.peers.needed()))
         scrape = CollectorRegistry()
-        scrape.register(_Static([by_status, capped, depth, workers, followers, fallbacks]))
+        scrape.register(_Static([by_status, capped, depth, workers, followers, fallbacks, notifying]))
         return generate_latest(self.registry) + generate_latest(scrape)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import httpx
@@ -10,8 +11,9 @@ import sqlalchemy as sa
 
 from board_api.state import state_of
 from store.db import sync_url
+from store.peers import WARM_UP
 from tests.board_api.test_api import claim, problem, seed
-from tests.support import LiveServer
+from tests.support import LiveServer, wait_for
 
 
 def test_metrics_needs_a_key_once_keys_exist(server: LiveServer) -> None:
@@ -92,6 +94,26 @@ def test_a_scrape_reads_no_table_in_full(server: LiveServer) -> None:
             assert "SCAN tasks" not in plan and "SEARCH tasks USING" in plan, plan
         else:
             assert "Seq Scan" not in plan and "Index Cond" in plan, plan
+
+
+def _commits_notify(server: LiveServer) -> str | None:
+    scraped = httpx.get(f"{server.url}/metrics").text
+    found = re.search(r"^meta_agent_commits_notify (\S+)$", scraped, re.M)
+    return found.group(1) if found else None
+
+
+def test_the_gauge_says_whether_commits_notify_other_replicas(server: LiveServer) -> None:
+    """`meta_agent_commits_notify`: on PostgreSQL 1 while a replica's commits notify the
+    others (its first 2 s, then while another is heard: store/peers.py), each commit then
+    reading its rows before the Sync; 0 alone and warmed up, and always 0 on SQLite. The
+    benches wait for 0 before they measure latency (bench.bench.settled)."""
+    db = state_of(server.app).db
+    if db.is_sqlite:
+        assert _commits_notify(server) == "0.0"
+        return
+    wait_for(lambda: _commits_notify(server) == "0.0", timeout=WARM_UP + 5, what="the warm-up's end")
+    db.hub.peers.heard()  # as when another replica's hello arrives
+    assert _commits_notify(server) == "1.0"
 
 
 def test_fast_path_fallbacks_are_counted_by_work(server: LiveServer) -> None:
