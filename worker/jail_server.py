@@ -92,6 +92,7 @@ def tool_to_be(
     of a tool's start); any other request has them taken away first."""
     jail.libc.prctl(jail.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     ready = _premount(plan) if plan is not None and error is None else None
+    rehearse(ready)
     msg, fds, _, _ = socket.recv_fds(chan, 4, 2, socket.MSG_CMSG_CLOEXEC)
     if len(msg) != 4 or len(fds) != 2:
         os._exit(0)  # let go unused: nothing to report
@@ -115,6 +116,35 @@ def tool_to_be(
     chan.close()
     jail.tool(spec, argv, env)
     os._exit(127)  # not reached: jail.tool execs or exits
+
+
+# A request's shape, for `rehearse`: what is in it does not matter, its parsing does.
+_SAMPLE = json.dumps(
+    {
+        "spec": {"mode": "root", "uid": 1, "gid": 1, "cwd": "/w/t", "hide": ["/h"], "expose": ["/e"]},
+        "argv": ["tool", "--flag", "value"],
+        "env": {"PATH": "/usr/bin:/bin", "HOME": "/h", "TASK_ID": "t" * 26, "TASK_PROMPT": "p" * 64},
+    }
+).encode()
+
+
+def rehearse(ready: jail.Premounted | None) -> None:
+    """Run the request's Python once on a sample, before the request: a forked process
+    copies each page of its parent's memory that it first writes to (Python writes a
+    reference count wherever it reads an object), and the first parse of a request, the
+    view's plan and the word to the server took ~0.36 ms of a tool's start that way on a
+    2-core VM, ~0.14 ms once rehearsed (stamped under #15). Nothing is mounted, written or
+    sent; a rehearsal that fails is no reason to fail the tool."""
+    try:
+        spec = json.loads(_SAMPLE)["spec"]
+        if ready is not None:
+            plan = ready.plan
+            spec.update((k, plan[k]) for k in ("mode", "uid", "gid", "hide", "expose"))
+            spec["cwd"] = os.path.join(plan["parent"], "_")
+            ready.matches(spec)  # its view_plan, and the hidden directories looked at
+        json.dumps({"plan": jail.view_plan(spec), "idmap": (0, 0, 1, 1)}).encode()
+    except Exception:  # see the docstring
+        pass
 
 
 def _view(spec: jail.Spec, ready: jail.Premounted | None, used: int) -> None:
