@@ -96,9 +96,16 @@ async def test_a_tool_gets_default_signal_handling_and_can_wait_for_its_children
     own_launcher: launcher.Launcher, tmp_path: Path
 ) -> None:
     # The server ignores SIGCHLD (the kernel reaps its launchers); a tool inheriting that
-    # would see `wait` fail, and one inheriting an ignored SIGTERM could not be stopped.
+    # would see `wait` fail, and one inheriting an ignored SIGTERM could not be stopped. The
+    # worker itself may have been started with some ignored (nohup: SIGHUP), which its
+    # launch server inherits, and Python's table reads at its start (jail.tool resets only
+    # what is not at its default there).
     script = "sleep 0.05 & wait $!; echo waited=$?; grep -E '^Sig(Ign|Cgt)' /proc/self/status"
-    done, out, _ = await run(["sh", "-c", script], tmp_path)
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the server starts on first use
+    try:
+        done, out, _ = await run(["sh", "-c", script], tmp_path)
+    finally:
+        signal.signal(signal.SIGHUP, before)
     assert done.returncode == 0
     assert "waited=0" in out
     ignored = next(line for line in out.splitlines() if line.startswith("SigIgn"))
