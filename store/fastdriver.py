@@ -141,10 +141,10 @@ class Postgres:
     async def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         return await self.conn.fetch(sql, params)
 
-    async def send(self, sql: str, params: Sequence[Any]) -> Callable[[], Awaitable[Rows]]:
-        """Send the statement and return how to read its rows later. In the pipeline
-        nothing waits for its answer until `take()`: statements sent one after another,
-        then read, share one round trip."""
+    async def send(self, sql: str | bytes, params: Sequence[Any]) -> Callable[[], Awaitable[Rows]]:
+        """Send the statement (`$n` placeholders when bytes) and return how to read its
+        rows later. In the pipeline nothing waits for its answer until `take()`: statements
+        sent one after another, then read, share one round trip."""
         conn = self.conn
         slot = conn.send(sql, params)
 
@@ -187,8 +187,15 @@ class PostgresSession(Postgres):
             await cur.execute(sql, params)
             return await cur.fetchall()
 
-    async def send(self, sql: str, params: Sequence[Any]) -> Callable[[], Awaitable[Rows]]:
-        rows = await self.fetch(sql, params)
+    async def send(self, sql: str | bytes, params: Sequence[Any]) -> Callable[[], Awaitable[Rows]]:
+        if isinstance(sql, bytes):  # `$n` placeholders: a raw cursor's, as run_raw
+            from psycopg import AsyncRawCursor
+
+            async with AsyncRawCursor(self.conn) as cur:
+                await cur.execute(sql, params)
+                rows = await cur.fetchall()
+        else:
+            rows = await self.fetch(sql, params)
 
         async def take() -> Rows:
             return rows

@@ -40,6 +40,7 @@ __all__ = [
     "bump_running",
     "event_rows",
     "events_after",
+    "held_creation",
     "insert_audit",
     "insert_events",
     "insert_task",
@@ -144,9 +145,12 @@ _CREATE = (
 # is a division by zero, which fails the whole statement and so the transaction (a WITH's
 # SELECT runs only where it is used, and a division by a constant zero would fail already
 # when planned, whatever the row: hence the join and the count).
+_ROUTE_CHECK = (
+    f"g AS (SELECT 1 / count(*) AS ok FROM agents WHERE name = ${len(COLS) + 2} "
+    f"AND default_queue IS NOT DISTINCT FROM ${len(COLS) + 3} AND requires::text = ${len(COLS) + 4})"
+)
 _CREATE_CHECKED = (
-    f"WITH g AS (SELECT 1 / count(*) AS ok FROM agents WHERE name = ${len(COLS) + 2} "
-    f"AND default_queue IS NOT DISTINCT FROM ${len(COLS) + 3} AND requires::text = ${len(COLS) + 4}), "
+    f"WITH {_ROUTE_CHECK}, "
     f"t AS (INSERT INTO tasks ({RETURNING}) VALUES ({_dollars(1, len(COLS))}) "
     f"RETURNING id, created_at), e AS (INSERT INTO task_events ({', '.join(EVENT_COLS)}) "
     f"SELECT t.id, 1, 'status', ${len(COLS) + 1}::json, 0, t.created_at FROM t, g WHERE g.ok = 1)"
@@ -498,6 +502,21 @@ def _with_audit(create: bytes, first: int) -> bytes:
 _AUDITED = {
     _CREATE: _with_audit(_CREATE, len(COLS) + 2),
     _CREATE_CHECKED: _with_audit(_CREATE_CHECKED, len(COLS) + 5),
+}
+
+
+def held_creation(sql: bytes) -> tuple[str | None, str] | None:
+    """For a creation as insert_task and insert_audit hold it (Tx.held), its parts besides
+    the task's and its event's INSERTs, which store/born.py writes otherwise: the route's
+    check (a `g` CTE, or None) and the audit row's CTE (`, a AS (...)`, or "")."""
+    return _HELD_PARTS.get(sql)
+
+
+_HELD_PARTS: dict[bytes, tuple[str | None, str]] = {
+    _CREATE: (None, ""),
+    _CREATE_CHECKED: (_ROUTE_CHECK, ""),
+    _AUDITED[_CREATE]: (None, _with_audit(b"", len(COLS) + 2).decode()),
+    _AUDITED[_CREATE_CHECKED]: (_ROUTE_CHECK, _with_audit(b"", len(COLS) + 5).decode()),
 }
 
 

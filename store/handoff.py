@@ -34,8 +34,9 @@ from dataclasses import dataclass, field
 
 from kernel.errors import MetaAgentError
 from store.db import Database, Tx
-from store.leases import Lease
-from store.models import Task
+from store.leases import Lease, new_token
+from store.models import Agent, Task, from_row
+from store.statemachine import send_born_claimed
 from store.work import Claimed, release
 
 __all__ = ["ANSWER_FIRST", "Handoffs", "Parked", "create_handing_off", "give_back", "handoffs"]
@@ -52,6 +53,10 @@ class Parked:
 
     queue: str
     claim: Callable[[Tx], Awaitable[Callable[[], Awaitable[list[Claimed]]]]]
+    # The claiming worker and its lease, when a task may be inserted already claimed for
+    # it (store/born.py); None: always through `claim`.
+    worker_id: str | None = None
+    lease_seconds: float = 0.0
     outcome: asyncio.Future[list[Claimed] | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -76,9 +81,14 @@ class Handoffs:
         self.handed = 0  # tasks claimed by a creation for a parked claim, and delivered
 
     def park(
-        self, queue: str, claim: Callable[[Tx], Awaitable[Callable[[], Awaitable[list[Claimed]]]]]
+        self,
+        queue: str,
+        claim: Callable[[Tx], Awaitable[Callable[[], Awaitable[list[Claimed]]]]],
+        *,
+        worker_id: str | None = None,
+        lease_seconds: float = 0.0,
     ) -> Parked:
-        parked = Parked(queue, claim)
+        parked = Parked(queue, claim, worker_id, lease_seconds)
         self._parked.setdefault(queue, []).append(parked)
         return parked
 
@@ -140,7 +150,7 @@ async def create_handing_off(db: Database, create: Callable[[Tx], Awaitable[Task
         if parked is None:
             return task, None
         try:
-            take = await parked.claim(tx)
+            take = await _born(tx, task, parked) or await parked.claim(tx)
         except MetaAgentError:
             # The worker's claim is refused (raised before its UPDATE, as every refusal of
             # a claim is): not the creation's business. The claimer claims on its own and
@@ -175,6 +185,27 @@ async def create_handing_off(db: Database, create: Callable[[Tx], Awaitable[Task
                 async with asyncio.timeout(ANSWER_FIRST):
                     await parked.left.wait()
     return task
+
+
+async def _born(tx: Tx, task: Task, parked: Parked) -> Callable[[], Awaitable[list[Claimed]]] | None:
+    """`task` inserted already claimed for `parked`'s worker (store/born.py), if it can be:
+    what reads the claim ([] when the statement found an older task pending, which the
+    claimer then claims on its own); None: claim as usual."""
+    if parked.worker_id is None:
+        return None
+    token, token_hash = new_token()
+    take = await send_born_claimed(tx, task, parked.worker_id, token_hash, parked.lease_seconds)
+    if take is None:
+        return None
+
+    async def read() -> list[Claimed]:
+        got = await take()
+        if got is None:
+            return []
+        claimed, agent = got
+        return [Claimed(claimed, from_row(Agent, agent) if agent is not None else None, token)]
+
+    return read
 
 
 async def give_back(db: Database, claimed: list[Claimed]) -> None:

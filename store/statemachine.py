@@ -9,7 +9,8 @@
 
 Every change checks the from→to rule, writes the row and appends the `status` event in the
 caller's transaction, and queues the after-commit notifications. Nothing else writes
-`tasks.status`.
+`tasks.status`. A task created for a worker's parked claim may be written already claimed
+(`send_born_claimed`): create and claim at once, with both their events.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from kernel import errors
-from store import completions, fastpath
+from store import born, completions, fastpath
 from store.db import Tx
 from store.events import insert_rows, masked, send_update_and_append
 from store.hub import Batch
@@ -31,6 +32,7 @@ from store.models import TERMINAL, Task, TaskEvent, TaskStatus, from_row, utcnow
 __all__ = [
     "ALLOWED",
     "create",
+    "send_born_claimed",
     "send_claim",
     "send_completions",
     "send_transition",
@@ -335,7 +337,28 @@ async def send_claim(
     answer, and any later claim of one of them replaces its hash. `needs`: see fastpath.send_claim.
     """
     now = now or utcnow()
-    values: dict[str, Any] = {
+    values = _claim_values(worker_id, token_hash, now, lease_seconds)
+    if needs:  # a task that waited for a capable worker waits no more (store/prereqs.py)
+        values["waiting_for"] = None
+    # The status event's seq is taken in the same UPDATE (last_seq + 1), so a claim of N
+    # tasks is one statement on PostgreSQL, two on SQLite (one multi-row INSERT of their
+    # status events).
+    data = _claim_event(worker_id)
+    take = await fastpath.send_claim(tx, queue, limit, values, now, needs, event=data)
+
+    async def read() -> tuple[list[Task], dict[str, dict[str, Any]]]:
+        rows, agents = await take()
+        rows.sort(key=lambda r: r["id"])
+        for r in rows:
+            _notify_claimed(tx, r, data, now)
+        return [from_row(Task, r) for r in rows], agents
+
+    return read
+
+
+def _claim_values(worker_id: str, token_hash: str, now: datetime, lease_seconds: float) -> dict[str, Any]:
+    """The columns a claim sets (besides attempt, last_seq and started_at, which it moves)."""
+    return {
         "status": S.running.value,
         "phase": "planning",
         "lease_token_hash": token_hash,
@@ -343,23 +366,47 @@ async def send_claim(
         "lease_expires_at": now + timedelta(seconds=lease_seconds),
         "updated_at": now,
     }
-    if needs:  # a task that waited for a capable worker waits no more (store/prereqs.py)
-        values["waiting_for"] = None
-    # The status event's seq is taken in the same UPDATE (last_seq + 1), so a claim of N
-    # tasks is one statement on PostgreSQL, two on SQLite (one multi-row INSERT of their
-    # status events).
-    data = {"status": "running", "from": "pending", "worker_id": worker_id}
-    take = await fastpath.send_claim(tx, queue, limit, values, now, needs, event=data)
 
-    async def read() -> tuple[list[Task], dict[str, dict[str, Any]]]:
-        rows, agents = await take()
-        rows.sort(key=lambda r: r["id"])
-        for r in rows:
-            # With its status event's row (a Batch, which other replicas get in the NOTIFY
-            # too): the task's followers frame it as it is instead of reading the log back,
-            # twice (the event, then has it ended?), while the worker is starting the task.
-            tx.notify(f"task:{r['id']}", Batch([(r["id"], r["last_seq"], "status", data, r["attempt"], now)]))
-            tx.notify("board", r["id"])
-        return [from_row(Task, r) for r in rows], agents
+
+def _claim_event(worker_id: str) -> dict[str, Any]:
+    return {"status": "running", "from": "pending", "worker_id": worker_id}
+
+
+def _notify_claimed(tx: Tx, row: Mapping[str, Any], data: dict[str, Any], now: datetime) -> None:
+    # With its status event's row (a Batch, which other replicas get in the NOTIFY too):
+    # the task's followers frame it as it is instead of reading the log back, twice (the
+    # event, then has it ended?), while the worker is starting the task.
+    task_id = row["id"]
+    tx.notify(f"task:{task_id}", Batch([(task_id, row["last_seq"], "status", data, row["attempt"], now)]))
+    tx.notify("board", task_id)
+
+
+async def send_born_claimed(
+    tx: Tx, task: Task, worker_id: str, token_hash: str, lease_seconds: float
+) -> Callable[[], Awaitable[tuple[Task, dict[str, Any] | None] | None]] | None:
+    """`task`, just created (`create`) and not sent yet, written as claimed by `worker_id`
+    instead: the row a claim of it would leave and its `running` status event, in the
+    creation's own statement (store/born.py). None when it cannot be: a task that needs
+    something (the worker's capabilities decide), or a creation already sent (SQLite, a
+    full transaction). Sent: await what this returns for the claimed task and its agent's
+    row, or None when the statement found another task pending on the queue, which a claim
+    takes first: `task` was then inserted pending, as `create` does."""
+    if task.needs is not None:
+        return None
+    now = utcnow()
+    values = _claim_values(worker_id, token_hash, now, lease_seconds)
+    values.update(attempt=task.attempt + 1, last_seq=task.last_seq + 1, started_at=now)
+    data = _claim_event(worker_id)
+    take = await born.send(tx, task.queue, task.agent, values, data, now, (S.pending.value, S.running.value))
+    if take is None:
+        return None
+
+    async def read() -> tuple[Task, dict[str, Any] | None] | None:
+        claimed, agent = await take()
+        if not claimed:
+            return None
+        row = {**values_of(task, fastpath.COLS), **values}
+        _notify_claimed(tx, row, data, now)
+        return from_row(Task, row), agent
 
     return read

@@ -194,7 +194,7 @@ async def _parked(
             tx, queue, body.worker_id, body.max_tasks, lease_seconds, {}, touch=False, digest=digest
         )
 
-    parked = handoffs(db).park(queue, claim)
+    parked = handoffs(db).park(queue, claim, worker_id=body.worker_id, lease_seconds=lease_seconds)
     # The worker's leaving, watched while parked: its body has been read, so `receive` has
     # nothing more to give but the disconnect. It wakes the claim at once (no creation may
     # hand it a task after), and it is known without asking when the claim wakes: asking

@@ -1,0 +1,107 @@
+"""A task created for a worker's parked claim, inserted already claimed (PostgreSQL).
+
+store.handoff runs a parked claim in the transaction that creates a task for its queue.
+Claiming it there is an UPDATE of the row the same transaction has just inserted:
+PostgreSQL writes a second version of the row with its index entries, and the server pays
+a claim's Python, on the path of every dispatch to an idle worker. While the creation is
+still held unsent (store.fastpath.insert_task: a fast transaction's writes wait for the
+next statement), its INSERT can write the row the claim would have left instead: the
+values store.statemachine gives, and the claim's `running` status event as seq 2 beside
+the creation's first. The same statement reads the agent's row for the worker's answer.
+
+Only when the claim would have taken this task: it needs nothing (store/prereqs.py: the
+worker's capabilities would decide), and no other task is pending on its queue (a claim
+takes the oldest first), which the statement checks itself. When one is, it inserts the
+task pending, exactly as the creation alone does, and the claimer claims on its own.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.dialects import postgresql
+
+from store import fastdriver as fd
+from store.db import Tx
+from store.fastdriver import AGENTS, COLS, EVENT_COLS
+from store.fastpath import held_creation
+from store.models import Task
+
+__all__ = ["send"]
+
+_PG = postgresql.dialect()
+_AGENT_NAME = AGENTS.names.index("name")
+
+
+@functools.cache
+def _type(column: str) -> str:
+    return str(Task.__table__.c[column].type.compile(dialect=_PG))
+
+
+@functools.cache
+def _sql(route_check: str | None, audit: str, n: int, claimed: tuple[str, ...]) -> bytes:
+    """The creation held with `n` parameters, as claimed. Parameters n+1 on: the queue, the
+    pending and the running status, the `claimed` columns' values, the claim's event data,
+    its time and the agent's name. A claimed column takes its value or, when another task
+    is pending, the creation's own (cast: a CASE of untyped parameters would be text)."""
+    q, pending, running = n + 1, n + 2, n + 3
+    at = {c: n + 4 + i for i, c in enumerate(claimed)}
+    event, now, agent = (n + 4 + len(claimed) + i for i in range(3))
+    exprs = ", ".join(
+        f"CASE WHEN f.free THEN ${at[c]}::{_type(c)} ELSE ${i}::{_type(c)} END" if c in at else f"${i}"
+        for i, c in enumerate(COLS, 1)
+    )
+    ctes = [route_check] if route_check else []
+    ctes += [
+        f"f AS (SELECT NOT EXISTS (SELECT 1 FROM tasks WHERE queue = ${q} AND status = ${pending}) AS free)",
+        f"t AS (INSERT INTO tasks ({', '.join(COLS)}) SELECT {exprs} FROM f "
+        "RETURNING id, created_at, status, last_seq, attempt)",
+        # The creation's first event as insert_task writes it (joined to the route's check,
+        # which fails the statement when the cached route no longer holds), then the claim's.
+        f"e AS (INSERT INTO task_events ({', '.join(EVENT_COLS)}) "
+        f"SELECT t.id, 1, 'status', ${len(COLS) + 1}::json, 0, t.created_at FROM t"
+        + (", g WHERE g.ok = 1" if route_check else "")
+        + f" UNION ALL SELECT t.id, t.last_seq, 'status', ${event}::json, t.attempt, ${now}::timestamptz "
+        f"FROM t WHERE t.status = ${running})",
+    ]
+    agent_cols = ", ".join("a." + c for c in AGENTS.names)
+    return (
+        f"WITH {', '.join(ctes)}{audit} SELECT t.status = ${running}, {agent_cols} "
+        f"FROM t LEFT JOIN agents a ON a.name = ${agent}"
+    ).encode()
+
+
+async def send(
+    tx: Tx,
+    queue: str,
+    agent: str | None,
+    values: Mapping[str, Any],
+    event: dict[str, Any],
+    now: datetime,
+    statuses: tuple[str, str],
+) -> Callable[[], Awaitable[tuple[bool, dict[str, Any] | None]]] | None:
+    """Send the creation held in `tx` as claimed with `values` (its claim's `event` at
+    `now`; `statuses` = the pending and the running one); None when no creation is held.
+    Sent: await what this returns for whether it was inserted claimed, and the agent's row."""
+    held = tx.held
+    parts = held_creation(held[0]) if held is not None else None
+    d = tx.driver
+    if held is None or parts is None or not isinstance(d, fd.Postgres):
+        return None
+    tx.held = None
+    names = tuple(values)
+    sql = _sql(*parts, len(held[1]), names)
+    params = [*held[1], queue, *statuses, *(values[c] for c in names), d.json(event), now, agent]
+    take = await d.send(sql, params)
+
+    async def read() -> tuple[bool, dict[str, Any] | None]:
+        (row,) = await take()
+        if not row[0]:
+            return False, None
+        found = row[1 + _AGENT_NAME] is not None
+        return True, fd.pg_load(row[1:], AGENTS) if found else None
+
+    return read
