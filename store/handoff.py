@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -43,6 +44,9 @@ __all__ = ["ANSWER_FIRST", "Handoffs", "Parked", "create_handing_off", "give_bac
 
 # How long at most a creator waits for the claimer it handed a task to to be answered.
 ANSWER_FIRST = 1.0
+# How long a queue where a task inserted claimed found others pending hands off through
+# the claim (Handoffs.crowded).
+CROWDED_SECONDS = 1.0
 
 
 @dataclass(eq=False)
@@ -79,6 +83,22 @@ class Handoffs:
     def __init__(self) -> None:
         self._parked: dict[str, list[Parked]] = {}
         self.handed = 0  # tasks claimed by a creation for a parked claim, and delivered
+        # Queues where a task inserted claimed found others pending (store/born.py), until
+        # when: a busy queue's hand-offs go through the claim, which takes those too in the
+        # same transaction, instead of leaving them to the claimer's own round.
+        self._crowded: dict[str, float] = {}
+
+    def crowded(self, queue: str) -> bool:
+        until = self._crowded.get(queue)
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        del self._crowded[queue]
+        return False
+
+    def crowd(self, queue: str) -> None:
+        self._crowded[queue] = time.monotonic() + CROWDED_SECONDS
 
     def park(
         self,
@@ -191,7 +211,8 @@ async def _born(tx: Tx, task: Task, parked: Parked) -> Callable[[], Awaitable[li
     """`task` inserted already claimed for `parked`'s worker (store/born.py), if it can be:
     what reads the claim ([] when the statement found an older task pending, which the
     claimer then claims on its own); None: claim as usual."""
-    if parked.worker_id is None:
+    registry = handoffs(tx.db)
+    if parked.worker_id is None or registry.crowded(task.queue):
         return None
     token, token_hash = new_token()
     take = await send_born_claimed(tx, task, parked.worker_id, token_hash, parked.lease_seconds)
@@ -201,6 +222,7 @@ async def _born(tx: Tx, task: Task, parked: Parked) -> Callable[[], Awaitable[li
     async def read() -> list[Claimed]:
         got = await take()
         if got is None:
+            registry.crowd(task.queue)
             return []
         claimed, agent = got
         return [Claimed(claimed, from_row(Agent, agent) if agent is not None else None, token)]

@@ -106,9 +106,15 @@ async def test_with_another_task_pending_first_the_new_one_is_created_pending(db
             row = await tasks.get_task(s, task.id)
         assert (row.attempt, row.last_seq, row.worker_id, row.lease_token_hash) == (0, 1, None, None)
         assert await _events(db, task.id) == [(1, "status", {"status": "pending", "from": None}, 0)]
-        async with db.tx() as tx:
-            (first,) = await tasks.claim_tasks(tx, "q", "w", 1, 60, {}, touch=False)
+        # The queue is busy: for a while its hand-offs go through the claim, which takes
+        # the oldest pending task in the creation's own transaction, not in another round.
+        assert handoffs(db).crowded("q")
+        parked = _park(db)
+        newest = await create_handing_off(db, _create)
+        (first,) = parked.outcome.result()
         assert first.task.id == older.id
+        async with db.read() as s:
+            assert (await tasks.get_task(s, newest.id)).status == "pending"
     finally:
         await db.dispose()
 
