@@ -12,7 +12,9 @@ the creation's first. The same statement reads the agent's row for the worker's 
 Only when the claim would have taken this task: it needs nothing (store/prereqs.py: the
 worker's capabilities would decide), and no other task is pending on its queue (a claim
 takes the oldest first), which the statement checks itself. When one is, it inserts the
-task pending, exactly as the creation alone does, and the claimer claims on its own.
+task pending, exactly as the creation alone does, and the claimer claims on its own; that
+queue's next hand-offs, for a second, go through the claim, which takes the tasks waiting
+in the same transaction (store.handoff.Handoffs.crowded).
 """
 
 from __future__ import annotations
