@@ -285,13 +285,16 @@ async def throughput(
     return {"tasks": n, "workers": len(procs), **r}
 
 
-async def setup(base: str) -> None:
+async def setup(base: str, *, settle: bool = True) -> None:
+    """The bench's queue and `noop` agent; then, with `settle` (one replica alone), wait
+    for the server's commits to stop notifying (`settled`)."""
     async with httpx.AsyncClient(base_url=base + "/api/v1", timeout=30) as c:
         (await c.post("/worker-queues", json={"name": "bench"})).raise_for_status()
         (
             await c.post("/agents", json={"name": "noop", "runtime": "noop", "default_queue": "bench"})
         ).raise_for_status()
-    await settled(base)
+    if settle:
+        await settled(base)
 
 
 async def settled(base: str, timeout: float = SETTLE_SECONDS) -> None:
