@@ -36,9 +36,9 @@ def test_a_smoke_run_stores_every_event_once_and_every_follower_sees_all(
     out = tmp_path / "stream.json"
     tasks, followers = (10, 10) if store == "sqlite" else (4, 4)
     args = ["--tasks", str(tasks), "--followers", str(followers), "--seconds", "3", "--warmup", "1"]
+    args += ["--senders", "2", "--stores", store, "--out", str(out), "--json"]
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.stream", *args, "--senders", "2", "--stores", store, "--out", str(out)]
-        + ["--json"],
+        [sys.executable, "-m", "bench.stream", *args],
         env=env(),
         cwd=ROOT,
         capture_output=True,
