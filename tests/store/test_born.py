@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from store import catalog, tasks
+from store import catalog, handoff, tasks
 from store.audit_models import AuditEntry
 from store.db import Database, Tx
 from store.handoff import create_handing_off, handoffs
@@ -176,5 +176,35 @@ async def test_a_task_that_needs_something_is_left_to_the_usual_claim(db_url: st
         outcome = parked.outcome.result()
         assert outcome is not None  # the usual claim ran (this worker reports no capabilities)
         assert [c.task.id for c in outcome] == [task.id]
+    finally:
+        await db.dispose()
+
+
+async def test_a_claimer_gone_before_its_born_task_arrives_gets_it_given_back(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's request ended while the creation ran: the task inserted claimed goes
+    back to pending as a worker's own release does (no lease counted lost), for the next."""
+    db = Database(db_url)
+    try:
+        _alone(db)
+        await _setup(db)
+        parked = _park(db)
+        real = handoff.send_born_claimed
+
+        async def as_the_claimer_leaves(*args: Any) -> Any:
+            handoffs(db).leave(parked)  # what the claimer's `finally` does when cancelled
+            return await real(*args)
+
+        monkeypatch.setattr(handoff, "send_born_claimed", as_the_claimer_leaves)
+        task = await create_handing_off(db, _create)
+        assert parked.taken and parked.gone
+        async with db.read() as s:
+            stored = await tasks.get_task(s, task.id)
+        assert (stored.status, stored.worker_id, stored.lost_leases) == ("pending", None, 0)
+        assert handoffs(db).handed == 0
+        async with db.tx() as tx:
+            (again,) = await tasks.claim_tasks(tx, "q", "w2", 1, 60, {}, touch=False)
+        assert again.task.id == task.id
     finally:
         await db.dispose()
