@@ -35,6 +35,10 @@ from psycopg.adapt import PyFormat, Transformer
 __all__ = ["Lean", "Slot"]
 
 PREPARED_MAX = 200
+# A rolled-back block's running statement is cancelled every CANCEL_AGAIN s until it has
+# answered, for CANCEL_FOR s at most (Lean.rollback).
+CANCEL_AGAIN = 0.5
+CANCEL_FOR = 5.0
 _AUTO = PyFormat.AUTO
 _AUTOS = [[_AUTO] * n for n in range(64)]  # the formats asked for n parameters
 _SYNC = pq.ExecStatus.PIPELINE_SYNC
@@ -183,14 +187,34 @@ class Lean:
     async def rollback(self) -> None:
         """After a failure in the block: whatever ran is rolled back. A statement still
         running on the server (the wait for it was cancelled) is cancelled first, as psycopg
-        does; never a Sync before the ROLLBACK, which would commit what ran so far."""
-        if self.pg.transaction_status == _ACTIVE and self._queue:
-            await self.conn.cancel_safe(timeout=5.0)
+        does; never a Sync before the ROLLBACK, which would commit what ran so far.
+
+        A cancel reaches only the statement running when it arrives: one that lands as the
+        statement before ends, or before the next has begun (the statements of a block go
+        together), is dropped, and the ROLLBACK would then wait for the statement's end (a
+        request cancelled while a slow one runs held its connection that long). So it is
+        sent again every CANCEL_AGAIN s while the answers do not come, for CANCEL_FOR s at
+        most; after that the connection is given up (raised: the pool closes it, and the
+        server rolls its transaction back)."""
+        running = self.pg.transaction_status == _ACTIVE and bool(self._queue)
+        if running:
+            await self.conn.cancel_safe(timeout=CANCEL_FOR)
         self.send(b"ROLLBACK")
+        synced = asyncio.ensure_future(self.sync())
         try:
-            await self.sync()
+            deadline = asyncio.get_running_loop().time() + CANCEL_FOR
+            while running and not synced.done():
+                done, _ = await asyncio.wait({synced}, timeout=CANCEL_AGAIN)
+                if done:
+                    break
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(f"a cancelled statement still ran after {CANCEL_FOR:g} s")
+                await self.conn.cancel_safe(timeout=CANCEL_FOR)
+            await synced
         except psycopg.Error:
             pass  # the error that made us roll back, or the cancellation's: known already
+        finally:
+            synced.cancel()  # given up, or we are cancelled ourselves: the pool closes us
 
     # The socket.
 
