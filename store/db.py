@@ -108,6 +108,10 @@ class Tx:
     deferrable: bool = False
     after: list[Callable[[], Awaitable[None]]] = field(default_factory=list[Callable[[], Awaitable[None]]])
     committed: bool = False
+    # Run once the commit is sent, while its answer is awaited (PostgreSQL's fast_tx with
+    # `after`): work for after the commit that needs nothing from it (a hand-off builds its
+    # worker's answer here, store.handoff). They must not raise.
+    meanwhile: list[Callable[[], None]] = field(default_factory=list[Callable[[], None]])
 
     @property
     def session(self) -> AsyncSession:
@@ -259,7 +263,7 @@ class Database:
                         if payloads or tx.held is not None:
                             await self._pg_fast.notify(conn, CHANNEL, payloads, tx.held)
                         if tx.after:
-                            await conn.sync()  # the commit (the pool's own Sync is then none)
+                            await conn.sync(tx.meanwhile)  # the commit (the pool's own Sync is then none)
                             tx.committed = True
                             await _finish(tx.after)
             except Exception as exc:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable
@@ -41,6 +42,8 @@ from store.statemachine import send_born_claimed
 from store.work import Claimed, release
 
 __all__ = ["ANSWER_FIRST", "Handoffs", "Parked", "create_handing_off", "give_back", "handoffs"]
+
+log = logging.getLogger(__name__)
 
 # How long at most a creator waits for the claimer it handed a task to to be answered.
 ANSWER_FIRST = 1.0
@@ -61,6 +64,9 @@ class Parked:
     # it (store/born.py); None: always through `claim`.
     worker_id: str | None = None
     lease_seconds: float = 0.0
+    # Builds the worker's answer for a task inserted claimed for it (the task as claimed,
+    # its lease token) while the commit is awaited: store.db.Tx.meanwhile. None: not ahead.
+    render: Callable[[Task, str], object] | None = None
     outcome: asyncio.Future[list[Claimed] | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -107,8 +113,9 @@ class Handoffs:
         *,
         worker_id: str | None = None,
         lease_seconds: float = 0.0,
+        render: Callable[[Task, str], object] | None = None,
     ) -> Parked:
-        parked = Parked(queue, claim, worker_id, lease_seconds)
+        parked = Parked(queue, claim, worker_id, lease_seconds, render)
         self._parked.setdefault(queue, []).append(parked)
         return parked
 
@@ -215,17 +222,29 @@ async def _born(tx: Tx, task: Task, parked: Parked) -> Callable[[], Awaitable[li
     if parked.worker_id is None or registry.crowded(task.queue):
         return None
     token, token_hash = new_token()
-    take = await send_born_claimed(tx, task, parked.worker_id, token_hash, parked.lease_seconds)
-    if take is None:
+    born = await send_born_claimed(tx, task, parked.worker_id, token_hash, parked.lease_seconds)
+    if born is None:
         return None
+    ahead: list[object] = []
+    render = parked.render
+    if render is not None:
+
+        def build() -> None:
+            try:
+                ahead.append(render(born.task(), token))
+            except Exception:  # built again when answering: never the creation's failure
+                log.exception("building a claim's answer ahead failed")
+
+        tx.meanwhile.append(build)
 
     async def read() -> list[Claimed]:
-        got = await take()
+        got = await born.read()
         if got is None:
             registry.crowd(task.queue)
             return []
         claimed, agent = got
-        return [Claimed(claimed, from_row(Agent, agent) if agent is not None else None, token)]
+        agent_row = from_row(Agent, agent) if agent is not None else None
+        return [Claimed(claimed, agent_row, token, ahead[0] if ahead else None)]
 
     return read
 

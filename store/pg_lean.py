@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
@@ -167,10 +167,13 @@ class Lean:
         tx.set_pgresult(res)
         return tx.load_rows(0, res.ntuples, tuple)
 
-    async def sync(self) -> None:
+    async def sync(self, meanwhile: Sequence[Callable[[], None]] = ()) -> None:
         """End the implicit transaction (commit, or roll back after an error) and wait for
         every answer; the transaction's first error is raised. Nothing sent since the last
-        Sync: nothing to do (a transaction committed early, store.db.Tx.after)."""
+        Sync: nothing to do (a transaction committed early, store.db.Tx.after). `meanwhile`
+        runs once the Sync is sent, before the answers are read: the server executes and
+        commits in the meantime (~0.7 ms of a dispatch on a 2-core box), and this process
+        had nothing else to do for the request."""
         if not self._unsynced and self.error is None:
             return
         self._unsynced = False
@@ -178,6 +181,8 @@ class Lean:
         self._syncs += 1
         self._queue.append(_SYNC_SLOT)
         await self._flush()
+        for work in meanwhile:
+            work()
         while self._syncs:
             await self._read()
         error, self.error = self.error, None

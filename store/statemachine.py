@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -381,16 +381,27 @@ def _notify_claimed(tx: Tx, row: Mapping[str, Any], data: dict[str, Any], now: d
     tx.notify("board", task_id)
 
 
+class Born(NamedTuple):
+    """A creation sent as claimed (send_born_claimed)."""
+
+    # The task as it is once claimed, for what may be built before the answer (the same
+    # object `read` returns when it was).
+    task: Callable[[], Task]
+    # The claimed task and its agent's row; None when the statement found another task
+    # pending, and inserted this one pending.
+    read: Callable[[], Awaitable[tuple[Task, dict[str, Any] | None] | None]]
+
+
 async def send_born_claimed(
     tx: Tx, task: Task, worker_id: str, token_hash: str, lease_seconds: float
-) -> Callable[[], Awaitable[tuple[Task, dict[str, Any] | None] | None]] | None:
+) -> Born | None:
     """`task`, just created (`create`) and not sent yet, written as claimed by `worker_id`
     instead: the row a claim of it would leave and its `running` status event, in the
     creation's own statement (store/born.py). None when it cannot be: a task that needs
     something (the worker's capabilities decide), or a creation already sent (SQLite, a
-    full transaction). Sent: await what this returns for the claimed task and its agent's
-    row, or None when the statement found another task pending on the queue, which a claim
-    takes first: `task` was then inserted pending, as `create` does."""
+    full transaction). Sent: await its `read` for the claimed task and its agent's row, or
+    None when the statement found another task pending on the queue, which a claim takes
+    first: `task` was then inserted pending, as `create` does."""
     if task.needs is not None:
         return None
     now = utcnow()
@@ -401,12 +412,19 @@ async def send_born_claimed(
     if take is None:
         return None
 
+    row = {**values_of(task, fastpath.COLS), **values}
+    made: list[Task] = []
+
+    def claimed_task() -> Task:
+        if not made:
+            made.append(from_row(Task, row))
+        return made[0]
+
     async def read() -> tuple[Task, dict[str, Any] | None] | None:
         claimed, agent = await take()
         if not claimed:
             return None
-        row = {**values_of(task, fastpath.COLS), **values}
         _notify_claimed(tx, row, data, now)
-        return from_row(Task, row), agent
+        return claimed_task(), agent
 
-    return read
+    return Born(claimed_task, read)

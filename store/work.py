@@ -59,6 +59,9 @@ class Claimed:
     task: Task
     agent: Agent | None
     token: str  # the lease token: given to the claiming worker only, stored hashed
+    # The worker's answer for it, built ahead by its hand-off's Parked.render while the
+    # commit was awaited; whoever answers checks that it still holds (board_api/claims.py).
+    rendered: object = None
 
 
 async def send_claim_tasks(

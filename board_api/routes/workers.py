@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 
-from board_api import wire
+from board_api import claims, wire
 from board_api.deps import DbDep, Principal, SettingsDep, WorkerKey
 from board_api.metrics import Metrics
 from board_api.state import app_state
@@ -33,11 +33,9 @@ from sdk.exchange import (
     ReportOut,
 )
 from sdk.schemas import (
-    AgentOut,
     ArtifactOut,
     CheckpointBody,
     ClaimBody,
-    ClaimedOut,
     ClaimOut,
     CompleteBody,
     EventIn,
@@ -80,7 +78,7 @@ async def claim(
 ) -> Response:
     """Long-poll for up to `max_tasks` tasks of the queue; answers at once when one arrives."""
     _, claimed = await _poll(queue, body, [], request, db, settings, p)
-    return wire.json_response(ClaimOut(tasks=claimed))
+    return claims.claim_answer(claimed)
 
 
 @router.post("/worker-queues/{queue}/exchange", response_model=ExchangeOut)
@@ -113,7 +111,7 @@ async def exchange(
         else:
             metrics.finished(d)
             outs.append(ReportOut(id=r.id, status=d.status))
-    return wire.json_response(ExchangeOut(reports=outs, tasks=claimed))
+    return claims.exchange_answer(outs, claimed)
 
 
 async def _poll(
@@ -124,7 +122,7 @@ async def _poll(
     db: Database,
     settings: Settings,
     p: Principal,
-) -> tuple[list[Task | MetaAgentError], list[ClaimedOut]]:
+) -> tuple[list[Task | MetaAgentError], list[bytes]]:
     """Apply `reports` and claim in one transaction; with nothing claimed and nothing
     reported, wait for the queue's wake-up (or `wait_seconds`) and claim again."""
     if p.queues and queue not in p.queues:
@@ -194,7 +192,10 @@ async def _parked(
             tx, queue, body.worker_id, body.max_tasks, lease_seconds, {}, touch=False, digest=digest
         )
 
-    parked = handoffs(db).park(queue, claim, worker_id=body.worker_id, lease_seconds=lease_seconds)
+    render = claims.ahead(lease_seconds) if db.fast_reads else None  # PostgreSQL: store/born.py
+    parked = handoffs(db).park(
+        queue, claim, worker_id=body.worker_id, lease_seconds=lease_seconds, render=render
+    )
     # The worker's leaving, watched while parked: its body has been read, so `receive` has
     # nothing more to give but the disconnect. It wakes the claim at once (no creation may
     # hand it a task after), and it is known without asking when the claim wakes: asking
@@ -284,27 +285,14 @@ def _due_touch(seen: dict[str, float], worker_id: str) -> bool:
     return False
 
 
-def _claimed(claimed: list[tasks.Claimed], lease_seconds: float, metrics: Metrics) -> list[ClaimedOut]:
-    """The claim's answer; a first attempt's wait in the queue goes to the dispatch metric."""
+def _claimed(claimed: list[tasks.Claimed], lease_seconds: float, metrics: Metrics) -> list[bytes]:
+    """The claim's answer, each task's ClaimedOut (board_api/claims.py); a first attempt's
+    wait in the queue goes to the dispatch metric."""
     now = utcnow()
     for c in claimed:
         if c.task.attempt == 1 and c.task.started_at:
             metrics.dispatch.observe(max(0.0, (now - c.task.created_at).total_seconds()))
-    # Tasks of one agent share its row (store.work.claim_tasks): its answer is built once.
-    agents: dict[int, AgentOut] = {}
-    for c in claimed:
-        if c.agent and id(c.agent) not in agents:
-            agents[id(c.agent)] = wire.agent_out(c.agent)
-    return [
-        ClaimedOut(
-            task=wire.task_out(c.task),
-            agent=agents[id(c.agent)] if c.agent else None,
-            token=c.token,
-            lease_seconds=lease_seconds,
-            checkpoint=c.task.checkpoint,
-        )
-        for c in claimed
-    ]
+    return claims.items(claimed, lease_seconds)
 
 
 @router.post("/workers/{worker_id}/heartbeat", response_model=WorkerHeartbeatOut)
