@@ -1,4 +1,4 @@
-"""A task created for a worker's parked claim, inserted already claimed (PostgreSQL).
+"""A task created for a worker's parked claim, inserted already claimed.
 
 store.handoff runs a parked claim in the transaction that creates a task for its queue.
 Claiming it there is an UPDATE of the row the same transaction has just inserted:
@@ -15,12 +15,20 @@ takes the oldest first), which the statement checks itself. When one is, it inse
 task pending, exactly as the creation alone does, and the claimer claims on its own; that
 queue's next hand-offs, for a second, go through the claim, which takes the tasks waiting
 in the same transaction (store.handoff.Handoffs.crowded).
+
+SQLite runs the INSERT at once, so there the claim is known before it: store.handoff sets
+a `Claimant` on the transaction, statemachine.create asks it for the parked claim of the
+task's queue, and `insert_claimed` checks for a task pending there and writes the row as
+claimed with both events, or writes nothing. The UPDATE it saves moved the row's status,
+lease and claim index entries a second time, and those pages went to the WAL with the
+commit: a create-and-claim took ~370 µs where a creation alone took ~175 (fsync included).
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -29,10 +37,10 @@ from sqlalchemy.dialects import postgresql
 from store import fastdriver as fd
 from store.db import Tx
 from store.fastdriver import AGENTS, COLS, EVENT_COLS
-from store.fastpath import held_creation
+from store.fastpath import held_creation, insert_events, insert_task
 from store.models import Task
 
-__all__ = ["send"]
+__all__ = ["Claimant", "insert_claimed", "send"]
 
 _PG = postgresql.dialect()
 _AGENT_NAME = AGENTS.names.index("name")
@@ -107,3 +115,34 @@ async def send(
         return True, fd.pg_load(row[1:], AGENTS) if found else None
 
     return read
+
+
+@dataclass(eq=False)
+class Claimant:
+    """A parked claim the task being created may be inserted claimed for (SQLite; Tx.claimant).
+    `take(queue)`: the claiming worker, its lease's hash and length, taking the claim parked
+    on `queue` (None: none to take, or not born). statemachine.create sets `claimed` to the
+    task as claimed once it has inserted it so, or `pending_first` when another task was
+    pending on the queue (then it inserted it pending)."""
+
+    take: Callable[[str], tuple[str, str, float] | None]
+    claimed: Task | None = None
+    pending_first: bool = False
+
+
+async def insert_claimed(
+    tx: Tx, row: dict[str, Any], first: dict[str, Any], claim: dict[str, Any], now: datetime, pending: str
+) -> bool:
+    """SQLite: the task `row` (as claimed), its creation's status event `first` and its
+    claim's `claim` (seq 2 at `now`); nothing, and False, when another task is `pending` on
+    its queue, which a claim would take first."""
+    d = await fd.driver(tx)
+    key = ("born_pending", d.ph)
+    sql = fd.statements.get(key)
+    if sql is None:
+        sql = fd.statements[key] = fd.sql(d, "SELECT 1 FROM tasks WHERE queue = ? AND status = ? LIMIT 1")
+    if await d.fetch(sql, [row["queue"], pending]):
+        return False
+    await insert_task(tx, row, first)
+    await insert_events(tx, [(row["id"], row["last_seq"], "status", claim, row["attempt"], now)])
+    return True

@@ -112,6 +112,10 @@ class Tx:
     # `after`): work for after the commit that needs nothing from it (a hand-off builds its
     # worker's answer here, store.handoff). They must not raise.
     meanwhile: list[Callable[[], None]] = field(default_factory=list[Callable[[], None]])
+    # A worker's parked claim the task being created may be inserted claimed for, where the
+    # INSERT runs at once (SQLite): a store.born.Claimant, set by store.handoff around the
+    # creation and asked by store.statemachine.create. (PostgreSQL rewrites the held one.)
+    claimant: Any = None
 
     @property
     def session(self) -> AsyncSession:

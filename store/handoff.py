@@ -35,6 +35,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from kernel.errors import MetaAgentError
+from store import fastpath
+from store.born import Claimant
 from store.db import Database, Tx
 from store.leases import Lease, new_token
 from store.models import Agent, Task, from_row
@@ -171,11 +173,25 @@ async def create_handing_off(db: Database, create: Callable[[Tx], Awaitable[Task
 
     async def work(tx: Tx) -> tuple[Task, list[Claimed] | None]:
         nonlocal parked
-        task = await create(tx)
+        claimant = born = None
+        if db.is_sqlite:  # its INSERT runs at once: the claim is asked for before it
+            born = _SqliteBorn(registry, parked)
+            tx.claimant = claimant = Claimant(born.take)
+        try:
+            task = await create(tx)
+        finally:
+            tx.claimant = None
+            if born is not None and born.parked is not None:
+                parked = born.parked  # kept for a rerun, and told if this fails
         if parked is None:  # a rerun in a full transaction keeps the claim it took
             parked = registry.take(task.queue)
         if parked is None:
             return task, None
+        if claimant is not None and born is not None:
+            if claimant.claimed is not None:
+                return task, [await born.claimed(tx, claimant.claimed)]
+            if claimant.pending_first:
+                registry.crowd(task.queue)
         try:
             take = await _born(tx, task, parked) or await parked.claim(tx)
         except MetaAgentError:
@@ -247,6 +263,31 @@ async def _born(tx: Tx, task: Task, parked: Parked) -> Callable[[], Awaitable[li
         return [Claimed(claimed, agent_row, token, ahead[0] if ahead else None)]
 
     return read
+
+
+@dataclass(eq=False)
+class _SqliteBorn:
+    """The parked claim a SQLite creation takes before its INSERT (store.born.Claimant)."""
+
+    registry: Handoffs
+    parked: Parked | None  # taken already (a rerun keeps it)
+    token: str = ""
+
+    def take(self, queue: str) -> tuple[str, str, float] | None:
+        if self.token:  # one task per claim: asked once
+            return None
+        if self.parked is None:
+            if self.registry.crowded(queue):
+                return None
+            self.parked = self.registry.take(queue)
+        if self.parked is None or self.parked.worker_id is None:
+            return None
+        self.token, token_hash = new_token()
+        return self.parked.worker_id, token_hash, self.parked.lease_seconds
+
+    async def claimed(self, tx: Tx, task: Task) -> Claimed:
+        found = await fastpath.agents(tx, [task.agent]) if task.agent else []
+        return Claimed(task, from_row(Agent, found[0]) if found else None, self.token)
 
 
 async def give_back(db: Database, claimed: list[Claimed]) -> None:

@@ -70,14 +70,46 @@ def _notify_status(tx: Tx, task_id: str, queue: str, to: TaskStatus) -> None:
 
 
 async def create(tx: Tx, task: Task) -> Task:
-    """Insert a new task as `pending` with its first `status` event (seq 1)."""
+    """Insert a new task as `pending` with its first `status` event (seq 1). With a
+    claimant on the transaction (SQLite, store/born.py), inserted claimed for it instead
+    when it can be: `task` itself stays as created, the claimant gets the claimed one."""
     task.status = S.pending.value
     task.last_seq = 1
-    # With its first event (one statement on PostgreSQL: fastpath.insert_task).
-    await fastpath.insert_task(tx, values_of(task, fastpath.COLS), {"status": "pending", "from": None})
+    first: dict[str, Any] = {"status": "pending", "from": None}
+    claimant: born.Claimant | None = tx.claimant
+    claimed = None
+    if claimant is not None and task.needs is None:
+        claimed = await _born_sqlite(tx, task, first, claimant)
+    if claimed is None:
+        # With its first event (one statement on PostgreSQL: fastpath.insert_task).
+        await fastpath.insert_task(tx, values_of(task, fastpath.COLS), first)
     tx.notify(f"task:{task.id}", "1")
     _notify_status(tx, task.id, task.queue, S.pending)
+    if claimed is not None:
+        claimed()  # its notes after the creation's, as on PostgreSQL
     return task
+
+
+async def _born_sqlite(
+    tx: Tx, task: Task, first: dict[str, Any], claimant: born.Claimant
+) -> Callable[[], None] | None:
+    """`task` inserted claimed for the claimant's worker, as send_born_claimed writes it on
+    PostgreSQL: what publishes the claim's notes. None, and nothing written, when there is
+    no claim to take or a task is pending before it."""
+    got = claimant.take(task.queue)
+    if got is None:
+        return None
+    worker_id, token_hash, lease_seconds = got
+    now = utcnow()
+    values = _claim_values(worker_id, token_hash, now, lease_seconds)
+    values.update(attempt=task.attempt + 1, last_seq=task.last_seq + 1, started_at=now)
+    row = {**values_of(task, fastpath.COLS), **values}
+    data = _claim_event(worker_id)
+    if not await born.insert_claimed(tx, row, first, data, now, S.pending.value):
+        claimant.pending_first = True
+        return None
+    claimant.claimed = from_row(Task, row)
+    return lambda: _notify_claimed(tx, row, data, now)
 
 
 async def transition(

@@ -1,8 +1,9 @@
-"""A task created for a parked claim is inserted already claimed on PostgreSQL (store/born.py):
-one statement for the creation, its audit row and the claim, with the row, the events and
-the lease a claim of it would leave. When the claim would have taken another task first,
-or the cached route no longer holds, nothing of that shows: the task is created as without
-a claim, and the claimer claims on its own."""
+"""A task created for a parked claim is inserted already claimed (store/born.py): on
+PostgreSQL one statement for the creation, its audit row and the claim, on SQLite no UPDATE
+after the INSERT; either way with the row, the events and the lease a claim of it would
+leave. When the claim would have taken another task first, or the cached route no longer
+holds, nothing of that shows: the task is created as without a claim, and the claimer
+claims on its own."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from store.leases import Lease, hash_token
 from store.models import Agent, TaskEvent, WorkerQueue
 from tests.store.test_pg_round_trips import _alone, _create, _setup, relayed
 
-pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+PG = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 
 
 async def _claim(tx: Tx) -> Any:
@@ -44,6 +45,7 @@ async def _events(db: Database, task_id: str) -> list[tuple[int, str, dict[str, 
         return [tuple(r) for r in rows.all()]  # type: ignore[misc]
 
 
+@PG
 async def test_a_handed_off_task_is_inserted_claimed_in_one_statement(db_url: str) -> None:
     async with relayed(db_url) as (db, turns):
         _alone(db)
@@ -60,38 +62,64 @@ async def test_a_handed_off_task_is_inserted_claimed_in_one_statement(db_url: st
         assert db.fast_fallbacks == {}
     db = Database(db_url)
     try:
-        async with db.read() as s:
-            row = await tasks.get_task(s, task.id)
-            audited = await s.scalar(sa.select(sa.func.count()).where(AuditEntry.target_id == task.id))  # type: ignore[arg-type]
-        events = await _events(db, task.id)
-        # The row and the answer are what a claim of the pending task leaves.
-        assert claimed.task.id == task.id and claimed.agent is not None and claimed.agent.name == "a"
-        for t in (row, claimed.task):
-            assert (t.status, t.phase, t.attempt, t.last_seq, t.worker_id) == (
-                "running",
-                "planning",
-                1,
-                2,
-                "w",
-            )
-            assert t.lease_token_hash == hash_token(claimed.token)
-            assert t.started_at is not None and t.lease_expires_at is not None
-            assert 59 <= (t.lease_expires_at - t.started_at).total_seconds() <= 60
-        assert events == [
-            (1, "status", {"status": "pending", "from": None}, 0),
-            (2, "status", {"status": "running", "from": "pending", "worker_id": "w"}, 1),
-        ]
-        assert audited == 1
-        async with db.tx() as tx:  # the worker's token holds the lease
-            done = await tasks.complete(tx, task.id, Lease(claimed.token, ()), result={"ok": True})
-        assert done.status == "completed"
+        await _as_a_claim_leaves(db, task.id, claimed)
     finally:
         await db.dispose()
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_handed_off_task_is_inserted_claimed_on_sqlite(db: Database) -> None:
+    """SQLite runs the INSERT at once: the claim is taken before it, and no UPDATE of the
+    row follows (it moved the row's index entries a second time, WAL pages at the commit)."""
+    await _setup(db)
+    parked = _park(db)
+    conn = db._fast.connection()._conn  # pyright: ignore[reportPrivateUsage, reportOptionalMemberAccess]
+    statements: list[str] = []
+    conn.set_trace_callback(statements.append)
+    try:
+        task = await create_handing_off(db, _create)
+    finally:
+        conn.set_trace_callback(None)
+    assert [s.split()[0] for s in statements if s.split()[0] in ("UPDATE", "INSERT")] == ["INSERT"] * 4
+    assert task.status == "pending"  # the creator's answer: the task as created
+    (claimed,) = parked.outcome.result()
+    await _as_a_claim_leaves(db, task.id, claimed)
+
+
+async def _as_a_claim_leaves(db: Database, task_id: str, claimed: Any) -> None:
+    """The stored row and the worker's answer are what a claim of the pending task leaves,
+    and the worker's token holds the lease."""
+    async with db.read() as s:
+        row = await tasks.get_task(s, task_id)
+        audited = await s.scalar(sa.select(sa.func.count()).where(AuditEntry.target_id == task_id))  # type: ignore[arg-type]
+    events = await _events(db, task_id)
+    assert claimed.task.id == task_id and claimed.agent is not None and claimed.agent.name == "a"
+    for t in (row, claimed.task):
+        assert (t.status, t.phase, t.attempt, t.last_seq, t.worker_id) == (
+            "running",
+            "planning",
+            1,
+            2,
+            "w",
+        )
+        assert t.lease_token_hash == hash_token(claimed.token)
+        assert t.started_at is not None and t.lease_expires_at is not None
+        assert 59 <= (t.lease_expires_at - t.started_at).total_seconds() <= 60
+    assert events == [
+        (1, "status", {"status": "pending", "from": None}, 0),
+        (2, "status", {"status": "running", "from": "pending", "worker_id": "w"}, 1),
+    ]
+    assert audited == 1
+    async with db.tx() as tx:  # the worker's token holds the lease
+        done = await tasks.complete(tx, task_id, Lease(claimed.token, ()), result={"ok": True})
+    assert done.status == "completed"
+
+
 async def test_with_another_task_pending_first_the_new_one_is_created_pending(db_url: str) -> None:
     """The claim takes the oldest task first: the statement sees the older one and writes
-    the new task as the creation alone does; the claimer is told nothing was handed."""
+    the new task as the creation alone does. On PostgreSQL the claimer is told nothing was
+    handed (the statement has gone: it claims on its own); on SQLite, where nothing has gone
+    yet, the usual claim runs in the same transaction and hands it the older one."""
     db = Database(db_url)
     try:
         _alone(db)
@@ -99,10 +127,11 @@ async def test_with_another_task_pending_first_the_new_one_is_created_pending(db
         older = await db.fast_or_full(_create)  # pending, nobody parked
         parked = _park(db)
         task = await create_handing_off(db, _create)
-        assert parked.outcome.result() == []  # the claimer claims on its own: the older one
+        handed = [c.task.id for c in parked.outcome.result() or ()]
+        assert handed == ([older.id] if db.is_sqlite else [])
         async with db.read() as s:
             assert (await tasks.get_task(s, task.id)).status == "pending"
-            assert (await tasks.get_task(s, older.id)).status == "pending"
+            assert (await tasks.get_task(s, older.id)).status == ("running" if db.is_sqlite else "pending")
             row = await tasks.get_task(s, task.id)
         assert (row.attempt, row.last_seq, row.worker_id, row.lease_token_hash) == (0, 1, None, None)
         assert await _events(db, task.id) == [(1, "status", {"status": "pending", "from": None}, 0)]
@@ -112,13 +141,14 @@ async def test_with_another_task_pending_first_the_new_one_is_created_pending(db
         parked = _park(db)
         newest = await create_handing_off(db, _create)
         (first,) = parked.outcome.result()
-        assert first.task.id == older.id
+        assert first.task.id == (task.id if db.is_sqlite else older.id)
         async with db.read() as s:
             assert (await tasks.get_task(s, newest.id)).status == "pending"
     finally:
         await db.dispose()
 
 
+@PG
 async def test_a_stale_cached_route_fails_the_statement_and_the_creation_still_lands(db_url: str) -> None:
     """The cached route is checked in the born statement as in the creation's own: an agent
     moved to another queue since fails it, and the creation runs again in a full
@@ -180,11 +210,13 @@ async def test_a_task_that_needs_something_is_left_to_the_usual_claim(db_url: st
         await db.dispose()
 
 
+@PG
 async def test_a_claimer_gone_before_its_born_task_arrives_gets_it_given_back(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The worker's request ended while the creation ran: the task inserted claimed goes
-    back to pending as a worker's own release does (no lease counted lost), for the next."""
+    """The worker's request ended while the creation ran (its `finally` leaves): the task
+    inserted claimed goes back to pending as a worker's own release does (no lease counted
+    lost), for the next."""
     db = Database(db_url)
     try:
         _alone(db)
@@ -192,19 +224,36 @@ async def test_a_claimer_gone_before_its_born_task_arrives_gets_it_given_back(
         parked = _park(db)
         real = handoff.send_born_claimed
 
-        async def as_the_claimer_leaves(*args: Any) -> Any:
-            handoffs(db).leave(parked)  # what the claimer's `finally` does when cancelled
+        async def as_the_statement_goes(*args: Any) -> Any:
+            handoffs(db).leave(parked)
             return await real(*args)
 
-        monkeypatch.setattr(handoff, "send_born_claimed", as_the_claimer_leaves)
-        task = await create_handing_off(db, _create)
-        assert parked.taken and parked.gone
-        async with db.read() as s:
-            stored = await tasks.get_task(s, task.id)
-        assert (stored.status, stored.worker_id, stored.lost_leases) == ("pending", None, 0)
-        assert handoffs(db).handed == 0
-        async with db.tx() as tx:
-            (again,) = await tasks.claim_tasks(tx, "q", "w2", 1, 60, {}, touch=False)
-        assert again.task.id == task.id
+        monkeypatch.setattr(handoff, "send_born_claimed", as_the_statement_goes)
+        await _given_back(db, parked, await create_handing_off(db, _create))
     finally:
         await db.dispose()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_claimer_gone_after_its_task_was_inserted_claimed_gets_it_given_back(db: Database) -> None:
+    """SQLite inserts the task claimed within the creation itself: the claimer leaves after."""
+    await _setup(db)
+    parked = _park(db)
+
+    async def as_the_claimer_leaves(tx: Tx) -> Any:
+        task = await _create(tx)
+        handoffs(db).leave(parked)
+        return task
+
+    await _given_back(db, parked, await create_handing_off(db, as_the_claimer_leaves))
+
+
+async def _given_back(db: Database, parked: Any, task: Any) -> None:
+    assert parked.taken and parked.gone
+    async with db.read() as s:
+        stored = await tasks.get_task(s, task.id)
+    assert (stored.status, stored.worker_id, stored.lost_leases) == ("pending", None, 0)
+    assert handoffs(db).handed == 0
+    async with db.tx() as tx:
+        (again,) = await tasks.claim_tasks(tx, "q", "w2", 1, 60, {}, touch=False)
+    assert again.task.id == task.id

@@ -26,9 +26,9 @@ async def _setup(db: Database) -> None:
         await catalog.create_agent(tx, Agent(name="a", runtime="noop", default_queue="q"))
 
 
-async def _create(tx: Tx, fail: bool = False) -> Task:
+async def _create(tx: Tx, fail: bool = False, agent: str = "a") -> Task:
     """What `POST /tasks` does in its transaction; `fail` makes it fail after the insert."""
-    task = await tasks.create_task(tx, tasks.NewTask(prompt="p", agent="a"))
+    task = await tasks.create_task(tx, tasks.NewTask(prompt="p", agent=agent))
     await audit.record(tx, ACTOR, "task.create", "task", task.id, {"agent": "a"})
     if fail:
         raise errors.Invalid("refused after the insert", code="validation_error")
@@ -121,10 +121,26 @@ async def test_the_worker_handed_a_task_is_answered_before_its_creator(
 async def test_a_creation_that_fails_before_the_claim_leaves_it_parked(db: Database) -> None:
     await _setup(db)
     parked = handoffs(db).park("q", _claim("w1"))
-    with pytest.raises(errors.Invalid):
-        await create_handing_off(db, functools.partial(_create, fail=True))
+    with pytest.raises(errors.NotFound):  # refused before the insert
+        await create_handing_off(db, functools.partial(_create, agent="nobody"))
     assert not parked.taken and not parked.outcome.done()
     assert handoffs(db).take("q") is parked
+
+
+async def test_a_creation_that_fails_after_its_insert_tells_a_claim_it_took(db: Database) -> None:
+    """PostgreSQL claims after the creation, which failed first: the claim stays parked.
+    SQLite took the claim for the task's INSERT (store/born.py), which is rolled back: the
+    claimer hears None, and claims on its own."""
+    await _setup(db)
+    parked = handoffs(db).park("q", _claim("w1"), worker_id="w1", lease_seconds=60)
+    with pytest.raises(errors.Invalid):
+        await create_handing_off(db, functools.partial(_create, fail=True))
+    async with db.read() as s:
+        assert (await tasks.list_tasks(s))[0] == []
+    if db.is_sqlite:
+        assert parked.taken and parked.outcome.result() is None
+    else:
+        assert not parked.taken and not parked.outcome.done()
 
 
 async def test_a_creation_that_fails_after_the_claim_claims_nothing_and_says_so(db: Database) -> None:
