@@ -7,10 +7,11 @@ worker's answer for that task (the task as claimed, its agent, its lease) is bui
 (`ahead`, run by store.db.Tx.meanwhile) instead of after the commit, on the worker's way:
 measured under issue #15, the claim's answer was written ~0.15 ms sooner.
 
-The agent's part comes from answers built before (`_agents`, by agent name). An answer
-built ahead is used only if the agent row the creation's statement read is the very row
-it was built with (`items`): an agent edited meanwhile gets its answer built anew, as any
-claim's is. The answer's JSON is the models' own (`ClaimOut`, `ExchangeOut`), assembled
+The agent's part comes from answers built before (`_agents`, by agent name), for every
+claim answer: built from the row once, and again only when the row has changed (~9 fewer
+Python calls per exchanged task). An answer built ahead is used only if the agent row the
+creation's statement read is the very row it was built with (`items`): an agent edited
+meanwhile gets its answer built anew. The answer's JSON is the models' own (`ClaimOut`, `ExchangeOut`), assembled
 from each claimed task's `ClaimedOut`.
 """
 
@@ -77,7 +78,12 @@ def items(claimed: Sequence[Claimed], lease_seconds: float) -> list[bytes]:
         if agent is not None and row is not None:
             part = built.get(id(agent))
             if part is None:
-                part = built[id(agent)] = _remember(agent.name, row, wire.agent_out(agent))
+                known = _agents.get(agent.name)
+                if known is not None and known[0] == row:  # unchanged: its part as built
+                    part = known[1]
+                else:
+                    part = _remember(agent.name, row, wire.agent_out(agent))
+                built[id(agent)] = part
         out.append(_one(c.task, part, c.token, lease_seconds))
     return out
 

@@ -117,3 +117,24 @@ async def test_a_failing_build_ahead_leaves_the_answer_to_the_route(
     handed = await _hand_off(db)
     assert handed.rendered is None
     assert ClaimedOut.model_validate_json(claims.items([handed], 60)[0]) == _model(handed)
+
+
+async def test_an_unchanged_agents_part_is_built_once(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every claim answer carries its agent: built from the row once, and again only when
+    the row has changed."""
+    await _setup(db)
+    built: list[str] = []
+    real = claims.wire.agent_out
+
+    def counted(agent: Any) -> Any:
+        built.append(agent.name)
+        return real(agent)
+
+    monkeypatch.setattr(claims.wire, "agent_out", counted)
+    for _ in range(3):
+        (part,) = claims.items([_fresh(await _hand_off(db))], 60)
+    assert built == ["a"] and json.loads(part)["agent"]["instructions"] is None
+    async with db.tx() as tx:
+        await catalog.update_agent(tx, "a", {"instructions": "edited"})
+    (part,) = claims.items([_fresh(await _hand_off(db))], 60)
+    assert built == ["a", "a"] and json.loads(part)["agent"]["instructions"] == "edited"
