@@ -28,9 +28,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy.dialects import postgresql
 
@@ -128,17 +127,17 @@ async def send(
     return read
 
 
-@dataclass(eq=False)
-class Claimant:
-    """A parked claim the task being created may be inserted claimed for (SQLite; Tx.claimant).
-    `take(queue)`: the claiming worker, its lease's hash and length, taking the claim parked
-    on `queue` (None: none to take, or not born). statemachine.create sets `claimed` to the
-    task as claimed once it has inserted it so, or `pending_first` when another task was
-    pending on the queue (then it inserted it pending)."""
+class Claimant(Protocol):
+    """A parked claim the task being created may be inserted claimed for (SQLite; Tx.claimant,
+    store.handoff's). `take(queue)`: the claiming worker, its lease's hash and length, taking
+    the claim parked on `queue` (None: none to take, or not born). statemachine.create sets
+    `claimed` to the task as claimed once it has inserted it so, or `pending_first` when
+    another task was pending on the queue (then it inserted it pending)."""
 
-    take: Callable[[str], tuple[str, str, float] | None]
-    claimed: Task | None = None
-    pending_first: bool = False
+    claimed: Task | None
+    pending_first: bool
+
+    def take(self, queue: str) -> tuple[str, str, float] | None: ...
 
 
 async def insert_claimed(

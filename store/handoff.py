@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 
 from kernel.errors import MetaAgentError
 from store import fastpath
-from store.born import Claimant
 from store.db import Database, Tx
 from store.leases import Lease, new_token
 from store.models import Agent, Task, from_row
@@ -173,10 +172,8 @@ async def create_handing_off(db: Database, create: Callable[[Tx], Awaitable[Task
 
     async def work(tx: Tx) -> tuple[Task, list[Claimed] | None]:
         nonlocal parked
-        claimant = born = None
-        if db.is_sqlite:  # its INSERT runs at once: the claim is asked for before it
-            born = _SqliteBorn(registry, parked)
-            tx.claimant = claimant = Claimant(born.take)
+        born = _SqliteBorn(registry, parked) if db.is_sqlite else None
+        tx.claimant = born  # SQLite's INSERT runs at once: the claim is asked for before it
         try:
             task = await create(tx)
         finally:
@@ -187,10 +184,10 @@ async def create_handing_off(db: Database, create: Callable[[Tx], Awaitable[Task
             parked = registry.take(task.queue)
         if parked is None:
             return task, None
-        if claimant is not None and born is not None:
-            if claimant.claimed is not None:
-                return task, [await born.claimed(tx, claimant.claimed)]
-            if claimant.pending_first:
+        if born is not None:
+            if born.claimed is not None:
+                return task, [await born.handed(tx, born.claimed)]
+            if born.pending_first:
                 registry.crowd(task.queue)
         try:
             take = await _born(tx, task, parked) or await parked.claim(tx)
@@ -267,11 +264,13 @@ async def _born(tx: Tx, task: Task, parked: Parked) -> Callable[[], Awaitable[li
 
 @dataclass(eq=False)
 class _SqliteBorn:
-    """The parked claim a SQLite creation takes before its INSERT (store.born.Claimant)."""
+    """The parked claim a SQLite creation takes before its INSERT: a store.born.Claimant."""
 
     registry: Handoffs
     parked: Parked | None  # taken already (a rerun keeps it)
     token: str = ""
+    claimed: Task | None = None
+    pending_first: bool = False
 
     def take(self, queue: str) -> tuple[str, str, float] | None:
         if self.token:  # one task per claim: asked once
@@ -285,7 +284,7 @@ class _SqliteBorn:
         self.token, token_hash = new_token()
         return self.parked.worker_id, token_hash, self.parked.lease_seconds
 
-    async def claimed(self, tx: Tx, task: Task) -> Claimed:
+    async def handed(self, tx: Tx, task: Task) -> Claimed:
         found = await fastpath.agents(tx, [task.agent]) if task.agent else []
         return Claimed(task, from_row(Agent, found[0]) if found else None, self.token)
 

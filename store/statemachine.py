@@ -15,6 +15,7 @@ caller's transaction, and queues the after-commit notifications. Nothing else wr
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
@@ -445,12 +446,7 @@ async def send_born_claimed(
         return None
 
     row = {**values_of(task, fastpath.COLS), **values}
-    made: list[Task] = []
-
-    def claimed_task() -> Task:
-        if not made:
-            made.append(from_row(Task, row))
-        return made[0]
+    claimed_task = functools.cache(lambda: from_row(Task, row))
 
     async def read() -> tuple[Task, dict[str, Any] | None] | None:
         claimed, agent = await take()
