@@ -341,26 +341,49 @@ async def test_a_full_pool_is_database_busy(db_url: str) -> None:
         await db.dispose()
 
 
-async def test_a_cancelled_statement_leaves_nothing_and_the_pool_usable(db_url: str) -> None:
-    db = Database(db_url, pool_size=1)
+async def _cancelled_mid_statement(
+    db: Database, prepare: Callable[[Any], None] | None = None, on_server: str | None = None
+) -> None:
+    """A block that recorded an audit row and runs a 30 s statement is cancelled (once its
+    statement shows in `pg_stat_activity`, with `on_server`, the test database's URL): it
+    ends at once, nothing of it is kept, and the pool's one connection serves the next."""
     running = asyncio.Event()
 
     async def slow() -> None:
         async with db.fast_tx() as tx:
+            if prepare is not None:
+                prepare(tx)
             await audit.record(tx, ACTOR, "pg.fast.cancelled")
             running.set()
             await tx.raw.fetch("SELECT pg_sleep(30)")
 
     t = asyncio.create_task(slow())
+    await asyncio.wait_for(running.wait(), 10)
+    if on_server is not None:
+        url = on_server
+
+        def sleeping() -> bool:
+            with _admin(url) as admin:
+                found = admin.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                    "AND query = 'SELECT pg_sleep(30)'"
+                ).fetchone()
+            return found == (1,)
+
+        await asyncio.to_thread(wait_for, sleeping, 10, "the statement running on the server")
+    t.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(t, 10)
+    async with db.fast_tx() as tx:
+        await audit.record(tx, ACTOR, "pg.fast.next")
+    assert await _count(db, "pg.fast.cancelled") == 0
+    assert await _count(db, "pg.fast.next") == 1
+
+
+async def test_a_cancelled_statement_leaves_nothing_and_the_pool_usable(db_url: str) -> None:
+    db = Database(db_url, pool_size=1)
     try:
-        await asyncio.wait_for(running.wait(), 10)
-        t.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await asyncio.wait_for(t, 15)
-        async with db.fast_tx() as tx:
-            await audit.record(tx, ACTOR, "pg.fast.next")
-        assert await _count(db, "pg.fast.cancelled") == 0
-        assert await _count(db, "pg.fast.next") == 1
+        await _cancelled_mid_statement(db)
     finally:
         await db.dispose()
 
@@ -371,45 +394,22 @@ async def test_a_cancel_that_misses_its_statement_is_sent_again(db_url: str) -> 
     rollback then waited out a 30 s statement). The first one here is lost that way; the
     rollback must not wait for the statement's end, nor commit anything."""
     db = Database(db_url, pool_size=1)
-    running = asyncio.Event()
     sent: list[float] = []
 
-    async def slow() -> None:
-        async with db.fast_tx() as tx:
-            conn = tx.raw.conn
-            real = conn.cancel_safe
+    def lose_the_first_cancel(tx: Any) -> None:
+        conn = tx.raw.conn
+        real = conn.cancel_safe
 
-            async def lost_first(**kw: Any) -> None:
-                sent.append(asyncio.get_running_loop().time())
-                if len(sent) > 1:
-                    await real(**kw)
+        async def lost_first(**kw: Any) -> None:
+            sent.append(asyncio.get_running_loop().time())
+            if len(sent) > 1:
+                await real(**kw)
 
-            conn.cancel_safe = lost_first
-            await audit.record(tx, ACTOR, "pg.fast.cancelled")
-            running.set()
-            await tx.raw.fetch("SELECT pg_sleep(30)")
+        conn.cancel_safe = lost_first
 
-    t = asyncio.create_task(slow())
     try:
-        await asyncio.wait_for(running.wait(), 10)
-
-        def sleeping() -> bool:
-            with _admin(db_url) as admin:
-                found = admin.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-                    "AND query = 'SELECT pg_sleep(30)'"
-                ).fetchone()
-            return found == (1,)
-
-        await asyncio.to_thread(wait_for, sleeping, 10, "the statement running on the server")
-        t.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await asyncio.wait_for(t, 10)
+        await _cancelled_mid_statement(db, lose_the_first_cancel, on_server=db_url)
         assert len(sent) >= 2
-        async with db.fast_tx() as tx:
-            await audit.record(tx, ACTOR, "pg.fast.next")
-        assert await _count(db, "pg.fast.cancelled") == 0
-        assert await _count(db, "pg.fast.next") == 1
     finally:
         await db.dispose()
 
