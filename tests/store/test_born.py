@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -20,6 +19,7 @@ from store.db import Database, Tx
 from store.handoff import create_handing_off, handoffs
 from store.leases import Lease, hash_token
 from store.models import Agent, TaskEvent, WorkerQueue
+from tests.store.plans import generic_plan, reads_only_its_own
 from tests.store.test_pg_round_trips import _alone, _create, _setup, relayed
 
 PG = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
@@ -296,33 +296,7 @@ async def test_the_pending_check_reads_the_claim_index_however_full_the_table(
     finally:
         await db.dispose()
     ((sql, params),) = sent
-    dsn = sa.make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    others = ", ".join(
-        {"id": "md5(g::text)", "queue": f"'{queue}'", "status": f"'{status}'"}.get(c, c) for c in fd.COLS
-    )
-    with psycopg.connect(dsn) as conn:  # one transaction, rolled back
-        conn.execute(
-            f"INSERT INTO tasks ({', '.join(fd.COLS)}) SELECT {others} "
-            "FROM tasks, generate_series(1, 3000) g WHERE id = %s",
-            [task.id],
-        )
-        conn.execute("ANALYZE tasks")
-        conn.execute("DELETE FROM tasks WHERE id = %s", [task.id])  # inserted again below
-        conn.execute("DELETE FROM audit_log WHERE target_id = %s", [task.id])
-        conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
-        psycopg.RawCursor(conn).execute(b"PREPARE born AS " + sql)
-        marks = ", ".join(["%s"] * len(params))
-        cur = psycopg.ClientCursor(conn)
-        ((plan,),) = cur.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE born({marks})", params).fetchall()
-        conn.rollback()
-    nodes: list[dict[str, Any]] = []
-    todo: list[dict[str, Any]] = [plan[0]["Plan"]]
-    while todo:
-        node = todo.pop()
-        nodes.append(node)
-        todo.extend(node.get("Plans", []))
-    on_tasks = [n for n in nodes if n.get("Relation Name") == "tasks"]
-    assert on_tasks and all(n["Node Type"] != "Seq Scan" for n in on_tasks)
-    assert sum(n.get("Rows Removed by Filter", 0) for n in on_tasks) == 0
+    on_tasks = generic_plan(db_url, sql, params, crowd=(task.id, queue, status), rows=3000)
+    assert reads_only_its_own(on_tasks)
     inserted = [n["Actual Rows"] for n in on_tasks if n.get("Operation") == "Insert"]
     assert inserted == [1]  # and it did insert the task
