@@ -172,7 +172,10 @@ def _parse(call: Call[T], resp: Answer) -> T:
     try:
         return call.parse(data)
     except ValidationError as exc:
-        # An answer that is not the route's model (a proxy's page, another version): one error type.
+        # An answer that is not the route's model (a proxy's page, another version): one error
+        # type. Not JSON at all: said as `decode` says it (a call read from its bytes gets here).
+        if call.raw and exc.errors()[0]["type"] == "json_invalid":
+            raise ApiError(resp.status_code, "invalid_response", f"not JSON: {resp.text[:200]!r}") from exc
         raise ApiError(resp.status_code, "invalid_response", f"{call.method} {call.path}: {exc}") from exc
 
 

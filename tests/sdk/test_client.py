@@ -11,6 +11,7 @@ import pytest
 
 from sdk import client as client_mod
 from sdk.client import ApiError, AsyncControlPlaneClient, ControlPlaneClient, SSEParser
+from sdk.exchange import ExchangeOut
 from sdk.schemas import EventOut, StreamEnd
 
 URL = "http://plane.test:8080"
@@ -233,6 +234,32 @@ async def test_the_worker_protocol_shapes():
             b"",
         )
         assert await c.worker.bye("w1") is None
+
+
+async def test_a_workers_claim_and_exchange_answers_are_read_from_their_bytes():
+    """Validated from the answer's bytes (sdk.resources._claimed): the same models, and an
+    answer that is not JSON (a proxy's page) is still `invalid_response`."""
+    item = {
+        "task": task(id="t2", status="running"),
+        "agent": agent(),
+        "token": "tok",
+        "lease_seconds": 60,
+        "checkpoint": None,
+    }
+    answer = {"reports": [{"id": "t1", "status": "completed", "problem": None}], "tasks": [item]}
+    rec = Recorder(
+        {
+            ("POST", "/api/v1/worker-queues/q/exchange"): answer,
+            ("POST", "/api/v1/worker-queues/q/claim"): httpx.Response(200, text="<html>proxy</html>"),
+        }
+    )
+    async with AsyncControlPlaneClient(URL, timeout=10, transport=httpx.MockTransport(rec)) as c:
+        got = await c.worker.exchange("q", "w1", [{"id": "t1", "token": "t", "result": None}])
+        assert got == ExchangeOut.model_validate(answer)
+        with pytest.raises(ApiError) as err:
+            await c.worker.claim("q", "w1")
+    assert (err.value.status, err.value.code) == (200, "invalid_response")
+    assert err.value.detail == "not JSON: '<html>proxy</html>'"  # as for any call
 
 
 # --- server-sent events ------------------------------------------------------------------
