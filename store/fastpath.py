@@ -223,25 +223,11 @@ async def send_claim(
                 + (f" OR needs IN ({', '.join('?' for _ in needs)})" if needs else "")
                 + ")"
             )
-        # This queue's pending tasks, oldest first. On PostgreSQL the generic plan a prepared
-        # statement may settle on (planned from the columns' statistics, not the values) read
-        # the whole table with `queue = ? AND status = 'pending' ORDER BY id`: a scan and a
-        # sort beside 3,000 tasks pending on another queue, a walk of the primary key beside
-        # a million (172 ms a claim on an empty queue). So: the status as a range of one
-        # value, ordered by ix_tasks_claim's own columns: no equality for the planner to fold
-        # that order into `id`'s, so only that index serves, and its bounds end the scan (a
-        # row comparison's upper bound did not: it read on through the queue's running
-        # tasks). And the rows updated by their ids as an array, where `id IN (...)` became
-        # a hash join over a scan of the table. SQLite plans each statement its own way.
-        pick, where, order = "IN (", "queue = ? AND status = 'pending'", "id"
-        if pg:
-            pick = "= ANY(ARRAY("
-            where = "queue = ? AND status >= 'pending' AND status <= 'pending'"
-            order = "queue, status, id"
         sql = (
             f"UPDATE tasks SET {sets}, attempt = attempt + 1, last_seq = last_seq + 1, "
-            f"started_at = COALESCE(started_at, ?) WHERE id {pick}SELECT id FROM tasks WHERE {where}{only} "
-            f"ORDER BY {order} LIMIT ?{lock}){')' if pg else ''} RETURNING {RETURNING}"
+            "started_at = COALESCE(started_at, ?) "
+            f"WHERE id IN (SELECT id FROM tasks WHERE queue = ? AND status = 'pending'{only} "
+            f"ORDER BY id LIMIT ?{lock}) RETURNING {RETURNING}"
         )
         if pg:
             # The events in the same statement (a data-modifying WITH), and the agents'

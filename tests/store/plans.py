@@ -24,7 +24,7 @@ def generic_plan(
     """The nodes on `tasks` of `sql`'s generic plan, run with `params` (EXPLAIN ANALYZE, in a
     transaction rolled back) beside `rows` copies of task `crowd[0]` with queue `crowd[1]`
     and status `crowd[2]`. The copied task itself is gone meanwhile (a statement may insert it
-    again), or set to status `own`."""
+    again)."""
     task_id, queue, status = crowd
     dsn = sa.make_url(db_url).set(drivername="postgresql").render_as_string(hide_password=False)
     others = ", ".join(
@@ -37,12 +37,9 @@ def generic_plan(
             [task_id],
         )
         conn.execute("ANALYZE tasks")
-        if own is not None:
-            conn.execute("UPDATE tasks SET status = %s WHERE id = %s", [own, task_id])
-        else:
-            conn.execute("DELETE FROM task_events WHERE task_id = %s", [task_id])
-            conn.execute("DELETE FROM tasks WHERE id = %s", [task_id])
-            conn.execute("DELETE FROM audit_log WHERE target_id = %s", [task_id])
+        conn.execute("DELETE FROM task_events WHERE task_id = %s", [task_id])
+        conn.execute("DELETE FROM tasks WHERE id = %s", [task_id])
+        conn.execute("DELETE FROM audit_log WHERE target_id = %s", [task_id])
         conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
         psycopg.RawCursor(conn).execute(b"PREPARE hot AS " + sql)
         marks = ", ".join(["%s"] * len(params))
