@@ -206,7 +206,13 @@ class Task(Table, table=True):
     __table_args__ = (
         sa.Index("ix_tasks_claim", "queue", "status", "id"),
         sa.Index("ix_tasks_status_id", "status", "id"),
-        sa.Index("ix_tasks_lease", "status", "lease_expires_at"),
+        # The reaper's (store/reaper.py): running tasks by lease end, only those.
+        sa.Index(
+            "ix_tasks_lease",
+            "lease_expires_at",
+            postgresql_where=sa.text("status = 'running'"),
+            sqlite_where=sa.text("status = 'running'"),
+        ),
         # GET /tasks?failure=CLASS (store/failure_filter.py): failed tasks only, by code.
         # Tasks whose agent requires something (store/prereqs.py), only those.
         sa.Index(

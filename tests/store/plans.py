@@ -19,7 +19,6 @@ def generic_plan(
     *,
     crowd: tuple[str, str, str],
     rows: int,
-    own: str | None = None,
 ) -> list[dict[str, Any]]:
     """The nodes on `tasks` of `sql`'s generic plan, run with `params` (EXPLAIN ANALYZE, in a
     transaction rolled back) beside `rows` copies of task `crowd[0]` with queue `crowd[1]`
@@ -31,19 +30,19 @@ def generic_plan(
         {"id": "md5(g::text)", "queue": f"'{queue}'", "status": f"'{status}'"}.get(c, c) for c in fd.COLS
     )
     with psycopg.connect(dsn) as conn:
+        conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        marks = ", ".join(["%s"] * len(params))
+        cur = psycopg.ClientCursor(conn)
         conn.execute(
             f"INSERT INTO tasks ({', '.join(fd.COLS)}) SELECT {others} "
             f"FROM tasks, generate_series(1, {rows}) g WHERE id = %s",
             [task_id],
         )
-        conn.execute("ANALYZE tasks")
         conn.execute("DELETE FROM task_events WHERE task_id = %s", [task_id])
         conn.execute("DELETE FROM tasks WHERE id = %s", [task_id])
         conn.execute("DELETE FROM audit_log WHERE target_id = %s", [task_id])
-        conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        conn.execute("ANALYZE tasks")
         psycopg.RawCursor(conn).execute(b"PREPARE hot AS " + sql)
-        marks = ", ".join(["%s"] * len(params))
-        cur = psycopg.ClientCursor(conn)
         ((plan,),) = cur.execute(
             f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) EXECUTE hot({marks})", params
         ).fetchall()
