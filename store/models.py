@@ -206,12 +206,15 @@ class Task(Table, table=True):
     __table_args__ = (
         sa.Index("ix_tasks_claim", "queue", "status", "id"),
         sa.Index("ix_tasks_status_id", "status", "id"),
-        # The reaper's (store/reaper.py): running tasks by lease end, only those.
-        sa.Index(
-            "ix_tasks_lease",
-            "lease_expires_at",
-            postgresql_where=sa.text("status = 'running'"),
-            sqlite_where=sa.text("status = 'running'"),
+        # Only the rows their questions ask about (migration 0015): the reaper's running tasks
+        # by lease end (store/reaper.py), a team's tasks, a task's children.
+        *(
+            sa.Index(name, column, postgresql_where=sa.text(where), sqlite_where=sa.text(where))
+            for name, column, where in (
+                ("ix_tasks_lease", "lease_expires_at", "status = 'running'"),
+                ("ix_tasks_team", "team", "team IS NOT NULL"),
+                ("ix_tasks_parent_id", "parent_id", "parent_id IS NOT NULL"),
+            )
         ),
         # GET /tasks?failure=CLASS (store/failure_filter.py): failed tasks only, by code.
         # Tasks whose agent requires something (store/prereqs.py), only those.
@@ -233,13 +236,13 @@ class Task(Table, table=True):
     )
     id: str = Field(default_factory=new_id, primary_key=True)
     agent: str | None = Field(default=None, index=True)
-    team: str | None = Field(default=None, index=True)
+    team: str | None = None
     queue: str
     prompt: str = ""
     parameters: dict[str, Any] = _json({})
     source: str = "api"
     requested_by: str | None = None
-    parent_id: str | None = Field(default=None, index=True)
+    parent_id: str | None = None
     retry_of: str | None = None
     # The schedule that started it (store/schedules.py); a partial index (migration 0008)
     # covers only such tasks, so creating any other task pays nothing for it.

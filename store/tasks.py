@@ -368,6 +368,12 @@ async def cancel(tx: Tx, task_id: str, *, by: str | None = None) -> Task:
 async def _unfinished_descendants(tx: Tx, task_id: str) -> list[tuple[str, str, bool]]:
     """(id, status, cancel_requested) of every unfinished task below `task_id`, reached
     through unfinished parents only, in one recursive query."""
+    rows = (await tx.execute(tree_query(task_id))).all()
+    return [(r.id, r.status, bool(r.cancel_requested)) for r in rows]
+
+
+def tree_query(task_id: str) -> sa.Select[Any, Any, Any]:
+    """_unfinished_descendants' query."""
     t, child = _tasks.alias("t"), _tasks.alias("c")
     cols = (t.c.id, t.c.status, t.c.cancel_requested)
     tree = sa.select(*cols).where(t.c.parent_id == task_id).cte("tree", recursive=True)
@@ -379,8 +385,7 @@ async def _unfinished_descendants(tx: Tx, task_id: str) -> list[tuple[str, str, 
         .join(tree, child.c.parent_id == tree.c.id)
         .where(tree.c.status.in_(ACTIVE))
     )
-    stmt = sa.select(tree.c.id, tree.c.status, tree.c.cancel_requested).where(tree.c.status.in_(ACTIVE))
-    return [(r.id, r.status, bool(r.cancel_requested)) for r in (await tx.execute(stmt)).all()]
+    return sa.select(tree.c.id, tree.c.status, tree.c.cancel_requested).where(tree.c.status.in_(ACTIVE))
 
 
 async def _ask_to_stop(tx: Tx, task_ids: list[str], message: str) -> None:
