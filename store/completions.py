@@ -57,8 +57,10 @@ async def send_completions(
             # The rows and the events as two JSON documents (json_to_recordset), not as
             # arrays: psycopg dumps an array of JSON values in Python, quoting and escaping
             # each element with a regex; one document is one call of pydantic's encoder.
+            # PostgreSQL takes a function's rows for 100 whatever it returns, and joined them
+            # to the tasks by hashing every running task: the LIMIT tells it how many.
             "WITH b AS (SELECT * FROM json_to_recordset(%s::json) AS b(id text, h text, result json, "
-            "usage json, n int)), "
+            "usage json, n int) LIMIT %s), "
             f"u AS (UPDATE tasks SET {sets}result = COALESCE(b.result, 'null'::json), "
             "usage = COALESCE(b.usage, tasks.usage), "
             "last_seq = tasks.last_seq + b.n FROM b WHERE tasks.id = b.id AND tasks.status = %s "
@@ -80,7 +82,7 @@ async def send_completions(
         for task_id, _, _, _, events in items
         for k, (kind, data) in enumerate(events, 1)
     ]
-    params: list[Any] = [d.json(rows), *fd.bind(d, names, values), status]
+    params: list[Any] = [d.json(rows), len(rows), *fd.bind(d, names, values), status]
     if queues:
         params.append(sorted(queues))
     params += [now, d.json(evs)]
