@@ -11,8 +11,8 @@ The agent's part comes from answers built before (`_agents`, by agent name), for
 claim answer: built from the row once, and again only when the row has changed (~9 fewer
 Python calls per exchanged task). An answer built ahead is used only if the agent row the
 creation's statement read is the very row it was built with (`items`): an agent edited
-meanwhile gets its answer built anew. The answer's JSON is the models' own (`ClaimOut`, `ExchangeOut`), assembled
-from each claimed task's `ClaimedOut`.
+meanwhile gets its answer built anew. The answer's JSON is the models' own (`ClaimOut`,
+`ExchangeOut`), assembled from each claimed task's `ClaimedOut`.
 """
 
 from __future__ import annotations
